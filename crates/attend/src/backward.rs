@@ -1,0 +1,228 @@
+//! The fused backward pass (FlashAttention-2 style): probabilities are recomputed tile by tile
+//! from the forward's log-sum-exp instead of being stored.
+//!
+//! Forward, restated (see `reference.rs`): `z = scale·q·kᵀ` (soft-capped, masked, biased),
+//! `p = exp(z - lse)`, `o = p·v`. Its derivatives, per tile:
+//!
+//! ```text
+//! dv_j += Σ_i p_ij do_i                 (o = p v)
+//! dp_ij = do_i · v_j
+//! dz_ij = p_ij (dp_ij - D_i),  D_i = do_i · o_i      (softmax; Σ_j p_ij dp_ij = do_i·o_i)
+//! dq_i += scale Σ_j dz_ij k_j,  dk_j += scale Σ_i dz_ij q_i
+//! ```
+//!
+//! Work is split over batch × key/value head (and over key ranges when there are fewer heads
+//! than threads); each task loops over key tiles, keeps them packed, and streams every query
+//! tile of every head of its GQA group past them, so `dk` and `dv` need no reduction across
+//! tasks. `dq` is accumulated per task and summed.
+
+use rayon::prelude::*;
+
+use crate::params::{check_finite, check_len, AttnParams};
+use crate::simd::NR;
+use crate::tile::{Ctx, Row};
+use crate::{Grads, Result};
+
+/// Queries per tile.
+const BR: usize = 64;
+/// Keys per tile.
+const BC: usize = 64;
+/// Fewest keys per task when keys are split across threads.
+const MIN_SPLIT: usize = 256;
+
+/// Gradients with respect to `q`, `k`, `v` (in the call's layout), given the forward's `out`
+/// and `lse` (from [`crate::fused::forward`]) and `dout = ∂L/∂out`.
+pub fn backward(
+    p: &AttnParams,
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    out: &[f32],
+    lse: &[f32],
+    dout: &[f32],
+) -> Result<Grads> {
+    p.validate_qkv(q, k, v)?;
+    let sh = p.shape;
+    check_len("out", out, sh.o_len())?;
+    check_len("lse", lse, sh.lse_len())?;
+    check_len("dout", dout, sh.o_len())?;
+    check_finite("out", out)?;
+    check_finite("dout", dout)?;
+    let ctx = Ctx::new(p, q, k, v)?;
+    let os = p.o_strides();
+
+    // D_i = do_i · o_i, and lse in log2 units (+inf zeroes a row that saw no key)
+    let mut dd = vec![0.0f32; sh.lse_len()];
+    let mut lse2 = vec![0.0f32; sh.lse_len()];
+    for b in 0..sh.b {
+        for h in 0..sh.h {
+            for i in 0..sh.s_q {
+                let x = (b * sh.h + h) * sh.s_q + i;
+                let o = &out[os.at(b, h, i)..][..sh.d_v];
+                let g = &dout[os.at(b, h, i)..][..sh.d_v];
+                dd[x] = o.iter().zip(g).map(|(a, b)| a * b).sum();
+                lse2[x] = if lse[x] == f32::NEG_INFINITY {
+                    f32::INFINITY
+                } else {
+                    lse[x] * std::f32::consts::LOG2_E
+                };
+            }
+        }
+    }
+
+    let groups = sh.b * sh.h_kv;
+    let threads = rayon::current_num_threads();
+    let want = if groups >= threads { 1 } else { (2 * threads).div_ceil(groups) };
+    let chunks = want.min(sh.s_kv / MIN_SPLIT).max(1);
+    let step = sh.s_kv.div_ceil(chunks).div_ceil(BC) * BC;
+    let tasks: Vec<(usize, usize, usize, usize)> = (0..groups)
+        .flat_map(|bg| {
+            (0..sh.s_kv.div_ceil(step))
+                .map(move |c| (bg / sh.h_kv, bg % sh.h_kv, c * step, ((c + 1) * step).min(sh.s_kv)))
+        })
+        .collect();
+    let env = Env { ctx: &ctx, dout, dd: &dd, lse2: &lse2 };
+    let parts: Vec<Part> = tasks.par_iter().map(|&t| env.task(t)).collect();
+
+    // scatter: dk, dv rows are disjoint across tasks; dq partials add up
+    let (ks, vs, qs) = (ctx.ks, ctx.vs, ctx.qs);
+    let mut g = Grads {
+        dq: vec![0.0; sh.q_len()],
+        dk: vec![0.0; sh.k_len()],
+        dv: vec![0.0; sh.v_len()],
+    };
+    for (&(b, hk, c0, c1), part) in tasks.iter().zip(&parts) {
+        for j in c0..c1 {
+            g.dk[ks.at(b, hk, j)..][..sh.d].copy_from_slice(&part.dk[(j - c0) * sh.d..][..sh.d]);
+            g.dv[vs.at(b, hk, j)..][..sh.d_v]
+                .copy_from_slice(&part.dv[(j - c0) * sh.d_v..][..sh.d_v]);
+        }
+        let sq_pad = part.sq_pad;
+        for (hh, dqt) in part.dqt.chunks(sh.d * sq_pad).enumerate() {
+            let h = hk * sh.group() + hh;
+            for i in 0..sh.s_q {
+                let row = &mut g.dq[qs.at(b, h, i)..][..sh.d];
+                for (e, x) in row.iter_mut().enumerate() {
+                    *x += dqt[e * sq_pad + i] * ctx.scale;
+                }
+            }
+        }
+    }
+    Ok(g)
+}
+
+/// What one task produces: `dk`, `dv` rows of its key range, and `dqᵀ` per head of its group.
+struct Part {
+    dk: Vec<f32>,
+    dv: Vec<f32>,
+    dqt: Vec<f32>,
+    sq_pad: usize,
+}
+
+struct Env<'a> {
+    ctx: &'a Ctx<'a>,
+    dout: &'a [f32],
+    dd: &'a [f32],
+    lse2: &'a [f32],
+}
+
+impl Env<'_> {
+    fn task(&self, (b, hk, c0, c1): (usize, usize, usize, usize)) -> Part {
+        let ctx = self.ctx;
+        let sh = &ctx.p.shape;
+        let (d, dv, g) = (sh.d, sh.d_v, sh.group());
+        let os = ctx.p.o_strides();
+        let kern = ctx.kern;
+        let sq_pad = sh.s_q.div_ceil(NR) * NR;
+        let mut part = Part {
+            dk: vec![0.0; (c1 - c0) * d],
+            dv: vec![0.0; (c1 - c0) * dv],
+            dqt: vec![0.0; g * d * sq_pad],
+            sq_pad,
+        };
+        let w = BC.div_ceil(NR) * NR;
+        let mut kp = vec![0.0f32; w * d];
+        let mut vp = vec![0.0f32; w * dv];
+        let mut dkt = vec![0.0f32; d * w];
+        let mut dvt = vec![0.0f32; dv * w];
+        let mut s = vec![0.0f32; BR * w];
+        let mut dp = vec![0.0f32; BR * w];
+        let mut tanh = vec![0.0f32; BR * w];
+        let mut dst = vec![0.0f32; w * BR];
+        let mut t0 = c0;
+        while t0 < c1 {
+            let t1 = (t0 + BC).min(c1);
+            let nk = t1 - t0;
+            let kpan = nk.div_ceil(NR);
+            kern.pack_panels(ctx.k, ctx.ks.at(b, hk, t0), ctx.ks.row, nk, d, &mut kp);
+            kern.pack_panels(ctx.v, ctx.vs.at(b, hk, t0), ctx.vs.row, nk, dv, &mut vp);
+            dkt.fill(0.0);
+            dvt.fill(0.0);
+            for h in hk * g..(hk + 1) * g {
+                let hh = h - hk * g;
+                for i0 in (0..sh.s_q).step_by(BR) {
+                    let n = BR.min(sh.s_q - i0);
+                    let rows: Vec<Row> = (i0..i0 + n).map(|i| ctx.row(b, h, i)).collect();
+                    let Some(full) = ctx.classify(&rows, t0, t1) else { continue };
+                    let x0 = (b * sh.h + h) * sh.s_q + i0;
+                    // S = Q Kᵀ (queries as rows, keys in lanes), then P = exp(z - lse)
+                    let q_off = ctx.qs.at(b, h, i0);
+                    kern.gemm_a(ctx.q, q_off, ctx.qs.row, n, d, &kp, kpan, &mut s, w);
+                    if let Some(cap) = ctx.p.softcap {
+                        for (tv, sv) in tanh[..n * w].iter_mut().zip(&s[..n * w]) {
+                            *tv = (sv * ctx.scale / cap).tanh();
+                        }
+                    }
+                    ctx.finish_scores(b, &rows, t0, nk, full, &mut s, |r, jj| r * w + jj);
+                    for r in 0..n {
+                        s[r * w + nk..r * w + kpan * NR].fill(f32::NEG_INFINITY);
+                    }
+                    kern.exp_rows(&mut s, n, kpan * NR, w, ctx.c, &self.lse2[x0..x0 + n]);
+                    // dP = dO Vᵀ
+                    let o_off = os.at(b, h, i0);
+                    kern.gemm_a(self.dout, o_off, os.row, n, dv, &vp, kpan, &mut dp, w);
+                    // dvᵀ += dOᵀ P
+                    kern.gemm_b(self.dout, o_off, os.row, dv, n, &s, 0, w, kpan, &mut dvt, w);
+                    // dz = P ∘ (dP - D)   (∘ (1 - tanh²) under a soft-cap)
+                    for r in 0..n {
+                        let di = self.dd[x0 + r];
+                        let (pr, dpr) = (&s[r * w..][..w], &mut dp[r * w..][..w]);
+                        for (x, &pv) in dpr.iter_mut().zip(pr) {
+                            *x = pv * (*x - di);
+                        }
+                        if ctx.p.softcap.is_some() {
+                            for (x, t) in dpr.iter_mut().zip(&tanh[r * w..][..w]) {
+                                *x *= 1.0 - t * t;
+                            }
+                        }
+                    }
+                    // dkᵀ += Qᵀ dz
+                    kern.gemm_b(ctx.q, q_off, ctx.qs.row, d, n, &dp, 0, w, kpan, &mut dkt, w);
+                    // dqᵀ += Kᵀ dzᵀ
+                    let qpan = n.div_ceil(NR);
+                    let wq = qpan * NR;
+                    for jj in 0..nk {
+                        let row = &mut dst[jj * wq..][..wq];
+                        for (r, x) in row.iter_mut().enumerate() {
+                            *x = if r < n { dp[r * w + jj] } else { 0.0 };
+                        }
+                    }
+                    let dqt = &mut part.dqt[hh * d * sq_pad + i0..];
+                    let k_off = ctx.ks.at(b, hk, t0);
+                    kern.gemm_b(ctx.k, k_off, ctx.ks.row, d, nk, &dst, 0, wq, qpan, dqt, sq_pad);
+                }
+            }
+            for jj in 0..nk {
+                let r = t0 - c0 + jj;
+                for e in 0..d {
+                    part.dk[r * d + e] = dkt[e * w + jj] * ctx.scale;
+                }
+                for e in 0..dv {
+                    part.dv[r * dv + e] = dvt[e * w + jj];
+                }
+            }
+            t0 = t1;
+        }
+        part
+    }
+}

@@ -1,0 +1,215 @@
+//! Decoding: a per-layer key/value cache and attention of a few new queries against it.
+//!
+//! [`LayerCache`] stores keys and values as `[b, h_kv, capacity, d]`; appending grows the
+//! capacity geometrically (amortised O(1) per position, no quadratic copying), and it can be
+//! truncated (to roll back a speculative or rejected continuation) or reset. Attention over the
+//! cache runs the fused kernel with the cache's strides — no copy — and, with few queries, the
+//! grouped path: each GQA group's queries share one pass over K and V, and a long cache is
+//! split across threads, so the cost is bound by reading K and V once.
+//!
+//! ```
+//! use attend::{decode::LayerCache, AttnParams, Layout, Mask, Shape};
+//! let (h, h_kv, d) = (4, 2, 8);
+//! let mut cache = LayerCache::new(1, h_kv, d, d)?;
+//! for step in 0..3 {
+//!     let k = vec![0.1 * step as f32; h_kv * d]; // one new position, [b, 1, h_kv, d]
+//!     cache.append(&k, &k, 1, Layout::Bshd)?;
+//!     let q = vec![0.5; h * d];
+//!     let p = AttnParams::new(Shape::new(1, h, 1, cache.len(), d).with_kv_heads(h_kv))
+//!         .layout(Layout::Bshd)
+//!         .mask(Mask::causal());
+//!     let o = cache.attend(&p, &q)?;
+//!     assert_eq!(o.out.len(), h * d);
+//! }
+//! # Ok::<(), attend::Error>(())
+//! ```
+
+use crate::params::{check_finite, check_len, AttnParams, Layout, Strides};
+use crate::tile::Ctx;
+use crate::{Error, Output, Result};
+
+/// Keys and values of one attention layer, `[b, h_kv, capacity, d]`.
+#[derive(Clone, Debug)]
+pub struct LayerCache {
+    b: usize,
+    h_kv: usize,
+    d: usize,
+    d_v: usize,
+    len: usize,
+    cap: usize,
+    k: Vec<f32>,
+    v: Vec<f32>,
+}
+
+impl LayerCache {
+    /// An empty cache for `b` batch rows, `h_kv` key/value heads, head dims `d` and `d_v`.
+    pub fn new(b: usize, h_kv: usize, d: usize, d_v: usize) -> Result<Self> {
+        for (dim, x) in [("b", b), ("h_kv", h_kv), ("d", d), ("d_v", d_v)] {
+            if x == 0 {
+                return Err(Error::ZeroDim { dim });
+            }
+        }
+        Ok(LayerCache { b, h_kv, d, d_v, len: 0, cap: 0, k: Vec::new(), v: Vec::new() })
+    }
+
+    /// Positions stored.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+    /// Whether no position is stored.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+    /// Positions that fit before the next growth.
+    pub fn capacity(&self) -> usize {
+        self.cap
+    }
+    /// Key/value heads.
+    pub fn kv_heads(&self) -> usize {
+        self.h_kv
+    }
+
+    /// Reserves room for `extra` more positions.
+    pub fn reserve(&mut self, extra: usize) {
+        let need = self.len + extra;
+        if need <= self.cap {
+            return;
+        }
+        let cap = need.max(self.cap * 2).max(16);
+        let grow = |old: &[f32], dim: usize| {
+            let mut new = vec![0.0f32; self.b * self.h_kv * cap * dim];
+            for bh in 0..self.b * self.h_kv {
+                new[bh * cap * dim..][..self.len * dim]
+                    .copy_from_slice(&old[bh * self.cap * dim..][..self.len * dim]);
+            }
+            new
+        };
+        self.k = grow(&self.k, self.d);
+        self.v = grow(&self.v, self.d_v);
+        self.cap = cap;
+    }
+
+    /// Appends `n` new positions; `k` and `v` are `[b, n, h_kv, d]` (`Layout::Bshd`) or
+    /// `[b, h_kv, n, d]` (`Layout::Bhsd`).
+    pub fn append(&mut self, k: &[f32], v: &[f32], n: usize, layout: Layout) -> Result<()> {
+        check_len("k", k, self.b * n * self.h_kv * self.d)?;
+        check_len("v", v, self.b * n * self.h_kv * self.d_v)?;
+        check_finite("k", k)?;
+        check_finite("v", v)?;
+        self.reserve(n);
+        let (ks, vs) = (Strides::of(layout, self.h_kv, n, self.d), Strides::of(layout, self.h_kv, n, self.d_v));
+        let (mk, mv) = (self.k_strides(), self.v_strides());
+        for b in 0..self.b {
+            for h in 0..self.h_kv {
+                for t in 0..n {
+                    let at = self.len + t;
+                    self.k[mk.at(b, h, at)..][..self.d].copy_from_slice(&k[ks.at(b, h, t)..][..self.d]);
+                    self.v[mv.at(b, h, at)..][..self.d_v]
+                        .copy_from_slice(&v[vs.at(b, h, t)..][..self.d_v]);
+                }
+            }
+        }
+        self.len += n;
+        Ok(())
+    }
+
+    /// Keeps the first `len` positions.
+    pub fn truncate(&mut self, len: usize) -> Result<()> {
+        if len > self.len {
+            return Err(Error::Cache(format!(
+                "cannot truncate to {len} positions: only {} are stored",
+                self.len
+            )));
+        }
+        self.len = len;
+        Ok(())
+    }
+
+    /// Forgets every position (keeps the memory).
+    pub fn reset(&mut self) {
+        self.len = 0;
+    }
+
+    fn k_strides(&self) -> Strides {
+        Strides { batch: self.h_kv * self.cap * self.d, head: self.cap * self.d, row: self.d }
+    }
+    fn v_strides(&self) -> Strides {
+        Strides { batch: self.h_kv * self.cap * self.d_v, head: self.cap * self.d_v, row: self.d_v }
+    }
+
+    /// Attention of `q` (`p.shape.s_q` new queries, in `p.layout`) over every stored position.
+    /// `p.shape` must agree with the cache: `b`, `h_kv`, `d`, `d_v`, and `s_kv = len()`. With
+    /// `Mask::causal()` the queries are the last `s_q` stored positions.
+    pub fn attend(&self, p: &AttnParams, q: &[f32]) -> Result<Output> {
+        let mut out = vec![0.0; p.shape.o_len()];
+        let mut lse = vec![0.0; p.shape.lse_len()];
+        self.attend_into(p, q, &mut out, &mut lse)?;
+        Ok(Output { out, lse })
+    }
+
+    /// [`LayerCache::attend`] into caller-owned buffers.
+    pub fn attend_into(&self, p: &AttnParams, q: &[f32], out: &mut [f32], lse: &mut [f32]) -> Result<()> {
+        p.validate()?;
+        let sh = p.shape;
+        for (what, expected, got) in [
+            ("b", self.b, sh.b),
+            ("h_kv", self.h_kv, sh.h_kv),
+            ("d", self.d, sh.d),
+            ("d_v", self.d_v, sh.d_v),
+            ("s_kv", self.len, sh.s_kv),
+        ] {
+            if expected != got {
+                return Err(Error::ShapeMismatch { what, expected, got });
+            }
+        }
+        check_len("q", q, sh.q_len())?;
+        check_finite("q", q)?;
+        check_len("out", out, sh.o_len())?;
+        check_len("lse", lse, sh.lse_len())?;
+        let ctx = Ctx::new(p, q, &self.k, &self.v)?.with_kv_strides(self.k_strides(), self.v_strides());
+        crate::fused::run(&ctx, out, lse);
+        Ok(())
+    }
+}
+
+/// The caches of every layer of a model.
+#[derive(Clone, Debug)]
+pub struct KvCache {
+    layers: Vec<LayerCache>,
+}
+
+impl KvCache {
+    /// `n_layers` empty layer caches of the same geometry.
+    pub fn new(n_layers: usize, b: usize, h_kv: usize, d: usize, d_v: usize) -> Result<Self> {
+        let layer = LayerCache::new(b, h_kv, d, d_v)?;
+        Ok(KvCache { layers: vec![layer; n_layers] })
+    }
+    /// Layer `l`'s cache.
+    pub fn layer(&self, l: usize) -> &LayerCache {
+        &self.layers[l]
+    }
+    /// Layer `l`'s cache, mutably.
+    pub fn layer_mut(&mut self, l: usize) -> &mut LayerCache {
+        &mut self.layers[l]
+    }
+    /// Layers.
+    pub fn n_layers(&self) -> usize {
+        self.layers.len()
+    }
+    /// Positions stored (in layer 0).
+    pub fn len(&self) -> usize {
+        self.layers.first().map_or(0, |l| l.len())
+    }
+    /// Whether nothing is stored.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Keeps the first `len` positions of every layer.
+    pub fn truncate(&mut self, len: usize) -> Result<()> {
+        self.layers.iter_mut().try_for_each(|l| l.truncate(len))
+    }
+    /// Empties every layer.
+    pub fn reset(&mut self) {
+        self.layers.iter_mut().for_each(LayerCache::reset);
+    }
+}

@@ -1,0 +1,289 @@
+//! The fused kernel: tiles of queries × keys with the online softmax, never materialising the
+//! `s_q × s_kv` scores. Extra memory is a few tiles per task.
+//!
+//! - [`forward`] / [`forward_into`]: the output and the per-row log-sum-exp. Work is split
+//!   over batch × head × query tile with rayon; key tiles that the band or key padding remove
+//!   entirely are skipped. When there are few queries per key/value head (decoding), the
+//!   queries of a whole GQA group share one pass over K and V, and the keys are split across
+//!   threads, the partial results merged exactly.
+//! - [`probabilities`]: the attention weights of chosen heads, recomputed exactly from the
+//!   saved log-sum-exp (no slow second implementation).
+//! - the backward pass is in [`crate::backward`].
+
+use rayon::prelude::*;
+
+use crate::params::{check_finite, check_len, AttnParams, Layout};
+use crate::simd::NR;
+use crate::tile::{Acc, Ctx, Row};
+use crate::{Error, Output, Result};
+
+/// Queries per task tile.
+pub(crate) const BR: usize = 64;
+/// Keys per tile.
+pub(crate) const BC: usize = 64;
+/// Fewest keys per task when the keys are split across threads.
+const MIN_SPLIT: usize = 512;
+
+/// Attention output and log-sum-exp (natural log, `[b, h, s_q]`; `-inf` for a row that sees
+/// no key).
+///
+/// ```
+/// use attend::{fused, AttnParams, Mask, Shape};
+/// // one batch row, 2 heads, 3 queries over 3 keys, head dim 4
+/// let shape = Shape::new(1, 2, 3, 3, 4);
+/// let q = vec![0.1; shape.q_len()];
+/// let (k, v) = (vec![0.2; shape.k_len()], vec![1.0; shape.v_len()]);
+/// let params = AttnParams::new(shape).mask(Mask::causal());
+/// let o = fused::forward(&params, &q, &k, &v)?;
+/// assert!(o.out.iter().all(|x| (x - 1.0).abs() < 1e-6));
+/// # Ok::<(), attend::Error>(())
+/// ```
+pub fn forward(p: &AttnParams, q: &[f32], k: &[f32], v: &[f32]) -> Result<Output> {
+    let mut out = vec![0.0; p.shape.o_len()];
+    let mut lse = vec![0.0; p.shape.lse_len()];
+    forward_into(p, q, k, v, &mut out, &mut lse)?;
+    Ok(Output { out, lse })
+}
+
+/// [`forward`] into caller-owned buffers (`out` in the call's layout, `lse` as `[b, h, s_q]`).
+pub fn forward_into(
+    p: &AttnParams,
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    out: &mut [f32],
+    lse: &mut [f32],
+) -> Result<()> {
+    p.validate_qkv(q, k, v)?;
+    check_len("out", out, p.shape.o_len())?;
+    check_len("lse", lse, p.shape.lse_len())?;
+    run(&Ctx::new(p, q, k, v)?, out, lse);
+    Ok(())
+}
+
+/// Chooses the grouped (decode) or tiled (prefill) path; inputs already validated.
+pub(crate) fn run(ctx: &Ctx, out: &mut [f32], lse: &mut [f32]) {
+    if ctx.p.shape.s_q * ctx.p.shape.group() <= BR {
+        forward_grouped(ctx, out, lse);
+    } else {
+        forward_tiled(ctx, out, lse);
+    }
+}
+
+/// One query tile `[i0, i0 + n)` of head `h`, over every key it may see.
+fn run_tile(ctx: &Ctx, b: usize, h: usize, i0: usize, n: usize) -> Acc {
+    let sh = &ctx.p.shape;
+    let rows: Vec<Row> = (i0..i0 + n).map(|i| ctx.row(b, h, i)).collect();
+    let mut acc = Acc::new(n, sh.d_v);
+    if let Some(span) = Ctx::key_span(&rows) {
+        let mut qp = vec![0.0; acc.width * sh.d];
+        ctx.pack_queries(b, &rows, &mut qp);
+        acc.attend(ctx, b, h / sh.group(), &rows, &qp, span, BC);
+    }
+    acc
+}
+
+/// Prefill: one task per batch row × head × query tile (per batch row × query tile for
+/// `[b, s, h, d]`, whose output chunks hold every head).
+fn forward_tiled(ctx: &Ctx, out: &mut [f32], lse: &mut [f32]) {
+    let sh = ctx.p.shape;
+    let (hq, dv, sq) = (sh.h, sh.d_v, sh.s_q);
+    // (flat b·h, first query, log-sum-exps of the tile's rows)
+    let parts: Vec<Vec<(usize, usize, Vec<f32>)>> = match ctx.p.layout {
+        Layout::Bhsd => out
+            .par_chunks_mut(sq * dv)
+            .enumerate()
+            .flat_map(|(bh, head)| {
+                head.par_chunks_mut(BR * dv).enumerate().map(move |(t, chunk)| {
+                    let (i0, n) = (t * BR, chunk.len() / dv);
+                    let acc = run_tile(ctx, bh / hq, bh % hq, i0, n);
+                    let l = (0..n).map(|r| acc.finish_row(r, &mut chunk[r * dv..][..dv]));
+                    vec![(bh, i0, l.collect())]
+                })
+            })
+            .collect(),
+        Layout::Bshd => out
+            .par_chunks_mut(sq * hq * dv)
+            .enumerate()
+            .flat_map(|(b, batch)| {
+                batch.par_chunks_mut(BR * hq * dv).enumerate().map(move |(t, chunk)| {
+                    let (i0, n) = (t * BR, chunk.len() / (hq * dv));
+                    (0..hq)
+                        .map(|h| {
+                            let acc = run_tile(ctx, b, h, i0, n);
+                            let l = (0..n).map(|r| {
+                                acc.finish_row(r, &mut chunk[(r * hq + h) * dv..][..dv])
+                            });
+                            (b * hq + h, i0, l.collect())
+                        })
+                        .collect()
+                })
+            })
+            .collect(),
+    };
+    for (bh, i0, l) in parts.into_iter().flatten() {
+        lse[bh * sq + i0..][..l.len()].copy_from_slice(&l);
+    }
+}
+
+/// The rows of a GQA group: every query of every head that reads key/value head `hk`.
+fn group_rows(ctx: &Ctx, b: usize, hk: usize) -> Vec<Row> {
+    let sh = &ctx.p.shape;
+    let g = sh.group();
+    (hk * g..(hk + 1) * g)
+        .flat_map(|h| (0..sh.s_q).map(move |i| (h, i)))
+        .map(|(h, i)| ctx.row(b, h, i))
+        .collect()
+}
+
+/// Few queries per key/value head (decoding): the group's queries share one pass over K and
+/// V, and long key ranges are split across tasks whose partial states merge exactly.
+fn forward_grouped(ctx: &Ctx, out: &mut [f32], lse: &mut [f32]) {
+    let sh = ctx.p.shape;
+    let os = ctx.p.o_strides();
+    let groups = sh.b * sh.h_kv;
+    let threads = rayon::current_num_threads();
+    let want = if groups >= 2 * threads { 1 } else { (2 * threads).div_ceil(groups) };
+    let tasks: Vec<(usize, usize, usize, usize)> = (0..groups)
+        .flat_map(|bg| {
+            let (b, hk) = (bg / sh.h_kv, bg % sh.h_kv);
+            let span = Ctx::key_span(&group_rows(ctx, b, hk)).unwrap_or((0, 0));
+            let len = span.1 - span.0;
+            let chunks = want.min(len / MIN_SPLIT).max(1);
+            let step = len.div_ceil(chunks).div_ceil(BC) * BC;
+            (0..chunks).filter_map(move |c| {
+                let c0 = span.0 + c * step;
+                let c1 = (c0 + step).min(span.1);
+                (c0 < c1 || c == 0).then_some((b, hk, c0, c1.max(c0)))
+            })
+        })
+        .collect();
+    let accs: Vec<Acc> = tasks
+        .par_iter()
+        .map(|&(b, hk, c0, c1)| {
+            let rows = group_rows(ctx, b, hk);
+            let mut acc = Acc::new(rows.len(), sh.d_v);
+            if c0 < c1 {
+                let mut qp = vec![0.0; acc.width * sh.d];
+                ctx.pack_queries(b, &rows, &mut qp);
+                acc.attend(ctx, b, hk, &rows, &qp, (c0, c1), BC);
+            }
+            acc
+        })
+        .collect();
+    let mut merged: Vec<Option<Acc>> = (0..groups).map(|_| None).collect();
+    for (&(b, hk, _, _), acc) in tasks.iter().zip(accs) {
+        match &mut merged[b * sh.h_kv + hk] {
+            Some(m) => m.merge(&acc),
+            slot => *slot = Some(acc),
+        }
+    }
+    for (bg, acc) in merged.into_iter().enumerate() {
+        let Some(acc) = acc else { continue };
+        let (b, hk) = (bg / sh.h_kv, bg % sh.h_kv);
+        for (lane, row) in group_rows(ctx, b, hk).iter().enumerate() {
+            let o = &mut out[os.at(b, row.h, row.i)..][..sh.d_v];
+            lse[(b * sh.h + row.h) * sh.s_q + row.i] = acc.finish_row(lane, o);
+        }
+    }
+}
+
+/// The attention probabilities of the query heads `heads` (all when `None`), as
+/// `[b, heads.len(), s_q, s_kv]`, exact: the fused forward's log-sum-exp, then each tile's
+/// scores recomputed and normalised with it. Masked pairs are exactly 0; rows sum to 1 (or
+/// are all 0 when fully masked).
+pub fn probabilities(
+    p: &AttnParams,
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    heads: Option<&[usize]>,
+) -> Result<Vec<f32>> {
+    let o = forward(p, q, k, v)?;
+    probabilities_from_lse(p, q, k, &o.lse, heads)
+}
+
+/// [`probabilities`] from a log-sum-exp already computed by [`forward`] (no second forward).
+pub fn probabilities_from_lse(
+    p: &AttnParams,
+    q: &[f32],
+    k: &[f32],
+    lse: &[f32],
+    heads: Option<&[usize]>,
+) -> Result<Vec<f32>> {
+    p.validate()?;
+    let sh = p.shape;
+    check_len("q", q, sh.q_len())?;
+    check_len("k", k, sh.k_len())?;
+    check_len("lse", lse, sh.lse_len())?;
+    check_finite("q", q)?;
+    check_finite("k", k)?;
+    let all: Vec<usize> = (0..sh.h).collect();
+    let heads = heads.unwrap_or(&all);
+    if let Some(&h) = heads.iter().find(|&&h| h >= sh.h) {
+        return Err(Error::InvalidParameter {
+            name: "heads",
+            reason: format!("head {h} is out of range 0..{}", sh.h),
+        });
+    }
+    // values are not read: any slice of the right length serves as `v`
+    let ctx = Ctx::new(p, q, k, k)?;
+    let nh = heads.len();
+    let mut probs = vec![0.0f32; sh.b * nh * sh.s_q * sh.s_kv];
+    if probs.is_empty() {
+        return Ok(probs);
+    }
+    probs
+        .par_chunks_mut(sh.s_q * sh.s_kv)
+        .enumerate()
+        .flat_map(|(bh, head)| {
+            head.par_chunks_mut(BR * sh.s_kv).enumerate().map(move |(t, chunk)| (bh, t, chunk))
+        })
+        .for_each(|(bh, t, chunk)| {
+            let (b, h) = (bh / nh, heads[bh % nh]);
+            let i0 = t * BR;
+            let n = chunk.len() / sh.s_kv;
+            probability_tile(&ctx, b, h, i0, n, &lse[(b * sh.h + h) * sh.s_q + i0..][..n], chunk);
+        });
+    Ok(probs)
+}
+
+fn probability_tile(
+    ctx: &Ctx,
+    b: usize,
+    h: usize,
+    i0: usize,
+    n: usize,
+    lse: &[f32],
+    out: &mut [f32],
+) {
+    let sh = &ctx.p.shape;
+    let hk = h / sh.group();
+    let rows: Vec<Row> = (i0..i0 + n).map(|i| ctx.row(b, h, i)).collect();
+    let Some((k0, k1)) = Ctx::key_span(&rows) else { return };
+    // subtract lse in log2 units; a row that saw no key is zeroed by +inf
+    let sub: Vec<f32> = lse
+        .iter()
+        .map(|&l| if l == f32::NEG_INFINITY { f32::INFINITY } else { l * std::f32::consts::LOG2_E })
+        .collect();
+    let w = BC.div_ceil(NR) * NR;
+    let mut kp = vec![0.0f32; w * sh.d];
+    let mut s = vec![0.0f32; n * w];
+    let mut t0 = k0;
+    while t0 < k1 {
+        let t1 = (t0 + BC).min(k1);
+        let nk = t1 - t0;
+        if let Some(full) = ctx.classify(&rows, t0, t1) {
+            let panels = nk.div_ceil(NR);
+            ctx.kern.pack_panels(ctx.k, ctx.ks.at(b, hk, t0), ctx.ks.row, nk, sh.d, &mut kp);
+            let q_off = ctx.qs.at(b, h, i0);
+            ctx.kern.gemm_a(ctx.q, q_off, ctx.qs.row, n, sh.d, &kp, panels, &mut s, w);
+            ctx.finish_scores(b, &rows, t0, nk, full, &mut s, |r, jj| r * w + jj);
+            ctx.kern.exp_rows(&mut s, n, panels * NR, w, ctx.c, &sub);
+            for r in 0..n {
+                out[r * sh.s_kv + t0..][..nk].copy_from_slice(&s[r * w..][..nk]);
+            }
+        }
+        t0 = t1;
+    }
+}

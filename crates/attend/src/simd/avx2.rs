@@ -1,0 +1,370 @@
+//! AVX2 + FMA kernels (x86-64). Each one has a scalar twin in `scalar.rs`; the dispatcher in
+//! `mod.rs` has checked every bound before these run.
+
+use std::arch::x86_64::*;
+
+use super::NR;
+
+/// Register rows of the `gemm_a` / `gemm_b` micro-kernels (6 rows × 16 lanes = 12 of the 16
+/// ymm registers as accumulators).
+const MR: usize = 6;
+
+/// Proof that this processor has AVX2 and FMA: only [`Avx2::new`] makes one.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Avx2(());
+
+impl Avx2 {
+    pub(crate) fn new() -> Option<Avx2> {
+        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            Some(Avx2(()))
+        } else {
+            None
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn gemm_a(
+        self,
+        a: &[f32],
+        a_off: usize,
+        a_stride: usize,
+        rows: usize,
+        k_len: usize,
+        bp: &[f32],
+        panels: usize,
+        c: &mut [f32],
+        c_stride: usize,
+    ) {
+        // SAFETY: holding `self` proves AVX2+FMA; the dispatcher checked that rows × k_len of
+        // `a` (from a_off, stride a_stride), panels × k_len × 16 of `bp` and rows × panels × 16
+        // of `c` (stride c_stride) are in bounds, which is all the micro-kernels touch.
+        unsafe {
+            let ap = a.as_ptr().add(a_off);
+            let cp = c.as_mut_ptr();
+            let mut r = 0;
+            while r < rows {
+                let n = (rows - r).min(MR);
+                for p in 0..panels {
+                    let bpp = bp.as_ptr().add(p * k_len * NR);
+                    let a0 = ap.add(r * a_stride);
+                    let c0 = cp.add(r * c_stride + p * NR);
+                    match n {
+                        6 => mk_a::<6>(a0, a_stride, k_len, bpp, c0, c_stride),
+                        5 => mk_a::<5>(a0, a_stride, k_len, bpp, c0, c_stride),
+                        4 => mk_a::<4>(a0, a_stride, k_len, bpp, c0, c_stride),
+                        3 => mk_a::<3>(a0, a_stride, k_len, bpp, c0, c_stride),
+                        2 => mk_a::<2>(a0, a_stride, k_len, bpp, c0, c_stride),
+                        _ => mk_a::<1>(a0, a_stride, k_len, bpp, c0, c_stride),
+                    }
+                }
+                r += n;
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn gemm_b(
+        self,
+        a: &[f32],
+        a_off: usize,
+        a_stride: usize,
+        rows: usize,
+        t_len: usize,
+        b: &[f32],
+        b_off: usize,
+        b_stride: usize,
+        panels: usize,
+        c: &mut [f32],
+        c_stride: usize,
+    ) {
+        // SAFETY: AVX2+FMA proven by `self`; the dispatcher checked t_len rows of `a` (rows
+        // elements each), t_len rows of `b` (panels × 16 each) and rows rows of `c`.
+        unsafe {
+            let ap = a.as_ptr().add(a_off);
+            let bp = b.as_ptr().add(b_off);
+            let cp = c.as_mut_ptr();
+            let mut r = 0;
+            while r < rows {
+                let n = (rows - r).min(MR);
+                for p in 0..panels {
+                    let a0 = ap.add(r);
+                    let b0 = bp.add(p * NR);
+                    let c0 = cp.add(r * c_stride + p * NR);
+                    match n {
+                        6 => mk_b::<6>(a0, a_stride, t_len, b0, b_stride, c0, c_stride),
+                        5 => mk_b::<5>(a0, a_stride, t_len, b0, b_stride, c0, c_stride),
+                        4 => mk_b::<4>(a0, a_stride, t_len, b0, b_stride, c0, c_stride),
+                        3 => mk_b::<3>(a0, a_stride, t_len, b0, b_stride, c0, c_stride),
+                        2 => mk_b::<2>(a0, a_stride, t_len, b0, b_stride, c0, c_stride),
+                        _ => mk_b::<1>(a0, a_stride, t_len, b0, b_stride, c0, c_stride),
+                    }
+                }
+                r += n;
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn softmax_cols(
+        self,
+        st: &mut [f32],
+        rows: usize,
+        width: usize,
+        c: f32,
+        m: &mut [f32],
+        l: &mut [f32],
+        alpha: &mut [f32],
+    ) {
+        // SAFETY: AVX2+FMA proven by `self`; rows × width of `st` and width of m, l, alpha
+        // checked by the dispatcher; width is a multiple of 16.
+        unsafe { softmax_cols(st.as_mut_ptr(), rows, width, c, m, l, alpha) }
+    }
+
+    pub(crate) fn scale_cols(
+        self,
+        x: &mut [f32],
+        rows: usize,
+        width: usize,
+        stride: usize,
+        alpha: &[f32],
+    ) {
+        // SAFETY: AVX2 proven by `self`; bounds checked by the dispatcher, width % 8 == 0.
+        unsafe { scale_cols(x.as_mut_ptr(), rows, width, stride, alpha.as_ptr()) }
+    }
+
+    pub(crate) fn exp_rows(
+        self,
+        s: &mut [f32],
+        rows: usize,
+        width: usize,
+        stride: usize,
+        c: f32,
+        sub: &[f32],
+    ) {
+        // SAFETY: AVX2+FMA proven by `self`; bounds checked by the dispatcher, width % 8 == 0.
+        unsafe { exp_rows(s.as_mut_ptr(), rows, width, stride, c, sub) }
+    }
+
+    pub(crate) fn pack_panels(
+        self,
+        src: &[f32],
+        off: usize,
+        stride: usize,
+        n: usize,
+        dim: usize,
+        dst: &mut [f32],
+    ) {
+        // SAFETY: AVX2 proven by `self`; n rows of dim elements of `src` from `off` and
+        // ceil(n/16) × dim × 16 of `dst` checked by the dispatcher.
+        unsafe { pack_panels(src.as_ptr().add(off), stride, n, dim, dst.as_mut_ptr()) }
+    }
+}
+
+#[target_feature(enable = "avx2,fma")]
+unsafe fn mk_a<const R: usize>(
+    a: *const f32,
+    a_stride: usize,
+    k_len: usize,
+    bp: *const f32,
+    c: *mut f32,
+    c_stride: usize,
+) {
+    let mut lo = [_mm256_setzero_ps(); R];
+    let mut hi = [_mm256_setzero_ps(); R];
+    for k in 0..k_len {
+        let b0 = _mm256_loadu_ps(bp.add(k * NR));
+        let b1 = _mm256_loadu_ps(bp.add(k * NR + 8));
+        for r in 0..R {
+            let av = _mm256_broadcast_ss(&*a.add(r * a_stride + k));
+            lo[r] = _mm256_fmadd_ps(av, b0, lo[r]);
+            hi[r] = _mm256_fmadd_ps(av, b1, hi[r]);
+        }
+    }
+    for r in 0..R {
+        _mm256_storeu_ps(c.add(r * c_stride), lo[r]);
+        _mm256_storeu_ps(c.add(r * c_stride + 8), hi[r]);
+    }
+}
+
+#[target_feature(enable = "avx2,fma")]
+unsafe fn mk_b<const R: usize>(
+    a: *const f32,
+    a_stride: usize,
+    t_len: usize,
+    b: *const f32,
+    b_stride: usize,
+    c: *mut f32,
+    c_stride: usize,
+) {
+    let mut lo = [_mm256_setzero_ps(); R];
+    let mut hi = [_mm256_setzero_ps(); R];
+    for r in 0..R {
+        lo[r] = _mm256_loadu_ps(c.add(r * c_stride));
+        hi[r] = _mm256_loadu_ps(c.add(r * c_stride + 8));
+    }
+    for t in 0..t_len {
+        let b0 = _mm256_loadu_ps(b.add(t * b_stride));
+        let b1 = _mm256_loadu_ps(b.add(t * b_stride + 8));
+        let at = a.add(t * a_stride);
+        for r in 0..R {
+            let av = _mm256_broadcast_ss(&*at.add(r));
+            lo[r] = _mm256_fmadd_ps(av, b0, lo[r]);
+            hi[r] = _mm256_fmadd_ps(av, b1, hi[r]);
+        }
+    }
+    for r in 0..R {
+        _mm256_storeu_ps(c.add(r * c_stride), lo[r]);
+        _mm256_storeu_ps(c.add(r * c_stride + 8), hi[r]);
+    }
+}
+
+/// `2^x` for 8 lanes: exact 0 at and below -127 (so `-inf` gives 0), relative error ~1e-7.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn exp2(x: __m256) -> __m256 {
+    let x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-127.0)), _mm256_set1_ps(127.0));
+    let xi = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(x);
+    let f = _mm256_sub_ps(x, xi); // in [-0.5, 0.5]
+    // Taylor series of 2^f = e^(f ln 2), degree 7: error below 1e-9 on [-0.5, 0.5].
+    let mut p = _mm256_set1_ps(1.525_273_4e-5);
+    for coef in [
+        1.540_353_1e-4,
+        1.333_355_8e-3,
+        9.618_129e-3,
+        5.550_411e-2,
+        0.240_226_5,
+        std::f32::consts::LN_2,
+        1.0,
+    ] {
+        p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(coef));
+    }
+    // 2^xi through the exponent field; xi = -127 gives the bit pattern of +0.0.
+    let e = _mm256_slli_epi32::<23>(_mm256_add_epi32(_mm256_cvtps_epi32(xi), _mm256_set1_epi32(127)));
+    _mm256_mul_ps(p, _mm256_castsi256_ps(e))
+}
+
+#[target_feature(enable = "avx2,fma")]
+unsafe fn softmax_cols(
+    st: *mut f32,
+    rows: usize,
+    width: usize,
+    c: f32,
+    m: &mut [f32],
+    l: &mut [f32],
+    alpha: &mut [f32],
+) {
+    let cv = _mm256_set1_ps(c);
+    let ninf = _mm256_set1_ps(f32::NEG_INFINITY);
+    for g in (0..width).step_by(8) {
+        // pass 1: each lane's maximum over the tile
+        let mut mx = ninf;
+        for r in 0..rows {
+            mx = _mm256_max_ps(mx, _mm256_loadu_ps(st.add(r * width + g)));
+        }
+        let m_old = _mm256_loadu_ps(m.as_ptr().add(g));
+        let m_new = _mm256_max_ps(m_old, _mm256_mul_ps(mx, cv));
+        let dead = _mm256_cmp_ps::<_CMP_EQ_OQ>(m_new, ninf);
+        let m_use = _mm256_andnot_ps(dead, m_new); // 0 where nothing is unmasked yet
+        let a = exp2(_mm256_sub_ps(m_old, m_use));
+        _mm256_storeu_ps(m.as_mut_ptr().add(g), m_new);
+        _mm256_storeu_ps(alpha.as_mut_ptr().add(g), a);
+        // pass 2: exponentiate and sum
+        let mut sum = _mm256_setzero_ps();
+        for r in 0..rows {
+            let sp = st.add(r * width + g);
+            let p = exp2(_mm256_fmsub_ps(_mm256_loadu_ps(sp), cv, m_use));
+            _mm256_storeu_ps(sp, p);
+            sum = _mm256_add_ps(sum, p);
+        }
+        let lv = _mm256_loadu_ps(l.as_ptr().add(g));
+        _mm256_storeu_ps(l.as_mut_ptr().add(g), _mm256_fmadd_ps(lv, a, sum));
+    }
+}
+
+#[target_feature(enable = "avx2")]
+unsafe fn scale_cols(x: *mut f32, rows: usize, width: usize, stride: usize, alpha: *const f32) {
+    for r in 0..rows {
+        for g in (0..width).step_by(8) {
+            let p = x.add(r * stride + g);
+            _mm256_storeu_ps(p, _mm256_mul_ps(_mm256_loadu_ps(p), _mm256_loadu_ps(alpha.add(g))));
+        }
+    }
+}
+
+#[target_feature(enable = "avx2,fma")]
+unsafe fn exp_rows(s: *mut f32, rows: usize, width: usize, stride: usize, c: f32, sub: &[f32]) {
+    let cv = _mm256_set1_ps(c);
+    for (r, &sr) in sub.iter().enumerate().take(rows) {
+        let sv = _mm256_set1_ps(sr);
+        for g in (0..width).step_by(8) {
+            let p = s.add(r * stride + g);
+            _mm256_storeu_ps(p, exp2(_mm256_fmsub_ps(_mm256_loadu_ps(p), cv, sv)));
+        }
+    }
+}
+
+/// 8×8 transpose of eight rows.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn transpose8(r: [__m256; 8]) -> [__m256; 8] {
+    let t0 = _mm256_unpacklo_ps(r[0], r[1]);
+    let t1 = _mm256_unpackhi_ps(r[0], r[1]);
+    let t2 = _mm256_unpacklo_ps(r[2], r[3]);
+    let t3 = _mm256_unpackhi_ps(r[2], r[3]);
+    let t4 = _mm256_unpacklo_ps(r[4], r[5]);
+    let t5 = _mm256_unpackhi_ps(r[4], r[5]);
+    let t6 = _mm256_unpacklo_ps(r[6], r[7]);
+    let t7 = _mm256_unpackhi_ps(r[6], r[7]);
+    let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+    let u1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+    let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+    let u3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+    let u4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+    let u5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+    let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+    let u7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+    [
+        _mm256_permute2f128_ps::<0x20>(u0, u4),
+        _mm256_permute2f128_ps::<0x20>(u1, u5),
+        _mm256_permute2f128_ps::<0x20>(u2, u6),
+        _mm256_permute2f128_ps::<0x20>(u3, u7),
+        _mm256_permute2f128_ps::<0x31>(u0, u4),
+        _mm256_permute2f128_ps::<0x31>(u1, u5),
+        _mm256_permute2f128_ps::<0x31>(u2, u6),
+        _mm256_permute2f128_ps::<0x31>(u3, u7),
+    ]
+}
+
+#[target_feature(enable = "avx2")]
+unsafe fn pack_panels(src: *const f32, stride: usize, n: usize, dim: usize, dst: *mut f32) {
+    let panels = n.div_ceil(NR);
+    for p in 0..panels {
+        let panel = dst.add(p * dim * NR);
+        for half in 0..2 {
+            let t0 = p * NR + half * 8;
+            let lane0 = half * 8;
+            let full = t0 + 8 <= n;
+            let mut e = 0;
+            if full {
+                while e + 8 <= dim {
+                    let mut rows = [_mm256_setzero_ps(); 8];
+                    for (i, row) in rows.iter_mut().enumerate() {
+                        *row = _mm256_loadu_ps(src.add((t0 + i) * stride + e));
+                    }
+                    let cols = transpose8(rows);
+                    for (j, col) in cols.iter().enumerate() {
+                        _mm256_storeu_ps(panel.add((e + j) * NR + lane0), *col);
+                    }
+                    e += 8;
+                }
+            }
+            for ee in e..dim {
+                for i in 0..8 {
+                    let t = t0 + i;
+                    *panel.add(ee * NR + lane0 + i) =
+                        if t < n { *src.add(t * stride + ee) } else { 0.0 };
+                }
+            }
+        }
+    }
+}

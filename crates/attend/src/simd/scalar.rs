@@ -1,0 +1,131 @@
+//! Portable scalar kernels: the safe twin of every SIMD kernel, with the same contracts (see
+//! the parent module). Written to be read; the dispatcher has checked the bounds.
+
+use super::NR;
+
+/// See [`super::Kern::gemm_a`].
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_a(
+    a: &[f32],
+    a_off: usize,
+    a_stride: usize,
+    rows: usize,
+    k_len: usize,
+    bp: &[f32],
+    panels: usize,
+    c: &mut [f32],
+    c_stride: usize,
+) {
+    for r in 0..rows {
+        let arow = &a[a_off + r * a_stride..][..k_len];
+        for p in 0..panels {
+            let panel = &bp[p * k_len * NR..][..k_len * NR];
+            let mut acc = [0.0f32; NR];
+            for (k, &av) in arow.iter().enumerate() {
+                for (l, acc_l) in acc.iter_mut().enumerate() {
+                    *acc_l += av * panel[k * NR + l];
+                }
+            }
+            c[r * c_stride + p * NR..][..NR].copy_from_slice(&acc);
+        }
+    }
+}
+
+/// See [`super::Kern::gemm_b`].
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_b(
+    a: &[f32],
+    a_off: usize,
+    a_stride: usize,
+    rows: usize,
+    t_len: usize,
+    b: &[f32],
+    b_off: usize,
+    b_stride: usize,
+    panels: usize,
+    c: &mut [f32],
+    c_stride: usize,
+) {
+    let width = panels * NR;
+    for t in 0..t_len {
+        let brow = &b[b_off + t * b_stride..][..width];
+        let arow = &a[a_off + t * a_stride..][..rows];
+        for (r, &av) in arow.iter().enumerate() {
+            let crow = &mut c[r * c_stride..][..width];
+            for (cv, &bv) in crow.iter_mut().zip(brow) {
+                *cv += av * bv;
+            }
+        }
+    }
+}
+
+/// See [`super::Kern::softmax_cols`].
+pub fn softmax_cols(
+    st: &mut [f32],
+    rows: usize,
+    width: usize,
+    c: f32,
+    m: &mut [f32],
+    l: &mut [f32],
+    alpha: &mut [f32],
+) {
+    for lane in 0..width {
+        // pass 1: the lane's maximum over this tile, in log2 units
+        let mut mx = f32::NEG_INFINITY;
+        for r in 0..rows {
+            mx = mx.max(st[r * width + lane]);
+        }
+        let m_new = m[lane].max(mx * c);
+        // a lane with nothing unmasked yet subtracts 0, so that -inf scores give exactly 0
+        let m_use = if m_new == f32::NEG_INFINITY { 0.0 } else { m_new };
+        alpha[lane] = (m[lane] - m_use).exp2();
+        m[lane] = m_new;
+        // pass 2: exponentiate and sum
+        let mut sum = 0.0;
+        for r in 0..rows {
+            let p = (st[r * width + lane] * c - m_use).exp2();
+            st[r * width + lane] = p;
+            sum += p;
+        }
+        l[lane] = l[lane] * alpha[lane] + sum;
+    }
+}
+
+/// See [`super::Kern::scale_cols`].
+pub fn scale_cols(x: &mut [f32], rows: usize, width: usize, stride: usize, alpha: &[f32]) {
+    for r in 0..rows {
+        for (v, a) in x[r * stride..][..width].iter_mut().zip(alpha) {
+            *v *= a;
+        }
+    }
+}
+
+/// See [`super::Kern::exp_rows`].
+pub fn exp_rows(s: &mut [f32], rows: usize, width: usize, stride: usize, c: f32, sub: &[f32]) {
+    for r in 0..rows {
+        for v in &mut s[r * stride..][..width] {
+            *v = (*v * c - sub[r]).exp2();
+        }
+    }
+}
+
+/// See [`super::Kern::pack_panels`].
+pub fn pack_panels(src: &[f32], off: usize, stride: usize, n: usize, dim: usize, dst: &mut [f32]) {
+    let panels = n.div_ceil(NR);
+    for p in 0..panels {
+        let panel = &mut dst[p * dim * NR..][..dim * NR];
+        for lane in 0..NR {
+            let t = p * NR + lane;
+            if t < n {
+                let row = &src[off + t * stride..][..dim];
+                for (e, &x) in row.iter().enumerate() {
+                    panel[e * NR + lane] = x;
+                }
+            } else {
+                for e in 0..dim {
+                    panel[e * NR + lane] = 0.0;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,247 @@
+//! The pieces every fused path shares: the call context, query rows with their key ranges,
+//! packing, score tiles with soft-cap and mask applied, and the online-softmax accumulator
+//! (written once, used by the forward, decode and probability paths).
+//!
+//! Two orientations of a score tile are used:
+//! - *columns* (forward, decode): `st[j][lane]`, keys as rows and queries in SIMD lanes, so the
+//!   online softmax and the rescaling of the output are plain vertical operations;
+//! - *rows* (probabilities, backward): `s[r][lane]`, queries as rows and keys in lanes.
+//!
+//! Scores are kept in "raw units": `z / scale`, where `z` is the logit of the reference
+//! (`reference.rs`). The exponentials then use `c = scale · log2(e)` and `exp2`.
+
+use crate::mask::ExplicitRow;
+use crate::params::{AttnParams, Strides};
+use crate::simd::{Kern, NR};
+use crate::Result;
+
+/// Everything a fused kernel needs about one call.
+pub(crate) struct Ctx<'a> {
+    pub p: &'a AttnParams<'a>,
+    pub kern: Kern,
+    pub q: &'a [f32],
+    pub k: &'a [f32],
+    pub v: &'a [f32],
+    pub qs: Strides,
+    pub ks: Strides,
+    pub vs: Strides,
+    pub scale: f32,
+    /// `scale · log2(e)`: raw scores to log2 units.
+    pub c: f32,
+}
+
+impl<'a> Ctx<'a> {
+    pub(crate) fn new(p: &'a AttnParams<'a>, q: &'a [f32], k: &'a [f32], v: &'a [f32]) -> Result<Self> {
+        let kern = p.isa.kern()?;
+        let scale = p.effective_scale();
+        Ok(Ctx {
+            p,
+            kern,
+            q,
+            k,
+            v,
+            qs: p.q_strides(),
+            ks: p.k_strides(),
+            vs: p.v_strides(),
+            scale,
+            c: scale * std::f32::consts::LOG2_E,
+        })
+    }
+
+    /// With key/value strides that differ from the layout's (a KV cache).
+    pub(crate) fn with_kv_strides(mut self, ks: Strides, vs: Strides) -> Self {
+        self.ks = ks;
+        self.vs = vs;
+        self
+    }
+
+    /// Query row `(h, i)` of batch row `b` with its band/padding key range.
+    pub(crate) fn row(&self, b: usize, h: usize, i: usize) -> Row {
+        let (lo, hi) = self.p.mask.row_range(&self.p.shape, b, i);
+        Row { h, i, lo, hi }
+    }
+
+    /// The key range `[start, end)` that any of `rows` may see; `None` if none sees any key.
+    pub(crate) fn key_span(rows: &[Row]) -> Option<(usize, usize)> {
+        let live = rows.iter().filter(|r| r.lo < r.hi);
+        let start = live.clone().map(|r| r.lo).min()?;
+        let end = live.map(|r| r.hi).max()?;
+        Some((start, end))
+    }
+
+    /// How the key tile `[t0, t1)` meets `rows`: `None` if every pair is masked by the band or
+    /// padding, `Some(true)` if no pair needs masking, `Some(false)` if some do.
+    pub(crate) fn classify(&self, rows: &[Row], t0: usize, t1: usize) -> Option<bool> {
+        if !rows.iter().any(|r| r.lo < t1 && r.hi > t0 && r.lo < r.hi) {
+            return None;
+        }
+        let full = self.p.mask.explicit.is_none() && rows.iter().all(|r| r.lo <= t0 && r.hi >= t1);
+        Some(full)
+    }
+
+    /// Packs the query rows transposed into panels, `qp[(r/16)·d·16 + e·16 + r%16]`.
+    pub(crate) fn pack_queries(&self, b: usize, rows: &[Row], qp: &mut [f32]) {
+        let d = self.p.shape.d;
+        let uniform = rows.windows(2).all(|w| w[1].h == w[0].h && w[1].i == w[0].i + 1);
+        if uniform {
+            let off = self.qs.at(b, rows[0].h, rows[0].i);
+            self.kern.pack_panels(self.q, off, self.qs.row, rows.len(), d, qp);
+        } else {
+            let panels = rows.len().div_ceil(NR);
+            qp[..panels * d * NR].fill(0.0);
+            for (lane, r) in rows.iter().enumerate() {
+                let src = &self.q[self.qs.at(b, r.h, r.i)..][..d];
+                let panel = &mut qp[(lane / NR) * d * NR..];
+                for (e, &x) in src.iter().enumerate() {
+                    panel[e * NR + lane % NR] = x;
+                }
+            }
+        }
+    }
+
+    /// Soft-cap and mask a score tile in raw units. `at(r, jj)` is the tile index of row `r`
+    /// (an index into `rows`) and key `t0 + jj`. With `full`, only the soft-cap is applied.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn finish_scores(
+        &self,
+        b: usize,
+        rows: &[Row],
+        t0: usize,
+        nk: usize,
+        full: bool,
+        tile: &mut [f32],
+        at: impl Fn(usize, usize) -> usize,
+    ) {
+        let sh = &self.p.shape;
+        if let Some(cap) = self.p.softcap {
+            for r in 0..rows.len() {
+                for jj in 0..nk {
+                    let x = &mut tile[at(r, jj)];
+                    *x = cap * (*x * self.scale / cap).tanh() / self.scale;
+                }
+            }
+        }
+        if full {
+            return;
+        }
+        for (r, row) in rows.iter().enumerate() {
+            let explicit = self.p.mask.explicit_row(sh, b, row.h, row.i);
+            for jj in 0..nk {
+                let j = t0 + jj;
+                let x = &mut tile[at(r, jj)];
+                if j < row.lo || j >= row.hi {
+                    *x = f32::NEG_INFINITY;
+                    continue;
+                }
+                match explicit {
+                    Some(ExplicitRow::Bool(m)) if !m[j] => *x = f32::NEG_INFINITY,
+                    Some(ExplicitRow::Additive(m)) => *x += m[j] / self.scale,
+                    _ => {}
+                }
+            }
+        }
+    }
+}
+
+/// One query row: head, index, and the key range `[lo, hi)` its band and padding leave.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Row {
+    pub h: usize,
+    pub i: usize,
+    pub lo: usize,
+    pub hi: usize,
+}
+
+/// The online-softmax state of up to `width` query rows (one per lane): the output transposed
+/// `ot[c][lane]` (unnormalised), the running maximum `m` (log2 units) and sum `l`.
+pub(crate) struct Acc {
+    pub width: usize,
+    pub ot: Vec<f32>,
+    pub m: Vec<f32>,
+    pub l: Vec<f32>,
+}
+
+impl Acc {
+    pub(crate) fn new(rows: usize, d_v: usize) -> Acc {
+        let width = rows.div_ceil(NR).max(1) * NR;
+        Acc {
+            width,
+            ot: vec![0.0; d_v * width],
+            m: vec![f32::NEG_INFINITY; width],
+            l: vec![0.0; width],
+        }
+    }
+
+    /// Folds the keys `[k0, k1)` of key/value head `hk` into the state of `rows` (whose
+    /// queries are packed in `qp`), one tile of `bc` keys at a time, skipping tiles the band
+    /// or padding removes.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn attend(
+        &mut self,
+        ctx: &Ctx,
+        b: usize,
+        hk: usize,
+        rows: &[Row],
+        qp: &[f32],
+        (k0, k1): (usize, usize),
+        bc: usize,
+    ) {
+        let sh = &ctx.p.shape;
+        let w = self.width;
+        let panels = w / NR;
+        let mut st = vec![0.0f32; bc * w];
+        let mut alpha = vec![0.0f32; w];
+        let mut t0 = k0;
+        while t0 < k1 {
+            let t1 = (t0 + bc).min(k1);
+            let nk = t1 - t0;
+            if let Some(full) = ctx.classify(rows, t0, t1) {
+                // st[j][lane] = k_j · q_lane  (raw dot products)
+                let k_off = ctx.ks.at(b, hk, t0);
+                ctx.kern.gemm_a(ctx.k, k_off, ctx.ks.row, nk, sh.d, qp, panels, &mut st, w);
+                ctx.finish_scores(b, rows, t0, nk, full, &mut st, |r, jj| jj * w + r);
+                ctx.kern.softmax_cols(&mut st, nk, w, ctx.c, &mut self.m, &mut self.l, &mut alpha);
+                ctx.kern.scale_cols(&mut self.ot, sh.d_v, w, w, &alpha);
+                // ot[c][lane] += Σ_j v_j[c] · p[j][lane]
+                let v_off = ctx.vs.at(b, hk, t0);
+                ctx.kern.gemm_b(
+                    ctx.v, v_off, ctx.vs.row, sh.d_v, nk, &st, 0, w, panels, &mut self.ot, w,
+                );
+            }
+            t0 = t1;
+        }
+    }
+
+    /// Merges another state of the same rows (the same queries over other keys) into this one.
+    pub(crate) fn merge(&mut self, other: &Acc) {
+        for lane in 0..self.width {
+            let m = self.m[lane].max(other.m[lane]);
+            if m == f32::NEG_INFINITY {
+                continue;
+            }
+            let a = (self.m[lane] - m).exp2();
+            let b = (other.m[lane] - m).exp2();
+            self.l[lane] = self.l[lane] * a + other.l[lane] * b;
+            for c in 0..self.ot.len() / self.width {
+                let x = c * self.width + lane;
+                self.ot[x] = self.ot[x] * a + other.ot[x] * b;
+            }
+            self.m[lane] = m;
+        }
+    }
+
+    /// Writes the normalised output of lane `lane` into `out` (`d_v` elements) and returns its
+    /// log-sum-exp (natural log; `-inf` and zeros when the row saw no key).
+    pub(crate) fn finish_row(&self, lane: usize, out: &mut [f32]) -> f32 {
+        let l = self.l[lane];
+        if l == 0.0 {
+            out.fill(0.0);
+            return f32::NEG_INFINITY;
+        }
+        let inv = 1.0 / l;
+        for (c, o) in out.iter_mut().enumerate() {
+            *o = self.ot[c * self.width + lane] * inv;
+        }
+        (self.m[lane] + l.log2()) * std::f32::consts::LN_2
+    }
+}
