@@ -72,16 +72,31 @@ pub fn backward(
 
     let groups = sh.b * sh.h_kv;
     let threads = rayon::current_num_threads();
-    let want = if groups >= threads { 1 } else { (2 * threads).div_ceil(groups) };
+    let want = if groups >= threads {
+        1
+    } else {
+        (2 * threads).div_ceil(groups)
+    };
     let chunks = want.min(sh.s_kv / MIN_SPLIT).max(1);
     let step = sh.s_kv.div_ceil(chunks).div_ceil(BC) * BC;
     let tasks: Vec<(usize, usize, usize, usize)> = (0..groups)
         .flat_map(|bg| {
-            (0..sh.s_kv.div_ceil(step))
-                .map(move |c| (bg / sh.h_kv, bg % sh.h_kv, c * step, ((c + 1) * step).min(sh.s_kv)))
+            (0..sh.s_kv.div_ceil(step)).map(move |c| {
+                (
+                    bg / sh.h_kv,
+                    bg % sh.h_kv,
+                    c * step,
+                    ((c + 1) * step).min(sh.s_kv),
+                )
+            })
         })
         .collect();
-    let env = Env { ctx: &ctx, dout, dd: &dd, lse2: &lse2 };
+    let env = Env {
+        ctx: &ctx,
+        dout,
+        dd: &dd,
+        lse2: &lse2,
+    };
     let parts: Vec<Part> = tasks.par_iter().map(|&t| env.task(t)).collect();
 
     // scatter: dk, dv rows are disjoint across tasks; dq partials add up
@@ -163,7 +178,9 @@ impl Env<'_> {
                 for i0 in (0..sh.s_q).step_by(BR) {
                     let n = BR.min(sh.s_q - i0);
                     let rows: Vec<Row> = (i0..i0 + n).map(|i| ctx.row(b, h, i)).collect();
-                    let Some(full) = ctx.classify(&rows, t0, t1) else { continue };
+                    let Some(full) = ctx.classify(&rows, t0, t1) else {
+                        continue;
+                    };
                     let x0 = (b * sh.h + h) * sh.s_q + i0;
                     // S = Q Kᵀ (queries as rows, keys in lanes), then P = exp(z - lse)
                     let q_off = ctx.qs.at(b, h, i0);
@@ -209,7 +226,9 @@ impl Env<'_> {
                     }
                     let dqt = &mut part.dqt[hh * d * sq_pad + i0..];
                     let k_off = ctx.ks.at(b, hk, t0);
-                    kern.gemm_b(ctx.k, k_off, ctx.ks.row, d, nk, &dst, 0, wq, qpan, dqt, sq_pad);
+                    kern.gemm_b(
+                        ctx.k, k_off, ctx.ks.row, d, nk, &dst, 0, wq, qpan, dqt, sq_pad,
+                    );
                 }
             }
             for jj in 0..nk {

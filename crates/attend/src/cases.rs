@@ -36,17 +36,77 @@ pub struct Case {
 /// The standard cases.
 pub fn standard() -> Vec<Case> {
     let s = |b, h, hkv, sq, skv, d| Shape::new(b, h, sq, skv, d).with_kv_heads(hkv);
-    let c = |name, shape, mask, backward, reference| Case { name, shape, mask, backward, reference };
+    let c = |name, shape, mask, backward, reference| Case {
+        name,
+        shape,
+        mask,
+        backward,
+        reference,
+    };
     vec![
-        c("minilm-batch", s(64, 12, 12, 32, 32, 32), CaseMask::Padding { min: 12 }, false, true),
-        c("enc-512", s(1, 12, 12, 512, 512, 64), CaseMask::None, false, true),
-        c("enc-4096", s(1, 12, 12, 4096, 4096, 64), CaseMask::None, false, false),
-        c("causal-4096", s(1, 12, 12, 4096, 4096, 64), CaseMask::Causal, false, false),
-        c("gqa-2048", s(1, 9, 3, 2048, 2048, 64), CaseMask::Causal, false, false),
-        c("decode-8192", s(1, 9, 3, 1, 8192, 64), CaseMask::Causal, false, true),
-        c("long-16384", s(1, 12, 12, 16384, 16384, 64), CaseMask::Causal, false, false),
-        c("bwd-2048", s(1, 12, 12, 2048, 2048, 64), CaseMask::None, true, false),
-        c("bwd-causal-2048", s(1, 12, 12, 2048, 2048, 64), CaseMask::Causal, true, false),
+        c(
+            "minilm-batch",
+            s(64, 12, 12, 32, 32, 32),
+            CaseMask::Padding { min: 12 },
+            false,
+            true,
+        ),
+        c(
+            "enc-512",
+            s(1, 12, 12, 512, 512, 64),
+            CaseMask::None,
+            false,
+            true,
+        ),
+        c(
+            "enc-4096",
+            s(1, 12, 12, 4096, 4096, 64),
+            CaseMask::None,
+            false,
+            false,
+        ),
+        c(
+            "causal-4096",
+            s(1, 12, 12, 4096, 4096, 64),
+            CaseMask::Causal,
+            false,
+            false,
+        ),
+        c(
+            "gqa-2048",
+            s(1, 9, 3, 2048, 2048, 64),
+            CaseMask::Causal,
+            false,
+            false,
+        ),
+        c(
+            "decode-8192",
+            s(1, 9, 3, 1, 8192, 64),
+            CaseMask::Causal,
+            false,
+            true,
+        ),
+        c(
+            "long-16384",
+            s(1, 12, 12, 16384, 16384, 64),
+            CaseMask::Causal,
+            false,
+            false,
+        ),
+        c(
+            "bwd-2048",
+            s(1, 12, 12, 2048, 2048, 64),
+            CaseMask::None,
+            true,
+            false,
+        ),
+        c(
+            "bwd-causal-2048",
+            s(1, 12, 12, 2048, 2048, 64),
+            CaseMask::Causal,
+            true,
+            false,
+        ),
     ]
 }
 
@@ -108,7 +168,11 @@ impl Case {
     /// Deterministic inputs `(q, k, v)` in `[-1, 1)`.
     pub fn inputs(&self) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
         let sh = self.shape;
-        (fill(sh.q_len(), 1), fill(sh.k_len(), 2), fill(sh.v_len(), 3))
+        (
+            fill(sh.q_len(), 1),
+            fill(sh.k_len(), 2),
+            fill(sh.v_len(), 3),
+        )
     }
 }
 

@@ -49,7 +49,16 @@ impl LayerCache {
                 return Err(Error::ZeroDim { dim });
             }
         }
-        Ok(LayerCache { b, h_kv, d, d_v, len: 0, cap: 0, k: Vec::new(), v: Vec::new() })
+        Ok(LayerCache {
+            b,
+            h_kv,
+            d,
+            d_v,
+            len: 0,
+            cap: 0,
+            k: Vec::new(),
+            v: Vec::new(),
+        })
     }
 
     /// Positions stored.
@@ -97,13 +106,17 @@ impl LayerCache {
         check_finite("k", k)?;
         check_finite("v", v)?;
         self.reserve(n);
-        let (ks, vs) = (Strides::of(layout, self.h_kv, n, self.d), Strides::of(layout, self.h_kv, n, self.d_v));
+        let (ks, vs) = (
+            Strides::of(layout, self.h_kv, n, self.d),
+            Strides::of(layout, self.h_kv, n, self.d_v),
+        );
         let (mk, mv) = (self.k_strides(), self.v_strides());
         for b in 0..self.b {
             for h in 0..self.h_kv {
                 for t in 0..n {
                     let at = self.len + t;
-                    self.k[mk.at(b, h, at)..][..self.d].copy_from_slice(&k[ks.at(b, h, t)..][..self.d]);
+                    self.k[mk.at(b, h, at)..][..self.d]
+                        .copy_from_slice(&k[ks.at(b, h, t)..][..self.d]);
                     self.v[mv.at(b, h, at)..][..self.d_v]
                         .copy_from_slice(&v[vs.at(b, h, t)..][..self.d_v]);
                 }
@@ -131,10 +144,18 @@ impl LayerCache {
     }
 
     fn k_strides(&self) -> Strides {
-        Strides { batch: self.h_kv * self.cap * self.d, head: self.cap * self.d, row: self.d }
+        Strides {
+            batch: self.h_kv * self.cap * self.d,
+            head: self.cap * self.d,
+            row: self.d,
+        }
     }
     fn v_strides(&self) -> Strides {
-        Strides { batch: self.h_kv * self.cap * self.d_v, head: self.cap * self.d_v, row: self.d_v }
+        Strides {
+            batch: self.h_kv * self.cap * self.d_v,
+            head: self.cap * self.d_v,
+            row: self.d_v,
+        }
     }
 
     /// Attention of `q` (`p.shape.s_q` new queries, in `p.layout`) over every stored position.
@@ -148,7 +169,13 @@ impl LayerCache {
     }
 
     /// [`LayerCache::attend`] into caller-owned buffers.
-    pub fn attend_into(&self, p: &AttnParams, q: &[f32], out: &mut [f32], lse: &mut [f32]) -> Result<()> {
+    pub fn attend_into(
+        &self,
+        p: &AttnParams,
+        q: &[f32],
+        out: &mut [f32],
+        lse: &mut [f32],
+    ) -> Result<()> {
         p.validate()?;
         let sh = p.shape;
         for (what, expected, got) in [
@@ -159,14 +186,19 @@ impl LayerCache {
             ("s_kv", self.len, sh.s_kv),
         ] {
             if expected != got {
-                return Err(Error::ShapeMismatch { what, expected, got });
+                return Err(Error::ShapeMismatch {
+                    what,
+                    expected,
+                    got,
+                });
             }
         }
         check_len("q", q, sh.q_len())?;
         check_finite("q", q)?;
         check_len("out", out, sh.o_len())?;
         check_len("lse", lse, sh.lse_len())?;
-        let ctx = Ctx::new(p, q, &self.k, &self.v)?.with_kv_strides(self.k_strides(), self.v_strides());
+        let ctx =
+            Ctx::new(p, q, &self.k, &self.v)?.with_kv_strides(self.k_strides(), self.v_strides());
         crate::fused::run(&ctx, out, lse);
         Ok(())
     }
@@ -182,7 +214,9 @@ impl KvCache {
     /// `n_layers` empty layer caches of the same geometry.
     pub fn new(n_layers: usize, b: usize, h_kv: usize, d: usize, d_v: usize) -> Result<Self> {
         let layer = LayerCache::new(b, h_kv, d, d_v)?;
-        Ok(KvCache { layers: vec![layer; n_layers] })
+        Ok(KvCache {
+            layers: vec![layer; n_layers],
+        })
     }
     /// Layer `l`'s cache.
     pub fn layer(&self, l: usize) -> &LayerCache {

@@ -94,30 +94,35 @@ fn forward_tiled(ctx: &Ctx, out: &mut [f32], lse: &mut [f32]) {
             .par_chunks_mut(sq * dv)
             .enumerate()
             .flat_map(|(bh, head)| {
-                head.par_chunks_mut(BR * dv).enumerate().map(move |(t, chunk)| {
-                    let (i0, n) = (t * BR, chunk.len() / dv);
-                    let acc = run_tile(ctx, bh / hq, bh % hq, i0, n);
-                    let l = (0..n).map(|r| acc.finish_row(r, &mut chunk[r * dv..][..dv]));
-                    vec![(bh, i0, l.collect())]
-                })
+                head.par_chunks_mut(BR * dv)
+                    .enumerate()
+                    .map(move |(t, chunk)| {
+                        let (i0, n) = (t * BR, chunk.len() / dv);
+                        let acc = run_tile(ctx, bh / hq, bh % hq, i0, n);
+                        let l = (0..n).map(|r| acc.finish_row(r, &mut chunk[r * dv..][..dv]));
+                        vec![(bh, i0, l.collect())]
+                    })
             })
             .collect(),
         Layout::Bshd => out
             .par_chunks_mut(sq * hq * dv)
             .enumerate()
             .flat_map(|(b, batch)| {
-                batch.par_chunks_mut(BR * hq * dv).enumerate().map(move |(t, chunk)| {
-                    let (i0, n) = (t * BR, chunk.len() / (hq * dv));
-                    (0..hq)
-                        .map(|h| {
-                            let acc = run_tile(ctx, b, h, i0, n);
-                            let l = (0..n).map(|r| {
-                                acc.finish_row(r, &mut chunk[(r * hq + h) * dv..][..dv])
-                            });
-                            (b * hq + h, i0, l.collect())
-                        })
-                        .collect()
-                })
+                batch
+                    .par_chunks_mut(BR * hq * dv)
+                    .enumerate()
+                    .map(move |(t, chunk)| {
+                        let (i0, n) = (t * BR, chunk.len() / (hq * dv));
+                        (0..hq)
+                            .map(|h| {
+                                let acc = run_tile(ctx, b, h, i0, n);
+                                let l = (0..n).map(|r| {
+                                    acc.finish_row(r, &mut chunk[(r * hq + h) * dv..][..dv])
+                                });
+                                (b * hq + h, i0, l.collect())
+                            })
+                            .collect()
+                    })
             })
             .collect(),
     };
@@ -143,7 +148,11 @@ fn forward_grouped(ctx: &Ctx, out: &mut [f32], lse: &mut [f32]) {
     let os = ctx.p.o_strides();
     let groups = sh.b * sh.h_kv;
     let threads = rayon::current_num_threads();
-    let want = if groups >= 2 * threads { 1 } else { (2 * threads).div_ceil(groups) };
+    let want = if groups >= 2 * threads {
+        1
+    } else {
+        (2 * threads).div_ceil(groups)
+    };
     let tasks: Vec<(usize, usize, usize, usize)> = (0..groups)
         .flat_map(|bg| {
             let (b, hk) = (bg / sh.h_kv, bg % sh.h_kv);
@@ -237,13 +246,23 @@ pub fn probabilities_from_lse(
         .par_chunks_mut(sh.s_q * sh.s_kv)
         .enumerate()
         .flat_map(|(bh, head)| {
-            head.par_chunks_mut(BR * sh.s_kv).enumerate().map(move |(t, chunk)| (bh, t, chunk))
+            head.par_chunks_mut(BR * sh.s_kv)
+                .enumerate()
+                .map(move |(t, chunk)| (bh, t, chunk))
         })
         .for_each(|(bh, t, chunk)| {
             let (b, h) = (bh / nh, heads[bh % nh]);
             let i0 = t * BR;
             let n = chunk.len() / sh.s_kv;
-            probability_tile(&ctx, b, h, i0, n, &lse[(b * sh.h + h) * sh.s_q + i0..][..n], chunk);
+            probability_tile(
+                &ctx,
+                b,
+                h,
+                i0,
+                n,
+                &lse[(b * sh.h + h) * sh.s_q + i0..][..n],
+                chunk,
+            );
         });
     Ok(probs)
 }
@@ -260,11 +279,19 @@ fn probability_tile(
     let sh = &ctx.p.shape;
     let hk = h / sh.group();
     let rows: Vec<Row> = (i0..i0 + n).map(|i| ctx.row(b, h, i)).collect();
-    let Some((k0, k1)) = Ctx::key_span(&rows) else { return };
+    let Some((k0, k1)) = Ctx::key_span(&rows) else {
+        return;
+    };
     // subtract lse in log2 units; a row that saw no key is zeroed by +inf
     let sub: Vec<f32> = lse
         .iter()
-        .map(|&l| if l == f32::NEG_INFINITY { f32::INFINITY } else { l * std::f32::consts::LOG2_E })
+        .map(|&l| {
+            if l == f32::NEG_INFINITY {
+                f32::INFINITY
+            } else {
+                l * std::f32::consts::LOG2_E
+            }
+        })
         .collect();
     let w = BC.div_ceil(NR) * NR;
     let mut kp = vec![0.0f32; w * sh.d];
@@ -275,9 +302,11 @@ fn probability_tile(
         let nk = t1 - t0;
         if let Some(full) = ctx.classify(&rows, t0, t1) {
             let panels = nk.div_ceil(NR);
-            ctx.kern.pack_panels(ctx.k, ctx.ks.at(b, hk, t0), ctx.ks.row, nk, sh.d, &mut kp);
+            ctx.kern
+                .pack_panels(ctx.k, ctx.ks.at(b, hk, t0), ctx.ks.row, nk, sh.d, &mut kp);
             let q_off = ctx.qs.at(b, h, i0);
-            ctx.kern.gemm_a(ctx.q, q_off, ctx.qs.row, n, sh.d, &kp, panels, &mut s, w);
+            ctx.kern
+                .gemm_a(ctx.q, q_off, ctx.qs.row, n, sh.d, &kp, panels, &mut s, w);
             ctx.finish_scores(b, &rows, t0, nk, full, &mut s, |r, jj| r * w + jj);
             ctx.kern.exp_rows(&mut s, n, panels * NR, w, ctx.c, &sub);
             for r in 0..n {

@@ -73,7 +73,10 @@ impl<'a> Mask<'a> {
     }
     /// Causal, aligned bottom-right: query `i` sees keys `j <= s_kv - s_q + i`.
     pub fn causal() -> Self {
-        Mask { window_right: Some(0), ..Mask::default() }
+        Mask {
+            window_right: Some(0),
+            ..Mask::default()
+        }
     }
     /// Causal sliding window of `width` keys, the query's own position included
     /// (`width = 1`: each query sees only its own position). A width of 0 is refused when the
@@ -131,7 +134,11 @@ impl<'a> Mask<'a> {
                 });
             }
             if let Some((batch, &got)) = lens.iter().enumerate().find(|(_, &l)| l > shape.s_kv) {
-                return Err(Error::KeyLengthOutOfRange { batch, got, s_kv: shape.s_kv });
+                return Err(Error::KeyLengthOutOfRange {
+                    batch,
+                    got,
+                    s_kv: shape.s_kv,
+                });
             }
         }
         if let Some(ex) = self.explicit {

@@ -29,7 +29,15 @@ pub struct Shape {
 impl Shape {
     /// Multi-head self-attention shape with `d_v = d` and `h_kv = h`.
     pub fn new(b: usize, h: usize, s_q: usize, s_kv: usize, d: usize) -> Self {
-        Shape { b, h, h_kv: h, s_q, s_kv, d, d_v: d }
+        Shape {
+            b,
+            h,
+            h_kv: h,
+            s_q,
+            s_kv,
+            d,
+            d_v: d,
+        }
     }
     /// The same shape with `h_kv` key/value heads (GQA, MQA).
     pub fn with_kv_heads(mut self, h_kv: usize) -> Self {
@@ -85,7 +93,10 @@ impl Shape {
             }
         }
         if self.h % self.h_kv != 0 {
-            return Err(Error::HeadsNotDivisible { h: self.h, h_kv: self.h_kv });
+            return Err(Error::HeadsNotDivisible {
+                h: self.h,
+                h_kv: self.h_kv,
+            });
         }
         Ok(())
     }
@@ -112,8 +123,16 @@ pub(crate) struct Strides {
 impl Strides {
     pub(crate) fn of(layout: Layout, heads: usize, seq: usize, dim: usize) -> Strides {
         match layout {
-            Layout::Bhsd => Strides { batch: heads * seq * dim, head: seq * dim, row: dim },
-            Layout::Bshd => Strides { batch: seq * heads * dim, head: dim, row: heads * dim },
+            Layout::Bhsd => Strides {
+                batch: heads * seq * dim,
+                head: seq * dim,
+                row: dim,
+            },
+            Layout::Bshd => Strides {
+                batch: seq * heads * dim,
+                head: dim,
+                row: heads * dim,
+            },
         }
     }
     pub(crate) fn at(&self, b: usize, h: usize, s: usize) -> usize {
@@ -193,7 +212,12 @@ impl<'a> AttnParams<'a> {
         Strides::of(self.layout, self.shape.h_kv, self.shape.s_kv, self.shape.d)
     }
     pub(crate) fn v_strides(&self) -> Strides {
-        Strides::of(self.layout, self.shape.h_kv, self.shape.s_kv, self.shape.d_v)
+        Strides::of(
+            self.layout,
+            self.shape.h_kv,
+            self.shape.s_kv,
+            self.shape.d_v,
+        )
     }
     pub(crate) fn o_strides(&self) -> Strides {
         Strides::of(self.layout, self.shape.h, self.shape.s_q, self.shape.d_v)
@@ -235,16 +259,28 @@ impl<'a> AttnParams<'a> {
 
 pub(crate) fn check_len<T>(what: &'static str, buf: &[T], expected: usize) -> Result<()> {
     if buf.len() != expected {
-        return Err(Error::ShapeMismatch { what, expected, got: buf.len() });
+        return Err(Error::ShapeMismatch {
+            what,
+            expected,
+            got: buf.len(),
+        });
     }
     Ok(())
 }
 
 pub(crate) fn check_finite(what: &'static str, buf: &[f32]) -> Result<()> {
-    // A fast all-finite pass first; locate the culprit only on failure.
-    if buf.iter().all(|x| x.is_finite()) {
+    // A fast all-finite pass first (branch-free within a chunk, so it vectorises); locate the
+    // culprit only on failure.
+    if buf
+        .chunks(512)
+        .all(|c| c.iter().fold(true, |ok, x| ok & x.is_finite()))
+    {
         return Ok(());
     }
     let index = buf.iter().position(|x| !x.is_finite()).unwrap_or(0);
-    Err(Error::NonFinite { what, index, value: buf[index] })
+    Err(Error::NonFinite {
+        what,
+        index,
+        value: buf[index],
+    })
 }

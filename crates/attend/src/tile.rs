@@ -31,7 +31,12 @@ pub(crate) struct Ctx<'a> {
 }
 
 impl<'a> Ctx<'a> {
-    pub(crate) fn new(p: &'a AttnParams<'a>, q: &'a [f32], k: &'a [f32], v: &'a [f32]) -> Result<Self> {
+    pub(crate) fn new(
+        p: &'a AttnParams<'a>,
+        q: &'a [f32],
+        k: &'a [f32],
+        v: &'a [f32],
+    ) -> Result<Self> {
         let kern = p.isa.kern()?;
         let scale = p.effective_scale();
         Ok(Ctx {
@@ -82,10 +87,13 @@ impl<'a> Ctx<'a> {
     /// Packs the query rows transposed into panels, `qp[(r/16)·d·16 + e·16 + r%16]`.
     pub(crate) fn pack_queries(&self, b: usize, rows: &[Row], qp: &mut [f32]) {
         let d = self.p.shape.d;
-        let uniform = rows.windows(2).all(|w| w[1].h == w[0].h && w[1].i == w[0].i + 1);
+        let uniform = rows
+            .windows(2)
+            .all(|w| w[1].h == w[0].h && w[1].i == w[0].i + 1);
         if uniform {
             let off = self.qs.at(b, rows[0].h, rows[0].i);
-            self.kern.pack_panels(self.q, off, self.qs.row, rows.len(), d, qp);
+            self.kern
+                .pack_panels(self.q, off, self.qs.row, rows.len(), d, qp);
         } else {
             let panels = rows.len().div_ceil(NR);
             qp[..panels * d * NR].fill(0.0);
@@ -198,14 +206,26 @@ impl Acc {
             if let Some(full) = ctx.classify(rows, t0, t1) {
                 // st[j][lane] = k_j · q_lane  (raw dot products)
                 let k_off = ctx.ks.at(b, hk, t0);
-                ctx.kern.gemm_a(ctx.k, k_off, ctx.ks.row, nk, sh.d, qp, panels, &mut st, w);
+                ctx.kern
+                    .gemm_a(ctx.k, k_off, ctx.ks.row, nk, sh.d, qp, panels, &mut st, w);
                 ctx.finish_scores(b, rows, t0, nk, full, &mut st, |r, jj| jj * w + r);
-                ctx.kern.softmax_cols(&mut st, nk, w, ctx.c, &mut self.m, &mut self.l, &mut alpha);
+                ctx.kern
+                    .softmax_cols(&mut st, nk, w, ctx.c, &mut self.m, &mut self.l, &mut alpha);
                 ctx.kern.scale_cols(&mut self.ot, sh.d_v, w, w, &alpha);
                 // ot[c][lane] += Σ_j v_j[c] · p[j][lane]
                 let v_off = ctx.vs.at(b, hk, t0);
                 ctx.kern.gemm_b(
-                    ctx.v, v_off, ctx.vs.row, sh.d_v, nk, &st, 0, w, panels, &mut self.ot, w,
+                    ctx.v,
+                    v_off,
+                    ctx.vs.row,
+                    sh.d_v,
+                    nk,
+                    &st,
+                    0,
+                    w,
+                    panels,
+                    &mut self.ot,
+                    w,
                 );
             }
             t0 = t1;

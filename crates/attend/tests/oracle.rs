@@ -22,21 +22,38 @@ fn check_case(sh: Shape, kind: Kind, layout: Layout, softcap: Option<f32>, seed:
     let (o64, lse64, p64) = attention_f64(&p, &md, &to64(&q), &to64(&k), &to64(&v));
     let r = reference::forward(&p, &q, &k, &v).unwrap();
     let rp = reference::probabilities(&p, &q, &k, &v).unwrap();
-    let (ref_o, ref_l, ref_p) = (max_err(&r.out, &o64), max_err(&r.lse, &lse64), max_err(&rp, &p64));
+    let (ref_o, ref_l, ref_p) = (
+        max_err(&r.out, &o64),
+        max_err(&r.lse, &lse64),
+        max_err(&rp, &p64),
+    );
     for isa in Isa::available() {
         let p = p.clone().isa(isa);
         let f = fused::forward(&p, &q, &k, &v).unwrap();
         let fo = max_err(&f.out, &o64);
-        assert!(fo <= 2.0 * ref_o + ATOL, "{isa:?} out: fused {fo:e} ref {ref_o:e}");
+        assert!(
+            fo <= 2.0 * ref_o + ATOL,
+            "{isa:?} out: fused {fo:e} ref {ref_o:e}"
+        );
         let fl = max_err(&f.lse, &lse64);
-        assert!(fl <= 2.0 * ref_l + 4.0 * ATOL, "{isa:?} lse: fused {fl:e} ref {ref_l:e}");
+        assert!(
+            fl <= 2.0 * ref_l + 4.0 * ATOL,
+            "{isa:?} lse: fused {fl:e} ref {ref_l:e}"
+        );
         for (a, b) in f.lse.iter().zip(&lse64) {
-            assert_eq!(a.is_infinite(), b.is_infinite(), "{isa:?}: fully masked rows differ");
+            assert_eq!(
+                a.is_infinite(),
+                b.is_infinite(),
+                "{isa:?}: fully masked rows differ"
+            );
         }
         assert!(f.out.iter().all(|x| x.is_finite()));
         let fp = fused::probabilities_from_lse(&p, &q, &k, &f.lse, None).unwrap();
         let e = max_err(&fp, &p64);
-        assert!(e <= 2.0 * ref_p + ATOL, "{isa:?} probs: fused {e:e} ref {ref_p:e}");
+        assert!(
+            e <= 2.0 * ref_p + ATOL,
+            "{isa:?} probs: fused {e:e} ref {ref_p:e}"
+        );
         // masked pairs are exactly zero
         for (x, y) in fp.iter().zip(&p64) {
             if *y == 0.0 {
@@ -54,27 +71,48 @@ fn kind_strategy() -> impl Strategy<Value = Kind> {
         (0usize..20, 0usize..20).prop_map(|(l, r)| Kind::Band(l, r)),
         Just(Kind::Padding),
         Just(Kind::CausalPadding),
-        prop_oneof![Just(MaskScope::Shared), Just(MaskScope::PerBatch), Just(MaskScope::PerHead)]
-            .prop_map(Kind::Bool),
-        prop_oneof![Just(MaskScope::Shared), Just(MaskScope::PerBatch), Just(MaskScope::PerHead)]
-            .prop_map(Kind::Additive),
+        prop_oneof![
+            Just(MaskScope::Shared),
+            Just(MaskScope::PerBatch),
+            Just(MaskScope::PerHead)
+        ]
+        .prop_map(Kind::Bool),
+        prop_oneof![
+            Just(MaskScope::Shared),
+            Just(MaskScope::PerBatch),
+            Just(MaskScope::PerHead)
+        ]
+        .prop_map(Kind::Additive),
     ]
 }
 
 fn shape_strategy() -> impl Strategy<Value = Shape> {
     (
         1usize..=3,
-        prop_oneof![Just((1, 1)), Just((2, 1)), Just((2, 2)), Just((3, 1)), Just((4, 2)), Just((6, 3)), Just((8, 8)), Just((8, 2))],
+        prop_oneof![
+            Just((1, 1)),
+            Just((2, 1)),
+            Just((2, 2)),
+            Just((3, 1)),
+            Just((4, 2)),
+            Just((6, 3)),
+            Just((8, 8)),
+            Just((8, 2))
+        ],
         1usize..=300,
         1usize..=300,
         prop::sample::select(vec![1usize, 7, 8, 33, 59, 64, 80, 128]),
         prop::sample::select(vec![0usize, 0, 0, 5, 16]),
     )
         .prop_map(|(b, (h, h_kv), s_q, s_kv, d, dv)| {
-            Shape::new(b, h, s_q, s_kv, d).with_kv_heads(h_kv).with_value_dim(if dv == 0 { d } else { dv })
+            Shape::new(b, h, s_q, s_kv, d)
+                .with_kv_heads(h_kv)
+                .with_value_dim(if dv == 0 { d } else { dv })
         })
         // keep each case's reference work bounded
-        .prop_filter("small enough", |s| s.b * s.h * s.s_q * s.s_kv * (s.d + s.d_v) <= 12_000_000)
+        .prop_filter("small enough", |s| {
+            s.b * s.h * s.s_q * s.s_kv * (s.d + s.d_v) <= 12_000_000
+        })
 }
 
 proptest! {
@@ -94,13 +132,25 @@ proptest! {
 
 #[test]
 fn awkward_sizes_every_mask() {
-    for (i, &(s_q, s_kv, d)) in [(1, 1, 1), (15, 17, 7), (97, 129, 33), (17, 300, 59), (129, 97, 111), (64, 64, 128), (1, 257, 64)]
-        .iter()
-        .enumerate()
+    for (i, &(s_q, s_kv, d)) in [
+        (1, 1, 1),
+        (15, 17, 7),
+        (97, 129, 33),
+        (17, 300, 59),
+        (129, 97, 111),
+        (64, 64, 128),
+        (1, 257, 64),
+    ]
+    .iter()
+    .enumerate()
     {
         for (j, kind) in ALL_KINDS.iter().enumerate() {
             let sh = Shape::new(2, 4, s_q, s_kv, d).with_kv_heads(2);
-            let layout = if (i + j) % 2 == 0 { Layout::Bhsd } else { Layout::Bshd };
+            let layout = if (i + j) % 2 == 0 {
+                Layout::Bhsd
+            } else {
+                Layout::Bshd
+            };
             check_case(sh, *kind, layout, None, (i * 31 + j) as u64 + 1);
         }
     }
@@ -129,7 +179,11 @@ fn two_tokens_by_hand() {
     // row 0: scores (1, 0)  -> p = (e/(e+1), 1/(e+1))
     // row 1: scores (0, 2)  -> p = (1/(1+e²), e²/(1+e²))
     let sh = Shape::new(1, 1, 2, 2, 2);
-    let (q, k, v) = ([1.0, 0.0, 0.0, 1.0], [1.0, 0.0, 0.0, 2.0], [1.0, 2.0, 3.0, 4.0]);
+    let (q, k, v) = (
+        [1.0, 0.0, 0.0, 1.0],
+        [1.0, 0.0, 0.0, 2.0],
+        [1.0, 2.0, 3.0, 4.0],
+    );
     let e = std::f32::consts::E;
     let p0 = [e / (e + 1.0), 1.0 / (e + 1.0)];
     let p1 = [1.0 / (1.0 + e * e), e * e / (1.0 + e * e)];

@@ -222,10 +222,13 @@ unsafe fn mk_b<const R: usize>(
 #[inline]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn exp2(x: __m256) -> __m256 {
-    let x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-127.0)), _mm256_set1_ps(127.0));
+    let x = _mm256_min_ps(
+        _mm256_max_ps(x, _mm256_set1_ps(-127.0)),
+        _mm256_set1_ps(127.0),
+    );
     let xi = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(x);
     let f = _mm256_sub_ps(x, xi); // in [-0.5, 0.5]
-    // Taylor series of 2^f = e^(f ln 2), degree 7: error below 1e-9 on [-0.5, 0.5].
+                                  // Taylor series of 2^f = e^(f ln 2), degree 7: error below 1e-9 on [-0.5, 0.5].
     let mut p = _mm256_set1_ps(1.525_273_4e-5);
     for coef in [
         1.540_353_1e-4,
@@ -239,7 +242,10 @@ unsafe fn exp2(x: __m256) -> __m256 {
         p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(coef));
     }
     // 2^xi through the exponent field; xi = -127 gives the bit pattern of +0.0.
-    let e = _mm256_slli_epi32::<23>(_mm256_add_epi32(_mm256_cvtps_epi32(xi), _mm256_set1_epi32(127)));
+    let e = _mm256_slli_epi32::<23>(_mm256_add_epi32(
+        _mm256_cvtps_epi32(xi),
+        _mm256_set1_epi32(127),
+    ));
     _mm256_mul_ps(p, _mm256_castsi256_ps(e))
 }
 
@@ -286,7 +292,10 @@ unsafe fn scale_cols(x: *mut f32, rows: usize, width: usize, stride: usize, alph
     for r in 0..rows {
         for g in (0..width).step_by(8) {
             let p = x.add(r * stride + g);
-            _mm256_storeu_ps(p, _mm256_mul_ps(_mm256_loadu_ps(p), _mm256_loadu_ps(alpha.add(g))));
+            _mm256_storeu_ps(
+                p,
+                _mm256_mul_ps(_mm256_loadu_ps(p), _mm256_loadu_ps(alpha.add(g))),
+            );
         }
     }
 }
@@ -361,8 +370,11 @@ unsafe fn pack_panels(src: *const f32, stride: usize, n: usize, dim: usize, dst:
             for ee in e..dim {
                 for i in 0..8 {
                     let t = t0 + i;
-                    *panel.add(ee * NR + lane0 + i) =
-                        if t < n { *src.add(t * stride + ee) } else { 0.0 };
+                    *panel.add(ee * NR + lane0 + i) = if t < n {
+                        *src.add(t * stride + ee)
+                    } else {
+                        0.0
+                    };
                 }
             }
         }

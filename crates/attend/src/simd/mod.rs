@@ -279,17 +279,59 @@ mod tests {
                 let bp = rnd(panels * klen * NR, 2);
                 let mut c1 = vec![0.0; rows * (panels * NR + 3)];
                 let mut c2 = c1.clone();
-                k.gemm_a(&a, 2, klen, rows, klen, &bp, panels, &mut c1, panels * NR + 3);
-                scalar::gemm_a(&a, 2, klen, rows, klen, &bp, panels, &mut c2, panels * NR + 3);
+                k.gemm_a(
+                    &a,
+                    2,
+                    klen,
+                    rows,
+                    klen,
+                    &bp,
+                    panels,
+                    &mut c1,
+                    panels * NR + 3,
+                );
+                scalar::gemm_a(
+                    &a,
+                    2,
+                    klen,
+                    rows,
+                    klen,
+                    &bp,
+                    panels,
+                    &mut c2,
+                    panels * NR + 3,
+                );
                 close(&c1, &c2, 1e-5);
 
                 let a = rnd(klen * (rows + 2), 3);
                 let b = rnd(klen * panels * NR + 1, 4);
                 let mut c1 = rnd(rows * panels * NR, 5);
                 let mut c2 = c1.clone();
-                k.gemm_b(&a, 1, rows + 1, rows, klen, &b, 1, panels * NR, panels, &mut c1, panels * NR);
+                k.gemm_b(
+                    &a,
+                    1,
+                    rows + 1,
+                    rows,
+                    klen,
+                    &b,
+                    1,
+                    panels * NR,
+                    panels,
+                    &mut c1,
+                    panels * NR,
+                );
                 scalar::gemm_b(
-                    &a, 1, rows + 1, rows, klen, &b, 1, panels * NR, panels, &mut c2, panels * NR,
+                    &a,
+                    1,
+                    rows + 1,
+                    rows,
+                    klen,
+                    &b,
+                    1,
+                    panels * NR,
+                    panels,
+                    &mut c2,
+                    panels * NR,
                 );
                 close(&c1, &c2, 1e-5);
 
@@ -348,7 +390,10 @@ mod tests {
                 if *x < -126.0 {
                     assert!(*y == 0.0 || (*y as f64 - want).abs() < 1e-37, "{x}: {y}");
                 } else {
-                    assert!(((*y as f64) - want).abs() <= 4e-7 * want, "{x}: {y} vs {want}");
+                    assert!(
+                        ((*y as f64) - want).abs() <= 4e-7 * want,
+                        "{x}: {y} vs {want}"
+                    );
                 }
             }
             let mut z = vec![f32::NEG_INFINITY; NR];

@@ -77,7 +77,11 @@ pub fn softmax_cols(
         }
         let m_new = m[lane].max(mx * c);
         // a lane with nothing unmasked yet subtracts 0, so that -inf scores give exactly 0
-        let m_use = if m_new == f32::NEG_INFINITY { 0.0 } else { m_new };
+        let m_use = if m_new == f32::NEG_INFINITY {
+            0.0
+        } else {
+            m_new
+        };
         alpha[lane] = (m[lane] - m_use).exp2();
         m[lane] = m_new;
         // pass 2: exponentiate and sum

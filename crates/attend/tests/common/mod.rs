@@ -51,7 +51,9 @@ impl MaskData {
             MaskScope::PerHead => sh.b * sh.h * sh.s_q * sh.s_kv,
         };
         let r = rnd(4 * sh.b * sh.h * sh.s_q * sh.s_kv + 8, seed);
-        let lengths: Vec<usize> = (0..sh.b).map(|b| (b * 37 + seed as usize * 13) % (sh.s_kv + 1)).collect();
+        let lengths: Vec<usize> = (0..sh.b)
+            .map(|b| (b * 37 + seed as usize * 13) % (sh.s_kv + 1))
+            .collect();
         let mut keep = Vec::new();
         let mut bias = Vec::new();
         match kind {
@@ -59,7 +61,9 @@ impl MaskData {
                 keep = (0..count(scope)).map(|i| r[i] > -0.4).collect();
                 // one fully masked row when there is room for it
                 if sh.s_q > 2 {
-                    keep[sh.s_kv..2 * sh.s_kv].iter_mut().for_each(|x| *x = false);
+                    keep[sh.s_kv..2 * sh.s_kv]
+                        .iter_mut()
+                        .for_each(|x| *x = false);
                 }
             }
             Kind::Additive(scope) => {
@@ -80,7 +84,12 @@ impl MaskData {
             }
             _ => {}
         }
-        MaskData { kind, lengths, keep, bias }
+        MaskData {
+            kind,
+            lengths,
+            keep,
+            bias,
+        }
     }
 
     pub fn mask(&self) -> Mask<'_> {
@@ -125,7 +134,15 @@ impl MaskData {
 }
 
 /// Element offset of `(b, h, s)` for a tensor of `heads × seq × dim`.
-pub fn off(layout: Layout, heads: usize, seq: usize, dim: usize, b: usize, h: usize, s: usize) -> usize {
+pub fn off(
+    layout: Layout,
+    heads: usize,
+    seq: usize,
+    dim: usize,
+    b: usize,
+    h: usize,
+    s: usize,
+) -> usize {
     match layout {
         Layout::Bhsd => ((b * heads + h) * seq + s) * dim,
         Layout::Bshd => ((b * seq + s) * heads + h) * dim,
@@ -193,11 +210,20 @@ pub fn max_err(a: &[f32], b: &[f64]) -> f64 {
     assert_eq!(a.len(), b.len());
     a.iter()
         .zip(b)
-        .map(|(&x, &y)| if x as f64 == y { 0.0 } else { (x as f64 - y).abs() })
+        .map(|(&x, &y)| {
+            if x as f64 == y {
+                0.0
+            } else {
+                (x as f64 - y).abs()
+            }
+        })
         .fold(0.0, f64::max)
 }
 
 pub fn max_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| if x == y { 0.0 } else { (x - y).abs() }).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| if x == y { 0.0 } else { (x - y).abs() })
+        .fold(0.0, f32::max)
 }

@@ -1,0 +1,312 @@
+//! `attend bench`: the standard kernel cases of BENCH.md, as JSON lines or a table, next to an
+//! sgemm (the `gemm` crate) and a memory-copy baseline measured in the same run.
+
+use std::io::Write;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use attend::cases::{self, Case};
+use attend::{backward, fused, reference};
+use serde_json::json;
+
+use crate::Format;
+
+/// Arguments of `attend bench`.
+#[derive(clap::Args, Debug)]
+pub struct BenchArgs {
+    /// Run only this case (repeatable); `sgemm-2048` and `copy-512MiB` are cases too.
+    #[arg(long = "case")]
+    cases: Vec<String>,
+    /// One short run per case, no reference: a smoke test.
+    #[arg(long)]
+    quick: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    format: Format,
+}
+
+struct Timing {
+    median_ms: f64,
+    min_ms: f64,
+    max_ms: f64,
+}
+
+/// Runs `f` once to warm up, then until `budget_s` has passed (at least 3 and at most 15 runs).
+fn time(quick: bool, budget_s: f64, mut f: impl FnMut()) -> Timing {
+    let mut runs = Vec::new();
+    if !quick {
+        f();
+    }
+    let start = Instant::now();
+    loop {
+        let t = Instant::now();
+        f();
+        runs.push(t.elapsed().as_secs_f64() * 1e3);
+        let done = start.elapsed().as_secs_f64();
+        if quick || runs.len() >= 15 || (runs.len() >= 3 && done > budget_s) {
+            break;
+        }
+    }
+    runs.sort_by(f64::total_cmp);
+    Timing {
+        median_ms: runs[runs.len() / 2],
+        min_ms: runs[0],
+        max_ms: runs[runs.len() - 1],
+    }
+}
+
+struct Out {
+    format: Format,
+    stdout: std::io::Stdout,
+}
+
+impl Out {
+    fn emit(&mut self, mut v: serde_json::Value, t: &Timing) -> Result<()> {
+        let obj = v.as_object_mut().context("bench record")?;
+        obj.insert("median_ms".into(), json!(round(t.median_ms)));
+        obj.insert("min_ms".into(), json!(round(t.min_ms)));
+        obj.insert("max_ms".into(), json!(round(t.max_ms)));
+        let mut lock = self.stdout.lock();
+        match self.format {
+            Format::Json => writeln!(lock, "{v}")?,
+            Format::Text => {
+                let o = v.as_object().context("bench record")?;
+                let rate = ["gflops", "gbps"]
+                    .iter()
+                    .find_map(|k| {
+                        o.get(*k).map(|x| {
+                            format!("{x} {}", if *k == "gflops" { "GFLOP/s" } else { "GB/s" })
+                        })
+                    })
+                    .unwrap_or_default();
+                let extra: Vec<String> = o
+                    .iter()
+                    .filter(|(k, _)| {
+                        ![
+                            "case",
+                            "impl",
+                            "threads",
+                            "median_ms",
+                            "min_ms",
+                            "max_ms",
+                            "gflops",
+                            "gbps",
+                        ]
+                        .contains(&k.as_str())
+                    })
+                    .map(|(k, x)| format!("{k}={x}"))
+                    .collect();
+                writeln!(
+                    lock,
+                    "{:<16} {:<19} {:>10.3} ms  [{:.3} – {:.3}]  {:<16} {}",
+                    o["case"].as_str().unwrap_or(""),
+                    o["impl"].as_str().unwrap_or(""),
+                    t.median_ms,
+                    t.min_ms,
+                    t.max_ms,
+                    rate,
+                    extra.join(" ")
+                )?
+            }
+        }
+        lock.flush()?;
+        Ok(())
+    }
+}
+
+fn round(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+/// Runs the benchmark.
+pub fn run(args: &BenchArgs, threads: usize) -> Result<()> {
+    let all = cases::standard();
+    let baselines = ["sgemm-2048", "copy-512MiB"];
+    for c in &args.cases {
+        if !baselines.contains(&c.as_str()) && !all.iter().any(|k| k.name == c) {
+            let names: Vec<&str> = baselines
+                .iter()
+                .copied()
+                .chain(all.iter().map(|k| k.name))
+                .collect();
+            bail!("unknown case `{c}`; the cases are: {}", names.join(", "));
+        }
+    }
+    let wanted = |name: &str| args.cases.is_empty() || args.cases.iter().any(|c| c == name);
+    let mut out = Out {
+        format: args.format,
+        stdout: std::io::stdout(),
+    };
+    if args.format == Format::Text {
+        eprintln!(
+            "attend bench: {threads} threads, kernels: {:?}",
+            attend::Isa::detected()
+        );
+    }
+    if wanted("sgemm-2048") {
+        let n = 2048;
+        let a = cases::fill(n * n, 11);
+        let b = cases::fill(n * n, 12);
+        let mut c = vec![0.0f32; n * n];
+        let t = time(args.quick, 2.0, || sgemm(n, &a, &b, &mut c, threads));
+        let gflops = 2.0 * (n * n * n) as f64 / t.median_ms / 1e6;
+        out.emit(json!({"case": "sgemm-2048", "impl": "gemm", "threads": threads, "gflops": round(gflops)}), &t)?;
+    }
+    if wanted("copy-512MiB") {
+        let n = 512 << 18; // 512 MiB of f32
+        let src = vec![1.0f32; n];
+        let mut dst = vec![0.0f32; n];
+        let t = time(args.quick, 2.0, || {
+            dst.copy_from_slice(std::hint::black_box(&src));
+            std::hint::black_box(&mut dst);
+        });
+        let gbps = 2.0 * (n * 4) as f64 / t.median_ms / 1e6;
+        out.emit(json!({"case": "copy-512MiB", "impl": "memcpy", "threads": threads, "gbps": round(gbps)}), &t)?;
+    }
+    for case in all.iter().filter(|c| wanted(c.name)) {
+        run_case(case, args.quick, threads, &mut out)?;
+    }
+    Ok(())
+}
+
+fn run_case(case: &Case, quick: bool, threads: usize, out: &mut Out) -> Result<()> {
+    let lengths = case.key_lengths();
+    let p = case.params(&lengths);
+    let sh = case.shape;
+    let (q, k, v) = case.inputs();
+    let flops = case.flops();
+    let rate = |impl_name: &str, t: &Timing| {
+        let mut r = json!({"case": case.name, "impl": impl_name, "threads": threads});
+        if sh.s_q == 1 {
+            r["gbps"] = json!(round(case.kv_bytes() / t.median_ms / 1e6));
+        } else {
+            r["gflops"] = json!(round(flops / t.median_ms / 1e6));
+        }
+        r
+    };
+    if case.backward {
+        let fwd = fused::forward(&p, &q, &k, &v)?;
+        let dout = cases::fill(sh.o_len(), 4);
+        let t = time(quick, 3.0, || {
+            std::hint::black_box(
+                backward::backward(&p, &q, &k, &v, &fwd.out, &fwd.lse, &dout).ok(),
+            );
+        });
+        out.emit(rate("backward-fused", &t), &t)?;
+        if case.reference && !quick {
+            let t = time(quick, 3.0, || {
+                std::hint::black_box(reference::backward(&p, &q, &k, &v, &dout).ok());
+            });
+            out.emit(rate("backward-reference", &t), &t)?;
+        }
+        return Ok(());
+    }
+    let mut o = vec![0.0f32; sh.o_len()];
+    let mut lse = vec![0.0f32; sh.lse_len()];
+    // touch the outputs so that they count as resident before the peak is reset
+    o.fill(0.0);
+    lse.fill(0.0);
+    let before = rss::current_mib();
+    rss::reset_peak();
+    let mut err = None;
+    let decode = sh.s_q * sh.group() <= 64 && sh.s_kv > sh.s_q;
+    let t = if decode {
+        // decoding reads a KV cache whose contents were checked once, when appended
+        let mut cache = attend::LayerCache::new(sh.b, sh.h_kv, sh.d, sh.d_v)?;
+        cache.append(&k, &v, sh.s_kv, attend::Layout::Bhsd)?;
+        time(quick, 3.0, || {
+            if let Err(e) = cache.attend_into(&p, &q, &mut o, &mut lse) {
+                err = Some(e);
+            }
+        })
+    } else {
+        time(quick, 3.0, || {
+            if let Err(e) = fused::forward_into(&p, &q, &k, &v, &mut o, &mut lse) {
+                err = Some(e);
+            }
+        })
+    };
+    if let Some(e) = err {
+        return Err(e.into());
+    }
+    let impl_name = if decode { "decode" } else { "fused" };
+    let mut r = rate(impl_name, &t);
+    if let (Some(before), Some(peak)) = (before, rss::peak_mib()) {
+        r["peak_rss_mib"] = json!(round(peak));
+        r["extra_rss_mib"] = json!(round((peak - before).max(0.0)));
+    }
+    if case.reference && !quick {
+        let reference = reference::forward(&p, &q, &k, &v)?;
+        let err = o
+            .iter()
+            .zip(&reference.out)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        r["max_abs_err"] = json!(err);
+        out.emit(r, &t)?;
+        let t = time(quick, 3.0, || {
+            std::hint::black_box(reference::forward(&p, &q, &k, &v).ok());
+        });
+        out.emit(rate("reference", &t), &t)?;
+    } else {
+        out.emit(r, &t)?;
+    }
+    Ok(())
+}
+
+/// `c = a · b`, row-major `n × n`, with the `gemm` crate: the machine's sgemm peak for scale.
+#[allow(unsafe_code)]
+fn sgemm(n: usize, a: &[f32], b: &[f32], c: &mut [f32], threads: usize) {
+    assert!(a.len() >= n * n && b.len() >= n * n && c.len() >= n * n);
+    let par = if threads > 1 {
+        gemm::Parallelism::Rayon(threads)
+    } else {
+        gemm::Parallelism::None
+    };
+    let s = n as isize;
+    // SAFETY: the three buffers hold n × n elements (asserted above), row-major with row stride
+    // n and column stride 1, which is what the strides passed describe; `c` is not aliased.
+    unsafe {
+        gemm::gemm(
+            n,
+            n,
+            n,
+            c.as_mut_ptr(),
+            1,
+            s,
+            false,
+            a.as_ptr(),
+            1,
+            s,
+            b.as_ptr(),
+            1,
+            s,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            par,
+        );
+    }
+}
+
+/// Resident memory from /proc (Linux); `None` elsewhere.
+mod rss {
+    fn field(name: &str) -> Option<f64> {
+        let s = std::fs::read_to_string("/proc/self/status").ok()?;
+        let line = s.lines().find(|l| l.starts_with(name))?;
+        let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kb / 1024.0)
+    }
+    pub fn current_mib() -> Option<f64> {
+        field("VmRSS:")
+    }
+    pub fn peak_mib() -> Option<f64> {
+        field("VmHWM:")
+    }
+    /// Resets the peak to the current RSS (Linux ≥ 4.0: write 5 to clear_refs).
+    pub fn reset_peak() {
+        let _ = std::fs::write("/proc/self/clear_refs", "5");
+    }
+}
