@@ -112,13 +112,12 @@ pub fn backward(
             g.dv[vs.at(b, hk, j)..][..sh.d_v]
                 .copy_from_slice(&part.dv[(j - c0) * sh.d_v..][..sh.d_v]);
         }
-        let sq_pad = part.sq_pad;
-        for (hh, dqt) in part.dqt.chunks(sh.d * sq_pad).enumerate() {
+        for (hh, dq) in part.dq.chunks(sh.s_q * part.d_pad).enumerate() {
             let h = hk * sh.group() + hh;
             for i in 0..sh.s_q {
                 let row = &mut g.dq[qs.at(b, h, i)..][..sh.d];
-                for (e, x) in row.iter_mut().enumerate() {
-                    *x += dqt[e * sq_pad + i] * ctx.scale;
+                for (x, y) in row.iter_mut().zip(&dq[i * part.d_pad..]) {
+                    *x += y * ctx.scale;
                 }
             }
         }
@@ -126,12 +125,26 @@ pub fn backward(
     Ok(g)
 }
 
-/// What one task produces: `dk`, `dv` rows of its key range, and `dqᵀ` per head of its group.
+/// What one task produces: `dk`, `dv` rows of its key range, and `dq / scale` of every head of
+/// its group, `[g, s_q, d_pad]`.
 struct Part {
     dk: Vec<f32>,
     dv: Vec<f32>,
-    dqt: Vec<f32>,
-    sq_pad: usize,
+    dq: Vec<f32>,
+    d_pad: usize,
+}
+
+/// Packs `n` rows of `dim` elements as panels of 16 dims: `dst[p·n·16 + t·16 + l] =
+/// src[off + t·stride + p·16 + l]`, zero past `dim`.
+fn pack_row_panels(src: &[f32], off: usize, stride: usize, n: usize, dim: usize, dst: &mut [f32]) {
+    for p in 0..dim.div_ceil(NR) {
+        let width = NR.min(dim - p * NR);
+        for t in 0..n {
+            let to = &mut dst[(p * n + t) * NR..][..NR];
+            to[..width].copy_from_slice(&src[off + t * stride + p * NR..][..width]);
+            to[width..].fill(0.0);
+        }
+    }
 }
 
 struct Env<'a> {
@@ -148,13 +161,15 @@ impl Env<'_> {
         let (d, dv, g) = (sh.d, sh.d_v, sh.group());
         let os = ctx.p.o_strides();
         let kern = ctx.kern;
-        let sq_pad = sh.s_q.div_ceil(NR) * NR;
+        let dpan = d.div_ceil(NR);
+        let d_pad = dpan * NR;
         let mut part = Part {
             dk: vec![0.0; (c1 - c0) * d],
             dv: vec![0.0; (c1 - c0) * dv],
-            dqt: vec![0.0; g * d * sq_pad],
-            sq_pad,
+            dq: vec![0.0; g * sh.s_q * d_pad],
+            d_pad,
         };
+        let mut krp = vec![0.0f32; dpan * BC * NR];
         let w = BC.div_ceil(NR) * NR;
         let mut kp = vec![0.0f32; w * d];
         let mut vp = vec![0.0f32; w * dv];
@@ -163,7 +178,6 @@ impl Env<'_> {
         let mut s = vec![0.0f32; BR * w];
         let mut dp = vec![0.0f32; BR * w];
         let mut tanh = vec![0.0f32; BR * w];
-        let mut dst = vec![0.0f32; w * BR];
         let mut t0 = c0;
         while t0 < c1 {
             let t1 = (t0 + BC).min(c1);
@@ -171,6 +185,7 @@ impl Env<'_> {
             let kpan = nk.div_ceil(NR);
             kern.pack_panels(ctx.k, ctx.ks.at(b, hk, t0), ctx.ks.row, nk, d, &mut kp);
             kern.pack_panels(ctx.v, ctx.vs.at(b, hk, t0), ctx.vs.row, nk, dv, &mut vp);
+            pack_row_panels(ctx.k, ctx.ks.at(b, hk, t0), ctx.ks.row, nk, d, &mut krp);
             dkt.fill(0.0);
             dvt.fill(0.0);
             for h in hk * g..(hk + 1) * g {
@@ -184,7 +199,7 @@ impl Env<'_> {
                     let x0 = (b * sh.h + h) * sh.s_q + i0;
                     // S = Q Kᵀ (queries as rows, keys in lanes), then P = exp(z - lse)
                     let q_off = ctx.qs.at(b, h, i0);
-                    kern.gemm_a(ctx.q, q_off, ctx.qs.row, n, d, &kp, kpan, &mut s, w);
+                    kern.gemm_a(ctx.q, q_off, ctx.qs.row, n, d, &kp, kpan, &mut s, w, false);
                     if let Some(cap) = ctx.p.softcap {
                         for (tv, sv) in tanh[..n * w].iter_mut().zip(&s[..n * w]) {
                             *tv = (sv * ctx.scale / cap).tanh();
@@ -197,7 +212,9 @@ impl Env<'_> {
                     kern.exp_rows(&mut s, n, kpan * NR, w, ctx.c, &self.lse2[x0..x0 + n]);
                     // dP = dO Vᵀ
                     let o_off = os.at(b, h, i0);
-                    kern.gemm_a(self.dout, o_off, os.row, n, dv, &vp, kpan, &mut dp, w);
+                    kern.gemm_a(
+                        self.dout, o_off, os.row, n, dv, &vp, kpan, &mut dp, w, false,
+                    );
                     // dvᵀ += dOᵀ P
                     kern.gemm_b(self.dout, o_off, os.row, dv, n, &s, 0, w, kpan, &mut dvt, w);
                     // dz = P ∘ (dP - D)   (∘ (1 - tanh²) under a soft-cap)
@@ -215,20 +232,9 @@ impl Env<'_> {
                     }
                     // dkᵀ += Qᵀ dz
                     kern.gemm_b(ctx.q, q_off, ctx.qs.row, d, n, &dp, 0, w, kpan, &mut dkt, w);
-                    // dqᵀ += Kᵀ dzᵀ
-                    let qpan = n.div_ceil(NR);
-                    let wq = qpan * NR;
-                    for jj in 0..nk {
-                        let row = &mut dst[jj * wq..][..wq];
-                        for (r, x) in row.iter_mut().enumerate() {
-                            *x = if r < n { dp[r * w + jj] } else { 0.0 };
-                        }
-                    }
-                    let dqt = &mut part.dqt[hh * d * sq_pad + i0..];
-                    let k_off = ctx.ks.at(b, hk, t0);
-                    kern.gemm_b(
-                        ctx.k, k_off, ctx.ks.row, d, nk, &dst, 0, wq, qpan, dqt, sq_pad,
-                    );
+                    // dq += dz K   (K packed as row panels of 16 dims)
+                    let dq = &mut part.dq[(hh * sh.s_q + i0) * d_pad..];
+                    kern.gemm_a(&dp, 0, w, n, nk, &krp, dpan, dq, d_pad, true);
                 }
             }
             for jj in 0..nk {

@@ -20,7 +20,7 @@ use crate::{Error, Output, Result};
 /// Queries per task tile.
 pub(crate) const BR: usize = 64;
 /// Keys per tile.
-pub(crate) const BC: usize = 64;
+pub(crate) const BC: usize = 128;
 /// Fewest keys per task when the keys are split across threads.
 const MIN_SPLIT: usize = 512;
 
@@ -305,8 +305,9 @@ fn probability_tile(
             ctx.kern
                 .pack_panels(ctx.k, ctx.ks.at(b, hk, t0), ctx.ks.row, nk, sh.d, &mut kp);
             let q_off = ctx.qs.at(b, h, i0);
-            ctx.kern
-                .gemm_a(ctx.q, q_off, ctx.qs.row, n, sh.d, &kp, panels, &mut s, w);
+            ctx.kern.gemm_a(
+                ctx.q, q_off, ctx.qs.row, n, sh.d, &kp, panels, &mut s, w, false,
+            );
             ctx.finish_scores(b, &rows, t0, nk, full, &mut s, |r, jj| r * w + jj);
             ctx.kern.exp_rows(&mut s, n, panels * NR, w, ctx.c, &sub);
             for r in 0..n {

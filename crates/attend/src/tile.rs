@@ -182,7 +182,8 @@ impl Acc {
 
     /// Folds the keys `[k0, k1)` of key/value head `hk` into the state of `rows` (whose
     /// queries are packed in `qp`), one tile of `bc` keys at a time, skipping tiles the band
-    /// or padding removes.
+    /// or padding removes. A tile that the band cuts through is split in halves (down to 32
+    /// keys), so that little work is spent on pairs the mask removes.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn attend(
         &mut self,
@@ -194,42 +195,64 @@ impl Acc {
         (k0, k1): (usize, usize),
         bc: usize,
     ) {
-        let sh = &ctx.p.shape;
-        let w = self.width;
-        let panels = w / NR;
-        let mut st = vec![0.0f32; bc * w];
-        let mut alpha = vec![0.0f32; w];
+        let mut st = vec![0.0f32; bc * self.width];
+        let mut alpha = vec![0.0f32; self.width];
         let mut t0 = k0;
         while t0 < k1 {
             let t1 = (t0 + bc).min(k1);
-            let nk = t1 - t0;
-            if let Some(full) = ctx.classify(rows, t0, t1) {
-                // st[j][lane] = k_j · q_lane  (raw dot products)
-                let k_off = ctx.ks.at(b, hk, t0);
-                ctx.kern
-                    .gemm_a(ctx.k, k_off, ctx.ks.row, nk, sh.d, qp, panels, &mut st, w);
-                ctx.finish_scores(b, rows, t0, nk, full, &mut st, |r, jj| jj * w + r);
-                ctx.kern
-                    .softmax_cols(&mut st, nk, w, ctx.c, &mut self.m, &mut self.l, &mut alpha);
-                ctx.kern.scale_cols(&mut self.ot, sh.d_v, w, w, &alpha);
-                // ot[c][lane] += Σ_j v_j[c] · p[j][lane]
-                let v_off = ctx.vs.at(b, hk, t0);
-                ctx.kern.gemm_b(
-                    ctx.v,
-                    v_off,
-                    ctx.vs.row,
-                    sh.d_v,
-                    nk,
-                    &st,
-                    0,
-                    w,
-                    panels,
-                    &mut self.ot,
-                    w,
-                );
-            }
+            self.tile(ctx, b, hk, rows, qp, (t0, t1), &mut st, &mut alpha);
             t0 = t1;
         }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn tile(
+        &mut self,
+        ctx: &Ctx,
+        b: usize,
+        hk: usize,
+        rows: &[Row],
+        qp: &[f32],
+        (t0, t1): (usize, usize),
+        st: &mut [f32],
+        alpha: &mut [f32],
+    ) {
+        let sh = &ctx.p.shape;
+        let w = self.width;
+        let panels = w / NR;
+        let nk = t1 - t0;
+        let Some(full) = ctx.classify(rows, t0, t1) else {
+            return;
+        };
+        if !full && nk > 32 && ctx.p.mask.explicit.is_none() {
+            let mid = t0 + nk / 2;
+            self.tile(ctx, b, hk, rows, qp, (t0, mid), st, alpha);
+            self.tile(ctx, b, hk, rows, qp, (mid, t1), st, alpha);
+            return;
+        }
+        // st[j][lane] = k_j · q_lane  (raw dot products)
+        let k_off = ctx.ks.at(b, hk, t0);
+        ctx.kern
+            .gemm_a(ctx.k, k_off, ctx.ks.row, nk, sh.d, qp, panels, st, w, false);
+        ctx.finish_scores(b, rows, t0, nk, full, st, |r, jj| jj * w + r);
+        ctx.kern
+            .softmax_cols(st, nk, w, ctx.c, &mut self.m, &mut self.l, alpha);
+        ctx.kern.scale_cols(&mut self.ot, sh.d_v, w, w, alpha);
+        // ot[c][lane] += Σ_j v_j[c] · p[j][lane]
+        let v_off = ctx.vs.at(b, hk, t0);
+        ctx.kern.gemm_b(
+            ctx.v,
+            v_off,
+            ctx.vs.row,
+            sh.d_v,
+            nk,
+            st,
+            0,
+            w,
+            panels,
+            &mut self.ot,
+            w,
+        );
     }
 
     /// Merges another state of the same rows (the same queries over other keys) into this one.

@@ -34,6 +34,7 @@ impl Avx2 {
         panels: usize,
         c: &mut [f32],
         c_stride: usize,
+        acc: bool,
     ) {
         // SAFETY: holding `self` proves AVX2+FMA; the dispatcher checked that rows × k_len of
         // `a` (from a_off, stride a_stride), panels × k_len × 16 of `bp` and rows × panels × 16
@@ -49,12 +50,12 @@ impl Avx2 {
                     let a0 = ap.add(r * a_stride);
                     let c0 = cp.add(r * c_stride + p * NR);
                     match n {
-                        6 => mk_a::<6>(a0, a_stride, k_len, bpp, c0, c_stride),
-                        5 => mk_a::<5>(a0, a_stride, k_len, bpp, c0, c_stride),
-                        4 => mk_a::<4>(a0, a_stride, k_len, bpp, c0, c_stride),
-                        3 => mk_a::<3>(a0, a_stride, k_len, bpp, c0, c_stride),
-                        2 => mk_a::<2>(a0, a_stride, k_len, bpp, c0, c_stride),
-                        _ => mk_a::<1>(a0, a_stride, k_len, bpp, c0, c_stride),
+                        6 => mk_a::<6>(a0, a_stride, k_len, bpp, c0, c_stride, acc),
+                        5 => mk_a::<5>(a0, a_stride, k_len, bpp, c0, c_stride, acc),
+                        4 => mk_a::<4>(a0, a_stride, k_len, bpp, c0, c_stride, acc),
+                        3 => mk_a::<3>(a0, a_stride, k_len, bpp, c0, c_stride, acc),
+                        2 => mk_a::<2>(a0, a_stride, k_len, bpp, c0, c_stride, acc),
+                        _ => mk_a::<1>(a0, a_stride, k_len, bpp, c0, c_stride, acc),
                     }
                 }
                 r += n;
@@ -168,9 +169,16 @@ unsafe fn mk_a<const R: usize>(
     bp: *const f32,
     c: *mut f32,
     c_stride: usize,
+    acc: bool,
 ) {
     let mut lo = [_mm256_setzero_ps(); R];
     let mut hi = [_mm256_setzero_ps(); R];
+    if acc {
+        for r in 0..R {
+            lo[r] = _mm256_loadu_ps(c.add(r * c_stride));
+            hi[r] = _mm256_loadu_ps(c.add(r * c_stride + 8));
+        }
+    }
     for k in 0..k_len {
         let b0 = _mm256_loadu_ps(bp.add(k * NR));
         let b1 = _mm256_loadu_ps(bp.add(k * NR + 8));

@@ -99,8 +99,8 @@ fn span(off: usize, stride: usize, rows: usize, len: usize) -> usize {
 }
 
 impl Kern {
-    /// `c[r*c_stride + p*16 + l] = Σ_k a[a_off + r*a_stride + k] · bp[p*k_len*16 + k*16 + l]`
-    /// for `r < rows`, `p < panels`, `l < 16`.
+    /// `c[r*c_stride + p*16 + l] (+)= Σ_k a[a_off + r*a_stride + k] · bp[p*k_len*16 + k*16 + l]`
+    /// for `r < rows`, `p < panels`, `l < 16`; `acc` adds to `c` instead of overwriting it.
     #[allow(clippy::too_many_arguments)]
     #[inline]
     pub(crate) fn gemm_a(
@@ -114,16 +114,19 @@ impl Kern {
         panels: usize,
         c: &mut [f32],
         c_stride: usize,
+        acc: bool,
     ) {
         assert!(span(a_off, a_stride, rows, k_len) <= a.len());
         assert!(panels * k_len * NR <= bp.len());
         assert!(span(0, c_stride, rows, panels * NR) <= c.len());
         match self {
-            Kern::Scalar => {
-                scalar::gemm_a(a, a_off, a_stride, rows, k_len, bp, panels, c, c_stride)
-            }
+            Kern::Scalar => scalar::gemm_a(
+                a, a_off, a_stride, rows, k_len, bp, panels, c, c_stride, acc,
+            ),
             #[cfg(target_arch = "x86_64")]
-            Kern::Avx2(t) => t.gemm_a(a, a_off, a_stride, rows, k_len, bp, panels, c, c_stride),
+            Kern::Avx2(t) => t.gemm_a(
+                a, a_off, a_stride, rows, k_len, bp, panels, c, c_stride, acc,
+            ),
         }
     }
 
@@ -279,29 +282,12 @@ mod tests {
                 let bp = rnd(panels * klen * NR, 2);
                 let mut c1 = vec![0.0; rows * (panels * NR + 3)];
                 let mut c2 = c1.clone();
-                k.gemm_a(
-                    &a,
-                    2,
-                    klen,
-                    rows,
-                    klen,
-                    &bp,
-                    panels,
-                    &mut c1,
-                    panels * NR + 3,
-                );
-                scalar::gemm_a(
-                    &a,
-                    2,
-                    klen,
-                    rows,
-                    klen,
-                    &bp,
-                    panels,
-                    &mut c2,
-                    panels * NR + 3,
-                );
-                close(&c1, &c2, 1e-5);
+                for acc in [false, true] {
+                    let st = panels * NR + 3;
+                    k.gemm_a(&a, 2, klen, rows, klen, &bp, panels, &mut c1, st, acc);
+                    scalar::gemm_a(&a, 2, klen, rows, klen, &bp, panels, &mut c2, st, acc);
+                    close(&c1, &c2, 1e-5);
+                }
 
                 let a = rnd(klen * (rows + 2), 3);
                 let b = rnd(klen * panels * NR + 1, 4);

@@ -15,18 +15,22 @@ pub fn gemm_a(
     panels: usize,
     c: &mut [f32],
     c_stride: usize,
+    acc: bool,
 ) {
     for r in 0..rows {
         let arow = &a[a_off + r * a_stride..][..k_len];
         for p in 0..panels {
             let panel = &bp[p * k_len * NR..][..k_len * NR];
-            let mut acc = [0.0f32; NR];
+            let mut sum = [0.0f32; NR];
             for (k, &av) in arow.iter().enumerate() {
-                for (l, acc_l) in acc.iter_mut().enumerate() {
-                    *acc_l += av * panel[k * NR + l];
+                for (l, s) in sum.iter_mut().enumerate() {
+                    *s += av * panel[k * NR + l];
                 }
             }
-            c[r * c_stride + p * NR..][..NR].copy_from_slice(&acc);
+            let out = &mut c[r * c_stride + p * NR..][..NR];
+            for (o, s) in out.iter_mut().zip(sum) {
+                *o = if acc { *o + s } else { s };
+            }
         }
     }
 }
