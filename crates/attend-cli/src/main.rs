@@ -2,6 +2,12 @@
 #![deny(unsafe_code)]
 
 mod bench;
+mod embed;
+mod explain;
+mod input;
+mod models_cmd;
+mod render;
+mod usage;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -21,6 +27,25 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Show which tokens each token attends to, in a real model (default: all-MiniLM-L6-v2).
+    ///
+    /// Defaults: the last layer, the mean over its heads, every token, the top 5.
+    /// Example: attend explain "The animal didn't cross the road because it was tired"
+    /// --token it --compare animal road
+    Explain(explain::ExplainArgs),
+    /// Sentence embeddings (mean-pooled, normalised), or their cosine similarities.
+    Embed(embed::EmbedArgs),
+    /// List the models attend knows by name.
+    Models {
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+    /// Download a named model into the cache (once; verified by SHA-256) and print its folder.
+    Fetch {
+        /// The model's name (see `attend models`).
+        name: String,
+    },
     /// Measure the kernels on the standard cases (BENCH.md), with sgemm and memcpy baselines
     /// measured in the same run.
     Bench(bench::BenchArgs),
@@ -60,6 +85,10 @@ fn main() -> ExitCode {
     };
     let result = pool.install(|| match cli.command {
         Command::Bench(args) => bench::run(&args, threads),
+        Command::Explain(args) => explain::run(&args),
+        Command::Embed(args) => embed::run(&args),
+        Command::Models { format } => models_cmd::list(format),
+        Command::Fetch { name } => models_cmd::fetch(&name),
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -73,7 +102,11 @@ fn main() -> ExitCode {
             }
             let _ = std::io::stdout().flush();
             eprintln!("error: {e:#}");
-            ExitCode::from(1)
+            if e.downcast_ref::<usage::Usage>().is_some() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::from(1)
+            }
         }
     }
 }

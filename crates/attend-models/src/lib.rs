@@ -1,1 +1,26 @@
+//! # attend-models — real transformers on the attend kernel
+//!
+//! - [`registry`]: named models, fetched once into a cache (pinned and checksummed), or any
+//!   folder given as a path;
+//! - [`weights`]: memory-mapped safetensors;
+//! - [`ops`]: linear layers, layer norm, GELU;
+//! - [`bert`]: the BERT encoder, attention on `attend`'s fused kernel;
+//! - [`encoder`]: sentence embeddings (tokenize, encode, pool, normalise) and attention traces;
+//! - [`trace`]: who attends to whom, `[layer][head][query][key]`, with the tokens.
+//!
+//! The crate never prints and never parses command lines; attention is never reimplemented
+//! here — it is `attend::fused`.
+#![deny(unsafe_code)]
 
+pub mod bert;
+pub mod encoder;
+mod error;
+pub mod ops;
+pub mod registry;
+mod sys;
+pub mod trace;
+pub mod weights;
+
+pub use encoder::{Embeddings, Pooling, SentenceEncoder, Tokenized};
+pub use error::{Error, Result};
+pub use trace::{TokenInfo, Trace};

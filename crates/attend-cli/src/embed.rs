@@ -1,0 +1,91 @@
+//! `attend embed`: sentence embeddings, and their cosine similarities.
+
+use std::io::Write;
+
+use anyhow::Result;
+use serde_json::json;
+
+use crate::Format;
+
+/// Arguments of `attend embed`.
+#[derive(clap::Args, Debug)]
+pub struct EmbedArgs {
+    /// Model: a name (`attend models`) or a BERT-family folder.
+    #[arg(long, default_value = "minilm")]
+    model: String,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    format: Format,
+    /// Print the cosine-similarity matrix of the inputs instead of the vectors.
+    #[arg(long)]
+    similarity: bool,
+    /// Texts; none or `-` reads standard input, one text per line.
+    texts: Vec<String>,
+}
+
+/// Runs `attend embed`.
+pub fn run(a: &EmbedArgs) -> Result<()> {
+    let texts = crate::input::texts(&a.texts)?;
+    if texts.is_empty() {
+        return Err(crate::usage!(
+            "no text to embed: give texts as arguments or lines on standard input"
+        ));
+    }
+    let enc = crate::input::encoder(&a.model)?;
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let e = enc.embed(&refs)?;
+    for &i in &e.truncated {
+        eprintln!(
+            "warning: text {} is longer than {} tokens and was truncated",
+            i + 1,
+            enc.max_len
+        );
+    }
+    let cos = |x: &[f32], y: &[f32]| {
+        let d: f32 = x.iter().zip(y).map(|(a, b)| a * b).sum();
+        let n = |v: &[f32]| v.iter().map(|a| a * a).sum::<f32>().sqrt().max(1e-12);
+        d / (n(x) * n(y))
+    };
+    let sim: Vec<Vec<f32>> = e
+        .vectors
+        .iter()
+        .map(|x| e.vectors.iter().map(|y| cos(x, y)).collect())
+        .collect();
+    let mut out = std::io::stdout().lock();
+    match (a.format, a.similarity) {
+        (Format::Json, false) => writeln!(
+            out,
+            "{}",
+            json!({"model": a.model, "dim": e.dim, "embeddings": e.vectors})
+        )?,
+        (Format::Json, true) => writeln!(
+            out,
+            "{}",
+            json!({"model": a.model, "texts": texts, "similarity": sim})
+        )?,
+        (Format::Text, false) => {
+            for (t, v) in texts.iter().zip(&e.vectors) {
+                let nums: Vec<String> = v.iter().map(|x| format!("{x:.6}")).collect();
+                writeln!(out, "# {t}\n{}", nums.join(" "))?;
+            }
+        }
+        (Format::Text, true) => {
+            for (i, t) in texts.iter().enumerate() {
+                writeln!(out, "[{}] {t}", i + 1)?;
+            }
+            write!(out, "{:>6}", "")?;
+            for j in 0..texts.len() {
+                write!(out, "{:>7}", format!("[{}]", j + 1))?;
+            }
+            writeln!(out)?;
+            for (i, row) in sim.iter().enumerate() {
+                write!(out, "{:>6}", format!("[{}]", i + 1))?;
+                for x in row {
+                    write!(out, "{x:>7.3}")?;
+                }
+                writeln!(out)?;
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,335 @@
+//! `attend explain`: which tokens each token attends to, in a real model on attend's kernel.
+
+use std::io::Write;
+
+use anyhow::{Context, Result};
+use attend_models::Trace;
+use serde_json::json;
+
+use crate::render;
+
+/// Output formats of `attend explain`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExplainFormat {
+    /// Tables on the terminal.
+    Text,
+    /// `{"model", "layers", "heads", "tokens", "attention": [layer][head][query][key]}`.
+    Json,
+    /// A labelled heatmap (a grid of every head with `--head all`).
+    Svg,
+    /// Not available yet: use svg.
+    Png,
+}
+
+/// Arguments of `attend explain`.
+#[derive(clap::Args, Debug)]
+pub struct ExplainArgs {
+    /// Model: a name (`attend models`) or a BERT-family folder.
+    #[arg(long, default_value = "minilm")]
+    model: String,
+    /// Layer to show: a number from 0, or `all` [default: the last layer].
+    #[arg(long)]
+    layer: Option<String>,
+    /// Head to show: a number from 0, `all`, or `mean` (the average of the layer's heads).
+    #[arg(long, default_value = "mean")]
+    head: String,
+    /// Only this query token: its text (first match, case-insensitive) or its index.
+    #[arg(long)]
+    token: Option<String>,
+    /// How many attended tokens to list per query.
+    #[arg(long, default_value_t = 5)]
+    top: usize,
+    /// With --token: for every layer × head, the weight the token gives A and B, ranked.
+    #[arg(long, num_args = 2, value_names = ["A", "B"])]
+    compare: Option<Vec<String>>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = ExplainFormat::Text)]
+    format: ExplainFormat,
+    /// Write to this file instead of standard output.
+    #[arg(short = 'o', long = "output")]
+    output: Option<std::path::PathBuf>,
+    /// The text (`-` reads standard input).
+    text: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum HeadSel {
+    Mean,
+    One(usize),
+}
+
+fn pick_layers(arg: &Option<String>, layers: usize) -> Result<Vec<usize>> {
+    match arg.as_deref() {
+        None => Ok(vec![layers - 1]),
+        Some("all") => Ok((0..layers).collect()),
+        Some(s) => match s.parse::<usize>() {
+            Ok(l) if l < layers => Ok(vec![l]),
+            _ => Err(crate::usage!(
+                "--layer {s} is out of range: give 0..={} or `all`",
+                layers - 1
+            )),
+        },
+    }
+}
+
+fn pick_heads(arg: &str, heads: usize) -> Result<Vec<HeadSel>> {
+    match arg {
+        "mean" => Ok(vec![HeadSel::Mean]),
+        "all" => Ok((0..heads).map(HeadSel::One).collect()),
+        s => match s.parse::<usize>() {
+            Ok(h) if h < heads => Ok(vec![HeadSel::One(h)]),
+            _ => Err(crate::usage!(
+                "--head {s} is out of range: give 0..={}, `all` or `mean`",
+                heads - 1
+            )),
+        },
+    }
+}
+
+fn norm(t: &str) -> String {
+    t.trim_start_matches("##").to_lowercase()
+}
+
+/// A token by index or text (first match).
+fn find_token(trace: &Trace, what: &str, flag: &str) -> Result<usize> {
+    if let Ok(i) = what.parse::<usize>() {
+        if i < trace.len() {
+            return Ok(i);
+        }
+    }
+    let w = norm(what);
+    trace
+        .tokens
+        .iter()
+        .position(|t| norm(&t.text) == w)
+        .ok_or_else(|| {
+            let list: Vec<String> = trace
+                .tokens
+                .iter()
+                .enumerate()
+                .map(|(i, t)| format!("{i}:{}", t.text))
+                .collect();
+            crate::usage!(
+                "{flag} `{what}` is not a token of this text; the tokens are {}",
+                list.join(" ")
+            )
+        })
+}
+
+fn weights(trace: &Trace, layer: usize, head: HeadSel) -> Vec<f32> {
+    match head {
+        HeadSel::Mean => trace.head_mean(layer),
+        HeadSel::One(h) => trace.matrix(layer, h).to_vec(),
+    }
+}
+
+fn head_name(h: HeadSel, heads: usize) -> String {
+    match h {
+        HeadSel::Mean => format!("mean of {heads} heads"),
+        HeadSel::One(h) => format!("head {h}"),
+    }
+}
+
+/// One row of the `--compare` table.
+struct Versus {
+    layer: usize,
+    head: usize,
+    a: f32,
+    b: f32,
+}
+
+/// Runs `attend explain`.
+pub fn run(args: &ExplainArgs) -> Result<()> {
+    if args.format == ExplainFormat::Png {
+        return Err(crate::usage!(
+            "--format png is not available yet; use --format svg"
+        ));
+    }
+    if args.compare.is_some() && args.token.is_none() {
+        return Err(crate::usage!(
+            "--compare A B needs --token T: the token whose attention is compared"
+        ));
+    }
+    let text = if args.text == "-" {
+        crate::input::texts(&[])?.join("\n")
+    } else {
+        args.text.clone()
+    };
+    let enc = crate::input::encoder(&args.model)?;
+    let (trace, tok) = enc.trace(&text)?;
+    if tok.truncated {
+        eprintln!(
+            "warning: the text is longer than {} tokens; it was truncated",
+            enc.max_len
+        );
+    }
+    let layers = pick_layers(&args.layer, trace.layers)?;
+    let heads = pick_heads(&args.head, trace.heads)?;
+    let query = args
+        .token
+        .as_deref()
+        .map(|t| find_token(&trace, t, "--token"))
+        .transpose()?;
+    let versus = match (&args.compare, query) {
+        (Some(ab), Some(q)) => {
+            let a = find_token(&trace, &ab[0], "--compare")?;
+            let b = find_token(&trace, &ab[1], "--compare")?;
+            let mut rows: Vec<Versus> = (0..trace.layers)
+                .flat_map(|l| (0..trace.heads).map(move |h| (l, h)))
+                .map(|(l, h)| {
+                    let r = trace.row(l, h, q);
+                    Versus {
+                        layer: l,
+                        head: h,
+                        a: r[a],
+                        b: r[b],
+                    }
+                })
+                .collect();
+            rows.sort_by(|x, y| (y.a - y.b).abs().total_cmp(&(x.a - x.b).abs()));
+            Some((q, a, b, rows))
+        }
+        _ => None,
+    };
+
+    let mut sink: Box<dyn Write> = match &args.output {
+        Some(p) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?,
+        )),
+        None => Box::new(std::io::stdout().lock()),
+    };
+    let out = &mut sink;
+    match args.format {
+        ExplainFormat::Json => {
+            let att: Vec<Vec<Vec<&[f32]>>> = (0..trace.layers)
+                .map(|l| {
+                    (0..trace.heads)
+                        .map(|h| trace.matrix(l, h).chunks(trace.len()).collect())
+                        .collect()
+                })
+                .collect();
+            let mut v = json!({"model": args.model, "layers": trace.layers, "heads": trace.heads,
+                               "tokens": trace.tokens, "attention": att});
+            if let Some((q, a, b, rows)) = &versus {
+                v["compare"] = json!({"token": q, "a": a, "b": b, "rows": rows.iter().map(|r| json!({
+                    "layer": r.layer, "head": r.head, "a": r.a, "b": r.b})).collect::<Vec<_>>()});
+            }
+            writeln!(out, "{v}")?;
+        }
+        ExplainFormat::Svg => {
+            let mut panels = Vec::new();
+            for &l in &layers {
+                for &h in &heads {
+                    panels.push((
+                        format!("layer {l}, {}", head_name(h, trace.heads)),
+                        weights(&trace, l, h),
+                    ));
+                }
+            }
+            let title = format!("{} · attention of {} tokens", args.model, trace.len());
+            out.write_all(render::heatmaps_svg(&title, &trace.tokens, &panels).as_bytes())?;
+        }
+        ExplainFormat::Text | ExplainFormat::Png => {
+            writeln!(
+                out,
+                "model {} · {} layers × {} heads · {} tokens",
+                args.model,
+                trace.layers,
+                trace.heads,
+                trace.len()
+            )?;
+            let toks: Vec<String> = trace
+                .tokens
+                .iter()
+                .enumerate()
+                .map(|(i, t)| format!("{i}:{}", t.text))
+                .collect();
+            writeln!(out, "tokens: {}", toks.join(" "))?;
+            if let Some((q, a, b, rows)) = &versus {
+                compare_table(out, &trace, *q, *a, *b, rows)?;
+            } else {
+                for &l in &layers {
+                    for &h in &heads {
+                        writeln!(out, "\nlayer {l}, {}:", head_name(h, trace.heads))?;
+                        let w = weights(&trace, l, h);
+                        let n = trace.len();
+                        let qs: Vec<usize> = query.map_or_else(|| (0..n).collect(), |q| vec![q]);
+                        for q in qs {
+                            let row = &w[q * n..][..n];
+                            let mut idx: Vec<usize> = (0..n).collect();
+                            idx.sort_by(|&x, &y| row[y].total_cmp(&row[x]));
+                            let top: Vec<String> = idx
+                                .iter()
+                                .take(args.top)
+                                .map(|&k| format!("{} {:.3}", trace.tokens[k].text, row[k]))
+                                .collect();
+                            writeln!(
+                                out,
+                                "  {:>3} {:<12} → {}",
+                                q,
+                                trace.tokens[q].text,
+                                top.join(" · ")
+                            )?;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    out.flush()?;
+    Ok(())
+}
+
+fn compare_table(
+    out: &mut dyn Write,
+    trace: &Trace,
+    q: usize,
+    a: usize,
+    b: usize,
+    rows: &[Versus],
+) -> Result<()> {
+    let (ta, tb) = (&trace.tokens[a].text, &trace.tokens[b].text);
+    writeln!(
+        out,
+        "\n\"{}\" (token {q}) → \"{ta}\" ({a}) vs \"{tb}\" ({b}): every layer × head, ranked by margin",
+        trace.tokens[q].text
+    )?;
+    writeln!(
+        out,
+        "{:>5} {:>5} {:>4} {:>9} {:>9}  winner",
+        "rank", "layer", "head", ta, tb
+    )?;
+    for (i, r) in rows.iter().enumerate() {
+        let win = if r.a > r.b { ta } else { tb };
+        writeln!(
+            out,
+            "{:>5} {:>5} {:>4} {:>9.4} {:>9.4}  {win}",
+            i + 1,
+            r.layer,
+            r.head,
+            r.a,
+            r.b
+        )?;
+    }
+    let wins_a = rows.iter().filter(|r| r.a > r.b).count();
+    let mean = |f: fn(&Versus) -> f32| rows.iter().map(f).sum::<f32>() / rows.len() as f32;
+    writeln!(
+        out,
+        "\n\"{ta}\" wins in {wins_a} of {} heads, \"{tb}\" in {}; mean weight over all heads: {ta} {:.4}, {tb} {:.4}",
+        rows.len(),
+        rows.len() - wins_a,
+        mean(|r| r.a),
+        mean(|r| r.b)
+    )?;
+    if let (Some(best_a), Some(best_b)) = (
+        rows.iter().find(|r| r.a > r.b),
+        rows.iter().find(|r| r.b >= r.a),
+    ) {
+        writeln!(
+            out,
+            "most decisive for {ta}: layer {} head {} ({:.3} vs {:.3}); for {tb}: layer {} head {} ({:.3} vs {:.3})",
+            best_a.layer, best_a.head, best_a.a, best_a.b, best_b.layer, best_b.head, best_b.b, best_b.a
+        )?;
+    }
+    Ok(())
+}

@@ -1,0 +1,35 @@
+//! Reading texts from arguments or standard input, and loading models by name or path.
+
+use std::io::Read;
+
+use anyhow::{Context, Result};
+use attend_models::{registry, SentenceEncoder};
+
+/// The texts of the arguments; from standard input (one per line) when there are none or the
+/// only one is `-`.
+pub fn texts(args: &[String]) -> Result<Vec<String>> {
+    if !args.is_empty() && !(args.len() == 1 && args[0] == "-") {
+        return Ok(args.to_vec());
+    }
+    let mut bytes = Vec::new();
+    std::io::stdin()
+        .read_to_end(&mut bytes)
+        .context("reading standard input")?;
+    let text = String::from_utf8(bytes).map_err(|e| {
+        anyhow::anyhow!(
+            "standard input is not valid UTF-8 (first bad byte at offset {})",
+            e.utf8_error().valid_up_to()
+        )
+    })?;
+    Ok(text.lines().map(str::to_string).collect())
+}
+
+/// Loads a BERT-family encoder by name (fetched on first use) or folder.
+pub fn encoder(model: &str) -> Result<SentenceEncoder> {
+    let dir = registry::resolve(model, &mut |m| eprintln!("{m}")).map_err(|e| match e {
+        attend_models::Error::UnknownModel { .. } => crate::usage!("{e}"),
+        other => anyhow::Error::new(other),
+    })?;
+    SentenceEncoder::load(&dir)
+        .with_context(|| format!("loading model `{model}` from {}", dir.display()))
+}

