@@ -4,7 +4,7 @@
 use std::io::Write;
 use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use attend::cases::{self, Case};
 use attend::{backward, fused, reference};
 use serde_json::json;
@@ -121,7 +121,7 @@ fn round(x: f64) -> f64 {
 /// Runs the benchmark.
 pub fn run(args: &BenchArgs, threads: usize) -> Result<()> {
     let all = cases::standard();
-    let baselines = ["sgemm-2048", "copy-512MiB"];
+    let baselines = ["sgemm-2048", "copy-512MiB", "minilm-embed", "minilm-one"];
     for c in &args.cases {
         if !baselines.contains(&c.as_str()) && !all.iter().any(|k| k.name == c) {
             let names: Vec<&str> = baselines
@@ -129,7 +129,10 @@ pub fn run(args: &BenchArgs, threads: usize) -> Result<()> {
                 .copied()
                 .chain(all.iter().map(|k| k.name))
                 .collect();
-            bail!("unknown case `{c}`; the cases are: {}", names.join(", "));
+            return Err(crate::usage!(
+                "unknown case `{c}`; the cases are: {}",
+                names.join(", ")
+            ));
         }
     }
     let wanted = |name: &str| args.cases.is_empty() || args.cases.iter().any(|c| c == name);
@@ -165,6 +168,73 @@ pub fn run(args: &BenchArgs, threads: usize) -> Result<()> {
     }
     for case in all.iter().filter(|c| wanted(c.name)) {
         run_case(case, args.quick, threads, &mut out)?;
+    }
+    let asked = |n: &str| args.cases.iter().any(|c| c == n);
+    if asked("minilm-embed") || asked("minilm-one") || args.cases.is_empty() {
+        let cached =
+            attend_models::registry::info("minilm").is_some_and(attend_models::registry::is_cached);
+        if cached || asked("minilm-embed") || asked("minilm-one") {
+            model_cases(args, threads, &mut out, &wanted)?;
+        } else {
+            eprintln!("attend bench: skipping minilm-embed and minilm-one (run `attend fetch minilm` to include them)");
+        }
+    }
+    Ok(())
+}
+
+/// The benchmark sentences: `n` sentences of 12–20 words, deterministic (bench/st_embed.py
+/// builds the same ones).
+pub fn sentences(n: usize) -> Vec<String> {
+    const WORDS: [&str; 50] = [
+        "the", "model", "attends", "to", "every", "token", "in", "a", "sentence", "and", "learns",
+        "which", "words", "matter", "most", "for", "meaning", "while", "reading", "long", "texts",
+        "about", "animals", "roads", "cities", "music", "science", "history", "quietly", "today",
+        "because", "it", "was", "tired", "wide", "bright", "small", "people", "often", "say",
+        "that", "weather", "changes", "quickly", "near", "old", "rivers", "under", "clear",
+        "skies",
+    ];
+    (0..n)
+        .map(|i| {
+            let len = 12 + (i * 7) % 9;
+            (0..len)
+                .map(|j| WORDS[(i * 31 + j * 17 + j * j) % 50])
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect()
+}
+
+fn model_cases(
+    args: &BenchArgs,
+    threads: usize,
+    out: &mut Out,
+    wanted: &dyn Fn(&str) -> bool,
+) -> Result<()> {
+    let enc = crate::input::encoder("minilm")?;
+    if wanted("minilm-embed") {
+        let texts = sentences(512);
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let tokens: usize = refs
+            .iter()
+            .map(|t| enc.tokenize(t).map(|x| x.tokens.len()).unwrap_or(0))
+            .sum();
+        let t = time(args.quick, 5.0, || {
+            std::hint::black_box(enc.embed(&refs).ok());
+        });
+        let rec = json!({"case": "minilm-embed", "impl": "minilm-embed", "threads": threads,
+            "sentences": 512, "mean_tokens": round(tokens as f64 / 512.0),
+            "sentences_per_s": round(512.0 / t.median_ms * 1e3)});
+        out.emit(rec, &t)?;
+    }
+    if wanted("minilm-one") {
+        let text = "The animal didn't cross the road because it was tired";
+        let t = time(args.quick, 2.0, || {
+            std::hint::black_box(enc.embed(&[text]).ok());
+        });
+        out.emit(
+            json!({"case": "minilm-one", "impl": "minilm-embed", "threads": threads}),
+            &t,
+        )?;
     }
     Ok(())
 }

@@ -8,7 +8,8 @@ use attend_models::{registry, SentenceEncoder};
 /// The texts of the arguments; from standard input (one per line) when there are none or the
 /// only one is `-`.
 pub fn texts(args: &[String]) -> Result<Vec<String>> {
-    if !args.is_empty() && !(args.len() == 1 && args[0] == "-") {
+    let from_stdin = args.is_empty() || (args.len() == 1 && args[0] == "-");
+    if !from_stdin {
         return Ok(args.to_vec());
     }
     let mut bytes = Vec::new();

@@ -13,6 +13,9 @@ use crate::bert::BertModel;
 use crate::error::{io, Error, Result};
 use crate::trace::{TokenInfo, Trace};
 
+/// Texts per forward pass in [`SentenceEncoder::embed`].
+pub const BATCH: usize = 64;
+
 /// How token states become one sentence vector.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Pooling {
@@ -172,7 +175,8 @@ impl SentenceEncoder {
         Ok(Tokenized { tokens, truncated })
     }
 
-    /// Sentence embeddings of `texts`, in batches of 64 texts of similar length.
+    /// Sentence embeddings of `texts`, in batches of [`BATCH`] texts of similar length (packed,
+    /// never padded).
     pub fn embed(&self, texts: &[&str]) -> Result<Embeddings> {
         let toks: Vec<Tokenized> = texts
             .par_iter()
@@ -188,7 +192,7 @@ impl SentenceEncoder {
         order.sort_by_key(|&i| toks[i].tokens.len());
         let dim = self.model.config.hidden_size;
         let mut vectors = vec![Vec::new(); texts.len()];
-        for batch in order.chunks(64) {
+        for batch in order.chunks(BATCH) {
             let seqs: Vec<Vec<u32>> = batch.iter().map(|&i| toks[i].ids()).collect();
             let out = self.model.forward(&seqs, false)?;
             let mut row = 0;

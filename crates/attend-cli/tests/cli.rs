@@ -1,0 +1,168 @@
+//! The `attend` binary as a user runs it: output, exit codes (2 for usage, 1 for failures).
+//! The MiniLM tests fetch the model on first use, like the README's first command.
+
+use std::process::{Command, Output, Stdio};
+
+fn attend(args: &[&str], stdin: Option<&[u8]>) -> Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_attend"));
+    c.args(args).stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    });
+    c.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    if let Some(input) = stdin {
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(input).unwrap();
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn usage_errors_exit_2_with_one_line() {
+    for args in [
+        vec!["frobnicate"],
+        vec!["bench", "--case", "nosuch"],
+        vec!["fetch", "nosuch"],
+        vec!["explain", "text", "--model", "nosuch"],
+        vec!["explain", "text", "--format", "png"],
+        vec!["explain", "text", "--compare", "a", "b"],
+        vec!["--threads", "0", "bench"],
+    ] {
+        let o = attend(&args, None);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains("error"), "{args:?}");
+    }
+}
+
+#[test]
+fn bench_prints_json_lines() {
+    let o = attend(
+        &[
+            "bench",
+            "--quick",
+            "--format",
+            "json",
+            "--case",
+            "minilm-batch",
+            "--case",
+            "decode-8192",
+        ],
+        None,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = String::from_utf8(o.stdout).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[0]["case"], "minilm-batch");
+    assert!(lines[0]["gflops"].as_f64().unwrap() > 0.0);
+    assert_eq!(lines[1]["impl"], "decode");
+    assert!(lines[1]["gbps"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn explain_and_embed_on_minilm() {
+    let s = "The animal didn't cross the road because it was tired";
+    // text: the token and its top keys
+    let o = attend(&["explain", s, "--token", "it", "--top", "3"], None);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = String::from_utf8(o.stdout).unwrap();
+    assert!(text.contains("it") && text.contains("→"), "{text}");
+
+    // json: probabilities with rows summing to 1 and byte offsets into the text
+    let o = attend(&["explain", s, "--format", "json"], None);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let toks = v["tokens"].as_array().unwrap();
+    assert_eq!(toks.len(), 14);
+    assert_eq!(v["layers"], 6);
+    assert_eq!(v["heads"], 12);
+    let animal = &toks[2];
+    assert_eq!(
+        &s[animal["start"].as_u64().unwrap() as usize..animal["end"].as_u64().unwrap() as usize],
+        "animal"
+    );
+    for layer in v["attention"].as_array().unwrap() {
+        for head in layer.as_array().unwrap() {
+            for row in head.as_array().unwrap() {
+                let sum: f64 = row
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|x| x.as_f64().unwrap())
+                    .sum();
+                assert!((sum - 1.0).abs() < 1e-4);
+            }
+        }
+    }
+
+    // compare: a ranked table over all 72 heads
+    let o = attend(
+        &["explain", s, "--token", "it", "--compare", "animal", "road"],
+        None,
+    );
+    assert!(o.status.success());
+    let text = String::from_utf8(o.stdout).unwrap();
+    assert!(text.contains("of 72 heads"), "{text}");
+
+    // svg
+    let o = attend(
+        &[
+            "explain", s, "--format", "svg", "--head", "all", "--layer", "0",
+        ],
+        None,
+    );
+    assert!(o.status.success());
+    let svg = String::from_utf8(o.stdout).unwrap();
+    assert!(
+        svg.starts_with("<svg") && svg.contains("layer 0, head 11") && svg.contains(">animal<")
+    );
+
+    // out-of-range choices name the valid range
+    let o = attend(&["explain", s, "--layer", "6"], None);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("0..=5"));
+    let o = attend(&["explain", s, "--head", "12"], None);
+    assert_eq!(o.status.code(), Some(2));
+    let o = attend(&["explain", s, "--token", "zebra"], None);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("animal"));
+
+    // embed: stdin lines, JSON in input order, unit vectors
+    let o = attend(
+        &["embed", "--format", "json"],
+        Some(b"first line\nsecond line\n"),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["dim"], 384);
+    let e = v["embeddings"].as_array().unwrap();
+    assert_eq!(e.len(), 2);
+    let norm: f64 = e[0]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap().powi(2))
+        .sum();
+    assert!((norm - 1.0).abs() < 1e-4);
+    // invalid UTF-8 on stdin is a clear failure
+    let o = attend(&["embed"], Some(&[0xff, 0xfe, b'\n']));
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("UTF-8"));
+    // the empty text embeds like sentence-transformers' "" ([CLS] [SEP])
+    let o = attend(&["embed", ""], None);
+    assert!(o.status.success());
+    // a text over the limit is truncated with a warning
+    let long = "word ".repeat(400);
+    let o = attend(&["embed", &long], None);
+    assert!(o.status.success());
+    assert!(stderr(&o).contains("truncated"));
+}
