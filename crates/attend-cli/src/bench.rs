@@ -151,7 +151,7 @@ pub fn run(args: &BenchArgs, threads: usize) -> Result<()> {
         let a = cases::fill(n * n, 11);
         let b = cases::fill(n * n, 12);
         let mut c = vec![0.0f32; n * n];
-        let t = time(args.quick, 2.0, || sgemm(n, &a, &b, &mut c, threads));
+        let t = time(args.quick, 2.0, || sgemm(n, &a, &b, &mut c));
         let gflops = 2.0 * (n * n * n) as f64 / t.median_ms / 1e6;
         out.emit(json!({"case": "sgemm-2048", "impl": "gemm", "threads": threads, "gflops": round(gflops)}), &t)?;
     }
@@ -324,41 +324,10 @@ fn run_case(case: &Case, quick: bool, threads: usize, out: &mut Out) -> Result<(
     Ok(())
 }
 
-/// `c = a · b`, row-major `n × n`, with the `gemm` crate: the machine's sgemm peak for scale.
-#[allow(unsafe_code)]
-fn sgemm(n: usize, a: &[f32], b: &[f32], c: &mut [f32], threads: usize) {
-    assert!(a.len() >= n * n && b.len() >= n * n && c.len() >= n * n);
-    let par = if threads > 1 {
-        gemm::Parallelism::Rayon(threads)
-    } else {
-        gemm::Parallelism::None
-    };
-    let s = n as isize;
-    // SAFETY: the three buffers hold n × n elements (asserted above), row-major with row stride
-    // n and column stride 1, which is what the strides passed describe; `c` is not aliased.
-    unsafe {
-        gemm::gemm(
-            n,
-            n,
-            n,
-            c.as_mut_ptr(),
-            1,
-            s,
-            false,
-            a.as_ptr(),
-            1,
-            s,
-            b.as_ptr(),
-            1,
-            s,
-            0.0,
-            1.0,
-            false,
-            false,
-            false,
-            par,
-        );
-    }
+/// `c = a · bᵀ`, row-major `n × n`, with the `gemm` crate (through the model crate's safe
+/// wrapper): the machine's sgemm peak, for scale.
+fn sgemm(n: usize, a: &[f32], b: &[f32], c: &mut [f32]) {
+    attend_models::ops::matmul_bt(a, b, c, n, n, n);
 }
 
 /// Resident memory from /proc (Linux); `None` elsewhere.

@@ -1,5 +1,5 @@
 //! The `attend` command.
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 
 mod bench;
 mod embed;

@@ -1,6 +1,12 @@
 //! Tensor operations around the attention kernel: linear layers, layer norm, GELU. Rows are
 //! tokens, row-major `f32`.
 
+/// `c[m × n] = a[m × k] · bᵀ` with `b` as `[n × k]`, row-major, on the current rayon pool (the
+/// `gemm` crate's sgemm). Panics if a buffer is shorter than its shape.
+pub fn matmul_bt(a: &[f32], b: &[f32], c: &mut [f32], m: usize, k: usize, n: usize) {
+    crate::sys::matmul_bt(a, b, c, m, k, n)
+}
+
 /// `y[rows × out] = x[rows × in] · wᵀ + b`, with `w` as `[out × in]` (PyTorch's layout).
 pub fn linear(
     x: &[f32],
