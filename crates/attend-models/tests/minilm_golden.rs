@@ -72,6 +72,10 @@ fn token_ids_embeddings_and_attention_match_the_references() {
             .zip(&want)
             .map(|(a, b)| (a - b).abs())
             .fold(0.0f32, f32::max);
+        eprintln!(
+            "text {i}: {} tokens, cosine {cos:.8}, max abs diff {diff:.2e}",
+            want_ids.len()
+        );
         assert!(cos >= 0.9999, "text {i}: cosine {cos}");
         assert!(diff <= 1e-4, "text {i}: max abs diff {diff}");
 
@@ -89,6 +93,7 @@ fn token_ids_embeddings_and_attention_match_the_references() {
                     }
                 }
             }
+            eprintln!("text {i}: attention max abs diff {worst:.2e}");
             assert!(worst <= 1e-4, "text {i}: attention differs by {worst}");
         }
     }
