@@ -136,17 +136,14 @@ impl Case {
         let sh = self.shape;
         let lengths = self.key_lengths();
         let p = self.params(&lengths);
-        let mut per_b = 0f64;
-        let mut total = 0f64;
-        for b in 0..sh.b {
-            for i in 0..sh.s_q {
+        let per_head: usize = (0..sh.b)
+            .flat_map(|b| (0..sh.s_q).map(move |i| (b, i)))
+            .map(|(b, i)| {
                 let (lo, hi) = p.mask.row_range(&sh, b, i);
-                per_b += (hi - lo) as f64;
-            }
-            total += per_b;
-            per_b = 0.0;
-        }
-        total * sh.h as f64
+                hi - lo
+            })
+            .sum();
+        per_head as f64 * sh.h as f64
     }
 
     /// FLOPs: forward `4·d·pairs` (BENCH.md), backward 2.5× that.

@@ -153,29 +153,35 @@ fn forward_grouped(ctx: &Ctx, out: &mut [f32], lse: &mut [f32]) {
     } else {
         (2 * threads).div_ceil(groups)
     };
+    // the rows of each group (b, hk), built once
+    let rows: Vec<Vec<Row>> = (0..groups)
+        .map(|bg| group_rows(ctx, bg / sh.h_kv, bg % sh.h_kv))
+        .collect();
+    // tasks (b, hk, first key, end key): a group's key span in `chunks` pieces of whole tiles;
+    // a group that sees no key still gets one empty task, so that its rows are written
     let tasks: Vec<(usize, usize, usize, usize)> = (0..groups)
         .flat_map(|bg| {
             let (b, hk) = (bg / sh.h_kv, bg % sh.h_kv);
-            let span = Ctx::key_span(&group_rows(ctx, b, hk)).unwrap_or((0, 0));
-            let len = span.1 - span.0;
+            let (start, end) = Ctx::key_span(&rows[bg]).unwrap_or((0, 0));
+            let len = end - start;
             let chunks = want.min(len / MIN_SPLIT).max(1);
             let step = len.div_ceil(chunks).div_ceil(BC) * BC;
             (0..chunks).filter_map(move |c| {
-                let c0 = span.0 + c * step;
-                let c1 = (c0 + step).min(span.1);
-                (c0 < c1 || c == 0).then_some((b, hk, c0, c1.max(c0)))
+                let c0 = (start + c * step).min(end);
+                let c1 = (c0 + step).min(end);
+                (c0 < c1 || c == 0).then_some((b, hk, c0, c1))
             })
         })
         .collect();
     let accs: Vec<Acc> = tasks
         .par_iter()
         .map(|&(b, hk, c0, c1)| {
-            let rows = group_rows(ctx, b, hk);
+            let rows = &rows[b * sh.h_kv + hk];
             let mut acc = Acc::new(rows.len(), sh.d_v);
             if c0 < c1 {
                 let mut qp = vec![0.0; acc.width * sh.d];
-                ctx.pack_queries(b, &rows, &mut qp);
-                acc.attend(ctx, b, hk, &rows, &qp, (c0, c1), BC);
+                ctx.pack_queries(b, rows, &mut qp);
+                acc.attend(ctx, b, hk, rows, &qp, (c0, c1), BC);
             }
             acc
         })
@@ -189,8 +195,8 @@ fn forward_grouped(ctx: &Ctx, out: &mut [f32], lse: &mut [f32]) {
     }
     for (bg, acc) in merged.into_iter().enumerate() {
         let Some(acc) = acc else { continue };
-        let (b, hk) = (bg / sh.h_kv, bg % sh.h_kv);
-        for (lane, row) in group_rows(ctx, b, hk).iter().enumerate() {
+        let b = bg / sh.h_kv;
+        for (lane, row) in rows[bg].iter().enumerate() {
             let o = &mut out[os.at(b, row.h, row.i)..][..sh.d_v];
             lse[(b * sh.h + row.h) * sh.s_q + row.i] = acc.finish_row(lane, o);
         }
