@@ -17,7 +17,7 @@ pub enum ExplainFormat {
     Json,
     /// A labelled heatmap (a grid of every head with `--head all`).
     Svg,
-    /// Not available yet: use svg.
+    /// The same heatmap as a PNG image (needs `-o FILE` or a redirected stdout).
     Png,
 }
 
@@ -42,9 +42,9 @@ pub struct ExplainArgs {
     /// With --token: for every layer × head, the weight the token gives A and B, ranked.
     #[arg(long, num_args = 2, value_names = ["A", "B"])]
     compare: Option<Vec<String>>,
-    /// Output format.
-    #[arg(long, value_enum, default_value_t = ExplainFormat::Text)]
-    format: ExplainFormat,
+    /// Output format [default: from the extension of -o (.json, .svg, .png), else text].
+    #[arg(long, value_enum)]
+    format: Option<ExplainFormat>,
     /// Write to this file instead of standard output.
     #[arg(short = 'o', long = "output")]
     output: Option<std::path::PathBuf>,
@@ -140,9 +140,25 @@ struct Versus {
 
 /// Runs `attend explain`.
 pub fn run(args: &ExplainArgs) -> Result<()> {
-    if args.format == ExplainFormat::Png {
+    let format = args.format.unwrap_or_else(|| {
+        let ext = args.output.as_ref().and_then(|p| p.extension());
+        match ext
+            .and_then(|e| e.to_str())
+            .map(str::to_ascii_lowercase)
+            .as_deref()
+        {
+            Some("json") => ExplainFormat::Json,
+            Some("svg") => ExplainFormat::Svg,
+            Some("png") => ExplainFormat::Png,
+            _ => ExplainFormat::Text,
+        }
+    });
+    if format == ExplainFormat::Png
+        && args.output.is_none()
+        && std::io::IsTerminal::is_terminal(&std::io::stdout())
+    {
         return Err(crate::usage!(
-            "--format png is not available yet; use --format svg"
+            "--format png writes an image: give -o FILE.png or redirect standard output"
         ));
     }
     if args.compare.is_some() && args.token.is_none() {
@@ -192,14 +208,10 @@ pub fn run(args: &ExplainArgs) -> Result<()> {
         _ => None,
     };
 
-    let mut sink: Box<dyn Write> = match &args.output {
-        Some(p) => Box::new(std::io::BufWriter::new(
-            std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?,
-        )),
-        None => Box::new(std::io::stdout().lock()),
-    };
-    let out = &mut sink;
-    match args.format {
+    // Everything is made in memory first, so that a failure never leaves a half-written file.
+    let mut buf: Vec<u8> = Vec::new();
+    let out = &mut buf;
+    match format {
         ExplainFormat::Json => {
             let att: Vec<Vec<Vec<&[f32]>>> = (0..trace.layers)
                 .map(|l| {
@@ -216,7 +228,7 @@ pub fn run(args: &ExplainArgs) -> Result<()> {
             }
             writeln!(out, "{v}")?;
         }
-        ExplainFormat::Svg => {
+        ExplainFormat::Svg | ExplainFormat::Png => {
             let mut panels = Vec::new();
             for &l in &layers {
                 for &h in &heads {
@@ -227,9 +239,14 @@ pub fn run(args: &ExplainArgs) -> Result<()> {
                 }
             }
             let title = format!("{} · attention of {} tokens", args.model, trace.len());
-            out.write_all(render::heatmaps_svg(&title, &trace.tokens, &panels).as_bytes())?;
+            let svg = render::heatmaps_svg(&title, &trace.tokens, &panels);
+            if format == ExplainFormat::Png {
+                out.write_all(&render::svg_to_png(&svg)?)?;
+            } else {
+                out.write_all(svg.as_bytes())?;
+            }
         }
-        ExplainFormat::Text | ExplainFormat::Png => {
+        ExplainFormat::Text => {
             writeln!(
                 out,
                 "model {} · {} layers × {} heads · {} tokens",
@@ -276,7 +293,14 @@ pub fn run(args: &ExplainArgs) -> Result<()> {
             }
         }
     }
-    out.flush()?;
+    match &args.output {
+        Some(p) => std::fs::write(p, &buf).with_context(|| format!("writing {}", p.display()))?,
+        None => {
+            let mut so = std::io::stdout().lock();
+            so.write_all(&buf)?;
+            so.flush()?;
+        }
+    }
     Ok(())
 }
 

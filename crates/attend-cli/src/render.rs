@@ -1,4 +1,7 @@
-//! Renderers: labelled attention heatmaps as SVG. They read weights; they never recompute.
+//! Renderers: labelled attention heatmaps as SVG, and the same picture as PNG. They read
+//! weights; they never recompute.
+
+use anyhow::{anyhow, Result};
 
 use attend_models::TokenInfo;
 
@@ -120,4 +123,80 @@ pub fn heatmaps_svg(title: &str, tokens: &[TokenInfo], panels: &[(String, Vec<f3
     s += &format!("<text x=\"{sx:.1}\" y=\"42\" font-size=\"10\">weight</text>\n");
     s += "</svg>\n";
     s
+}
+
+/// DejaVu Sans, subset to Latin, Greek, Cyrillic and punctuation (scripts/make_font.py), so that
+/// labels render on machines with no fonts installed.
+const FONT: &[u8] = include_bytes!("../assets/DejaVuSans-subset.ttf");
+
+/// Rasterises an SVG made by [`heatmaps_svg`] to PNG bytes: the embedded font first, the system's
+/// fonts as fallbacks for other scripts (CJK, emoji) where present.
+pub fn svg_to_png(svg: &str) -> Result<Vec<u8>> {
+    let mut opt = resvg::usvg::Options::default();
+    let db = opt.fontdb_mut();
+    db.load_font_data(FONT.to_vec());
+    db.load_system_fonts();
+    db.set_sans_serif_family("DejaVu Sans");
+    let tree = resvg::usvg::Tree::from_str(svg, &opt)?;
+    let size = tree.size().to_int_size();
+    let mut pixmap = resvg::tiny_skia::Pixmap::new(size.width(), size.height())
+        .ok_or_else(|| anyhow!("the picture is too large to rasterise ({size:?})"))?;
+    resvg::render(
+        &tree,
+        resvg::tiny_skia::Transform::default(),
+        &mut pixmap.as_mut(),
+    );
+    Ok(pixmap.encode_png()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tok(text: &str, start: usize) -> TokenInfo {
+        TokenInfo {
+            id: 0,
+            text: text.into(),
+            start,
+            end: start + text.len(),
+        }
+    }
+
+    /// The top-left corner of the cell whose tooltip is `title`, read back from the SVG.
+    fn cell(svg: &str, title: &str) -> (u32, u32, u32) {
+        let end = svg.find(&format!("<title>{title}")).unwrap();
+        let start = svg[..end].rfind("<rect").unwrap();
+        let attr = |name: &str| -> f32 {
+            let s = &svg[start..end];
+            let i = s.find(&format!(" {name}=\"")).unwrap() + name.len() + 3;
+            s[i..i + s[i..].find('"').unwrap()].parse().unwrap()
+        };
+        (attr("x") as u32, attr("y") as u32, attr("width") as u32)
+    }
+
+    #[test]
+    fn png_shows_the_cells_and_the_labels() {
+        let tokens = [tok("animal", 0), tok("road", 7)];
+        let panels = [("layer 0, head 0".to_string(), vec![1.0, 0.0, 0.25, 0.75])];
+        let svg = heatmaps_svg("test", &tokens, &panels);
+        let png = svg_to_png(&svg).unwrap();
+        let pix = resvg::tiny_skia::Pixmap::decode_png(&png).unwrap();
+        let at = |x: u32, y: u32| {
+            let p = pix.pixel(x, y).unwrap();
+            format!("#{:02x}{:02x}{:02x}", p.red(), p.green(), p.blue())
+        };
+        let (x, y, c) = cell(&svg, "animal → animal");
+        assert_eq!(at(x + c / 2, y + c / 2), colour(1.0));
+        let (x, y, c) = cell(&svg, "animal → road");
+        assert_eq!(at(x + c / 2, y + c / 2), colour(0.0));
+        let (x, y, c) = cell(&svg, "road → animal");
+        assert_eq!(at(x + c / 2, y + c / 2), colour(0.25));
+        // the row labels sit left of the grid: some pixels there are ink, not paper
+        let (x, y, c) = cell(&svg, "road → animal");
+        let ink = (x.saturating_sub(60)..x)
+            .flat_map(|px| (y..y + c).map(move |py| (px, py)))
+            .filter(|&(px, py)| pix.pixel(px, py).unwrap().red() < 128)
+            .count();
+        assert!(ink > 20, "no label drawn ({ink} dark pixels)");
+    }
 }

@@ -30,7 +30,7 @@ fn usage_errors_exit_2_with_one_line() {
         vec!["bench", "--case", "nosuch"],
         vec!["fetch", "nosuch"],
         vec!["explain", "text", "--model", "nosuch"],
-        vec!["explain", "text", "--format", "png"],
+        vec!["explain", "text", "--format", "gif"],
         vec!["explain", "text", "--compare", "a", "b"],
         vec!["--threads", "0", "bench"],
     ] {
@@ -125,6 +125,29 @@ fn explain_and_embed_on_minilm() {
     assert!(
         svg.starts_with("<svg") && svg.contains("layer 0, head 11") && svg.contains(">animal<")
     );
+
+    // png: the format follows the extension of -o; the file is a PNG of the SVG's size
+    let dir = std::env::temp_dir().join(format!("attend-cli-png-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("it.png");
+    let o = attend(
+        &["explain", s, "--head", "all", "-o", file.to_str().unwrap()],
+        None,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let png = std::fs::read(&file).unwrap();
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    let be = |i: usize| u32::from_be_bytes(png[i..i + 4].try_into().unwrap());
+    let (w, h) = (be(16), be(20));
+    let svg_w = svg
+        .split("width=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap();
+    assert!(w > 600 && h > 400, "{w}x{h}, svg width {svg_w}");
+    std::fs::remove_dir_all(&dir).ok();
 
     // out-of-range choices name the valid range
     let o = attend(&["explain", s, "--layer", "6"], None);
