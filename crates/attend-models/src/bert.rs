@@ -11,7 +11,7 @@ use rayon::prelude::*;
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
-use crate::ops::{add_assign, gelu, layer_norm, linear};
+use crate::ops::{gelu, layer_norm, linear};
 use crate::weights::Weights;
 
 /// The fields of `config.json` the encoder uses.
@@ -226,15 +226,20 @@ impl BertModel {
         };
         for l in 0..c.num_hidden_layers {
             let p = format!("encoder.layer.{l}.");
-            let lin = |x: &[f32], name: &str, d_in: usize, d_out: usize| -> Result<Vec<f32>> {
+            let lin = |x: &[f32],
+                       name: &str,
+                       d_in: usize,
+                       d_out: usize,
+                       residual: Option<&[f32]>|
+             -> Result<Vec<f32>> {
                 let w = self.w(&format!("{p}{name}.weight"), &[d_out, d_in])?;
                 let b = self.w(&format!("{p}{name}.bias"), &[d_out])?;
-                Ok(linear(x, &w, Some(&b), total, d_in, d_out))
+                Ok(linear(x, &w, Some(&b), residual, total, d_in, d_out))
             };
             // BertSelfAttention: Q, K, V as [tokens, heads, head_dim] — the kernel's [b, s, h, d]
-            let q = lin(&x, "attention.self.query", hd, hd)?;
-            let k = lin(&x, "attention.self.key", hd, hd)?;
-            let v = lin(&x, "attention.self.value", hd, hd)?;
+            let q = lin(&x, "attention.self.query", hd, hd, None)?;
+            let k = lin(&x, "attention.self.key", hd, hd, None)?;
+            let v = lin(&x, "attention.self.value", hd, hd, None)?;
             let mut o = vec![0.0f32; total * hd];
             let mut chunks = Vec::with_capacity(seqs.len());
             let mut rest = o.as_mut_slice();
@@ -267,14 +272,12 @@ impl BertModel {
                 }
             }
             // BertSelfOutput: dense, residual, layer norm
-            let mut a = lin(&o, "attention.output.dense", hd, hd)?;
-            add_assign(&mut a, &x);
+            let mut a = lin(&o, "attention.output.dense", hd, hd, Some(&x))?;
             ln(&mut a, &format!("{p}attention.output.LayerNorm"))?;
             // BertIntermediate + BertOutput: GELU MLP, residual, layer norm
-            let mut mid = lin(&a, "intermediate.dense", hd, c.intermediate_size)?;
+            let mut mid = lin(&a, "intermediate.dense", hd, c.intermediate_size, None)?;
             gelu(&mut mid);
-            let mut out = lin(&mid, "output.dense", c.intermediate_size, hd)?;
-            add_assign(&mut out, &a);
+            let mut out = lin(&mid, "output.dense", c.intermediate_size, hd, Some(&a))?;
             ln(&mut out, &format!("{p}output.LayerNorm"))?;
             x = out;
         }

@@ -7,48 +7,64 @@ pub fn matmul_bt(a: &[f32], b: &[f32], c: &mut [f32], m: usize, k: usize, n: usi
     crate::sys::matmul_bt(a, b, c, m, k, n)
 }
 
-/// `y[rows × out] = x[rows × in] · wᵀ + b`, with `w` as `[out × in]` (PyTorch's layout).
+/// `y[rows × out] = x[rows × in] · wᵀ + b (+ residual)`, with `w` as `[out × in]` (PyTorch's
+/// layout). The bias and the residual are written first, in parallel, and the product is
+/// accumulated onto them by the GEMM itself: no separate passes over `y`.
 pub fn linear(
     x: &[f32],
     w: &[f32],
     b: Option<&[f32]>,
+    residual: Option<&[f32]>,
     rows: usize,
     d_in: usize,
     d_out: usize,
 ) -> Vec<f32> {
+    use rayon::prelude::*;
     let mut y = vec![0.0f32; rows * d_out];
-    crate::sys::matmul_bt(x, w, &mut y, rows, d_in, d_out);
-    if let Some(b) = b {
-        for row in y.chunks_exact_mut(d_out) {
-            for (v, bb) in row.iter_mut().zip(b) {
-                *v += bb;
-            }
-        }
+    if b.is_some() || residual.is_some() {
+        y.par_chunks_mut(d_out * ROWS_PER_TASK)
+            .enumerate()
+            .for_each(|(t, ys)| {
+                for (i, row) in ys.chunks_exact_mut(d_out).enumerate() {
+                    let r = t * ROWS_PER_TASK + i;
+                    match (b, residual) {
+                        (Some(b), Some(res)) => {
+                            for ((v, bb), rr) in row.iter_mut().zip(b).zip(&res[r * d_out..]) {
+                                *v = bb + rr;
+                            }
+                        }
+                        (Some(b), None) => row.copy_from_slice(&b[..d_out]),
+                        (None, Some(res)) => row.copy_from_slice(&res[r * d_out..][..d_out]),
+                        (None, None) => {}
+                    }
+                }
+            });
     }
+    crate::sys::matmul_bt_acc(x, w, &mut y, rows, d_in, d_out);
     y
 }
 
-/// Layer norm over each row of `dim` elements, in place.
-pub fn layer_norm(x: &mut [f32], gamma: &[f32], beta: &[f32], dim: usize, eps: f32) {
-    for row in x.chunks_exact_mut(dim) {
-        let mean = row.iter().map(|&v| v as f64).sum::<f64>() / dim as f64;
-        let var = row.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / dim as f64;
-        let inv = 1.0 / (var + eps as f64).sqrt();
-        for ((v, g), b) in row.iter_mut().zip(gamma).zip(beta) {
-            *v = ((*v as f64 - mean) * inv) as f32 * g + b;
-        }
-    }
-}
+/// Rows per parallel task in the row-wise operations.
+const ROWS_PER_TASK: usize = 64;
 
-/// `x += y`.
-pub fn add_assign(x: &mut [f32], y: &[f32]) {
-    for (a, b) in x.iter_mut().zip(y) {
-        *a += b;
-    }
+/// Layer norm over each row of `dim` elements, in place, in parallel over rows. Mean and
+/// variance in two passes (no cancellation), accumulated in `f64`.
+pub fn layer_norm(x: &mut [f32], gamma: &[f32], beta: &[f32], dim: usize, eps: f32) {
+    use rayon::prelude::*;
+    x.par_chunks_mut(dim * ROWS_PER_TASK).for_each(|rows| {
+        for row in rows.chunks_exact_mut(dim) {
+            let mean = (row.iter().map(|&v| v as f64).sum::<f64>() / dim as f64) as f32;
+            let var = row.iter().map(|&v| ((v - mean) as f64).powi(2)).sum::<f64>() / dim as f64;
+            let inv = (1.0 / (var + eps as f64).sqrt()) as f32;
+            for ((v, g), b) in row.iter_mut().zip(gamma).zip(beta) {
+                *v = (*v - mean) * inv * g + b;
+            }
+        }
+    });
 }
 
 /// The exact GELU, `x · Φ(x) = x/2 · (1 + erf(x/√2))` (BERT's `"gelu"`), in place, in
-/// parallel over chunks.
+/// parallel over chunks. Branch-free, so the compiler vectorises it.
 pub fn gelu(x: &mut [f32]) {
     use rayon::prelude::*;
     x.par_chunks_mut(4096).for_each(|c| {
@@ -59,16 +75,34 @@ pub fn gelu(x: &mut [f32]) {
 }
 
 /// The error function to an absolute error below 1.5e-7 (Abramowitz & Stegun 7.1.26; a few
-/// 1e-7 once evaluated in f32) — far
-/// below what f32 activations resolve.
+/// 1e-7 once evaluated in f32) — far below what f32 activations resolve.
+#[inline]
 pub fn erf(x: f32) -> f32 {
     let z = x.abs();
     let t = 1.0 / (1.0 + 0.327_591_1 * z);
     let poly = t
         * (0.254_829_6
             + t * (-0.284_496_74 + t * (1.421_413_7 + t * (-1.453_152_1 + t * 1.061_405_4))));
-    let e = 1.0 - poly * (-z * z).exp();
+    let e = 1.0 - poly * exp_neg(-z * z);
     e.copysign(x)
+}
+
+/// `eˣ` for `x ≤ 0`, relative error below 3e-7 (2 ulp), flushing to 0 below -87. Branch-free
+/// (round-to-nearest by the 1.5·2²³ trick, a degree-6 polynomial on [-ln2/2, ln2/2], the
+/// power of two built in the exponent bits), so that loops over it vectorise.
+#[inline]
+pub fn exp_neg(x: f32) -> f32 {
+    const MAGIC: f32 = 12_582_912.0; // 1.5 · 2²³
+    let x = x.max(-87.0);
+    let n = (x * std::f32::consts::LOG2_E + MAGIC) - MAGIC;
+    // r = x - n·ln2, with ln2 split in two so the product is exact
+    let r = (x - n * 0.693_145_75) - n * 1.428_606_8e-6;
+    let p = 1.0
+        + r * (1.0
+            + r * (0.5
+                + r * (0.166_666_67 + r * (0.041_666_668 + r * (0.008_333_334 + r * 0.001_388_889)))));
+    let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    p * scale
 }
 
 #[cfg(test)]
@@ -100,12 +134,39 @@ mod tests {
     }
 
     #[test]
+    fn exp_neg_is_accurate() {
+        let mut worst = 0.0f64;
+        for i in 0..=200_000 {
+            let x = -87.0 * i as f64 / 200_000.0;
+            let got = exp_neg(x as f32) as f64;
+            let want = (x as f32 as f64).exp();
+            worst = worst.max((got - want).abs() / want);
+        }
+        assert!(worst < 3e-7, "worst relative error {worst}");
+        assert_eq!(exp_neg(0.0), 1.0);
+        assert_eq!(exp_neg(-200.0), exp_neg(-87.0));
+    }
+
+    #[test]
+    fn linear_adds_residual() {
+        let y = linear(&[1.0, 2.0], &[1.0, 1.0], Some(&[0.5]), Some(&[10.0]), 1, 2, 1);
+        assert_eq!(y, vec![13.5]);
+        // many rows: every task's rows get their own residual
+        let rows = 300;
+        let res: Vec<f32> = (0..rows).map(|r| r as f32).collect();
+        let x = vec![1.0; rows];
+        let y = linear(&x, &[2.0], None, Some(&res), rows, 1, 1);
+        assert!(y.iter().enumerate().all(|(r, &v)| v == r as f32 + 2.0));
+    }
+
+    #[test]
     fn linear_adds_bias() {
         // x = [1, 2], w = [[1, 0], [0, 1], [1, 1]], b = [0, 1, 2]
         let y = linear(
             &[1.0, 2.0],
             &[1.0, 0.0, 0.0, 1.0, 1.0, 1.0],
             Some(&[0.0, 1.0, 2.0]),
+            None,
             1,
             2,
             3,
