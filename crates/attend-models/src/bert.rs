@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-use attend::{fused, AttnParams, Layout, Shape};
+use attend::{fused, AttnParams, Layout, PackedMatrix, Shape};
 use rayon::prelude::*;
 use serde::Deserialize;
 
@@ -56,6 +56,8 @@ pub struct BertModel {
     pub config: BertConfig,
     weights: Weights,
     prefix: String,
+    /// The linear layers' weights packed for the GEMM, by tensor name (without prefix).
+    packed: std::collections::HashMap<String, PackedMatrix>,
 }
 
 /// What a forward pass returns: the last hidden states of every sequence, packed
@@ -101,12 +103,14 @@ impl BertModel {
         } else {
             ""
         };
-        let model = BertModel {
+        let mut model = BertModel {
             config,
             weights,
             prefix: prefix.into(),
+            packed: Default::default(),
         };
         model.check()?;
+        model.packed = model.pack_linears()?;
         Ok(model)
     }
 
@@ -158,6 +162,19 @@ impl BertModel {
             }
         }
         t
+    }
+
+    /// Packs every linear layer's weight once (see `attend::gemm`): the forward pass then
+    /// never re-packs a weight, which for one short sentence costs as much as the product.
+    fn pack_linears(&self) -> Result<std::collections::HashMap<String, PackedMatrix>> {
+        let mut out = std::collections::HashMap::new();
+        for (name, shape) in self.tensors() {
+            if shape.len() == 2 && name.starts_with("encoder.") {
+                let w = self.w(&name, &shape)?;
+                out.insert(name, PackedMatrix::pack(&w, shape[0], shape[1])?);
+            }
+        }
+        Ok(out)
     }
 
     fn check(&self) -> Result<()> {
@@ -226,20 +243,15 @@ impl BertModel {
         };
         for l in 0..c.num_hidden_layers {
             let p = format!("encoder.layer.{l}.");
-            let lin = |x: &[f32],
-                       name: &str,
-                       d_in: usize,
-                       d_out: usize,
-                       residual: Option<&[f32]>|
-             -> Result<Vec<f32>> {
-                let w = self.w(&format!("{p}{name}.weight"), &[d_out, d_in])?;
-                let b = self.w(&format!("{p}{name}.bias"), &[d_out])?;
-                Ok(linear(x, &w, Some(&b), residual, total, d_in, d_out))
+            let lin = |x: &[f32], name: &str, residual: Option<&[f32]>| -> Result<Vec<f32>> {
+                let w = &self.packed[&format!("{p}{name}.weight")];
+                let b = self.w(&format!("{p}{name}.bias"), &[w.n()])?;
+                linear(x, w, Some(&b), residual, total)
             };
             // BertSelfAttention: Q, K, V as [tokens, heads, head_dim] — the kernel's [b, s, h, d]
-            let q = lin(&x, "attention.self.query", hd, hd, None)?;
-            let k = lin(&x, "attention.self.key", hd, hd, None)?;
-            let v = lin(&x, "attention.self.value", hd, hd, None)?;
+            let q = lin(&x, "attention.self.query", None)?;
+            let k = lin(&x, "attention.self.key", None)?;
+            let v = lin(&x, "attention.self.value", None)?;
             let mut o = vec![0.0f32; total * hd];
             let mut chunks = Vec::with_capacity(seqs.len());
             let mut rest = o.as_mut_slice();
@@ -272,12 +284,12 @@ impl BertModel {
                 }
             }
             // BertSelfOutput: dense, residual, layer norm
-            let mut a = lin(&o, "attention.output.dense", hd, hd, Some(&x))?;
+            let mut a = lin(&o, "attention.output.dense", Some(&x))?;
             ln(&mut a, &format!("{p}attention.output.LayerNorm"))?;
             // BertIntermediate + BertOutput: GELU MLP, residual, layer norm
-            let mut mid = lin(&a, "intermediate.dense", hd, c.intermediate_size, None)?;
+            let mut mid = lin(&a, "intermediate.dense", None)?;
             gelu(&mut mid);
-            let mut out = lin(&mid, "output.dense", c.intermediate_size, hd, Some(&a))?;
+            let mut out = lin(&mid, "output.dense", Some(&a))?;
             ln(&mut out, &format!("{p}output.LayerNorm"))?;
             x = out;
         }

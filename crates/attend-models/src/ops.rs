@@ -1,25 +1,28 @@
 //! Tensor operations around the attention kernel: linear layers, layer norm, GELU. Rows are
 //! tokens, row-major `f32`.
 
+use attend::PackedMatrix;
+
+use crate::Result;
+
 /// `c[m × n] = a[m × k] · bᵀ` with `b` as `[n × k]`, row-major, on the current rayon pool (the
 /// `gemm` crate's sgemm). Panics if a buffer is shorter than its shape.
 pub fn matmul_bt(a: &[f32], b: &[f32], c: &mut [f32], m: usize, k: usize, n: usize) {
     crate::sys::matmul_bt(a, b, c, m, k, n)
 }
 
-/// `y[rows × out] = x[rows × in] · wᵀ + b (+ residual)`, with `w` as `[out × in]` (PyTorch's
-/// layout). The bias and the residual are written first, in parallel, and the product is
-/// accumulated onto them by the GEMM itself: no separate passes over `y`.
+/// `y[rows × out] = x[rows × in] · wᵀ + b (+ residual)`, with `w` packed from `[out × in]`
+/// (PyTorch's layout) once, at load. The bias and the residual are written first, in parallel,
+/// and the product is accumulated onto them by the GEMM itself: no separate passes over `y`.
 pub fn linear(
     x: &[f32],
-    w: &[f32],
+    w: &PackedMatrix,
     b: Option<&[f32]>,
     residual: Option<&[f32]>,
     rows: usize,
-    d_in: usize,
-    d_out: usize,
-) -> Vec<f32> {
+) -> Result<Vec<f32>> {
     use rayon::prelude::*;
+    let d_out = w.n();
     let mut y = vec![0.0f32; rows * d_out];
     if b.is_some() || residual.is_some() {
         y.par_chunks_mut(d_out * ROWS_PER_TASK)
@@ -40,27 +43,37 @@ pub fn linear(
                 }
             });
     }
-    crate::sys::matmul_bt_acc(x, w, &mut y, rows, d_in, d_out);
-    y
+    attend::matmul_packed(x, rows, w, &mut y, true)?;
+    Ok(y)
 }
 
 /// Rows per parallel task in the row-wise operations.
 const ROWS_PER_TASK: usize = 64;
 
 /// Layer norm over each row of `dim` elements, in place, in parallel over rows. Mean and
-/// variance in two passes (no cancellation), accumulated in `f64`.
+/// variance in two passes (no cancellation), each summed in 8 partial sums.
 pub fn layer_norm(x: &mut [f32], gamma: &[f32], beta: &[f32], dim: usize, eps: f32) {
     use rayon::prelude::*;
     x.par_chunks_mut(dim * ROWS_PER_TASK).for_each(|rows| {
         for row in rows.chunks_exact_mut(dim) {
-            let mean = (row.iter().map(|&v| v as f64).sum::<f64>() / dim as f64) as f32;
-            let var = row.iter().map(|&v| ((v - mean) as f64).powi(2)).sum::<f64>() / dim as f64;
-            let inv = (1.0 / (var + eps as f64).sqrt()) as f32;
+            let mean = sum8(row.iter().copied()) / dim as f32;
+            let var = sum8(row.iter().map(|&v| (v - mean) * (v - mean))) / dim as f32;
+            let inv = 1.0 / (var + eps).sqrt();
             for ((v, g), b) in row.iter_mut().zip(gamma).zip(beta) {
                 *v = (*v - mean) * inv * g + b;
             }
         }
     });
+}
+
+/// A sum in 8 interleaved partial sums (vectorisable, and more accurate than one running sum).
+#[inline]
+fn sum8(values: impl Iterator<Item = f32>) -> f32 {
+    let mut acc = [0.0f32; 8];
+    for (i, v) in values.enumerate() {
+        acc[i % 8] += v;
+    }
+    acc.iter().sum()
 }
 
 /// The exact GELU, `x · Φ(x) = x/2 · (1 + erf(x/√2))` (BERT's `"gelu"`), in place, in
@@ -94,14 +107,18 @@ pub fn erf(x: f32) -> f32 {
 pub fn exp_neg(x: f32) -> f32 {
     const MAGIC: f32 = 12_582_912.0; // 1.5 · 2²³
     let x = x.max(-87.0);
-    let n = (x * std::f32::consts::LOG2_E + MAGIC) - MAGIC;
+    let shifted = x * std::f32::consts::LOG2_E + MAGIC;
+    let n = shifted - MAGIC;
     // r = x - n·ln2, with ln2 split in two so the product is exact
     let r = (x - n * 0.693_145_75) - n * 1.428_606_8e-6;
     let p = 1.0
         + r * (1.0
             + r * (0.5
-                + r * (0.166_666_67 + r * (0.041_666_668 + r * (0.008_333_334 + r * 0.001_388_889)))));
-    let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
+                + r * (0.166_666_67
+                    + r * (0.041_666_668 + r * (0.008_333_334 + r * 0.001_388_889)))));
+    // n sits in the low mantissa bits of `shifted`; integer ops only, no float→int conversion
+    let ni = shifted.to_bits().wrapping_sub(MAGIC.to_bits());
+    let scale = f32::from_bits(ni.wrapping_add(127) << 23);
     p * scale
 }
 
@@ -149,28 +166,23 @@ mod tests {
 
     #[test]
     fn linear_adds_residual() {
-        let y = linear(&[1.0, 2.0], &[1.0, 1.0], Some(&[0.5]), Some(&[10.0]), 1, 2, 1);
+        let w = PackedMatrix::pack(&[1.0, 1.0], 1, 2).unwrap();
+        let y = linear(&[1.0, 2.0], &w, Some(&[0.5]), Some(&[10.0]), 1).unwrap();
         assert_eq!(y, vec![13.5]);
         // many rows: every task's rows get their own residual
         let rows = 300;
         let res: Vec<f32> = (0..rows).map(|r| r as f32).collect();
         let x = vec![1.0; rows];
-        let y = linear(&x, &[2.0], None, Some(&res), rows, 1, 1);
+        let w = PackedMatrix::pack(&[2.0], 1, 1).unwrap();
+        let y = linear(&x, &w, None, Some(&res), rows).unwrap();
         assert!(y.iter().enumerate().all(|(r, &v)| v == r as f32 + 2.0));
     }
 
     #[test]
     fn linear_adds_bias() {
         // x = [1, 2], w = [[1, 0], [0, 1], [1, 1]], b = [0, 1, 2]
-        let y = linear(
-            &[1.0, 2.0],
-            &[1.0, 0.0, 0.0, 1.0, 1.0, 1.0],
-            Some(&[0.0, 1.0, 2.0]),
-            None,
-            1,
-            2,
-            3,
-        );
+        let w = PackedMatrix::pack(&[1.0, 0.0, 0.0, 1.0, 1.0, 1.0], 3, 2).unwrap();
+        let y = linear(&[1.0, 2.0], &w, Some(&[0.0, 1.0, 2.0]), None, 1).unwrap();
         assert_eq!(y, vec![1.0, 3.0, 5.0]);
     }
 }

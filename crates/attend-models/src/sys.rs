@@ -20,23 +20,12 @@ pub(crate) fn map(path: &Path) -> Result<memmap2::Mmap> {
 /// `c[m × n] = a[m × k] · bᵀ` where `b` is `[n × k]` (a linear layer's weight), all row-major,
 /// on the current rayon pool.
 pub(crate) fn matmul_bt(a: &[f32], b: &[f32], c: &mut [f32], m: usize, k: usize, n: usize) {
-    gemm_bt(a, b, c, m, k, n, false)
-}
-
-/// `c += a · bᵀ` (same shapes as [`matmul_bt`]).
-pub(crate) fn matmul_bt_acc(a: &[f32], b: &[f32], c: &mut [f32], m: usize, k: usize, n: usize) {
-    gemm_bt(a, b, c, m, k, n, true)
-}
-
-fn gemm_bt(a: &[f32], b: &[f32], c: &mut [f32], m: usize, k: usize, n: usize, acc: bool) {
     assert!(a.len() >= m * k && b.len() >= n * k && c.len() >= m * n);
     if m == 0 || n == 0 {
         return;
     }
     if k == 0 {
-        if !acc {
-            c[..m * n].fill(0.0);
-        }
+        c[..m * n].fill(0.0);
         return;
     }
     let threads = rayon::current_num_threads();
@@ -56,14 +45,14 @@ fn gemm_bt(a: &[f32], b: &[f32], c: &mut [f32], m: usize, k: usize, n: usize, ac
             c.as_mut_ptr(),
             1,
             n as isize,
-            acc,
+            false,
             a.as_ptr(),
             1,
             k as isize,
             b.as_ptr(),
             k as isize,
             1,
-            if acc { 1.0 } else { 0.0 },
+            0.0,
             1.0,
             false,
             false,
@@ -87,12 +76,6 @@ mod tests {
                 let want: f32 = (0..k).map(|t| a[i * k + t] * b[j * k + t]).sum();
                 assert_eq!(c[i * n + j], want);
             }
-        }
-        // accumulating: c starts at 0.5 everywhere and gains a · bᵀ
-        let mut acc = vec![0.5; m * n];
-        super::matmul_bt_acc(&a, &b, &mut acc, m, k, n);
-        for (got, want) in acc.iter().zip(&c) {
-            assert_eq!(*got, want + 0.5);
         }
     }
 }

@@ -31,6 +31,7 @@ pub mod cases;
 pub mod decode;
 mod error;
 pub mod fused;
+pub mod gemm;
 pub mod mask;
 mod params;
 pub mod reference;
@@ -39,6 +40,7 @@ mod tile;
 
 pub use decode::{KvCache, LayerCache};
 pub use error::{Error, Result};
+pub use gemm::{matmul_packed, PackedMatrix};
 pub use mask::{Explicit, Mask, MaskScope};
 pub use params::{AttnParams, Layout, Shape};
 pub use simd::Isa;
