@@ -15,7 +15,9 @@
 pub mod bert;
 pub mod encoder;
 mod error;
+pub mod gguf;
 pub mod ops;
+pub mod quant;
 pub mod registry;
 mod sys;
 pub mod trace;

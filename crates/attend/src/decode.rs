@@ -202,6 +202,40 @@ impl LayerCache {
         crate::fused::run(&ctx, out, lse);
         Ok(())
     }
+
+    /// The attention probabilities of `heads` (all when `None`) for queries `q` over the stored
+    /// positions, `[b, heads, s_q, len()]`, recomputed exactly from the log-sum-exp that
+    /// [`LayerCache::attend_into`] returned for the same `q`.
+    pub fn probabilities_from_lse(
+        &self,
+        p: &AttnParams,
+        q: &[f32],
+        lse: &[f32],
+        heads: Option<&[usize]>,
+    ) -> Result<Vec<f32>> {
+        p.validate()?;
+        let sh = p.shape;
+        if self.len != sh.s_kv {
+            return Err(Error::ShapeMismatch {
+                what: "s_kv",
+                expected: self.len,
+                got: sh.s_kv,
+            });
+        }
+        check_len("q", q, sh.q_len())?;
+        check_len("lse", lse, sh.lse_len())?;
+        let all: Vec<usize> = (0..sh.h).collect();
+        let heads = heads.unwrap_or(&all);
+        if let Some(&h) = heads.iter().find(|&&h| h >= sh.h) {
+            return Err(Error::InvalidParameter {
+                name: "heads",
+                reason: format!("head {h} is out of range 0..{}", sh.h),
+            });
+        }
+        let ctx =
+            Ctx::new(p, q, &self.k, &self.v)?.with_kv_strides(self.k_strides(), self.v_strides());
+        Ok(crate::fused::probabilities_of(&ctx, lse, heads))
+    }
 }
 
 /// The caches of every layer of a model.

@@ -243,10 +243,16 @@ pub fn probabilities_from_lse(
     }
     // values are not read: any slice of the right length serves as `v`
     let ctx = Ctx::new(p, q, k, k)?;
+    Ok(probabilities_of(&ctx, lse, heads))
+}
+
+/// The probabilities of `heads` for a validated call context and its log-sum-exp.
+pub(crate) fn probabilities_of(ctx: &Ctx, lse: &[f32], heads: &[usize]) -> Vec<f32> {
+    let sh = ctx.p.shape;
     let nh = heads.len();
     let mut probs = vec![0.0f32; sh.b * nh * sh.s_q * sh.s_kv];
     if probs.is_empty() {
-        return Ok(probs);
+        return probs;
     }
     probs
         .par_chunks_mut(sh.s_q * sh.s_kv)
@@ -261,7 +267,7 @@ pub fn probabilities_from_lse(
             let i0 = t * BR;
             let n = chunk.len() / sh.s_kv;
             probability_tile(
-                &ctx,
+                ctx,
                 b,
                 h,
                 i0,
@@ -270,7 +276,7 @@ pub fn probabilities_from_lse(
                 chunk,
             );
         });
-    Ok(probs)
+    probs
 }
 
 fn probability_tile(

@@ -255,6 +255,24 @@ fn decoding_through_the_cache_equals_one_causal_forward() {
             .isa(isa);
         let o = cache.layer(1).attend(&p, &q[(n - 10) * row..]).unwrap();
         assert!(max_diff(&o.out, &full.out[(n - 10) * row..]) < 2e-6);
+        // the probabilities over the cache (its capacity strides) equal the full forward's rows
+        let heads = [0, 4, 8];
+        let pc = cache
+            .layer(1)
+            .probabilities_from_lse(&p, &q[(n - 10) * row..], &o.lse, Some(&heads))
+            .unwrap();
+        let pf = fused::probabilities(&full_p, &q, &k, &v, Some(&heads)).unwrap();
+        for (hi, _) in heads.iter().enumerate() {
+            for i in 0..10 {
+                let a = &pc[(hi * 10 + i) * n..][..n];
+                let b = &pf[(hi * n + n - 10 + i) * n..][..n];
+                assert!(max_diff(a, b) < 1e-6, "{isa:?}: head {hi} row {i}");
+            }
+        }
+        assert!(cache
+            .layer(1)
+            .probabilities_from_lse(&p, &q[(n - 10) * row..], &o.lse, Some(&[9]))
+            .is_err());
         cache.reset();
         assert!(cache.layer(1).is_empty());
     }
