@@ -4,6 +4,7 @@
 mod bench;
 mod embed;
 mod explain;
+mod generate;
 mod input;
 mod models_cmd;
 mod render;
@@ -35,6 +36,12 @@ enum Command {
     Explain(explain::ExplainArgs),
     /// Sentence embeddings (mean-pooled, normalised), or their cosine similarities.
     Embed(embed::EmbedArgs),
+    /// Continue a prompt with a causal language model (default: SmolLM2-135M-Instruct, GGUF).
+    ///
+    /// Greedy by default; --temperature, --top-k, --top-p and --seed sample. --explain shows,
+    /// for each new token, the earlier tokens its prediction attended to.
+    /// Example: attend generate --explain --skip-first "The capital of France is"
+    Generate(generate::GenerateArgs),
     /// List the models attend knows by name.
     Models {
         /// Output format.
@@ -87,6 +94,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => bench::run(&args, threads),
         Command::Explain(args) => explain::run(&args),
         Command::Embed(args) => embed::run(&args),
+        Command::Generate(args) => generate::run(&args),
         Command::Models { format } => models_cmd::list(format),
         Command::Fetch { name } => models_cmd::fetch(&name),
     });

