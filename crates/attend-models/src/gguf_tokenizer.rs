@@ -258,14 +258,32 @@ impl Utf8Stream {
     /// Adds `bytes`; returns the text that is now complete.
     pub fn push(&mut self, bytes: &[u8]) -> String {
         self.pending.extend_from_slice(bytes);
-        let valid = match std::str::from_utf8(&self.pending) {
-            Ok(_) => self.pending.len(),
-            Err(e) if e.error_len().is_none() => e.valid_up_to(), // incomplete tail: wait
-            Err(e) => e.valid_up_to() + e.error_len().unwrap_or(1), // invalid: replace now
-        };
-        let out = String::from_utf8_lossy(&self.pending[..valid]).into_owned();
-        self.pending.drain(..valid);
-        out
+        let mut out = String::new();
+        loop {
+            match std::str::from_utf8(&self.pending) {
+                Ok(s) => {
+                    out.push_str(s);
+                    self.pending.clear();
+                    return out;
+                }
+                Err(e) => {
+                    let valid = e.valid_up_to();
+                    out.push_str(&String::from_utf8_lossy(&self.pending[..valid]));
+                    match e.error_len() {
+                        // an incomplete character at the end: wait for the next token
+                        None => {
+                            self.pending.drain(..valid);
+                            return out;
+                        }
+                        // invalid bytes: replace them now and go on
+                        Some(n) => {
+                            out.push('\u{fffd}');
+                            self.pending.drain(..valid + n);
+                        }
+                    }
+                }
+            }
+        }
     }
 
     /// Whatever is left (an incomplete character becomes U+FFFD).
