@@ -121,7 +121,16 @@ fn round(x: f64) -> f64 {
 /// Runs the benchmark.
 pub fn run(args: &BenchArgs, threads: usize) -> Result<()> {
     let all = cases::standard();
-    let baselines = ["sgemm-2048", "copy-512MiB", "minilm-embed", "minilm-one"];
+    let baselines = [
+        "sgemm-2048",
+        "copy-512MiB",
+        "minilm-embed",
+        "minilm-one",
+        "smollm2-pp128",
+        "smollm2-pp512",
+        "smollm2-tg64",
+        "smollm2-tg64-d2048",
+    ];
     for c in &args.cases {
         if !baselines.contains(&c.as_str()) && !all.iter().any(|k| k.name == c) {
             let names: Vec<&str> = baselines
@@ -179,6 +188,16 @@ pub fn run(args: &BenchArgs, threads: usize) -> Result<()> {
             eprintln!("attend bench: skipping minilm-embed and minilm-one (run `attend fetch minilm` to include them)");
         }
     }
+    let lm = LM_CASES.iter().any(|n| asked(n));
+    if lm || args.cases.is_empty() {
+        let cached = attend_models::registry::info("smollm2")
+            .is_some_and(attend_models::registry::is_cached);
+        if cached || lm {
+            lm_cases(args, threads, &mut out, &wanted)?;
+        } else {
+            eprintln!("attend bench: skipping the smollm2 cases (run `attend fetch smollm2` to include them)");
+        }
+    }
     Ok(())
 }
 
@@ -202,6 +221,92 @@ pub fn sentences(n: usize) -> Vec<String> {
                 .join(" ")
         })
         .collect()
+}
+
+const LM_CASES: [&str; 4] = [
+    "smollm2-pp128",
+    "smollm2-pp512",
+    "smollm2-tg64",
+    "smollm2-tg64-d2048",
+];
+
+/// The token ids of the language-model cases (bench/llamacpp_smollm2.py uses the same).
+pub fn lm_tokens(n: usize) -> Vec<u32> {
+    (0..n)
+        .map(|i| ((i * 7919 + 13) % 49000 + 100) as u32)
+        .collect()
+}
+
+fn lm_cases(
+    args: &BenchArgs,
+    threads: usize,
+    out: &mut Out,
+    wanted: &dyn Fn(&str) -> bool,
+) -> Result<()> {
+    use attend_models::llama::AttnCapture;
+    let (m, _) = crate::generate::load("smollm2")?;
+    let mut err = None;
+    for n in [128, 512] {
+        let name = format!("smollm2-pp{n}");
+        if !wanted(&name) {
+            continue;
+        }
+        let toks = lm_tokens(n);
+        let t = time(args.quick, 5.0, || {
+            let r = m
+                .new_cache()
+                .and_then(|mut c| m.forward(&toks, &mut c, false, AttnCapture::None));
+            if let Err(e) = r {
+                err = Some(e);
+            }
+        });
+        out.emit(
+            json!({"case": name, "impl": "attend", "threads": threads,
+                   "tokens_per_s": round(n as f64 / t.median_ms * 1e3)}),
+            &t,
+        )?;
+    }
+    for depth in [1, 2048] {
+        let name = if depth == 1 {
+            "smollm2-tg64".to_string()
+        } else {
+            format!("smollm2-tg64-d{depth}")
+        };
+        if !wanted(&name) {
+            continue;
+        }
+        let toks = lm_tokens(depth + 64);
+        let mut cache = m.new_cache()?;
+        // the prompt is set-up, untimed; the case is the 64 single-token steps after it
+        let mut runs = Vec::new();
+        let reps = if args.quick { 1 } else { 4 };
+        for rep in 0..reps {
+            cache.reset();
+            m.forward(&toks[..depth], &mut cache, false, AttnCapture::None)?;
+            let start = Instant::now();
+            for &tok in &toks[depth..] {
+                m.forward(&[tok], &mut cache, false, AttnCapture::None)?;
+            }
+            if rep > 0 || args.quick {
+                runs.push(start.elapsed().as_secs_f64() * 1e3); // the first run warms up
+            }
+        }
+        runs.sort_by(f64::total_cmp);
+        let t = Timing {
+            median_ms: runs[runs.len() / 2],
+            min_ms: runs[0],
+            max_ms: runs[runs.len() - 1],
+        };
+        out.emit(
+            json!({"case": name, "impl": "attend", "threads": threads,
+                   "tokens_per_s": round(64.0 / t.median_ms * 1e3)}),
+            &t,
+        )?;
+    }
+    if let Some(e) = err {
+        return Err(e.into());
+    }
+    Ok(())
 }
 
 fn model_cases(

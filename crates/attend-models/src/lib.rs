@@ -22,6 +22,7 @@ pub mod llama;
 pub mod ops;
 pub mod quant;
 pub mod registry;
+mod simd_q;
 mod sys;
 pub mod trace;
 pub mod weights;

@@ -181,6 +181,7 @@ pub fn dequantize_row(ty: GgmlType, src: &[u8], out: &mut [f32]) -> Result<()> {
 
 /// 32 activations quantised to `i8`: `x ≈ d·q`, with `s = d·Σq`.
 #[derive(Clone, Copy, Debug, Default)]
+#[repr(C)]
 pub struct BlockQ8 {
     /// Scale.
     pub d: f32,
@@ -247,6 +248,16 @@ impl Activation {
 /// of the SIMD kernels, and what runs where they do not. An [`Activation::exact`] is dotted
 /// in `f32` with the dequantised row.
 pub fn dot_row(ty: GgmlType, w: &[u8], x: &Activation) -> f32 {
+    if !x.q.is_empty() {
+        if let Some(v) = crate::simd_q::dot(ty, w, &x.q) {
+            return v;
+        }
+    }
+    dot_row_scalar(ty, w, x)
+}
+
+/// [`dot_row`] without the SIMD kernels: the safe twin they are tested against.
+pub fn dot_row_scalar(ty: GgmlType, w: &[u8], x: &Activation) -> f32 {
     let ty_q = if x.q.is_empty() { GgmlType::F32 } else { ty };
     match ty_q {
         GgmlType::Q4_1 => {
@@ -394,8 +405,32 @@ impl<'a> QMatrix<'a> {
                     out(t, row.iter().zip(&x.f).map(|(a, b)| a * b).sum());
                 }
             } else {
-                for (t, x) in xs.iter().enumerate() {
-                    out(t, dot_row(self.ty, self.row(j), x));
+                // four activation rows per pass over the weight row where the kernels allow
+                let w = self.row(j);
+                let mut t = 0;
+                while t + 4 <= xs.len() {
+                    let a = [
+                        &xs[t].q[..],
+                        &xs[t + 1].q[..],
+                        &xs[t + 2].q[..],
+                        &xs[t + 3].q[..],
+                    ];
+                    match crate::simd_q::dot_n(self.ty, w, a) {
+                        Some(v) => {
+                            for (i, v) in v.into_iter().enumerate() {
+                                out(t + i, v);
+                            }
+                        }
+                        None => {
+                            for i in t..t + 4 {
+                                out(i, dot_row(self.ty, w, &xs[i]));
+                            }
+                        }
+                    }
+                    t += 4;
+                }
+                for (i, x) in xs.iter().enumerate().skip(t) {
+                    out(i, dot_row(self.ty, w, x));
                 }
             }
         };
@@ -554,6 +589,48 @@ mod tests {
                 (got - full).abs() <= 0.02 * scale,
                 "{ty:?}: {got} vs {full}"
             );
+        }
+    }
+
+    #[test]
+    fn simd_kernels_match_their_scalar_twin() {
+        if !crate::simd_q::available() {
+            eprintln!("no AVX2 here: only the scalar path is tested");
+            return;
+        }
+        for ty in [GgmlType::Q4_1, GgmlType::Q4_0, GgmlType::Q8_0] {
+            for blocks in [1, 2, 18, 48] {
+                let w = random_row(ty, blocks, blocks as u32 + 3);
+                let mut xf = rnd(blocks * 32, 5);
+                xf[3] = 40.0; // one outlier, as real activations have
+                let x = Activation::new(&xf);
+                let s = dot_row_scalar(ty, &w, &x);
+                let v = crate::simd_q::dot(ty, &w, &x.q).unwrap();
+                assert!(
+                    (s - v).abs() <= 1e-5 * (1.0 + s.abs()),
+                    "{ty:?} × {blocks}: {v} vs {s}"
+                );
+                // four rows at once give each row's own answer
+                let xs: Vec<Activation> = (0..4)
+                    .map(|t| Activation::new(&rnd(blocks * 32, 20 + t)))
+                    .collect();
+                let v4 = crate::simd_q::dot_n(
+                    ty,
+                    &w,
+                    [&xs[0].q[..], &xs[1].q[..], &xs[2].q[..], &xs[3].q[..]],
+                )
+                .unwrap();
+                for (x, v) in xs.iter().zip(v4) {
+                    let s = dot_row_scalar(ty, &w, x);
+                    assert!(
+                        (s - v).abs() <= 1e-5 * (1.0 + s.abs()),
+                        "{ty:?} ×4: {v} vs {s}"
+                    );
+                }
+            }
+            // a row of the wrong length has no SIMD answer
+            let w = random_row(ty, 2, 1);
+            assert!(crate::simd_q::dot(ty, &w[1..], &Activation::new(&rnd(64, 1)).q).is_none());
         }
     }
 
