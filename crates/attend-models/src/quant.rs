@@ -422,8 +422,8 @@ impl<'a> QMatrix<'a> {
                             }
                         }
                         None => {
-                            for i in t..t + 4 {
-                                out(i, dot_row(self.ty, w, &xs[i]));
+                            for (i, x) in xs.iter().enumerate().skip(t).take(4) {
+                                out(i, dot_row(self.ty, w, x));
                             }
                         }
                     }
