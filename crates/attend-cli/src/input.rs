@@ -27,6 +27,15 @@ pub fn texts(args: &[String]) -> Result<Vec<String>> {
 
 /// Loads a BERT-family encoder by name (fetched on first use) or folder.
 pub fn encoder(model: &str) -> Result<SentenceEncoder> {
+    let is_gguf = std::path::Path::new(model)
+        .extension()
+        .is_some_and(|e| e == "gguf");
+    if is_gguf || registry::info(model).is_some_and(|m| m.family != "bert") {
+        return Err(crate::usage!(
+            "`{model}` is a causal language model; this command takes a BERT-family encoder \
+             (e.g. minilm). For what a language model attends to, use `attend generate --explain`"
+        ));
+    }
     let dir = registry::resolve(model, &mut |m| eprintln!("{m}")).map_err(|e| match e {
         attend_models::Error::UnknownModel { .. } => crate::usage!("{e}"),
         other => anyhow::Error::new(other),

@@ -189,3 +189,95 @@ fn explain_and_embed_on_minilm() {
     assert!(o.status.success());
     assert!(stderr(&o).contains("truncated"));
 }
+
+#[test]
+fn generate_on_smollm2() {
+    // greedy text: the reference continuation begins " Paris." (tests/golden/smollm2.json)
+    let o = attend(
+        &["generate", "The capital of France is", "--max-tokens", "3"],
+        None,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("tokens/s"));
+    let text = String::from_utf8(o.stdout).unwrap();
+    assert!(text.starts_with(" Paris."), "{text:?}");
+
+    // json with --explain: the schema, log-probabilities, attended positions in range
+    let o = attend(
+        &[
+            "generate",
+            "The capital of France is",
+            "--max-tokens",
+            "4",
+            "--explain",
+            "--skip-first",
+            "--format",
+            "json",
+        ],
+        None,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        v["prompt_ids"],
+        serde_json::json!([504, 3575, 282, 4649, 314])
+    );
+    let toks = v["tokens"].as_array().unwrap();
+    assert_eq!(toks.len(), 4);
+    assert_eq!(toks[0]["text"], " Paris");
+    for (i, t) in toks.iter().enumerate() {
+        let lp = t["logprob"].as_f64().unwrap();
+        assert!(lp <= 0.0 && lp > -20.0);
+        let att = t["attended"].as_array().unwrap();
+        assert_eq!(att.len(), 3);
+        let mut last = f64::INFINITY;
+        for a in att {
+            let pos = a["pos"].as_u64().unwrap() as usize;
+            assert!(pos >= 1 && pos < 5 + i, "position {pos} for token {i}");
+            let w = a["weight"].as_f64().unwrap();
+            assert!(w > 0.0 && w <= last);
+            last = w;
+        }
+    }
+    assert!(v["stats"]["gen_tokens_per_s"].as_f64().unwrap() > 0.0);
+    assert_eq!(v["stats"]["prompt_tokens"], 5);
+
+    // seeded sampling repeats itself
+    let sample = |seed: &str| {
+        let o = attend(
+            &[
+                "generate",
+                "Once upon a time",
+                "--max-tokens",
+                "8",
+                "--temperature",
+                "0.9",
+                "--top-p",
+                "0.95",
+                "--seed",
+                seed,
+            ],
+            None,
+        );
+        assert!(o.status.success(), "{}", stderr(&o));
+        o.stdout
+    };
+    assert_eq!(sample("5"), sample("5"));
+
+    // usage errors: exit 2 with the reason
+    for (args, why) in [
+        (vec!["generate", "x", "--temperature=-1"], "temperature"),
+        (vec!["generate", "x", "--top-p", "0"], "top-p"),
+        (vec!["generate", "x", "--max-tokens", "9000"], "context"),
+        (
+            vec!["generate", "x", "--explain", "--layer", "30"],
+            "0..=29",
+        ),
+        (vec!["generate", "x", "--model", "nosuch"], "minilm"),
+        (vec!["generate", "", "--max-tokens", "2"], "empty"),
+    ] {
+        let o = attend(&args, None);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains(why), "{args:?}: {}", stderr(&o));
+    }
+}
