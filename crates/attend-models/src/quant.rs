@@ -11,8 +11,13 @@
 //! d·Σq` for the `Q4_1` offset term). A weight block times an activation block is then an
 //! integer dot product and one or two multiplies:
 //! `Q4_1·Q8 = d_w·d_x·Σ q_w q_x + m_w·s_x`, `Q4_0·Q8 = d_w·d_x·(Σ q_w q_x − 8 Σ q_x)`,
-//! `Q8_0·Q8 = d_w·d_x·Σ q_w q_x`. `F32`, `F16` and `BF16` rows are dotted in `f32` with the
-//! unquantised activations.
+//! `Q8_0·Q8 = d_w·d_x·Σ q_w q_x`. `F32`, `F16`, `BF16`, `Q4_K` and `Q6_K` rows are
+//! dequantised (once per row per call) and dotted in `f32` with the unquantised activations —
+//! correct, not yet fast for the k-quants.
+//!
+//! `Q4_K` (256 elements, 144 bytes): `d`, `dmin`, 12 bytes of 6-bit scales and mins for eight
+//! sub-blocks of 32, 128 bytes of nibbles. `Q6_K` (256 elements, 210 bytes): 128 bytes of low
+//! nibbles, 64 of 2-bit high parts, 16 `i8` scales for sub-blocks of 16, `d` last.
 
 use half::{bf16, f16};
 use rayon::prelude::*;
@@ -101,7 +106,7 @@ impl GgmlType {
     /// Whether attend can read this type (dequantise it, multiply by it).
     pub fn supported(self) -> bool {
         use GgmlType::*;
-        matches!(self, F32 | F16 | BF16 | Q4_0 | Q4_1 | Q8_0)
+        matches!(self, F32 | F16 | BF16 | Q4_0 | Q4_1 | Q8_0 | Q4_K | Q6_K)
     }
 
     /// Bytes of a row of `n` elements (`n` a multiple of the block size).
@@ -119,7 +124,7 @@ fn f16_at(b: &[u8], i: usize) -> f32 {
 pub fn dequantize_row(ty: GgmlType, src: &[u8], out: &mut [f32]) -> Result<()> {
     if !ty.supported() {
         return Err(Error::Invalid(format!(
-            "ggml type {ty:?} is not supported yet (F32, F16, BF16, Q8_0, Q4_0, Q4_1 are)"
+            "ggml type {ty:?} is not supported yet (F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q4_K, Q6_K are)"
         )));
     }
     let n = out.len();
@@ -171,6 +176,57 @@ pub fn dequantize_row(ty: GgmlType, src: &[u8], out: &mut [f32]) -> Result<()> {
                 for j in 0..16 {
                     o[j] = d * ((qs[j] & 0x0f) as i32 - bias) as f32 + m;
                     o[j + 16] = d * ((qs[j] >> 4) as i32 - bias) as f32 + m;
+                }
+            }
+        }
+        GgmlType::Q4_K => {
+            // d, dmin (f16), 12 bytes of 6-bit scales and mins for 8 sub-blocks of 32, 128
+            // bytes of nibbles: each 64 elements take 32 bytes, low nibbles then high
+            for (o, b) in out.chunks_exact_mut(256).zip(src.chunks_exact(144)) {
+                let (d, dmin) = (f16_at(b, 0), f16_at(b, 2));
+                let sc = &b[4..16];
+                let scale_min = |j: usize| -> (f32, f32) {
+                    if j < 4 {
+                        ((sc[j] & 63) as f32, (sc[j + 4] & 63) as f32)
+                    } else {
+                        (
+                            ((sc[j + 4] & 0x0f) | ((sc[j - 4] >> 6) << 4)) as f32,
+                            ((sc[j + 4] >> 4) | ((sc[j] >> 6) << 4)) as f32,
+                        )
+                    }
+                };
+                for (c, chunk) in o.chunks_exact_mut(64).enumerate() {
+                    let q = &b[16 + c * 32..16 + (c + 1) * 32];
+                    let (s1, m1) = scale_min(2 * c);
+                    let (s2, m2) = scale_min(2 * c + 1);
+                    for l in 0..32 {
+                        chunk[l] = d * s1 * (q[l] & 0x0f) as f32 - dmin * m1;
+                        chunk[l + 32] = d * s2 * (q[l] >> 4) as f32 - dmin * m2;
+                    }
+                }
+            }
+        }
+        GgmlType::Q6_K => {
+            // 128 bytes of low nibbles, 64 of high 2-bit pairs, 16 signed scales, d (f16) last
+            for (o, b) in out.chunks_exact_mut(256).zip(src.chunks_exact(210)) {
+                let d = f16_at(b, 208);
+                for half in 0..2 {
+                    let ql = &b[half * 64..half * 64 + 64];
+                    let qh = &b[128 + half * 32..128 + half * 32 + 32];
+                    let sc = &b[192 + half * 8..192 + half * 8 + 8];
+                    let y = &mut o[half * 128..half * 128 + 128];
+                    for l in 0..32 {
+                        let is = l / 16;
+                        let q1 = ((ql[l] & 0x0f) | ((qh[l] & 3) << 4)) as i32 - 32;
+                        let q2 = ((ql[l + 32] & 0x0f) | (((qh[l] >> 2) & 3) << 4)) as i32 - 32;
+                        let q3 = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) as i32 - 32;
+                        let q4 = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) as i32 - 32;
+                        let s = |k: usize| d * (sc[is + k] as i8) as f32;
+                        y[l] = s(0) * q1 as f32;
+                        y[l + 32] = s(2) * q2 as f32;
+                        y[l + 64] = s(4) * q3 as f32;
+                        y[l + 96] = s(6) * q4 as f32;
+                    }
                 }
             }
         }
@@ -338,7 +394,7 @@ impl<'a> QMatrix<'a> {
     pub fn new(ty: GgmlType, rows: usize, cols: usize, data: &'a [u8]) -> Result<QMatrix<'a>> {
         if !ty.supported() {
             return Err(Error::Invalid(format!(
-                "ggml type {ty:?} is not supported yet (F32, F16, BF16, Q8_0, Q4_0, Q4_1 are)"
+                "ggml type {ty:?} is not supported yet (F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q4_K, Q6_K are)"
             )));
         }
         let quantised = ty.block_elems() > 1;
@@ -392,8 +448,9 @@ impl<'a> QMatrix<'a> {
             )));
         }
         const BLOCK: usize = 16;
-        // float rows, or exact activations: dequantise each row once, dot in f32
-        let float = xs.iter().any(|x| x.q.is_empty()) || self.ty.block_elems() == 1;
+        // float and k-quant rows, or exact activations: dequantise each row once, dot in f32
+        let int_dots = matches!(self.ty, GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q8_0);
+        let float = xs.iter().any(|x| x.q.is_empty()) || !int_dots;
         let rows_dot = |j: usize, out: &mut dyn FnMut(usize, f32), row: &mut Vec<f32>| {
             if float {
                 row.resize(self.cols, 0.0);
@@ -500,6 +557,43 @@ mod tests {
         }
     }
 
+    /// Random Q4_K / Q6_K blocks and the values the `gguf` Python package (llama.cpp's
+    /// reference code) gives them (scripts/golden_kquants.py).
+    #[test]
+    fn k_quants_match_the_gguf_reference() {
+        let g: serde_json::Value =
+            serde_json::from_str(include_str!("../tests/golden/kquants.json")).unwrap();
+        for (name, ty) in [("Q4_K", GgmlType::Q4_K), ("Q6_K", GgmlType::Q6_K)] {
+            let bytes: Vec<u8> = g[name]["bytes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_u64().unwrap() as u8)
+                .collect();
+            let want: Vec<f32> = g[name]["values"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_f64().unwrap() as f32)
+                .collect();
+            let mut got = vec![0.0; want.len()];
+            dequantize_row(ty, &bytes, &mut got).unwrap();
+            for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+                assert!(
+                    (a - b).abs() <= 1e-5 * (1.0 + b.abs()),
+                    "{name}[{i}]: {a} vs {b}"
+                );
+            }
+            // and a matrix of them multiplies (through the dequantising path)
+            let m = QMatrix::new(ty, 3, 256, &bytes).unwrap();
+            let x = Activation::new(&rnd(256, 9));
+            let mut out = vec![0.0; 3];
+            m.matmul(std::slice::from_ref(&x), &mut out).unwrap();
+            let want0: f32 = want[..256].iter().zip(&x.f).map(|(a, b)| a * b).sum();
+            assert!((out[0] - want0).abs() < 1e-3 * (1.0 + want0.abs()));
+        }
+    }
+
     #[test]
     fn q8_0_f16_bf16_f32_by_hand() {
         let mut b = Vec::new();
@@ -522,7 +616,7 @@ mod tests {
         assert_eq!(o2, [1.5, -0.125]);
         // wrong sizes and unsupported types are errors
         assert!(dequantize_row(GgmlType::Q8_0, &b[..33], &mut out).is_err());
-        assert!(dequantize_row(GgmlType::Q4_K, &[0; 144], &mut [0.0; 256]).is_err());
+        assert!(dequantize_row(GgmlType::Q5_K, &[0; 176], &mut [0.0; 256]).is_err());
     }
 
     fn rnd(n: usize, seed: u32) -> Vec<f32> {
