@@ -11,7 +11,7 @@ use rayon::prelude::*;
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
-use crate::ops::{gelu, layer_norm, linear};
+use crate::ops::{layer_norm, linear, linear_gelu};
 use crate::weights::Weights;
 
 /// The fields of `config.json` the encoder uses.
@@ -287,8 +287,11 @@ impl BertModel {
             let mut a = lin(&o, "attention.output.dense", Some(&x))?;
             ln(&mut a, &format!("{p}attention.output.LayerNorm"))?;
             // BertIntermediate + BertOutput: GELU MLP, residual, layer norm
-            let mut mid = lin(&a, "intermediate.dense", None)?;
-            gelu(&mut mid);
+            let mid = {
+                let w = &self.packed[&format!("{p}intermediate.dense.weight")];
+                let b = self.w(&format!("{p}intermediate.dense.bias"), &[w.n()])?;
+                linear_gelu(&a, w, Some(&b), total)?
+            };
             let mut out = lin(&mid, "output.dense", Some(&a))?;
             ln(&mut out, &format!("{p}output.LayerNorm"))?;
             x = out;

@@ -11,9 +11,9 @@ pub fn matmul_bt(a: &[f32], b: &[f32], c: &mut [f32], m: usize, k: usize, n: usi
     crate::sys::matmul_bt(a, b, c, m, k, n)
 }
 
-/// `y[rows × out] = x[rows × in] · wᵀ + b (+ residual)`, with `w` packed from `[out × in]`
-/// (PyTorch's layout) once, at load. The bias and the residual are written first, in parallel,
-/// and the product is accumulated onto them by the GEMM itself: no separate passes over `y`.
+/// `y[rows × out] = act(x[rows × in] · wᵀ + b) (+ residual)`, with `w` packed from
+/// `[out × in]` (PyTorch's layout) once, at load. Bias, GELU and residual are applied by the
+/// GEMM's epilogue to each finished piece of `y` while it is in cache: no further passes.
 pub fn linear(
     x: &[f32],
     w: &PackedMatrix,
@@ -21,29 +21,61 @@ pub fn linear(
     residual: Option<&[f32]>,
     rows: usize,
 ) -> Result<Vec<f32>> {
-    use rayon::prelude::*;
+    linear_act(x, w, b, residual, false, rows)
+}
+
+/// [`linear`] with GELU (applied before any residual).
+pub fn linear_gelu(
+    x: &[f32],
+    w: &PackedMatrix,
+    b: Option<&[f32]>,
+    rows: usize,
+) -> Result<Vec<f32>> {
+    linear_act(x, w, b, None, true, rows)
+}
+
+fn linear_act(
+    x: &[f32],
+    w: &PackedMatrix,
+    b: Option<&[f32]>,
+    residual: Option<&[f32]>,
+    gelu: bool,
+    rows: usize,
+) -> Result<Vec<f32>> {
     let d_out = w.n();
-    let mut y = vec![0.0f32; rows * d_out];
-    if b.is_some() || residual.is_some() {
-        y.par_chunks_mut(d_out * ROWS_PER_TASK)
-            .enumerate()
-            .for_each(|(t, ys)| {
-                for (i, row) in ys.chunks_exact_mut(d_out).enumerate() {
-                    let r = t * ROWS_PER_TASK + i;
-                    match (b, residual) {
-                        (Some(b), Some(res)) => {
-                            for ((v, bb), rr) in row.iter_mut().zip(b).zip(&res[r * d_out..]) {
-                                *v = bb + rr;
-                            }
-                        }
-                        (Some(b), None) => row.copy_from_slice(&b[..d_out]),
-                        (None, Some(res)) => row.copy_from_slice(&res[r * d_out..][..d_out]),
-                        (None, None) => {}
-                    }
-                }
-            });
+    if let Some(res) = residual {
+        if res.len() != rows * d_out {
+            return Err(crate::Error::Invalid(format!(
+                "a residual of {} for {rows} × {d_out}",
+                res.len()
+            )));
+        }
     }
-    attend::matmul_packed(x, rows, w, &mut y, true)?;
+    if let Some(b) = b {
+        if b.len() != d_out {
+            return Err(crate::Error::Invalid(format!(
+                "a bias of {} for {d_out}",
+                b.len()
+            )));
+        }
+    }
+    let mut y = vec![0.0f32; rows * d_out];
+    let epi = |r: usize, c0: usize, v: &mut [f32]| {
+        if let Some(b) = b {
+            for (e, bb) in v.iter_mut().zip(&b[c0..]) {
+                *e += bb;
+            }
+        }
+        if gelu {
+            gelu_slice(v);
+        }
+        if let Some(res) = residual {
+            for (e, rr) in v.iter_mut().zip(&res[r * d_out + c0..]) {
+                *e += rr;
+            }
+        }
+    };
+    attend::matmul_packed_map(x, rows, w, &mut y, &epi)?;
     Ok(y)
 }
 
@@ -80,11 +112,15 @@ fn sum8(values: impl Iterator<Item = f32>) -> f32 {
 /// parallel over chunks. Branch-free, so the compiler vectorises it.
 pub fn gelu(x: &mut [f32]) {
     use rayon::prelude::*;
-    x.par_chunks_mut(4096).for_each(|c| {
-        for v in c {
-            *v = 0.5 * *v * (1.0 + erf(*v * std::f32::consts::FRAC_1_SQRT_2));
-        }
-    });
+    x.par_chunks_mut(4096).for_each(gelu_slice);
+}
+
+/// [`gelu`] on one slice, on this thread.
+#[inline]
+pub fn gelu_slice(x: &mut [f32]) {
+    for v in x {
+        *v = 0.5 * *v * (1.0 + erf(*v * std::f32::consts::FRAC_1_SQRT_2));
+    }
 }
 
 /// The error function to an absolute error below 1.5e-7 (Abramowitz & Stegun 7.1.26; a few
@@ -176,6 +212,15 @@ mod tests {
         let w = PackedMatrix::pack(&[2.0], 1, 1).unwrap();
         let y = linear(&x, &w, None, Some(&res), rows).unwrap();
         assert!(y.iter().enumerate().all(|(r, &v)| v == r as f32 + 2.0));
+    }
+
+    #[test]
+    fn linear_gelu_applies_bias_then_gelu() {
+        let w = PackedMatrix::pack(&[1.0, 0.0, 0.0, 1.0], 2, 2).unwrap();
+        let y = linear_gelu(&[0.5, -1.0], &w, Some(&[0.5, 0.0]), 1).unwrap();
+        let g = |v: f32| 0.5 * v * (1.0 + erf(v / std::f32::consts::SQRT_2));
+        assert_eq!(y, vec![g(1.0), g(-1.0)]);
+        assert!(linear(&[1.0, 2.0], &w, Some(&[1.0]), None, 1).is_err());
     }
 
     #[test]

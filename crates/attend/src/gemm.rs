@@ -107,6 +107,23 @@ pub fn matmul_packed(
     matmul_packed_with(x, m, w, y, accumulate, Isa::Auto)
 }
 
+/// What [`matmul_packed_map`] calls on each finished piece of the output: the row, the first
+/// column, and at most 16 values of that row.
+pub type Epilogue<'a> = &'a (dyn Fn(usize, usize, &mut [f32]) + Sync);
+
+/// `y[m × n] = x[m × k] · Wᵀ`, then `f(row, col0, values)` on each finished piece of a row (at
+/// most 16 columns) while it is still in cache: where a bias, a residual or an activation is
+/// applied without another pass over `y`.
+pub fn matmul_packed_map(
+    x: &[f32],
+    m: usize,
+    w: &PackedMatrix,
+    y: &mut [f32],
+    f: Epilogue,
+) -> Result<()> {
+    run_packed(x, m, w, y, false, Isa::Auto, Some(f))
+}
+
 /// [`matmul_packed`] with a chosen instruction set.
 pub fn matmul_packed_with(
     x: &[f32],
@@ -115,6 +132,18 @@ pub fn matmul_packed_with(
     y: &mut [f32],
     accumulate: bool,
     isa: Isa,
+) -> Result<()> {
+    run_packed(x, m, w, y, accumulate, isa, None)
+}
+
+fn run_packed(
+    x: &[f32],
+    m: usize,
+    w: &PackedMatrix,
+    y: &mut [f32],
+    accumulate: bool,
+    isa: Isa,
+    epi: Option<Epilogue>,
 ) -> Result<()> {
     let (n, k) = (w.n, w.k);
     check_len("x", m * k, x.len())?;
@@ -142,6 +171,7 @@ pub fn matmul_packed_with(
                     0,
                     &mut tail,
                     accumulate,
+                    epi,
                 );
             });
     } else {
@@ -174,6 +204,7 @@ pub fn matmul_packed_with(
                         p0,
                         &mut tail,
                         accumulate,
+                        epi,
                     );
                 }
                 (p0 * NR, buf)
@@ -205,6 +236,7 @@ fn rows_times_panels(
     p_base: usize,
     tail: &mut [f32; ROW_BLOCK * NR],
     accumulate: bool,
+    epi: Option<Epilogue>,
 ) {
     let (n, k) = (w.n, w.k);
     let stride = out.len() / rows;
@@ -239,6 +271,12 @@ fn rows_times_panels(
                 kern.gemm_a(x, r0 * k + k0, k, rows, len, bp, 1, &mut tail[..], NR, acc);
                 for r in 0..rows {
                     out[r * stride + c0..][..cols].copy_from_slice(&tail[r * NR..][..cols]);
+                }
+            }
+            if let (Some(f), true) = (epi, k0 + len == k) {
+                let cols = (n - p * NR).min(NR);
+                for r in 0..rows {
+                    f(r0 + r, p * NR, &mut out[r * stride + c0..][..cols]);
                 }
             }
         }
@@ -303,6 +341,34 @@ mod tests {
                 matmul_packed_with(&x, m, &pw, &mut y2, true, isa).unwrap();
                 for (&a, &b) in y2.iter().zip(&y) {
                     assert!((a - 1.0 - b).abs() < 1e-5, "{isa:?} {m}x{n}x{k} accumulate");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_epilogue_sees_every_finished_piece_once() {
+        for &(m, n, k) in &[(3, 37, 300), (200, 33, 64)] {
+            let x = rnd(m * k, 5);
+            let w = rnd(n * k, 6);
+            let pw = PackedMatrix::pack(&w, n, k).unwrap();
+            let mut plain = vec![0.0; m * n];
+            matmul_packed(&x, m, &pw, &mut plain, false).unwrap();
+            let mut y = vec![0.0; m * n];
+            let seen = std::sync::atomic::AtomicUsize::new(0);
+            // y = 2·(x·Wᵀ) + row + col/1000
+            let f = |r: usize, c0: usize, v: &mut [f32]| {
+                seen.fetch_add(v.len(), std::sync::atomic::Ordering::Relaxed);
+                for (i, e) in v.iter_mut().enumerate() {
+                    *e = 2.0 * *e + r as f32 + (c0 + i) as f32 / 1000.0;
+                }
+            };
+            matmul_packed_map(&x, m, &pw, &mut y, &f).unwrap();
+            assert_eq!(seen.into_inner(), m * n);
+            for r in 0..m {
+                for c in 0..n {
+                    let want = 2.0 * plain[r * n + c] + r as f32 + c as f32 / 1000.0;
+                    assert!((y[r * n + c] - want).abs() < 1e-4, "{m}x{n} at {r},{c}");
                 }
             }
         }

@@ -40,7 +40,7 @@ mod tile;
 
 pub use decode::{KvCache, LayerCache};
 pub use error::{Error, Result};
-pub use gemm::{matmul_packed, PackedMatrix};
+pub use gemm::{matmul_packed, matmul_packed_map, PackedMatrix};
 pub use mask::{Explicit, Mask, MaskScope};
 pub use params::{AttnParams, Layout, Shape};
 pub use simd::Isa;
