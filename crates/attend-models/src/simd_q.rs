@@ -1,6 +1,7 @@
-//! AVX2 dot products of quantised weight rows with quantised activations — the crate's other
-//! `unsafe` module (beside `sys.rs`). Each kernel has its safe, scalar twin in
-//! [`crate::quant::dot_row`], and the tests hold them to each other.
+//! AVX2 kernels — the crate's other `unsafe` module (beside `sys.rs`): dot products of
+//! quantised weight rows with quantised activations, and GELU compiled for AVX2. Each has its
+//! safe twin (`quant::dot_row_scalar`, `ops::gelu_scalar`), and the tests hold them to each
+//! other.
 //!
 //! One 32-element block: the weights' 4-bit (or 8-bit) integers and the activation's `i8`s are
 //! multiplied and summed pairwise by `vpmaddubsw` (unsigned × signed → `i16`), widened by
@@ -58,6 +59,25 @@ pub fn dot_n<const N: usize>(ty: GgmlType, w: &[u8], a: [&[BlockQ8]; N]) -> Opti
     }
 }
 
+/// GELU over `x` with the code of `ops::gelu_scalar` compiled for AVX2+FMA; `false` (and
+/// nothing done) when the processor lacks them.
+pub fn gelu(x: &mut [f32]) -> bool {
+    if !available() {
+        return false;
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        // SAFETY: `available()` proved AVX2, FMA and F16C; the kernel is safe code otherwise.
+        unsafe { avx2::gelu(x) };
+        true
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = x;
+        false
+    }
+}
+
 /// [`dot_n`] for one activation row.
 pub fn dot(ty: GgmlType, w: &[u8], a: &[BlockQ8]) -> Option<f32> {
     dot_n(ty, w, [a]).map(|[v]| v)
@@ -68,6 +88,11 @@ mod avx2 {
     use std::arch::x86_64::*;
 
     use crate::quant::BlockQ8;
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn gelu(x: &mut [f32]) {
+        crate::ops::gelu_scalar(x);
+    }
 
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
