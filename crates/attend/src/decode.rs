@@ -224,17 +224,10 @@ impl LayerCache {
         }
         check_len("q", q, sh.q_len())?;
         check_len("lse", lse, sh.lse_len())?;
-        let all: Vec<usize> = (0..sh.h).collect();
-        let heads = heads.unwrap_or(&all);
-        if let Some(&h) = heads.iter().find(|&&h| h >= sh.h) {
-            return Err(Error::InvalidParameter {
-                name: "heads",
-                reason: format!("head {h} is out of range 0..{}", sh.h),
-            });
-        }
+        let heads = crate::fused::chosen_heads(heads, sh.h)?;
         let ctx =
             Ctx::new(p, q, &self.k, &self.v)?.with_kv_strides(self.k_strides(), self.v_strides());
-        Ok(crate::fused::probabilities_of(&ctx, lse, heads))
+        Ok(crate::fused::probabilities_of(&ctx, lse, &heads))
     }
 }
 

@@ -233,17 +233,22 @@ pub fn probabilities_from_lse(
     check_len("lse", lse, sh.lse_len())?;
     check_finite("q", q)?;
     check_finite("k", k)?;
-    let all: Vec<usize> = (0..sh.h).collect();
-    let heads = heads.unwrap_or(&all);
-    if let Some(&h) = heads.iter().find(|&&h| h >= sh.h) {
-        return Err(Error::InvalidParameter {
-            name: "heads",
-            reason: format!("head {h} is out of range 0..{}", sh.h),
-        });
-    }
+    let heads = chosen_heads(heads, sh.h)?;
     // values are not read: any slice of the right length serves as `v`
     let ctx = Ctx::new(p, q, k, k)?;
-    Ok(probabilities_of(&ctx, lse, heads))
+    Ok(probabilities_of(&ctx, lse, &heads))
+}
+
+/// The heads asked for (all of `h` when `None`), each checked to be in range.
+pub(crate) fn chosen_heads(heads: Option<&[usize]>, h: usize) -> Result<Vec<usize>> {
+    let heads = heads.map_or_else(|| (0..h).collect(), <[usize]>::to_vec);
+    if let Some(&bad) = heads.iter().find(|&&x| x >= h) {
+        return Err(Error::InvalidParameter {
+            name: "heads",
+            reason: format!("head {bad} is out of range 0..{h}"),
+        });
+    }
+    Ok(heads)
 }
 
 /// The probabilities of `heads` for a validated call context and its log-sum-exp.
