@@ -61,22 +61,34 @@ fn linear_act(
     }
     let mut y = vec![0.0f32; rows * d_out];
     let epi = |r: usize, c0: usize, v: &mut [f32]| {
-        if let Some(b) = b {
-            for (e, bb) in v.iter_mut().zip(&b[c0..]) {
-                *e += bb;
-            }
-        }
-        if gelu {
-            gelu_slice(v);
-        }
-        if let Some(res) = residual {
-            for (e, rr) in v.iter_mut().zip(&res[r * d_out + c0..]) {
-                *e += rr;
-            }
+        let n = v.len();
+        let bias = b.map(|b| &b[c0..c0 + n]);
+        let res = residual.map(|res| &res[r * d_out + c0..][..n]);
+        if !crate::simd_q::epilogue(v, bias, gelu, res) {
+            epilogue_scalar(v, bias, gelu, res);
         }
     };
     attend::matmul_packed_map(x, rows, w, &mut y, &epi)?;
     Ok(y)
+}
+
+/// `v = act(v + bias) + residual` on one piece of a linear layer's output (slices as long as
+/// `v`): the twin of the AVX2 build in `simd_q`.
+#[inline(always)]
+pub fn epilogue_scalar(v: &mut [f32], bias: Option<&[f32]>, gelu: bool, residual: Option<&[f32]>) {
+    if let Some(b) = bias {
+        for (e, bb) in v.iter_mut().zip(b) {
+            *e += bb;
+        }
+    }
+    if gelu {
+        gelu_scalar(v);
+    }
+    if let Some(res) = residual {
+        for (e, rr) in v.iter_mut().zip(res) {
+            *e += rr;
+        }
+    }
 }
 
 /// Rows per parallel task in the row-wise operations.

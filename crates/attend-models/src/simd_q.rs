@@ -78,6 +78,24 @@ pub fn gelu(x: &mut [f32]) -> bool {
     }
 }
 
+/// `ops::epilogue_scalar` compiled for AVX2+FMA; `false` (nothing done) without them.
+pub fn epilogue(v: &mut [f32], bias: Option<&[f32]>, gelu: bool, residual: Option<&[f32]>) -> bool {
+    if !available() {
+        return false;
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        // SAFETY: `available()` proved AVX2, FMA and F16C; the kernel is safe code otherwise.
+        unsafe { avx2::epilogue(v, bias, gelu, residual) };
+        true
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (v, bias, gelu, residual);
+        false
+    }
+}
+
 /// [`dot_n`] for one activation row.
 pub fn dot(ty: GgmlType, w: &[u8], a: &[BlockQ8]) -> Option<f32> {
     dot_n(ty, w, [a]).map(|[v]| v)
@@ -92,6 +110,16 @@ mod avx2 {
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(super) unsafe fn gelu(x: &mut [f32]) {
         crate::ops::gelu_scalar(x);
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn epilogue(
+        v: &mut [f32],
+        bias: Option<&[f32]>,
+        gelu: bool,
+        residual: Option<&[f32]>,
+    ) {
+        crate::ops::epilogue_scalar(v, bias, gelu, residual);
     }
 
     #[inline]

@@ -108,12 +108,13 @@ pub fn matmul_packed(
 }
 
 /// What [`matmul_packed_map`] calls on each finished piece of the output: the row, the first
-/// column, and at most 16 values of that row.
+/// column, and the values of that row's piece (a whole row, or a block of 128 columns when
+/// there are few rows).
 pub type Epilogue<'a> = &'a (dyn Fn(usize, usize, &mut [f32]) + Sync);
 
-/// `y[m × n] = x[m × k] · Wᵀ`, then `f(row, col0, values)` on each finished piece of a row (at
-/// most 16 columns) while it is still in cache: where a bias, a residual or an activation is
-/// applied without another pass over `y`.
+/// `y[m × n] = x[m × k] · Wᵀ`, then `f(row, col0, values)` on each finished piece of a row
+/// while its block is still in cache: where a bias, a residual or an activation is applied
+/// without another pass over `y`. Every element is passed exactly once.
 pub fn matmul_packed_map(
     x: &[f32],
     m: usize,
@@ -273,12 +274,18 @@ fn rows_times_panels(
                     out[r * stride + c0..][..cols].copy_from_slice(&tail[r * NR..][..cols]);
                 }
             }
-            if let (Some(f), true) = (epi, k0 + len == k) {
-                let cols = (n - p * NR).min(NR);
-                for r in 0..rows {
-                    f(r0 + r, p * NR, &mut out[r * stride + c0..][..cols]);
-                }
-            }
+        }
+    }
+    // the block is finished: one call per row for all its columns (still in L2)
+    if let Some(f) = epi {
+        let c_start = (panels.start - p_base) * NR;
+        let cols = (panels.end * NR).min(n) - panels.start * NR;
+        for r in 0..rows {
+            f(
+                r0 + r,
+                panels.start * NR,
+                &mut out[r * stride + c_start..][..cols],
+            );
         }
     }
 }
