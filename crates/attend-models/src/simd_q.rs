@@ -1,8 +1,7 @@
 //! AVX2 kernels — the crate's other `unsafe` module (beside `sys.rs`): dot products of
 //! quantised weight rows with quantised activations, and GELU and the linear layers' epilogue
-//! compiled for AVX2. Each has its
-//! safe twin (`quant::dot_row_scalar`, `ops::gelu_scalar`, `ops::epilogue_scalar`), and the tests hold them to each
-//! other.
+//! compiled for AVX2. Each has its safe twin (`quant::dot_row_scalar`, `ops::gelu_scalar`,
+//! `ops::epilogue_scalar`), and the tests hold them to each other.
 //!
 //! One 32-element block: the weights' 4-bit (or 8-bit) integers and the activation's `i8`s are
 //! multiplied and summed pairwise by `vpmaddubsw` (unsigned × signed → `i16`), widened by
