@@ -257,6 +257,23 @@ mod tests {
     }
 
     #[test]
+    fn epilogue_on_avx2_matches_its_twin() {
+        let v: Vec<f32> = (0..37).map(|i| (i as f32 - 18.0) / 4.0).collect();
+        let b: Vec<f32> = (0..37).map(|i| (i % 5) as f32 * 0.1).collect();
+        let r: Vec<f32> = (0..37).map(|i| (i % 3) as f32 - 1.0).collect();
+        for gelu in [false, true] {
+            let (mut a, mut s) = (v.clone(), v.clone());
+            if !crate::simd_q::epilogue(&mut a, Some(&b), gelu, Some(&r)) {
+                return; // no AVX2 here: only the twin runs
+            }
+            epilogue_scalar(&mut s, Some(&b), gelu, Some(&r));
+            for (x, y) in a.iter().zip(&s) {
+                assert!((x - y).abs() <= 1e-6 * (1.0 + y.abs()), "{x} vs {y}");
+            }
+        }
+    }
+
+    #[test]
     fn linear_gelu_applies_bias_then_gelu() {
         let w = PackedMatrix::pack(&[1.0, 0.0, 0.0, 1.0], 2, 2).unwrap();
         let y = linear_gelu(&[0.5, -1.0], &w, Some(&[0.5, 0.0]), 1).unwrap();
