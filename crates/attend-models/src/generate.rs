@@ -132,7 +132,7 @@ impl Sampler {
                 return i;
             }
         }
-        *idx.last().expect("at least one token")
+        idx.last().copied().unwrap_or(0)
     }
 }
 

@@ -61,7 +61,12 @@ fn unicode_to_byte() -> HashMap<char, u8> {
     }
     bs.iter()
         .zip(&cs)
-        .map(|(&b, &c)| (char::from_u32(c).expect("valid code point"), b as u8))
+        .map(|(&b, &c)| {
+            (
+                char::from_u32(c).unwrap_or(char::REPLACEMENT_CHARACTER),
+                b as u8,
+            )
+        })
         .collect()
 }
 

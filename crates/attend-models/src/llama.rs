@@ -76,8 +76,6 @@ pub struct LlamaModel {
     /// Multiply by unquantised `f32` activations (dequantising each weight row on the fly)
     /// instead of 8-bit ones: slow, and equal to the float32 reference implementations.
     pub exact: bool,
-    /// `cos`/`sin` tables, `[position][rope_dims / 2]`, grown on demand.
-    rope: std::sync::RwLock<(Vec<f32>, Vec<f32>)>,
 }
 
 /// Which attention to capture during a forward pass.
@@ -262,13 +260,14 @@ impl LlamaModel {
             output,
             file,
             exact: false,
-            rope: Default::default(),
         })
     }
 
-    fn mat(&self, t: &TensorInfo) -> QMatrix<'_> {
-        let (rows, cols) = t.matrix().expect("checked at load");
-        QMatrix::new(t.ty, rows, cols, self.file.data(t)).expect("checked at load")
+    fn mat(&self, t: &TensorInfo) -> Result<QMatrix<'_>> {
+        let (rows, cols) = t
+            .matrix()
+            .ok_or_else(|| Error::Invalid(format!("`{}` is not a matrix", t.name)))?;
+        QMatrix::new(t.ty, rows, cols, self.file.data(t))
     }
 
     /// An empty KV cache for this model.
@@ -283,36 +282,32 @@ impl LlamaModel {
         )?)
     }
 
-    fn ensure_rope(&self, positions: usize) {
-        let half = self.config.rope_dims / 2;
-        if self.rope.read().expect("rope lock").0.len() >= positions * half {
-            return;
-        }
-        let mut t = self.rope.write().expect("rope lock");
-        let have = t.0.len() / half.max(1);
-        let want = positions.next_power_of_two().max(256);
-        for p in have..want {
-            for i in 0..half {
-                let freq = (self.config.rope_base as f64)
-                    .powf(-(2.0 * i as f64) / self.config.rope_dims as f64);
-                let a = p as f64 * freq;
-                t.0.push(a.cos() as f32);
-                t.1.push(a.sin() as f32);
-            }
-        }
-    }
-
-    /// Rotates `heads` heads of every row of `x` (`[rows, heads, head_dim]`), row `r` at
-    /// position `pos0 + r`, adjacent pairs (GGUF order).
-    fn rope(&self, x: &mut [f32], heads: usize, pos0: usize) {
+    /// `cos` and `sin` of every rotation angle for positions `pos0..pos0 + n`,
+    /// `[position][rope_dims / 2]`.
+    fn rope_table(&self, pos0: usize, n: usize) -> (Vec<f32>, Vec<f32>) {
         let c = &self.config;
         let half = c.rope_dims / 2;
-        let t = self.rope.read().expect("rope lock");
+        let freqs: Vec<f64> = (0..half)
+            .map(|i| (c.rope_base as f64).powf(-(2.0 * i as f64) / c.rope_dims as f64))
+            .collect();
+        let (mut cos, mut sin) = (Vec::with_capacity(n * half), Vec::with_capacity(n * half));
+        for p in pos0..pos0 + n {
+            for f in &freqs {
+                let a = p as f64 * f;
+                cos.push(a.cos() as f32);
+                sin.push(a.sin() as f32);
+            }
+        }
+        (cos, sin)
+    }
+
+    /// Rotates `heads` heads of every row of `x` (`[rows, heads, head_dim]`) by the angles of
+    /// its position (`table` from [`Self::rope_table`]), adjacent pairs (GGUF order).
+    fn rope(&self, x: &mut [f32], heads: usize, table: &(Vec<f32>, Vec<f32>)) {
+        let c = &self.config;
+        let half = c.rope_dims / 2;
         for (r, row) in x.chunks_exact_mut(heads * c.head_dim).enumerate() {
-            let (cos, sin) = (
-                &t.0[(pos0 + r) * half..][..half],
-                &t.1[(pos0 + r) * half..][..half],
-            );
+            let (cos, sin) = (&table.0[r * half..][..half], &table.1[r * half..][..half]);
             for h in row.chunks_exact_mut(c.head_dim) {
                 for i in 0..half {
                     let (a, b) = (h[2 * i], h[2 * i + 1]);
@@ -372,10 +367,10 @@ impl LlamaModel {
                 c.vocab
             )));
         }
-        self.ensure_rope(pos0 + n);
+        let rope = self.rope_table(pos0, n);
         let (dim, hd) = (c.dim, c.head_dim);
         let kv = c.n_kv_heads * hd;
-        let embed = self.mat(&self.embed);
+        let embed = self.mat(&self.embed)?;
         let mut x = vec![0.0f32; n * dim];
         for (row, &t) in x.chunks_exact_mut(dim).zip(tokens) {
             embed.dequantize_row(t as usize, row)?;
@@ -388,11 +383,11 @@ impl LlamaModel {
             let mut q = vec![0.0; n * dim];
             let mut k = vec![0.0; n * kv];
             let mut v = vec![0.0; n * kv];
-            self.mat(&layer.q).matmul(&a, &mut q)?;
-            self.mat(&layer.k).matmul(&a, &mut k)?;
-            self.mat(&layer.v).matmul(&a, &mut v)?;
-            self.rope(&mut q, c.n_heads, pos0);
-            self.rope(&mut k, c.n_kv_heads, pos0);
+            self.mat(&layer.q)?.matmul(&a, &mut q)?;
+            self.mat(&layer.k)?.matmul(&a, &mut k)?;
+            self.mat(&layer.v)?.matmul(&a, &mut v)?;
+            self.rope(&mut q, c.n_heads, &rope);
+            self.rope(&mut k, c.n_kv_heads, &rope);
             let lc = cache.layer_mut(l);
             lc.append(&k, &v, n, Layout::Bshd)?;
             let p = AttnParams::new(
@@ -418,7 +413,7 @@ impl LlamaModel {
                 )?);
             }
             let mut out = vec![0.0; n * dim];
-            self.mat(&layer.o).matmul(&self.acts(&o, dim), &mut out)?;
+            self.mat(&layer.o)?.matmul(&self.acts(&o, dim), &mut out)?;
             for (xv, ov) in x.iter_mut().zip(&out) {
                 *xv += ov;
             }
@@ -427,12 +422,12 @@ impl LlamaModel {
             let a = self.acts(&h, dim);
             let mut g = vec![0.0; n * c.ffn_dim];
             let mut u = vec![0.0; n * c.ffn_dim];
-            self.mat(&layer.gate).matmul(&a, &mut g)?;
-            self.mat(&layer.up).matmul(&a, &mut u)?;
+            self.mat(&layer.gate)?.matmul(&a, &mut g)?;
+            self.mat(&layer.up)?.matmul(&a, &mut u)?;
             for (gv, uv) in g.iter_mut().zip(&u) {
                 *gv = *gv / (1.0 + (-*gv).exp()) * uv;
             }
-            self.mat(&layer.down)
+            self.mat(&layer.down)?
                 .matmul(&self.acts(&g, c.ffn_dim), &mut out)?;
             for (xv, ov) in x.iter_mut().zip(&out) {
                 *xv += ov;
@@ -446,7 +441,7 @@ impl LlamaModel {
         let h = self.rms_norm(rows, &self.norm);
         let a = self.acts(&h, dim);
         let mut logits = vec![0.0; a.len() * c.vocab];
-        self.mat(&self.output).matmul(&a, &mut logits)?;
+        self.mat(&self.output)?.matmul(&a, &mut logits)?;
         Ok(Forward { logits, attention })
     }
 }
