@@ -24,7 +24,7 @@ pub enum ExplainFormat {
 /// Arguments of `attend explain`.
 #[derive(clap::Args, Debug)]
 pub struct ExplainArgs {
-    /// Model: a name (`attend models`) or a BERT-family folder.
+    /// Model: a name (`attend models`), a BERT-family folder, or a folder from `attend train`.
     #[arg(long, default_value = "minilm")]
     model: String,
     /// Layer to show: a number from 0, or `all` [default: the last layer].
@@ -39,7 +39,8 @@ pub struct ExplainArgs {
     /// How many attended tokens to list per query.
     #[arg(long, default_value_t = 5)]
     top: usize,
-    /// With --token: for every layer × head, the weight the token gives A and B, ranked.
+    /// With --token: for every layer × head, the weight the token gives A and B, ranked
+    /// (for a causal model, without --token: the last position, which predicts the next token).
     #[arg(long, num_args = 2, value_names = ["A", "B"])]
     compare: Option<Vec<String>>,
     /// Output format [default: from the extension of -o (.json, .svg, .png), else text].
@@ -161,23 +162,51 @@ pub fn run(args: &ExplainArgs) -> Result<()> {
             "--format png writes an image: give -o FILE.png or redirect standard output"
         ));
     }
-    if args.compare.is_some() && args.token.is_none() {
-        return Err(crate::usage!(
-            "--compare A B needs --token T: the token whose attention is compared"
-        ));
-    }
     let text = if args.text == "-" {
         crate::input::texts(&[])?.join("\n")
     } else {
         args.text.clone()
     };
-    let enc = crate::input::encoder(&args.model)?;
-    let (trace, tok) = enc.trace(&text)?;
-    if tok.truncated {
-        eprintln!(
-            "warning: the text is longer than {} tokens; it was truncated",
-            enc.max_len
-        );
+    // a causal model attend trained (toy-winograd, or a folder from `attend train`), else a
+    // BERT-family encoder
+    let (trace, prediction) = match crate::input::toy_model(&args.model)? {
+        Some(m) => {
+            let tokens = m
+                .config
+                .vocab
+                .encode(&text)
+                .map_err(|e| crate::usage!("{e}"))?;
+            if tokens.is_empty() || tokens.len() > m.config.ctx {
+                return Err(crate::usage!(
+                    "the text has {} tokens; this model reads 1 to {}",
+                    tokens.len(),
+                    m.config.ctx
+                ));
+            }
+            let (trace, logits) = m.trace(&tokens)?;
+            let top = top_predictions(&logits, 3)
+                .into_iter()
+                .map(|(id, p)| (m.config.vocab.token_text(id), p))
+                .collect::<Vec<_>>();
+            (trace, Some(top))
+        }
+        None => {
+            let enc = crate::input::encoder(&args.model)?;
+            let (trace, tok) = enc.trace(&text)?;
+            if tok.truncated {
+                eprintln!(
+                    "warning: the text is longer than {} tokens; it was truncated",
+                    enc.max_len
+                );
+            }
+            (trace, None)
+        }
+    };
+    let causal = prediction.is_some();
+    if args.compare.is_some() && args.token.is_none() && !causal {
+        return Err(crate::usage!(
+            "--compare A B needs --token T: the token whose attention is compared"
+        ));
     }
     let layers = pick_layers(&args.layer, trace.layers)?;
     let heads = pick_heads(&args.head, trace.heads)?;
@@ -186,6 +215,12 @@ pub fn run(args: &ExplainArgs) -> Result<()> {
         .as_deref()
         .map(|t| find_token(&trace, t, "--token"))
         .transpose()?;
+    // in a causal model, --compare without --token asks about the last position: the one
+    // that predicts what comes next (after "it =", the referent)
+    let query = match query {
+        None if causal && args.compare.is_some() => Some(trace.len() - 1),
+        q => q,
+    };
     let versus = match (&args.compare, query) {
         (Some(ab), Some(q)) => {
             let a = find_token(&trace, &ab[0], "--compare")?;
@@ -222,6 +257,12 @@ pub fn run(args: &ExplainArgs) -> Result<()> {
                 .collect();
             let mut v = json!({"model": args.model, "layers": trace.layers, "heads": trace.heads,
                                "tokens": trace.tokens, "attention": att});
+            if let Some(top) = &prediction {
+                v["next"] = json!(top
+                    .iter()
+                    .map(|(t, p)| json!({"text": t, "p": p}))
+                    .collect::<Vec<_>>());
+            }
             if let Some((q, a, b, rows)) = &versus {
                 v["compare"] = json!({"token": q, "a": a, "b": b, "rows": rows.iter().map(|r| json!({
                     "layer": r.layer, "head": r.head, "a": r.a, "b": r.b})).collect::<Vec<_>>()});
@@ -262,6 +303,10 @@ pub fn run(args: &ExplainArgs) -> Result<()> {
                 .map(|(i, t)| format!("{i}:{}", t.text))
                 .collect();
             writeln!(out, "tokens: {}", toks.join(" "))?;
+            if let Some(top) = &prediction {
+                let list: Vec<String> = top.iter().map(|(t, p)| format!("{t} {p:.3}")).collect();
+                writeln!(out, "next token (causal model): {}", list.join(" · "))?;
+            }
             if let Some((q, a, b, rows)) = &versus {
                 compare_table(out, &trace, *q, *a, *b, rows)?;
             } else {
@@ -302,6 +347,18 @@ pub fn run(args: &ExplainArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The `k` most likely next tokens and their probabilities.
+fn top_predictions(logits: &[f32], k: usize) -> Vec<(u32, f32)> {
+    let max = logits.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+    let sum: f32 = logits.iter().map(|v| (v - max).exp()).sum();
+    let mut idx: Vec<usize> = (0..logits.len()).collect();
+    idx.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]));
+    idx.into_iter()
+        .take(k)
+        .map(|i| (i as u32, (logits[i] - max).exp() / sum))
+        .collect()
 }
 
 fn compare_table(

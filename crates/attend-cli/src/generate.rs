@@ -22,7 +22,8 @@ pub enum GenFormat {
 /// Arguments of `attend generate`.
 #[derive(clap::Args, Debug)]
 pub struct GenerateArgs {
-    /// Model: a name (`attend models`), a `.gguf` file, or a folder holding one.
+    /// Model: a name (`attend models`), a `.gguf` file, a folder holding one, or a folder
+    /// from `attend train`.
     #[arg(long, default_value = "smollm2")]
     model: String,
     /// Most tokens to generate (it stops earlier at an end token).
@@ -79,6 +80,29 @@ pub fn load(model: &str) -> Result<(LlamaModel, GgufTokenizer)> {
     Ok((m, tok))
 }
 
+/// A causal model: from GGUF, or one attend trained (one per run, so its size is no concern).
+#[allow(clippy::large_enum_variant)]
+enum Lm {
+    Llama(Box<(LlamaModel, GgufTokenizer)>),
+    Toy(attend_models::toy::ToyModel),
+}
+
+impl Lm {
+    fn dims(&self) -> (usize, usize) {
+        match self {
+            Lm::Llama(b) => (b.0.config.n_layers, b.0.config.n_heads),
+            Lm::Toy(m) => (m.config.layers, m.config.heads),
+        }
+    }
+
+    fn token_bytes(&self, id: u32) -> Vec<u8> {
+        match self {
+            Lm::Llama(b) => b.1.token_bytes(id).to_vec(),
+            Lm::Toy(m) => m.config.vocab.token_bytes(id),
+        }
+    }
+}
+
 /// One attended position.
 struct Attended {
     pos: usize,
@@ -133,8 +157,14 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
         seed: args.seed,
     };
     let mut sampler = Sampler::new(sampler_cfg).map_err(|e| crate::usage!("{e}"))?;
-    let (model, tok) = load(&args.model)?;
-    let (layers, heads) = (model.config.n_layers, model.config.n_heads);
+    let lm = match crate::input::toy_model(&args.model)? {
+        Some(m) => Lm::Toy(m),
+        None => {
+            let (m, t) = load(&args.model)?;
+            Lm::Llama(Box::new((m, t)))
+        }
+    };
+    let (layers, heads) = lm.dims();
     if let Some(l) = args.layer.filter(|&l| l >= layers) {
         return Err(crate::usage!(
             "--layer {l} is out of range: the model has layers 0..={}",
@@ -147,23 +177,39 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
             heads - 1
         ));
     }
-    let text = if args.chat {
-        apply_chat_template(&tok, &prompt)?
-    } else {
-        prompt
+    let text = match (&lm, args.chat) {
+        (Lm::Llama(b), true) => apply_chat_template(&b.1, &prompt)?,
+        (Lm::Toy(_), true) => {
+            return Err(crate::usage!(
+                "--chat: `{}` has no chat template (it is a model attend trained)",
+                args.model
+            ))
+        }
+        _ => prompt,
     };
-    let prompt_tokens = tok.encode(&text)?;
+    let prompt_tokens = match &lm {
+        Lm::Llama(b) => b.1.encode(&text)?,
+        Lm::Toy(m) => m
+            .config
+            .vocab
+            .encode(&text)
+            .map_err(|e| crate::usage!("{e}"))?,
+    };
     let prompt_ids: Vec<u32> = prompt_tokens.iter().map(|t| t.id).collect();
     if prompt_ids.is_empty() {
         return Err(crate::usage!("the prompt is empty"));
     }
-    let ctx = model.config.context_length;
-    if prompt_ids.len() + args.max_tokens > ctx {
-        return Err(crate::usage!(
-            "the prompt's {} tokens plus --max-tokens {} exceed the model's context of {ctx} tokens",
-            prompt_ids.len(),
-            args.max_tokens
-        ));
+    // a toy model slides its window over longer texts; a Llama model has a hard limit
+    if let Lm::Llama(b) = &lm {
+        let model = &b.0;
+        let ctx = model.config.context_length;
+        if prompt_ids.len() + args.max_tokens > ctx {
+            return Err(crate::usage!(
+                "the prompt's {} tokens plus --max-tokens {} exceed the model's context of {ctx} tokens",
+                prompt_ids.len(),
+                args.max_tokens
+            ));
+        }
     }
     let mut texts: Vec<String> = prompt_tokens.iter().map(|t| t.text.clone()).collect();
     let mut out = std::io::stdout().lock();
@@ -171,54 +217,70 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
     let mut records = Vec::new();
     let mut io_err: Option<std::io::Error> = None;
     let json_mode = args.format == GenFormat::Json;
-    let stats = generate(
-        &model,
-        &tok,
-        &prompt_ids,
-        args.max_tokens,
-        &mut sampler,
-        args.explain,
-        &mut |g| {
-            let bytes = tok.token_bytes(g.id);
-            let piece = String::from_utf8_lossy(bytes).into_owned();
-            let att = if args.explain {
-                attended(g, layers, heads, args)
-            } else {
-                Vec::new()
-            };
-            let r = if json_mode {
-                records.push(json!({
-                    "id": g.id, "text": piece, "logprob": g.logprob,
-                    "attended": att.iter().map(|a| json!({
-                        "pos": a.pos, "text": texts[a.pos], "weight": a.weight})).collect::<Vec<_>>(),
-                }));
-                Ok(())
-            } else if args.explain {
-                let list: Vec<String> = att
-                    .iter()
-                    .map(|a| format!("{:?}@{} {:.3}", texts[a.pos], a.pos, a.weight))
-                    .collect();
-                writeln!(
-                    out,
-                    "{:>5}  {:<14} ← {}",
-                    texts.len(),
-                    format!("{piece:?}"),
-                    list.join(" · ")
-                )
-            } else {
-                let s = stream.push(bytes);
-                out.write_all(s.as_bytes()).and_then(|_| out.flush())
-            };
-            texts.push(piece);
-            match r {
-                Ok(()) => true,
-                Err(e) => {
-                    io_err = Some(e);
-                    false
-                }
+    let mut on_token = |g: &GenToken| {
+        let bytes = lm.token_bytes(g.id);
+        let bytes = &bytes[..];
+        let piece = match &lm {
+            // a word model's end token adds no text; show it by name
+            Lm::Toy(m) if bytes.is_empty() => m.config.vocab.token_text(g.id),
+            _ => String::from_utf8_lossy(bytes).into_owned(),
+        };
+        let att = if args.explain {
+            attended(g, layers, heads, args)
+        } else {
+            Vec::new()
+        };
+        let r = if json_mode {
+            records.push(json!({
+                "id": g.id, "text": piece, "logprob": g.logprob,
+                "attended": att.iter().map(|a| json!({
+                    "pos": a.pos, "text": texts[a.pos], "weight": a.weight})).collect::<Vec<_>>(),
+            }));
+            Ok(())
+        } else if args.explain {
+            let list: Vec<String> = att
+                .iter()
+                .map(|a| format!("{:?}@{} {:.3}", texts[a.pos], a.pos, a.weight))
+                .collect();
+            writeln!(
+                out,
+                "{:>5}  {:<14} ← {}",
+                texts.len(),
+                format!("{piece:?}"),
+                list.join(" · ")
+            )
+        } else {
+            let s = stream.push(bytes);
+            out.write_all(s.as_bytes()).and_then(|_| out.flush())
+        };
+        texts.push(piece);
+        match r {
+            Ok(()) => true,
+            Err(e) => {
+                io_err = Some(e);
+                false
             }
-        },
-    )?;
+        }
+    };
+    let stats = match &lm {
+        Lm::Llama(b) => generate(
+            &b.0,
+            &b.1,
+            &prompt_ids,
+            args.max_tokens,
+            &mut sampler,
+            args.explain,
+            &mut on_token,
+        )?,
+        Lm::Toy(m) => attend_models::toy::generate(
+            m,
+            &prompt_ids,
+            args.max_tokens,
+            &mut sampler,
+            args.explain,
+            &mut on_token,
+        )?,
+    };
     if let Some(e) = io_err {
         return Err(e.into());
     }

@@ -8,6 +8,7 @@ mod generate;
 mod input;
 mod models_cmd;
 mod render;
+mod train;
 mod usage;
 
 use std::io::Write;
@@ -42,6 +43,13 @@ enum Command {
     /// for each new token, the earlier tokens its prediction attended to.
     /// Example: attend generate --explain --skip-first "The capital of France is"
     Generate(generate::GenerateArgs),
+    /// Train a small transformer from scratch on attend's kernel: the built-in Winograd task,
+    /// or a text file byte by byte.
+    ///
+    /// Example: attend train winograd -o my-winograd, then
+    /// attend explain --model my-winograd --compare dog street "The dog didn't cross the
+    /// street because it was tired. it ="
+    Train(train::TrainArgs),
     /// List the models attend knows by name.
     Models {
         /// Output format.
@@ -95,6 +103,7 @@ fn main() -> ExitCode {
         Command::Explain(args) => explain::run(&args),
         Command::Embed(args) => embed::run(&args),
         Command::Generate(args) => generate::run(&args),
+        Command::Train(args) => train::run(&args, threads),
         Command::Models { format } => models_cmd::list(format),
         Command::Fetch { name } => models_cmd::fetch(&name),
     });

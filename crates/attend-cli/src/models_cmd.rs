@@ -35,6 +35,32 @@ pub fn list(format: Format) -> Result<()> {
             ),
         }
     }
+    for name in attend_models::toy::embedded::NAMES {
+        let Some(Ok(ck)) = attend_models::toy::embedded::get(name) else {
+            continue;
+        };
+        let c = &ck.model.config;
+        let description = format!(
+            "trained by attend itself (attend train winograd): {} layers × {} heads, dim {}, \
+             {} words; {} parameters",
+            c.layers,
+            c.heads,
+            c.dim,
+            c.vocab.len(),
+            ck.model.params.len()
+        );
+        let kb = ck.model.params.len() * 4 / 1024;
+        match format {
+            Format::Json => println!(
+                "{}",
+                json!({"name": name, "family": "toy", "description": description,
+                       "size_kb": kb, "source": "embedded", "cached": true})
+            ),
+            Format::Text => println!(
+                "{name:<8} toy   {kb:>4} KB  embedded in the binary\n         {description}"
+            ),
+        }
+    }
     Ok(())
 }
 

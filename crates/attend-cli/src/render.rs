@@ -129,6 +129,157 @@ pub fn heatmaps_svg(title: &str, tokens: &[TokenInfo], panels: &[(String, Vec<f3
 /// labels render on machines with no fonts installed.
 const FONT: &[u8] = include_bytes!("../assets/DejaVuSans-subset.ttf");
 
+/// "Nice" tick values covering `[lo, hi]` (about five).
+fn ticks(lo: f32, hi: f32) -> Vec<f32> {
+    let span = (hi - lo).max(1e-6);
+    let raw = span / 5.0;
+    let mag = 10f32.powf(raw.log10().floor());
+    let step = [1.0, 2.0, 5.0, 10.0]
+        .iter()
+        .map(|m| m * mag)
+        .find(|s| *s >= raw)
+        .unwrap_or(10.0 * mag);
+    let mut v = (lo / step).ceil() * step;
+    let mut out = Vec::new();
+    while v <= hi + step * 1e-3 {
+        out.push(v);
+        v += step;
+    }
+    out
+}
+
+/// A training-loss chart: each step's loss (faint), its moving average, and held-out points,
+/// over steps; with `accuracy`, held-out accuracy (0–100%) on a right-hand axis.
+pub fn loss_curve_svg(
+    title: &str,
+    losses: &[f32],
+    held: &[(usize, f32)],
+    accuracy: &[(usize, f32)],
+) -> String {
+    let (w, h) = (760.0f32, 420.0f32);
+    let (l, r, t, b) = (
+        64.0f32,
+        if accuracy.is_empty() { 24.0 } else { 64.0 },
+        44.0f32,
+        52.0f32,
+    );
+    let (pw, ph) = (w - l - r, h - t - b);
+    let steps = losses
+        .len()
+        .max(held.iter().map(|p| p.0).max().unwrap_or(0))
+        .max(1) as f32;
+    let finite = losses
+        .iter()
+        .chain(held.iter().map(|p| &p.1))
+        .copied()
+        .filter(|v| v.is_finite());
+    let (mut lo, mut hi) = finite.fold((f32::MAX, f32::MIN), |(a, b), v| (a.min(v), b.max(v)));
+    if lo > hi {
+        (lo, hi) = (0.0, 1.0);
+    }
+    lo = lo.min(0.0);
+    let y_of = |v: f32| t + ph - (v - lo) / (hi - lo).max(1e-6) * ph;
+    let x_of = |s: f32| l + s / steps * pw;
+    let mut s = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" \
+         font-family=\"DejaVu Sans, Arial, sans-serif\" font-size=\"12\">\n\
+         <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
+         <text x=\"{l}\" y=\"24\" font-size=\"15\" font-weight=\"bold\">{}</text>\n",
+        esc(title)
+    );
+    for v in ticks(lo, hi) {
+        let y = y_of(v);
+        s += &format!(
+            "<line x1=\"{l}\" y1=\"{y:.1}\" x2=\"{:.1}\" y2=\"{y:.1}\" stroke=\"#e4e4e4\"/>\n\
+             <text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{v:.2}</text>\n",
+            l + pw,
+            l - 6.0,
+            y + 4.0
+        );
+    }
+    for v in ticks(0.0, steps) {
+        let x = x_of(v);
+        s += &format!(
+            "<line x1=\"{x:.1}\" y1=\"{:.1}\" x2=\"{x:.1}\" y2=\"{:.1}\" stroke=\"#999\"/>\n\
+             <text x=\"{x:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{v:.0}</text>\n",
+            t + ph,
+            t + ph + 5.0,
+            t + ph + 18.0
+        );
+    }
+    s += &format!(
+        "<rect x=\"{l}\" y=\"{t}\" width=\"{pw}\" height=\"{ph}\" fill=\"none\" stroke=\"#999\"/>\n\
+         <text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">step</text>\n\
+         <text transform=\"translate(16 {:.1}) rotate(-90)\" text-anchor=\"middle\">loss (nats per token)</text>\n",
+        l + pw / 2.0,
+        h - 12.0,
+        t + ph / 2.0
+    );
+    let path = |pts: &mut dyn Iterator<Item = (f32, f32)>| {
+        let mut d = String::new();
+        for (i, (x, y)) in pts.enumerate() {
+            d += &format!("{}{:.1},{:.1} ", if i == 0 { "M" } else { "L" }, x, y);
+        }
+        d
+    };
+    let raw = path(
+        &mut losses
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| v.is_finite())
+            .map(|(i, &v)| (x_of(i as f32 + 1.0), y_of(v))),
+    );
+    s += &format!("<path d=\"{raw}\" fill=\"none\" stroke=\"#9ecae1\" stroke-width=\"0.8\"/>\n");
+    let win = (losses.len() / 50).max(1);
+    let smooth = path(&mut (0..losses.len()).map(|i| {
+        let a = i.saturating_sub(win - 1);
+        let m = losses[a..=i].iter().sum::<f32>() / (i + 1 - a) as f32;
+        (x_of(i as f32 + 1.0), y_of(m))
+    }));
+    s += &format!("<path d=\"{smooth}\" fill=\"none\" stroke=\"#08306b\" stroke-width=\"2\"/>\n");
+    for &(st, v) in held.iter().filter(|p| p.1.is_finite()) {
+        s += &format!(
+            "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"3.5\" fill=\"#e6550d\"/>\n",
+            x_of(st as f32),
+            y_of(v)
+        );
+    }
+    let mut legend = vec![
+        ("#08306b", format!("training loss (mean of {win} steps)")),
+        ("#e6550d", "held-out loss".to_string()),
+    ];
+    if !accuracy.is_empty() {
+        let ya = |a: f32| t + ph - a * ph;
+        for k in 0..=4 {
+            let a = k as f32 / 4.0;
+            s += &format!(
+                "<text x=\"{:.1}\" y=\"{:.1}\" fill=\"#31a354\">{:.0}%</text>\n",
+                l + pw + 6.0,
+                ya(a) + 4.0,
+                a * 100.0
+            );
+        }
+        let acc = path(&mut accuracy.iter().map(|&(st, a)| (x_of(st as f32), ya(a))));
+        s += &format!(
+            "<path d=\"{acc}\" fill=\"none\" stroke=\"#31a354\" stroke-width=\"2\" stroke-dasharray=\"5 3\"/>\n"
+        );
+        legend.push(("#31a354", "held-out accuracy (right axis)".to_string()));
+    }
+    for (i, (c, text)) in legend.iter().enumerate() {
+        let y = t + 16.0 + i as f32 * 16.0;
+        s += &format!(
+            "<rect x=\"{:.1}\" y=\"{:.1}\" width=\"14\" height=\"4\" fill=\"{c}\"/>\n\
+             <text x=\"{:.1}\" y=\"{:.1}\">{}</text>\n",
+            l + pw - 250.0,
+            y - 4.0,
+            l + pw - 230.0,
+            y + 1.0,
+            esc(text)
+        );
+    }
+    s + "</svg>\n"
+}
+
 /// Rasterises an SVG made by [`heatmaps_svg`] to PNG bytes: the embedded font first, the system's
 /// fonts as fallbacks for other scripts (CJK, emoji) where present.
 pub fn svg_to_png(svg: &str) -> Result<Vec<u8>> {

@@ -10,7 +10,9 @@
 //! - [`gguf`], [`quant`]: GGUF files and ggml's quantised block formats, with quantised
 //!   matrix–vector products (AVX2 where present);
 //! - [`llama`], [`gguf_tokenizer`], [`generate`]: Llama-family causal LMs from GGUF (SmolLM2),
-//!   their tokenizer and chat template, sampling and generation through `attend`'s KV cache.
+//!   their tokenizer and chat template, sampling and generation through `attend`'s KV cache;
+//! - [`toy`]: small transformers attend trains itself (backward through every layer, AdamW,
+//!   checkpoints), and the built-in Winograd task.
 //!
 //! The crate never prints and never parses command lines; attention is never reimplemented
 //! here — it is `attend::fused`.
@@ -28,6 +30,7 @@ pub mod quant;
 pub mod registry;
 mod simd_q;
 mod sys;
+pub mod toy;
 pub mod trace;
 pub mod weights;
 

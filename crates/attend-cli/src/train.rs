@@ -1,0 +1,388 @@
+//! `attend train`: small transformers trained from scratch on attend's kernel, by next-token
+//! prediction — the built-in Winograd task, or any text file byte by byte.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use attend_models::toy::optim::OptimConfig;
+use attend_models::toy::train::{evaluate_winograd, fnv_hex, TaskSpec, WinogradEval};
+use attend_models::toy::{winograd, Checkpoint, ToyConfig, TrainConfig, Trainer, Vocab};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::json;
+
+use crate::render;
+
+/// Arguments of `attend train`.
+#[derive(clap::Args, Debug)]
+pub struct TrainArgs {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Task {
+    /// The built-in Winograd task: "The dog didn't cross the street because it was tired.
+    /// it = dog". Reports held-out referent accuracy and the most decisive head.
+    Winograd {
+        #[command(flatten)]
+        common: Common,
+    },
+    /// A byte-level model of a text file (its last tenth held out); sample from it with
+    /// `attend generate --model DIR`.
+    Text {
+        /// The text file.
+        file: PathBuf,
+        /// Context length in bytes.
+        #[arg(long, default_value_t = 128)]
+        ctx: usize,
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+struct Common {
+    /// Training steps [default: 1000 for winograd, 2000 for text].
+    #[arg(long)]
+    steps: Option<usize>,
+    /// Seed of the initial weights and of every batch.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Transformer blocks [default: 2 for winograd, 4 for text].
+    #[arg(long)]
+    layers: Option<usize>,
+    /// Attention heads per block [default: 4].
+    #[arg(long)]
+    heads: Option<usize>,
+    /// Width of the model [default: 64 for winograd, 128 for text].
+    #[arg(long)]
+    dim: Option<usize>,
+    /// Sequences per step [default: 64 for winograd, 32 for text].
+    #[arg(long)]
+    batch: Option<usize>,
+    /// Peak learning rate (after warm-up; cosine decay to a tenth of it).
+    #[arg(long)]
+    lr: Option<f32>,
+    /// Held-out evaluation every N steps (0: only at the end).
+    #[arg(long, default_value_t = 100)]
+    eval_every: usize,
+    /// Checkpoint folder [default: attend-winograd or attend-text].
+    #[arg(short = 'o', long = "output")]
+    output: Option<PathBuf>,
+    /// Continue the run saved in this folder (to --steps in all); saves to -o or back to it.
+    #[arg(long, value_name = "DIR")]
+    resume: Option<PathBuf>,
+    /// Replace a checkpoint already in the output folder.
+    #[arg(long)]
+    force: bool,
+}
+
+/// Default settings of the Winograd run (`attend train winograd` with no options), which made
+/// the shipped `toy-winograd`.
+pub fn winograd_defaults(steps: usize, seed: u64, batch: usize, lr: f32) -> TrainConfig {
+    TrainConfig {
+        task: TaskSpec::Winograd,
+        seed,
+        batch,
+        optim: OptimConfig {
+            lr,
+            min_lr: lr / 10.0,
+            warmup: (steps / 10).clamp(1, 100),
+            steps,
+            beta1: 0.9,
+            beta2: 0.99,
+            eps: 1e-8,
+            weight_decay: 0.1,
+            clip: 1.0,
+        },
+    }
+}
+
+fn usage_err(e: attend_models::Error) -> anyhow::Error {
+    crate::usage!("{e}")
+}
+
+fn read_text(file: &Path) -> Result<Vec<u8>> {
+    std::fs::read(file).with_context(|| format!("reading {}", file.display()))
+}
+
+/// Runs `attend train`.
+pub fn run(args: &TrainArgs, threads: usize) -> Result<()> {
+    let (common, is_text) = match &args.task {
+        Task::Winograd { common } => (common, false),
+        Task::Text { common, .. } => (common, true),
+    };
+    let out_dir = common
+        .output
+        .clone()
+        .or_else(|| common.resume.clone())
+        .unwrap_or_else(|| {
+            PathBuf::from(if is_text {
+                "attend-text"
+            } else {
+                "attend-winograd"
+            })
+        });
+    let resuming_here = common.resume.as_deref() == Some(out_dir.as_path());
+    if out_dir.join("config.json").exists() && !resuming_here && !common.force {
+        return Err(crate::usage!(
+            "{} already holds a checkpoint: continue it with --resume {0}, or replace it with --force",
+            out_dir.display()
+        ));
+    }
+    let mut trainer = match (&common.resume, &args.task) {
+        (Some(dir), task) => {
+            if common.layers.is_some()
+                || common.heads.is_some()
+                || common.dim.is_some()
+                || common.batch.is_some()
+                || common.lr.is_some()
+            {
+                return Err(crate::usage!(
+                    "--resume continues a run with its own shape and settings: only --steps, \
+                     --eval-every and -o may be given with it"
+                ));
+            }
+            let ck = Checkpoint::load(dir)
+                .with_context(|| format!("loading the checkpoint in {}", dir.display()))?;
+            let text = match (task, &ck.training) {
+                (Task::Text { file, .. }, Some(st))
+                    if matches!(st.config.task, TaskSpec::Text { .. }) =>
+                {
+                    Some(read_text(file)?)
+                }
+                (Task::Winograd { .. }, Some(st)) if st.config.task == TaskSpec::Winograd => None,
+                (_, Some(_)) => {
+                    return Err(crate::usage!(
+                        "{} was trained on another task",
+                        dir.display()
+                    ))
+                }
+                (_, None) => None,
+            };
+            Trainer::resume(ck, common.steps, text).map_err(usage_err)?
+        }
+        (None, Task::Winograd { .. }) => {
+            let dim = common.dim.unwrap_or(64);
+            let cfg =
+                winograd::model_config(dim, common.layers.unwrap_or(2), common.heads.unwrap_or(4));
+            let steps = common.steps.unwrap_or(1000);
+            let tc = winograd_defaults(
+                steps,
+                common.seed,
+                common.batch.unwrap_or(64),
+                common.lr.unwrap_or(3e-3),
+            );
+            Trainer::new(cfg, tc, None).map_err(usage_err)?
+        }
+        (None, Task::Text { file, ctx, .. }) => {
+            let text = read_text(file)?;
+            let dim = common.dim.unwrap_or(128);
+            let cfg = ToyConfig {
+                dim,
+                layers: common.layers.unwrap_or(4),
+                heads: common.heads.unwrap_or(4),
+                mlp: 4 * dim,
+                ctx: *ctx,
+                vocab: Vocab::Bytes,
+            };
+            let steps = common.steps.unwrap_or(2000);
+            let mut tc = winograd_defaults(
+                steps,
+                common.seed,
+                common.batch.unwrap_or(32),
+                common.lr.unwrap_or(1e-3),
+            );
+            tc.task = TaskSpec::Text {
+                file: file.display().to_string(),
+                bytes: text.len(),
+                hash: fnv_hex(&text),
+            };
+            Trainer::new(cfg, tc, Some(text)).map_err(usage_err)?
+        }
+    };
+    if common.steps == Some(0) {
+        return Err(crate::usage!("--steps must be at least 1"));
+    }
+    let winograd_task = trainer.state.config.task == TaskSpec::Winograd;
+    let c = trainer.model.config.clone();
+    let total = trainer.state.config.optim.steps;
+    eprintln!(
+        "training {} parameters: {} layers × {} heads, dim {}, mlp {}, context {}, vocabulary {} \
+         · batch {} · steps {}..{total} · seed {} · {threads} threads",
+        trainer.model.params.len(),
+        c.layers,
+        c.heads,
+        c.dim,
+        c.mlp,
+        c.ctx,
+        c.vocab.len(),
+        trainer.state.config.batch,
+        trainer.state.step,
+        trainer.state.config.seed
+    );
+    let mut notes = common
+        .resume
+        .as_ref()
+        .and_then(|d| Checkpoint::load(d).ok())
+        .map_or(json!({}), |ck| ck.notes);
+    if trainer.state.step == 0 {
+        let p = trainer.evaluate()?;
+        if winograd_task {
+            let ev = evaluate_winograd(&trainer.model, 400)?;
+            eprintln!("untrained: {}", describe(&ev));
+            notes["untrained"] = serde_json::to_value(&ev)?;
+        } else {
+            eprintln!("untrained: held-out loss {:.3}", p.loss);
+        }
+    }
+    let bar = if std::io::stderr().is_terminal() {
+        let b = ProgressBar::new(total as u64);
+        b.set_style(
+            ProgressStyle::with_template(
+                "{bar:32} {pos}/{len} steps · {msg} · {elapsed} (eta {eta})",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        b.set_position(trainer.state.step as u64);
+        Some(b)
+    } else {
+        None
+    };
+    let start = Instant::now();
+    let first_step = trainer.state.step;
+    let mut tokens = 0usize;
+    let mut recent = Vec::new();
+    while !trainer.done() {
+        let r = trainer.step()?;
+        tokens += r.tokens;
+        recent.push(r.loss);
+        let rate = tokens as f64 / start.elapsed().as_secs_f64().max(1e-9);
+        let at_eval = common.eval_every > 0 && r.step % common.eval_every == 0;
+        if let Some(b) = &bar {
+            let k = recent.len().min(20);
+            let mean = recent[recent.len() - k..].iter().sum::<f32>() / k as f32;
+            b.set_message(format!(
+                "loss {mean:.3} · {rate:.0} tokens/s · lr {:.1e}",
+                r.lr
+            ));
+            b.set_position(r.step as u64);
+        }
+        if at_eval && r.step < total {
+            let p = trainer.evaluate()?;
+            let line = format!(
+                "step {:>5}: training loss {:.3}, held-out loss {:.3}{} · {rate:.0} tokens/s",
+                r.step,
+                r.loss,
+                p.loss,
+                p.accuracy
+                    .map_or(String::new(), |a| format!(", accuracy {:.1}%", a * 100.0))
+            );
+            match &bar {
+                Some(b) => b.println(line),
+                None => eprintln!("{line}"),
+            }
+        }
+    }
+    if let Some(b) = &bar {
+        b.finish_and_clear();
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let steps_run = trainer.state.step - first_step;
+    let final_point = trainer.evaluate()?;
+    eprintln!(
+        "{steps_run} steps in {secs:.1} s: {:.0} tokens/s; final training loss {:.3}, held-out loss {:.3}",
+        tokens as f64 / secs.max(1e-9),
+        trainer.state.losses.last().copied().unwrap_or(f32::NAN),
+        final_point.loss
+    );
+    let t = trainer.times;
+    let all = (t.forward + t.attn_backward + t.other_backward + t.optimizer).max(1e-9);
+    eprintln!(
+        "time: forward {:.0}%, attention backward {:.0}%, other backward {:.0}%, optimiser {:.0}%",
+        100.0 * t.forward / all,
+        100.0 * t.attn_backward / all,
+        100.0 * t.other_backward / all,
+        100.0 * t.optimizer / all
+    );
+    if winograd_task {
+        let ev = evaluate_winograd(&trainer.model, 400)?;
+        println!("{}", describe(&ev));
+        notes["held_out"] = serde_json::to_value(&ev)?;
+    } else {
+        println!(
+            "held-out loss {:.3} nats/byte ({:.3} bits/byte)",
+            final_point.loss,
+            final_point.loss / std::f32::consts::LN_2
+        );
+    }
+    notes["made_with"] = json!(format!(
+        "attend train {} --seed {} --steps {} ({} threads)",
+        if winograd_task {
+            "winograd"
+        } else {
+            "text FILE"
+        },
+        trainer.state.config.seed,
+        total,
+        threads
+    ));
+    trainer
+        .checkpoint(notes)
+        .save(&out_dir)
+        .with_context(|| format!("saving the checkpoint to {}", out_dir.display()))?;
+    let held: Vec<(usize, f32)> = trainer
+        .state
+        .evals
+        .iter()
+        .map(|p| (p.step, p.loss))
+        .collect();
+    let acc: Vec<(usize, f32)> = trainer
+        .state
+        .evals
+        .iter()
+        .filter_map(|p| p.accuracy.map(|a| (p.step, a)))
+        .collect();
+    let title = format!(
+        "{} · {} layers × {} heads, dim {} · seed {}",
+        if winograd_task {
+            "Winograd task".to_string()
+        } else {
+            "text".to_string()
+        },
+        c.layers,
+        c.heads,
+        c.dim,
+        trainer.state.config.seed
+    );
+    let svg = render::loss_curve_svg(&title, &trainer.state.losses, &held, &acc);
+    let png = render::svg_to_png(&svg)?;
+    std::fs::write(out_dir.join("loss.svg"), &svg).context("writing loss.svg")?;
+    std::fs::write(out_dir.join("loss.png"), &png).context("writing loss.png")?;
+    eprintln!(
+        "saved {} (config.json, model.safetensors, optimizer.safetensors, loss.png, loss.svg)",
+        out_dir.display()
+    );
+    Ok(())
+}
+
+fn describe(ev: &WinogradEval) -> String {
+    format!(
+        "held-out referent accuracy {:.1}% (the referent over the other noun: {:.1}%; chance 50%) \
+         on {} texts\n  most decisive head of each text (explain --compare): weight on the referent \
+         {:.3}, on the other noun {:.3}; it favours the referent in {:.1}% of texts\n  best single \
+         head: layer {} head {}, weight on the referent {:.3}, on the other noun {:.3}",
+        ev.accuracy * 100.0,
+        ev.two_way * 100.0,
+        ev.examples,
+        ev.decisive_correct,
+        ev.decisive_other,
+        ev.decisive_agrees * 100.0,
+        ev.head.0,
+        ev.head.1,
+        ev.head_correct,
+        ev.head_other
+    )
+}

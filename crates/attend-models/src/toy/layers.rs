@@ -1,0 +1,324 @@
+//! The layers of a trainable transformer as explicit forward/backward pairs on row-major
+//! `[rows × features]` activations. Backward functions add weight gradients into their
+//! buffers (so one step's gradients start from zero) and return or add the input gradient as
+//! each says. Attention is not here: it is `attend::fused` forward and `attend::backward`.
+//!
+//! Every pair is checked against central finite differences in the tests below.
+
+use crate::sys::sgemm_strided;
+
+/// `y[n × out] = x[n × in] · wᵀ (+ b)`, `w` being `[out × in]`.
+pub fn linear_fwd(x: &[f32], w: &[f32], b: Option<&[f32]>, y: &mut [f32], n: usize, din: usize) {
+    let dout = w.len() / din;
+    sgemm_strided((n, dout, din), x, (din, 1), w, (1, din), y, false);
+    if let Some(b) = b {
+        for row in y[..n * dout].chunks_exact_mut(dout) {
+            row.iter_mut().zip(b).for_each(|(v, b)| *v += b);
+        }
+    }
+}
+
+/// Backward of [`linear_fwd`]: `dw += dyᵀ·x`, `db += Σ_rows dy`, and `dx = dy·w` when asked
+/// (`dx_add`: added to `dx` instead of written).
+#[allow(clippy::too_many_arguments)]
+pub fn linear_bwd(
+    x: &[f32],
+    w: &[f32],
+    dy: &[f32],
+    dw: &mut [f32],
+    db: Option<&mut [f32]>,
+    dx: Option<(&mut [f32], bool)>,
+    n: usize,
+    din: usize,
+) {
+    let dout = w.len() / din;
+    sgemm_strided((dout, din, n), dy, (1, dout), x, (din, 1), dw, true);
+    if let Some(db) = db {
+        for row in dy[..n * dout].chunks_exact(dout) {
+            db.iter_mut().zip(row).for_each(|(g, d)| *g += d);
+        }
+    }
+    if let Some((dx, add)) = dx {
+        sgemm_strided((n, din, dout), dy, (dout, 1), w, (din, 1), dx, add);
+    }
+}
+
+/// Layer norm over each row of `x` (`dim` features): `y = (x - μ)/σ · g + b`, σ² = var + eps.
+/// Keeps `xhat = (x - μ)/σ` and `1/σ` per row for the backward.
+pub fn layer_norm_fwd(
+    x: &[f32],
+    g: &[f32],
+    b: &[f32],
+    y: &mut [f32],
+    xhat: &mut [f32],
+    rstd: &mut [f32],
+    dim: usize,
+) {
+    const EPS: f32 = 1e-5;
+    let rows = x.chunks_exact(dim).zip(y.chunks_exact_mut(dim));
+    for (((xr, yr), hr), rs) in rows.zip(xhat.chunks_exact_mut(dim)).zip(rstd.iter_mut()) {
+        let mean = xr.iter().sum::<f32>() / dim as f32;
+        let var = xr.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / dim as f32;
+        let r = 1.0 / (var + EPS).sqrt();
+        *rs = r;
+        for i in 0..dim {
+            hr[i] = (xr[i] - mean) * r;
+            yr[i] = hr[i] * g[i] + b[i];
+        }
+    }
+}
+
+/// Backward of [`layer_norm_fwd`]: `dg += Σ dy·xhat`, `db += Σ dy`, and
+/// `dx += (dxhat - mean(dxhat) - xhat·mean(dxhat·xhat)) / σ` with `dxhat = dy·g`.
+#[allow(clippy::too_many_arguments)]
+pub fn layer_norm_bwd(
+    dy: &[f32],
+    xhat: &[f32],
+    rstd: &[f32],
+    g: &[f32],
+    dg: &mut [f32],
+    db: &mut [f32],
+    dx: &mut [f32],
+    dim: usize,
+) {
+    let mut dxhat = vec![0.0f32; dim];
+    let rows = dy.chunks_exact(dim).zip(xhat.chunks_exact(dim));
+    for (((dyr, hr), &r), dxr) in rows.zip(rstd).zip(dx.chunks_exact_mut(dim)) {
+        let (mut m1, mut m2) = (0.0f32, 0.0f32);
+        for i in 0..dim {
+            dg[i] += dyr[i] * hr[i];
+            db[i] += dyr[i];
+            dxhat[i] = dyr[i] * g[i];
+            m1 += dxhat[i];
+            m2 += dxhat[i] * hr[i];
+        }
+        m1 /= dim as f32;
+        m2 /= dim as f32;
+        for i in 0..dim {
+            dxr[i] += (dxhat[i] - m1 - hr[i] * m2) * r;
+        }
+    }
+}
+
+const GELU_C: f32 = 0.797_884_6; // √(2/π)
+const GELU_A: f32 = 0.044_715;
+
+/// `tanh` through the branch-free [`crate::ops::exp_neg`] (`tanh|z| = (1 - e)/(1 + e)`,
+/// `e = exp(-2|z|)`): within 1e-6 of libm's, and loops over it vectorise (libm's `tanhf` was a
+/// third of a training step).
+#[inline(always)]
+fn tanh(z: f32) -> f32 {
+    let e = crate::ops::exp_neg(-2.0 * z.abs());
+    ((1.0 - e) / (1.0 + e)).copysign(z)
+}
+
+/// GELU, tanh form (GPT-2's): `½x(1 + tanh(√(2/π)(x + 0.044715x³)))`.
+pub fn gelu_fwd(u: &[f32], g: &mut [f32]) {
+    for (gv, &x) in g.iter_mut().zip(u) {
+        *gv = 0.5 * x * (1.0 + tanh(GELU_C * (x + GELU_A * x * x * x)));
+    }
+}
+
+/// Backward of [`gelu_fwd`]: `du = dg · gelu'(u)`.
+pub fn gelu_bwd(u: &[f32], dg: &[f32], du: &mut [f32]) {
+    for ((d, &x), &dgv) in du.iter_mut().zip(u).zip(dg) {
+        let t = tanh(GELU_C * (x + GELU_A * x * x * x));
+        let dt = (1.0 - t * t) * GELU_C * (1.0 + 3.0 * GELU_A * x * x);
+        *d = dgv * (0.5 * (1.0 + t) + 0.5 * x * dt);
+    }
+}
+
+/// Target of a position that is not scored (padding).
+pub const IGNORE: u32 = u32::MAX;
+
+/// Mean cross-entropy of `softmax(logits)` against `targets` over the scored rows, and its
+/// gradient `dlogits = (softmax - onehot) / scored` (0 on ignored rows). Returns
+/// `(loss, scored rows)`.
+pub fn cross_entropy(
+    logits: &[f32],
+    targets: &[u32],
+    vocab: usize,
+    dlogits: Option<&mut [f32]>,
+) -> (f32, usize) {
+    let scored = targets.iter().filter(|&&t| t != IGNORE).count();
+    let mut total = 0.0f64;
+    let mut dl = dlogits;
+    for (r, (row, &t)) in logits.chunks_exact(vocab).zip(targets).enumerate() {
+        let dr = dl.as_deref_mut().map(|d| &mut d[r * vocab..][..vocab]);
+        if t == IGNORE {
+            if let Some(dr) = dr {
+                dr.fill(0.0);
+            }
+            continue;
+        }
+        let max = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+        let sum: f32 = row.iter().map(|v| (v - max).exp()).sum();
+        let lse = max + sum.ln();
+        total += (lse - row[t as usize]) as f64;
+        if let Some(dr) = dr {
+            let inv = 1.0 / scored as f32;
+            for (d, v) in dr.iter_mut().zip(row) {
+                *d = (v - lse).exp() * inv;
+            }
+            dr[t as usize] -= inv;
+        }
+    }
+    ((total / scored.max(1) as f64) as f32, scored)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Deterministic values in [-1, 1).
+    fn vals(n: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+            })
+            .collect()
+    }
+
+    /// `L = Σ f(x)·r` for fixed random `r`; compares `analytic` (∂L/∂x) with central
+    /// differences of `f` at every coordinate of `x`.
+    fn check(x: &[f32], analytic: &[f32], f: &dyn Fn(&[f32]) -> Vec<f32>, r: &[f32], what: &str) {
+        let loss =
+            |x: &[f32]| -> f64 { f(x).iter().zip(r).map(|(a, b)| *a as f64 * *b as f64).sum() };
+        let eps = 1e-2f32;
+        let mut worst = 0.0f64;
+        for i in 0..x.len() {
+            let mut xp = x.to_vec();
+            xp[i] += eps;
+            let mut xm = x.to_vec();
+            xm[i] -= eps;
+            let num = (loss(&xp) - loss(&xm)) / (2.0 * eps as f64);
+            let err = (num - analytic[i] as f64).abs() / (1.0 + num.abs());
+            worst = worst.max(err);
+            assert!(
+                err < 3e-3,
+                "{what}[{i}]: analytic {} vs finite differences {num}",
+                analytic[i]
+            );
+        }
+        assert!(worst.is_finite());
+    }
+
+    #[test]
+    fn linear_backward_matches_finite_differences() {
+        let (n, din, dout) = (5, 7, 3);
+        let x = vals(n * din, 1);
+        let w = vals(dout * din, 2);
+        let b = vals(dout, 3);
+        let r = vals(n * dout, 4);
+        let (mut dw, mut db, mut dx) = (vec![0.0; w.len()], vec![0.0; dout], vec![9.0; x.len()]);
+        linear_bwd(
+            &x,
+            &w,
+            &r,
+            &mut dw,
+            Some(&mut db),
+            Some((&mut dx, false)),
+            n,
+            din,
+        );
+        let fwd = |x: &[f32], w: &[f32], b: &[f32]| {
+            let mut y = vec![0.0; n * dout];
+            linear_fwd(x, w, Some(b), &mut y, n, din);
+            y
+        };
+        check(&x, &dx, &|x| fwd(x, &w, &b), &r, "dx");
+        check(&w, &dw, &|w| fwd(&x, w, &b), &r, "dw");
+        check(&b, &db, &|b| fwd(&x, &w, b), &r, "db");
+        // gradients add up over calls; dx can be added to
+        let mut dx2 = dx.clone();
+        linear_bwd(&x, &w, &r, &mut dw, None, Some((&mut dx2, true)), n, din);
+        let mut dw1 = vec![0.0; w.len()];
+        linear_bwd(&x, &w, &r, &mut dw1, None, None, n, din);
+        for ((a, b), c) in dw.iter().zip(&dw1).zip(dx2.iter().zip(&dx)) {
+            assert!((a - 2.0 * b).abs() < 1e-5 && (c.0 - 2.0 * c.1).abs() < 1e-5);
+        }
+    }
+
+    #[test]
+    fn layer_norm_backward_matches_finite_differences() {
+        let (n, dim) = (4, 6);
+        let x: Vec<f32> = vals(n * dim, 5).iter().map(|v| 3.0 * v + 0.5).collect();
+        let g: Vec<f32> = vals(dim, 6).iter().map(|v| 1.0 + v).collect();
+        let b = vals(dim, 7);
+        let r = vals(n * dim, 8);
+        let fwd = |x: &[f32], g: &[f32], b: &[f32]| {
+            let (mut y, mut h, mut rs) = (vec![0.0; n * dim], vec![0.0; n * dim], vec![0.0; n]);
+            layer_norm_fwd(x, g, b, &mut y, &mut h, &mut rs, dim);
+            (y, h, rs)
+        };
+        let (_, h, rs) = fwd(&x, &g, &b);
+        let (mut dg, mut db, mut dx) = (vec![0.0; dim], vec![0.0; dim], vec![0.0; n * dim]);
+        layer_norm_bwd(&r, &h, &rs, &g, &mut dg, &mut db, &mut dx, dim);
+        check(&x, &dx, &|x| fwd(x, &g, &b).0, &r, "dx");
+        check(&g, &dg, &|g| fwd(&x, g, &b).0, &r, "dg");
+        check(&b, &db, &|b| fwd(&x, &g, b).0, &r, "db");
+    }
+
+    #[test]
+    fn gelu_backward_matches_finite_differences() {
+        let u: Vec<f32> = vals(40, 9).iter().map(|v| 4.0 * v).collect();
+        let r = vals(40, 10);
+        let mut du = vec![0.0; 40];
+        gelu_bwd(&u, &r, &mut du);
+        let f = |u: &[f32]| {
+            let mut g = vec![0.0; u.len()];
+            gelu_fwd(u, &mut g);
+            g
+        };
+        check(&u, &du, &f, &r, "du");
+        // the tanh form, at a few known points (PyTorch's gelu(approximate="tanh"))
+        let g = f(&[-3.0, -1.0, 0.0, 0.5, 2.0]);
+        let want = [-0.003_637_4, -0.158_808, 0.0, 0.345_714, 1.954_598];
+        for (a, b) in g.iter().zip(want) {
+            assert!((a - b).abs() < 1e-5, "{a} vs {b}");
+        }
+    }
+
+    #[test]
+    fn fast_tanh_matches_libm() {
+        let mut worst = 0.0f32;
+        for i in -4000..=4000 {
+            let z = i as f32 / 400.0;
+            worst = worst.max((tanh(z) - z.tanh()).abs());
+        }
+        assert!(worst < 1e-6, "{worst}");
+        assert_eq!(tanh(0.0), 0.0);
+        assert_eq!(tanh(-100.0), -1.0);
+    }
+
+    #[test]
+    fn cross_entropy_and_its_gradient() {
+        let (n, v) = (4, 5);
+        let logits: Vec<f32> = vals(n * v, 11).iter().map(|x| 3.0 * x).collect();
+        let targets = [2, IGNORE, 0, 4];
+        let mut dl = vec![7.0; n * v];
+        let (loss, scored) = cross_entropy(&logits, &targets, v, Some(&mut dl));
+        assert_eq!(scored, 3);
+        // by hand, in f64
+        let mut want = 0.0f64;
+        for (r, &t) in targets.iter().enumerate() {
+            if t == IGNORE {
+                continue;
+            }
+            let row = &logits[r * v..][..v];
+            let s: f64 = row.iter().map(|&x| (x as f64).exp()).sum();
+            want += s.ln() - row[t as usize] as f64;
+        }
+        assert!((loss as f64 - want / 3.0).abs() < 1e-5);
+        assert!(
+            dl[v..2 * v].iter().all(|&d| d == 0.0),
+            "ignored row has no gradient"
+        );
+        let f = |l: &[f32]| vec![cross_entropy(l, &targets, v, None).0];
+        check(&logits, &dl, &f, &[1.0], "dlogits");
+    }
+}

@@ -1,0 +1,656 @@
+//! The trainable decoder: token + learned position embeddings, `layers` pre-norm blocks
+//! (`x += Wo·attn(LN(x))`, `x += W2·gelu(W1·LN(x) + b1) + b2`), a final layer norm and an
+//! untied output projection. Attention runs on `attend`'s fused kernel (causal, `[b, s, h, d]`)
+//! and its backward is `attend::backward`; everything else is in [`super::layers`].
+//!
+//! Parameters live in one flat vector (so the optimiser, clipping and checkpoints see one
+//! array), described by [`TensorSpec`]s in a fixed order.
+
+use std::ops::Range;
+use std::time::Instant;
+
+use attend::{AttnParams, Layout, Mask, Shape};
+use serde::{Deserialize, Serialize};
+
+use super::layers::{
+    cross_entropy, gelu_bwd, gelu_fwd, layer_norm_bwd, layer_norm_fwd, linear_bwd, linear_fwd,
+};
+use super::vocab::Vocab;
+use super::Rng;
+use crate::trace::Trace;
+use crate::{Error, Result};
+
+/// The shape of a toy model.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ToyConfig {
+    /// Width of the residual stream.
+    pub dim: usize,
+    /// Transformer blocks.
+    pub layers: usize,
+    /// Attention heads per block (`dim` must divide by it).
+    pub heads: usize,
+    /// Hidden width of each block's MLP.
+    pub mlp: usize,
+    /// Longest sequence (learned positions).
+    pub ctx: usize,
+    /// The tokenizer.
+    pub vocab: Vocab,
+}
+
+impl ToyConfig {
+    /// Checks the shape is one this code can build.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |w: String| Err(Error::Invalid(w));
+        if !(1..=16).contains(&self.layers) {
+            return bad(format!("layers {} must be 1..=16", self.layers));
+        }
+        if self.heads == 0 || self.dim == 0 || self.dim % self.heads != 0 {
+            return bad(format!(
+                "dim {} must be a positive multiple of heads {}",
+                self.dim, self.heads
+            ));
+        }
+        if self.dim > 4096 || self.mlp == 0 || self.mlp > 16384 {
+            return bad(format!(
+                "dim {} (at most 4096) and mlp {} (1..=16384) are out of range",
+                self.dim, self.mlp
+            ));
+        }
+        if !(2..=8192).contains(&self.ctx) {
+            return bad(format!("ctx {} must be 2..=8192", self.ctx));
+        }
+        if self.vocab.is_empty() {
+            return bad("the vocabulary is empty".into());
+        }
+        Ok(())
+    }
+
+    /// Width of one head.
+    pub fn head_dim(&self) -> usize {
+        self.dim / self.heads
+    }
+}
+
+/// One named tensor inside the flat parameter vector.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TensorSpec {
+    /// Its name in checkpoints (`layers.0.attn.wqkv`).
+    pub name: String,
+    /// Its shape.
+    pub shape: Vec<usize>,
+    /// Where it starts in the flat vector.
+    pub offset: usize,
+    /// Whether AdamW decays it (matrices and embeddings; not norms or biases).
+    pub decay: bool,
+}
+
+impl TensorSpec {
+    /// Its range in the flat vector.
+    pub fn range(&self) -> Range<usize> {
+        self.offset..self.offset + self.shape.iter().product::<usize>()
+    }
+}
+
+#[derive(Clone, Debug)]
+struct LayerSlots {
+    ln1_g: Range<usize>,
+    ln1_b: Range<usize>,
+    wqkv: Range<usize>,
+    wo: Range<usize>,
+    ln2_g: Range<usize>,
+    ln2_b: Range<usize>,
+    w1: Range<usize>,
+    b1: Range<usize>,
+    w2: Range<usize>,
+    b2: Range<usize>,
+}
+
+#[derive(Clone, Debug)]
+struct Slots {
+    tok: Range<usize>,
+    pos: Range<usize>,
+    layers: Vec<LayerSlots>,
+    lnf_g: Range<usize>,
+    lnf_b: Range<usize>,
+    head: Range<usize>,
+}
+
+fn layout(c: &ToyConfig) -> (Vec<TensorSpec>, Slots, usize) {
+    let mut specs = Vec::new();
+    let mut at = 0usize;
+    let mut add = |name: String, shape: &[usize], decay: bool| {
+        let n: usize = shape.iter().product();
+        specs.push(TensorSpec {
+            name,
+            shape: shape.to_vec(),
+            offset: at,
+            decay,
+        });
+        at += n;
+        at - n..at
+    };
+    let (d, v, m) = (c.dim, c.vocab.len(), c.mlp);
+    let tok = add("tok_emb".into(), &[v, d], true);
+    let pos = add("pos_emb".into(), &[c.ctx, d], true);
+    let layers = (0..c.layers)
+        .map(|l| {
+            let p = |s: &str| format!("layers.{l}.{s}");
+            LayerSlots {
+                ln1_g: add(p("ln1.weight"), &[d], false),
+                ln1_b: add(p("ln1.bias"), &[d], false),
+                wqkv: add(p("attn.wqkv"), &[3 * d, d], true),
+                wo: add(p("attn.wo"), &[d, d], true),
+                ln2_g: add(p("ln2.weight"), &[d], false),
+                ln2_b: add(p("ln2.bias"), &[d], false),
+                w1: add(p("mlp.w1"), &[m, d], true),
+                b1: add(p("mlp.b1"), &[m], false),
+                w2: add(p("mlp.w2"), &[d, m], true),
+                b2: add(p("mlp.b2"), &[d], false),
+            }
+        })
+        .collect();
+    let lnf_g = add("ln_f.weight".into(), &[d], false);
+    let lnf_b = add("ln_f.bias".into(), &[d], false);
+    let head = add("head.weight".into(), &[v, d], true);
+    let slots = Slots {
+        tok,
+        pos,
+        layers,
+        lnf_g,
+        lnf_b,
+        head,
+    };
+    (specs, slots, at)
+}
+
+/// Two disjoint mutable sub-slices (`a` before `b`).
+fn pair<'a>(
+    v: &'a mut [f32],
+    a: &Range<usize>,
+    b: &Range<usize>,
+) -> (&'a mut [f32], &'a mut [f32]) {
+    debug_assert!(a.end <= b.start);
+    let (lo, hi) = v.split_at_mut(b.start);
+    (&mut lo[a.clone()], &mut hi[..b.len()])
+}
+
+/// A small causal transformer and its parameters.
+#[derive(Clone, Debug)]
+pub struct ToyModel {
+    /// Its shape and tokenizer.
+    pub config: ToyConfig,
+    /// Every parameter, laid out as [`ToyModel::specs`] says.
+    pub params: Vec<f32>,
+    specs: Vec<TensorSpec>,
+    slots: Slots,
+}
+
+/// What one layer's forward keeps for the backward.
+#[derive(Default)]
+struct LayerActs {
+    h1: Vec<f32>,
+    xhat1: Vec<f32>,
+    rstd1: Vec<f32>,
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+    o: Vec<f32>,
+    lse: Vec<f32>,
+    h2: Vec<f32>,
+    xhat2: Vec<f32>,
+    rstd2: Vec<f32>,
+    u: Vec<f32>,
+    g: Vec<f32>,
+}
+
+/// A forward pass over `b` sequences of `t` tokens, with what the backward needs.
+pub struct Activations {
+    b: usize,
+    t: usize,
+    tokens: Vec<u32>,
+    layers: Vec<LayerActs>,
+    hf: Vec<f32>,
+    xhatf: Vec<f32>,
+    rstdf: Vec<f32>,
+    /// Logits, `[b·t × vocab]`.
+    pub logits: Vec<f32>,
+}
+
+/// Seconds spent in each part of a training step.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct StepTimes {
+    /// The forward pass (embeddings to loss).
+    pub forward: f64,
+    /// `attend::backward`, all layers.
+    pub attn_backward: f64,
+    /// Every other backward (linear layers, norms, GELU, embeddings, loss).
+    pub other_backward: f64,
+    /// Clipping and the AdamW update.
+    pub optimizer: f64,
+}
+
+impl ToyModel {
+    /// A fresh model: weights ~ N(0, 0.02) (residual projections scaled by 1/√(2·layers), as
+    /// GPT-2), norms at 1, biases at 0; the same for the same `seed`.
+    pub fn new(config: ToyConfig, seed: u64) -> Result<ToyModel> {
+        config.validate()?;
+        let (specs, slots, n) = layout(&config);
+        let mut params = vec![0.0f32; n];
+        let mut rng = Rng::new(seed);
+        let resid = 0.02 / (2.0 * config.layers as f32).sqrt();
+        for s in &specs {
+            let r = s.range();
+            let std = if s.name.ends_with("attn.wo") || s.name.ends_with("mlp.w2") {
+                resid
+            } else {
+                0.02
+            };
+            if s.name.ends_with(".weight") && s.shape.len() == 1 {
+                params[r].fill(1.0);
+            } else if s.shape.len() == 2 {
+                params[r].iter_mut().for_each(|p| *p = rng.normal() * std);
+            }
+        }
+        Ok(ToyModel {
+            config,
+            params,
+            specs,
+            slots,
+        })
+    }
+
+    /// A model from a configuration and its parameters, which must have the layout's length.
+    pub fn from_params(config: ToyConfig, params: Vec<f32>) -> Result<ToyModel> {
+        config.validate()?;
+        let (specs, slots, n) = layout(&config);
+        if params.len() != n {
+            return Err(Error::Invalid(format!(
+                "{} parameters given, the configuration needs {n}",
+                params.len()
+            )));
+        }
+        Ok(ToyModel {
+            config,
+            params,
+            specs,
+            slots,
+        })
+    }
+
+    /// The named tensors, in order.
+    pub fn specs(&self) -> &[TensorSpec] {
+        &self.specs
+    }
+
+    fn attn_params(&self, b: usize, t: usize) -> AttnParams<'static> {
+        let c = &self.config;
+        AttnParams::new(Shape::new(b, c.heads, t, t, c.head_dim()))
+            .layout(Layout::Bshd)
+            .mask(Mask::causal())
+    }
+
+    /// Forward over `b` sequences of `t` tokens each (`tokens` is `[b × t]`; a shorter
+    /// sequence may be padded at its end with any token: causal attention keeps padding out of
+    /// the earlier positions).
+    pub fn forward(&self, tokens: &[u32], b: usize, t: usize) -> Result<Activations> {
+        let c = &self.config;
+        let (d, m, vocab) = (c.dim, c.mlp, c.vocab.len());
+        let n = b * t;
+        if tokens.len() != n || n == 0 {
+            return Err(Error::Invalid(format!(
+                "{} tokens given for {b} sequences of {t}",
+                tokens.len()
+            )));
+        }
+        if t > c.ctx {
+            return Err(Error::Invalid(format!(
+                "{t} tokens exceed the model's context of {}",
+                c.ctx
+            )));
+        }
+        if let Some(&bad) = tokens.iter().find(|&&id| id as usize >= vocab) {
+            return Err(Error::Invalid(format!(
+                "token id {bad} is outside the vocabulary of {vocab}"
+            )));
+        }
+        let p = &self.params;
+        let s = &self.slots;
+        let mut x = vec![0.0f32; n * d];
+        for (i, (row, &id)) in x.chunks_exact_mut(d).zip(tokens).enumerate() {
+            let te = &p[s.tok.start + id as usize * d..][..d];
+            let pe = &p[s.pos.start + (i % t) * d..][..d];
+            for ((xv, a), b) in row.iter_mut().zip(te).zip(pe) {
+                *xv = a + b;
+            }
+        }
+        let ap = self.attn_params(b, t);
+        let mut tmp = vec![0.0f32; n * d];
+        let mut qkv = vec![0.0f32; n * 3 * d];
+        let mut layers = Vec::with_capacity(c.layers);
+        for ls in &s.layers {
+            let mut a = LayerActs {
+                h1: vec![0.0; n * d],
+                xhat1: vec![0.0; n * d],
+                rstd1: vec![0.0; n],
+                h2: vec![0.0; n * d],
+                xhat2: vec![0.0; n * d],
+                rstd2: vec![0.0; n],
+                u: vec![0.0; n * m],
+                g: vec![0.0; n * m],
+                ..Default::default()
+            };
+            layer_norm_fwd(
+                &x,
+                &p[ls.ln1_g.clone()],
+                &p[ls.ln1_b.clone()],
+                &mut a.h1,
+                &mut a.xhat1,
+                &mut a.rstd1,
+                d,
+            );
+            linear_fwd(&a.h1, &p[ls.wqkv.clone()], None, &mut qkv, n, d);
+            a.q = Vec::with_capacity(n * d);
+            a.k = Vec::with_capacity(n * d);
+            a.v = Vec::with_capacity(n * d);
+            for row in qkv.chunks_exact(3 * d) {
+                a.q.extend_from_slice(&row[..d]);
+                a.k.extend_from_slice(&row[d..2 * d]);
+                a.v.extend_from_slice(&row[2 * d..]);
+            }
+            let out = attend::fused::forward(&ap, &a.q, &a.k, &a.v)?;
+            a.o = out.out;
+            a.lse = out.lse;
+            linear_fwd(&a.o, &p[ls.wo.clone()], None, &mut tmp, n, d);
+            x.iter_mut().zip(&tmp).for_each(|(x, t)| *x += t);
+            layer_norm_fwd(
+                &x,
+                &p[ls.ln2_g.clone()],
+                &p[ls.ln2_b.clone()],
+                &mut a.h2,
+                &mut a.xhat2,
+                &mut a.rstd2,
+                d,
+            );
+            linear_fwd(
+                &a.h2,
+                &p[ls.w1.clone()],
+                Some(&p[ls.b1.clone()]),
+                &mut a.u,
+                n,
+                d,
+            );
+            gelu_fwd(&a.u, &mut a.g);
+            linear_fwd(
+                &a.g,
+                &p[ls.w2.clone()],
+                Some(&p[ls.b2.clone()]),
+                &mut tmp,
+                n,
+                m,
+            );
+            x.iter_mut().zip(&tmp).for_each(|(x, t)| *x += t);
+            layers.push(a);
+        }
+        let mut hf = vec![0.0f32; n * d];
+        let mut xhatf = vec![0.0f32; n * d];
+        let mut rstdf = vec![0.0f32; n];
+        layer_norm_fwd(
+            &x,
+            &p[s.lnf_g.clone()],
+            &p[s.lnf_b.clone()],
+            &mut hf,
+            &mut xhatf,
+            &mut rstdf,
+            d,
+        );
+        let mut logits = vec![0.0f32; n * vocab];
+        linear_fwd(&hf, &p[s.head.clone()], None, &mut logits, n, d);
+        Ok(Activations {
+            b,
+            t,
+            tokens: tokens.to_vec(),
+            layers,
+            hf,
+            xhatf,
+            rstdf,
+            logits,
+        })
+    }
+
+    /// The mean cross-entropy of `targets` (`[b × t]`, [`super::layers::IGNORE`] where not
+    /// scored) under `acts`, and its gradient with respect to every parameter, added into
+    /// `grads` (which has the parameters' length). Returns the loss.
+    pub fn backward(
+        &self,
+        acts: &Activations,
+        targets: &[u32],
+        grads: &mut [f32],
+        times: &mut StepTimes,
+    ) -> Result<f32> {
+        let c = &self.config;
+        let (d, m, vocab) = (c.dim, c.mlp, c.vocab.len());
+        let (b, t) = (acts.b, acts.t);
+        let n = b * t;
+        if targets.len() != n || grads.len() != self.params.len() {
+            return Err(Error::Invalid(format!(
+                "backward: {} targets for {n} positions, {} gradients for {} parameters",
+                targets.len(),
+                grads.len(),
+                self.params.len()
+            )));
+        }
+        let t0 = Instant::now();
+        let p = &self.params;
+        let s = &self.slots;
+        let mut dlogits = vec![0.0f32; n * vocab];
+        let (loss, _) = cross_entropy(&acts.logits, targets, vocab, Some(&mut dlogits));
+        let mut dh = vec![0.0f32; n * d];
+        linear_bwd(
+            &acts.hf,
+            &p[s.head.clone()],
+            &dlogits,
+            &mut grads[s.head.clone()],
+            None,
+            Some((&mut dh, false)),
+            n,
+            d,
+        );
+        let mut dx = vec![0.0f32; n * d];
+        {
+            let (dg, db) = pair(grads, &s.lnf_g, &s.lnf_b);
+            let g = &p[s.lnf_g.clone()];
+            layer_norm_bwd(&dh, &acts.xhatf, &acts.rstdf, g, dg, db, &mut dx, d);
+        }
+        let ap = self.attn_params(b, t);
+        let mut dg = vec![0.0f32; n * m];
+        let mut du = vec![0.0f32; n * m];
+        let mut dqkv = vec![0.0f32; n * 3 * d];
+        let mut attn_secs = 0.0;
+        for (ls, a) in s.layers.iter().zip(&acts.layers).rev() {
+            // x += W2·gelu(W1·LN2(x) + b1) + b2
+            {
+                let (dw2, db2) = pair(grads, &ls.w2, &ls.b2);
+                let w2 = &p[ls.w2.clone()];
+                linear_bwd(&a.g, w2, &dx, dw2, Some(db2), Some((&mut dg, false)), n, m);
+            }
+            gelu_bwd(&a.u, &dg, &mut du);
+            {
+                let (dw1, db1) = pair(grads, &ls.w1, &ls.b1);
+                let w1 = &p[ls.w1.clone()];
+                linear_bwd(&a.h2, w1, &du, dw1, Some(db1), Some((&mut dh, false)), n, d);
+            }
+            {
+                let (dg2, db2) = pair(grads, &ls.ln2_g, &ls.ln2_b);
+                let g2 = &p[ls.ln2_g.clone()];
+                layer_norm_bwd(&dh, &a.xhat2, &a.rstd2, g2, dg2, db2, &mut dx, d);
+            }
+            // x += Wo·attn(LN1(x))
+            let mut dout = vec![0.0f32; n * d];
+            linear_bwd(
+                &a.o,
+                &p[ls.wo.clone()],
+                &dx,
+                &mut grads[ls.wo.clone()],
+                None,
+                Some((&mut dout, false)),
+                n,
+                d,
+            );
+            let ta = Instant::now();
+            let g = attend::backward::backward(&ap, &a.q, &a.k, &a.v, &a.o, &a.lse, &dout)?;
+            attn_secs += ta.elapsed().as_secs_f64();
+            for (i, row) in dqkv.chunks_exact_mut(3 * d).enumerate() {
+                row[..d].copy_from_slice(&g.dq[i * d..][..d]);
+                row[d..2 * d].copy_from_slice(&g.dk[i * d..][..d]);
+                row[2 * d..].copy_from_slice(&g.dv[i * d..][..d]);
+            }
+            linear_bwd(
+                &a.h1,
+                &p[ls.wqkv.clone()],
+                &dqkv,
+                &mut grads[ls.wqkv.clone()],
+                None,
+                Some((&mut dh, false)),
+                n,
+                d,
+            );
+            let (dg1, db1) = pair(grads, &ls.ln1_g, &ls.ln1_b);
+            let g1 = &p[ls.ln1_g.clone()];
+            layer_norm_bwd(&dh, &a.xhat1, &a.rstd1, g1, dg1, db1, &mut dx, d);
+        }
+        // embeddings: x = tok[id] + pos[i]
+        for (i, (row, &id)) in dx.chunks_exact(d).zip(&acts.tokens).enumerate() {
+            let dt = &mut grads[s.tok.start + id as usize * d..][..d];
+            dt.iter_mut().zip(row).for_each(|(g, v)| *g += v);
+            let dp = &mut grads[s.pos.start + (i % t) * d..][..d];
+            dp.iter_mut().zip(row).for_each(|(g, v)| *g += v);
+        }
+        times.attn_backward += attn_secs;
+        times.other_backward += t0.elapsed().as_secs_f64() - attn_secs;
+        Ok(loss)
+    }
+
+    /// The logits of every position of one sequence, `[len × vocab]`.
+    pub fn logits(&self, tokens: &[u32]) -> Result<Vec<f32>> {
+        Ok(self.forward(tokens, 1, tokens.len())?.logits)
+    }
+
+    /// Attention probabilities of every layer and head over one sequence (with its tokens'
+    /// display text), and the logits of its last position.
+    pub fn trace(&self, tokens: &[crate::TokenInfo]) -> Result<(Trace, Vec<f32>)> {
+        let ids: Vec<u32> = tokens.iter().map(|t| t.id).collect();
+        let (attention, logits) = self.attention_of(&ids, 1, ids.len())?;
+        let vocab = self.config.vocab.len();
+        let last = logits[(ids.len() - 1) * vocab..].to_vec();
+        let trace = Trace {
+            tokens: tokens.to_vec(),
+            layers: self.config.layers,
+            heads: self.config.heads,
+            attention,
+        };
+        Ok((trace, last))
+    }
+
+    /// Probabilities `[layer][b][head][query][key]` and logits `[b·t × vocab]` of a batch.
+    pub fn attention_of(&self, ids: &[u32], b: usize, t: usize) -> Result<(Vec<f32>, Vec<f32>)> {
+        let acts = self.forward(ids, b, t)?;
+        let ap = self.attn_params(b, t);
+        let mut attention = Vec::with_capacity(self.config.layers * b * self.config.heads * t * t);
+        for a in &acts.layers {
+            attention.extend(attend::fused::probabilities_from_lse(
+                &ap, &a.q, &a.k, &a.lse, None,
+            )?);
+        }
+        Ok((attention, acts.logits))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::toy::layers::IGNORE;
+
+    fn tiny(layers: usize) -> ToyModel {
+        let config = ToyConfig {
+            dim: 8,
+            layers,
+            heads: 2,
+            mlp: 12,
+            ctx: 6,
+            vocab: Vocab::Words {
+                words: (0..7).map(|i| format!("w{i}")).collect(),
+            },
+        };
+        let mut m = ToyModel::new(config, 3).unwrap();
+        // larger weights than at initialisation, so every path carries gradient
+        let mut rng = Rng::new(11);
+        m.params.iter_mut().for_each(|p| *p += 0.3 * rng.normal());
+        m
+    }
+
+    /// Every parameter tensor of a two-layer model against central differences of the loss
+    /// (in f64 from f32 forwards), on a batch with padding.
+    #[test]
+    fn whole_model_gradient_matches_finite_differences() {
+        let m = tiny(2);
+        let (b, t) = (2, 5);
+        let tokens = [1, 4, 2, 6, 0, 3, 3, 5, 1, 1];
+        let targets = [4, 2, 6, 0, 5, 3, 5, 1, IGNORE, IGNORE];
+        let acts = m.forward(&tokens, b, t).unwrap();
+        let mut grads = vec![0.0f32; m.params.len()];
+        let mut times = StepTimes::default();
+        m.backward(&acts, &targets, &mut grads, &mut times).unwrap();
+        let loss_at = |params: &[f32]| {
+            let mm = ToyModel::from_params(m.config.clone(), params.to_vec()).unwrap();
+            let a = mm.forward(&tokens, b, t).unwrap();
+            cross_entropy(&a.logits, &targets, 7, None).0 as f64
+        };
+        let eps = 3e-3f32;
+        for spec in m.specs() {
+            let r = spec.range();
+            // up to 12 coordinates of each tensor, spread over it
+            let step = (r.len() / 12).max(1);
+            for i in r.clone().step_by(step) {
+                let mut pp = m.params.clone();
+                pp[i] += eps;
+                let mut pm = m.params.clone();
+                pm[i] -= eps;
+                let num = (loss_at(&pp) - loss_at(&pm)) / (2.0 * eps as f64);
+                let err = (num - grads[i] as f64).abs();
+                assert!(
+                    err < 2e-3 + 2e-2 * num.abs(),
+                    "{}[{}]: analytic {} vs finite differences {num}",
+                    spec.name,
+                    i - r.start,
+                    grads[i]
+                );
+            }
+        }
+        // position embeddings past the last used position get nothing
+        let pos = &m.specs()[1];
+        assert!(grads[pos.range()][t * 8..].iter().all(|&g| g == 0.0));
+    }
+
+    /// Padding after a sequence changes nothing before it (causal attention).
+    #[test]
+    fn padding_does_not_leak_backwards() {
+        let m = tiny(1);
+        let a = m.logits(&[1, 2, 3]).unwrap();
+        let b = m.forward(&[1, 2, 3, 6, 6], 1, 5).unwrap().logits;
+        for (x, y) in a.iter().zip(&b[..a.len()]) {
+            assert!((x - y).abs() < 1e-5);
+        }
+    }
+
+    #[test]
+    fn bad_requests_are_errors() {
+        let m = tiny(1);
+        assert!(m.logits(&[9]).is_err(), "id outside the vocabulary");
+        assert!(m.logits(&[1; 7]).is_err(), "longer than the context");
+        assert!(m.forward(&[1, 2, 3], 2, 2).is_err(), "wrong count");
+        let mut c = m.config.clone();
+        c.heads = 3;
+        assert!(ToyModel::new(c, 0).is_err(), "dim not a multiple of heads");
+        assert!(ToyModel::from_params(m.config.clone(), vec![0.0; 3]).is_err());
+    }
+}
