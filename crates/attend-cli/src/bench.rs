@@ -130,6 +130,8 @@ pub fn run(args: &BenchArgs, threads: usize) -> Result<()> {
         "smollm2-pp512",
         "smollm2-tg64",
         "smollm2-tg64-d2048",
+        "train-winograd",
+        "train-text",
     ];
     for c in &args.cases {
         if !baselines.contains(&c.as_str()) && !all.iter().any(|k| k.name == c) {
@@ -186,6 +188,11 @@ pub fn run(args: &BenchArgs, threads: usize) -> Result<()> {
             model_cases(args, threads, &mut out, &wanted)?;
         } else {
             eprintln!("attend bench: skipping minilm-embed and minilm-one (run `attend fetch minilm` to include them)");
+        }
+    }
+    for name in ["train-winograd", "train-text"] {
+        if wanted(name) {
+            train_case(name, args.quick, threads, &mut out)?;
         }
     }
     let lm = LM_CASES.iter().any(|n| asked(n));
@@ -307,6 +314,74 @@ fn lm_cases(
         return Err(e.into());
     }
     Ok(())
+}
+
+/// Training throughput: `train-winograd` is the default `attend train winograd` model
+/// (2 layers × 4 heads, dim 64: 114 k parameters; batch 64 of ~16 tokens), `train-text` the
+/// default `attend train text` model (4 layers × 4 heads, dim 128: 0.8 M parameters; batch 32
+/// of 128 bytes). One case run is one full step (forward, backward, AdamW); the record splits
+/// the time into forward, attention backward (`attend::backward`), the other backward passes
+/// and the optimiser.
+fn train_case(name: &str, quick: bool, threads: usize, out: &mut Out) -> Result<()> {
+    use attend_models::toy::train::{fnv_hex, TaskSpec};
+    use attend_models::toy::{winograd, ToyConfig, Trainer, Vocab};
+    let mut trainer = if name == "train-winograd" {
+        let cfg = winograd::model_config(64, 2, 4);
+        Trainer::new(cfg, winograd::train_config(100_000, 1, 64, 3e-3), None)?
+    } else {
+        let text: Vec<u8> = sentences(2000).join(" ").into_bytes();
+        let cfg = ToyConfig {
+            dim: 128,
+            layers: 4,
+            heads: 4,
+            mlp: 512,
+            ctx: 128,
+            vocab: Vocab::Bytes,
+        };
+        let mut tc = winograd::train_config(100_000, 1, 32, 1e-3);
+        tc.task = TaskSpec::Text {
+            file: "bench".into(),
+            bytes: text.len(),
+            hash: fnv_hex(&text),
+        };
+        Trainer::new(cfg, tc, Some(text))?
+    };
+    let mut err = None;
+    if !quick {
+        for _ in 0..3 {
+            trainer.step()?;
+        }
+    }
+    let before = trainer.times;
+    let steps_before = trainer.state.step;
+    let t = time(quick, 4.0, || {
+        if let Err(e) = trainer.step() {
+            err = Some(e);
+        }
+    });
+    if let Some(e) = err {
+        return Err(e.into());
+    }
+    let tokens = trainer.state.tokens_per_step;
+    let steps = (trainer.state.step - steps_before) as f64;
+    let a = trainer.times;
+    let parts = [
+        a.forward - before.forward,
+        a.attn_backward - before.attn_backward,
+        a.other_backward - before.other_backward,
+        a.optimizer - before.optimizer,
+    ];
+    let total: f64 = parts.iter().sum::<f64>().max(1e-12);
+    let pct = |x: f64| (x / total * 1000.0).round() / 10.0;
+    let params = trainer.model.params.len();
+    out.emit(
+        json!({"case": name, "impl": "attend-train", "threads": threads, "params": params,
+               "tokens_per_step": round(tokens), "steps": steps,
+               "tokens_per_s": round(tokens / t.median_ms * 1e3),
+               "forward_pct": pct(parts[0]), "attn_backward_pct": pct(parts[1]),
+               "other_backward_pct": pct(parts[2]), "optimizer_pct": pct(parts[3])}),
+        &t,
+    )
 }
 
 fn model_cases(

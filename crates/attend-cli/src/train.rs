@@ -6,9 +6,8 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use attend_models::toy::optim::OptimConfig;
 use attend_models::toy::train::{evaluate_winograd, fnv_hex, TaskSpec, WinogradEval};
-use attend_models::toy::{winograd, Checkpoint, ToyConfig, TrainConfig, Trainer, Vocab};
+use attend_models::toy::{winograd, Checkpoint, ToyConfig, Trainer, Vocab};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
@@ -77,27 +76,6 @@ struct Common {
     /// Replace a checkpoint already in the output folder.
     #[arg(long)]
     force: bool,
-}
-
-/// Default settings of the Winograd run (`attend train winograd` with no options), which made
-/// the shipped `toy-winograd`.
-pub fn winograd_defaults(steps: usize, seed: u64, batch: usize, lr: f32) -> TrainConfig {
-    TrainConfig {
-        task: TaskSpec::Winograd,
-        seed,
-        batch,
-        optim: OptimConfig {
-            lr,
-            min_lr: lr / 10.0,
-            warmup: (steps / 10).clamp(1, 100),
-            steps,
-            beta1: 0.9,
-            beta2: 0.99,
-            eps: 1e-8,
-            weight_decay: 0.1,
-            clip: 1.0,
-        },
-    }
 }
 
 fn usage_err(e: attend_models::Error) -> anyhow::Error {
@@ -169,7 +147,7 @@ pub fn run(args: &TrainArgs, threads: usize) -> Result<()> {
             let cfg =
                 winograd::model_config(dim, common.layers.unwrap_or(2), common.heads.unwrap_or(4));
             let steps = common.steps.unwrap_or(1000);
-            let tc = winograd_defaults(
+            let tc = winograd::train_config(
                 steps,
                 common.seed,
                 common.batch.unwrap_or(64),
@@ -189,7 +167,7 @@ pub fn run(args: &TrainArgs, threads: usize) -> Result<()> {
                 vocab: Vocab::Bytes,
             };
             let steps = common.steps.unwrap_or(2000);
-            let mut tc = winograd_defaults(
+            let mut tc = winograd::train_config(
                 steps,
                 common.seed,
                 common.batch.unwrap_or(32),

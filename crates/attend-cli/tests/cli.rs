@@ -281,3 +281,215 @@ fn generate_on_smollm2() {
         assert!(stderr(&o).contains(why), "{args:?}: {}", stderr(&o));
     }
 }
+
+/// The embedded toy-winograd, offline: generate predicts the referent and shows what the
+/// prediction attended to; explain --compare ranks the heads at the answer position.
+#[test]
+fn toy_winograd_explains_its_answer() {
+    let text = "The dog didn't cross the street because it was tired. it =";
+    let o = attend(
+        &["generate", "--model", "toy-winograd", "--explain", text],
+        None,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    let first = out.lines().next().unwrap_or("");
+    assert!(first.contains("\" dog\"") && first.contains('←'), "{out}");
+    assert!(out.contains("it = dog"), "{out}");
+    for (adj, want, other) in [("tired", "dog", "street"), ("wide", "street", "dog")] {
+        let t = text.replace("tired", adj);
+        let o = attend(
+            &[
+                "explain",
+                "--model",
+                "toy-winograd",
+                "--compare",
+                "dog",
+                "street",
+                &t,
+            ],
+            None,
+        );
+        assert!(o.status.success(), "{}", stderr(&o));
+        let out = String::from_utf8_lossy(&o.stdout).into_owned();
+        assert!(
+            out.contains(&format!("next token (causal model): {want} ")),
+            "{out}"
+        );
+        // the first row of the table (the most decisive head) favours the referent
+        let rank1 = out
+            .lines()
+            .find(|l| l.trim_start().starts_with("1 "))
+            .unwrap_or_else(|| panic!("no table in {out}"));
+        assert!(rank1.trim_end().ends_with(want), "{adj}: {rank1}");
+        assert!(!rank1.trim_end().ends_with(other));
+    }
+    let o = attend(
+        &[
+            "explain",
+            "--model",
+            "toy-winograd",
+            "--format",
+            "json",
+            text,
+        ],
+        None,
+    );
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["next"][0]["text"], "dog");
+    assert_eq!(v["layers"], 2);
+    // a word outside the vocabulary is a usage error naming it
+    let o = attend(&["generate", "--model", "toy-winograd", "The zebra"], None);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("`zebra`"), "{}", stderr(&o));
+    let o = attend(
+        &["generate", "--model", "toy-winograd", "--chat", "The dog"],
+        None,
+    );
+    assert_eq!(o.status.code(), Some(2));
+}
+
+/// `attend train` writes a checkpoint that generate, explain and --resume read; it refuses to
+/// overwrite one; bad options are usage errors.
+#[test]
+fn train_saves_resumes_and_is_read_back() {
+    let dir = std::env::temp_dir().join(format!("attend-cli-train-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let ck = dir.join("w");
+    let ck_s = ck.to_str().unwrap();
+    let o = attend(
+        &[
+            "train",
+            "winograd",
+            "--steps",
+            "30",
+            "--dim",
+            "32",
+            "--eval-every",
+            "10",
+            "-o",
+            ck_s,
+        ],
+        None,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("held-out referent accuracy"), "{out}");
+    assert!(stderr(&o).contains("untrained:"), "{}", stderr(&o));
+    for f in [
+        "config.json",
+        "model.safetensors",
+        "optimizer.safetensors",
+        "loss.svg",
+    ] {
+        assert!(ck.join(f).exists(), "{f}");
+    }
+    let png = std::fs::read(ck.join("loss.png")).unwrap();
+    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 5000);
+    let svg = std::fs::read_to_string(ck.join("loss.svg")).unwrap();
+    assert!(svg.contains("held-out accuracy") && svg.contains("<path"));
+    // not over an existing checkpoint, unless asked
+    let o = attend(&["train", "winograd", "--steps", "5", "-o", ck_s], None);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--resume"));
+    let o = attend(
+        &["train", "winograd", "--resume", ck_s, "--dim", "64"],
+        None,
+    );
+    assert_eq!(o.status.code(), Some(2));
+    let o = attend(
+        &["train", "winograd", "--resume", ck_s, "--steps", "40"],
+        None,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let cfg: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(ck.join("config.json")).unwrap()).unwrap();
+    assert_eq!(cfg["training"]["step"], 40);
+    assert_eq!(cfg["training"]["losses"].as_array().unwrap().len(), 40);
+    assert!(cfg["notes"]["untrained"]["accuracy"].is_number(), "{cfg}");
+    let text = "The cat didn't cross the road because it was wide. it =";
+    let o = attend(
+        &["generate", "--model", ck_s, "--max-tokens", "3", text],
+        None,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = attend(
+        &["explain", "--model", ck_s, "--compare", "cat", "road", text],
+        None,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    // a byte-level model of a text file; generate samples bytes from it
+    let file = dir.join("t.txt");
+    std::fs::write(&file, "the cat sat on the mat. ".repeat(30)).unwrap();
+    let tk = dir.join("t");
+    let o = attend(
+        &[
+            "train",
+            "text",
+            file.to_str().unwrap(),
+            "--steps",
+            "20",
+            "--dim",
+            "32",
+            "--layers",
+            "1",
+            "--ctx",
+            "32",
+            "-o",
+            tk.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("bits/byte"));
+    let o = attend(
+        &[
+            "generate",
+            "--model",
+            tk.to_str().unwrap(),
+            "--max-tokens",
+            "40",
+            "--temperature",
+            "0.8",
+            "--seed",
+            "3",
+            "the cat",
+        ],
+        None,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        o.stdout.len() >= 40,
+        "{:?}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    // a file too short to train on, and a missing file
+    std::fs::write(&file, "tiny").unwrap();
+    let o = attend(
+        &[
+            "train",
+            "text",
+            file.to_str().unwrap(),
+            "--force",
+            "-o",
+            tk.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let o = attend(
+        &[
+            "train",
+            "text",
+            "/nonexistent/file.txt",
+            "--force",
+            "-o",
+            tk.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -292,6 +292,28 @@ pub fn model_config(dim: usize, layers: usize, heads: usize) -> super::ToyConfig
     }
 }
 
+/// The settings of `attend train winograd` (its defaults: 1000 steps, batch 64, lr 3e-3;
+/// they made the shipped `toy-winograd`): AdamW β = (0.9, 0.99), weight decay 0.1, clipping at
+/// 1, warm-up over a tenth of the steps (at most 100), cosine decay to a tenth of `lr`.
+pub fn train_config(steps: usize, seed: u64, batch: usize, lr: f32) -> super::TrainConfig {
+    super::TrainConfig {
+        task: super::train::TaskSpec::Winograd,
+        seed,
+        batch,
+        optim: super::optim::OptimConfig {
+            lr,
+            min_lr: lr / 10.0,
+            warmup: (steps / 10).clamp(1, 100),
+            steps,
+            beta1: 0.9,
+            beta2: 0.99,
+            eps: 1e-8,
+            weight_decay: 0.1,
+            clip: 1.0,
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
