@@ -154,3 +154,26 @@ fn bad_checkpoints_are_errors() {
     assert!(Trainer::resume(ck, None, None).is_err());
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// The thread count does not change a step's result (fixed task sizes and summation orders).
+#[test]
+fn training_is_the_same_on_any_number_of_threads() {
+    let run = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            let cfg = winograd::model_config(32, 2, 4);
+            let mut t = Trainer::new(cfg, winograd::train_config(6, 5, 96, 3e-3), None).unwrap();
+            while !t.done() {
+                t.step().unwrap();
+            }
+            t.model.params
+        })
+    };
+    let one = run(1);
+    for threads in [2, 3, 5] {
+        assert!(run(threads) == one, "{threads} threads differ from 1");
+    }
+}

@@ -5,6 +5,8 @@
 //!
 //! Every pair is checked against central finite differences in the tests below.
 
+use rayon::prelude::*;
+
 use crate::sys::sgemm_strided;
 
 /// `y[n × out] = x[n × in] · wᵀ (+ b)`, `w` being `[out × in]`.
@@ -43,6 +45,12 @@ pub fn linear_bwd(
     }
 }
 
+/// Rows per parallel task in the row-wise layers. Fixed, so that partial sums (and so the
+/// results) do not depend on the thread count.
+const ROWS: usize = 64;
+/// Elements per parallel task in the element-wise layers.
+const ELEMS: usize = 16 * 1024;
+
 /// Layer norm over each row of `x` (`dim` features): `y = (x - μ)/σ · g + b`, σ² = var + eps.
 /// Keeps `xhat = (x - μ)/σ` and `1/σ` per row for the backward.
 pub fn layer_norm_fwd(
@@ -55,17 +63,25 @@ pub fn layer_norm_fwd(
     dim: usize,
 ) {
     const EPS: f32 = 1e-5;
-    let rows = x.chunks_exact(dim).zip(y.chunks_exact_mut(dim));
-    for (((xr, yr), hr), rs) in rows.zip(xhat.chunks_exact_mut(dim)).zip(rstd.iter_mut()) {
-        let mean = xr.iter().sum::<f32>() / dim as f32;
-        let var = xr.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / dim as f32;
-        let r = 1.0 / (var + EPS).sqrt();
-        *rs = r;
-        for i in 0..dim {
-            hr[i] = (xr[i] - mean) * r;
-            yr[i] = hr[i] * g[i] + b[i];
+    let rows = y.len() / dim;
+    let tasks = y[..rows * dim]
+        .par_chunks_mut(ROWS * dim)
+        .zip(xhat[..rows * dim].par_chunks_mut(ROWS * dim))
+        .zip(rstd[..rows].par_chunks_mut(ROWS))
+        .zip(x[..rows * dim].par_chunks(ROWS * dim));
+    tasks.for_each(|(((yc, hc), rc), xc)| {
+        let rows = xc.chunks_exact(dim).zip(yc.chunks_exact_mut(dim));
+        for (((xr, yr), hr), rs) in rows.zip(hc.chunks_exact_mut(dim)).zip(rc.iter_mut()) {
+            let mean = xr.iter().sum::<f32>() / dim as f32;
+            let var = xr.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / dim as f32;
+            let r = 1.0 / (var + EPS).sqrt();
+            *rs = r;
+            for i in 0..dim {
+                hr[i] = (xr[i] - mean) * r;
+                yr[i] = hr[i] * g[i] + b[i];
+            }
         }
-    }
+    });
 }
 
 /// Backward of [`layer_norm_fwd`]: `dg += Σ dy·xhat`, `db += Σ dy`, and
@@ -81,22 +97,39 @@ pub fn layer_norm_bwd(
     dx: &mut [f32],
     dim: usize,
 ) {
-    let mut dxhat = vec![0.0f32; dim];
-    let rows = dy.chunks_exact(dim).zip(xhat.chunks_exact(dim));
-    for (((dyr, hr), &r), dxr) in rows.zip(rstd).zip(dx.chunks_exact_mut(dim)) {
-        let (mut m1, mut m2) = (0.0f32, 0.0f32);
-        for i in 0..dim {
-            dg[i] += dyr[i] * hr[i];
-            db[i] += dyr[i];
-            dxhat[i] = dyr[i] * g[i];
-            m1 += dxhat[i];
-            m2 += dxhat[i] * hr[i];
-        }
-        m1 /= dim as f32;
-        m2 /= dim as f32;
-        for i in 0..dim {
-            dxr[i] += (dxhat[i] - m1 - hr[i] * m2) * r;
-        }
+    let rows = dx.len() / dim;
+    let tasks = dx[..rows * dim]
+        .par_chunks_mut(ROWS * dim)
+        .zip(dy[..rows * dim].par_chunks(ROWS * dim))
+        .zip(xhat[..rows * dim].par_chunks(ROWS * dim))
+        .zip(rstd[..rows].par_chunks(ROWS));
+    // per task: its rows' dx, and its partial sums of dg and db
+    let partials: Vec<Vec<f32>> = tasks
+        .map(|(((dxc, dyc), hc), rc)| {
+            let mut part = vec![0.0f32; 2 * dim];
+            let mut dxhat = vec![0.0f32; dim];
+            let rows = dyc.chunks_exact(dim).zip(hc.chunks_exact(dim));
+            for (((dyr, hr), &r), dxr) in rows.zip(rc).zip(dxc.chunks_exact_mut(dim)) {
+                let (mut m1, mut m2) = (0.0f32, 0.0f32);
+                for i in 0..dim {
+                    part[i] += dyr[i] * hr[i];
+                    part[dim + i] += dyr[i];
+                    dxhat[i] = dyr[i] * g[i];
+                    m1 += dxhat[i];
+                    m2 += dxhat[i] * hr[i];
+                }
+                m1 /= dim as f32;
+                m2 /= dim as f32;
+                for i in 0..dim {
+                    dxr[i] += (dxhat[i] - m1 - hr[i] * m2) * r;
+                }
+            }
+            part
+        })
+        .collect();
+    for part in &partials {
+        dg.iter_mut().zip(&part[..dim]).for_each(|(a, b)| *a += b);
+        db.iter_mut().zip(&part[dim..]).for_each(|(a, b)| *a += b);
     }
 }
 
@@ -114,18 +147,31 @@ fn tanh(z: f32) -> f32 {
 
 /// GELU, tanh form (GPT-2's): `½x(1 + tanh(√(2/π)(x + 0.044715x³)))`.
 pub fn gelu_fwd(u: &[f32], g: &mut [f32]) {
-    for (gv, &x) in g.iter_mut().zip(u) {
-        *gv = 0.5 * x * (1.0 + tanh(GELU_C * (x + GELU_A * x * x * x)));
-    }
+    let n = g.len().min(u.len());
+    g[..n]
+        .par_chunks_mut(ELEMS)
+        .zip(u[..n].par_chunks(ELEMS))
+        .for_each(|(gc, uc)| {
+            for (gv, &x) in gc.iter_mut().zip(uc) {
+                *gv = 0.5 * x * (1.0 + tanh(GELU_C * (x + GELU_A * x * x * x)));
+            }
+        });
 }
 
 /// Backward of [`gelu_fwd`]: `du = dg · gelu'(u)`.
 pub fn gelu_bwd(u: &[f32], dg: &[f32], du: &mut [f32]) {
-    for ((d, &x), &dgv) in du.iter_mut().zip(u).zip(dg) {
-        let t = tanh(GELU_C * (x + GELU_A * x * x * x));
-        let dt = (1.0 - t * t) * GELU_C * (1.0 + 3.0 * GELU_A * x * x);
-        *d = dgv * (0.5 * (1.0 + t) + 0.5 * x * dt);
-    }
+    let n = du.len().min(u.len()).min(dg.len());
+    du[..n]
+        .par_chunks_mut(ELEMS)
+        .zip(u[..n].par_chunks(ELEMS))
+        .zip(dg[..n].par_chunks(ELEMS))
+        .for_each(|((dc, uc), gc)| {
+            for ((d, &x), &dgv) in dc.iter_mut().zip(uc).zip(gc) {
+                let t = tanh(GELU_C * (x + GELU_A * x * x * x));
+                let dt = (1.0 - t * t) * GELU_C * (1.0 + 3.0 * GELU_A * x * x);
+                *d = dgv * (0.5 * (1.0 + t) + 0.5 * x * dt);
+            }
+        });
 }
 
 /// Target of a position that is not scored (padding).
@@ -141,28 +187,52 @@ pub fn cross_entropy(
     dlogits: Option<&mut [f32]>,
 ) -> (f32, usize) {
     let scored = targets.iter().filter(|&&t| t != IGNORE).count();
-    let mut total = 0.0f64;
-    let mut dl = dlogits;
-    for (r, (row, &t)) in logits.chunks_exact(vocab).zip(targets).enumerate() {
-        let dr = dl.as_deref_mut().map(|d| &mut d[r * vocab..][..vocab]);
+    let inv = 1.0 / scored.max(1) as f32;
+    let rows = targets.len();
+    // one row's loss, writing its gradient when asked
+    let row_loss = |row: &[f32], t: u32, dr: Option<&mut [f32]>| -> f64 {
         if t == IGNORE {
             if let Some(dr) = dr {
                 dr.fill(0.0);
             }
-            continue;
+            return 0.0;
         }
         let max = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
         let sum: f32 = row.iter().map(|v| (v - max).exp()).sum();
         let lse = max + sum.ln();
-        total += (lse - row[t as usize]) as f64;
         if let Some(dr) = dr {
-            let inv = 1.0 / scored as f32;
             for (d, v) in dr.iter_mut().zip(row) {
                 *d = (v - lse).exp() * inv;
             }
             dr[t as usize] -= inv;
         }
-    }
+        (lse - row[t as usize]) as f64
+    };
+    let lg = logits[..rows * vocab].par_chunks(ROWS * vocab);
+    let tg = targets.par_chunks(ROWS);
+    let partials: Vec<f64> = match dlogits {
+        Some(dl) => lg
+            .zip(tg)
+            .zip(dl[..rows * vocab].par_chunks_mut(ROWS * vocab))
+            .map(|((lc, tc), dc)| {
+                lc.chunks_exact(vocab)
+                    .zip(tc)
+                    .zip(dc.chunks_exact_mut(vocab))
+                    .map(|((row, &t), dr)| row_loss(row, t, Some(dr)))
+                    .sum()
+            })
+            .collect(),
+        None => lg
+            .zip(tg)
+            .map(|(lc, tc)| {
+                lc.chunks_exact(vocab)
+                    .zip(tc)
+                    .map(|(row, &t)| row_loss(row, t, None))
+                    .sum()
+            })
+            .collect(),
+    };
+    let total: f64 = partials.iter().sum();
     ((total / scored.max(1) as f64) as f32, scored)
 }
 

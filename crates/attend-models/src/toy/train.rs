@@ -14,7 +14,7 @@ use safetensors::{Dtype, SafeTensors};
 use serde::{Deserialize, Serialize};
 
 use super::layers::{cross_entropy, IGNORE};
-use super::model::{StepTimes, ToyConfig, ToyModel};
+use super::model::{Activations, StepTimes, ToyConfig, ToyModel};
 use super::optim::{AdamW, OptimConfig};
 use super::vocab::Vocab;
 use super::{winograd, Rng};
@@ -497,6 +497,7 @@ pub struct Trainer {
     pub times: StepTimes,
     data: Data,
     grads: Vec<f32>,
+    acts: Activations,
 }
 
 impl Trainer {
@@ -552,6 +553,7 @@ impl Trainer {
             times: StepTimes::default(),
             data,
             grads: vec![0.0; n],
+            acts: Activations::default(),
         })
     }
 
@@ -633,13 +635,16 @@ impl Trainer {
         let step = self.state.step;
         let batch = self.batch(step)?;
         let t0 = Instant::now();
-        let acts = self.model.forward(&batch.tokens, batch.b, batch.t)?;
+        self.model
+            .forward_into(&batch.tokens, batch.b, batch.t, &mut self.acts)?;
         self.times.forward += t0.elapsed().as_secs_f64();
         self.grads.fill(0.0);
-        let loss = self
-            .model
-            .backward(&acts, &batch.targets, &mut self.grads, &mut self.times)?;
-        drop(acts);
+        let loss = self.model.backward(
+            &mut self.acts,
+            &batch.targets,
+            &mut self.grads,
+            &mut self.times,
+        )?;
         let t1 = Instant::now();
         let cfg = &self.state.config.optim;
         let lr = cfg.lr_at(step);
