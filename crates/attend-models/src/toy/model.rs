@@ -511,7 +511,7 @@ impl ToyModel {
         linear_bwd(
             &acts.hf,
             &p[s.head.clone()],
-            &dlogits,
+            dlogits,
             &mut grads[s.head.clone()],
             None,
             Some((&mut *dh, false)),
@@ -521,7 +521,7 @@ impl ToyModel {
         {
             let (dg, db) = pair(grads, &s.lnf_g, &s.lnf_b);
             let g = &p[s.lnf_g.clone()];
-            layer_norm_bwd(&dh, &acts.xhatf, &acts.rstdf, g, dg, db, &mut *dx, d);
+            layer_norm_bwd(dh, &acts.xhatf, &acts.rstdf, g, dg, db, &mut *dx, d);
         }
         let ap = self.attn_params(b, t);
         let mut attn_secs = 0.0;
@@ -530,33 +530,24 @@ impl ToyModel {
             {
                 let (dw2, db2) = pair(grads, &ls.w2, &ls.b2);
                 let w2 = &p[ls.w2.clone()];
-                linear_bwd(&a.g, w2, &dx, dw2, Some(db2), Some((&mut *dg, false)), n, m);
+                linear_bwd(&a.g, w2, dx, dw2, Some(db2), Some((&mut *dg, false)), n, m);
             }
-            gelu_bwd(&a.u, &dg, &mut *du);
+            gelu_bwd(&a.u, dg, &mut *du);
             {
                 let (dw1, db1) = pair(grads, &ls.w1, &ls.b1);
                 let w1 = &p[ls.w1.clone()];
-                linear_bwd(
-                    &a.h2,
-                    w1,
-                    &du,
-                    dw1,
-                    Some(db1),
-                    Some((&mut *dh, false)),
-                    n,
-                    d,
-                );
+                linear_bwd(&a.h2, w1, du, dw1, Some(db1), Some((&mut *dh, false)), n, d);
             }
             {
                 let (dg2, db2) = pair(grads, &ls.ln2_g, &ls.ln2_b);
                 let g2 = &p[ls.ln2_g.clone()];
-                layer_norm_bwd(&dh, &a.xhat2, &a.rstd2, g2, dg2, db2, &mut *dx, d);
+                layer_norm_bwd(dh, &a.xhat2, &a.rstd2, g2, dg2, db2, &mut *dx, d);
             }
             // x += Wo·attn(LN1(x))
             linear_bwd(
                 &a.o,
                 &p[ls.wo.clone()],
-                &dx,
+                dx,
                 &mut grads[ls.wo.clone()],
                 None,
                 Some((&mut *dout, false)),
@@ -564,7 +555,7 @@ impl ToyModel {
                 d,
             );
             let ta = Instant::now();
-            let g = attend::backward::backward(&ap, &a.q, &a.k, &a.v, &a.o, &a.lse, &dout)?;
+            let g = attend::backward::backward(&ap, &a.q, &a.k, &a.v, &a.o, &a.lse, dout)?;
             attn_secs += ta.elapsed().as_secs_f64();
             for (i, row) in dqkv.chunks_exact_mut(3 * d).enumerate() {
                 row[..d].copy_from_slice(&g.dq[i * d..][..d]);
@@ -574,7 +565,7 @@ impl ToyModel {
             linear_bwd(
                 &a.h1,
                 &p[ls.wqkv.clone()],
-                &dqkv,
+                dqkv,
                 &mut grads[ls.wqkv.clone()],
                 None,
                 Some((&mut *dh, false)),
@@ -583,7 +574,7 @@ impl ToyModel {
             );
             let (dg1, db1) = pair(grads, &ls.ln1_g, &ls.ln1_b);
             let g1 = &p[ls.ln1_g.clone()];
-            layer_norm_bwd(&dh, &a.xhat1, &a.rstd1, g1, dg1, db1, &mut *dx, d);
+            layer_norm_bwd(dh, &a.xhat1, &a.rstd1, g1, dg1, db1, &mut *dx, d);
         }
         // embeddings: x = tok[id] + pos[i]
         for (i, (row, &id)) in dx.chunks_exact(d).zip(&acts.tokens).enumerate() {
