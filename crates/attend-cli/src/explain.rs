@@ -361,6 +361,9 @@ fn top_predictions(logits: &[f32], k: usize) -> Vec<(u32, f32)> {
         .collect()
 }
 
+/// Weights closer than this are a tie in the `--compare` table.
+const TIE: f32 = 5e-4;
+
 fn compare_table(
     out: &mut dyn Write,
     trace: &Trace,
@@ -381,7 +384,13 @@ fn compare_table(
         "rank", "layer", "head", ta, tb
     )?;
     for (i, r) in rows.iter().enumerate() {
-        let win = if r.a > r.b { ta } else { tb };
+        let win = if (r.a - r.b).abs() <= TIE {
+            "(tie)"
+        } else if r.a > r.b {
+            ta
+        } else {
+            tb
+        };
         writeln!(
             out,
             "{:>5} {:>5} {:>4} {:>9.4} {:>9.4}  {win}",
@@ -392,25 +401,35 @@ fn compare_table(
             r.b
         )?;
     }
-    let wins_a = rows.iter().filter(|r| r.a > r.b).count();
+    let wins_a = rows.iter().filter(|r| r.a - r.b > TIE).count();
+    let wins_b = rows.iter().filter(|r| r.b - r.a > TIE).count();
     let mean = |f: fn(&Versus) -> f32| rows.iter().map(f).sum::<f32>() / rows.len() as f32;
     writeln!(
         out,
-        "\n\"{ta}\" wins in {wins_a} of {} heads, \"{tb}\" in {}; mean weight over all heads: {ta} {:.4}, {tb} {:.4}",
+        "\n\"{ta}\" wins in {wins_a} of {} heads, \"{tb}\" in {wins_b}{}; mean weight over all heads: {ta} {:.4}, {tb} {:.4}",
         rows.len(),
-        rows.len() - wins_a,
+        match rows.len() - wins_a - wins_b {
+            0 => String::new(),
+            t => format!(", {t} tied (within {TIE})"),
+        },
         mean(|r| r.a),
         mean(|r| r.b)
     )?;
-    if let (Some(best_a), Some(best_b)) = (
-        rows.iter().find(|r| r.a > r.b),
-        rows.iter().find(|r| r.b >= r.a),
-    ) {
-        writeln!(
-            out,
-            "most decisive for {ta}: layer {} head {} ({:.3} vs {:.3}); for {tb}: layer {} head {} ({:.3} vs {:.3})",
-            best_a.layer, best_a.head, best_a.a, best_a.b, best_b.layer, best_b.head, best_b.b, best_b.a
-        )?;
-    }
+    let side = |name: &str, r: Option<&Versus>, first: bool| match r {
+        Some(r) => {
+            let (w, other) = if first { (r.a, r.b) } else { (r.b, r.a) };
+            format!(
+                "for {name}: layer {} head {} ({w:.3} vs {other:.3})",
+                r.layer, r.head
+            )
+        }
+        None => format!("no head favours {name}"),
+    };
+    writeln!(
+        out,
+        "most decisive {}; {}",
+        side(ta, rows.iter().find(|r| r.a - r.b > TIE), true),
+        side(tb, rows.iter().find(|r| r.b - r.a > TIE), false)
+    )?;
     Ok(())
 }

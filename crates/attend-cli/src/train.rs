@@ -64,7 +64,7 @@ struct Common {
     /// Peak learning rate (after warm-up; cosine decay to a tenth of it).
     #[arg(long)]
     lr: Option<f32>,
-    /// Held-out evaluation every N steps (0: only at the end).
+    /// Held-out evaluation, and a checkpoint saved, every N steps (0: only at the end).
     #[arg(long, default_value_t = 100)]
     eval_every: usize,
     /// Checkpoint folder [default: attend-winograd or attend-text].
@@ -250,6 +250,11 @@ pub fn run(args: &TrainArgs, threads: usize) -> Result<()> {
         }
         if at_eval && r.step < total {
             let p = trainer.evaluate()?;
+            // a checkpoint at every evaluation: an interrupted run loses at most --eval-every steps
+            trainer
+                .checkpoint(notes.clone())
+                .save(&out_dir)
+                .with_context(|| format!("saving the checkpoint to {}", out_dir.display()))?;
             let line = format!(
                 "step {:>5}: training loss {:.3}, held-out loss {:.3}{} · {rate:.0} tokens/s",
                 r.step,
