@@ -317,7 +317,7 @@ fn lm_cases(
 }
 
 /// Training throughput: `train-winograd` is the default `attend train winograd` model
-/// (2 layers × 4 heads, dim 64: 114 k parameters; batch 64 of ~16 tokens), `train-text` the
+/// (2 layers × 4 heads, dim 64: 115 k parameters; batch 64 of ~16 tokens), `train-text` the
 /// default `attend train text` model (4 layers × 4 heads, dim 128: 0.8 M parameters; batch 32
 /// of 128 bytes). One case run is one full step (forward, backward, AdamW); the record splits
 /// the time into forward, attention backward (`attend::backward`), the other backward passes

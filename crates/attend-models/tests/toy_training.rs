@@ -25,7 +25,7 @@ fn winograd_is_learned_and_the_shipped_model_is_reproduced() {
     eprintln!("untrained: {before:?}\ntrained: {after:?}");
     assert!(after.accuracy >= 0.95, "{after:?}");
     assert!(after.decisive_correct >= 0.5, "{after:?}");
-    assert!(after.decisive_agrees >= 0.95, "{after:?}");
+    assert!(after.decisive_agrees >= 0.9, "{after:?}");
 
     let shipped = embedded::get("toy-winograd").unwrap().unwrap();
     assert_eq!(shipped.model.config, t.model.config);

@@ -7,7 +7,7 @@
 //! word order gives the answer away: only the adjective's kind does.
 //!
 //! The held-out split, fixed for every seed: one (noun, noun, adjective) combination in five
-//! (by a hash of the three words, whatever the order) never appears in training, and three
+//! (by a hash of the three words, whatever the order) never appears in training, and four
 //! templates are never used in training ([`Template::held_out`]); their words all occur in
 //! training templates, so every held-out text is made of known tokens.
 
@@ -84,7 +84,8 @@ const fn tpl(text: &'static str, domain: usize, a_first: bool, held_out: bool) -
     }
 }
 
-/// The templates.
+/// The templates: in every domain, training frames with either kind first (the same words,
+/// "could not", open both orders), so that the referent's kind, not its place, decides.
 pub const TEMPLATES: &[Template] = &[
     tpl(
         "The {1} didn't cross the {2} because it was {adj}.",
@@ -105,6 +106,12 @@ pub const TEMPLATES: &[Template] = &[
         false,
     ),
     tpl(
+        "The {1} could not be crossed by the {2} because it was {adj}.",
+        0,
+        false,
+        false,
+    ),
+    tpl(
         "The {1} didn't fit in the {2} because it was too {adj}.",
         1,
         true,
@@ -117,6 +124,18 @@ pub const TEMPLATES: &[Template] = &[
         false,
     ),
     tpl(
+        "The {1} could not go in the {2} because it was too {adj}.",
+        1,
+        true,
+        false,
+    ),
+    tpl(
+        "The {1} could not take the {2} because it was too {adj}.",
+        1,
+        false,
+        false,
+    ),
+    tpl(
         "The {1} couldn't lift the {2} because it was too {adj}.",
         2,
         true,
@@ -124,6 +143,18 @@ pub const TEMPLATES: &[Template] = &[
     ),
     tpl(
         "The {1} was not lifted by the {2} because it was too {adj}.",
+        2,
+        false,
+        false,
+    ),
+    tpl(
+        "The {1} could not carry the {2} because it was too {adj}.",
+        2,
+        true,
+        false,
+    ),
+    tpl(
+        "The {1} could not be lifted by the {2} because it was too {adj}.",
         2,
         false,
         false,
@@ -145,6 +176,12 @@ pub const TEMPLATES: &[Template] = &[
         "The {1} didn't hold the {2} because it was too {adj}.",
         1,
         false,
+        true,
+    ),
+    tpl(
+        "The {1} couldn't carry the {2} because it was too {adj}.",
+        2,
+        true,
         true,
     ),
 ];
@@ -280,7 +317,7 @@ pub fn vocab() -> Vocab {
 }
 
 /// The shape of a Winograd model: `dim` wide, `layers` × `heads`, MLP 4 × `dim`, 32 positions
-/// (the longest text is 19 tokens), this task's vocabulary.
+/// (the longest text is 20 tokens), this task's vocabulary.
 pub fn model_config(dim: usize, layers: usize, heads: usize) -> super::ToyConfig {
     super::ToyConfig {
         dim,
@@ -393,7 +430,7 @@ mod tests {
             e.text(),
             "The dog didn't cross the street because it was tired. it = dog"
         );
-        let e = build(4, "vase", "box", "small", false);
+        let e = build(5, "vase", "box", "small", false);
         assert_eq!(
             e.prompt,
             "The box could not hold the vase because it was too small. it ="
