@@ -140,7 +140,11 @@ fn bad_checkpoints_are_errors() {
     let other_arch = text.replacen("attend-toy", "bert", 1);
     assert!(err(other_arch.as_bytes(), &weights).contains("architecture"));
     let wider = text.replacen("\"dim\": 16", "\"dim\": 32", 1);
-    assert!(err(wider.as_bytes(), &weights).contains("expected F32"));
+    assert!(err(wider.as_bytes(), &weights).contains("the configuration needs"));
+    let huge = text.replacen("\"dim\": 16", "\"dim\": 4096", 1);
+    assert!(err(huge.as_bytes(), &weights).contains("the configuration needs"));
+    let longer = text.replacen("\"ctx\": 32", "\"ctx\": 31", 1);
+    assert!(err(longer.as_bytes(), &weights).contains("expected F32"));
     let bad_heads = text.replacen("\"heads\": 2", "\"heads\": 5", 1);
     assert!(err(bad_heads.as_bytes(), &weights).contains("multiple of heads"));
     // a NaN in the weights

@@ -65,6 +65,11 @@ impl ToyConfig {
         Ok(())
     }
 
+    /// Number of parameters of this shape.
+    pub fn param_count(&self) -> usize {
+        layout(self).2
+    }
+
     /// Width of one head.
     pub fn head_dim(&self) -> usize {
         self.dim / self.heads

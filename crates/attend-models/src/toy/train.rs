@@ -204,6 +204,18 @@ impl Checkpoint {
             what: e.to_string(),
         })?;
         let st_path = dir.join("model.safetensors");
+        // a configuration larger than its weights is refused before anything is allocated
+        let need = file.model.param_count();
+        if need.saturating_mul(4) > weights.len() {
+            return Err(Error::Format {
+                path: st_path,
+                what: format!(
+                    "the configuration needs {need} parameters ({} bytes); the file has {} bytes",
+                    need.saturating_mul(4),
+                    weights.len()
+                ),
+            });
+        }
         let st = SafeTensors::deserialize(weights).map_err(|e| Error::Format {
             path: st_path.clone(),
             what: format!("not a valid safetensors file: {e}"),
