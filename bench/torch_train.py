@@ -2,7 +2,7 @@
 `attend bench --case train-winograd --case train-text`.
 
 Same architecture as attend's toy models (pre-norm, learned positions, fused QKV without
-bias, tanh GELU MLP with biases, untied head), same shapes (winograd: vocab 97, dim 64,
+bias, tanh GELU MLP with biases, untied head), same shapes (winograd: vocab 101, dim 64,
 2 layers x 4 heads, batch 64 x 16 tokens; text: vocab 256, dim 128, 4 layers x 4 heads,
 batch 32 x 128), AdamW with clipping at 1; attention through scaled_dot_product_attention
 (causal). Random tokens: only the speed is measured.
@@ -91,7 +91,7 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
-    case("train-winograd", 97, 64, 2, 4, 32, 64, 16)
+    case("train-winograd", 101, 64, 2, 4, 32, 64, 16)
     case("train-text", 256, 128, 4, 4, 128, 32, 128)
 
 
