@@ -1,5 +1,5 @@
-//! The crate's only `unsafe`: memory-mapping a weights file, and the `gemm` crate's sgemm
-//! behind a safe, bounds-checked signature.
+//! The crate's `unsafe` (with `simd_q.rs`): memory-mapping a weights file, and the `gemm`
+//! crate's sgemm behind a safe, bounds-checked signature.
 #![allow(unsafe_code)]
 
 use std::fs::File;
@@ -20,46 +20,8 @@ pub(crate) fn map(path: &Path) -> Result<memmap2::Mmap> {
 /// `c[m × n] = a[m × k] · bᵀ` where `b` is `[n × k]` (a linear layer's weight), all row-major,
 /// on the current rayon pool.
 pub(crate) fn matmul_bt(a: &[f32], b: &[f32], c: &mut [f32], m: usize, k: usize, n: usize) {
-    assert!(a.len() >= m * k && b.len() >= n * k && c.len() >= m * n);
-    if m == 0 || n == 0 {
-        return;
-    }
-    if k == 0 {
-        c[..m * n].fill(0.0);
-        return;
-    }
-    let threads = rayon::current_num_threads();
-    let par = if threads > 1 && m * n * k > 64 * 64 * 64 {
-        gemm::Parallelism::Rayon(threads)
-    } else {
-        gemm::Parallelism::None
-    };
-    // SAFETY: lengths asserted above. dst is m × n with row stride n, column stride 1; lhs is
-    // m × k with row stride k; rhs is the k × n matrix bᵀ, element (i, j) at b[j * k + i], so
-    // its row stride is 1 and its column stride k. `c` is a unique borrow, so no aliasing.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            c.as_mut_ptr(),
-            1,
-            n as isize,
-            false,
-            a.as_ptr(),
-            1,
-            k as isize,
-            b.as_ptr(),
-            k as isize,
-            1,
-            0.0,
-            1.0,
-            false,
-            false,
-            false,
-            par,
-        );
-    }
+    // bᵀ is the k × n matrix whose element (t, j) is b[j * k + t]
+    sgemm_strided((m, n, k), a, (k, 1), b, (1, k), c, false);
 }
 
 /// `c[m × n] (+)= a · b` with `a` (`m × k`) and `b` (`k × n`) read through strides (element
