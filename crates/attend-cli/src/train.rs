@@ -301,16 +301,13 @@ pub fn run(args: &TrainArgs, threads: usize) -> Result<()> {
             final_point.loss / std::f32::consts::LN_2
         );
     }
+    let task_words = match &trainer.state.config.task {
+        TaskSpec::Winograd => "winograd".to_string(),
+        TaskSpec::Text { file, .. } => format!("text {file}"),
+    };
     notes["made_with"] = json!(format!(
-        "attend train {} --seed {} --steps {} ({} threads)",
-        if winograd_task {
-            "winograd"
-        } else {
-            "text FILE"
-        },
-        trainer.state.config.seed,
-        total,
-        threads
+        "attend train {task_words} --seed {} --steps {} ({} threads)",
+        trainer.state.config.seed, total, threads
     ));
     trainer
         .checkpoint(notes)

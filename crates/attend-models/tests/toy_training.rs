@@ -181,3 +181,59 @@ fn training_is_the_same_on_any_number_of_threads() {
         assert!(run(threads) == one, "{threads} threads differ from 1");
     }
 }
+
+/// Random damage to either file of a checkpoint: an error, or a model whose forward returns
+/// (logits or an error), never a panic.
+#[test]
+fn damaged_checkpoints_never_panic() {
+    let mut t = small_run(2);
+    t.step().unwrap();
+    let dir = std::env::temp_dir().join(format!("attend-fuzzck-{}", std::process::id()));
+    t.checkpoint(serde_json::Value::Null).save(&dir).unwrap();
+    let config = std::fs::read(dir.join("config.json")).unwrap();
+    let weights = std::fs::read(dir.join("model.safetensors")).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    let mut s = 0x9E37_79B9_7F4A_7C15u64;
+    let mut next = move || {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        s
+    };
+    let (mut ok, mut refused) = (0, 0);
+    for i in 0..3000 {
+        let (mut c, mut w) = (config.clone(), weights.clone());
+        let target = if i % 2 == 0 { &mut c } else { &mut w };
+        // damage near the front (headers, keys, numbers) more often than deep in the data
+        for _ in 0..1 + next() % 3 {
+            let span = if next() % 2 == 0 {
+                target.len().min(200)
+            } else {
+                target.len()
+            };
+            let at = (next() % span as u64) as usize;
+            target[at] = match next() % 3 {
+                0 => next() as u8,
+                1 => b"0123456789"[(next() % 10) as usize],
+                _ => target[at] ^ 1,
+            };
+        }
+        match Checkpoint::from_bytes(&c, &w, None, &dir) {
+            Ok(ck) => {
+                ok += 1;
+                let m = &ck.model;
+                let n = m.config.ctx.min(4);
+                let ids: Vec<u32> = (0..n as u32)
+                    .map(|x| x % m.config.vocab.len() as u32)
+                    .collect();
+                // huge but finite weights may overflow: an error then, not a panic
+                let _ = m.logits(&ids);
+            }
+            Err(e) => {
+                refused += 1;
+                assert!(!e.to_string().is_empty());
+            }
+        }
+    }
+    assert!(ok > 0 && refused > 0, "ok {ok}, refused {refused}");
+}
