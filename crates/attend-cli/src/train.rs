@@ -110,6 +110,11 @@ pub fn run(args: &TrainArgs, threads: usize) -> Result<()> {
             out_dir.display()
         ));
     }
+    if common.steps == Some(0) {
+        return Err(crate::usage!("--steps must be at least 1"));
+    }
+    // what config.json says of the run besides its state (untrained figures, how it was made)
+    let mut notes = json!({});
     let mut trainer = match (&common.resume, &args.task) {
         (Some(dir), task) => {
             if common.layers.is_some()
@@ -140,6 +145,7 @@ pub fn run(args: &TrainArgs, threads: usize) -> Result<()> {
                 }
                 (_, None) => None,
             };
+            notes = ck.notes.clone();
             Trainer::resume(ck, common.steps, text).map_err(usage_err)?
         }
         (None, Task::Winograd { .. }) => {
@@ -181,9 +187,6 @@ pub fn run(args: &TrainArgs, threads: usize) -> Result<()> {
             Trainer::new(cfg, tc, Some(text)).map_err(usage_err)?
         }
     };
-    if common.steps == Some(0) {
-        return Err(crate::usage!("--steps must be at least 1"));
-    }
     let winograd_task = trainer.state.config.task == TaskSpec::Winograd;
     let c = trainer.model.config.clone();
     let total = trainer.state.config.optim.steps;
@@ -201,11 +204,6 @@ pub fn run(args: &TrainArgs, threads: usize) -> Result<()> {
         trainer.state.step,
         trainer.state.config.seed
     );
-    let mut notes = common
-        .resume
-        .as_ref()
-        .and_then(|d| Checkpoint::load(d).ok())
-        .map_or(json!({}), |ck| ck.notes);
     if trainer.state.step == 0 {
         let p = trainer.evaluate()?;
         if winograd_task {
