@@ -237,3 +237,52 @@ fn damaged_checkpoints_never_panic() {
     }
     assert!(ok > 0 && refused > 0, "ok {ok}, refused {refused}");
 }
+
+/// Generation through the cache picks what a full forward over the text would, and carries on
+/// past the context (the window restarts from its last half).
+#[test]
+fn cached_generation_matches_full_forwards_and_passes_the_context() {
+    use attend_models::generate::{Sampler, SamplerConfig};
+    // a byte model has no end token, so generation runs to the end, past the context of 16
+    let cfg = ToyConfig {
+        dim: 16,
+        layers: 2,
+        heads: 2,
+        mlp: 32,
+        ctx: 16,
+        vocab: Vocab::Bytes,
+    };
+    let mut m = attend_models::toy::ToyModel::new(cfg, 9).unwrap();
+    // larger weights than at initialisation, so that the choices depend on the text
+    let mut rng = attend_models::toy::Rng::new(4);
+    m.params.iter_mut().for_each(|p| *p += 0.5 * rng.normal());
+    let m = &m;
+    let prompt: Vec<u32> = b"to be".iter().map(|&b| b as u32).collect();
+    let mut sampler = Sampler::new(SamplerConfig::default()).unwrap();
+    let mut got = Vec::new();
+    let mut rows = Vec::new();
+    let stats = attend_models::toy::generate(m, &prompt, 60, &mut sampler, true, &mut |g| {
+        got.push(g.id);
+        rows.push(g.attention.len());
+        true
+    })
+    .unwrap();
+    assert_eq!(stats.gen_tokens, got.len());
+    // greedy by hand, full forwards, while the text fits the context
+    let mut seq = prompt.clone();
+    let v = m.config.vocab.len();
+    for (i, &id) in got.iter().enumerate() {
+        if seq.len() > m.config.ctx {
+            break;
+        }
+        let logits = m.logits(&seq).unwrap();
+        let last = &logits[(seq.len() - 1) * v..];
+        let best = (0..v).max_by(|&a, &b| last[a].total_cmp(&last[b])).unwrap() as u32;
+        assert_eq!(id, best, "token {i}");
+        assert_eq!(rows[i], 4 * seq.len(), "attention over every earlier token");
+        seq.push(id);
+    }
+    assert!(!stats.stopped_at_eos);
+    assert_eq!(got.len(), 60, "generation goes past the context");
+    assert!(got.iter().collect::<std::collections::HashSet<_>>().len() > 1);
+}

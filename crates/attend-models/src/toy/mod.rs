@@ -69,10 +69,11 @@ impl Rng {
 }
 
 /// Generates up to `max_tokens` tokens after `prompt` (as [`crate::generate::generate`] does
-/// for Llama models), stopping at the vocabulary's end token. Each step runs the model over the
-/// last `ctx` tokens (the model is small enough that a cache would not pay); with `capture`,
-/// each token carries the attention of the position that predicted it, `[layer][head][key]`
-/// over every earlier token (0 for tokens that slid out of the context).
+/// for Llama models), stopping at the vocabulary's end token: the prompt in one pass, then one
+/// token at a time through a KV cache. Learned positions end at `ctx`: when the cache is full,
+/// the last `ctx / 2` tokens are run again from position 0 and generation goes on from there.
+/// With `capture`, each token carries the attention of the position that predicted it,
+/// `[layer][head][key]` over every earlier token (0 for tokens no longer in the window).
 pub fn generate(
     model: &ToyModel,
     prompt: &[u32],
@@ -86,7 +87,7 @@ pub fn generate(
         return Err(crate::Error::Invalid("the prompt has no tokens".into()));
     }
     let c = &model.config;
-    let (layers, heads, vocab) = (c.layers, c.heads, c.vocab.len());
+    let lh = c.layers * c.heads;
     let eos = c.vocab.eos();
     let mut seq = prompt.to_vec();
     let mut stats = GenStats {
@@ -94,26 +95,24 @@ pub fn generate(
         ..Default::default()
     };
     let t0 = std::time::Instant::now();
-    for step in 0..max_tokens {
-        let start = seq.len().saturating_sub(c.ctx);
-        let window = &seq[start..];
-        let t = window.len();
-        let (logits, attention) = if capture {
-            let (att, logits) = model.attention_of(window, 1, t)?;
-            let mut rows = vec![0.0f32; layers * heads * seq.len()];
-            for lh in 0..layers * heads {
-                let src = &att[(lh * t + t - 1) * t..][..t];
-                rows[lh * seq.len() + start..][..t].copy_from_slice(src);
-            }
-            (logits[(t - 1) * vocab..].to_vec(), rows)
-        } else {
-            let logits = model.logits(window)?;
-            (logits[(t - 1) * vocab..].to_vec(), Vec::new())
-        };
-        if step == 0 {
-            stats.prompt_secs = t0.elapsed().as_secs_f64();
-        }
+    let mut cache = model.new_cache()?;
+    let mut start = seq.len().saturating_sub(c.ctx);
+    let (mut logits, mut att) = model.decode(&seq[start..], &mut cache, capture)?;
+    stats.prompt_secs = t0.elapsed().as_secs_f64();
+    let t1 = std::time::Instant::now();
+    for _ in 0..max_tokens {
         let id = sampler.sample(&logits);
+        let attention = if capture {
+            // the window's rows, placed at its positions in the whole text
+            let keys = seq.len() - start;
+            let mut rows = vec![0.0f32; lh * seq.len()];
+            for (r, src) in att.chunks_exact(keys).enumerate().take(lh) {
+                rows[r * seq.len() + start..][..keys].copy_from_slice(src);
+            }
+            rows
+        } else {
+            Vec::new()
+        };
         let g = GenToken {
             id,
             logprob: logprob(&logits, id),
@@ -125,12 +124,19 @@ pub fn generate(
             stats.stopped_at_eos = true;
             break;
         }
-        if !go_on {
+        if !go_on || stats.gen_tokens == max_tokens {
             break;
         }
         seq.push(id);
+        (logits, att) = if cache.len() < c.ctx {
+            model.decode(&[id], &mut cache, capture)?
+        } else {
+            start = seq.len() - (c.ctx / 2).max(1);
+            cache.reset();
+            model.decode(&seq[start..], &mut cache, capture)?
+        };
     }
-    stats.gen_secs = t0.elapsed().as_secs_f64() - stats.prompt_secs;
+    stats.gen_secs = t1.elapsed().as_secs_f64();
     Ok(stats)
 }
 

@@ -593,6 +593,110 @@ impl ToyModel {
         Ok(loss)
     }
 
+    /// An empty key/value cache for [`ToyModel::decode`].
+    pub fn new_cache(&self) -> Result<attend::KvCache> {
+        let c = &self.config;
+        Ok(attend::KvCache::new(
+            c.layers,
+            1,
+            c.heads,
+            c.head_dim(),
+            c.head_dim(),
+        )?)
+    }
+
+    /// Runs `tokens` after the positions already in `cache` (they take positions
+    /// `cache.len()..`, which must stay within the context), appending their keys and values.
+    /// Returns the logits of the last new token and, with `capture`, the attention of that
+    /// position over every stored one, `[layer][head][key]`.
+    pub fn decode(
+        &self,
+        tokens: &[u32],
+        cache: &mut attend::KvCache,
+        capture: bool,
+    ) -> Result<(Vec<f32>, Vec<f32>)> {
+        let c = &self.config;
+        let (d, m, vocab, hd) = (c.dim, c.mlp, c.vocab.len(), c.head_dim());
+        let (n, start) = (tokens.len(), cache.len());
+        if n == 0 || start + n > c.ctx || cache.n_layers() != c.layers {
+            return Err(Error::Invalid(format!(
+                "decode: {n} new tokens after {start} cached do not fit the context of {} (or the \
+                 cache is not this model's)",
+                c.ctx
+            )));
+        }
+        if let Some(&bad) = tokens.iter().find(|&&id| id as usize >= vocab) {
+            return Err(Error::Invalid(format!(
+                "token id {bad} is outside the vocabulary of {vocab}"
+            )));
+        }
+        let p = &self.params;
+        let s = &self.slots;
+        let mut x = vec![0.0f32; n * d];
+        for (i, (row, &id)) in x.chunks_exact_mut(d).zip(tokens).enumerate() {
+            let te = &p[s.tok.start + id as usize * d..][..d];
+            let pe = &p[s.pos.start + (start + i) * d..][..d];
+            for ((xv, a), b) in row.iter_mut().zip(te).zip(pe) {
+                *xv = a + b;
+            }
+        }
+        let (mut h, mut xhat, mut rstd) = (vec![0.0f32; n * d], vec![0.0f32; n * d], vec![0.0; n]);
+        let (mut qkv, mut tmp) = (vec![0.0f32; n * 3 * d], vec![0.0f32; n * d]);
+        let (mut u, mut g) = (vec![0.0f32; n * m], vec![0.0f32; n * m]);
+        let mut attention = Vec::new();
+        for (l, ls) in s.layers.iter().enumerate() {
+            let (g1, b1) = (&p[ls.ln1_g.clone()], &p[ls.ln1_b.clone()]);
+            layer_norm_fwd(&x, g1, b1, &mut h, &mut xhat, &mut rstd, d);
+            linear_fwd(&h, &p[ls.wqkv.clone()], None, &mut qkv, n, d);
+            let (mut q, mut k, mut v) = (
+                Vec::with_capacity(n * d),
+                Vec::with_capacity(n * d),
+                Vec::with_capacity(n * d),
+            );
+            for row in qkv.chunks_exact(3 * d) {
+                q.extend_from_slice(&row[..d]);
+                k.extend_from_slice(&row[d..2 * d]);
+                v.extend_from_slice(&row[2 * d..]);
+            }
+            cache.layer_mut(l).append(&k, &v, n, Layout::Bshd)?;
+            let ap = AttnParams::new(Shape::new(1, c.heads, n, start + n, hd))
+                .layout(Layout::Bshd)
+                .mask(Mask::causal());
+            let lc = cache.layer(l);
+            let o = lc.attend(&ap, &q)?;
+            if capture {
+                // [1, heads, n, keys]: the last query row of each head
+                let probs = lc.probabilities_from_lse(&ap, &q, &o.lse, None)?;
+                let keys = start + n;
+                for hh in 0..c.heads {
+                    attention.extend_from_slice(&probs[(hh * n + n - 1) * keys..][..keys]);
+                }
+            }
+            linear_fwd(&o.out, &p[ls.wo.clone()], None, &mut tmp, n, d);
+            x.iter_mut().zip(&tmp).for_each(|(x, t)| *x += t);
+            let (g2, b2) = (&p[ls.ln2_g.clone()], &p[ls.ln2_b.clone()]);
+            layer_norm_fwd(&x, g2, b2, &mut h, &mut xhat, &mut rstd, d);
+            linear_fwd(&h, &p[ls.w1.clone()], Some(&p[ls.b1.clone()]), &mut u, n, d);
+            gelu_fwd(&u, &mut g);
+            linear_fwd(
+                &g,
+                &p[ls.w2.clone()],
+                Some(&p[ls.b2.clone()]),
+                &mut tmp,
+                n,
+                m,
+            );
+            x.iter_mut().zip(&tmp).for_each(|(x, t)| *x += t);
+        }
+        let last = &x[(n - 1) * d..];
+        let (mut hf, mut xh, mut rs) = (vec![0.0f32; d], vec![0.0f32; d], [0.0f32]);
+        let (gf, bf) = (&p[s.lnf_g.clone()], &p[s.lnf_b.clone()]);
+        layer_norm_fwd(last, gf, bf, &mut hf, &mut xh, &mut rs, d);
+        let mut logits = vec![0.0f32; vocab];
+        linear_fwd(&hf, &p[s.head.clone()], None, &mut logits, 1, d);
+        Ok((logits, attention))
+    }
+
     /// The logits of every position of one sequence, `[len × vocab]`.
     pub fn logits(&self, tokens: &[u32]) -> Result<Vec<f32>> {
         Ok(self.forward(tokens, 1, tokens.len())?.logits)
@@ -704,6 +808,44 @@ mod tests {
         for (x, y) in a.iter().zip(&b[..a.len()]) {
             assert!((x - y).abs() < 1e-5);
         }
+    }
+
+    /// Decoding through the cache, in pieces, gives the full forward's logits and attention.
+    #[test]
+    fn cached_decoding_is_the_full_forward() {
+        let m = tiny(2);
+        let ids = [1, 4, 2, 6, 0, 3];
+        let full = m.logits(&ids).unwrap();
+        let toks: Vec<crate::TokenInfo> = ids
+            .iter()
+            .map(|&id| crate::TokenInfo {
+                id,
+                text: String::new(),
+                start: 0,
+                end: 0,
+            })
+            .collect();
+        let (trace, _) = m.trace(&toks).unwrap();
+        let mut cache = m.new_cache().unwrap();
+        let mut at = 0;
+        for piece in [3, 1, 2] {
+            let (logits, att) = m.decode(&ids[at..at + piece], &mut cache, true).unwrap();
+            at += piece;
+            for (a, b) in logits.iter().zip(&full[(at - 1) * 7..][..7]) {
+                assert!((a - b).abs() < 1e-5, "{a} vs {b} after {at}");
+            }
+            for l in 0..2 {
+                for h in 0..2 {
+                    let row = &trace.row(l, h, at - 1)[..at];
+                    let got = &att[(l * 2 + h) * at..][..at];
+                    for (a, b) in got.iter().zip(row) {
+                        assert!((a - b).abs() < 1e-5);
+                    }
+                }
+            }
+        }
+        // the context is full
+        assert!(m.decode(&[1], &mut cache, false).is_err());
     }
 
     #[test]
