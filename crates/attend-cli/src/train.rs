@@ -339,10 +339,24 @@ pub fn run(args: &TrainArgs, threads: usize) -> Result<()> {
     let png = render::svg_to_png(&svg)?;
     std::fs::write(out_dir.join("loss.svg"), &svg).context("writing loss.svg")?;
     std::fs::write(out_dir.join("loss.png"), &png).context("writing loss.png")?;
-    eprintln!(
-        "saved {} (config.json, model.safetensors, optimizer.safetensors, loss.png, loss.svg)",
-        out_dir.display()
-    );
+    let mut files = "config.json, model.safetensors, optimizer.safetensors, loss.png, loss.svg";
+    if winograd_task {
+        // who attends to whom in the classic sentence, every head, after training
+        let text = "The animal didn't cross the road because it was tired. it =";
+        let tokens = c.vocab.encode(text)?;
+        let (trace, _) = trainer.model.trace(&tokens)?;
+        let panels: Vec<(String, Vec<f32>)> = (0..c.layers)
+            .flat_map(|l| (0..c.heads).map(move |h| (l, h)))
+            .map(|(l, h)| (format!("layer {l}, head {h}"), trace.matrix(l, h).to_vec()))
+            .collect();
+        let title = format!("after {} steps: \"{text}\"", trainer.state.step);
+        let svg = render::heatmaps_svg(&title, &trace.tokens, &panels);
+        std::fs::write(out_dir.join("attention.png"), render::svg_to_png(&svg)?)
+            .context("writing attention.png")?;
+        files = "config.json, model.safetensors, optimizer.safetensors, loss.png, loss.svg, \
+                 attention.png";
+    }
+    eprintln!("saved {} ({files})", out_dir.display());
     Ok(())
 }
 
