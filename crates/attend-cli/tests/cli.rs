@@ -382,6 +382,7 @@ fn train_saves_resumes_and_is_read_back() {
         "model.safetensors",
         "optimizer.safetensors",
         "loss.svg",
+        "attention.png",
     ] {
         assert!(ck.join(f).exists(), "{f}");
     }
