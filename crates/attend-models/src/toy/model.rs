@@ -179,6 +179,36 @@ fn pair<'a>(
     (&mut lo[a.clone()], &mut hi[..b.len()])
 }
 
+/// `x[i] = tok[ids[i]] + pos[position of i]`, positions from `pos_of(i)`.
+fn embed(
+    p: &[f32],
+    s: &Slots,
+    ids: &[u32],
+    d: usize,
+    x: &mut [f32],
+    pos_of: impl Fn(usize) -> usize,
+) {
+    for (i, (row, &id)) in x.chunks_exact_mut(d).zip(ids).enumerate() {
+        let te = &p[s.tok.start + id as usize * d..][..d];
+        let pe = &p[s.pos.start + pos_of(i) * d..][..d];
+        for ((xv, a), b) in row.iter_mut().zip(te).zip(pe) {
+            *xv = a + b;
+        }
+    }
+}
+
+/// Splits `[n × 3d]` rows of `q | k | v` into three `[n × d]` buffers.
+fn split_qkv(qkv: &[f32], d: usize, q: &mut Vec<f32>, k: &mut Vec<f32>, v: &mut Vec<f32>) {
+    q.clear();
+    k.clear();
+    v.clear();
+    for row in qkv.chunks_exact(3 * d) {
+        q.extend_from_slice(&row[..d]);
+        k.extend_from_slice(&row[d..2 * d]);
+        v.extend_from_slice(&row[2 * d..]);
+    }
+}
+
 /// A small causal transformer and its parameters.
 #[derive(Clone, Debug)]
 pub struct ToyModel {
@@ -372,13 +402,7 @@ impl ToyModel {
         acts.layers.resize_with(c.layers, LayerActs::default);
         let x = &mut acts.x;
         sized(x, n * d);
-        for (i, (row, &id)) in x.chunks_exact_mut(d).zip(tokens).enumerate() {
-            let te = &p[s.tok.start + id as usize * d..][..d];
-            let pe = &p[s.pos.start + (i % t) * d..][..d];
-            for ((xv, a), b) in row.iter_mut().zip(te).zip(pe) {
-                *xv = a + b;
-            }
-        }
+        embed(p, s, tokens, d, x, |i| i % t);
         let ap = self.attn_params(b, t);
         let tmp = &mut acts.tmp;
         sized(tmp, n * d);
@@ -409,14 +433,7 @@ impl ToyModel {
                 d,
             );
             linear_fwd(&a.h1, &p[ls.wqkv.clone()], None, qkv, n, d);
-            a.q.clear();
-            a.k.clear();
-            a.v.clear();
-            for row in qkv.chunks_exact(3 * d) {
-                a.q.extend_from_slice(&row[..d]);
-                a.k.extend_from_slice(&row[d..2 * d]);
-                a.v.extend_from_slice(&row[2 * d..]);
-            }
+            split_qkv(qkv, d, &mut a.q, &mut a.k, &mut a.v);
             attend::fused::forward_into(&ap, &a.q, &a.k, &a.v, &mut a.o, &mut a.lse)?;
             linear_fwd(&a.o, &p[ls.wo.clone()], None, tmp, n, d);
             x.iter_mut().zip(tmp.iter()).for_each(|(x, t)| *x += t);
@@ -633,31 +650,17 @@ impl ToyModel {
         let p = &self.params;
         let s = &self.slots;
         let mut x = vec![0.0f32; n * d];
-        for (i, (row, &id)) in x.chunks_exact_mut(d).zip(tokens).enumerate() {
-            let te = &p[s.tok.start + id as usize * d..][..d];
-            let pe = &p[s.pos.start + (start + i) * d..][..d];
-            for ((xv, a), b) in row.iter_mut().zip(te).zip(pe) {
-                *xv = a + b;
-            }
-        }
+        embed(p, s, tokens, d, &mut x, |i| start + i);
         let (mut h, mut xhat, mut rstd) = (vec![0.0f32; n * d], vec![0.0f32; n * d], vec![0.0; n]);
         let (mut qkv, mut tmp) = (vec![0.0f32; n * 3 * d], vec![0.0f32; n * d]);
         let (mut u, mut g) = (vec![0.0f32; n * m], vec![0.0f32; n * m]);
+        let (mut q, mut k, mut v) = (Vec::new(), Vec::new(), Vec::new());
         let mut attention = Vec::new();
         for (l, ls) in s.layers.iter().enumerate() {
             let (g1, b1) = (&p[ls.ln1_g.clone()], &p[ls.ln1_b.clone()]);
             layer_norm_fwd(&x, g1, b1, &mut h, &mut xhat, &mut rstd, d);
             linear_fwd(&h, &p[ls.wqkv.clone()], None, &mut qkv, n, d);
-            let (mut q, mut k, mut v) = (
-                Vec::with_capacity(n * d),
-                Vec::with_capacity(n * d),
-                Vec::with_capacity(n * d),
-            );
-            for row in qkv.chunks_exact(3 * d) {
-                q.extend_from_slice(&row[..d]);
-                k.extend_from_slice(&row[d..2 * d]);
-                v.extend_from_slice(&row[2 * d..]);
-            }
+            split_qkv(&qkv, d, &mut q, &mut k, &mut v);
             cache.layer_mut(l).append(&k, &v, n, Layout::Bshd)?;
             let ap = AttnParams::new(Shape::new(1, c.heads, n, start + n, hd))
                 .layout(Layout::Bshd)
