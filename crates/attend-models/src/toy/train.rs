@@ -7,7 +7,7 @@
 //! leaves a half-written checkpoint.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 use safetensors::{Dtype, SafeTensors};
@@ -778,13 +778,4 @@ impl Trainer {
             notes,
         }
     }
-}
-
-/// Where a checkpoint's files go.
-pub fn checkpoint_files(dir: &Path) -> [PathBuf; 3] {
-    [
-        dir.join("config.json"),
-        dir.join("model.safetensors"),
-        dir.join("optimizer.safetensors"),
-    ]
 }
