@@ -6,7 +6,7 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    if let Ok(g) = attend_models::gguf::Gguf::parse(data) {
+    if let Ok(g) = attend_models::formats::gguf::Gguf::parse(data) {
         // what a loader does next: look at values and tensor ranges
         for t in &g.tensors {
             assert!(t.start + t.len <= data.len());

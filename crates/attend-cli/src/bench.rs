@@ -250,8 +250,8 @@ fn lm_cases(
     out: &mut Out,
     wanted: &dyn Fn(&str) -> bool,
 ) -> Result<()> {
-    use attend_models::llama::AttnCapture;
-    let (m, _) = crate::generate::load("smollm2")?;
+    use attend_models::generate::AttnCapture;
+    let m = crate::generate::load("smollm2")?;
     let mut err = None;
     for n in [128, 512] {
         let name = format!("smollm2-pp{n}");
@@ -262,7 +262,7 @@ fn lm_cases(
         let t = time(args.quick, 5.0, || {
             let r = m
                 .new_cache()
-                .and_then(|mut c| m.forward(&toks, &mut c, false, AttnCapture::None));
+                .and_then(|mut c| m.step(&toks, &mut c, AttnCapture::None));
             if let Err(e) = r {
                 err = Some(e);
             }
@@ -289,10 +289,10 @@ fn lm_cases(
         let reps = if args.quick { 1 } else { 4 };
         for rep in 0..reps {
             cache.reset();
-            m.forward(&toks[..depth], &mut cache, false, AttnCapture::None)?;
+            m.step(&toks[..depth], &mut cache, AttnCapture::None)?;
             let start = Instant::now();
             for &tok in &toks[depth..] {
-                m.forward(&[tok], &mut cache, false, AttnCapture::None)?;
+                m.step(&[tok], &mut cache, AttnCapture::None)?;
             }
             if rep > 0 || args.quick {
                 runs.push(start.elapsed().as_secs_f64() * 1e3); // the first run warms up
@@ -323,8 +323,10 @@ fn lm_cases(
 /// the time into forward, attention backward (`attend::backward`), the other backward passes
 /// and the optimiser.
 fn train_case(name: &str, quick: bool, threads: usize, out: &mut Out) -> Result<()> {
-    use attend_models::toy::train::{fnv_hex, TaskSpec};
-    use attend_models::toy::{winograd, ToyConfig, Trainer, Vocab};
+    use attend_models::models::toy::ToyConfig;
+    use attend_models::tokenize::vocab::Vocab;
+    use attend_models::train::trainer::fnv_hex;
+    use attend_models::train::{winograd, TaskSpec, Trainer};
     let mut trainer = if name == "train-winograd" {
         let cfg = winograd::model_config(64, 2, 4);
         Trainer::new(cfg, winograd::train_config(100_000, 1, 64, 3e-3), None)?
@@ -509,7 +511,7 @@ fn run_case(case: &Case, quick: bool, threads: usize, out: &mut Out) -> Result<(
 /// `c = a · bᵀ`, row-major `n × n`, with the `gemm` crate (through the model crate's safe
 /// wrapper): the machine's sgemm peak, for scale.
 fn sgemm(n: usize, a: &[f32], b: &[f32], c: &mut [f32]) {
-    attend_models::ops::matmul_bt(a, b, c, n, n, n);
+    attend_kernels::gemm::matmul_bt(a, b, c, n, n, n);
 }
 
 /// Resident memory from /proc (Linux); `None` elsewhere.

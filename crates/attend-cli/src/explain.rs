@@ -2,7 +2,8 @@
 
 use std::io::Write;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
+use attend_models::nn::logits::{softmax, top_k};
 use attend_models::Trace;
 use serde_json::json;
 
@@ -139,8 +140,41 @@ struct Versus {
     b: f32,
 }
 
-/// Runs `attend explain`.
-pub fn run(args: &ExplainArgs) -> Result<()> {
+/// The `--compare` table: the query, the two keys, every layer × head ranked by margin.
+struct Comparison {
+    query: usize,
+    a: usize,
+    b: usize,
+    rows: Vec<Versus>,
+}
+
+/// What `explain` computed, ready to print in any format.
+struct Explained {
+    trace: Trace,
+    /// A causal model's three most likely next tokens.
+    prediction: Option<Vec<(String, f32)>>,
+    layers: Vec<usize>,
+    heads: Vec<HeadSel>,
+    query: Option<usize>,
+    versus: Option<Comparison>,
+}
+
+/// One output format: the bytes of the whole output, made in memory first, so that a
+/// failure never leaves a half-written file.
+trait Report {
+    fn render(&self, args: &ExplainArgs, ex: &Explained) -> Result<Vec<u8>>;
+}
+
+/// Tables on the terminal.
+struct TextReport;
+/// The `explain --format json` document.
+struct JsonReport;
+/// Heatmaps, SVG or PNG.
+struct PictureReport {
+    png: bool,
+}
+
+fn output_format(args: &ExplainArgs) -> Result<ExplainFormat> {
     let format = args.format.unwrap_or_else(|| {
         let ext = args.output.as_ref().and_then(|p| p.extension());
         match ext
@@ -162,37 +196,50 @@ pub fn run(args: &ExplainArgs) -> Result<()> {
             "--format png writes an image: give -o FILE.png or redirect standard output"
         ));
     }
+    Ok(format)
+}
+
+/// Runs `attend explain`: load and compute, then print in the chosen format.
+pub fn run(args: &ExplainArgs) -> Result<()> {
+    let format = output_format(args)?;
     let text = if args.text == "-" {
         crate::input::texts(&[])?.join("\n")
     } else {
         args.text.clone()
     };
+    let ex = explain(args, &text)?;
+    let report: &dyn Report = match format {
+        ExplainFormat::Text => &TextReport,
+        ExplainFormat::Json => &JsonReport,
+        ExplainFormat::Svg => &PictureReport { png: false },
+        ExplainFormat::Png => &PictureReport { png: true },
+    };
+    let bytes = report.render(args, &ex)?;
+    crate::output::write(args.output.as_deref(), &bytes)
+}
+
+/// The trace of `text` in the model, and what the flags select of it.
+fn explain(args: &ExplainArgs, text: &str) -> Result<Explained> {
     // a causal model attend trained (toy-winograd, or a folder from `attend train`), else a
     // BERT-family encoder
     let (trace, prediction) = match crate::input::toy_model(&args.model)? {
         Some(m) => {
-            let tokens = m
-                .config
-                .vocab
-                .encode(&text)
-                .map_err(|e| crate::usage!("{e}"))?;
-            if tokens.is_empty() || tokens.len() > m.config.ctx {
-                return Err(crate::usage!(
-                    "the text has {} tokens; this model reads 1 to {}",
-                    tokens.len(),
-                    m.config.ctx
-                ));
-            }
-            let (trace, logits) = m.trace(&tokens)?;
-            let top = top_predictions(&logits, 3)
+            let vocab = &m.config.vocab;
+            let tokens = vocab.encode(text).map_err(|e| crate::usage!("{e}"))?;
+            let (trace, logits) = m.trace(&tokens).map_err(|e| match e {
+                attend_models::Error::TextLength { .. } => crate::usage!("{e}"),
+                other => other.into(),
+            })?;
+            let p = softmax(&logits);
+            let top = top_k(&logits, 3)
                 .into_iter()
-                .map(|(id, p)| (m.config.vocab.token_text(id), p))
+                .map(|(id, _)| (vocab.token_text(id as u32), p[id]))
                 .collect::<Vec<_>>();
             (trace, Some(top))
         }
         None => {
             let enc = crate::input::encoder(&args.model)?;
-            let (trace, tok) = enc.trace(&text)?;
+            let (trace, tok) = enc.trace(text)?;
             if tok.truncated {
                 eprintln!(
                     "warning: the text is longer than {} tokens; it was truncated",
@@ -222,156 +269,154 @@ pub fn run(args: &ExplainArgs) -> Result<()> {
         q => q,
     };
     let versus = match (&args.compare, query) {
-        (Some(ab), Some(q)) => {
-            let a = find_token(&trace, &ab[0], "--compare")?;
-            let b = find_token(&trace, &ab[1], "--compare")?;
-            let mut rows: Vec<Versus> = (0..trace.layers)
-                .flat_map(|l| (0..trace.heads).map(move |h| (l, h)))
-                .map(|(l, h)| {
-                    let r = trace.row(l, h, q);
-                    Versus {
-                        layer: l,
-                        head: h,
-                        a: r[a],
-                        b: r[b],
-                    }
-                })
-                .collect();
-            rows.sort_by(|x, y| (y.a - y.b).abs().total_cmp(&(x.a - x.b).abs()));
-            Some((q, a, b, rows))
-        }
+        (Some(ab), Some(q)) => Some(compare(
+            &trace,
+            q,
+            find_token(&trace, &ab[0], "--compare")?,
+            find_token(&trace, &ab[1], "--compare")?,
+        )),
         _ => None,
     };
-
-    // Everything is made in memory first, so that a failure never leaves a half-written file.
-    let mut buf: Vec<u8> = Vec::new();
-    let out = &mut buf;
-    match format {
-        ExplainFormat::Json => {
-            let att: Vec<Vec<Vec<&[f32]>>> = (0..trace.layers)
-                .map(|l| {
-                    (0..trace.heads)
-                        .map(|h| trace.matrix(l, h).chunks(trace.len()).collect())
-                        .collect()
-                })
-                .collect();
-            let mut v = json!({"model": args.model, "layers": trace.layers, "heads": trace.heads,
-                               "tokens": trace.tokens, "attention": att});
-            if let Some(top) = &prediction {
-                v["next"] = json!(top
-                    .iter()
-                    .map(|(t, p)| json!({"text": t, "p": p}))
-                    .collect::<Vec<_>>());
-            }
-            if let Some((q, a, b, rows)) = &versus {
-                v["compare"] = json!({"token": q, "a": a, "b": b, "rows": rows.iter().map(|r| json!({
-                    "layer": r.layer, "head": r.head, "a": r.a, "b": r.b})).collect::<Vec<_>>()});
-            }
-            writeln!(out, "{v}")?;
-        }
-        ExplainFormat::Svg | ExplainFormat::Png => {
-            let mut panels = Vec::new();
-            for &l in &layers {
-                for &h in &heads {
-                    panels.push((
-                        format!("layer {l}, {}", head_name(h, trace.heads)),
-                        weights(&trace, l, h),
-                    ));
-                }
-            }
-            let title = format!("{} · attention of {} tokens", args.model, trace.len());
-            let svg = render::heatmaps_svg(&title, &trace.tokens, &panels);
-            if format == ExplainFormat::Png {
-                out.write_all(&render::svg_to_png(&svg)?)?;
-            } else {
-                out.write_all(svg.as_bytes())?;
-            }
-        }
-        ExplainFormat::Text => {
-            writeln!(
-                out,
-                "model {} · {} layers × {} heads · {} tokens",
-                args.model,
-                trace.layers,
-                trace.heads,
-                trace.len()
-            )?;
-            let toks: Vec<String> = trace
-                .tokens
-                .iter()
-                .enumerate()
-                .map(|(i, t)| format!("{i}:{}", t.text))
-                .collect();
-            writeln!(out, "tokens: {}", toks.join(" "))?;
-            if let Some(top) = &prediction {
-                let list: Vec<String> = top.iter().map(|(t, p)| format!("{t} {p:.3}")).collect();
-                writeln!(out, "next token (causal model): {}", list.join(" · "))?;
-            }
-            if let Some((q, a, b, rows)) = &versus {
-                compare_table(out, &trace, *q, *a, *b, rows)?;
-            } else {
-                for &l in &layers {
-                    for &h in &heads {
-                        writeln!(out, "\nlayer {l}, {}:", head_name(h, trace.heads))?;
-                        let w = weights(&trace, l, h);
-                        let n = trace.len();
-                        let qs: Vec<usize> = query.map_or_else(|| (0..n).collect(), |q| vec![q]);
-                        for q in qs {
-                            let row = &w[q * n..][..n];
-                            let mut idx: Vec<usize> = (0..n).collect();
-                            idx.sort_by(|&x, &y| row[y].total_cmp(&row[x]));
-                            let top: Vec<String> = idx
-                                .iter()
-                                .take(args.top)
-                                .map(|&k| format!("{} {:.3}", trace.tokens[k].text, row[k]))
-                                .collect();
-                            writeln!(
-                                out,
-                                "  {:>3} {:<12} → {}",
-                                q,
-                                trace.tokens[q].text,
-                                top.join(" · ")
-                            )?;
-                        }
-                    }
-                }
-            }
-        }
-    }
-    match &args.output {
-        Some(p) => std::fs::write(p, &buf).with_context(|| format!("writing {}", p.display()))?,
-        None => {
-            let mut so = std::io::stdout().lock();
-            so.write_all(&buf)?;
-            so.flush()?;
-        }
-    }
-    Ok(())
+    Ok(Explained {
+        trace,
+        prediction,
+        layers,
+        heads,
+        query,
+        versus,
+    })
 }
 
-/// The `k` most likely next tokens and their probabilities.
-fn top_predictions(logits: &[f32], k: usize) -> Vec<(u32, f32)> {
-    let max = logits.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
-    let sum: f32 = logits.iter().map(|v| (v - max).exp()).sum();
-    let mut idx: Vec<usize> = (0..logits.len()).collect();
-    idx.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]));
-    idx.into_iter()
-        .take(k)
-        .map(|i| (i as u32, (logits[i] - max).exp() / sum))
-        .collect()
+/// Every layer × head by the weight query `q` gives key `a` against key `b`, largest margin
+/// first.
+fn compare(trace: &Trace, q: usize, a: usize, b: usize) -> Comparison {
+    let mut rows: Vec<Versus> = (0..trace.layers)
+        .flat_map(|l| (0..trace.heads).map(move |h| (l, h)))
+        .map(|(l, h)| {
+            let r = trace.row(l, h, q);
+            Versus {
+                layer: l,
+                head: h,
+                a: r[a],
+                b: r[b],
+            }
+        })
+        .collect();
+    rows.sort_by(|x, y| (y.a - y.b).abs().total_cmp(&(x.a - x.b).abs()));
+    Comparison {
+        query: q,
+        a,
+        b,
+        rows,
+    }
+}
+
+impl Report for JsonReport {
+    fn render(&self, args: &ExplainArgs, ex: &Explained) -> Result<Vec<u8>> {
+        let trace = &ex.trace;
+        let att: Vec<Vec<Vec<&[f32]>>> = (0..trace.layers)
+            .map(|l| {
+                (0..trace.heads)
+                    .map(|h| trace.matrix(l, h).chunks(trace.len()).collect())
+                    .collect()
+            })
+            .collect();
+        let mut v = json!({"model": args.model, "layers": trace.layers, "heads": trace.heads,
+                           "tokens": trace.tokens, "attention": att});
+        if let Some(top) = &ex.prediction {
+            v["next"] = json!(top
+                .iter()
+                .map(|(t, p)| json!({"text": t, "p": p}))
+                .collect::<Vec<_>>());
+        }
+        if let Some(c) = &ex.versus {
+            v["compare"] = json!({"token": c.query, "a": c.a, "b": c.b, "rows": c.rows.iter().map(|r| json!({
+                "layer": r.layer, "head": r.head, "a": r.a, "b": r.b})).collect::<Vec<_>>()});
+        }
+        Ok(format!("{v}\n").into_bytes())
+    }
+}
+
+impl Report for PictureReport {
+    fn render(&self, args: &ExplainArgs, ex: &Explained) -> Result<Vec<u8>> {
+        let trace = &ex.trace;
+        let mut panels = Vec::new();
+        for &l in &ex.layers {
+            for &h in &ex.heads {
+                panels.push((
+                    format!("layer {l}, {}", head_name(h, trace.heads)),
+                    weights(trace, l, h),
+                ));
+            }
+        }
+        let title = format!("{} · attention of {} tokens", args.model, trace.len());
+        let svg = render::heatmaps_svg(&title, &trace.tokens, &panels);
+        if self.png {
+            render::svg_to_png(&svg)
+        } else {
+            Ok(svg.into_bytes())
+        }
+    }
+}
+
+impl Report for TextReport {
+    fn render(&self, args: &ExplainArgs, ex: &Explained) -> Result<Vec<u8>> {
+        let trace = &ex.trace;
+        let mut buf: Vec<u8> = Vec::new();
+        let out = &mut buf;
+        writeln!(
+            out,
+            "model {} · {} layers × {} heads · {} tokens",
+            args.model,
+            trace.layers,
+            trace.heads,
+            trace.len()
+        )?;
+        let toks: Vec<String> = trace
+            .tokens
+            .iter()
+            .enumerate()
+            .map(|(i, t)| format!("{i}:{}", t.text))
+            .collect();
+        writeln!(out, "tokens: {}", toks.join(" "))?;
+        if let Some(top) = &ex.prediction {
+            let list: Vec<String> = top.iter().map(|(t, p)| format!("{t} {p:.3}")).collect();
+            writeln!(out, "next token (causal model): {}", list.join(" · "))?;
+        }
+        if let Some(c) = &ex.versus {
+            compare_table(out, trace, c)?;
+            return Ok(buf);
+        }
+        for &l in &ex.layers {
+            for &h in &ex.heads {
+                writeln!(out, "\nlayer {l}, {}:", head_name(h, trace.heads))?;
+                let w = weights(trace, l, h);
+                let n = trace.len();
+                let qs: Vec<usize> = ex.query.map_or_else(|| (0..n).collect(), |q| vec![q]);
+                for q in qs {
+                    let top: Vec<String> = top_k(&w[q * n..][..n], args.top)
+                        .into_iter()
+                        .map(|(k, v)| format!("{} {v:.3}", trace.tokens[k].text))
+                        .collect();
+                    writeln!(
+                        out,
+                        "  {:>3} {:<12} → {}",
+                        q,
+                        trace.tokens[q].text,
+                        top.join(" · ")
+                    )?;
+                }
+            }
+        }
+        Ok(buf)
+    }
 }
 
 /// Weights closer than this are a tie in the `--compare` table.
 const TIE: f32 = 5e-4;
 
-fn compare_table(
-    out: &mut dyn Write,
-    trace: &Trace,
-    q: usize,
-    a: usize,
-    b: usize,
-    rows: &[Versus],
-) -> Result<()> {
+fn compare_table(out: &mut dyn Write, trace: &Trace, c: &Comparison) -> Result<()> {
+    let (q, a, b, rows) = (c.query, c.a, c.b, &c.rows[..]);
     let (ta, tb) = (&trace.tokens[a].text, &trace.tokens[b].text);
     writeln!(
         out,

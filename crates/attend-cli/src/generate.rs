@@ -1,13 +1,12 @@
-//! `attend generate`: next-token prediction on a Llama-family GGUF model, and with `--explain`
-//! which earlier tokens each new token's prediction attended to.
+//! `attend generate`: next-token prediction on any causal model attend runs (Llama-family
+//! GGUF files, the models attend trained), and with `--explain` which earlier tokens each new
+//! token's prediction attended to. Load → generate (tokens streamed to a [`Sink`]) → stats.
 
 use std::io::Write;
 
-use anyhow::{Context, Result};
-use attend_models::generate::{generate, GenToken, Sampler, SamplerConfig};
-use attend_models::gguf_tokenizer::{apply_chat_template, GgufTokenizer, Utf8Stream};
-use attend_models::llama::LlamaModel;
-use attend_models::registry;
+use anyhow::Result;
+use attend_models::generate::{generate, CausalLm, GenStats, GenToken, Sampler, SamplerConfig};
+use attend_models::tokenize::gguf::Utf8Stream;
 use serde_json::json;
 
 /// Output formats of `attend generate`.
@@ -67,42 +66,6 @@ pub struct GenerateArgs {
     prompt: String,
 }
 
-/// Loads a causal LM by name (fetched on first use), file or folder.
-pub fn load(model: &str) -> Result<(LlamaModel, GgufTokenizer)> {
-    let path = registry::resolve(model, &mut |m| eprintln!("{m}")).map_err(|e| match e {
-        attend_models::Error::UnknownModel { .. } => crate::usage!("{e}"),
-        other => anyhow::Error::new(other),
-    })?;
-    let m = LlamaModel::load(&path)
-        .with_context(|| format!("loading model `{model}` from {}", path.display()))?;
-    let tok = GgufTokenizer::from_gguf(&m.file.header)
-        .with_context(|| format!("reading the tokenizer of {}", m.file.path.display()))?;
-    Ok((m, tok))
-}
-
-/// A causal model: from GGUF, or one attend trained (one per run, so its size is no concern).
-#[allow(clippy::large_enum_variant)]
-enum Lm {
-    Llama(Box<(LlamaModel, GgufTokenizer)>),
-    Toy(attend_models::toy::ToyModel),
-}
-
-impl Lm {
-    fn dims(&self) -> (usize, usize) {
-        match self {
-            Lm::Llama(b) => (b.0.config.n_layers, b.0.config.n_heads),
-            Lm::Toy(m) => (m.config.layers, m.config.heads),
-        }
-    }
-
-    fn token_bytes(&self, id: u32) -> Vec<u8> {
-        match self {
-            Lm::Llama(b) => b.1.token_bytes(id).to_vec(),
-            Lm::Toy(m) => m.config.vocab.token_bytes(id),
-        }
-    }
-}
-
 /// One attended position.
 struct Attended {
     pos: usize,
@@ -140,6 +103,67 @@ fn attended(g: &GenToken, layers: usize, heads: usize, args: &GenerateArgs) -> V
         .collect()
 }
 
+/// Where generated tokens go, one type per output format.
+enum Sink {
+    /// The text as it is made.
+    Stream(Utf8Stream),
+    /// One line per token with what its prediction attended to.
+    Explain,
+    /// JSON records, printed at the end.
+    Json(Vec<serde_json::Value>),
+}
+
+impl Sink {
+    /// Writes one token; `texts` holds every earlier token's text (prompt first).
+    fn token(
+        &mut self,
+        out: &mut dyn Write,
+        g: &GenToken,
+        bytes: &[u8],
+        piece: &str,
+        att: &[Attended],
+        texts: &[String],
+    ) -> std::io::Result<()> {
+        match self {
+            Sink::Stream(stream) => {
+                let s = stream.push(bytes);
+                out.write_all(s.as_bytes())?;
+                out.flush()
+            }
+            Sink::Explain => {
+                let list: Vec<String> = att
+                    .iter()
+                    .map(|a| format!("{:?}@{} {:.3}", texts[a.pos], a.pos, a.weight))
+                    .collect();
+                writeln!(
+                    out,
+                    "{:>5}  {:<14} ← {}",
+                    texts.len(),
+                    format!("{piece:?}"),
+                    list.join(" · ")
+                )
+            }
+            Sink::Json(records) => {
+                records.push(json!({
+                    "id": g.id, "text": piece, "logprob": g.logprob,
+                    "attended": att.iter().map(|a| json!({
+                        "pos": a.pos, "text": texts[a.pos], "weight": a.weight})).collect::<Vec<_>>(),
+                }));
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Loads a causal model by name (fetched on first use), file or folder; an unknown name is a
+/// usage error.
+pub fn load(model: &str) -> Result<Box<dyn CausalLm>> {
+    attend_models::models::load_causal_lm(model, &mut |m| eprintln!("{m}")).map_err(|e| match e {
+        attend_models::Error::UnknownModel { .. } => crate::usage!("{e}"),
+        other => anyhow::Error::new(other).context(format!("loading model `{model}`")),
+    })
+}
+
 /// Runs `attend generate`.
 pub fn run(args: &GenerateArgs) -> Result<()> {
     let prompt = if args.prompt == "-" {
@@ -157,14 +181,9 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
         seed: args.seed,
     };
     let mut sampler = Sampler::new(sampler_cfg).map_err(|e| crate::usage!("{e}"))?;
-    let lm = match crate::input::toy_model(&args.model)? {
-        Some(m) => Lm::Toy(m),
-        None => {
-            let (m, t) = load(&args.model)?;
-            Lm::Llama(Box::new((m, t)))
-        }
-    };
-    let (layers, heads) = lm.dims();
+    // load
+    let lm = load(&args.model)?;
+    let (layers, heads) = (lm.layers(), lm.heads());
     if let Some(l) = args.layer.filter(|&l| l >= layers) {
         return Err(crate::usage!(
             "--layer {l} is out of range: the model has layers 0..={}",
@@ -177,82 +196,44 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
             heads - 1
         ));
     }
-    let text = match (&lm, args.chat) {
-        (Lm::Llama(b), true) => apply_chat_template(&b.1, &prompt)?,
-        (Lm::Toy(_), true) => {
+    let text = match (args.chat, lm.chat(&prompt)) {
+        (true, Some(t)) => t?,
+        (true, None) => {
             return Err(crate::usage!(
                 "--chat: `{}` has no chat template (it is a model attend trained)",
                 args.model
             ))
         }
-        _ => prompt,
+        (false, _) => prompt,
     };
-    let prompt_tokens = match &lm {
-        Lm::Llama(b) => b.1.encode(&text)?,
-        Lm::Toy(m) => m
-            .config
-            .vocab
-            .encode(&text)
-            .map_err(|e| crate::usage!("{e}"))?,
-    };
+    let tok = lm.tokenizer();
+    let prompt_tokens = tok.encode(&text).map_err(|e| match e {
+        // a word list that does not know a word: the user's text
+        attend_models::Error::Invalid(_) => crate::usage!("{e}"),
+        other => other.into(),
+    })?;
     let prompt_ids: Vec<u32> = prompt_tokens.iter().map(|t| t.id).collect();
     if prompt_ids.is_empty() {
         return Err(crate::usage!("the prompt is empty"));
     }
-    // a toy model slides its window over longer texts; a Llama model has a hard limit
-    if let Lm::Llama(b) = &lm {
-        let model = &b.0;
-        let ctx = model.config.context_length;
-        if prompt_ids.len() + args.max_tokens > ctx {
-            return Err(crate::usage!(
-                "the prompt's {} tokens plus --max-tokens {} exceed the model's context of {ctx} tokens",
-                prompt_ids.len(),
-                args.max_tokens
-            ));
-        }
-    }
+    // compute, printing each token as it comes
     let mut texts: Vec<String> = prompt_tokens.iter().map(|t| t.text.clone()).collect();
     let mut out = std::io::stdout().lock();
-    let mut stream = Utf8Stream::default();
-    let mut records = Vec::new();
+    let mut sink = match args.format {
+        GenFormat::Json => Sink::Json(Vec::new()),
+        GenFormat::Text if args.explain => Sink::Explain,
+        GenFormat::Text => Sink::Stream(Utf8Stream::default()),
+    };
     let mut io_err: Option<std::io::Error> = None;
-    let json_mode = args.format == GenFormat::Json;
     let mut on_token = |g: &GenToken| {
-        let bytes = lm.token_bytes(g.id);
-        let bytes = &bytes[..];
-        let piece = match &lm {
-            // a word model's end token adds no text; show it by name
-            Lm::Toy(m) if bytes.is_empty() => m.config.vocab.token_text(g.id),
-            _ => String::from_utf8_lossy(bytes).into_owned(),
-        };
+        let bytes = tok.token_bytes(g.id);
+        let piece = tok.display(g.id);
         let att = if args.explain {
             attended(g, layers, heads, args)
         } else {
             Vec::new()
         };
-        let r = if json_mode {
-            records.push(json!({
-                "id": g.id, "text": piece, "logprob": g.logprob,
-                "attended": att.iter().map(|a| json!({
-                    "pos": a.pos, "text": texts[a.pos], "weight": a.weight})).collect::<Vec<_>>(),
-            }));
-            Ok(())
-        } else if args.explain {
-            let list: Vec<String> = att
-                .iter()
-                .map(|a| format!("{:?}@{} {:.3}", texts[a.pos], a.pos, a.weight))
-                .collect();
-            writeln!(
-                out,
-                "{:>5}  {:<14} ← {}",
-                texts.len(),
-                format!("{piece:?}"),
-                list.join(" · ")
-            )
-        } else {
-            let s = stream.push(bytes);
-            out.write_all(s.as_bytes()).and_then(|_| out.flush())
-        };
+        let r = sink.token(&mut out, g, &bytes, &piece, &att, &texts);
         texts.push(piece);
         match r {
             Ok(()) => true,
@@ -262,43 +243,62 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
             }
         }
     };
-    let stats = match &lm {
-        Lm::Llama(b) => generate(
-            &b.0,
-            &b.1,
-            &prompt_ids,
-            args.max_tokens,
-            &mut sampler,
-            args.explain,
-            &mut on_token,
-        )?,
-        Lm::Toy(m) => attend_models::toy::generate(
-            m,
-            &prompt_ids,
-            args.max_tokens,
-            &mut sampler,
-            args.explain,
-            &mut on_token,
-        )?,
-    };
+    let stats = generate(
+        lm.as_ref(),
+        &prompt_ids,
+        args.max_tokens,
+        &mut sampler,
+        args.explain,
+        &mut on_token,
+    )
+    .map_err(|e| match e {
+        attend_models::Error::ContextExceeded { .. } => crate::usage!("{e}"),
+        other => other.into(),
+    })?;
     if let Some(e) = io_err {
         return Err(e.into());
     }
+    // print the end
+    finish(
+        args,
+        sink,
+        &mut out,
+        &stats,
+        &prompt_ids,
+        &text,
+        &texts,
+        (layers, heads),
+    )
+}
+
+/// What follows the tokens: the JSON document, or the closing text and the speeds.
+#[allow(clippy::too_many_arguments)]
+fn finish(
+    args: &GenerateArgs,
+    sink: Sink,
+    out: &mut dyn Write,
+    stats: &GenStats,
+    prompt_ids: &[u32],
+    text: &str,
+    texts: &[String],
+    (layers, heads): (usize, usize),
+) -> Result<()> {
     let pp = stats.prompt_tokens as f64 / stats.prompt_secs.max(1e-9);
     let tg = stats.gen_tokens as f64 / stats.gen_secs.max(1e-9);
-    if json_mode {
-        let v = json!({
-            "model": args.model,
-            "prompt_ids": prompt_ids,
-            "tokens": records,
-            "stats": {"prompt_tokens": stats.prompt_tokens, "prompt_tokens_per_s": pp,
-                      "gen_tokens": stats.gen_tokens, "gen_tokens_per_s": tg,
-                      "stopped_at_eos": stats.stopped_at_eos},
-        });
-        writeln!(out, "{v}")?;
-    } else {
-        let rest = stream.finish();
-        if args.explain {
+    match sink {
+        Sink::Json(records) => {
+            let v = json!({
+                "model": args.model,
+                "prompt_ids": prompt_ids,
+                "tokens": records,
+                "stats": {"prompt_tokens": stats.prompt_tokens, "prompt_tokens_per_s": pp,
+                          "gen_tokens": stats.gen_tokens, "gen_tokens_per_s": tg,
+                          "stopped_at_eos": stats.stopped_at_eos},
+            });
+            writeln!(out, "{v}")?;
+            return Ok(());
+        }
+        Sink::Explain => {
             let generated: String = texts[prompt_ids.len()..].concat();
             writeln!(out, "\n{text}{generated}")?;
             eprintln!(
@@ -314,19 +314,21 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
                     ""
                 }
             );
-        } else {
+        }
+        Sink::Stream(mut stream) => {
+            let rest = stream.finish();
             writeln!(out, "{rest}")?;
         }
-        eprintln!(
-            "[{} prompt tokens at {pp:.1} tokens/s · {} generated at {tg:.1} tokens/s{}]",
-            stats.prompt_tokens,
-            stats.gen_tokens,
-            if stats.stopped_at_eos {
-                " · end token"
-            } else {
-                ""
-            }
-        );
     }
+    eprintln!(
+        "[{} prompt tokens at {pp:.1} tokens/s · {} generated at {tg:.1} tokens/s{}]",
+        stats.prompt_tokens,
+        stats.gen_tokens,
+        if stats.stopped_at_eos {
+            " · end token"
+        } else {
+            ""
+        }
+    );
     Ok(())
 }

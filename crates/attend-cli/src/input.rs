@@ -46,17 +46,8 @@ pub fn encoder(model: &str) -> Result<SentenceEncoder> {
 
 /// A model attend trained itself: an embedded one by name (`toy-winograd`), or a checkpoint
 /// folder from `attend train`. `None` when `model` is neither.
-pub fn toy_model(model: &str) -> Result<Option<attend_models::toy::ToyModel>> {
-    use attend_models::toy::{embedded, Checkpoint};
-    if let Some(ck) = embedded::get(model) {
-        return Ok(Some(
-            ck.with_context(|| format!("loading `{model}`"))?.model,
-        ));
-    }
-    let p = std::path::Path::new(model);
-    if p.is_dir() && Checkpoint::is_toy_dir(p) {
-        let ck = Checkpoint::load(p).with_context(|| format!("loading {}", p.display()))?;
-        return Ok(Some(ck.model));
-    }
-    Ok(None)
+pub fn toy_model(model: &str) -> Result<Option<attend_models::models::toy::ToyModel>> {
+    attend_models::models::load_toy(model)
+        .transpose()
+        .with_context(|| format!("loading `{model}`"))
 }

@@ -7,6 +7,7 @@ mod explain;
 mod generate;
 mod input;
 mod models_cmd;
+mod output;
 mod render;
 mod train;
 mod usage;

@@ -35,8 +35,8 @@ pub fn list(format: Format) -> Result<()> {
             ),
         }
     }
-    for name in attend_models::toy::embedded::NAMES {
-        let Some(Ok(ck)) = attend_models::toy::embedded::get(name) else {
+    for name in attend_models::models::embedded::NAMES {
+        let Some(Ok(ck)) = attend_models::models::embedded::get(name) else {
             continue;
         };
         let c = &ck.model.config;

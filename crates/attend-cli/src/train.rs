@@ -6,8 +6,10 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use attend_models::toy::train::{evaluate_winograd, fnv_hex, TaskSpec, WinogradEval};
-use attend_models::toy::{winograd, Checkpoint, ToyConfig, Trainer, Vocab};
+use attend_models::models::toy::ToyConfig;
+use attend_models::tokenize::vocab::Vocab;
+use attend_models::train::trainer::{evaluate_winograd, fnv_hex, WinogradEval};
+use attend_models::train::{winograd, Checkpoint, TaskSpec, Trainer};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
@@ -337,8 +339,8 @@ pub fn run(args: &TrainArgs, threads: usize) -> Result<()> {
     );
     let svg = render::loss_curve_svg(&title, &trainer.state.losses, &held, &acc);
     let png = render::svg_to_png(&svg)?;
-    std::fs::write(out_dir.join("loss.svg"), &svg).context("writing loss.svg")?;
-    std::fs::write(out_dir.join("loss.png"), &png).context("writing loss.png")?;
+    crate::output::write_file(&out_dir.join("loss.svg"), svg.as_bytes())?;
+    crate::output::write_file(&out_dir.join("loss.png"), &png)?;
     let mut files = "config.json, model.safetensors, optimizer.safetensors, loss.png, loss.svg";
     if winograd_task {
         // who attends to whom in the classic sentence, every head, after training
@@ -351,8 +353,7 @@ pub fn run(args: &TrainArgs, threads: usize) -> Result<()> {
             .collect();
         let title = format!("after {} steps: \"{text}\"", trainer.state.step);
         let svg = render::heatmaps_svg(&title, &trace.tokens, &panels);
-        std::fs::write(out_dir.join("attention.png"), render::svg_to_png(&svg)?)
-            .context("writing attention.png")?;
+        crate::output::write_file(&out_dir.join("attention.png"), &render::svg_to_png(&svg)?)?;
         files = "config.json, model.safetensors, optimizer.safetensors, loss.png, loss.svg, \
                  attention.png";
     }

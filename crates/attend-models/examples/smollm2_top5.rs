@@ -1,7 +1,8 @@
 //! Top-5 next tokens of a prompt on a GGUF model: `cargo run --release -p attend-models
 //! --example smollm2_top5 -- FILE.gguf "The capital of France is"`.
-use attend_models::gguf_tokenizer::GgufTokenizer;
-use attend_models::llama::{AttnCapture, LlamaModel};
+use attend_models::generate::AttnCapture;
+use attend_models::models::llama::LlamaModel;
+use attend_models::tokenize::gguf::GgufTokenizer;
 
 fn main() -> attend_models::Result<()> {
     let args: Vec<String> = std::env::args().collect();

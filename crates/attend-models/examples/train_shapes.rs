@@ -2,7 +2,8 @@
 //! shapes of the default text model (4096 rows: batch 32 × 128 bytes) and the Winograd model.
 //!
 //! cargo run --release -p attend-models --example train_shapes
-use attend_models::toy::layers::{linear_bwd, linear_fwd};
+use attend_models::nn::linear::linear_fwd;
+use attend_models::train::layers::linear_bwd;
 use std::time::Instant;
 
 fn fill(n: usize, s: u64) -> Vec<f32> {

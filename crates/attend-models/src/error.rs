@@ -62,12 +62,36 @@ pub enum Error {
     /// The tokenizer failed.
     #[error("tokenizer: {0}")]
     Tokenizer(String),
+    /// A prompt plus the tokens asked for do not fit the model's context.
+    #[error(
+        "the prompt's {prompt} tokens plus {max_tokens} to generate exceed the model's context \
+         of {context} tokens"
+    )]
+    ContextExceeded {
+        /// Tokens in the prompt.
+        prompt: usize,
+        /// Tokens asked for.
+        max_tokens: usize,
+        /// The model's context length.
+        context: usize,
+    },
+    /// A text is empty or longer than a model reads at once.
+    #[error("the text has {tokens} tokens; this model reads 1 to {max}")]
+    TextLength {
+        /// Tokens in the text.
+        tokens: usize,
+        /// The most the model reads.
+        max: usize,
+    },
     /// A request the model cannot serve (an empty batch, a position out of range, ...).
     #[error("{0}")]
     Invalid(String),
     /// The attention kernel refused a call (a bug in the model code if it happens).
     #[error("attention kernel: {0}")]
     Attention(#[from] attend::Error),
+    /// A kernel refused a call (a bug in the model code if it happens).
+    #[error("kernel: {0}")]
+    Kernel(#[from] attend_kernels::Error),
 }
 
 /// `Result` with [`Error`].

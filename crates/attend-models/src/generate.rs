@@ -1,12 +1,86 @@
-//! Next-token generation: the prompt in one batched causal forward, then one token at a time
-//! through the KV cache; greedy or sampled (temperature, top-k, top-p, seeded); stops at an
-//! end token or after `max_tokens`.
+//! Next-token generation, one loop for every causal model: the prompt in one batched causal
+//! forward, then one token at a time through the KV cache; greedy or sampled (temperature,
+//! top-k, top-p, seeded); stops at an end token or after `max_tokens`. A model is anything
+//! that implements [`CausalLm`] (Llama-family GGUF files, the toy models attend trains).
+//!
+//! Invariant: this module knows no model; models implement [`CausalLm`] and import it.
 
 use std::time::Instant;
 
-use crate::gguf_tokenizer::GgufTokenizer;
-use crate::llama::{AttnCapture, LlamaModel};
+use attend::KvCache;
+
+use crate::nn::logits::{argmax, logprob, ranked};
+use crate::rng::Rng;
+use crate::tokenize::Tokenizer;
 use crate::{Error, Result};
+
+/// How far a model can see.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Context {
+    /// At most this many positions; a longer request is refused before anything runs.
+    Limit(usize),
+    /// Learned positions end here; past it, the last half of the text is run again from
+    /// position 0 and generation goes on from there.
+    Window(usize),
+}
+
+/// Which attention to capture during a step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttnCapture {
+    /// None (the fast path).
+    None,
+    /// The last position's attention, every layer × head: `[layer][head][key]`.
+    LastRow,
+}
+
+/// What one step returns.
+#[derive(Clone, Debug, Default)]
+pub struct Step {
+    /// Logits of the last position.
+    pub logits: Vec<f32>,
+    /// With [`AttnCapture::LastRow`]: `[layer][head][key]` flattened, keys = every cached
+    /// position.
+    pub attention: Vec<f32>,
+}
+
+/// A causal language model as the generation loop sees it.
+pub trait CausalLm: Sync {
+    /// Layers (of captured attention).
+    fn layers(&self) -> usize;
+    /// Query heads per layer.
+    fn heads(&self) -> usize;
+    /// How far it sees.
+    fn context(&self) -> Context;
+    /// Its tokenizer.
+    fn tokenizer(&self) -> &dyn Tokenizer;
+    /// Whether `id` ends a text.
+    fn is_end(&self, id: u32) -> bool;
+    /// `user` wrapped in the model's chat template as one user turn; `None` when the model has
+    /// no template.
+    fn chat(&self, user: &str) -> Option<Result<String>> {
+        let _ = user;
+        None
+    }
+    /// An empty KV cache for [`CausalLm::step`].
+    fn new_cache(&self) -> Result<KvCache>;
+    /// Runs `tokens` at positions `cache.len()..`, appending their keys and values to
+    /// `cache`; the logits of the last one and, when asked, its attention.
+    fn step(&self, tokens: &[u32], cache: &mut KvCache, capture: AttnCapture) -> Result<Step>;
+}
+
+/// Refuses a prompt of `prompt` tokens plus `max_tokens` more on a model with a hard limit.
+pub fn check_context(lm: &dyn CausalLm, prompt: usize, max_tokens: usize) -> Result<()> {
+    if let Context::Limit(context) = lm.context() {
+        if prompt.checked_add(max_tokens).map_or(true, |n| n > context) {
+            return Err(Error::ContextExceeded {
+                prompt,
+                max_tokens,
+                context,
+            });
+        }
+    }
+    Ok(())
+}
 
 /// How the next token is chosen.
 #[derive(Clone, Debug, PartialEq)]
@@ -32,10 +106,10 @@ impl Default for SamplerConfig {
     }
 }
 
-/// A seeded sampler (xoshiro256** random numbers, deterministic for a seed).
+/// A seeded sampler ([`Rng`] draws: the same seed, the same choices).
 pub struct Sampler {
     cfg: SamplerConfig,
-    s: [u64; 4],
+    rng: Rng,
 }
 
 impl Sampler {
@@ -53,52 +127,18 @@ impl Sampler {
                 cfg.top_p
             )));
         }
-        // splitmix64 to seed the state
-        let mut z = cfg.seed;
-        let mut s = [0u64; 4];
-        for v in &mut s {
-            z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut x = z;
-            x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            *v = x ^ (x >> 31);
-        }
-        Ok(Sampler { cfg, s })
-    }
-
-    fn next_f64(&mut self) -> f64 {
-        let s = &mut self.s;
-        let result = s[1].wrapping_mul(5).rotate_left(7).wrapping_mul(9);
-        let t = s[1] << 17;
-        s[2] ^= s[0];
-        s[3] ^= s[1];
-        s[1] ^= s[2];
-        s[0] ^= s[3];
-        s[2] ^= t;
-        s[3] = s[3].rotate_left(45);
-        (result >> 11) as f64 / (1u64 << 53) as f64
+        Ok(Sampler {
+            rng: Rng::new(cfg.seed),
+            cfg,
+        })
     }
 
     /// Chooses a token from `logits`.
     pub fn sample(&mut self, logits: &[f32]) -> u32 {
-        let argmax = || {
-            logits
-                .iter()
-                .enumerate()
-                .fold((0, f32::NEG_INFINITY), |best, (i, &v)| {
-                    if v > best.1 {
-                        (i, v)
-                    } else {
-                        best
-                    }
-                })
-                .0 as u32
-        };
         if self.cfg.temperature == 0.0 {
-            return argmax();
+            return argmax(logits) as u32;
         }
-        let mut idx: Vec<u32> = (0..logits.len() as u32).collect();
-        idx.sort_unstable_by(|&a, &b| logits[b as usize].total_cmp(&logits[a as usize]));
+        let mut idx = ranked(logits);
         if self.cfg.top_k > 0 {
             idx.truncate(self.cfg.top_k);
         }
@@ -124,7 +164,7 @@ impl Sampler {
             let total: f64 = p.iter().sum();
             p.iter_mut().for_each(|v| *v /= total);
         }
-        let r = self.next_f64();
+        let r = self.rng.uniform_f64();
         let mut acc = 0.0;
         for (&i, &v) in idx.iter().zip(&p) {
             acc += v;
@@ -134,13 +174,6 @@ impl Sampler {
         }
         idx.last().copied().unwrap_or(0)
     }
-}
-
-/// `log softmax(logits)[id]`.
-pub fn logprob(logits: &[f32], id: u32) -> f32 {
-    let max = logits.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-    let sum: f64 = logits.iter().map(|&v| ((v - max) as f64).exp()).sum();
-    (logits[id as usize] - max) - sum.ln() as f32
 }
 
 /// One generated token.
@@ -171,37 +204,37 @@ pub struct GenStats {
 }
 
 /// Generates up to `max_tokens` tokens after `prompt`, calling `on_token` for each as it is
-/// made (return `false` to stop). With `capture`, each token carries the attention that
-/// predicted it.
+/// made (return `false` to stop). With `capture`, each token carries the attention of the
+/// position that predicted it over every earlier position of the text (0 for positions a
+/// [`Context::Window`] model no longer sees).
 pub fn generate(
-    model: &LlamaModel,
-    tok: &GgufTokenizer,
+    lm: &dyn CausalLm,
     prompt: &[u32],
     max_tokens: usize,
     sampler: &mut Sampler,
     capture: bool,
     on_token: &mut dyn FnMut(&GenToken) -> bool,
 ) -> Result<GenStats> {
-    let ctx = model.config.context_length;
     if prompt.is_empty() {
-        return Err(Error::Invalid(
-            "the prompt has no tokens (and the model adds no BOS)".into(),
-        ));
+        return Err(Error::Invalid("the prompt has no tokens".into()));
     }
-    if prompt.len() + max_tokens > ctx {
-        return Err(Error::Invalid(format!(
-            "the prompt's {} tokens plus --max-tokens {max_tokens} exceed the context length of {ctx}",
-            prompt.len()
-        )));
-    }
+    check_context(lm, prompt.len(), max_tokens)?;
+    let window = match lm.context() {
+        Context::Window(w) => Some(w),
+        Context::Limit(_) => None,
+    };
     let cap = if capture {
         AttnCapture::LastRow
     } else {
         AttnCapture::None
     };
-    let mut cache = model.new_cache()?;
+    let lh = lm.layers() * lm.heads();
+    let mut seq = prompt.to_vec();
+    // a window model starts from the last `window` tokens of a longer prompt
+    let mut start = window.map_or(0, |w| seq.len().saturating_sub(w));
+    let mut cache = lm.new_cache()?;
     let t0 = Instant::now();
-    let mut f = model.forward(prompt, &mut cache, false, cap)?;
+    let mut step = lm.step(&seq[start..], &mut cache, cap)?;
     let mut stats = GenStats {
         prompt_tokens: prompt.len(),
         prompt_secs: t0.elapsed().as_secs_f64(),
@@ -209,22 +242,41 @@ pub fn generate(
     };
     let t1 = Instant::now();
     for _ in 0..max_tokens {
-        let id = sampler.sample(&f.logits);
+        let id = sampler.sample(&step.logits);
+        let attention = if !capture || start == 0 {
+            std::mem::take(&mut step.attention)
+        } else {
+            // the window's rows, placed at its positions in the whole text
+            let keys = seq.len() - start;
+            let mut rows = vec![0.0f32; lh * seq.len()];
+            for (r, src) in step.attention.chunks_exact(keys).enumerate().take(lh) {
+                rows[r * seq.len() + start..][..keys].copy_from_slice(src);
+            }
+            rows
+        };
         let g = GenToken {
             id,
-            logprob: logprob(&f.logits, id),
-            attention: std::mem::take(&mut f.attention),
+            logprob: logprob(&step.logits, id),
+            attention,
         };
         stats.gen_tokens += 1;
         let go_on = on_token(&g);
-        if tok.stop_ids.contains(&id) {
+        if lm.is_end(id) {
             stats.stopped_at_eos = true;
             break;
         }
         if !go_on || stats.gen_tokens == max_tokens {
             break;
         }
-        f = model.forward(&[id], &mut cache, false, cap)?;
+        seq.push(id);
+        step = match window {
+            Some(w) if cache.len() >= w => {
+                start = seq.len() - (w / 2).max(1);
+                cache.reset();
+                lm.step(&seq[start..], &mut cache, cap)?
+            }
+            _ => lm.step(&[id], &mut cache, cap)?,
+        };
     }
     stats.gen_secs = t1.elapsed().as_secs_f64();
     Ok(stats)

@@ -1,39 +1,36 @@
 //! # attend-models — real transformers on the attend kernel
 //!
-//! - [`registry`]: named models, fetched once into a cache (pinned and checksummed), or any
-//!   folder given as a path;
-//! - [`weights`]: memory-mapped safetensors;
-//! - [`ops`]: linear layers (on `attend`'s packed-weight GEMM), layer norm, GELU;
-//! - [`bert`]: the BERT encoder, attention on `attend`'s fused kernel;
-//! - [`encoder`]: sentence embeddings (tokenize, encode, pool, normalise) and attention traces;
+//! Grouped by layer, bottom up:
+//! - [`formats`]: safetensors (memory-mapped), GGUF, the checkpoints of trained models;
+//! - [`quant`]: ggml types, dequantisation, matrices multiplied in their stored types;
+//! - [`nn`]: linear layers, norms, RoPE, activations, logits — one copy of each;
+//! - [`tokenize`]: one [`tokenize::Tokenizer`] trait over `tokenizer.json`, GGUF and toy
+//!   vocabularies;
+//! - [`models`]: BERT and sentence embeddings, Llama-family decoders, the toy decoders;
+//! - [`generate`]: one [`generate::CausalLm`] trait, the sampler and one generation loop;
 //! - [`trace`]: who attends to whom, `[layer][head][query][key]`, with the tokens;
-//! - [`gguf`], [`quant`]: GGUF files and ggml's quantised block formats, with quantised
-//!   matrix–vector products (AVX2 where present);
-//! - [`llama`], [`gguf_tokenizer`], [`generate`]: Llama-family causal LMs from GGUF (SmolLM2),
-//!   their tokenizer and chat template, sampling and generation through `attend`'s KV cache;
-//! - [`toy`]: small transformers attend trains itself (backward through every layer, AdamW,
-//!   checkpoints), and the built-in Winograd task.
+//! - [`registry`]: named models, fetched once into a cache (pinned and checksummed);
+//! - [`rng`]: the one seeded random generator;
+//! - [`train`]: backward passes, AdamW, the trainer and the Winograd task (inference does
+//!   not use it).
 //!
 //! The crate never prints and never parses command lines; attention is never reimplemented
-//! here — it is `attend::fused`.
+//! here — it is `attend::fused`; every kernel is `attend-kernels`'.
 #![deny(unsafe_code)]
 
-pub mod bert;
-pub mod encoder;
 mod error;
+pub mod formats;
 pub mod generate;
-pub mod gguf;
-pub mod gguf_tokenizer;
-pub mod llama;
-pub mod ops;
+pub mod models;
+pub mod nn;
 pub mod quant;
 pub mod registry;
-mod simd_q;
-mod sys;
-pub mod toy;
+pub mod rng;
+pub mod tokenize;
 pub mod trace;
-pub mod weights;
+pub mod train;
 
-pub use encoder::{Embeddings, Pooling, SentenceEncoder, Tokenized};
 pub use error::{Error, Result};
+pub use models::encoder::{Embeddings, Pooling, SentenceEncoder};
+pub use tokenize::hf::Tokenized;
 pub use trace::{TokenInfo, Trace};

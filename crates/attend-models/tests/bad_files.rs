@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use attend_models::bert::BertModel;
+use attend_models::models::bert::BertModel;
 use attend_models::{Error, SentenceEncoder};
 use safetensors::tensor::TensorView;
 use safetensors::Dtype;

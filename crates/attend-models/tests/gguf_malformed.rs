@@ -2,7 +2,7 @@
 //! is a typed error naming the offset and the problem, never a panic, an out-of-bounds read or
 //! a huge allocation. Plus random mutations and every truncation of the good file.
 
-use attend_models::gguf::{Gguf, GgufFile, Value};
+use attend_models::formats::gguf::{Gguf, GgufFile, Value};
 use attend_models::quant::GgmlType;
 
 /// Writes GGUF by hand.
@@ -352,7 +352,7 @@ fn files_name_themselves_in_errors() {
         &[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]
     );
     // a model loader on a file that is GGUF but not a model: a clear error
-    let e = attend_models::llama::LlamaModel::load(&p)
+    let e = attend_models::models::llama::LlamaModel::load(&p)
         .err()
         .unwrap()
         .to_string();

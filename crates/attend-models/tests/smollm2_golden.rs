@@ -15,10 +15,11 @@
 //! The model is fetched into attend's cache on first run, or read from `$ATTEND_SMOLLM2` (a
 //! `.gguf` file or a folder holding one).
 
+use attend_models::generate::AttnCapture;
 use attend_models::generate::{generate, Sampler, SamplerConfig};
-use attend_models::gguf_tokenizer::GgufTokenizer;
-use attend_models::llama::{AttnCapture, LlamaModel};
+use attend_models::models::llama::LlamaModel;
 use attend_models::registry;
+use attend_models::tokenize::gguf::GgufTokenizer;
 use serde_json::Value;
 
 const EXACT_TOL: f32 = 1e-3;
@@ -141,7 +142,7 @@ fn check(m: &LlamaModel, tok: &GgufTokenizer, g: &Value, tol: f32, steps: usize,
         let mut sampler = Sampler::new(SamplerConfig::default()).unwrap();
         let mut made = Vec::new();
         let steps = steps.min(greedy.len());
-        generate(m, tok, &prompt, steps, &mut sampler, false, &mut |t| {
+        generate(m, &prompt, steps, &mut sampler, false, &mut |t| {
             made.push(t.id);
             true
         })

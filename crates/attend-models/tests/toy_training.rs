@@ -2,8 +2,11 @@
 //! attention that decides it), the shipped `toy-winograd` is what the default run makes, runs
 //! resume exactly, and bad checkpoints are errors.
 
-use attend_models::toy::train::{evaluate_winograd, fnv_hex, TaskSpec};
-use attend_models::toy::{embedded, winograd, Checkpoint, ToyConfig, Trainer, Vocab};
+use attend_models::models::embedded;
+use attend_models::models::toy::ToyConfig;
+use attend_models::tokenize::vocab::Vocab;
+use attend_models::train::trainer::{evaluate_winograd, fnv_hex};
+use attend_models::train::{winograd, Checkpoint, TaskSpec, Trainer};
 
 /// The default run of `attend train winograd` (1000 steps, seed 1): held-out referent accuracy
 /// ≥ 95% (chance 50%), and the most decisive head of each held-out text gives the referent
@@ -29,11 +32,12 @@ fn winograd_is_learned_and_the_shipped_model_is_reproduced() {
 
     let shipped = embedded::get("toy-winograd").unwrap().unwrap();
     assert_eq!(shipped.model.config, t.model.config);
-    #[cfg(target_arch = "x86_64")]
     {
-        let same_kernels = is_x86_feature_detected!("avx2")
-            && is_x86_feature_detected!("fma")
-            && !is_x86_feature_detected!("avx512f");
+        // the shipped weights were made by the AVX2 kernels, and by the `gemm` crate's sgemm
+        // without AVX-512 (it detects that itself)
+        let f = attend_kernels::Features::get();
+        let same_kernels =
+            attend_kernels::Isa::detected() == attend_kernels::Isa::Avx2 && !f.avx512f;
         if same_kernels {
             let differ = shipped
                 .model
@@ -252,16 +256,16 @@ fn cached_generation_matches_full_forwards_and_passes_the_context() {
         ctx: 16,
         vocab: Vocab::Bytes,
     };
-    let mut m = attend_models::toy::ToyModel::new(cfg, 9).unwrap();
+    let mut m = attend_models::models::toy::ToyModel::new(cfg, 9).unwrap();
     // larger weights than at initialisation, so that the choices depend on the text
-    let mut rng = attend_models::toy::Rng::new(4);
+    let mut rng = attend_models::rng::Rng::new(4);
     m.params.iter_mut().for_each(|p| *p += 0.5 * rng.normal());
     let m = &m;
     let prompt: Vec<u32> = b"to be".iter().map(|&b| b as u32).collect();
     let mut sampler = Sampler::new(SamplerConfig::default()).unwrap();
     let mut got = Vec::new();
     let mut rows = Vec::new();
-    let stats = attend_models::toy::generate(m, &prompt, 60, &mut sampler, true, &mut |g| {
+    let stats = attend_models::generate::generate(m, &prompt, 60, &mut sampler, true, &mut |g| {
         got.push(g.id);
         rows.push(g.attention.len());
         true

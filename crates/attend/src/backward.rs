@@ -18,10 +18,11 @@
 
 use rayon::prelude::*;
 
-use crate::params::{check_finite, check_len, AttnParams};
-use crate::simd::NR;
+use crate::params::AttnParams;
+use crate::shape::{check_finite, check_len};
 use crate::tile::{Ctx, Row};
 use crate::{Grads, Result};
+use attend_kernels::NR;
 
 /// Queries per tile.
 const BR: usize = 64;

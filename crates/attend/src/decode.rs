@@ -24,7 +24,8 @@
 //! # Ok::<(), attend::Error>(())
 //! ```
 
-use crate::params::{check_finite, check_len, AttnParams, Layout, Strides};
+use crate::params::{AttnParams, Layout, Strides};
+use crate::shape::{check_finite, check_len};
 use crate::tile::Ctx;
 use crate::{Error, Output, Result};
 

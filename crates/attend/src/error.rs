@@ -64,5 +64,23 @@ pub enum Error {
     Cache(String),
 }
 
+impl From<attend_kernels::Error> for Error {
+    fn from(e: attend_kernels::Error) -> Error {
+        match e {
+            attend_kernels::Error::IsaUnavailable(isa) => Error::IsaUnavailable(isa),
+            attend_kernels::Error::ZeroDim { dim } => Error::ZeroDim { dim },
+            attend_kernels::Error::ShapeMismatch {
+                what,
+                expected,
+                got,
+            } => Error::ShapeMismatch {
+                what,
+                expected,
+                got,
+            },
+        }
+    }
+}
+
 /// `Result` with [`Error`].
 pub type Result<T> = std::result::Result<T, Error>;

@@ -12,10 +12,11 @@
 
 use rayon::prelude::*;
 
-use crate::params::{check_finite, check_len, AttnParams, Layout};
-use crate::simd::NR;
+use crate::params::{AttnParams, Layout};
+use crate::shape::{check_finite, check_len};
 use crate::tile::{Acc, Ctx, Row};
 use crate::{Error, Output, Result};
+use attend_kernels::NR;
 
 /// Queries per task tile.
 pub(crate) const BR: usize = 64;

@@ -9,7 +9,7 @@
 //! Two implementations of one contract:
 //! - [`reference`]: materialises the scores, written to be read, the oracle of every test;
 //! - [`fused`]: tiles of queries × keys with an online softmax, O(tile) extra memory,
-//!   multi-threaded (rayon), SIMD inner loops chosen at run time ([`simd`]); plus exact
+//!   multi-threaded (rayon), SIMD inner loops from `attend-kernels` chosen at run time; plus exact
 //!   attention weights on demand, a decode path over a [`decode::KvCache`], and the backward
 //!   pass ([`backward`]).
 //!
@@ -26,24 +26,25 @@
 //! # Ok::<(), attend::Error>(())
 //! ```
 
+#![forbid(unsafe_code)]
+
 pub mod backward;
 pub mod cases;
 pub mod decode;
 mod error;
 pub mod fused;
-pub mod gemm;
 pub mod mask;
 mod params;
 pub mod reference;
-pub mod simd;
+mod shape;
 mod tile;
 
+pub use attend_kernels::Isa;
 pub use decode::{KvCache, LayerCache};
 pub use error::{Error, Result};
-pub use gemm::{matmul_packed, matmul_packed_map, PackedMatrix};
 pub use mask::{Explicit, Mask, MaskScope};
-pub use params::{AttnParams, Layout, Shape};
-pub use simd::Isa;
+pub use params::{AttnParams, Layout};
+pub use shape::Shape;
 
 /// The result of a forward pass.
 #[derive(Clone, Debug, PartialEq)]

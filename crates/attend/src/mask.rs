@@ -13,7 +13,7 @@
 //! A query row whose keys are all removed gets an output of zeros and a log-sum-exp of `-inf`
 //! (PyTorch gives NaN there; this is where we differ, on purpose).
 
-use crate::params::Shape;
+use crate::shape::{check_len, Shape};
 use crate::{Error, Result};
 
 /// How an explicit mask broadcasts over batch and heads.
@@ -149,11 +149,9 @@ impl<'a> Mask<'a> {
                 MaskScope::PerHead => shape.b * shape.h * per,
             };
             match ex {
-                Explicit::Bool { keep, scope } => {
-                    crate::params::check_len("bool mask", keep, expected(scope))?
-                }
+                Explicit::Bool { keep, scope } => check_len("bool mask", keep, expected(scope))?,
                 Explicit::Additive { bias, scope } => {
-                    crate::params::check_len("additive mask", bias, expected(scope))?;
+                    check_len("additive mask", bias, expected(scope))?;
                     if let Some(index) = bias.iter().position(|x| x.is_nan() || *x == f32::INFINITY)
                     {
                         return Err(Error::NonFinite {

@@ -13,7 +13,8 @@
 //! ```
 //! A row with every key masked has `o_i = 0`, `p_i· = 0` and `lse_i = -inf`.
 
-use crate::params::{check_finite, check_len, AttnParams};
+use crate::params::AttnParams;
+use crate::shape::{check_finite, check_len};
 use crate::{Grads, Output, Result};
 
 /// The logits `z_ij` of one query row against every key, plus the soft-capped score `t_ij`

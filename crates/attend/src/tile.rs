@@ -12,8 +12,8 @@
 
 use crate::mask::ExplicitRow;
 use crate::params::{AttnParams, Strides};
-use crate::simd::{Kern, NR};
 use crate::Result;
+use attend_kernels::{Kern, NR};
 
 /// Everything a fused kernel needs about one call.
 pub(crate) struct Ctx<'a> {

@@ -1,0 +1,30 @@
+//! GELU and the linear layers' epilogue, portable scalar Rust. The SIMD builds compile this
+//! same code with their instruction set enabled (it is branch-free, so it vectorises).
+
+use crate::math::gelu_erf;
+
+/// [`crate::Kern::gelu`].
+#[inline(always)]
+pub fn gelu(x: &mut [f32]) {
+    for v in x {
+        *v = gelu_erf(*v);
+    }
+}
+
+/// [`crate::Kern::epilogue`]: `v = gelu?(v + bias) + residual`.
+#[inline(always)]
+pub fn epilogue(v: &mut [f32], bias: Option<&[f32]>, gelu_on: bool, residual: Option<&[f32]>) {
+    if let Some(b) = bias {
+        for (e, bb) in v.iter_mut().zip(b) {
+            *e += bb;
+        }
+    }
+    if gelu_on {
+        gelu(v);
+    }
+    if let Some(res) = residual {
+        for (e, rr) in v.iter_mut().zip(res) {
+            *e += rr;
+        }
+    }
+}

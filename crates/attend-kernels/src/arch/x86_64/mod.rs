@@ -1,0 +1,3 @@
+//! x86-64 instruction sets.
+
+pub(crate) mod avx2;

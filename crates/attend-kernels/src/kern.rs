@@ -1,0 +1,461 @@
+//! Capability detection, the instruction-set choice, and the checked dispatcher.
+//!
+//! The kernels work on *panels*: `NR = 16` lanes, padded with zeros where a tile is narrower.
+//! - [`Kern::gemm_a`]: `c[r][l] = Σ_k a[r][k] · bp[k][l]` with `bp` packed panel by panel;
+//! - [`Kern::gemm_b`]: `c[r][l] += Σ_t a[t][r] · b[t][l]`;
+//! - [`Kern::softmax_cols`]: one online-softmax step with the rows of a tile as keys and the
+//!   lanes as queries;
+//! - [`Kern::exp_rows`], [`Kern::scale_cols`], [`Kern::pack_panels`]: the glue;
+//! - [`Kern::dot`]: quantised weight rows times 8-bit activation rows;
+//! - [`Kern::gelu`], [`Kern::epilogue`]: element-wise work of the linear layers.
+//!
+//! Invariant: every method of [`Kern`] asserts the bounds its kernel touches before the
+//! `unsafe` call; a violated bound is a bug of the caller inside attend, and panics here.
+
+use std::sync::OnceLock;
+
+use crate::arch::{self, Table};
+use crate::quant::{BlockQ8, QBlocks};
+use crate::{Error, Result};
+
+/// Lanes of a panel.
+pub const NR: usize = 16;
+
+/// What this processor offers, detected once.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Features {
+    /// AVX2.
+    pub avx2: bool,
+    /// FMA3.
+    pub fma: bool,
+    /// F16C (half-precision conversions).
+    pub f16c: bool,
+    /// AVX-512 Foundation (no attend kernel uses it yet; the `gemm` crate's sgemm does).
+    pub avx512f: bool,
+}
+
+impl Features {
+    /// The processor's features (detected on the first call, then cached).
+    pub fn get() -> Features {
+        static F: OnceLock<Features> = OnceLock::new();
+        *F.get_or_init(|| {
+            #[cfg(target_arch = "x86_64")]
+            {
+                Features {
+                    avx2: std::is_x86_feature_detected!("avx2"),
+                    fma: std::is_x86_feature_detected!("fma"),
+                    f16c: std::is_x86_feature_detected!("f16c"),
+                    avx512f: std::is_x86_feature_detected!("avx512f"),
+                }
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            {
+                Features::default()
+            }
+        })
+    }
+}
+
+/// An instruction set for every kernel family at once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Isa {
+    /// The best this processor has (detected once, at run time).
+    #[default]
+    Auto,
+    /// Portable scalar Rust: the safe twin of every SIMD kernel.
+    Scalar,
+    /// AVX2 with FMA and F16C (x86-64).
+    Avx2,
+}
+
+impl Isa {
+    /// The concrete instruction sets this processor can run, scalar first.
+    pub fn available() -> Vec<Isa> {
+        arch::ALL
+            .iter()
+            .filter_map(|t| t())
+            .map(|t| t.isa)
+            .collect()
+    }
+
+    /// The kernels for this instruction set; an error if the processor lacks it.
+    pub fn kern(self) -> Result<Kern> {
+        if self == Isa::Auto {
+            return Ok(auto());
+        }
+        arch::ALL
+            .iter()
+            .filter_map(|t| t())
+            .find(|t| t.isa == self)
+            .map(|t| Kern { t })
+            .ok_or(Error::IsaUnavailable(self))
+    }
+
+    /// The instruction set `Auto` resolves to on this processor.
+    pub fn detected() -> Isa {
+        auto().t.isa
+    }
+}
+
+fn auto() -> Kern {
+    static BEST: OnceLock<&'static Table> = OnceLock::new();
+    let t = BEST.get_or_init(|| {
+        arch::ALL
+            .iter()
+            .rev()
+            .find_map(|t| t())
+            .expect("the generic table always exists")
+    });
+    Kern { t }
+}
+
+/// A resolved instruction set: holding one proves the processor runs its kernels.
+#[derive(Clone, Copy)]
+pub struct Kern {
+    t: &'static Table,
+}
+
+impl std::fmt::Debug for Kern {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Kern({:?})", self.t.isa)
+    }
+}
+
+impl Default for Kern {
+    fn default() -> Kern {
+        auto()
+    }
+}
+
+/// Last index touched by `rows` rows of `len` elements at `off` with `stride`, plus one.
+fn span(off: usize, stride: usize, rows: usize, len: usize) -> usize {
+    if rows == 0 || len == 0 {
+        0
+    } else {
+        off + (rows - 1) * stride + len
+    }
+}
+
+impl Kern {
+    /// The instruction set these kernels are for.
+    pub fn isa(self) -> Isa {
+        self.t.isa
+    }
+
+    /// `c[r*c_stride + p*16 + l] (+)= Σ_k a[a_off + r*a_stride + k] · bp[p*k_len*16 + k*16 + l]`
+    /// for `r < rows`, `p < panels`, `l < 16`; `acc` adds to `c` instead of overwriting it.
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    pub fn gemm_a(
+        self,
+        a: &[f32],
+        a_off: usize,
+        a_stride: usize,
+        rows: usize,
+        k_len: usize,
+        bp: &[f32],
+        panels: usize,
+        c: &mut [f32],
+        c_stride: usize,
+        acc: bool,
+    ) {
+        assert!(span(a_off, a_stride, rows, k_len) <= a.len());
+        assert!(panels * k_len * NR <= bp.len());
+        assert!(span(0, c_stride, rows, panels * NR) <= c.len());
+        // SAFETY: the table proves the processor; the bounds the kernel touches are asserted.
+        unsafe {
+            (self.t.gemm_a)(
+                a, a_off, a_stride, rows, k_len, bp, panels, c, c_stride, acc,
+            )
+        }
+    }
+
+    /// `c[r*c_stride + l] += Σ_t a[a_off + t*a_stride + r] · b[b_off + t*b_stride + l]` for
+    /// `r < rows`, `t < t_len`, `l < panels*16`.
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    pub fn gemm_b(
+        self,
+        a: &[f32],
+        a_off: usize,
+        a_stride: usize,
+        rows: usize,
+        t_len: usize,
+        b: &[f32],
+        b_off: usize,
+        b_stride: usize,
+        panels: usize,
+        c: &mut [f32],
+        c_stride: usize,
+    ) {
+        assert!(span(a_off, a_stride, t_len, rows) <= a.len());
+        assert!(span(b_off, b_stride, t_len, panels * NR) <= b.len());
+        assert!(span(0, c_stride, rows, panels * NR) <= c.len());
+        // SAFETY: the table proves the processor; the bounds the kernel touches are asserted.
+        unsafe {
+            (self.t.gemm_b)(
+                a, a_off, a_stride, rows, t_len, b, b_off, b_stride, panels, c, c_stride,
+            )
+        }
+    }
+
+    /// One online-softmax step over a tile `st[rows][width]` (rows: keys, lanes: queries),
+    /// scores in raw units and `c = scale·log2(e)`:
+    /// `m' = max(m, c·max_r st)`, `alpha = 2^(m - m')`, `st = 2^(c·st - m')`,
+    /// `l' = alpha·l + Σ_r st`. A lane whose `m'` is `-inf` gets `st = 0` and `alpha = 0`.
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    pub fn softmax_cols(
+        self,
+        st: &mut [f32],
+        rows: usize,
+        width: usize,
+        c: f32,
+        m: &mut [f32],
+        l: &mut [f32],
+        alpha: &mut [f32],
+    ) {
+        assert!(width % NR == 0 && rows * width <= st.len());
+        assert!(m.len() >= width && l.len() >= width && alpha.len() >= width);
+        // SAFETY: the table proves the processor; the bounds the kernel touches are asserted.
+        unsafe { (self.t.softmax_cols)(st, rows, width, c, m, l, alpha) }
+    }
+
+    /// `x[r*stride + l] *= alpha[l]` for `r < rows`, `l < width`.
+    #[inline]
+    pub fn scale_cols(
+        self,
+        x: &mut [f32],
+        rows: usize,
+        width: usize,
+        stride: usize,
+        alpha: &[f32],
+    ) {
+        assert!(width % NR == 0 && span(0, stride, rows, width) <= x.len());
+        assert!(alpha.len() >= width);
+        // SAFETY: the table proves the processor; the bounds the kernel touches are asserted.
+        unsafe { (self.t.scale_cols)(x, rows, width, stride, alpha) }
+    }
+
+    /// `s[r*stride + l] = 2^(c·s[r*stride + l] - sub[r])` for `r < rows`, `l < width`
+    /// (`-inf` scores give exactly 0; `sub = +inf` zeroes a row).
+    #[inline]
+    pub fn exp_rows(
+        self,
+        s: &mut [f32],
+        rows: usize,
+        width: usize,
+        stride: usize,
+        c: f32,
+        sub: &[f32],
+    ) {
+        assert!(width % NR == 0 && span(0, stride, rows, width) <= s.len());
+        assert!(sub.len() >= rows);
+        // SAFETY: the table proves the processor; the bounds the kernel touches are asserted.
+        unsafe { (self.t.exp_rows)(s, rows, width, stride, c, sub) }
+    }
+
+    /// Packs `n` rows of `dim` elements (`src[off + t*stride + e]`) transposed into panels of
+    /// 16 rows: `dst[(t/16)*dim*16 + e*16 + t%16]`, zero-padding the last panel.
+    #[inline]
+    pub fn pack_panels(
+        self,
+        src: &[f32],
+        off: usize,
+        stride: usize,
+        n: usize,
+        dim: usize,
+        dst: &mut [f32],
+    ) {
+        let panels = n.div_ceil(NR);
+        assert!(span(off, stride, n, dim) <= src.len());
+        assert!(panels * dim * NR <= dst.len());
+        // SAFETY: the table proves the processor; the bounds the kernel touches are asserted.
+        unsafe { (self.t.pack_panels)(src, off, stride, n, dim, dst) }
+    }
+
+    /// `out[t] = Σ_blocks w · a[t]` for one quantised weight row and 1 to 4 activation rows
+    /// (the weight blocks are unpacked once for all of them). Every activation row holds one
+    /// block per weight block.
+    #[inline]
+    pub fn dot(self, w: QBlocks<'_>, a: &[&[BlockQ8]], out: &mut [f32]) {
+        assert!((1..=4).contains(&a.len()) && out.len() == a.len());
+        assert!(a.iter().all(|a| a.len() == w.len()));
+        // SAFETY: the table proves the processor; every activation has one block per weight
+        // block and `out` one element per activation, all the kernels read and write.
+        unsafe {
+            match w {
+                QBlocks::Q4_0(w) => (self.t.dot_q4_0)(w, a, out),
+                QBlocks::Q4_1(w) => (self.t.dot_q4_1)(w, a, out),
+                QBlocks::Q8_0(w) => (self.t.dot_q8_0)(w, a, out),
+            }
+        }
+    }
+
+    /// The exact GELU, `x·Φ(x)` ([`crate::math::gelu_erf`]), in place, on this thread.
+    #[inline]
+    pub fn gelu(self, x: &mut [f32]) {
+        // SAFETY: the table proves the processor; the kernel touches `x` only.
+        unsafe { (self.t.gelu)(x) }
+    }
+
+    /// `v = gelu?(v + bias) + residual` on one piece of a linear layer's output; `bias` and
+    /// `residual` are as long as `v`.
+    #[inline]
+    pub fn epilogue(
+        self,
+        v: &mut [f32],
+        bias: Option<&[f32]>,
+        gelu: bool,
+        residual: Option<&[f32]>,
+    ) {
+        assert!(bias.map_or(true, |b| b.len() >= v.len()));
+        assert!(residual.map_or(true, |r| r.len() >= v.len()));
+        // SAFETY: the table proves the processor; the slices are at least as long as `v`.
+        unsafe { (self.t.epilogue)(v, bias, gelu, residual) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::arch::generic::panel as generic_panel;
+    use crate::arch::generic::softmax as generic_softmax;
+
+    fn rnd(n: usize, seed: u32) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(2654435761).wrapping_add(1);
+        (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 17;
+                s ^= s << 5;
+                (s as f32 / u32::MAX as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    fn close(a: &[f32], b: &[f32], tol: f32) {
+        assert_eq!(a.len(), b.len());
+        for (i, (x, y)) in a.iter().zip(b).enumerate() {
+            assert!((x - y).abs() <= tol * (1.0 + y.abs()), "at {i}: {x} vs {y}");
+        }
+    }
+
+    #[test]
+    fn every_kernel_matches_its_scalar_twin() {
+        for isa in Isa::available() {
+            let k = isa.kern().unwrap();
+            for (rows, klen, panels) in [(1, 1, 1), (5, 7, 2), (6, 64, 4), (13, 33, 3), (7, 3, 1)] {
+                let a = rnd(rows * klen + 5, 1);
+                let bp = rnd(panels * klen * NR, 2);
+                let mut c1 = vec![0.0; rows * (panels * NR + 3)];
+                let mut c2 = c1.clone();
+                for acc in [false, true] {
+                    let st = panels * NR + 3;
+                    k.gemm_a(&a, 2, klen, rows, klen, &bp, panels, &mut c1, st, acc);
+                    generic_panel::gemm_a(&a, 2, klen, rows, klen, &bp, panels, &mut c2, st, acc);
+                    close(&c1, &c2, 1e-5);
+                }
+
+                let a = rnd(klen * (rows + 2), 3);
+                let b = rnd(klen * panels * NR + 1, 4);
+                let mut c1 = rnd(rows * panels * NR, 5);
+                let mut c2 = c1.clone();
+                k.gemm_b(
+                    &a,
+                    1,
+                    rows + 1,
+                    rows,
+                    klen,
+                    &b,
+                    1,
+                    panels * NR,
+                    panels,
+                    &mut c1,
+                    panels * NR,
+                );
+                generic_panel::gemm_b(
+                    &a,
+                    1,
+                    rows + 1,
+                    rows,
+                    klen,
+                    &b,
+                    1,
+                    panels * NR,
+                    panels,
+                    &mut c2,
+                    panels * NR,
+                );
+                close(&c1, &c2, 1e-5);
+
+                let src = rnd(rows * 40 + 9, 6);
+                let mut d1 = vec![1.0; rows.div_ceil(NR) * klen * NR];
+                let mut d2 = vec![2.0; d1.len()];
+                k.pack_panels(&src, 3, 40, rows, klen.min(37), &mut d1);
+                generic_panel::pack_panels(&src, 3, 40, rows, klen.min(37), &mut d2);
+                let used = rows.div_ceil(NR) * klen.min(37) * NR;
+                assert_eq!(&d1[..used], &d2[..used]);
+            }
+            for rows in [1, 3, 64] {
+                let width = 32;
+                let mut s1: Vec<f32> = rnd(rows * width, 7).iter().map(|x| x * 30.0).collect();
+                s1[0] = f32::NEG_INFINITY;
+                for r in 0..rows {
+                    s1[r * width + 5] = f32::NEG_INFINITY; // lane 5 fully masked
+                }
+                let mut s2 = s1.clone();
+                let mut m1 = vec![f32::NEG_INFINITY; width];
+                m1[3] = 4.0;
+                let (mut l1, mut a1) = (vec![1.0; width], vec![0.0; width]);
+                let (mut m2, mut l2, mut a2) = (m1.clone(), l1.clone(), a1.clone());
+                k.softmax_cols(&mut s1, rows, width, 1.3, &mut m1, &mut l1, &mut a1);
+                generic_softmax::softmax_cols(&mut s2, rows, width, 1.3, &mut m2, &mut l2, &mut a2);
+                close(&s1, &s2, 1e-6);
+                close(&l1, &l2, 1e-6);
+                close(&a1, &a2, 1e-6);
+                assert_eq!(m1, m2);
+                assert!(s1.iter().all(|x| x.is_finite()));
+                for r in 0..rows {
+                    assert_eq!(s1[r * width + 5], 0.0);
+                }
+                let mut x1 = rnd(rows * width, 8);
+                let mut x2 = x1.clone();
+                let sub: Vec<f32> = (0..rows).map(|r| r as f32 - 1.0).collect();
+                k.exp_rows(&mut x1, rows, width, width, 2.0, &sub);
+                generic_softmax::exp_rows(&mut x2, rows, width, width, 2.0, &sub);
+                close(&x1, &x2, 1e-6);
+                k.scale_cols(&mut x1, rows, width, width, &a1);
+                generic_softmax::scale_cols(&mut x2, rows, width, width, &a2);
+                close(&x1, &x2, 1e-6);
+            }
+        }
+    }
+
+    #[test]
+    fn exp2_is_accurate_and_exact_at_the_edges() {
+        for isa in Isa::available() {
+            let k = isa.kern().unwrap();
+            let xs: Vec<f32> = (0..NR * 200).map(|i| -140.0 + i as f32 * 0.0537).collect();
+            let mut s = xs.clone();
+            k.exp_rows(&mut s, 200, NR, NR, 1.0, &[0.0; 200]);
+            for (x, y) in xs.iter().zip(&s) {
+                let want = (*x as f64).exp2();
+                if *x < -126.0 {
+                    assert!(*y == 0.0 || (*y as f64 - want).abs() < 1e-37, "{x}: {y}");
+                } else {
+                    assert!(
+                        ((*y as f64) - want).abs() <= 4e-7 * want,
+                        "{x}: {y} vs {want}"
+                    );
+                }
+            }
+            let mut z = vec![f32::NEG_INFINITY; NR];
+            k.exp_rows(&mut z, 1, NR, NR, 1.0, &[0.0]);
+            assert!(z.iter().all(|&v| v == 0.0));
+            let mut z = vec![3.0; NR];
+            k.exp_rows(&mut z, 1, NR, NR, 1.0, &[f32::INFINITY]);
+            assert!(z.iter().all(|&v| v == 0.0));
+        }
+    }
+}

@@ -1,0 +1,469 @@
+//! ggml's block formats as `#[repr(C)]` types, activations quantised to 8 bits per 32-block,
+//! and the scheduling of a quantised matrix product.
+//!
+//! Block layouts (little-endian, `f16` scales):
+//! - `Q8_0` (32 elements, 34 bytes): `d`, 32 × `i8` `q`; `x = d·q`.
+//! - `Q4_0` (32, 18): `d`, 16 bytes; byte `j` holds element `j` (low nibble) and `j + 16`
+//!   (high); `x = d·(q − 8)`.
+//! - `Q4_1` (32, 20): `d`, `m`, 16 bytes as in `Q4_0`; `x = d·q + m`.
+//! - `Q4_K` (256, 144): `d`, `dmin`, 12 bytes of 6-bit scales and mins for eight sub-blocks of
+//!   32, 128 bytes of nibbles.
+//! - `Q6_K` (256, 210): 128 bytes of low nibbles, 64 of 2-bit high parts, 16 `i8` scales for
+//!   sub-blocks of 16, `d` last.
+//!
+//! Activations are quantised per 32-element block to [`BlockQ8`] (`f32` scale `d`, and `s =
+//! d·Σq` for the `Q4_1` offset term). A weight block times an activation block is then an
+//! integer dot product and one or two multiplies:
+//! `Q4_1·Q8 = d_w·d_x·Σ q_w q_x + m_w·s_x`, `Q4_0·Q8 = d_w·d_x·(Σ q_w q_x − 8 Σ q_x)`,
+//! `Q8_0·Q8 = d_w·d_x·Σ q_w q_x`.
+
+use rayon::prelude::*;
+
+use crate::math::f16;
+use crate::{Error, Kern, Result};
+
+/// Elements per block of the 32-element formats.
+pub const QK: usize = 32;
+
+/// A ggml weight block.
+///
+/// # Safety
+/// Implemented only for `#[repr(C)]` structs made of `u8` / `i8` arrays: alignment 1, no
+/// padding, every bit pattern valid — what [`blocks`] needs to view file bytes as blocks.
+pub unsafe trait Block: Copy + 'static {
+    /// Bytes per block (ggml's `type_size`).
+    const BYTES: usize;
+    /// Elements per block (ggml's `blck_size`).
+    const ELEMS: usize;
+}
+
+macro_rules! block {
+    ($(#[$doc:meta])* $name:ident, $bytes:expr, $elems:expr, { $($(#[$fdoc:meta])* $f:ident: $t:ty),* $(,)? }) => {
+        $(#[$doc])*
+        #[repr(C)]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        #[allow(non_camel_case_types)]
+        pub struct $name {
+            $($(#[$fdoc])* pub $f: $t),*
+        }
+        const _: () = assert!(
+            std::mem::size_of::<$name>() == $bytes && std::mem::align_of::<$name>() == 1
+        );
+        // SAFETY: repr(C) of byte arrays only (the assertion above: size as declared, align 1).
+        unsafe impl Block for $name {
+            const BYTES: usize = $bytes;
+            const ELEMS: usize = $elems;
+        }
+    };
+}
+
+block!(
+    /// `Q4_0`: 32 four-bit values with one scale, `x = d·(q − 8)`.
+    BlockQ4_0, 18, 32, {
+    /// Scale (`f16`).
+    d: [u8; 2],
+    /// Element `j` in the low nibble of byte `j`, element `j + 16` in its high nibble.
+    qs: [u8; 16],
+});
+block!(
+    /// `Q4_1`: 32 four-bit values with a scale and an offset, `x = d·q + m`.
+    BlockQ4_1, 20, 32, {
+    /// Scale (`f16`).
+    d: [u8; 2],
+    /// Offset (`f16`).
+    m: [u8; 2],
+    /// As in `Q4_0`.
+    qs: [u8; 16],
+});
+block!(
+    /// `Q8_0`: 32 signed bytes with one scale, `x = d·q`.
+    BlockQ8_0, 34, 32, {
+    /// Scale (`f16`).
+    d: [u8; 2],
+    /// The values.
+    qs: [i8; 32],
+});
+block!(
+    /// `Q4_K`: 256 four-bit values in eight sub-blocks of 32 with 6-bit scales and minimums.
+    BlockQ4K, 144, 256, {
+    /// Super-block scale of the scales (`f16`).
+    d: [u8; 2],
+    /// Super-block scale of the minimums (`f16`).
+    dmin: [u8; 2],
+    /// 6-bit scales and minimums of the eight sub-blocks, packed.
+    scales: [u8; 12],
+    /// Each 64 elements take 32 bytes: low nibbles, then high nibbles.
+    qs: [u8; 128],
+});
+block!(
+    /// `Q6_K`: 256 six-bit values in sixteen sub-blocks of 16 with signed 8-bit scales.
+    BlockQ6K, 210, 256, {
+    /// Low four bits.
+    ql: [u8; 128],
+    /// High two bits.
+    qh: [u8; 64],
+    /// Sub-block scales.
+    scales: [i8; 16],
+    /// Super-block scale (`f16`).
+    d: [u8; 2],
+});
+
+impl BlockQ4_0 {
+    /// The scale.
+    pub fn scale(&self) -> f32 {
+        f16(self.d)
+    }
+}
+impl BlockQ4_1 {
+    /// The scale and the offset.
+    pub fn scale_min(&self) -> (f32, f32) {
+        (f16(self.d), f16(self.m))
+    }
+}
+impl BlockQ8_0 {
+    /// The scale.
+    pub fn scale(&self) -> f32 {
+        f16(self.d)
+    }
+}
+
+/// `bytes` as blocks of `B`; `None` unless it is a whole number of them.
+pub fn blocks<B: Block>(bytes: &[u8]) -> Option<&[B]> {
+    if bytes.len() % B::BYTES != 0 {
+        return None;
+    }
+    // SAFETY: `Block` types are byte arrays in repr(C) (align 1, every bit pattern valid, size
+    // BYTES), and `bytes` holds exactly len / BYTES of them.
+    Some(unsafe { std::slice::from_raw_parts(bytes.as_ptr().cast::<B>(), bytes.len() / B::BYTES) })
+}
+
+/// The blocks of one weight row (or of a whole matrix), of a type with integer dot products.
+#[derive(Clone, Copy, Debug)]
+pub enum QBlocks<'a> {
+    /// `Q4_0` blocks.
+    Q4_0(&'a [BlockQ4_0]),
+    /// `Q4_1` blocks.
+    Q4_1(&'a [BlockQ4_1]),
+    /// `Q8_0` blocks.
+    Q8_0(&'a [BlockQ8_0]),
+}
+
+impl<'a> QBlocks<'a> {
+    /// Blocks held.
+    pub fn len(&self) -> usize {
+        match self {
+            QBlocks::Q4_0(b) => b.len(),
+            QBlocks::Q4_1(b) => b.len(),
+            QBlocks::Q8_0(b) => b.len(),
+        }
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Blocks `range`.
+    pub fn slice(&self, range: std::ops::Range<usize>) -> QBlocks<'a> {
+        match self {
+            QBlocks::Q4_0(b) => QBlocks::Q4_0(&b[range]),
+            QBlocks::Q4_1(b) => QBlocks::Q4_1(&b[range]),
+            QBlocks::Q8_0(b) => QBlocks::Q8_0(&b[range]),
+        }
+    }
+}
+
+/// 32 activations quantised to `i8`: `x ≈ d·q`, with `s = d·Σq`.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[repr(C)]
+pub struct BlockQ8 {
+    /// Scale.
+    pub d: f32,
+    /// `d · Σ q`.
+    pub s: f32,
+    /// The quantised values.
+    pub q: [i8; QK],
+}
+
+/// Quantises `x` (a multiple of 32 long) block by block: `d = max|x| / 127`, `q = round(x/d)`.
+pub fn quantize_q8(x: &[f32], out: &mut Vec<BlockQ8>) {
+    out.clear();
+    for c in x.chunks_exact(QK) {
+        let amax = c.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let d = amax / 127.0;
+        let inv = if d > 0.0 { 1.0 / d } else { 0.0 };
+        let mut b = BlockQ8 {
+            d,
+            ..Default::default()
+        };
+        let mut sum = 0i32;
+        for (q, &v) in b.q.iter_mut().zip(c) {
+            *q = (v * inv).round() as i8;
+            sum += *q as i32;
+        }
+        b.s = d * sum as f32;
+        out.push(b);
+    }
+}
+
+/// Weight rows per parallel task of a matrix product.
+const ROW_BLOCK: usize = 16;
+
+/// The schedule of every matrix product of a weight matrix (`rows` rows) with `n` activation
+/// rows: `row(j, dots, scratch)` writes row `j`'s dot with each activation into `dots` (`n`
+/// long); the results land in `out` as `[n × rows]`. Weight rows go in parallel blocks of 16,
+/// so each block of weights is read once and meets every activation row; with several
+/// activation rows, the blocks' `[rows × n]` results are transposed at the end. `scratch` is
+/// one buffer per task, for a caller that dequantises a row.
+pub fn for_each_row(
+    rows: usize,
+    n: usize,
+    out: &mut [f32],
+    row: impl Fn(usize, &mut [f32], &mut Vec<f32>) + Sync,
+) -> Result<()> {
+    if out.len() != n * rows {
+        return Err(Error::ShapeMismatch {
+            what: "out",
+            expected: n * rows,
+            got: out.len(),
+        });
+    }
+    if n == 1 {
+        out.par_chunks_mut(ROW_BLOCK)
+            .enumerate()
+            .for_each(|(b, o)| {
+                let mut scratch = Vec::new();
+                for (i, v) in o.iter_mut().enumerate() {
+                    row(b * ROW_BLOCK + i, std::slice::from_mut(v), &mut scratch);
+                }
+            });
+    } else if n > 1 {
+        let mut tr = vec![0.0f32; rows * n];
+        tr.par_chunks_mut(ROW_BLOCK * n)
+            .enumerate()
+            .for_each(|(b, o)| {
+                let mut scratch = Vec::new();
+                for (i, orow) in o.chunks_exact_mut(n).enumerate() {
+                    row(b * ROW_BLOCK + i, orow, &mut scratch);
+                }
+            });
+        for (j, trow) in tr.chunks_exact(n).enumerate() {
+            for (t, &v) in trow.iter().enumerate() {
+                out[t * rows + j] = v;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `out[t × rows + j] = Σ w_j · xs[t]` for a quantised weight matrix `w` (`rows` rows of
+/// `xs[t].len()` blocks each) and quantised activation rows `xs`: integer dot products, four
+/// activation rows per pass over a weight row.
+pub fn qmatmul(
+    kern: Kern,
+    w: QBlocks<'_>,
+    rows: usize,
+    xs: &[&[BlockQ8]],
+    out: &mut [f32],
+) -> Result<()> {
+    let per_row = xs.first().map_or(0, |x| x.len());
+    if w.len() != rows * per_row {
+        return Err(Error::ShapeMismatch {
+            what: "weight blocks",
+            expected: rows * per_row,
+            got: w.len(),
+        });
+    }
+    if let Some(x) = xs.iter().find(|x| x.len() != per_row) {
+        return Err(Error::ShapeMismatch {
+            what: "activation blocks",
+            expected: per_row,
+            got: x.len(),
+        });
+    }
+    for_each_row(rows, xs.len(), out, |j, dots, _| {
+        let wr = w.slice(j * per_row..(j + 1) * per_row);
+        for (a, d) in xs.chunks(4).zip(dots.chunks_mut(4)) {
+            kern.dot(wr, a, d);
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::arch::generic::quant as twin;
+    use crate::Isa;
+
+    fn rnd(n: usize, seed: u32) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(2654435761) | 1;
+        (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 17;
+                s ^= s << 5;
+                (s >> 8) as f32 / (1u32 << 24) as f32 - 0.5
+            })
+            .collect()
+    }
+
+    fn h(v: f32) -> [u8; 2] {
+        half::f16::from_f32(v).to_le_bytes()
+    }
+
+    /// A random row of `blocks` blocks of each integer type.
+    fn random_rows(blocks: usize, seed: u32) -> (Vec<BlockQ4_0>, Vec<BlockQ4_1>, Vec<BlockQ8_0>) {
+        let r = rnd(blocks * 40, seed);
+        let nib = |k: usize| std::array::from_fn(|j| ((r[k * 40 + 2 + j] + 0.5) * 255.0) as u8);
+        let q40 = (0..blocks)
+            .map(|k| BlockQ4_0 {
+                d: h(0.1 + r[k * 40].abs()),
+                qs: nib(k),
+            })
+            .collect();
+        let q41 = (0..blocks)
+            .map(|k| BlockQ4_1 {
+                d: h(0.1 + r[k * 40].abs()),
+                m: h(r[k * 40 + 1]),
+                qs: nib(k),
+            })
+            .collect();
+        let q80 = (0..blocks)
+            .map(|k| BlockQ8_0 {
+                d: h(0.01 + r[k * 40].abs() * 0.1),
+                qs: std::array::from_fn(|j| (r[k * 40 + 2 + j] * 250.0) as i8),
+            })
+            .collect();
+        (q40, q41, q80)
+    }
+
+    fn quantized(x: &[f32]) -> Vec<BlockQ8> {
+        let mut q = Vec::new();
+        quantize_q8(x, &mut q);
+        q
+    }
+
+    /// Every instruction set's dots against the scalar twin, one to four activation rows.
+    #[test]
+    fn every_dot_matches_its_scalar_twin() {
+        for isa in Isa::available() {
+            let k = isa.kern().unwrap();
+            for blocks in [1, 2, 18, 48] {
+                let (q40, q41, q80) = random_rows(blocks, blocks as u32 + 3);
+                let mut xf = rnd(blocks * 32, 5);
+                xf[3] = 40.0; // one outlier, as real activations have
+                let xs: Vec<Vec<BlockQ8>> = std::iter::once(quantized(&xf))
+                    .chain((0..3).map(|t| quantized(&rnd(blocks * 32, 20 + t))))
+                    .collect();
+                for n in 1..=4 {
+                    let a: Vec<&[BlockQ8]> = xs[..n].iter().map(|x| &x[..]).collect();
+                    for w in [
+                        QBlocks::Q4_0(&q40),
+                        QBlocks::Q4_1(&q41),
+                        QBlocks::Q8_0(&q80),
+                    ] {
+                        let mut got = vec![0.0; n];
+                        k.dot(w, &a, &mut got);
+                        for (t, x) in a.iter().enumerate() {
+                            let want = twin::dot_one(w, x);
+                            assert!(
+                                (got[t] - want).abs() <= 1e-5 * (1.0 + want.abs()),
+                                "{isa:?} {w:?} × {blocks}, row {t} of {n}: {} vs {want}",
+                                got[t]
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn quantised_dots_match_dequantised_f64() {
+        let blocks = 18; // 576 elements, SmolLM2's width
+        let (q40, q41, q80) = random_rows(blocks, 7);
+        let xf = rnd(blocks * 32, 11);
+        let xq = quantized(&xf);
+        let deq: Vec<f64> = xq
+            .iter()
+            .flat_map(|b| b.q.iter().map(move |&q| b.d as f64 * q as f64))
+            .collect();
+        let wf: [Vec<f64>; 3] = [
+            q40.iter()
+                .flat_map(|b| {
+                    let d = b.scale() as f64;
+                    let lo = b.qs.map(|q| d * ((q & 15) as f64 - 8.0));
+                    let hi = b.qs.map(|q| d * ((q >> 4) as f64 - 8.0));
+                    lo.into_iter().chain(hi)
+                })
+                .collect(),
+            q41.iter()
+                .flat_map(|b| {
+                    let (d, m) = b.scale_min();
+                    let lo = b.qs.map(|q| d as f64 * (q & 15) as f64 + m as f64);
+                    let hi = b.qs.map(|q| d as f64 * (q >> 4) as f64 + m as f64);
+                    lo.into_iter().chain(hi)
+                })
+                .collect(),
+            q80.iter()
+                .flat_map(|b| b.qs.map(|q| b.scale() as f64 * q as f64))
+                .collect(),
+        ];
+        for (w, wf) in [
+            QBlocks::Q4_0(&q40),
+            QBlocks::Q4_1(&q41),
+            QBlocks::Q8_0(&q80),
+        ]
+        .into_iter()
+        .zip(&wf)
+        {
+            let want: f64 = wf.iter().zip(&deq).map(|(a, b)| a * b).sum();
+            let scale: f64 = wf.iter().zip(&deq).map(|(a, b)| (a * b).abs()).sum();
+            let got = twin::dot_one(w, &xq) as f64;
+            assert!((got - want).abs() <= 1e-5 * scale, "{w:?}: {got} vs {want}");
+            // and close to the f32 product (activation quantisation error only)
+            let full: f64 = wf.iter().zip(&xf).map(|(a, &b)| a * b as f64).sum();
+            assert!((got - full).abs() <= 0.02 * scale, "{w:?}: {got} vs {full}");
+        }
+    }
+
+    #[test]
+    fn qmatmul_matches_row_dots_and_checks_lengths() {
+        let (rows, blocks) = (37, 2);
+        let mut w = Vec::new();
+        for r in 0..rows {
+            w.extend(random_rows(blocks, r as u32 + 1).1);
+        }
+        let xs: Vec<Vec<BlockQ8>> = (0..6).map(|t| quantized(&rnd(64, 100 + t))).collect();
+        for isa in Isa::available() {
+            let k = isa.kern().unwrap();
+            for n in [1, 3, 6] {
+                let a: Vec<&[BlockQ8]> = xs[..n].iter().map(|x| &x[..]).collect();
+                let mut out = vec![0.0; n * rows];
+                qmatmul(k, QBlocks::Q4_1(&w), rows, &a, &mut out).unwrap();
+                for t in 0..n {
+                    for j in 0..rows {
+                        let mut one = [0.0];
+                        let wr = QBlocks::Q4_1(&w[j * blocks..(j + 1) * blocks]);
+                        k.dot(wr, &a[t..t + 1], &mut one);
+                        assert_eq!(out[t * rows + j], one[0]);
+                    }
+                }
+            }
+            let a = [&xs[0][..]];
+            assert!(qmatmul(k, QBlocks::Q4_1(&w[1..]), rows, &a, &mut [0.0; 37]).is_err());
+            assert!(qmatmul(k, QBlocks::Q4_1(&w), rows, &a, &mut [0.0; 3]).is_err());
+        }
+    }
+
+    #[test]
+    fn bytes_view_as_blocks() {
+        let bytes: Vec<u8> = (0..40).collect();
+        let b: &[BlockQ4_1] = blocks(&bytes).unwrap();
+        assert_eq!(b.len(), 2);
+        assert_eq!(b[1].d, [20, 21]);
+        assert_eq!(b[1].qs[15], 39);
+        assert!(blocks::<BlockQ4_1>(&bytes[1..]).is_none());
+        assert_eq!(blocks::<BlockQ6K>(&[0; 420]).unwrap().len(), 2);
+    }
+}

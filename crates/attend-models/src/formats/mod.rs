@@ -1,0 +1,10 @@
+//! Files: safetensors (memory-mapped), GGUF (header, metadata, tensor infos), and the
+//! checkpoints of the models attend trains.
+//!
+//! Invariant: every count, length and offset read from a file is checked against the bytes
+//! present before it is used; a bad file is an [`crate::Error`] naming the file.
+
+pub mod checkpoint;
+pub mod gguf;
+pub(crate) mod mmap;
+pub mod safetensors;

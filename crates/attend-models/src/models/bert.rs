@@ -1,0 +1,369 @@
+//! The BERT encoder (`BertModel` in transformers): embeddings, then layers of self-attention
+//! on the fused kernel and a GELU MLP, each with a residual and a post-layer-norm.
+//!
+//! Sequences of different lengths are packed row after row — the linear layers see only real
+//! tokens, no padding — and each sequence attends within itself.
+//!
+//! Every weight is resolved once, at load, into the structs below (named after transformers'
+//! modules): linear weights packed for the GEMM, norms and biases copied, the embedding tables
+//! borrowed from the memory map at each forward by their full names.
+
+use std::path::Path;
+
+use attend::{fused, AttnParams, Layout, Shape};
+use rayon::prelude::*;
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+use crate::formats::safetensors::Weights;
+use crate::nn::linear::Linear;
+use crate::nn::norm::layer_norm;
+
+/// The fields of `config.json` the encoder uses.
+#[derive(Clone, Debug, Deserialize)]
+pub struct BertConfig {
+    /// Model width.
+    pub hidden_size: usize,
+    /// Layers.
+    pub num_hidden_layers: usize,
+    /// Heads per layer.
+    pub num_attention_heads: usize,
+    /// MLP width.
+    pub intermediate_size: usize,
+    /// Longest sequence the position embeddings cover.
+    pub max_position_embeddings: usize,
+    /// Vocabulary size.
+    pub vocab_size: usize,
+    /// Token-type vocabulary.
+    #[serde(default = "two")]
+    pub type_vocab_size: usize,
+    /// Layer-norm epsilon.
+    #[serde(default = "eps")]
+    pub layer_norm_eps: f32,
+    /// Activation (`gelu` only).
+    #[serde(default = "gelu_name")]
+    pub hidden_act: String,
+}
+
+fn two() -> usize {
+    2
+}
+fn eps() -> f32 {
+    1e-12
+}
+fn gelu_name() -> String {
+    "gelu".into()
+}
+
+/// `BertEmbeddings`: word + position + token type 0, then layer norm.
+struct BertEmbeddings {
+    word: String,
+    position: String,
+    token_type: String,
+    layer_norm: LayerNorm,
+}
+
+/// A `LayerNorm` module's parameters.
+struct LayerNorm {
+    weight: Vec<f32>,
+    bias: Vec<f32>,
+    eps: f32,
+}
+
+impl LayerNorm {
+    fn forward(&self, x: &mut [f32]) {
+        layer_norm(
+            x,
+            &self.weight,
+            &self.bias,
+            self.weight.len(),
+            self.eps,
+            None,
+        );
+    }
+}
+
+/// `BertSelfAttention`: the Q, K, V projections (attention itself is `attend::fused`).
+struct BertSelfAttention {
+    query: Linear,
+    key: Linear,
+    value: Linear,
+}
+
+/// `BertSelfOutput` and `BertOutput`: dense, residual, layer norm.
+struct BertOutputBlock {
+    dense: Linear,
+    layer_norm: LayerNorm,
+}
+
+impl BertOutputBlock {
+    fn forward(&self, x: &[f32], residual: &[f32], rows: usize) -> Result<Vec<f32>> {
+        let mut y = self.dense.forward(x, rows, Some(residual))?;
+        self.layer_norm.forward(&mut y);
+        Ok(y)
+    }
+}
+
+/// `BertLayer`.
+struct BertLayer {
+    attention: BertSelfAttention,
+    attention_output: BertOutputBlock,
+    /// `BertIntermediate`: dense + GELU.
+    intermediate: Linear,
+    output: BertOutputBlock,
+}
+
+/// A BERT model over memory-mapped safetensors weights.
+pub struct BertModel {
+    /// Its configuration.
+    pub config: BertConfig,
+    weights: Weights,
+    embeddings: BertEmbeddings,
+    layers: Vec<BertLayer>,
+}
+
+/// What a forward pass returns: the last hidden states of every sequence, packed
+/// `[Σ len, hidden]`, and, when asked, each sequence's attention `[layer][head][q][k]`.
+pub struct BertOutput {
+    /// Hidden states, sequence after sequence.
+    pub hidden: Vec<f32>,
+    /// Attention probabilities per sequence (empty unless asked for).
+    pub attention: Vec<Vec<f32>>,
+}
+
+/// Resolves the weights of one model, names under a prefix, shapes checked.
+struct Loader<'a> {
+    weights: &'a Weights,
+    prefix: &'a str,
+}
+
+impl Loader<'_> {
+    fn name(&self, name: &str) -> String {
+        format!("{}{name}", self.prefix)
+    }
+
+    fn vec(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
+        Ok(self.weights.get(&self.name(name), shape)?.into_owned())
+    }
+
+    /// Checks a tensor's shape and returns its full name (for a table read at each forward).
+    fn table(&self, name: &str, shape: &[usize]) -> Result<String> {
+        let full = self.name(name);
+        self.weights.get(&full, shape)?;
+        Ok(full)
+    }
+
+    /// `{name}.weight` (`[out, in]`, packed) and `{name}.bias`.
+    fn linear(&self, name: &str, out: usize, inp: usize) -> Result<Linear> {
+        let w = self
+            .weights
+            .get(&self.name(&format!("{name}.weight")), &[out, inp])?;
+        let b = self.vec(&format!("{name}.bias"), &[out])?;
+        Linear::new(&w, out, inp, Some(b))
+    }
+
+    fn layer_norm(&self, name: &str, dim: usize, eps: f32) -> Result<LayerNorm> {
+        Ok(LayerNorm {
+            weight: self.vec(&format!("{name}.weight"), &[dim])?,
+            bias: self.vec(&format!("{name}.bias"), &[dim])?,
+            eps,
+        })
+    }
+
+    fn output(&self, name: &str, out: usize, inp: usize, eps: f32) -> Result<BertOutputBlock> {
+        Ok(BertOutputBlock {
+            dense: self.linear(&format!("{name}.dense"), out, inp)?,
+            layer_norm: self.layer_norm(&format!("{name}.LayerNorm"), out, eps)?,
+        })
+    }
+}
+
+impl BertModel {
+    /// Loads `config.json` and `model.safetensors` from `dir`, checking every tensor's shape
+    /// and packing every linear layer's weight once (see `attend_kernels::gemm`): the forward
+    /// pass then never re-packs a weight, which for one short sentence costs as much as the
+    /// product.
+    pub fn load(dir: &Path) -> Result<BertModel> {
+        let cfg_path = dir.join("config.json");
+        let text = std::fs::read_to_string(&cfg_path).map_err(crate::error::io(&cfg_path))?;
+        let config: BertConfig = serde_json::from_str(&text).map_err(|e| Error::Format {
+            path: cfg_path.clone(),
+            what: format!("not a BERT config: {e}"),
+        })?;
+        let c = &config;
+        if c.hidden_size == 0
+            || c.num_attention_heads == 0
+            || c.hidden_size % c.num_attention_heads != 0
+        {
+            return Err(Error::Format {
+                path: cfg_path,
+                what: format!(
+                    "hidden_size {} is not a positive multiple of num_attention_heads {}",
+                    c.hidden_size, c.num_attention_heads
+                ),
+            });
+        }
+        if c.hidden_act != "gelu" {
+            return Err(Error::Format {
+                path: cfg_path,
+                what: format!("activation `{}` is not supported (gelu is)", c.hidden_act),
+            });
+        }
+        let weights = Weights::open(&dir.join("model.safetensors"))?;
+        let prefix = if weights.has("bert.embeddings.word_embeddings.weight") {
+            "bert."
+        } else {
+            ""
+        };
+        let ld = Loader {
+            weights: &weights,
+            prefix,
+        };
+        let (h, i, eps) = (c.hidden_size, c.intermediate_size, c.layer_norm_eps);
+        let embeddings = BertEmbeddings {
+            word: ld.table("embeddings.word_embeddings.weight", &[c.vocab_size, h])?,
+            position: ld.table(
+                "embeddings.position_embeddings.weight",
+                &[c.max_position_embeddings, h],
+            )?,
+            token_type: ld.table(
+                "embeddings.token_type_embeddings.weight",
+                &[c.type_vocab_size, h],
+            )?,
+            layer_norm: ld.layer_norm("embeddings.LayerNorm", h, eps)?,
+        };
+        let layers = (0..c.num_hidden_layers)
+            .map(|l| {
+                let p = format!("encoder.layer.{l}.");
+                Ok(BertLayer {
+                    attention: BertSelfAttention {
+                        query: ld.linear(&format!("{p}attention.self.query"), h, h)?,
+                        key: ld.linear(&format!("{p}attention.self.key"), h, h)?,
+                        value: ld.linear(&format!("{p}attention.self.value"), h, h)?,
+                    },
+                    attention_output: ld.output(&format!("{p}attention.output"), h, h, eps)?,
+                    intermediate: ld.linear(&format!("{p}intermediate.dense"), i, h)?,
+                    output: ld.output(&format!("{p}output"), h, i, eps)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(BertModel {
+            config,
+            weights,
+            embeddings,
+            layers,
+        })
+    }
+
+    /// Runs the encoder over `seqs` (token ids, each at most `max_position_embeddings` long).
+    pub fn forward(&self, seqs: &[Vec<u32>], want_attention: bool) -> Result<BertOutput> {
+        let c = &self.config;
+        let (hd, nh) = (c.hidden_size, c.num_attention_heads);
+        let total: usize = seqs.iter().map(Vec::len).sum();
+        if let Some(s) = seqs.iter().find(|s| s.len() > c.max_position_embeddings) {
+            return Err(Error::Invalid(format!(
+                "a sequence of {} tokens exceeds the model's {} positions",
+                s.len(),
+                c.max_position_embeddings
+            )));
+        }
+        if seqs.iter().any(Vec::is_empty) {
+            return Err(Error::Invalid(
+                "an empty token sequence cannot be encoded".into(),
+            ));
+        }
+        // BertEmbeddings: word + position + token type 0, then layer norm
+        let e = &self.embeddings;
+        let word = self.weights.get(&e.word, &[c.vocab_size, hd])?;
+        let pos = self
+            .weights
+            .get(&e.position, &[c.max_position_embeddings, hd])?;
+        let typ = self.weights.get(&e.token_type, &[c.type_vocab_size, hd])?;
+        let mut x = Vec::with_capacity(total * hd); // (Σ len, hidden)
+        for s in seqs {
+            for (p, &id) in s.iter().enumerate() {
+                let id = id as usize;
+                if id >= c.vocab_size {
+                    return Err(Error::Invalid(format!(
+                        "token id {id} is outside the vocabulary of {}",
+                        c.vocab_size
+                    )));
+                }
+                let (w, ps) = (&word[id * hd..][..hd], &pos[p * hd..][..hd]);
+                x.extend((0..hd).map(|e| w[e] + ps[e] + typ[e]));
+            }
+        }
+        e.layer_norm.forward(&mut x);
+
+        let mut attention: Vec<Vec<f32>> = if want_attention {
+            seqs.iter()
+                .map(|s| Vec::with_capacity(c.num_hidden_layers * nh * s.len() * s.len()))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        for layer in &self.layers {
+            let o = self.self_attention(&layer.attention, &x, seqs, &mut attention)?;
+            let a = layer.attention_output.forward(&o, &x, total)?;
+            let mid = layer.intermediate.forward_gelu(&a, total)?;
+            x = layer.output.forward(&mid, &a, total)?;
+        }
+        Ok(BertOutput {
+            hidden: x,
+            attention,
+        })
+    }
+
+    /// `BertSelfAttention`: Q, K, V as `[tokens, heads, head_dim]` — the kernel's
+    /// `[b, s, h, d]` — then each sequence attends within itself on the fused kernel; with
+    /// `attention` non-empty, each sequence's probabilities (from the same call's
+    /// log-sum-exp) are appended to its entry.
+    fn self_attention(
+        &self,
+        sa: &BertSelfAttention,
+        x: &[f32],
+        seqs: &[Vec<u32>],
+        attention: &mut [Vec<f32>],
+    ) -> Result<Vec<f32>> {
+        let c = &self.config;
+        let (hd, nh) = (c.hidden_size, c.num_attention_heads);
+        let dh = hd / nh;
+        let total: usize = seqs.iter().map(Vec::len).sum();
+        let want_attention = !attention.is_empty();
+        let q = sa.query.forward(x, total, None)?; // (Σ len, heads, head_dim)
+        let k = sa.key.forward(x, total, None)?;
+        let v = sa.value.forward(x, total, None)?;
+        let mut o = vec![0.0f32; total * hd]; // (Σ len, heads, head_dim)
+        let mut chunks = Vec::with_capacity(seqs.len());
+        let mut rest = o.as_mut_slice();
+        let mut start = 0;
+        for s in seqs {
+            let (head, tail) = rest.split_at_mut(s.len() * hd);
+            chunks.push((start, s.len(), head));
+            start += s.len();
+            rest = tail;
+        }
+        let probs: Vec<Result<Vec<f32>>> = chunks
+            .into_par_iter()
+            .map(|(start, n, out)| {
+                let params = AttnParams::new(Shape::new(1, nh, n, n, dh)).layout(Layout::Bshd);
+                let r = start * hd..(start + n) * hd;
+                let (qs, ks, vs) = (&q[r.clone()], &k[r.clone()], &v[r]);
+                let mut lse = vec![0.0f32; nh * n];
+                fused::forward_into(&params, qs, ks, vs, out, &mut lse)?;
+                if want_attention {
+                    Ok(fused::probabilities_from_lse(&params, qs, ks, &lse, None)?)
+                } else {
+                    Ok(Vec::new())
+                }
+            })
+            .collect();
+        for (i, pr) in probs.into_iter().enumerate() {
+            let pr = pr?;
+            if want_attention {
+                attention[i].extend_from_slice(&pr);
+            }
+        }
+        Ok(o)
+    }
+}

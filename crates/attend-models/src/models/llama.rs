@@ -1,0 +1,471 @@
+//! The Llama architecture from a GGUF file (SmolLM2 and the like): token embedding, RMSNorm,
+//! rotary positions, grouped-query attention on attend's fused kernel with a KV cache, SwiGLU
+//! MLP, tied output embedding when the file has no `output.weight`. Names follow transformers'
+//! `LlamaForCausalLM` (`LlamaAttention`, `LlamaMLP`, `LlamaRMSNorm`).
+//!
+//! Weights stay in the memory-mapped file in their stored types; every matrix–vector product is
+//! a quantised weight row dotted with quantised activations ([`crate::quant`]). Nothing is
+//! dequantised ahead of time except the norms' few thousand `f32`s.
+//!
+//! RoPE pairs adjacent elements, as GGUF files store `W_q` and `W_k` (see `crate::nn::rope`).
+
+use std::path::Path;
+
+use attend::{AttnParams, KvCache, Layout, Mask, Shape};
+use rayon::prelude::*;
+
+use crate::formats::gguf::{GgufFile, TensorInfo};
+use crate::generate::{AttnCapture, CausalLm, Context, Step};
+use crate::nn::activations::silu_mul;
+use crate::nn::norm::rms_norm;
+use crate::nn::rope::{Rope, RopeTable};
+use crate::quant::{dequantize_row, Activation, QMatrix};
+use crate::tokenize::gguf::{apply_chat_template, GgufTokenizer};
+use crate::tokenize::Tokenizer;
+use crate::{Error, Result};
+
+/// Hyper-parameters read from the GGUF metadata (`{arch}.…` keys).
+#[derive(Clone, Debug, PartialEq)]
+pub struct LlamaConfig {
+    /// `general.architecture`.
+    pub arch: String,
+    /// Layers (`block_count`).
+    pub n_layers: usize,
+    /// Model width (`embedding_length`).
+    pub dim: usize,
+    /// MLP width (`feed_forward_length`).
+    pub ffn_dim: usize,
+    /// Query heads.
+    pub n_heads: usize,
+    /// Key/value heads.
+    pub n_kv_heads: usize,
+    /// Head dim.
+    pub head_dim: usize,
+    /// Rotated dims per head (`rope.dimension_count`, default the head dim).
+    pub rope_dims: usize,
+    /// RoPE base frequency (`rope.freq_base`, default 10000).
+    pub rope_base: f32,
+    /// RMSNorm epsilon.
+    pub eps: f32,
+    /// Longest context the model was trained for.
+    pub context_length: usize,
+    /// Vocabulary size.
+    pub vocab: usize,
+}
+
+/// One decoder layer's tensors.
+struct LlamaDecoderLayer {
+    attn_norm: Vec<f32>,
+    q: TensorInfo,
+    k: TensorInfo,
+    v: TensorInfo,
+    o: TensorInfo,
+    ffn_norm: Vec<f32>,
+    gate: TensorInfo,
+    up: TensorInfo,
+    down: TensorInfo,
+}
+
+/// A Llama-family causal language model on a memory-mapped GGUF file.
+pub struct LlamaModel {
+    /// Its hyper-parameters.
+    pub config: LlamaConfig,
+    /// The file (metadata: tokenizer, chat template).
+    pub file: GgufFile,
+    /// The tokenizer stored in the file.
+    pub tokenizer: GgufTokenizer,
+    embed: TensorInfo,
+    layers: Vec<LlamaDecoderLayer>,
+    norm: Vec<f32>,
+    output: TensorInfo,
+    /// Multiply by unquantised `f32` activations (dequantising each weight row on the fly)
+    /// instead of 8-bit ones: slow, and equal to the float32 reference implementations.
+    pub exact: bool,
+}
+
+/// What a forward pass returns.
+pub struct Forward {
+    /// Logits of the positions asked for, `[rows, vocab]`.
+    pub logits: Vec<f32>,
+    /// With [`AttnCapture::LastRow`]: `[layer][head][key]` flattened, keys = every stored
+    /// position.
+    pub attention: Vec<f32>,
+}
+
+/// The one `.gguf` file in `dir`.
+pub fn single_gguf(dir: &Path) -> Result<std::path::PathBuf> {
+    let mut found: Vec<std::path::PathBuf> = std::fs::read_dir(dir)
+        .map_err(crate::error::io(dir))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "gguf"))
+        .collect();
+    match found.len() {
+        1 => Ok(found.remove(0)),
+        0 => Err(Error::Invalid(format!(
+            "{} holds no .gguf file",
+            dir.display()
+        ))),
+        n => Err(Error::Invalid(format!(
+            "{} holds {n} .gguf files; name one",
+            dir.display()
+        ))),
+    }
+}
+
+fn meta_u(file: &GgufFile, key: &str) -> Result<usize> {
+    file.header
+        .get(key)
+        .and_then(|v| v.as_u64())
+        .map(|v| v as usize)
+        .ok_or_else(|| Error::Format {
+            path: file.path.clone(),
+            what: format!("metadata `{key}` is missing or not an integer"),
+        })
+}
+
+impl LlamaModel {
+    /// Opens a GGUF file (or the one `.gguf` file in a folder) and checks every tensor the
+    /// forward pass reads.
+    pub fn load(path: &Path) -> Result<LlamaModel> {
+        let found;
+        let path = if path.is_dir() {
+            found = single_gguf(path)?;
+            found.as_path()
+        } else {
+            path
+        };
+        let file = GgufFile::open(path)?;
+        let bad = |what: String| Error::Format {
+            path: path.to_path_buf(),
+            what,
+        };
+        let arch = file
+            .header
+            .get("general.architecture")
+            .and_then(|v| v.as_str())
+            .unwrap_or("")
+            .to_string();
+        if !matches!(arch.as_str(), "llama" | "mistral" | "granite" | "smollm") {
+            return Err(bad(format!(
+                "architecture `{arch}` is not supported (llama-family GGUF files are)"
+            )));
+        }
+        let n_heads = meta_u(&file, &format!("{arch}.attention.head_count"))?;
+        let dim = meta_u(&file, &format!("{arch}.embedding_length"))?;
+        let n_kv_heads =
+            meta_u(&file, &format!("{arch}.attention.head_count_kv")).unwrap_or(n_heads);
+        if n_heads == 0 || n_kv_heads == 0 || dim % n_heads != 0 || n_heads % n_kv_heads != 0 {
+            return Err(bad(format!(
+                "{n_heads} heads, {n_kv_heads} key/value heads and width {dim} do not fit together"
+            )));
+        }
+        let head_dim = dim / n_heads;
+        let rope_dims = meta_u(&file, &format!("{arch}.rope.dimension_count")).unwrap_or(head_dim);
+        if rope_dims > head_dim || rope_dims % 2 != 0 {
+            return Err(bad(format!(
+                "rope.dimension_count {rope_dims} for head dim {head_dim}"
+            )));
+        }
+        let f = |key: &str, default: f64| {
+            file.header
+                .get(&format!("{arch}.{key}"))
+                .and_then(|v| v.as_f64())
+                .unwrap_or(default) as f32
+        };
+        let tokens = file
+            .header
+            .get("tokenizer.ggml.tokens")
+            .and_then(|v| v.as_array())
+            .map_or(0, |a| a.len());
+        let config = LlamaConfig {
+            n_layers: meta_u(&file, &format!("{arch}.block_count"))?,
+            dim,
+            ffn_dim: meta_u(&file, &format!("{arch}.feed_forward_length"))?,
+            n_heads,
+            n_kv_heads,
+            head_dim,
+            rope_dims,
+            rope_base: f("rope.freq_base", 10000.0),
+            eps: f("attention.layer_norm_rms_epsilon", 1e-5),
+            context_length: meta_u(&file, &format!("{arch}.context_length")).unwrap_or(2048),
+            vocab: meta_u(&file, &format!("{arch}.vocab_size")).unwrap_or(tokens),
+            arch,
+        };
+        let c = &config;
+        if c.n_layers == 0 || c.n_layers > 1024 || c.vocab == 0 || c.ffn_dim == 0 {
+            return Err(bad(format!(
+                "implausible sizes: {} layers, vocabulary {}, MLP width {}",
+                c.n_layers, c.vocab, c.ffn_dim
+            )));
+        }
+        let kv = c.n_kv_heads * c.head_dim;
+        let tensor = |name: &str, rows: usize, cols: usize| -> Result<TensorInfo> {
+            let t = file
+                .header
+                .tensor(name)
+                .ok_or_else(|| Error::MissingTensor {
+                    path: path.to_path_buf(),
+                    name: name.into(),
+                })?;
+            if t.matrix() != Some((rows, cols)) {
+                return Err(Error::TensorShape {
+                    path: path.to_path_buf(),
+                    name: name.into(),
+                    expected: format!("{rows} × {cols}"),
+                    got: format!("{:?} (innermost first)", t.dims),
+                });
+            }
+            // the type must be one attend multiplies by
+            QMatrix::new(t.ty, rows, cols, file.data(t))
+                .map_err(|e| bad(format!("`{name}`: {e}")))?;
+            Ok(t.clone())
+        };
+        let vector = |name: &str, n: usize| -> Result<Vec<f32>> {
+            let t = tensor(name, 1, n)?;
+            let mut out = vec![0.0; n];
+            dequantize_row(t.ty, file.data(&t), &mut out)?;
+            Ok(out)
+        };
+        let mut layers = Vec::with_capacity(c.n_layers);
+        for l in 0..c.n_layers {
+            let p = format!("blk.{l}.");
+            layers.push(LlamaDecoderLayer {
+                attn_norm: vector(&format!("{p}attn_norm.weight"), c.dim)?,
+                q: tensor(&format!("{p}attn_q.weight"), c.dim, c.dim)?,
+                k: tensor(&format!("{p}attn_k.weight"), kv, c.dim)?,
+                v: tensor(&format!("{p}attn_v.weight"), kv, c.dim)?,
+                o: tensor(&format!("{p}attn_output.weight"), c.dim, c.dim)?,
+                ffn_norm: vector(&format!("{p}ffn_norm.weight"), c.dim)?,
+                gate: tensor(&format!("{p}ffn_gate.weight"), c.ffn_dim, c.dim)?,
+                up: tensor(&format!("{p}ffn_up.weight"), c.ffn_dim, c.dim)?,
+                down: tensor(&format!("{p}ffn_down.weight"), c.dim, c.ffn_dim)?,
+            });
+        }
+        let embed = tensor("token_embd.weight", c.vocab, c.dim)?;
+        let output = if file.header.tensor("output.weight").is_some() {
+            tensor("output.weight", c.vocab, c.dim)?
+        } else {
+            embed.clone()
+        };
+        let norm = vector("output_norm.weight", c.dim)?;
+        let tokenizer = GgufTokenizer::from_gguf(&file.header)?;
+        Ok(LlamaModel {
+            tokenizer,
+            config,
+            embed,
+            layers,
+            norm,
+            output,
+            file,
+            exact: false,
+        })
+    }
+
+    fn mat(&self, t: &TensorInfo) -> Result<QMatrix<'_>> {
+        let (rows, cols) = t
+            .matrix()
+            .ok_or_else(|| Error::Invalid(format!("`{}` is not a matrix", t.name)))?;
+        QMatrix::new(t.ty, rows, cols, self.file.data(t))
+    }
+
+    /// An empty KV cache for this model.
+    pub fn new_cache(&self) -> Result<KvCache> {
+        let c = &self.config;
+        Ok(KvCache::new(
+            c.n_layers,
+            1,
+            c.n_kv_heads,
+            c.head_dim,
+            c.head_dim,
+        )?)
+    }
+
+    fn rope(&self) -> Rope {
+        Rope {
+            dims: self.config.rope_dims,
+            base: self.config.rope_base,
+        }
+    }
+
+    fn acts(&self, x: &[f32], width: usize) -> Vec<Activation> {
+        if self.exact {
+            x.par_chunks(width).map(Activation::exact).collect()
+        } else {
+            x.par_chunks(width).map(Activation::new).collect()
+        }
+    }
+
+    /// Runs `tokens` at positions `cache.len()..`, appending their keys and values to `cache`.
+    /// Returns the logits of the last position, or of every position with `all_logits`.
+    pub fn forward(
+        &self,
+        tokens: &[u32],
+        cache: &mut KvCache,
+        all_logits: bool,
+        capture: AttnCapture,
+    ) -> Result<Forward> {
+        let c = &self.config;
+        let n = tokens.len();
+        let pos0 = cache.len();
+        if n == 0 {
+            return Err(Error::Invalid("no tokens to run".into()));
+        }
+        if pos0 + n > c.context_length {
+            return Err(Error::Invalid(format!(
+                "{} positions exceed the model's context of {}",
+                pos0 + n,
+                c.context_length
+            )));
+        }
+        if let Some(&t) = tokens.iter().find(|&&t| t as usize >= c.vocab) {
+            return Err(Error::Invalid(format!(
+                "token id {t} is outside the vocabulary of {}",
+                c.vocab
+            )));
+        }
+        let rope = self.rope().table(pos0, n);
+        let dim = c.dim;
+        // embed_tokens
+        let embed = self.mat(&self.embed)?;
+        let mut x = vec![0.0f32; n * dim]; // (n, dim)
+        for (row, &t) in x.chunks_exact_mut(dim).zip(tokens) {
+            embed.dequantize_row(t as usize, row)?;
+        }
+        let mut attention = Vec::new();
+        for (l, layer) in self.layers.iter().enumerate() {
+            // x += self_attn(input_layernorm(x)); x += mlp(post_attention_layernorm(x))
+            let h = rms_norm(&x, &layer.attn_norm, c.eps);
+            let a = self.attention(layer, &h, n, &rope, cache, l, capture, &mut attention)?;
+            add(&mut x, &a);
+            let h = rms_norm(&x, &layer.ffn_norm, c.eps);
+            let m = self.mlp(layer, &h, n)?;
+            add(&mut x, &m);
+        }
+        let rows = if all_logits {
+            &x[..]
+        } else {
+            &x[(n - 1) * dim..]
+        };
+        let h = rms_norm(rows, &self.norm, c.eps);
+        let a = self.acts(&h, dim);
+        let mut logits = vec![0.0; a.len() * c.vocab]; // (rows, vocab)
+        self.mat(&self.output)?.matmul(&a, &mut logits)?;
+        Ok(Forward { logits, attention })
+    }
+
+    /// `LlamaAttention`: Q, K, V projections, RoPE on Q and K, K and V appended to layer `l` of
+    /// the cache, causal GQA over every cached position on the fused kernel, the output
+    /// projection. With [`AttnCapture::LastRow`], the last position's probabilities (from the
+    /// same call's log-sum-exp) are appended to `attention`.
+    #[allow(clippy::too_many_arguments)]
+    fn attention(
+        &self,
+        layer: &LlamaDecoderLayer,
+        h: &[f32],
+        n: usize,
+        rope: &RopeTable,
+        cache: &mut KvCache,
+        l: usize,
+        capture: AttnCapture,
+        attention: &mut Vec<f32>,
+    ) -> Result<Vec<f32>> {
+        let c = &self.config;
+        let (dim, hd) = (c.dim, c.head_dim);
+        let kv = c.n_kv_heads * hd;
+        let a = self.acts(h, dim);
+        let mut q = vec![0.0; n * dim]; // (n, heads, head_dim)
+        let mut k = vec![0.0; n * kv]; // (n, kv_heads, head_dim)
+        let mut v = vec![0.0; n * kv]; // (n, kv_heads, head_dim)
+        self.mat(&layer.q)?.matmul(&a, &mut q)?;
+        self.mat(&layer.k)?.matmul(&a, &mut k)?;
+        self.mat(&layer.v)?.matmul(&a, &mut v)?;
+        rope.apply(&mut q, c.n_heads, hd);
+        rope.apply(&mut k, c.n_kv_heads, hd);
+        let lc = cache.layer_mut(l);
+        let pos0 = lc.len();
+        lc.append(&k, &v, n, Layout::Bshd)?;
+        let keys = pos0 + n;
+        let p = AttnParams::new(Shape::new(1, c.n_heads, n, keys, hd).with_kv_heads(c.n_kv_heads))
+            .layout(Layout::Bshd)
+            .mask(Mask::causal());
+        let mut o = vec![0.0; n * dim]; // (n, heads, head_dim)
+        let mut lse = vec![0.0; c.n_heads * n]; // (heads, n)
+        lc.attend_into(&p, &q, &mut o, &mut lse)?;
+        if capture == AttnCapture::LastRow {
+            let p1 =
+                AttnParams::new(Shape::new(1, c.n_heads, 1, keys, hd).with_kv_heads(c.n_kv_heads))
+                    .layout(Layout::Bshd)
+                    .mask(Mask::causal());
+            let last_lse: Vec<f32> = (0..c.n_heads).map(|h| lse[h * n + n - 1]).collect();
+            attention.extend(lc.probabilities_from_lse(
+                &p1,
+                &q[(n - 1) * dim..],
+                &last_lse,
+                None,
+            )?);
+        }
+        let mut out = vec![0.0; n * dim]; // (n, dim)
+        self.mat(&layer.o)?.matmul(&self.acts(&o, dim), &mut out)?;
+        Ok(out)
+    }
+
+    /// `LlamaMLP`: `down(silu(gate(h)) · up(h))`.
+    fn mlp(&self, layer: &LlamaDecoderLayer, h: &[f32], n: usize) -> Result<Vec<f32>> {
+        let c = &self.config;
+        let a = self.acts(h, c.dim);
+        let mut g = vec![0.0; n * c.ffn_dim]; // (n, ffn_dim)
+        let mut u = vec![0.0; n * c.ffn_dim]; // (n, ffn_dim)
+        self.mat(&layer.gate)?.matmul(&a, &mut g)?;
+        self.mat(&layer.up)?.matmul(&a, &mut u)?;
+        silu_mul(&mut g, &u);
+        let mut out = vec![0.0; n * c.dim]; // (n, dim)
+        self.mat(&layer.down)?
+            .matmul(&self.acts(&g, c.ffn_dim), &mut out)?;
+        Ok(out)
+    }
+}
+
+/// `x += y`.
+fn add(x: &mut [f32], y: &[f32]) {
+    for (xv, yv) in x.iter_mut().zip(y) {
+        *xv += yv;
+    }
+}
+
+impl CausalLm for LlamaModel {
+    fn layers(&self) -> usize {
+        self.config.n_layers
+    }
+
+    fn heads(&self) -> usize {
+        self.config.n_heads
+    }
+
+    fn context(&self) -> Context {
+        Context::Limit(self.config.context_length)
+    }
+
+    fn tokenizer(&self) -> &dyn Tokenizer {
+        &self.tokenizer
+    }
+
+    fn is_end(&self, id: u32) -> bool {
+        self.tokenizer.stop_ids.contains(&id)
+    }
+
+    fn chat(&self, user: &str) -> Option<Result<String>> {
+        Some(apply_chat_template(&self.tokenizer, user))
+    }
+
+    fn new_cache(&self) -> Result<KvCache> {
+        LlamaModel::new_cache(self)
+    }
+
+    fn step(&self, tokens: &[u32], cache: &mut KvCache, capture: AttnCapture) -> Result<Step> {
+        let f = self.forward(tokens, cache, false, capture)?;
+        Ok(Step {
+            logits: f.logits,
+            attention: f.attention,
+        })
+    }
+}

@@ -1,0 +1,258 @@
+//! Activation rows and weight matrices in their stored types.
+
+use attend_kernels::quant::{blocks, for_each_row, qmatmul, quantize_q8, BlockQ8, QBlocks, QK};
+use attend_kernels::Isa;
+
+use super::{dequantize_row, GgmlType};
+use crate::{Error, Result};
+
+/// One row of activations, as `f32` and as `Q8` blocks.
+#[derive(Clone, Debug, Default)]
+pub struct Activation {
+    /// The values.
+    pub f: Vec<f32>,
+    /// The same, quantised (when the length is a multiple of 32).
+    pub q: Vec<BlockQ8>,
+}
+
+impl Activation {
+    /// Takes `x` as it is, unquantised: products with it dequantise each weight row and dot
+    /// in `f32` (slow; what the reference implementations compute).
+    pub fn exact(x: &[f32]) -> Activation {
+        Activation {
+            f: x.to_vec(),
+            q: Vec::new(),
+        }
+    }
+
+    /// Takes `x` and quantises it.
+    pub fn new(x: &[f32]) -> Activation {
+        let mut a = Activation {
+            f: x.to_vec(),
+            q: Vec::new(),
+        };
+        if x.len() % QK == 0 {
+            quantize_q8(x, &mut a.q);
+        }
+        a
+    }
+}
+
+/// A weight matrix as stored in the file: `rows` rows of `cols` elements of type `ty`.
+#[derive(Clone, Copy, Debug)]
+pub struct QMatrix<'a> {
+    /// Element type.
+    pub ty: GgmlType,
+    /// Output features.
+    pub rows: usize,
+    /// Input features.
+    pub cols: usize,
+    /// `rows × ty.row_bytes(cols)` bytes.
+    pub data: &'a [u8],
+}
+
+impl<'a> QMatrix<'a> {
+    /// Checks that `data` holds `rows × cols` elements of `ty`, and that attend can multiply by it.
+    pub fn new(ty: GgmlType, rows: usize, cols: usize, data: &'a [u8]) -> Result<QMatrix<'a>> {
+        if !ty.supported() {
+            return Err(Error::Invalid(format!(
+                "ggml type {ty:?} is not supported yet (F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q4_K, Q6_K are)"
+            )));
+        }
+        let quantised = ty.block_elems() > 1;
+        if cols % ty.block_elems() != 0 || (quantised && cols % QK != 0) {
+            return Err(Error::Invalid(format!(
+                "{ty:?} rows of {cols} elements are not whole blocks"
+            )));
+        }
+        if data.len() != rows * ty.row_bytes(cols) {
+            return Err(Error::Invalid(format!(
+                "a {rows} × {cols} {ty:?} matrix needs {} bytes, got {}",
+                rows * ty.row_bytes(cols),
+                data.len()
+            )));
+        }
+        Ok(QMatrix {
+            ty,
+            rows,
+            cols,
+            data,
+        })
+    }
+
+    /// Row `r`'s bytes.
+    pub fn row(&self, r: usize) -> &'a [u8] {
+        let rb = self.ty.row_bytes(self.cols);
+        &self.data[r * rb..(r + 1) * rb]
+    }
+
+    /// Dequantises row `r` into `out` (`cols` long).
+    pub fn dequantize_row(&self, r: usize, out: &mut [f32]) -> Result<()> {
+        dequantize_row(self.ty, self.row(r), out)
+    }
+
+    /// The blocks of an integer-dot type (`Q4_0`, `Q4_1`, `Q8_0`), `None` for the others.
+    fn int_blocks(&self) -> Option<QBlocks<'a>> {
+        Some(match self.ty {
+            GgmlType::Q4_0 => QBlocks::Q4_0(blocks(self.data)?),
+            GgmlType::Q4_1 => QBlocks::Q4_1(blocks(self.data)?),
+            GgmlType::Q8_0 => QBlocks::Q8_0(blocks(self.data)?),
+            _ => return None,
+        })
+    }
+
+    /// `out[t × rows + j] = row_j · xs[t]` for every activation row `t`: the weights are read
+    /// once, in row blocks, in parallel; each block meets every activation row.
+    pub fn matmul(&self, xs: &[Activation], out: &mut [f32]) -> Result<()> {
+        self.matmul_with(xs, out, Isa::Auto)
+    }
+
+    /// [`QMatrix::matmul`] on a chosen instruction set.
+    pub fn matmul_with(&self, xs: &[Activation], out: &mut [f32], isa: Isa) -> Result<()> {
+        let n = xs.len();
+        if out.len() != n * self.rows {
+            return Err(Error::Invalid(format!(
+                "output of {} for {n} × {}",
+                out.len(),
+                self.rows
+            )));
+        }
+        if let Some(x) = xs.iter().find(|x| x.f.len() != self.cols) {
+            return Err(Error::Invalid(format!(
+                "an activation of {} for a matrix of {} columns",
+                x.f.len(),
+                self.cols
+            )));
+        }
+        let exact = xs.iter().any(|x| x.q.is_empty());
+        match self.int_blocks() {
+            Some(w) if !exact => {
+                let qs: Vec<&[BlockQ8]> = xs.iter().map(|x| &x.q[..]).collect();
+                Ok(qmatmul(isa.kern()?, w, self.rows, &qs, out)?)
+            }
+            // float and k-quant rows, or exact activations: dequantise each row once, dot in f32
+            _ => Ok(for_each_row(self.rows, n, out, |j, dots, row| {
+                row.resize(self.cols, 0.0);
+                // sizes were checked in `new`
+                if dequantize_row(self.ty, self.row(j), row).is_err() {
+                    row.fill(f32::NAN);
+                }
+                for (d, x) in dots.iter_mut().zip(xs) {
+                    *d = row.iter().zip(&x.f).map(|(a, b)| a * b).sum();
+                }
+            })?),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn h(v: f32) -> [u8; 2] {
+        half::f16::from_f32(v).to_le_bytes()
+    }
+
+    fn rnd(n: usize, seed: u32) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(2654435761) | 1;
+        (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 17;
+                s ^= s << 5;
+                (s >> 8) as f32 / (1u32 << 24) as f32 - 0.5
+            })
+            .collect()
+    }
+
+    /// A random row of `blocks` blocks of `ty`.
+    fn random_row(ty: GgmlType, blocks: usize, seed: u32) -> Vec<u8> {
+        let r = rnd(blocks * 40, seed);
+        let mut b = Vec::new();
+        for k in 0..blocks {
+            match ty {
+                GgmlType::Q4_1 => {
+                    b.extend(h(0.1 + r[k * 40].abs()));
+                    b.extend(h(r[k * 40 + 1]));
+                    b.extend((0..16).map(|j| ((r[k * 40 + 2 + j] + 0.5) * 255.0) as u8));
+                }
+                GgmlType::Q4_0 => {
+                    b.extend(h(0.1 + r[k * 40].abs()));
+                    b.extend((0..16).map(|j| ((r[k * 40 + 2 + j] + 0.5) * 255.0) as u8));
+                }
+                GgmlType::Q8_0 => {
+                    b.extend(h(0.01 + r[k * 40].abs() * 0.1));
+                    b.extend((0..32).map(|j| (r[k * 40 + 2 + j] * 250.0) as i8 as u8));
+                }
+                _ => unreachable!(),
+            }
+        }
+        b
+    }
+
+    #[test]
+    fn matmul_matches_row_dots() {
+        let (rows, cols) = (37, 64);
+        let data: Vec<u8> = (0..rows)
+            .flat_map(|r| random_row(GgmlType::Q4_1, cols / 32, r as u32 + 1))
+            .collect();
+        let m = QMatrix::new(GgmlType::Q4_1, rows, cols, &data).unwrap();
+        let xs: Vec<Activation> = (0..3)
+            .map(|t| Activation::new(&rnd(cols, 100 + t)))
+            .collect();
+        for n in [1, 3] {
+            let mut out = vec![0.0; n * rows];
+            m.matmul(&xs[..n], &mut out).unwrap();
+            for t in 0..n {
+                for j in 0..rows {
+                    let mut one = [0.0];
+                    let w = QBlocks::Q4_1(blocks(m.row(j)).unwrap());
+                    Isa::Auto.kern().unwrap().dot(w, &[&xs[t].q[..]], &mut one);
+                    assert_eq!(out[t * rows + j], one[0]);
+                }
+            }
+        }
+        assert!(QMatrix::new(GgmlType::Q4_1, rows, cols, &data[1..]).is_err());
+        assert!(m.matmul(&xs[..1], &mut [0.0; 3]).is_err());
+    }
+
+    #[test]
+    fn every_isa_and_the_exact_path_agree() {
+        let (rows, cols) = (21, 96);
+        for ty in [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q8_0] {
+            let data: Vec<u8> = (0..rows)
+                .flat_map(|r| random_row(ty, cols / 32, r as u32 + 7))
+                .collect();
+            let m = QMatrix::new(ty, rows, cols, &data).unwrap();
+            let xs: Vec<Activation> = (0..5)
+                .map(|t| Activation::new(&rnd(cols, 40 + t)))
+                .collect();
+            let mut want = vec![0.0; 5 * rows];
+            m.matmul_with(&xs, &mut want, Isa::Scalar).unwrap();
+            for isa in Isa::available() {
+                let mut got = vec![0.0; 5 * rows];
+                m.matmul_with(&xs, &mut got, isa).unwrap();
+                for (a, b) in got.iter().zip(&want) {
+                    assert!(
+                        (a - b).abs() <= 1e-5 * (1.0 + b.abs()),
+                        "{ty:?} {isa:?}: {a} vs {b}"
+                    );
+                }
+            }
+            // exact activations: the dequantised rows in f32, close to the 8-bit products
+            let ex: Vec<Activation> = xs.iter().map(|x| Activation::exact(&x.f)).collect();
+            let mut exact = vec![0.0; 5 * rows];
+            m.matmul(&ex, &mut exact).unwrap();
+            let mut row = vec![0.0; cols];
+            for j in 0..rows {
+                m.dequantize_row(j, &mut row).unwrap();
+                for (t, x) in ex.iter().enumerate() {
+                    let d: f32 = row.iter().zip(&x.f).map(|(a, b)| a * b).sum();
+                    assert_eq!(exact[t * rows + j], d);
+                    let scale: f32 = row.iter().zip(&x.f).map(|(a, b)| (a * b).abs()).sum();
+                    assert!((want[t * rows + j] - d).abs() <= 0.02 * scale);
+                }
+            }
+        }
+    }
+}

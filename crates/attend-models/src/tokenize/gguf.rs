@@ -1,0 +1,376 @@
+//! The tokenizer a GGUF file carries in its metadata (`tokenizer.ggml.*`), built with the
+//! Hugging Face `tokenizers` crate so that ids match the reference tokenizer exactly.
+//!
+//! Supported: `tokenizer.ggml.model = "gpt2"` (byte-level BPE: tokens, merges, token types,
+//! BOS/EOS, whether BOS is added). The pre-tokenizer follows `tokenizer.ggml.pre`: for
+//! `smollm`, `starcoder` and the like, digits one by one, then GPT-2's split (the same
+//! two-regex rule llama.cpp applies); otherwise GPT-2's split alone. Control tokens
+//! (`<|im_start|>`, ...) are matched whole in the text, as transformers does.
+
+use std::collections::HashMap;
+
+use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
+use tokenizers::models::bpe::BPE;
+use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+use tokenizers::pre_tokenizers::digits::Digits;
+use tokenizers::pre_tokenizers::sequence::Sequence;
+use tokenizers::pre_tokenizers::PreTokenizerWrapper;
+use tokenizers::{AddedToken, Tokenizer};
+
+use crate::formats::gguf::{Gguf, Value};
+use crate::trace::TokenInfo;
+use crate::{Error, Result};
+
+/// ggml token types.
+const TYPE_CONTROL: u64 = 3;
+const TYPE_USER_DEFINED: u64 = 4;
+
+/// A GGUF file's tokenizer.
+pub struct GgufTokenizer {
+    inner: Tokenizer,
+    /// Each id's bytes when decoded (byte-level alphabet undone; control tokens as their text).
+    bytes: Vec<Vec<u8>>,
+    /// Each id's text as stored.
+    pub tokens: Vec<String>,
+    /// Beginning-of-sequence id.
+    pub bos: Option<u32>,
+    /// End-of-sequence id.
+    pub eos: Option<u32>,
+    /// Whether encoding adds BOS in front.
+    pub add_bos: bool,
+    /// The Jinja chat template, if any.
+    pub chat_template: Option<String>,
+    /// Ids that end a chat turn as well as EOS (`<|im_end|>`, `<|eot_id|>`, `<|endoftext|>`).
+    pub stop_ids: Vec<u32>,
+}
+
+/// GPT-2's map from bytes to printable characters (the byte-level BPE alphabet), inverted.
+fn unicode_to_byte() -> HashMap<char, u8> {
+    let mut bs: Vec<u32> = (b'!' as u32..=b'~' as u32)
+        .chain(0xA1..=0xAC)
+        .chain(0xAE..=0xFF)
+        .collect();
+    let mut cs = bs.clone();
+    let mut n = 0;
+    for b in 0..256u32 {
+        if !bs.contains(&b) {
+            bs.push(b);
+            cs.push(256 + n);
+            n += 1;
+        }
+    }
+    bs.iter()
+        .zip(&cs)
+        .map(|(&b, &c)| {
+            (
+                char::from_u32(c).unwrap_or(char::REPLACEMENT_CHARACTER),
+                b as u8,
+            )
+        })
+        .collect()
+}
+
+fn strings(g: &Gguf, key: &str) -> Result<Vec<String>> {
+    let a = g
+        .get(key)
+        .and_then(Value::as_array)
+        .ok_or_else(|| Error::Tokenizer(format!("metadata `{key}` is missing or not an array")))?;
+    a.iter()
+        .map(|v| {
+            v.as_str()
+                .map(str::to_string)
+                .ok_or_else(|| Error::Tokenizer(format!("`{key}` holds a non-string")))
+        })
+        .collect()
+}
+
+impl GgufTokenizer {
+    /// Builds the tokenizer from a parsed GGUF header.
+    pub fn from_gguf(g: &Gguf) -> Result<GgufTokenizer> {
+        let model = g
+            .get("tokenizer.ggml.model")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        if model != "gpt2" {
+            return Err(Error::Tokenizer(format!(
+                "tokenizer.ggml.model `{model}` is not supported yet (gpt2 byte-level BPE is)"
+            )));
+        }
+        let tokens = strings(g, "tokenizer.ggml.tokens")?;
+        let merges_raw = strings(g, "tokenizer.ggml.merges")?;
+        let types: Vec<u64> = match g.get("tokenizer.ggml.token_type").and_then(Value::as_array) {
+            Some(a) => a.iter().map(|v| v.as_u64().unwrap_or(1)).collect(),
+            None => vec![1; tokens.len()],
+        };
+        if types.len() != tokens.len() {
+            return Err(Error::Tokenizer(format!(
+                "{} token types for {} tokens",
+                types.len(),
+                tokens.len()
+            )));
+        }
+        let vocab: tokenizers::models::bpe::Vocab = tokens
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.clone(), i as u32))
+            .collect();
+        let mut merges = Vec::with_capacity(merges_raw.len());
+        for m in &merges_raw {
+            let (a, b) = m
+                .split_once(' ')
+                .ok_or_else(|| Error::Tokenizer(format!("merge `{m}` is not two tokens")))?;
+            merges.push((a.to_string(), b.to_string()));
+        }
+        let bpe = BPE::builder()
+            .vocab_and_merges(vocab, merges)
+            .build()
+            .map_err(|e| Error::Tokenizer(format!("building BPE: {e}")))?;
+        let mut inner = Tokenizer::new(bpe);
+        let pre = g
+            .get("tokenizer.ggml.pre")
+            .and_then(Value::as_str)
+            .unwrap_or("default");
+        let byte_level = ByteLevel::new(false, true, true);
+        let digits_first = matches!(
+            pre,
+            "smollm" | "starcoder" | "refact" | "command-r" | "codeshell" | "exaone" | "minerva"
+        );
+        if digits_first {
+            inner.with_pre_tokenizer(Some(PreTokenizerWrapper::Sequence(Sequence::new(vec![
+                PreTokenizerWrapper::Digits(Digits::new(true)),
+                PreTokenizerWrapper::ByteLevel(byte_level),
+            ]))));
+        } else {
+            inner.with_pre_tokenizer(Some(byte_level));
+        }
+        inner.with_decoder(Some(ByteLevelDecoder::default()));
+        let special: Vec<AddedToken> = tokens
+            .iter()
+            .zip(&types)
+            .filter(|(_, &t)| t == TYPE_CONTROL || t == TYPE_USER_DEFINED)
+            .map(|(s, &t)| AddedToken::from(s.clone(), t == TYPE_CONTROL))
+            .collect();
+        inner.add_special_tokens(&special);
+
+        let map = unicode_to_byte();
+        let bytes = tokens
+            .iter()
+            .zip(&types)
+            .map(|(t, &ty)| {
+                if ty == TYPE_CONTROL {
+                    t.as_bytes().to_vec()
+                } else {
+                    // a character outside the alphabet (should not occur) keeps its UTF-8
+                    t.chars()
+                        .flat_map(|c| match map.get(&c) {
+                            Some(&b) => vec![b],
+                            None => c.to_string().into_bytes(),
+                        })
+                        .collect()
+                }
+            })
+            .collect();
+        let id = |key: &str| {
+            g.get(key)
+                .and_then(Value::as_u64)
+                .filter(|&v| (v as usize) < tokens.len())
+                .map(|v| v as u32)
+        };
+        let eos = id("tokenizer.ggml.eos_token_id");
+        let mut stop_ids: Vec<u32> = eos.into_iter().collect();
+        for s in ["<|im_end|>", "<|eot_id|>", "<|endoftext|>", "<|end|>"] {
+            if let Some(&i) = tokens
+                .iter()
+                .position(|t| t == s)
+                .map(|i| i as u32)
+                .as_ref()
+            {
+                if !stop_ids.contains(&i) {
+                    stop_ids.push(i);
+                }
+            }
+        }
+        Ok(GgufTokenizer {
+            inner,
+            bytes,
+            bos: id("tokenizer.ggml.bos_token_id"),
+            eos,
+            add_bos: g
+                .get("tokenizer.ggml.add_bos_token")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
+            chat_template: g
+                .get("tokenizer.chat_template")
+                .and_then(Value::as_str)
+                .map(str::to_string),
+            stop_ids,
+            tokens,
+        })
+    }
+
+    /// Tokenizes `text` (BOS in front when the file says so), with byte offsets.
+    pub fn encode(&self, text: &str) -> Result<Vec<TokenInfo>> {
+        let enc = self
+            .inner
+            .encode(text, false)
+            .map_err(|e| Error::Tokenizer(e.to_string()))?;
+        let mut out = Vec::with_capacity(enc.len() + 1);
+        if self.add_bos {
+            if let Some(b) = self.bos {
+                out.push(TokenInfo {
+                    id: b,
+                    text: self.tokens[b as usize].clone(),
+                    start: 0,
+                    end: 0,
+                });
+            }
+        }
+        for (&id, &(start, end)) in enc.get_ids().iter().zip(enc.get_offsets()) {
+            out.push(TokenInfo {
+                id,
+                text: String::from_utf8_lossy(self.token_bytes(id)).into_owned(),
+                start,
+                end,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The bytes token `id` stands for (empty for an unknown id).
+    pub fn token_bytes(&self, id: u32) -> &[u8] {
+        self.bytes.get(id as usize).map_or(&[], |b| b)
+    }
+
+    /// Vocabulary size.
+    pub fn len(&self) -> usize {
+        self.tokens.len()
+    }
+
+    /// Whether the vocabulary is empty.
+    pub fn is_empty(&self) -> bool {
+        self.tokens.is_empty()
+    }
+}
+
+/// Turns a stream of token bytes into text, holding back a UTF-8 character split across
+/// tokens until it is complete.
+#[derive(Default)]
+pub struct Utf8Stream {
+    pending: Vec<u8>,
+}
+
+impl Utf8Stream {
+    /// Adds `bytes`; returns the text that is now complete.
+    pub fn push(&mut self, bytes: &[u8]) -> String {
+        self.pending.extend_from_slice(bytes);
+        let mut out = String::new();
+        loop {
+            match std::str::from_utf8(&self.pending) {
+                Ok(s) => {
+                    out.push_str(s);
+                    self.pending.clear();
+                    return out;
+                }
+                Err(e) => {
+                    let valid = e.valid_up_to();
+                    out.push_str(&String::from_utf8_lossy(&self.pending[..valid]));
+                    match e.error_len() {
+                        // an incomplete character at the end: wait for the next token
+                        None => {
+                            self.pending.drain(..valid);
+                            return out;
+                        }
+                        // invalid bytes: replace them now and go on
+                        Some(n) => {
+                            out.push('\u{fffd}');
+                            self.pending.drain(..valid + n);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Whatever is left (an incomplete character becomes U+FFFD).
+    pub fn finish(&mut self) -> String {
+        let out = String::from_utf8_lossy(&self.pending).into_owned();
+        self.pending.clear();
+        out
+    }
+}
+
+/// Renders the file's Jinja chat template for one user message, with the generation prompt
+/// (what transformers' `apply_chat_template(..., add_generation_prompt=True)` gives).
+pub fn apply_chat_template(tok: &GgufTokenizer, user: &str) -> Result<String> {
+    let template = tok
+        .chat_template
+        .as_deref()
+        .ok_or_else(|| Error::Tokenizer("this model has no chat template".into()))?;
+    let mut env = minijinja::Environment::new();
+    env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+    env.add_function(
+        "raise_exception",
+        |msg: String| -> std::result::Result<String, minijinja::Error> {
+            Err(minijinja::Error::new(
+                minijinja::ErrorKind::InvalidOperation,
+                msg,
+            ))
+        },
+    );
+    env.add_template("chat", template)
+        .map_err(|e| Error::Tokenizer(format!("chat template: {e}")))?;
+    let name = |id: Option<u32>| {
+        id.map(|i| String::from_utf8_lossy(tok.token_bytes(i)).into_owned())
+            .unwrap_or_default()
+    };
+    env.get_template("chat")
+        .and_then(|t| {
+            t.render(minijinja::context! {
+                messages => vec![minijinja::context!{ role => "user", content => user }],
+                add_generation_prompt => true,
+                bos_token => name(tok.bos),
+                eos_token => name(tok.eos),
+            })
+        })
+        .map_err(|e| Error::Tokenizer(format!("chat template: {e}")))
+}
+
+impl super::Tokenizer for GgufTokenizer {
+    fn encode(&self, text: &str) -> Result<Vec<TokenInfo>> {
+        GgufTokenizer::encode(self, text)
+    }
+
+    fn token_bytes(&self, id: u32) -> std::borrow::Cow<'_, [u8]> {
+        std::borrow::Cow::Borrowed(GgufTokenizer::token_bytes(self, id))
+    }
+
+    fn vocab_size(&self) -> usize {
+        self.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn byte_alphabet_round_trips() {
+        let m = unicode_to_byte();
+        assert_eq!(m.len(), 256);
+        assert_eq!(m[&'Ġ'], b' ');
+        assert_eq!(m[&'Ċ'], b'\n');
+        assert_eq!(m[&'a'], b'a');
+    }
+
+    #[test]
+    fn utf8_split_across_tokens_waits() {
+        let mut s = Utf8Stream::default();
+        let e = "é".as_bytes();
+        assert_eq!(s.push(b"caf"), "caf");
+        assert_eq!(s.push(&e[..1]), "");
+        assert_eq!(s.push(&e[1..]), "é");
+        assert_eq!(s.push(&[0xff, b'x']), "\u{fffd}x");
+        assert_eq!(s.push(&[0xe2, 0x82]), "");
+        assert_eq!(s.finish(), "\u{fffd}");
+    }
+}

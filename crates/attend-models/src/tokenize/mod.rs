@@ -1,0 +1,33 @@
+//! Tokenizers, behind one trait: Hugging Face `tokenizer.json` files ([`hf`], the encoders),
+//! the byte-level BPE vocabulary stored in a GGUF file ([`gguf`], with the chat template and
+//! UTF-8 streaming), and the toy models' byte or word lists ([`vocab`]).
+//!
+//! Invariant: token boundaries come from the `tokenizers` crate wherever the model's own
+//! tokenizer is one it implements, so they are the reference's.
+
+use std::borrow::Cow;
+
+use crate::trace::TokenInfo;
+use crate::Result;
+
+pub mod gguf;
+pub mod hf;
+pub mod vocab;
+
+/// What every tokenizer offers.
+pub trait Tokenizer: Sync {
+    /// The tokens of `text`, with the special tokens the model adds (BOS, `[CLS]` … `[SEP]`),
+    /// each with its byte offsets in `text`.
+    fn encode(&self, text: &str) -> Result<Vec<TokenInfo>>;
+
+    /// The bytes token `id` adds to a generated text (empty for control tokens).
+    fn token_bytes(&self, id: u32) -> Cow<'_, [u8]>;
+
+    /// Token `id` as it is shown to a person: its text, or its name where it adds none.
+    fn display(&self, id: u32) -> String {
+        String::from_utf8_lossy(&self.token_bytes(id)).into_owned()
+    }
+
+    /// Tokens in the vocabulary.
+    fn vocab_size(&self) -> usize;
+}
