@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use attend_models::models::toy::ToyConfig;
 use attend_models::tokenize::vocab::Vocab;
 use attend_models::train::trainer::{evaluate_winograd, fnv_hex, WinogradEval};
-use attend_models::train::{winograd, Checkpoint, TaskSpec, Trainer};
+use attend_models::train::{winograd, Checkpoint, EvalPoint, TaskSpec, Trainer};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
@@ -115,9 +115,236 @@ pub fn run(args: &TrainArgs, threads: usize) -> Result<()> {
     if common.steps == Some(0) {
         return Err(crate::usage!("--steps must be at least 1"));
     }
+    let (mut trainer, mut notes) = build(args, common)?;
+    let winograd_task = trainer.state.config.task == TaskSpec::Winograd;
+    let c = trainer.model.config.clone();
+    let total = trainer.state.config.optim.steps;
+    eprintln!(
+        "training {} parameters: {} layers × {} heads, dim {}, mlp {}, context {}, vocabulary {} \
+         · batch {} · steps {}..{total} · seed {} · {threads} threads",
+        trainer.model.params.len(),
+        c.layers,
+        c.heads,
+        c.dim,
+        c.mlp,
+        c.ctx,
+        c.vocab.len(),
+        trainer.state.config.batch,
+        trainer.state.step,
+        trainer.state.config.seed
+    );
+    if trainer.state.step == 0 {
+        let p = trainer.evaluate()?;
+        if winograd_task {
+            let ev = evaluate_winograd(&trainer.model, 400)?;
+            eprintln!("untrained: {}", describe(&ev));
+            notes["untrained"] = serde_json::to_value(&ev)?;
+        } else {
+            eprintln!("untrained: held-out loss {:.3}", p.loss);
+        }
+    }
+    let run = train_loop(&mut trainer, common, &out_dir, &notes)?;
+    summarise(&trainer, &run, threads, &mut notes)?;
+    save(&trainer, notes, &out_dir, threads)
+}
+
+/// What the loop measured.
+struct Run {
+    secs: f64,
+    steps: usize,
+    tokens: usize,
+    /// The held-out evaluation after the last step (kept in the training state).
+    final_point: EvalPoint,
+}
+
+/// Compute: every remaining step, with progress, evaluations and a checkpoint at each one.
+fn train_loop(
+    trainer: &mut Trainer,
+    common: &Common,
+    out_dir: &Path,
+    notes: &serde_json::Value,
+) -> Result<Run> {
+    let total = trainer.state.config.optim.steps;
+    let bar = if std::io::stderr().is_terminal() {
+        let b = ProgressBar::new(total as u64);
+        b.set_style(
+            ProgressStyle::with_template(
+                "{bar:32} {pos}/{len} steps · {msg} · {elapsed} (eta {eta})",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        b.set_position(trainer.state.step as u64);
+        Some(b)
+    } else {
+        None
+    };
+    let start = Instant::now();
+    let first_step = trainer.state.step;
+    let mut tokens = 0usize;
+    let mut recent = Vec::new();
+    while !trainer.done() {
+        let r = trainer.step()?;
+        tokens += r.tokens;
+        recent.push(r.loss);
+        let rate = tokens as f64 / start.elapsed().as_secs_f64().max(1e-9);
+        let at_eval = common.eval_every > 0 && r.step % common.eval_every == 0;
+        if let Some(b) = &bar {
+            let k = recent.len().min(20);
+            let mean = recent[recent.len() - k..].iter().sum::<f32>() / k as f32;
+            b.set_message(format!(
+                "loss {mean:.3} · {rate:.0} tokens/s · lr {:.1e}",
+                r.lr
+            ));
+            b.set_position(r.step as u64);
+        }
+        if at_eval && r.step < total {
+            let p = trainer.evaluate()?;
+            // a checkpoint at every evaluation: an interrupted run loses at most --eval-every steps
+            trainer
+                .checkpoint(notes.clone())
+                .save(out_dir)
+                .with_context(|| format!("saving the checkpoint to {}", out_dir.display()))?;
+            let line = format!(
+                "step {:>5}: training loss {:.3}, held-out loss {:.3}{} · {rate:.0} tokens/s",
+                r.step,
+                r.loss,
+                p.loss,
+                p.accuracy
+                    .map_or(String::new(), |a| format!(", accuracy {:.1}%", a * 100.0))
+            );
+            match &bar {
+                Some(b) => b.println(line),
+                None => eprintln!("{line}"),
+            }
+        }
+    }
+    if let Some(b) = &bar {
+        b.finish_and_clear();
+    }
+    let secs = start.elapsed().as_secs_f64();
+    Ok(Run {
+        secs,
+        steps: trainer.state.step - first_step,
+        tokens,
+        final_point: trainer.evaluate()?,
+    })
+}
+
+/// Print: the final evaluation and where the time went.
+fn summarise(
+    trainer: &Trainer,
+    run: &Run,
+    _threads: usize,
+    notes: &mut serde_json::Value,
+) -> Result<()> {
+    let winograd_task = trainer.state.config.task == TaskSpec::Winograd;
+    let (secs, steps_run, tokens) = (run.secs, run.steps, run.tokens);
+    let final_point = &run.final_point;
+    eprintln!(
+        "{steps_run} steps in {secs:.1} s: {:.0} tokens/s; final training loss {:.3}, held-out loss {:.3}",
+        tokens as f64 / secs.max(1e-9),
+        trainer.state.losses.last().copied().unwrap_or(f32::NAN),
+        final_point.loss
+    );
+    let t = trainer.times;
+    let all = (t.forward + t.attn_backward + t.other_backward + t.optimizer).max(1e-9);
+    eprintln!(
+        "time: forward {:.0}%, attention backward {:.0}%, other backward {:.0}%, optimiser {:.0}%",
+        100.0 * t.forward / all,
+        100.0 * t.attn_backward / all,
+        100.0 * t.other_backward / all,
+        100.0 * t.optimizer / all
+    );
+    if winograd_task {
+        let ev = evaluate_winograd(&trainer.model, 400)?;
+        println!("{}", describe(&ev));
+        notes["held_out"] = serde_json::to_value(&ev)?;
+    } else {
+        println!(
+            "held-out loss {:.3} nats/byte ({:.3} bits/byte)",
+            final_point.loss,
+            final_point.loss / std::f32::consts::LN_2
+        );
+    }
+    Ok(())
+}
+
+/// Save: the checkpoint, the loss curve and (Winograd) the attention of the classic sentence.
+fn save(
+    trainer: &Trainer,
+    mut notes: serde_json::Value,
+    out_dir: &Path,
+    threads: usize,
+) -> Result<()> {
+    let winograd_task = trainer.state.config.task == TaskSpec::Winograd;
+    let c = &trainer.model.config;
+    let total = trainer.state.config.optim.steps;
+    let task_words = match &trainer.state.config.task {
+        TaskSpec::Winograd => "winograd".to_string(),
+        TaskSpec::Text { file, .. } => format!("text {file}"),
+    };
+    notes["made_with"] = json!(format!(
+        "attend train {task_words} --seed {} --steps {} ({} threads)",
+        trainer.state.config.seed, total, threads
+    ));
+    trainer
+        .checkpoint(notes)
+        .save(out_dir)
+        .with_context(|| format!("saving the checkpoint to {}", out_dir.display()))?;
+    let held: Vec<(usize, f32)> = trainer
+        .state
+        .evals
+        .iter()
+        .map(|p| (p.step, p.loss))
+        .collect();
+    let acc: Vec<(usize, f32)> = trainer
+        .state
+        .evals
+        .iter()
+        .filter_map(|p| p.accuracy.map(|a| (p.step, a)))
+        .collect();
+    let title = format!(
+        "{} · {} layers × {} heads, dim {} · seed {}",
+        if winograd_task {
+            "Winograd task".to_string()
+        } else {
+            "text".to_string()
+        },
+        c.layers,
+        c.heads,
+        c.dim,
+        trainer.state.config.seed
+    );
+    let svg = render::loss_curve_svg(&title, &trainer.state.losses, &held, &acc);
+    let png = render::svg_to_png(&svg)?;
+    crate::output::write_file(&out_dir.join("loss.svg"), svg.as_bytes())?;
+    crate::output::write_file(&out_dir.join("loss.png"), &png)?;
+    let mut files = "config.json, model.safetensors, optimizer.safetensors, loss.png, loss.svg";
+    if winograd_task {
+        // who attends to whom in the classic sentence, every head, after training
+        let text = "The animal didn't cross the road because it was tired. it =";
+        let tokens = c.vocab.encode(text)?;
+        let (trace, _) = trainer.model.trace(&tokens)?;
+        let panels: Vec<(String, Vec<f32>)> = (0..c.layers)
+            .flat_map(|l| (0..c.heads).map(move |h| (l, h)))
+            .map(|(l, h)| (format!("layer {l}, head {h}"), trace.matrix(l, h).to_vec()))
+            .collect();
+        let title = format!("after {} steps: \"{text}\"", trainer.state.step);
+        let svg = render::heatmaps_svg(&title, &trace.tokens, &panels);
+        crate::output::write_file(&out_dir.join("attention.png"), &render::svg_to_png(&svg)?)?;
+        files = "config.json, model.safetensors, optimizer.safetensors, loss.png, loss.svg, \
+                 attention.png";
+    }
+    eprintln!("saved {} ({files})", out_dir.display());
+    Ok(())
+}
+
+/// Load: a new trainer from the flags, or the one a checkpoint resumes, and the notes its
+/// `config.json` keeps besides the training state.
+fn build(args: &TrainArgs, common: &Common) -> Result<(Trainer, serde_json::Value)> {
     // what config.json says of the run besides its state (untrained figures, how it was made)
     let mut notes = json!({});
-    let mut trainer = match (&common.resume, &args.task) {
+    let trainer = match (&common.resume, &args.task) {
         (Some(dir), task) => {
             if common.layers.is_some()
                 || common.heads.is_some()
@@ -189,176 +416,7 @@ pub fn run(args: &TrainArgs, threads: usize) -> Result<()> {
             Trainer::new(cfg, tc, Some(text)).map_err(usage_err)?
         }
     };
-    let winograd_task = trainer.state.config.task == TaskSpec::Winograd;
-    let c = trainer.model.config.clone();
-    let total = trainer.state.config.optim.steps;
-    eprintln!(
-        "training {} parameters: {} layers × {} heads, dim {}, mlp {}, context {}, vocabulary {} \
-         · batch {} · steps {}..{total} · seed {} · {threads} threads",
-        trainer.model.params.len(),
-        c.layers,
-        c.heads,
-        c.dim,
-        c.mlp,
-        c.ctx,
-        c.vocab.len(),
-        trainer.state.config.batch,
-        trainer.state.step,
-        trainer.state.config.seed
-    );
-    if trainer.state.step == 0 {
-        let p = trainer.evaluate()?;
-        if winograd_task {
-            let ev = evaluate_winograd(&trainer.model, 400)?;
-            eprintln!("untrained: {}", describe(&ev));
-            notes["untrained"] = serde_json::to_value(&ev)?;
-        } else {
-            eprintln!("untrained: held-out loss {:.3}", p.loss);
-        }
-    }
-    let bar = if std::io::stderr().is_terminal() {
-        let b = ProgressBar::new(total as u64);
-        b.set_style(
-            ProgressStyle::with_template(
-                "{bar:32} {pos}/{len} steps · {msg} · {elapsed} (eta {eta})",
-            )
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-        );
-        b.set_position(trainer.state.step as u64);
-        Some(b)
-    } else {
-        None
-    };
-    let start = Instant::now();
-    let first_step = trainer.state.step;
-    let mut tokens = 0usize;
-    let mut recent = Vec::new();
-    while !trainer.done() {
-        let r = trainer.step()?;
-        tokens += r.tokens;
-        recent.push(r.loss);
-        let rate = tokens as f64 / start.elapsed().as_secs_f64().max(1e-9);
-        let at_eval = common.eval_every > 0 && r.step % common.eval_every == 0;
-        if let Some(b) = &bar {
-            let k = recent.len().min(20);
-            let mean = recent[recent.len() - k..].iter().sum::<f32>() / k as f32;
-            b.set_message(format!(
-                "loss {mean:.3} · {rate:.0} tokens/s · lr {:.1e}",
-                r.lr
-            ));
-            b.set_position(r.step as u64);
-        }
-        if at_eval && r.step < total {
-            let p = trainer.evaluate()?;
-            // a checkpoint at every evaluation: an interrupted run loses at most --eval-every steps
-            trainer
-                .checkpoint(notes.clone())
-                .save(&out_dir)
-                .with_context(|| format!("saving the checkpoint to {}", out_dir.display()))?;
-            let line = format!(
-                "step {:>5}: training loss {:.3}, held-out loss {:.3}{} · {rate:.0} tokens/s",
-                r.step,
-                r.loss,
-                p.loss,
-                p.accuracy
-                    .map_or(String::new(), |a| format!(", accuracy {:.1}%", a * 100.0))
-            );
-            match &bar {
-                Some(b) => b.println(line),
-                None => eprintln!("{line}"),
-            }
-        }
-    }
-    if let Some(b) = &bar {
-        b.finish_and_clear();
-    }
-    let secs = start.elapsed().as_secs_f64();
-    let steps_run = trainer.state.step - first_step;
-    let final_point = trainer.evaluate()?;
-    eprintln!(
-        "{steps_run} steps in {secs:.1} s: {:.0} tokens/s; final training loss {:.3}, held-out loss {:.3}",
-        tokens as f64 / secs.max(1e-9),
-        trainer.state.losses.last().copied().unwrap_or(f32::NAN),
-        final_point.loss
-    );
-    let t = trainer.times;
-    let all = (t.forward + t.attn_backward + t.other_backward + t.optimizer).max(1e-9);
-    eprintln!(
-        "time: forward {:.0}%, attention backward {:.0}%, other backward {:.0}%, optimiser {:.0}%",
-        100.0 * t.forward / all,
-        100.0 * t.attn_backward / all,
-        100.0 * t.other_backward / all,
-        100.0 * t.optimizer / all
-    );
-    if winograd_task {
-        let ev = evaluate_winograd(&trainer.model, 400)?;
-        println!("{}", describe(&ev));
-        notes["held_out"] = serde_json::to_value(&ev)?;
-    } else {
-        println!(
-            "held-out loss {:.3} nats/byte ({:.3} bits/byte)",
-            final_point.loss,
-            final_point.loss / std::f32::consts::LN_2
-        );
-    }
-    let task_words = match &trainer.state.config.task {
-        TaskSpec::Winograd => "winograd".to_string(),
-        TaskSpec::Text { file, .. } => format!("text {file}"),
-    };
-    notes["made_with"] = json!(format!(
-        "attend train {task_words} --seed {} --steps {} ({} threads)",
-        trainer.state.config.seed, total, threads
-    ));
-    trainer
-        .checkpoint(notes)
-        .save(&out_dir)
-        .with_context(|| format!("saving the checkpoint to {}", out_dir.display()))?;
-    let held: Vec<(usize, f32)> = trainer
-        .state
-        .evals
-        .iter()
-        .map(|p| (p.step, p.loss))
-        .collect();
-    let acc: Vec<(usize, f32)> = trainer
-        .state
-        .evals
-        .iter()
-        .filter_map(|p| p.accuracy.map(|a| (p.step, a)))
-        .collect();
-    let title = format!(
-        "{} · {} layers × {} heads, dim {} · seed {}",
-        if winograd_task {
-            "Winograd task".to_string()
-        } else {
-            "text".to_string()
-        },
-        c.layers,
-        c.heads,
-        c.dim,
-        trainer.state.config.seed
-    );
-    let svg = render::loss_curve_svg(&title, &trainer.state.losses, &held, &acc);
-    let png = render::svg_to_png(&svg)?;
-    crate::output::write_file(&out_dir.join("loss.svg"), svg.as_bytes())?;
-    crate::output::write_file(&out_dir.join("loss.png"), &png)?;
-    let mut files = "config.json, model.safetensors, optimizer.safetensors, loss.png, loss.svg";
-    if winograd_task {
-        // who attends to whom in the classic sentence, every head, after training
-        let text = "The animal didn't cross the road because it was tired. it =";
-        let tokens = c.vocab.encode(text)?;
-        let (trace, _) = trainer.model.trace(&tokens)?;
-        let panels: Vec<(String, Vec<f32>)> = (0..c.layers)
-            .flat_map(|l| (0..c.heads).map(move |h| (l, h)))
-            .map(|(l, h)| (format!("layer {l}, head {h}"), trace.matrix(l, h).to_vec()))
-            .collect();
-        let title = format!("after {} steps: \"{text}\"", trainer.state.step);
-        let svg = render::heatmaps_svg(&title, &trace.tokens, &panels);
-        crate::output::write_file(&out_dir.join("attention.png"), &render::svg_to_png(&svg)?)?;
-        files = "config.json, model.safetensors, optimizer.safetensors, loss.png, loss.svg, \
-                 attention.png";
-    }
-    eprintln!("saved {} ({files})", out_dir.display());
-    Ok(())
+    Ok((trainer, notes))
 }
 
 fn describe(ev: &WinogradEval) -> String {

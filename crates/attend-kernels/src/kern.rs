@@ -274,22 +274,31 @@ impl Kern {
         unsafe { (self.t.pack_panels)(src, off, stride, n, dim, dst) }
     }
 
-    /// `out[t] = Σ_blocks w · a[t]` for one quantised weight row and 1 to 4 activation rows
-    /// (the weight blocks are unpacked once for all of them). Every activation row holds one
-    /// block per weight block.
+    /// `out[r·n + t] = Σ_blocks w_r · a[t]` for every weight row `r` of `w` (`per_row` blocks
+    /// each) and every activation row `t` of `a` (`n = a.len()` of them, `per_row` blocks each):
+    /// each weight row's blocks are unpacked once for up to four activation rows.
     #[inline]
-    pub fn dot(self, w: QBlocks<'_>, a: &[&[BlockQ8]], out: &mut [f32]) {
-        assert!((1..=4).contains(&a.len()) && out.len() == a.len());
-        assert!(a.iter().all(|a| a.len() == w.len()));
+    pub fn dot_rows(self, w: QBlocks<'_>, per_row: usize, a: &[&[BlockQ8]], out: &mut [f32]) {
+        assert!(per_row > 0 && w.len() % per_row == 0);
+        assert!(a.iter().all(|a| a.len() == per_row));
+        assert!(out.len() == w.len() / per_row * a.len());
         // SAFETY: the table proves the processor; every activation has one block per weight
-        // block and `out` one element per activation, all the kernels read and write.
+        // block of a row and `out` one element per (row, activation), all the kernels touch.
         unsafe {
             match w {
-                QBlocks::Q4_0(w) => (self.t.dot_q4_0)(w, a, out),
-                QBlocks::Q4_1(w) => (self.t.dot_q4_1)(w, a, out),
-                QBlocks::Q8_0(w) => (self.t.dot_q8_0)(w, a, out),
+                QBlocks::Q4_0(w) => (self.t.dot_q4_0)(w, per_row, a, out),
+                QBlocks::Q4_1(w) => (self.t.dot_q4_1)(w, per_row, a, out),
+                QBlocks::Q8_0(w) => (self.t.dot_q8_0)(w, per_row, a, out),
             }
         }
+    }
+
+    /// `out[t] = Σ_blocks w · a[t]` for one quantised weight row and every activation row
+    /// (each with one block per weight block).
+    #[inline]
+    pub fn dot(self, w: QBlocks<'_>, a: &[&[BlockQ8]], out: &mut [f32]) {
+        assert!(!w.is_empty(), "a weight row of no blocks");
+        self.dot_rows(w, w.len(), a, out);
     }
 
     /// The exact GELU, `x·Φ(x)` ([`crate::math::gelu_erf`]), in place, on this thread.
@@ -323,14 +332,9 @@ mod tests {
     use crate::arch::generic::softmax as generic_softmax;
 
     fn rnd(n: usize, seed: u32) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(2654435761).wrapping_add(1);
-        (0..n)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 17;
-                s ^= s << 5;
-                (s as f32 / u32::MAX as f32) * 2.0 - 1.0
-            })
+        crate::testing::uniform(n, seed)
+            .iter()
+            .map(|x| 2.0 * x)
             .collect()
     }
 

@@ -29,6 +29,8 @@ pub mod gemm;
 mod kern;
 pub mod math;
 pub mod quant;
+#[doc(hidden)]
+pub mod testing;
 
 pub use error::{Error, Result};
 pub use gemm::{matmul_packed, matmul_packed_map, matmul_packed_with, Epilogue, PackedMatrix};

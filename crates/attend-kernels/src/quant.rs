@@ -210,16 +210,16 @@ pub fn quantize_q8(x: &[f32], out: &mut Vec<BlockQ8>) {
 const ROW_BLOCK: usize = 16;
 
 /// The schedule of every matrix product of a weight matrix (`rows` rows) with `n` activation
-/// rows: `row(j, dots, scratch)` writes row `j`'s dot with each activation into `dots` (`n`
-/// long); the results land in `out` as `[n × rows]`. Weight rows go in parallel blocks of 16,
-/// so each block of weights is read once and meets every activation row; with several
-/// activation rows, the blocks' `[rows × n]` results are transposed at the end. `scratch` is
-/// one buffer per task, for a caller that dequantises a row.
-pub fn for_each_row(
+/// rows: `block(r0, dots, scratch)` writes rows `r0..r0 + dots.len() / n`' dots with every
+/// activation into `dots` (`[rows in block × n]`); the results land in `out` as `[n × rows]`.
+/// Weight rows go in parallel blocks of 16, so each block of weights is read once and meets
+/// every activation row; with several activation rows, the blocks' `[rows × n]` results are
+/// transposed at the end. `scratch` is one buffer per task, for a caller that dequantises.
+pub fn for_each_block(
     rows: usize,
     n: usize,
     out: &mut [f32],
-    row: impl Fn(usize, &mut [f32], &mut Vec<f32>) + Sync,
+    block: impl Fn(usize, &mut [f32], &mut Vec<f32>) + Sync,
 ) -> Result<()> {
     if out.len() != n * rows {
         return Err(Error::ShapeMismatch {
@@ -229,24 +229,15 @@ pub fn for_each_row(
         });
     }
     if n == 1 {
+        // [1 × rows] is [rows × 1]: no transpose
         out.par_chunks_mut(ROW_BLOCK)
             .enumerate()
-            .for_each(|(b, o)| {
-                let mut scratch = Vec::new();
-                for (i, v) in o.iter_mut().enumerate() {
-                    row(b * ROW_BLOCK + i, std::slice::from_mut(v), &mut scratch);
-                }
-            });
+            .for_each(|(b, o)| block(b * ROW_BLOCK, o, &mut Vec::new()));
     } else if n > 1 {
         let mut tr = vec![0.0f32; rows * n];
         tr.par_chunks_mut(ROW_BLOCK * n)
             .enumerate()
-            .for_each(|(b, o)| {
-                let mut scratch = Vec::new();
-                for (i, orow) in o.chunks_exact_mut(n).enumerate() {
-                    row(b * ROW_BLOCK + i, orow, &mut scratch);
-                }
-            });
+            .for_each(|(b, o)| block(b * ROW_BLOCK, o, &mut Vec::new()));
         for (j, trow) in tr.chunks_exact(n).enumerate() {
             for (t, &v) in trow.iter().enumerate() {
                 out[t * rows + j] = v;
@@ -256,9 +247,24 @@ pub fn for_each_row(
     Ok(())
 }
 
+/// [`for_each_block`] one weight row at a time: `row(j, dots, scratch)` writes row `j`'s dot
+/// with each activation into `dots` (`n` long).
+pub fn for_each_row(
+    rows: usize,
+    n: usize,
+    out: &mut [f32],
+    row: impl Fn(usize, &mut [f32], &mut Vec<f32>) + Sync,
+) -> Result<()> {
+    for_each_block(rows, n, out, |r0, dots, scratch| {
+        for (i, d) in dots.chunks_exact_mut(n).enumerate() {
+            row(r0 + i, d, scratch);
+        }
+    })
+}
+
 /// `out[t × rows + j] = Σ w_j · xs[t]` for a quantised weight matrix `w` (`rows` rows of
-/// `xs[t].len()` blocks each) and quantised activation rows `xs`: integer dot products, four
-/// activation rows per pass over a weight row.
+/// `xs[t].len()` blocks each) and quantised activation rows `xs`: integer dot products, a block
+/// of weight rows per kernel call, four activation rows per pass over a weight row.
 pub fn qmatmul(
     kern: Kern,
     w: QBlocks<'_>,
@@ -281,11 +287,19 @@ pub fn qmatmul(
             got: x.len(),
         });
     }
-    for_each_row(rows, xs.len(), out, |j, dots, _| {
-        let wr = w.slice(j * per_row..(j + 1) * per_row);
-        for (a, d) in xs.chunks(4).zip(dots.chunks_mut(4)) {
-            kern.dot(wr, a, d);
-        }
+    if per_row == 0 {
+        out.fill(0.0);
+        return Ok(());
+    }
+    let n = xs.len();
+    for_each_block(rows, n, out, |r0, dots, _| {
+        let rb = dots.len() / n;
+        kern.dot_rows(
+            w.slice(r0 * per_row..(r0 + rb) * per_row),
+            per_row,
+            xs,
+            dots,
+        );
     })
 }
 
@@ -295,17 +309,7 @@ mod tests {
     use crate::arch::generic::quant as twin;
     use crate::Isa;
 
-    fn rnd(n: usize, seed: u32) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(2654435761) | 1;
-        (0..n)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 17;
-                s ^= s << 5;
-                (s >> 8) as f32 / (1u32 << 24) as f32 - 0.5
-            })
-            .collect()
-    }
+    use crate::testing::uniform as rnd;
 
     fn h(v: f32) -> [u8; 2] {
         half::f16::from_f32(v).to_le_bytes()

@@ -7,10 +7,6 @@
 use crate::quant::{BlockQ4_0, BlockQ4_1, BlockQ8, BlockQ8_0};
 use crate::Isa;
 
-pub(crate) mod generic;
-#[cfg(target_arch = "x86_64")]
-pub(crate) mod x86_64;
-
 /// `c[r*c_stride + p*16 + l] (+)= Σ_k a[a_off + r*a_stride + k] · bp[p*k_len*16 + k*16 + l]`.
 pub(crate) type GemmA =
     unsafe fn(&[f32], usize, usize, usize, usize, &[f32], usize, &mut [f32], usize, bool);
@@ -26,8 +22,9 @@ pub(crate) type ScaleCols = unsafe fn(&mut [f32], usize, usize, usize, &[f32]);
 pub(crate) type ExpRows = unsafe fn(&mut [f32], usize, usize, usize, f32, &[f32]);
 /// Transposed packing into 16-lane panels.
 pub(crate) type PackPanels = unsafe fn(&[f32], usize, usize, usize, usize, &mut [f32]);
-/// `out[t] = Σ w · a[t]` for 1 to 4 activation rows, one weight block per activation block.
-pub(crate) type Dot<B> = unsafe fn(&[B], &[&[BlockQ8]], &mut [f32]);
+/// `out[r·n + t] = Σ w_r · a[t]` for every weight row `r` of `w` (`per_row` blocks each) and
+/// every activation row `t` of `a` (`n` of them, `per_row` blocks each).
+pub(crate) type DotRows<B> = unsafe fn(&[B], usize, &[&[BlockQ8]], &mut [f32]);
 /// GELU (erf form) in place.
 pub(crate) type Gelu = unsafe fn(&mut [f32]);
 /// `v = act(v + bias) + residual`.
@@ -42,11 +39,32 @@ pub(crate) struct Table {
     pub softmax_cols: SoftmaxCols,
     pub scale_cols: ScaleCols,
     pub exp_rows: ExpRows,
-    pub dot_q4_0: Dot<BlockQ4_0>,
-    pub dot_q4_1: Dot<BlockQ4_1>,
-    pub dot_q8_0: Dot<BlockQ8_0>,
+    pub dot_q4_0: DotRows<BlockQ4_0>,
+    pub dot_q4_1: DotRows<BlockQ4_1>,
+    pub dot_q8_0: DotRows<BlockQ8_0>,
     pub gelu: Gelu,
     pub epilogue: EpilogueFn,
+}
+
+/// The `Table` of the instruction set `$isa` from the modules `panel`, `softmax`, `quant` and
+/// `elementwise` where it is invoked: each ISA folder names its kernels the same way.
+macro_rules! table {
+    ($isa:expr) => {
+        crate::arch::Table {
+            isa: $isa,
+            gemm_a: panel::gemm_a,
+            gemm_b: panel::gemm_b,
+            pack_panels: panel::pack_panels,
+            softmax_cols: softmax::softmax_cols,
+            scale_cols: softmax::scale_cols,
+            exp_rows: softmax::exp_rows,
+            dot_q4_0: quant::dot_q4_0,
+            dot_q4_1: quant::dot_q4_1,
+            dot_q8_0: quant::dot_q8_0,
+            gelu: elementwise::gelu,
+            epilogue: elementwise::epilogue,
+        }
+    };
 }
 
 /// The instruction sets attend has kernels for, from the portable one up to the best; `Auto`
@@ -56,3 +74,7 @@ pub(crate) const ALL: &[fn() -> Option<&'static Table>] = &[
     #[cfg(target_arch = "x86_64")]
     x86_64::avx2::table,
 ];
+
+pub(crate) mod generic;
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod x86_64;

@@ -603,27 +603,29 @@ impl CausalLm for ToyModel {
     }
 }
 
+/// A small model with weights large enough that every path carries gradient (for tests).
+#[cfg(test)]
+pub(crate) fn tiny(layers: usize) -> ToyModel {
+    let config = ToyConfig {
+        dim: 8,
+        layers,
+        heads: 2,
+        mlp: 12,
+        ctx: 6,
+        vocab: Vocab::Words {
+            words: (0..7).map(|i| format!("w{i}")).collect(),
+        },
+    };
+    let mut m = ToyModel::new(config, 3).unwrap();
+    // larger weights than at initialisation, so every path carries gradient
+    let mut rng = Rng::new(11);
+    m.params.iter_mut().for_each(|p| *p += 0.3 * rng.normal());
+    m
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn tiny(layers: usize) -> ToyModel {
-        let config = ToyConfig {
-            dim: 8,
-            layers,
-            heads: 2,
-            mlp: 12,
-            ctx: 6,
-            vocab: Vocab::Words {
-                words: (0..7).map(|i| format!("w{i}")).collect(),
-            },
-        };
-        let mut m = ToyModel::new(config, 3).unwrap();
-        // larger weights than at initialisation, so every path carries gradient
-        let mut rng = Rng::new(11);
-        m.params.iter_mut().for_each(|p| *p += 0.3 * rng.normal());
-        m
-    }
 
     /// Padding after a sequence changes nothing before it (causal attention).
     #[test]

@@ -227,15 +227,5 @@ mod tests {
         assert!(dequantize_row(GgmlType::Q5_K, &[0; 176], &mut [0.0; 256]).is_err());
     }
 
-    fn rnd(n: usize, seed: u32) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(2654435761) | 1;
-        (0..n)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 17;
-                s ^= s << 5;
-                (s >> 8) as f32 / (1u32 << 24) as f32 - 0.5
-            })
-            .collect()
-    }
+    use attend_kernels::testing::uniform as rnd;
 }

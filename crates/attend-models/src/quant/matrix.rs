@@ -153,17 +153,7 @@ mod tests {
         half::f16::from_f32(v).to_le_bytes()
     }
 
-    fn rnd(n: usize, seed: u32) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(2654435761) | 1;
-        (0..n)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 17;
-                s ^= s << 5;
-                (s >> 8) as f32 / (1u32 << 24) as f32 - 0.5
-            })
-            .collect()
-    }
+    use attend_kernels::testing::uniform as rnd;
 
     /// A random row of `blocks` blocks of `ty`.
     fn random_row(ty: GgmlType, blocks: usize, seed: u32) -> Vec<u8> {

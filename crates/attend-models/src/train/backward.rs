@@ -184,28 +184,8 @@ pub fn backward(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::models::toy::{ToyConfig, ToyModel};
-    use crate::rng::Rng;
-    use crate::tokenize::vocab::Vocab;
+    use crate::models::toy::{tiny, ToyModel};
     use crate::train::layers::IGNORE;
-
-    fn tiny(layers: usize) -> ToyModel {
-        let config = ToyConfig {
-            dim: 8,
-            layers,
-            heads: 2,
-            mlp: 12,
-            ctx: 6,
-            vocab: Vocab::Words {
-                words: (0..7).map(|i| format!("w{i}")).collect(),
-            },
-        };
-        let mut m = ToyModel::new(config, 3).unwrap();
-        // larger weights than at initialisation, so every path carries gradient
-        let mut rng = Rng::new(11);
-        m.params.iter_mut().for_each(|p| *p += 0.3 * rng.normal());
-        m
-    }
 
     /// Every parameter tensor of a two-layer model against central differences of the loss
     /// (in f64 from f32 forwards), on a batch with padding.

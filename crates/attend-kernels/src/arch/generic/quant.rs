@@ -3,8 +3,29 @@
 
 use crate::quant::{BlockQ4_0, BlockQ4_1, BlockQ8, BlockQ8_0};
 
-/// `out[t] = Σ w · a[t]` for `Q4_0` weights.
-pub fn dot_q4_0(w: &[BlockQ4_0], a: &[&[BlockQ8]], out: &mut [f32]) {
+/// [`crate::Kern::dot_rows`] for `Q4_0` weights.
+pub fn dot_q4_0(w: &[BlockQ4_0], per_row: usize, a: &[&[BlockQ8]], out: &mut [f32]) {
+    for (wr, o) in w.chunks_exact(per_row).zip(out.chunks_exact_mut(a.len())) {
+        row_q4_0(wr, a, o);
+    }
+}
+
+/// [`crate::Kern::dot_rows`] for `Q4_1` weights.
+pub fn dot_q4_1(w: &[BlockQ4_1], per_row: usize, a: &[&[BlockQ8]], out: &mut [f32]) {
+    for (wr, o) in w.chunks_exact(per_row).zip(out.chunks_exact_mut(a.len())) {
+        row_q4_1(wr, a, o);
+    }
+}
+
+/// [`crate::Kern::dot_rows`] for `Q8_0` weights.
+pub fn dot_q8_0(w: &[BlockQ8_0], per_row: usize, a: &[&[BlockQ8]], out: &mut [f32]) {
+    for (wr, o) in w.chunks_exact(per_row).zip(out.chunks_exact_mut(a.len())) {
+        row_q8_0(wr, a, o);
+    }
+}
+
+/// `out[t] = Σ w · a[t]` for one `Q4_0` row.
+fn row_q4_0(w: &[BlockQ4_0], a: &[&[BlockQ8]], out: &mut [f32]) {
     for (o, a) in out.iter_mut().zip(a) {
         let mut acc = 0.0f32;
         for (b, a) in w.iter().zip(a.iter()) {
@@ -20,8 +41,8 @@ pub fn dot_q4_0(w: &[BlockQ4_0], a: &[&[BlockQ8]], out: &mut [f32]) {
     }
 }
 
-/// `out[t] = Σ w · a[t]` for `Q4_1` weights.
-pub fn dot_q4_1(w: &[BlockQ4_1], a: &[&[BlockQ8]], out: &mut [f32]) {
+/// `out[t] = Σ w · a[t]` for one `Q4_1` row.
+fn row_q4_1(w: &[BlockQ4_1], a: &[&[BlockQ8]], out: &mut [f32]) {
     for (o, a) in out.iter_mut().zip(a) {
         let mut acc = 0.0f32;
         for (b, a) in w.iter().zip(a.iter()) {
@@ -37,8 +58,8 @@ pub fn dot_q4_1(w: &[BlockQ4_1], a: &[&[BlockQ8]], out: &mut [f32]) {
     }
 }
 
-/// `out[t] = Σ w · a[t]` for `Q8_0` weights.
-pub fn dot_q8_0(w: &[BlockQ8_0], a: &[&[BlockQ8]], out: &mut [f32]) {
+/// `out[t] = Σ w · a[t]` for one `Q8_0` row.
+fn row_q8_0(w: &[BlockQ8_0], a: &[&[BlockQ8]], out: &mut [f32]) {
     for (o, a) in out.iter_mut().zip(a) {
         let mut acc = 0.0f32;
         for (b, a) in w.iter().zip(a.iter()) {
@@ -59,9 +80,9 @@ pub fn dot_one(w: crate::quant::QBlocks<'_>, a: &[BlockQ8]) -> f32 {
     use crate::quant::QBlocks;
     let mut out = [0.0];
     match w {
-        QBlocks::Q4_0(w) => dot_q4_0(w, &[a], &mut out),
-        QBlocks::Q4_1(w) => dot_q4_1(w, &[a], &mut out),
-        QBlocks::Q8_0(w) => dot_q8_0(w, &[a], &mut out),
+        QBlocks::Q4_0(w) => row_q4_0(w, &[a], &mut out),
+        QBlocks::Q4_1(w) => row_q4_1(w, &[a], &mut out),
+        QBlocks::Q8_0(w) => row_q8_0(w, &[a], &mut out),
     }
     out[0]
 }

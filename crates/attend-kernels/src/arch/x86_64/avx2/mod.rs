@@ -9,20 +9,7 @@ mod softmax;
 use crate::arch::Table;
 use crate::{Features, Isa};
 
-static TABLE: Table = Table {
-    isa: Isa::Avx2,
-    gemm_a: panel::gemm_a,
-    gemm_b: panel::gemm_b,
-    pack_panels: panel::pack_panels,
-    softmax_cols: softmax::softmax_cols,
-    scale_cols: softmax::scale_cols,
-    exp_rows: softmax::exp_rows,
-    dot_q4_0: quant::dot_q4_0,
-    dot_q4_1: quant::dot_q4_1,
-    dot_q8_0: quant::dot_q8_0,
-    gelu: elementwise::gelu,
-    epilogue: elementwise::epilogue,
-};
+static TABLE: Table = table!(Isa::Avx2);
 
 /// The table, when this processor has AVX2, FMA and F16C.
 pub(crate) fn table() -> Option<&'static Table> {

@@ -9,39 +9,46 @@
 //!
 //! # Safety (every `pub(crate) unsafe fn` here)
 //! The caller proves AVX2, FMA and F16C (it holds this instruction set's table) and that
-//! `crate::Kern::dot`'s bounds hold: 1 to 4 activation rows, each with one block per weight
-//! block, and one output per activation row.
+//! `crate::Kern::dot_rows`' bounds hold: whole rows of `per_row` weight blocks, activation rows
+//! of `per_row` blocks each, one output per (weight row, activation row).
 
 use std::arch::x86_64::*;
 
 use crate::quant::{BlockQ4_0, BlockQ4_1, BlockQ8, BlockQ8_0};
 
-/// Calls the kernel `$k::<N>` with the first `N = a.len()` activation rows (1 to 4).
+/// Every weight row of `$w` (`$per_row` blocks each) times every activation row of `$a`, four
+/// activation rows per pass over a weight row (`$k::<N>` for the last 1 to 3), into `$out`
+/// (`[rows × n]`).
 macro_rules! by_rows {
-    ($k:ident, $w:expr, $a:expr, $out:expr) => {{
-        let (w, a, out) = ($w, $a, $out);
-        // SAFETY: the caller's contract (module docs) is the kernels' contract.
-        unsafe {
-            match a.len() {
-                1 => out.copy_from_slice(&$k::<1>(w, [a[0]])),
-                2 => out.copy_from_slice(&$k::<2>(w, [a[0], a[1]])),
-                3 => out.copy_from_slice(&$k::<3>(w, [a[0], a[1], a[2]])),
-                _ => out.copy_from_slice(&$k::<4>(w, [a[0], a[1], a[2], a[3]])),
+    ($k:ident, $w:expr, $per_row:expr, $a:expr, $out:expr) => {{
+        let (w, per_row, a, out) = ($w, $per_row, $a, $out);
+        let n = a.len();
+        for (wr, o) in w.chunks_exact(per_row).zip(out.chunks_exact_mut(n)) {
+            for (a, o) in a.chunks(4).zip(o.chunks_mut(4)) {
+                // SAFETY: the caller's contract (module docs) is the kernels' contract.
+                unsafe {
+                    match a.len() {
+                        1 => o.copy_from_slice(&$k::<1>(wr, [a[0]])),
+                        2 => o.copy_from_slice(&$k::<2>(wr, [a[0], a[1]])),
+                        3 => o.copy_from_slice(&$k::<3>(wr, [a[0], a[1], a[2]])),
+                        _ => o.copy_from_slice(&$k::<4>(wr, [a[0], a[1], a[2], a[3]])),
+                    }
+                }
             }
         }
     }};
 }
 
-pub(crate) unsafe fn dot_q4_0(w: &[BlockQ4_0], a: &[&[BlockQ8]], out: &mut [f32]) {
-    by_rows!(q4_0, w, a, out)
+pub(crate) unsafe fn dot_q4_0(w: &[BlockQ4_0], per_row: usize, a: &[&[BlockQ8]], out: &mut [f32]) {
+    by_rows!(q4_0, w, per_row, a, out)
 }
 
-pub(crate) unsafe fn dot_q4_1(w: &[BlockQ4_1], a: &[&[BlockQ8]], out: &mut [f32]) {
-    by_rows!(q4_1, w, a, out)
+pub(crate) unsafe fn dot_q4_1(w: &[BlockQ4_1], per_row: usize, a: &[&[BlockQ8]], out: &mut [f32]) {
+    by_rows!(q4_1, w, per_row, a, out)
 }
 
-pub(crate) unsafe fn dot_q8_0(w: &[BlockQ8_0], a: &[&[BlockQ8]], out: &mut [f32]) {
-    by_rows!(q8_0, w, a, out)
+pub(crate) unsafe fn dot_q8_0(w: &[BlockQ8_0], per_row: usize, a: &[&[BlockQ8]], out: &mut [f32]) {
+    by_rows!(q8_0, w, per_row, a, out)
 }
 
 #[inline]
