@@ -6,6 +6,7 @@ use std::io::Write;
 
 use anyhow::Result;
 use attend_models::generate::{generate, CausalLm, GenStats, GenToken, Sampler, SamplerConfig};
+use attend_models::nn::logits::ranked;
 use attend_models::tokenize::gguf::Utf8Stream;
 use serde_json::json;
 
@@ -89,12 +90,10 @@ fn attended(g: &GenToken, layers: usize, heads: usize, args: &GenerateArgs) -> V
             *a += b / sel.len() as f32;
         }
     }
-    let mut order: Vec<usize> = (0..keys)
-        .filter(|&p| !(args.skip_first && p == 0))
-        .collect();
-    order.sort_by(|&a, &b| w[b].total_cmp(&w[a]));
-    order
+    ranked(&w)
         .into_iter()
+        .map(|p| p as usize)
+        .filter(|&p| !(args.skip_first && p == 0))
         .take(args.top)
         .map(|pos| Attended {
             pos,

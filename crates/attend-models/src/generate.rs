@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use attend::KvCache;
 
-use crate::nn::logits::{argmax, logprob, ranked};
+use crate::nn::logits::{argmax, logprob, ranked, softmax};
 use crate::rng::Rng;
 use crate::tokenize::Tokenizer;
 use crate::{Error, Result};
@@ -142,14 +142,9 @@ impl Sampler {
         if self.cfg.top_k > 0 {
             idx.truncate(self.cfg.top_k);
         }
-        let t = self.cfg.temperature as f64;
-        let max = logits[idx[0] as usize] as f64;
-        let mut p: Vec<f64> = idx
-            .iter()
-            .map(|&i| ((logits[i as usize] as f64 - max) / t).exp())
-            .collect();
-        let total: f64 = p.iter().sum();
-        p.iter_mut().for_each(|v| *v /= total);
+        let t = self.cfg.temperature;
+        let scaled: Vec<f32> = idx.iter().map(|&i| logits[i as usize] / t).collect();
+        let mut p: Vec<f64> = softmax(&scaled).into_iter().map(f64::from).collect();
         if self.cfg.top_p < 1.0 {
             let mut acc = 0.0;
             let keep = p

@@ -354,11 +354,7 @@ impl ToyModel {
                 c.ctx
             )));
         }
-        if let Some(&bad) = tokens.iter().find(|&&id| id as usize >= vocab) {
-            return Err(Error::Invalid(format!(
-                "token id {bad} is outside the vocabulary of {vocab}"
-            )));
-        }
+        self.check_ids(tokens)?;
         let p = &self.params;
         let s = &self.slots;
         acts.b = b;
@@ -403,26 +399,8 @@ impl ToyModel {
             attend::fused::forward_into(&ap, &a.q, &a.k, &a.v, &mut a.o, &mut a.lse)?;
             linear_fwd(&a.o, &p[ls.wo.clone()], None, tmp, n, d);
             x.iter_mut().zip(tmp.iter()).for_each(|(x, t)| *x += t);
-            layer_norm_fwd(
-                x,
-                &p[ls.ln2_g.clone()],
-                &p[ls.ln2_b.clone()],
-                &mut a.h2,
-                &mut a.xhat2,
-                &mut a.rstd2,
-                d,
-            );
-            linear_fwd(
-                &a.h2,
-                &p[ls.w1.clone()],
-                Some(&p[ls.b1.clone()]),
-                &mut a.u,
-                n,
-                d,
-            );
-            gelu_tanh_fwd(&a.u, &mut a.g);
-            linear_fwd(&a.g, &p[ls.w2.clone()], Some(&p[ls.b2.clone()]), tmp, n, m);
-            x.iter_mut().zip(tmp.iter()).for_each(|(x, t)| *x += t);
+            let ln2 = (&mut a.h2[..], &mut a.xhat2[..], &mut a.rstd2[..]);
+            self.mlp_residual(ls, x, ln2, &mut a.u, &mut a.g, tmp, n);
         }
         sized(&mut acts.hf, n * d);
         sized(&mut acts.xhatf, n * d);
@@ -439,6 +417,48 @@ impl ToyModel {
         sized(&mut acts.logits, n * vocab);
         linear_fwd(&acts.hf, &p[s.head.clone()], None, &mut acts.logits, n, d);
         Ok(())
+    }
+
+    /// Refuses a token id outside the vocabulary.
+    fn check_ids(&self, tokens: &[u32]) -> Result<()> {
+        let vocab = self.config.vocab.len();
+        match tokens.iter().find(|&&id| id as usize >= vocab) {
+            Some(&bad) => Err(Error::Invalid(format!(
+                "token id {bad} is outside the vocabulary of {vocab}"
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// A block's second half, `x += W2·gelu(W1·LN2(x) + b1) + b2` over `n` rows, leaving LN2's
+    /// output and statistics in `ln2`, the MLP's input and output activations in `u` and `g`
+    /// (what the backward reads), and `W2`'s output in `tmp`.
+    #[allow(clippy::too_many_arguments)]
+    fn mlp_residual(
+        &self,
+        ls: &LayerSlots,
+        x: &mut [f32],
+        ln2: (&mut [f32], &mut [f32], &mut [f32]),
+        u: &mut [f32],
+        g: &mut [f32],
+        tmp: &mut [f32],
+        n: usize,
+    ) {
+        let (p, d, m) = (&self.params, self.config.dim, self.config.mlp);
+        let (h, xhat, rstd) = ln2;
+        layer_norm_fwd(
+            x,
+            &p[ls.ln2_g.clone()],
+            &p[ls.ln2_b.clone()],
+            h,
+            xhat,
+            rstd,
+            d,
+        );
+        linear_fwd(h, &p[ls.w1.clone()], Some(&p[ls.b1.clone()]), u, n, d);
+        gelu_tanh_fwd(u, g);
+        linear_fwd(g, &p[ls.w2.clone()], Some(&p[ls.b2.clone()]), tmp, n, m);
+        x.iter_mut().zip(tmp.iter()).for_each(|(x, t)| *x += t);
     }
 
     /// An empty key/value cache for [`ToyModel::decode`].
@@ -473,11 +493,7 @@ impl ToyModel {
                 c.ctx
             )));
         }
-        if let Some(&bad) = tokens.iter().find(|&&id| id as usize >= vocab) {
-            return Err(Error::Invalid(format!(
-                "token id {bad} is outside the vocabulary of {vocab}"
-            )));
-        }
+        self.check_ids(tokens)?;
         let p = &self.params;
         let s = &self.slots;
         let mut x = vec![0.0f32; n * d];
@@ -508,19 +524,8 @@ impl ToyModel {
             }
             linear_fwd(&o.out, &p[ls.wo.clone()], None, &mut tmp, n, d);
             x.iter_mut().zip(&tmp).for_each(|(x, t)| *x += t);
-            let (g2, b2) = (&p[ls.ln2_g.clone()], &p[ls.ln2_b.clone()]);
-            layer_norm_fwd(&x, g2, b2, &mut h, &mut xhat, &mut rstd, d);
-            linear_fwd(&h, &p[ls.w1.clone()], Some(&p[ls.b1.clone()]), &mut u, n, d);
-            gelu_tanh_fwd(&u, &mut g);
-            linear_fwd(
-                &g,
-                &p[ls.w2.clone()],
-                Some(&p[ls.b2.clone()]),
-                &mut tmp,
-                n,
-                m,
-            );
-            x.iter_mut().zip(&tmp).for_each(|(x, t)| *x += t);
+            let ln2 = (&mut h[..], &mut xhat[..], &mut rstd[..]);
+            self.mlp_residual(ls, &mut x, ln2, &mut u, &mut g, &mut tmp, n);
         }
         let last = &x[(n - 1) * d..];
         let (mut hf, mut xh, mut rs) = (vec![0.0f32; d], vec![0.0f32; d], [0.0f32]);

@@ -15,8 +15,18 @@ pub fn logprob(logits: &[f32], id: u32) -> f32 {
 
 /// `softmax(row)`.
 pub fn softmax(row: &[f32]) -> Vec<f32> {
+    let mut p = vec![0.0; row.len()];
+    softmax_into(row, &mut p);
+    p
+}
+
+/// `out = softmax(row)` (as `exp(v − log_sum_exp(row))`); returns the log-sum-exp.
+pub fn softmax_into(row: &[f32], out: &mut [f32]) -> f32 {
     let lse = log_sum_exp(row);
-    row.iter().map(|v| (v - lse).exp()).collect()
+    for (o, v) in out.iter_mut().zip(row) {
+        *o = (v - lse).exp();
+    }
+    lse
 }
 
 /// The index of the largest value (the first, on ties; 0 for an empty row).

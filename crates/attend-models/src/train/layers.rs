@@ -11,7 +11,7 @@ use rayon::prelude::*;
 use attend_kernels::gemm::sgemm_strided;
 
 use crate::nn::activations::{gelu_tanh_grad, ELEMS_PER_TASK as ELEMS};
-use crate::nn::logits::log_sum_exp;
+use crate::nn::logits::{log_sum_exp, softmax_into};
 
 /// Backward of [`crate::nn::linear::linear_fwd`]: `dw += dyᵀ·x`, `db += Σ_rows dy`, and `dx = dy·w` when asked
 /// (`dx_add`: added to `dx` instead of written).
@@ -128,13 +128,16 @@ pub fn cross_entropy(
             }
             return 0.0;
         }
-        let lse = log_sum_exp(row);
-        if let Some(dr) = dr {
-            for (d, v) in dr.iter_mut().zip(row) {
-                *d = (v - lse).exp() * inv;
+        let lse = match dr {
+            Some(dr) => {
+                // (softmax - onehot) / scored
+                let lse = softmax_into(row, dr);
+                dr.iter_mut().for_each(|d| *d *= inv);
+                dr[t as usize] -= inv;
+                lse
             }
-            dr[t as usize] -= inv;
-        }
+            None => log_sum_exp(row),
+        };
         (lse - row[t as usize]) as f64
     };
     let lg = logits[..rows * vocab].par_chunks(ROWS * vocab);
@@ -174,14 +177,9 @@ mod tests {
 
     /// Deterministic values in [-1, 1).
     fn vals(n: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        (0..n)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-            })
+        attend_kernels::testing::uniform(n, seed as u32)
+            .iter()
+            .map(|v| 2.0 * v)
             .collect()
     }
 

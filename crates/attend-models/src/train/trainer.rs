@@ -20,9 +20,7 @@ use super::layers::{cross_entropy, IGNORE};
 use super::optim::AdamW;
 use super::winograd;
 use crate::error::io;
-use crate::formats::checkpoint::{
-    f32_tensors, read_f32, write_atomic, ConfigFile, ToyFile, ARCHITECTURE,
-};
+use crate::formats::checkpoint::{f32_tensors, read_f32, write_atomic, ToyFile, ARCHITECTURE};
 use crate::models::toy::{Activations, ToyConfig, ToyModel};
 use crate::rng::Rng;
 use crate::tokenize::vocab::Vocab;
@@ -118,17 +116,22 @@ impl Checkpoint {
             write_atomic(&dir.join("optimizer.safetensors"), &opt)?;
         }
         write_atomic(&dir.join("model.safetensors"), &weights)?;
-        let training = self
-            .training
-            .as_ref()
-            .map(serde_json::to_value)
-            .transpose()
-            .map_err(|e| Error::Invalid(format!("config.json: {e}")))?;
-        let file = ConfigFile {
-            architecture: ARCHITECTURE.into(),
-            model: m.config.clone(),
-            training,
-            notes: self.notes.clone(),
+        // `ConfigFile`'s fields in its order, the training state written as its own type (so
+        // its f32s keep their shortest form)
+        #[derive(Serialize)]
+        struct Out<'a> {
+            architecture: &'a str,
+            model: &'a ToyConfig,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            training: Option<&'a TrainState>,
+            #[serde(skip_serializing_if = "serde_json::Value::is_null")]
+            notes: &'a serde_json::Value,
+        }
+        let file = Out {
+            architecture: ARCHITECTURE,
+            model: &m.config,
+            training: self.training.as_ref(),
+            notes: &self.notes,
         };
         let json = serde_json::to_vec_pretty(&file)
             .map_err(|e| Error::Invalid(format!("config.json: {e}")))?;
