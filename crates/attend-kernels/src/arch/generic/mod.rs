@@ -9,7 +9,7 @@ pub(crate) mod softmax;
 use super::Table;
 use crate::Isa;
 
-static TABLE: Table = table!(Isa::Scalar);
+pub(crate) static TABLE: Table = table!(Isa::Scalar);
 
 /// Always available.
 pub(crate) fn table() -> Option<&'static Table> {
