@@ -12,6 +12,16 @@ pub enum Error {
         /// The dimension's name.
         dim: &'static str,
     },
+    /// An input holds NaN or an infinity.
+    #[error("`{what}` holds a non-finite value ({value}) at flat index {index}")]
+    NonFinite {
+        /// Which buffer.
+        what: &'static str,
+        /// The flat index of the first such value.
+        index: usize,
+        /// The value found.
+        value: f32,
+    },
     /// A buffer has the wrong number of elements for the declared shape.
     #[error("`{what}` has {got} elements, expected {expected} for the declared shape")]
     ShapeMismatch {

@@ -186,9 +186,21 @@ pub struct BlockQ8 {
 }
 
 /// Quantises `x` (a multiple of 32 long) block by block: `d = max|x| / 127`, `q = round(x/d)`.
-pub fn quantize_q8(x: &[f32], out: &mut Vec<BlockQ8>) {
+/// A NaN or an infinity is refused ([`Error::NonFinite`], with its index): `f32::max` would
+/// skip a NaN and the block would quietly become zeros.
+pub fn quantize_q8(x: &[f32], out: &mut Vec<BlockQ8>) -> Result<()> {
     out.clear();
-    for c in x.chunks_exact(QK) {
+    for (bi, c) in x.chunks_exact(QK).enumerate() {
+        // branch-free: one flag per block, the culprit located only on failure
+        let finite = c.iter().fold(true, |ok, v| ok & v.is_finite());
+        if !finite {
+            let j = c.iter().position(|v| !v.is_finite()).unwrap_or(0);
+            return Err(Error::NonFinite {
+                what: "activations",
+                index: bi * QK + j,
+                value: c[j],
+            });
+        }
         let amax = c.iter().fold(0.0f32, |m, v| m.max(v.abs()));
         let d = amax / 127.0;
         let inv = if d > 0.0 { 1.0 / d } else { 0.0 };
@@ -204,6 +216,7 @@ pub fn quantize_q8(x: &[f32], out: &mut Vec<BlockQ8>) {
         b.s = d * sum as f32;
         out.push(b);
     }
+    Ok(())
 }
 
 /// Weight rows per parallel task of a matrix product.
@@ -343,7 +356,7 @@ mod tests {
 
     fn quantized(x: &[f32]) -> Vec<BlockQ8> {
         let mut q = Vec::new();
-        quantize_q8(x, &mut q);
+        quantize_q8(x, &mut q).unwrap();
         q
     }
 

@@ -83,6 +83,20 @@ pub enum Error {
         /// The most the model reads.
         max: usize,
     },
+    /// A layer's activations hold NaN or an infinity: the weights (or the input) make the model
+    /// diverge, and no answer it gives could be trusted.
+    #[error(
+        "{at}: the activations hold a non-finite value ({value}) at index {index}; the \
+         model's weights are broken or it diverges on this input"
+    )]
+    NonFinite {
+        /// Where (`layer 3, attention input`).
+        at: String,
+        /// The first such value's index in the activations.
+        index: usize,
+        /// The value.
+        value: f32,
+    },
     /// A request the model cannot serve (an empty batch, a position out of range, ...).
     #[error("{0}")]
     Invalid(String),

@@ -19,7 +19,7 @@
 use rayon::prelude::*;
 
 use crate::params::AttnParams;
-use crate::shape::{check_finite, check_len};
+use crate::shape::{check_finite, check_len, zeros};
 use crate::tile::{Ctx, Row};
 use crate::{Grads, Result};
 use attend_kernels::NR;
@@ -53,8 +53,8 @@ pub fn backward(
     let os = p.o_strides();
 
     // D_i = do_i · o_i, and lse in log2 units (+inf zeroes a row that saw no key)
-    let mut dd = vec![0.0f32; sh.lse_len()];
-    let mut lse2 = vec![0.0f32; sh.lse_len()];
+    let mut dd = zeros("lse", sh.lse_len())?;
+    let mut lse2 = zeros("lse", sh.lse_len())?;
     for b in 0..sh.b {
         for h in 0..sh.h {
             for i in 0..sh.s_q {

@@ -25,7 +25,7 @@
 //! ```
 
 use crate::params::{AttnParams, Layout, Strides};
-use crate::shape::{check_finite, check_len};
+use crate::shape::{check_finite, check_len, product, zeros};
 use crate::tile::Ctx;
 use crate::{Error, Output, Result};
 
@@ -79,34 +79,49 @@ impl LayerCache {
         self.h_kv
     }
 
-    /// Reserves room for `extra` more positions.
-    pub fn reserve(&mut self, extra: usize) {
-        let need = self.len + extra;
+    /// Reserves room for `extra` more positions. A request that no memory could hold is
+    /// [`Error::TooLarge`] or [`Error::OutOfMemory`]; the cache is unchanged then.
+    pub fn reserve(&mut self, extra: usize) -> Result<()> {
+        let need = self.len.checked_add(extra).ok_or(Error::TooLarge {
+            what: "KV cache",
+            elements: usize::MAX,
+        })?;
         if need <= self.cap {
-            return;
+            return Ok(());
         }
-        let cap = need.max(self.cap * 2).max(16);
-        let grow = |old: &[f32], dim: usize| {
-            let mut new = vec![0.0f32; self.b * self.h_kv * cap * dim];
+        // geometric growth, but never past what was asked when doubling would not fit
+        let doubled = self.cap.saturating_mul(2).max(16);
+        let cap = if product(&[self.b, self.h_kv, doubled, self.d.max(self.d_v)])
+            <= crate::shape::MAX_ELEMENTS
+        {
+            need.max(doubled)
+        } else {
+            need
+        };
+        let grow = |old: &[f32], dim: usize, what| -> Result<Vec<f32>> {
+            let mut new = zeros(what, product(&[self.b, self.h_kv, cap, dim]))?;
             for bh in 0..self.b * self.h_kv {
                 new[bh * cap * dim..][..self.len * dim]
                     .copy_from_slice(&old[bh * self.cap * dim..][..self.len * dim]);
             }
-            new
+            Ok(new)
         };
-        self.k = grow(&self.k, self.d);
-        self.v = grow(&self.v, self.d_v);
+        let k = grow(&self.k, self.d, "KV cache keys")?;
+        let v = grow(&self.v, self.d_v, "KV cache values")?;
+        self.k = k;
+        self.v = v;
         self.cap = cap;
+        Ok(())
     }
 
     /// Appends `n` new positions; `k` and `v` are `[b, n, h_kv, d]` (`Layout::Bshd`) or
     /// `[b, h_kv, n, d]` (`Layout::Bhsd`).
     pub fn append(&mut self, k: &[f32], v: &[f32], n: usize, layout: Layout) -> Result<()> {
-        check_len("k", k, self.b * n * self.h_kv * self.d)?;
-        check_len("v", v, self.b * n * self.h_kv * self.d_v)?;
+        check_len("k", k, product(&[self.b, n, self.h_kv, self.d]))?;
+        check_len("v", v, product(&[self.b, n, self.h_kv, self.d_v]))?;
         check_finite("k", k)?;
         check_finite("v", v)?;
-        self.reserve(n);
+        self.reserve(n)?;
         let (ks, vs) = (
             Strides::of(layout, self.h_kv, n, self.d),
             Strides::of(layout, self.h_kv, n, self.d_v),
@@ -163,8 +178,9 @@ impl LayerCache {
     /// `p.shape` must agree with the cache: `b`, `h_kv`, `d`, `d_v`, and `s_kv = len()`. With
     /// `Mask::causal()` the queries are the last `s_q` stored positions.
     pub fn attend(&self, p: &AttnParams, q: &[f32]) -> Result<Output> {
-        let mut out = vec![0.0; p.shape.o_len()];
-        let mut lse = vec![0.0; p.shape.lse_len()];
+        p.validate()?;
+        let mut out = zeros("out", p.shape.o_len())?;
+        let mut lse = zeros("lse", p.shape.lse_len())?;
         self.attend_into(p, q, &mut out, &mut lse)?;
         Ok(Output { out, lse })
     }
@@ -228,7 +244,7 @@ impl LayerCache {
         let heads = crate::fused::chosen_heads(heads, sh.h)?;
         let ctx =
             Ctx::new(p, q, &self.k, &self.v)?.with_kv_strides(self.k_strides(), self.v_strides());
-        Ok(crate::fused::probabilities_of(&ctx, lse, &heads))
+        crate::fused::probabilities_of(&ctx, lse, &heads)
     }
 }
 
@@ -240,19 +256,29 @@ pub struct KvCache {
 
 impl KvCache {
     /// `n_layers` empty layer caches of the same geometry.
+    /// The caches are empty (no memory is taken until positions are appended), but the list
+    /// of `n_layers` is allocated fallibly: an impossible count is an error, not an abort.
     pub fn new(n_layers: usize, b: usize, h_kv: usize, d: usize, d_v: usize) -> Result<Self> {
         let layer = LayerCache::new(b, h_kv, d, d_v)?;
-        Ok(KvCache {
-            layers: vec![layer; n_layers],
-        })
+        let mut layers = Vec::new();
+        layers
+            .try_reserve_exact(n_layers)
+            .map_err(|_| Error::OutOfMemory {
+                what: "KV cache layers",
+                elements: n_layers,
+            })?;
+        layers.resize(n_layers, layer);
+        Ok(KvCache { layers })
     }
-    /// Layer `l`'s cache.
-    pub fn layer(&self, l: usize) -> &LayerCache {
-        &self.layers[l]
+    /// Layer `l`'s cache ([`Error::Cache`] past the last layer).
+    pub fn layer(&self, l: usize) -> Result<&LayerCache> {
+        let n = self.layers.len();
+        self.layers.get(l).ok_or_else(|| no_layer(l, n))
     }
     /// Layer `l`'s cache, mutably.
-    pub fn layer_mut(&mut self, l: usize) -> &mut LayerCache {
-        &mut self.layers[l]
+    pub fn layer_mut(&mut self, l: usize) -> Result<&mut LayerCache> {
+        let n = self.layers.len();
+        self.layers.get_mut(l).ok_or_else(|| no_layer(l, n))
     }
     /// Layers.
     pub fn n_layers(&self) -> usize {
@@ -274,4 +300,8 @@ impl KvCache {
     pub fn reset(&mut self) {
         self.layers.iter_mut().for_each(LayerCache::reset);
     }
+}
+
+fn no_layer(l: usize, n: usize) -> Error {
+    Error::Cache(format!("layer {l} does not exist: the cache has {n} layers"))
 }

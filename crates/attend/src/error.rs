@@ -56,6 +56,26 @@ pub enum Error {
         /// The value found.
         value: f32,
     },
+    /// A shape whose buffer could not exist: more elements than memory can address (the
+    /// product of its dimensions overflows, or exceeds `isize::MAX` bytes).
+    #[error(
+        "`{what}` would have {elements} elements (or more): more than any buffer can hold; \
+         check the shape"
+    )]
+    TooLarge {
+        /// Which buffer.
+        what: &'static str,
+        /// Its element count (saturated at `usize::MAX`).
+        elements: usize,
+    },
+    /// A buffer the call needs could not be allocated.
+    #[error("out of memory: cannot allocate `{what}` of {elements} elements")]
+    OutOfMemory {
+        /// Which buffer.
+        what: &'static str,
+        /// Its element count.
+        elements: usize,
+    },
     /// An instruction set was asked for that this processor does not have.
     #[error("instruction set {0:?} is not available on this processor")]
     IsaUnavailable(crate::Isa),
@@ -69,6 +89,9 @@ impl From<attend_kernels::Error> for Error {
         match e {
             attend_kernels::Error::IsaUnavailable(isa) => Error::IsaUnavailable(isa),
             attend_kernels::Error::ZeroDim { dim } => Error::ZeroDim { dim },
+            attend_kernels::Error::NonFinite { what, index, value } => {
+                Error::NonFinite { what, index, value }
+            }
             attend_kernels::Error::ShapeMismatch {
                 what,
                 expected,

@@ -13,7 +13,7 @@
 use rayon::prelude::*;
 
 use crate::params::{AttnParams, Layout};
-use crate::shape::{check_finite, check_len};
+use crate::shape::{check_finite, check_len, product, zeros};
 use crate::tile::{Acc, Ctx, Row};
 use crate::{Error, Output, Result};
 use attend_kernels::NR;
@@ -40,8 +40,10 @@ const MIN_SPLIT: usize = 512;
 /// # Ok::<(), attend::Error>(())
 /// ```
 pub fn forward(p: &AttnParams, q: &[f32], k: &[f32], v: &[f32]) -> Result<Output> {
-    let mut out = vec![0.0; p.shape.o_len()];
-    let mut lse = vec![0.0; p.shape.lse_len()];
+    // validated before anything is allocated from the shape
+    p.validate_qkv(q, k, v)?;
+    let mut out = zeros("out", p.shape.o_len())?;
+    let mut lse = zeros("lse", p.shape.lse_len())?;
     forward_into(p, q, k, v, &mut out, &mut lse)?;
     Ok(Output { out, lse })
 }
@@ -237,7 +239,7 @@ pub fn probabilities_from_lse(
     let heads = chosen_heads(heads, sh.h)?;
     // values are not read: any slice of the right length serves as `v`
     let ctx = Ctx::new(p, q, k, k)?;
-    Ok(probabilities_of(&ctx, lse, &heads))
+    probabilities_of(&ctx, lse, &heads)
 }
 
 /// The heads asked for (all of `h` when `None`), each checked to be in range.
@@ -253,12 +255,12 @@ pub(crate) fn chosen_heads(heads: Option<&[usize]>, h: usize) -> Result<Vec<usiz
 }
 
 /// The probabilities of `heads` for a validated call context and its log-sum-exp.
-pub(crate) fn probabilities_of(ctx: &Ctx, lse: &[f32], heads: &[usize]) -> Vec<f32> {
+pub(crate) fn probabilities_of(ctx: &Ctx, lse: &[f32], heads: &[usize]) -> Result<Vec<f32>> {
     let sh = ctx.p.shape;
     let nh = heads.len();
-    let mut probs = vec![0.0f32; sh.b * nh * sh.s_q * sh.s_kv];
+    let mut probs = zeros("probabilities", product(&[sh.b, nh, sh.s_q, sh.s_kv]))?;
     if probs.is_empty() {
-        return probs;
+        return Ok(probs);
     }
     probs
         .par_chunks_mut(sh.s_q * sh.s_kv)
@@ -282,7 +284,7 @@ pub(crate) fn probabilities_of(ctx: &Ctx, lse: &[f32], heads: &[usize]) -> Vec<f
                 chunk,
             );
         });
-    probs
+    Ok(probs)
 }
 
 fn probability_tile(

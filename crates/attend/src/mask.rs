@@ -13,7 +13,7 @@
 //! A query row whose keys are all removed gets an output of zeros and a log-sum-exp of `-inf`
 //! (PyTorch gives NaN there; this is where we differ, on purpose).
 
-use crate::shape::{check_len, Shape};
+use crate::shape::{check_len, product, Shape};
 use crate::{Error, Result};
 
 /// How an explicit mask broadcasts over batch and heads.
@@ -80,7 +80,8 @@ impl<'a> Mask<'a> {
     }
     /// Causal sliding window of `width` keys, the query's own position included
     /// (`width = 1`: each query sees only its own position). A width of 0 is refused when the
-    /// mask is used.
+    /// mask is used: it is stored as `window_left = Some(usize::MAX)`, a value every call
+    /// refuses (an unbounded side is `None`).
     pub fn sliding_window(width: usize) -> Self {
         Mask {
             // width 0 is kept as an impossible marker so that validation can name it
@@ -122,7 +123,10 @@ impl<'a> Mask<'a> {
         if self.window_left == Some(usize::MAX) {
             return Err(Error::InvalidParameter {
                 name: "window",
-                reason: "a sliding window must be at least 1 key wide".into(),
+                reason: "a sliding window must be at least 1 key wide (window_left = \
+                         usize::MAX is how sliding_window(0) is stored; use None for an \
+                         unbounded side)"
+                    .into(),
             });
         }
         if let Some(lens) = self.key_lengths {
@@ -142,11 +146,11 @@ impl<'a> Mask<'a> {
             }
         }
         if let Some(ex) = self.explicit {
-            let per = shape.s_q * shape.s_kv;
+            // saturating products: an overflowing shape asks for a length no slice has
             let expected = |scope: MaskScope| match scope {
-                MaskScope::Shared => per,
-                MaskScope::PerBatch => shape.b * per,
-                MaskScope::PerHead => shape.b * shape.h * per,
+                MaskScope::Shared => product(&[shape.s_q, shape.s_kv]),
+                MaskScope::PerBatch => product(&[shape.b, shape.s_q, shape.s_kv]),
+                MaskScope::PerHead => product(&[shape.b, shape.h, shape.s_q, shape.s_kv]),
             };
             match ex {
                 Explicit::Bool { keep, scope } => check_len("bool mask", keep, expected(scope))?,
@@ -167,23 +171,31 @@ impl<'a> Mask<'a> {
     }
 
     /// The half-open key range `[lo, hi)` that the band and key padding leave to query `i` of
-    /// batch row `b`; empty when `lo >= hi`.
+    /// batch row `b`; empty when `lo >= hi`. Computed in `i128`, so any `usize` window and
+    /// shape is exact (no wrap, no saturation that would move the band).
     pub(crate) fn row_range(&self, shape: &Shape, b: usize, i: usize) -> (usize, usize) {
-        let p = (shape.s_kv as isize) - (shape.s_q as isize) + i as isize;
-        let mut hi = self.key_lengths.map_or(shape.s_kv, |l| l[b]) as isize;
-        let mut lo = 0isize;
+        let p = shape.s_kv as i128 - shape.s_q as i128 + i as i128;
+        let len = self
+            .key_lengths
+            .and_then(|l| l.get(b).copied())
+            .unwrap_or(shape.s_kv)
+            .min(shape.s_kv);
+        let mut hi = len as i128;
+        let mut lo = 0i128;
         if let Some(r) = self.window_right {
-            hi = hi.min(p.saturating_add(r as isize).saturating_add(1));
+            hi = hi.min(p + r as i128 + 1);
         }
         if let Some(l) = self.window_left {
-            lo = lo.max(p.saturating_sub(l as isize));
+            lo = lo.max(p - l as i128);
         }
+        // 0 <= hi <= s_kv and 0 <= lo <= hi, so both fit in usize
         let hi = hi.max(0) as usize;
         let lo = (lo.max(0) as usize).min(hi);
         (lo, hi)
     }
 
-    /// The explicit mask's row for `(b, h, i)`, `s_kv` entries long.
+    /// The explicit mask's row for `(b, h, i)`, `s_kv` entries long (`None` also when the
+    /// indices or the buffer do not hold that row).
     pub(crate) fn explicit_row(
         &self,
         shape: &Shape,
@@ -192,44 +204,51 @@ impl<'a> Mask<'a> {
         i: usize,
     ) -> Option<ExplicitRow<'a>> {
         let ex = self.explicit?;
+        if b >= shape.b || h >= shape.h || i >= shape.s_q {
+            return None;
+        }
         let at = |scope: MaskScope| {
             let m = match scope {
-                MaskScope::Shared => 0,
-                MaskScope::PerBatch => b,
-                MaskScope::PerHead => b * shape.h + h,
-            };
-            (m * shape.s_q + i) * shape.s_kv
+                MaskScope::Shared => Some(0),
+                MaskScope::PerBatch => Some(b),
+                MaskScope::PerHead => b.checked_mul(shape.h)?.checked_add(h),
+            }?;
+            let start = m.checked_mul(shape.s_q)?.checked_add(i)?.checked_mul(shape.s_kv)?;
+            Some(start..start.checked_add(shape.s_kv)?)
         };
         Some(match ex {
-            Explicit::Bool { keep, scope } => {
-                let o = at(scope);
-                ExplicitRow::Bool(&keep[o..o + shape.s_kv])
-            }
-            Explicit::Additive { bias, scope } => {
-                let o = at(scope);
-                ExplicitRow::Additive(&bias[o..o + shape.s_kv])
-            }
+            Explicit::Bool { keep, scope } => ExplicitRow::Bool(keep.get(at(scope)?)?),
+            Explicit::Additive { bias, scope } => ExplicitRow::Additive(bias.get(at(scope)?)?),
         })
     }
 
     /// Whether pair `(i, j)` of `(b, h)` takes part (bias aside): for the reference kernel and
-    /// for tests.
+    /// for tests. A pair outside the shape (`b >= shape.b`, `j >= s_kv`, ...) or one that the
+    /// explicit mask's buffer does not cover (a mask the shape would refuse) does not take
+    /// part; it never panics.
     pub fn allows(&self, shape: &Shape, b: usize, h: usize, i: usize, j: usize) -> bool {
+        if b >= shape.b || h >= shape.h || i >= shape.s_q || j >= shape.s_kv {
+            return false;
+        }
         let (lo, hi) = self.row_range(shape, b, i);
         if j < lo || j >= hi {
             return false;
         }
-        match self.explicit_row(shape, b, h, i) {
-            Some(ExplicitRow::Bool(r)) => r[j],
-            Some(ExplicitRow::Additive(r)) => r[j] != f32::NEG_INFINITY,
+        match self.explicit {
             None => true,
+            Some(_) => match self.explicit_row(shape, b, h, i) {
+                Some(ExplicitRow::Bool(r)) => r[j],
+                Some(ExplicitRow::Additive(r)) => r[j] != f32::NEG_INFINITY,
+                None => false,
+            },
         }
     }
 
-    /// The additive bias of pair `(i, j)` of `(b, h)` (0 without an additive mask).
+    /// The additive bias of pair `(i, j)` of `(b, h)`: 0 without an additive mask, and for a
+    /// pair outside the shape or the mask's buffer (never a panic).
     pub fn bias(&self, shape: &Shape, b: usize, h: usize, i: usize, j: usize) -> f32 {
         match self.explicit_row(shape, b, h, i) {
-            Some(ExplicitRow::Additive(r)) => r[j],
+            Some(ExplicitRow::Additive(r)) => r.get(j).copied().unwrap_or(0.0),
             _ => 0.0,
         }
     }

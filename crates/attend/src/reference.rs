@@ -14,7 +14,7 @@
 //! A row with every key masked has `o_i = 0`, `p_i· = 0` and `lse_i = -inf`.
 
 use crate::params::AttnParams;
-use crate::shape::{check_finite, check_len};
+use crate::shape::{check_finite, check_len, zeros};
 use crate::{Grads, Output, Result};
 
 /// The logits `z_ij` of one query row against every key, plus the soft-capped score `t_ij`
@@ -65,8 +65,8 @@ pub fn forward(p: &AttnParams, q: &[f32], k: &[f32], v: &[f32]) -> Result<Output
     p.validate_qkv(q, k, v)?;
     let sh = p.shape;
     let (vs, os) = (p.v_strides(), p.o_strides());
-    let mut out = vec![0.0; sh.o_len()];
-    let mut lse = vec![0.0; sh.lse_len()];
+    let mut out = zeros("out", sh.o_len())?;
+    let mut lse = zeros("lse", sh.lse_len())?;
     for b in 0..sh.b {
         for h in 0..sh.h {
             let hk = h / sh.group();
@@ -91,7 +91,14 @@ pub fn forward(p: &AttnParams, q: &[f32], k: &[f32], v: &[f32]) -> Result<Output
 pub fn probabilities(p: &AttnParams, q: &[f32], k: &[f32], v: &[f32]) -> Result<Vec<f32>> {
     p.validate_qkv(q, k, v)?;
     let sh = p.shape;
-    let mut probs = Vec::with_capacity(sh.probs_len());
+    crate::shape::check_size("probabilities", sh.probs_len())?;
+    let mut probs = Vec::new();
+    probs
+        .try_reserve_exact(sh.probs_len())
+        .map_err(|_| crate::Error::OutOfMemory {
+            what: "probabilities",
+            elements: sh.probs_len(),
+        })?;
     for b in 0..sh.b {
         for h in 0..sh.h {
             for i in 0..sh.s_q {
@@ -111,9 +118,9 @@ pub fn backward(p: &AttnParams, q: &[f32], k: &[f32], v: &[f32], dout: &[f32]) -
     let (qs, ks, vs, os) = (p.q_strides(), p.k_strides(), p.v_strides(), p.o_strides());
     let scale = p.effective_scale();
     let mut g = Grads {
-        dq: vec![0.0; sh.q_len()],
-        dk: vec![0.0; sh.k_len()],
-        dv: vec![0.0; sh.v_len()],
+        dq: zeros("dq", sh.q_len())?,
+        dk: zeros("dk", sh.k_len())?,
+        dv: zeros("dv", sh.v_len())?,
     };
     for b in 0..sh.b {
         for h in 0..sh.h {

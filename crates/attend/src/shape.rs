@@ -48,33 +48,35 @@ impl Shape {
         self.d_v = d_v;
         self
     }
-    /// Query heads per key/value head.
+    /// Query heads per key/value head (0 when `h_kv` is 0, a shape every call refuses).
     pub fn group(&self) -> usize {
-        self.h / self.h_kv
+        self.h.checked_div(self.h_kv).unwrap_or(0)
     }
-    /// Elements of `q` (and `dq`).
+    /// Elements of `q` (and `dq`). Like every `*_len`, it saturates at `usize::MAX` for a
+    /// shape whose product overflows (no buffer has that length, and every call refuses
+    /// such a shape with [`Error::TooLarge`]).
     pub fn q_len(&self) -> usize {
-        self.b * self.h * self.s_q * self.d
+        product(&[self.b, self.h, self.s_q, self.d])
     }
     /// Elements of `k` (and `dk`).
     pub fn k_len(&self) -> usize {
-        self.b * self.h_kv * self.s_kv * self.d
+        product(&[self.b, self.h_kv, self.s_kv, self.d])
     }
     /// Elements of `v` (and `dv`).
     pub fn v_len(&self) -> usize {
-        self.b * self.h_kv * self.s_kv * self.d_v
+        product(&[self.b, self.h_kv, self.s_kv, self.d_v])
     }
     /// Elements of the output (and `dout`).
     pub fn o_len(&self) -> usize {
-        self.b * self.h * self.s_q * self.d_v
+        product(&[self.b, self.h, self.s_q, self.d_v])
     }
     /// Elements of the log-sum-exp, `[b, h, s_q]`.
     pub fn lse_len(&self) -> usize {
-        self.b * self.h * self.s_q
+        product(&[self.b, self.h, self.s_q])
     }
     /// Elements of the probabilities of all heads, `[b, h, s_q, s_kv]`.
     pub fn probs_len(&self) -> usize {
-        self.b * self.h * self.s_q * self.s_kv
+        product(&[self.b, self.h, self.s_q, self.s_kv])
     }
 
     pub(crate) fn validate(&self) -> Result<()> {
@@ -97,8 +99,54 @@ impl Shape {
                 h_kv: self.h_kv,
             });
         }
+        // every buffer of the call, and one row of scores per query (the mask's `s_q·s_kv`)
+        for (what, len) in [
+            ("q", self.q_len()),
+            ("k", self.k_len()),
+            ("v", self.v_len()),
+            ("out", self.o_len()),
+            ("mask", product(&[self.s_q, self.s_kv])),
+        ] {
+            check_size(what, len)?;
+        }
         Ok(())
     }
+}
+
+/// The most elements one buffer may have: what a `Vec<f32>` can hold (`isize::MAX` bytes).
+pub const MAX_ELEMENTS: usize = isize::MAX as usize / 4;
+
+/// The product of `dims`, `usize::MAX` when it overflows.
+pub(crate) fn product(dims: &[usize]) -> usize {
+    dims.iter()
+        .try_fold(1usize, |acc, &x| acc.checked_mul(x))
+        .unwrap_or(usize::MAX)
+}
+
+/// Refuses a buffer of `len` elements that no allocation could hold.
+pub(crate) fn check_size(what: &'static str, len: usize) -> Result<()> {
+    if len > MAX_ELEMENTS {
+        return Err(Error::TooLarge {
+            what,
+            elements: len,
+        });
+    }
+    Ok(())
+}
+
+/// `n` zeros, or [`Error::TooLarge`] / [`Error::OutOfMemory`] instead of an abort.
+pub(crate) fn zeros(what: &'static str, n: usize) -> Result<Vec<f32>> {
+    filled(what, n, 0.0)
+}
+
+/// `n` copies of `x`, allocated fallibly.
+pub(crate) fn filled(what: &'static str, n: usize, x: f32) -> Result<Vec<f32>> {
+    check_size(what, n)?;
+    let mut v = Vec::new();
+    v.try_reserve_exact(n)
+        .map_err(|_| Error::OutOfMemory { what, elements: n })?;
+    v.resize(n, x);
+    Ok(v)
 }
 
 pub(crate) fn check_len<T>(what: &'static str, buf: &[T], expected: usize) -> Result<()> {

@@ -215,7 +215,7 @@ fn decoding_through_the_cache_equals_one_causal_forward() {
         let mut step = 100;
         while pos < n {
             let m = step.min(n - pos);
-            let layer = cache.layer_mut(1);
+            let layer = cache.layer_mut(1).unwrap();
             layer
                 .append(
                     &k[pos * kv_row..(pos + m) * kv_row],
@@ -230,6 +230,7 @@ fn decoding_through_the_cache_equals_one_causal_forward() {
                 .isa(isa);
             let o = cache
                 .layer(1)
+                .unwrap()
                 .attend(&p, &q[pos * row..(pos + m) * row])
                 .unwrap();
             let e = max_diff(&o.out, &full.out[pos * row..(pos + m) * row]);
@@ -237,11 +238,12 @@ fn decoding_through_the_cache_equals_one_causal_forward() {
             pos += m;
             step = if step == 1 { 3 } else { 1 };
         }
-        assert_eq!(cache.layer(1).len(), n);
+        assert_eq!(cache.layer(1).unwrap().len(), n);
         // roll back and redo the last 10 positions: same answer
-        cache.layer_mut(1).truncate(n - 10).unwrap();
+        cache.layer_mut(1).unwrap().truncate(n - 10).unwrap();
         cache
             .layer_mut(1)
+            .unwrap()
             .append(
                 &k[(n - 10) * kv_row..],
                 &v[(n - 10) * kv_row..],
@@ -253,12 +255,13 @@ fn decoding_through_the_cache_equals_one_causal_forward() {
             .layout(Layout::Bshd)
             .mask(Mask::causal())
             .isa(isa);
-        let o = cache.layer(1).attend(&p, &q[(n - 10) * row..]).unwrap();
+        let o = cache.layer(1).unwrap().attend(&p, &q[(n - 10) * row..]).unwrap();
         assert!(max_diff(&o.out, &full.out[(n - 10) * row..]) < 2e-6);
         // the probabilities over the cache (its capacity strides) equal the full forward's rows
         let heads = [0, 4, 8];
         let pc = cache
             .layer(1)
+            .unwrap()
             .probabilities_from_lse(&p, &q[(n - 10) * row..], &o.lse, Some(&heads))
             .unwrap();
         let pf = fused::probabilities(&full_p, &q, &k, &v, Some(&heads)).unwrap();
@@ -271,10 +274,11 @@ fn decoding_through_the_cache_equals_one_causal_forward() {
         }
         assert!(cache
             .layer(1)
+            .unwrap()
             .probabilities_from_lse(&p, &q[(n - 10) * row..], &o.lse, Some(&[9]))
             .is_err());
         cache.reset();
-        assert!(cache.layer(1).is_empty());
+        assert!(cache.layer(1).unwrap().is_empty());
     }
 }
 

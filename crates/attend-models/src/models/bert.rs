@@ -302,11 +302,13 @@ impl BertModel {
         } else {
             Vec::new()
         };
-        for layer in &self.layers {
+        crate::nn::check_finite(&x, || "the embeddings".into())?;
+        for (l, layer) in self.layers.iter().enumerate() {
             let o = self.self_attention(&layer.attention, &x, seqs, &mut attention)?;
             let a = layer.attention_output.forward(&o, &x, total)?;
             let mid = layer.intermediate.forward_gelu(&a, total)?;
             x = layer.output.forward(&mid, &a, total)?;
+            crate::nn::check_finite(&x, || format!("layer {l} output"))?;
         }
         Ok(BertOutput {
             hidden: x,

@@ -287,12 +287,17 @@ impl LlamaModel {
         }
     }
 
-    fn acts(&self, x: &[f32], width: usize) -> Vec<Activation> {
-        if self.exact {
+    /// The rows of `x` as activations of a product (quantised unless `exact`); a NaN or an
+    /// infinity is an error naming `at` (the layer and the input).
+    fn acts(&self, x: &[f32], width: usize, at: impl FnOnce() -> String) -> Result<Vec<Activation>> {
+        crate::nn::check_finite(x, at)?;
+        Ok(if self.exact {
             x.par_chunks(width).map(Activation::exact).collect()
         } else {
-            x.par_chunks(width).map(Activation::new).collect()
-        }
+            x.par_chunks(width)
+                .map(Activation::new)
+                .collect::<std::result::Result<_, _>>()?
+        })
     }
 
     /// Runs `tokens` at positions `cache.len()..`, appending their keys and values to `cache`.
@@ -338,7 +343,7 @@ impl LlamaModel {
             let a = self.attention(layer, &h, n, &rope, cache, l, capture, &mut attention)?;
             add(&mut x, &a);
             let h = rms_norm(&x, &layer.ffn_norm, c.eps);
-            let m = self.mlp(layer, &h, n)?;
+            let m = self.mlp(layer, &h, n, l)?;
             add(&mut x, &m);
         }
         let rows = if all_logits {
@@ -347,7 +352,7 @@ impl LlamaModel {
             &x[(n - 1) * dim..]
         };
         let h = rms_norm(rows, &self.norm, c.eps);
-        let a = self.acts(&h, dim);
+        let a = self.acts(&h, dim, || "the final norm".into())?;
         let mut logits = vec![0.0; a.len() * c.vocab]; // (rows, vocab)
         self.mat(&self.output)?.matmul(&a, &mut logits)?;
         Ok(Forward { logits, attention })
@@ -372,7 +377,7 @@ impl LlamaModel {
         let c = &self.config;
         let (dim, hd) = (c.dim, c.head_dim);
         let kv = c.n_kv_heads * hd;
-        let a = self.acts(h, dim);
+        let a = self.acts(h, dim, || format!("layer {l}, attention input"))?;
         let mut q = vec![0.0; n * dim]; // (n, heads, head_dim)
         let mut k = vec![0.0; n * kv]; // (n, kv_heads, head_dim)
         let mut v = vec![0.0; n * kv]; // (n, kv_heads, head_dim)
@@ -381,7 +386,7 @@ impl LlamaModel {
         self.mat(&layer.v)?.matmul(&a, &mut v)?;
         rope.apply(&mut q, c.n_heads, hd);
         rope.apply(&mut k, c.n_kv_heads, hd);
-        let lc = cache.layer_mut(l);
+        let lc = cache.layer_mut(l)?;
         let pos0 = lc.len();
         lc.append(&k, &v, n, Layout::Bshd)?;
         let keys = pos0 + n;
@@ -405,22 +410,23 @@ impl LlamaModel {
             )?);
         }
         let mut out = vec![0.0; n * dim]; // (n, dim)
-        self.mat(&layer.o)?.matmul(&self.acts(&o, dim), &mut out)?;
+        let a = self.acts(&o, dim, || format!("layer {l}, attention output"))?;
+        self.mat(&layer.o)?.matmul(&a, &mut out)?;
         Ok(out)
     }
 
     /// `LlamaMLP`: `down(silu(gate(h)) · up(h))`.
-    fn mlp(&self, layer: &LlamaDecoderLayer, h: &[f32], n: usize) -> Result<Vec<f32>> {
+    fn mlp(&self, layer: &LlamaDecoderLayer, h: &[f32], n: usize, l: usize) -> Result<Vec<f32>> {
         let c = &self.config;
-        let a = self.acts(h, c.dim);
+        let a = self.acts(h, c.dim, || format!("layer {l}, MLP input"))?;
         let mut g = vec![0.0; n * c.ffn_dim]; // (n, ffn_dim)
         let mut u = vec![0.0; n * c.ffn_dim]; // (n, ffn_dim)
         self.mat(&layer.gate)?.matmul(&a, &mut g)?;
         self.mat(&layer.up)?.matmul(&a, &mut u)?;
         silu_mul(&mut g, &u);
         let mut out = vec![0.0; n * c.dim]; // (n, dim)
-        self.mat(&layer.down)?
-            .matmul(&self.acts(&g, c.ffn_dim), &mut out)?;
+        let a = self.acts(&g, c.ffn_dim, || format!("layer {l}, MLP hidden state"))?;
+        self.mat(&layer.down)?.matmul(&a, &mut out)?;
         Ok(out)
     }
 }

@@ -508,11 +508,11 @@ impl ToyModel {
             layer_norm_fwd(&x, g1, b1, &mut h, &mut xhat, &mut rstd, d);
             linear_fwd(&h, &p[ls.wqkv.clone()], None, &mut qkv, n, d);
             split_qkv(&qkv, d, &mut q, &mut k, &mut v);
-            cache.layer_mut(l).append(&k, &v, n, Layout::Bshd)?;
+            cache.layer_mut(l)?.append(&k, &v, n, Layout::Bshd)?;
             let ap = AttnParams::new(Shape::new(1, c.heads, n, start + n, hd))
                 .layout(Layout::Bshd)
                 .mask(Mask::causal());
-            let lc = cache.layer(l);
+            let lc = cache.layer(l)?;
             let o = lc.attend(&ap, &q)?;
             if capture {
                 // [1, heads, n, keys]: the last query row of each head
@@ -526,6 +526,7 @@ impl ToyModel {
             x.iter_mut().zip(&tmp).for_each(|(x, t)| *x += t);
             let ln2 = (&mut h[..], &mut xhat[..], &mut rstd[..]);
             self.mlp_residual(ls, &mut x, ln2, &mut u, &mut g, &mut tmp, n);
+            crate::nn::check_finite(&x, || format!("layer {l} output"))?;
         }
         let last = &x[(n - 1) * d..];
         let (mut hf, mut xh, mut rs) = (vec![0.0f32; d], vec![0.0f32; d], [0.0f32]);

@@ -194,7 +194,7 @@ mod tests {
             }
             // and a matrix of them multiplies (through the dequantising path)
             let m = QMatrix::new(ty, 3, 256, &bytes).unwrap();
-            let x = Activation::new(&rnd(256, 9));
+            let x = Activation::new(&rnd(256, 9)).unwrap();
             let mut out = vec![0.0; 3];
             m.matmul(std::slice::from_ref(&x), &mut out).unwrap();
             let want0: f32 = want[..256].iter().zip(&x.f).map(|(a, b)| a * b).sum();

@@ -25,16 +25,23 @@ impl Activation {
         }
     }
 
-    /// Takes `x` and quantises it.
-    pub fn new(x: &[f32]) -> Activation {
+    /// Takes `x` and quantises it. A NaN or an infinity in `x` is refused
+    /// (`attend_kernels::Error::NonFinite`), never quantised to zeros.
+    pub fn new(x: &[f32]) -> std::result::Result<Activation, attend_kernels::Error> {
         let mut a = Activation {
             f: x.to_vec(),
             q: Vec::new(),
         };
         if x.len() % QK == 0 {
-            quantize_q8(x, &mut a.q);
+            quantize_q8(x, &mut a.q)?;
+        } else if let Some(index) = x.iter().position(|v| !v.is_finite()) {
+            return Err(attend_kernels::Error::NonFinite {
+                what: "activations",
+                index,
+                value: x[index],
+            });
         }
-        a
+        Ok(a)
     }
 }
 
@@ -188,7 +195,7 @@ mod tests {
             .collect();
         let m = QMatrix::new(GgmlType::Q4_1, rows, cols, &data).unwrap();
         let xs: Vec<Activation> = (0..3)
-            .map(|t| Activation::new(&rnd(cols, 100 + t)))
+            .map(|t| Activation::new(&rnd(cols, 100 + t)).unwrap())
             .collect();
         for n in [1, 3] {
             let mut out = vec![0.0; n * rows];
@@ -215,7 +222,7 @@ mod tests {
                 .collect();
             let m = QMatrix::new(ty, rows, cols, &data).unwrap();
             let xs: Vec<Activation> = (0..5)
-                .map(|t| Activation::new(&rnd(cols, 40 + t)))
+                .map(|t| Activation::new(&rnd(cols, 40 + t)).unwrap())
                 .collect();
             let mut want = vec![0.0; 5 * rows];
             m.matmul_with(&xs, &mut want, Isa::Scalar).unwrap();
