@@ -360,6 +360,21 @@ mod tests {
         q
     }
 
+    /// A NaN or an infinity is refused with its index, never laundered into a zero block.
+    #[test]
+    fn non_finite_activations_are_refused() {
+        for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+            let mut x = vec![0.5f32; 64];
+            x[40] = bad;
+            let mut q = Vec::new();
+            let e = quantize_q8(&x, &mut q).unwrap_err();
+            assert!(matches!(e, Error::NonFinite { index: 40, .. }), "{e}");
+            // a whole block of NaN too (f32::max skips NaN, so amax would be 0)
+            let mut q = Vec::new();
+            assert!(quantize_q8(&[f32::NAN; 32], &mut q).is_err());
+        }
+    }
+
     /// Every instruction set's dots against the scalar twin, one to four activation rows.
     #[test]
     fn every_dot_matches_its_scalar_twin() {

@@ -50,6 +50,9 @@ impl LayerCache {
                 return Err(Error::ZeroDim { dim });
             }
         }
+        // one position of every batch row and head must be a buffer that can exist
+        crate::shape::check_size("KV cache keys", product(&[b, h_kv, d]))?;
+        crate::shape::check_size("KV cache values", product(&[b, h_kv, d_v]))?;
         Ok(LayerCache {
             b,
             h_kv,
@@ -100,6 +103,9 @@ impl LayerCache {
         };
         let grow = |old: &[f32], dim: usize, what| -> Result<Vec<f32>> {
             let mut new = zeros(what, product(&[self.b, self.h_kv, cap, dim]))?;
+            if self.len == 0 {
+                return Ok(new);
+            }
             for bh in 0..self.b * self.h_kv {
                 new[bh * cap * dim..][..self.len * dim]
                     .copy_from_slice(&old[bh * self.cap * dim..][..self.len * dim]);
@@ -121,6 +127,10 @@ impl LayerCache {
         check_len("v", v, product(&[self.b, n, self.h_kv, self.d_v]))?;
         check_finite("k", k)?;
         check_finite("v", v)?;
+        if n == 0 {
+            // nothing to copy (and no loop over batch rows and heads for it)
+            return Ok(());
+        }
         self.reserve(n)?;
         let (ks, vs) = (
             Strides::of(layout, self.h_kv, n, self.d),
