@@ -27,8 +27,8 @@ pub struct GenerateArgs {
     #[arg(long, default_value = "smollm2")]
     model: String,
     /// Most tokens to generate (it stops earlier at an end token).
-    #[arg(long, default_value_t = 64)]
-    max_tokens: usize,
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=1 << 24))]
+    max_tokens: u64,
     /// 0 picks the most likely token (greedy); higher values sample more freely.
     #[arg(long, default_value_t = 0.0)]
     temperature: f32,
@@ -170,9 +170,8 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
     } else {
         args.prompt.clone()
     };
-    if args.max_tokens == 0 {
-        return Err(crate::usage!("--max-tokens must be at least 1"));
-    }
+    // clap bounds it to 1..=2^24, which fits any usize
+    let max_tokens = usize::try_from(args.max_tokens).unwrap_or(usize::MAX);
     let sampler_cfg = SamplerConfig {
         temperature: args.temperature,
         top_k: args.top_k,
@@ -245,7 +244,7 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
     let stats = generate(
         lm.as_ref(),
         &prompt_ids,
-        args.max_tokens,
+        max_tokens,
         &mut sampler,
         args.explain,
         &mut on_token,

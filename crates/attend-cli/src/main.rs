@@ -85,11 +85,14 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
-    let threads = cli
-        .threads
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    if threads == 0 {
-        eprintln!("error: --threads must be at least 1");
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = cli.threads.unwrap_or(cores);
+    // more threads than this only adds start-up time and contention
+    let max_threads = (8 * cores).max(256);
+    if threads == 0 || threads > max_threads {
+        eprintln!(
+            "error: --threads {threads} is out of range: give 1 to {max_threads} ({cores} cores here)"
+        );
         return ExitCode::from(2);
     }
     let pool = match rayon::ThreadPoolBuilder::new().num_threads(threads).build() {
@@ -119,7 +122,7 @@ fn main() -> ExitCode {
                 return ExitCode::SUCCESS;
             }
             let _ = std::io::stdout().flush();
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", one_line(&e));
             if e.downcast_ref::<usage::Usage>().is_some() {
                 ExitCode::from(2)
             } else {
@@ -127,4 +130,21 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// The error and its causes on one line, each cause once: a message that already contains its
+/// cause (`{path}: {io error}`) is not followed by it again.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if text.is_empty() || line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line.replace('\n', " ")
 }

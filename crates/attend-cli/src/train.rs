@@ -115,7 +115,16 @@ pub fn run(args: &TrainArgs, threads: usize) -> Result<()> {
     if common.steps == Some(0) {
         return Err(crate::usage!("--steps must be at least 1"));
     }
+    // where the checkpoint goes is checked before the run, not after it
+    if out_dir.exists() && !out_dir.is_dir() {
+        return Err(crate::usage!(
+            "-o {}: that is a file; give a folder for the checkpoint",
+            out_dir.display()
+        ));
+    }
     let (mut trainer, mut notes) = build(args, common)?;
+    std::fs::create_dir_all(&out_dir)
+        .with_context(|| format!("creating the checkpoint folder {}", out_dir.display()))?;
     let winograd_task = trainer.state.config.task == TaskSpec::Winograd;
     let c = trainer.model.config.clone();
     let total = trainer.state.config.optim.steps;

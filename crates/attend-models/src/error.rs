@@ -108,6 +108,24 @@ pub enum Error {
     Kernel(#[from] attend_kernels::Error),
 }
 
+impl Error {
+    /// The kernel's refusal of a non-finite input, as the model's error naming `at` (a layer);
+    /// every other error as it is.
+    pub fn at(self, at: impl FnOnce() -> String) -> Error {
+        match self {
+            Error::Attention(attend::Error::NonFinite { what, index, value })
+            | Error::Kernel(attend_kernels::Error::NonFinite { what, index, value }) => {
+                Error::NonFinite {
+                    at: format!("{}, attention `{what}`", at()),
+                    index,
+                    value,
+                }
+            }
+            other => other,
+        }
+    }
+}
+
 /// `Result` with [`Error`].
 pub type Result<T> = std::result::Result<T, Error>;
 

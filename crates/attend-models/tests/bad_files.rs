@@ -190,3 +190,119 @@ fn wrong_or_missing_tensors_are_named() {
         "{e}"
     );
 }
+
+/// Every number of config.json is checked against its range and the tensors before anything
+/// is allocated from it; the error names the file and the field.
+#[test]
+fn every_config_number_is_checked_naming_the_field() {
+    let d = tmp("fields");
+    write_model(&d, None, None);
+    let cases = [
+        ("num_hidden_layers", "1", "0"),
+        ("num_hidden_layers", "1", "2"),
+        ("num_hidden_layers", "1", "1000000000"),
+        ("hidden_size", "8", "0"),
+        ("hidden_size", "8", "100000000000"),
+        ("num_attention_heads", "2", "0"),
+        ("num_attention_heads", "2", "16"),
+        ("intermediate_size", "16", "0"),
+        ("max_position_embeddings", "12", "0"),
+        ("vocab_size", "10", "0"),
+        ("type_vocab_size", "2", "0"),
+        ("layer_norm_eps", "1e-12", "-1"),
+        ("layer_norm_eps", "1e-12", "0"),
+        ("layer_norm_eps", "1e-12", "1e300"),
+    ];
+    for (field, good, bad) in cases {
+        let cfg = CONFIG.replace(
+            &format!("\"{field}\": {good}"),
+            &format!("\"{field}\": {bad}"),
+        );
+        assert_ne!(cfg, CONFIG, "{field}");
+        std::fs::write(d.join("config.json"), &cfg).unwrap();
+        let e = BertModel::load(&d)
+            .err()
+            .unwrap_or_else(|| panic!("{field} = {bad} loaded"));
+        let msg = e.to_string();
+        assert!(
+            msg.contains("config.json") && msg.contains(field),
+            "{field} = {bad}: {msg}"
+        );
+    }
+    // hidden sizes that disagree with the tensors are refused by the tensors' shapes
+    std::fs::write(
+        d.join("config.json"),
+        CONFIG.replace("\"vocab_size\": 10", "\"vocab_size\": 11"),
+    )
+    .unwrap();
+    assert!(BertModel::load(&d).is_err());
+    std::fs::write(d.join("config.json"), CONFIG).unwrap();
+    BertModel::load(&d).unwrap();
+}
+
+/// Broken weights (a NaN) fail at the layer where they surface, naming it; never an answer.
+#[test]
+fn non_finite_activations_name_the_layer() {
+    let d = tmp("nan");
+    write_model(&d, None, None);
+    // rewrite one weight of layer 0's value projection as NaN
+    let path = d.join("model.safetensors");
+    let bytes = std::fs::read(&path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut specs: Vec<(String, Vec<usize>, Vec<u8>)> = st
+        .tensors()
+        .into_iter()
+        .map(|(n, v)| (n, v.shape().to_vec(), v.data().to_vec()))
+        .collect();
+    for (n, _, data) in &mut specs {
+        if n == "encoder.layer.0.attention.self.value.weight" {
+            data[..4].copy_from_slice(&f32::NAN.to_le_bytes());
+        }
+    }
+    let views: HashMap<String, TensorView> = specs
+        .iter()
+        .map(|(n, s, b)| {
+            (
+                n.clone(),
+                TensorView::new(Dtype::F32, s.clone(), b).unwrap(),
+            )
+        })
+        .collect();
+    safetensors::serialize_to_file(&views, None, &path).unwrap();
+    let m = BertModel::load(&d).unwrap();
+    let e = m.forward(&[vec![1, 2, 3]], false).err().unwrap();
+    assert!(
+        matches!(&e, Error::NonFinite { at, .. } if at.contains("layer 0")),
+        "{e}"
+    );
+}
+
+/// A folder where a file should be, and a sentence-transformers config with a bad number.
+#[test]
+fn folders_for_files_and_bad_sbert_numbers_are_named() {
+    let d = tmp("dir-for-file");
+    write_model(&d, None, None);
+    std::fs::remove_file(d.join("model.safetensors")).unwrap();
+    std::fs::create_dir_all(d.join("model.safetensors")).unwrap();
+    let e = BertModel::load(&d).err().unwrap().to_string();
+    assert!(
+        e.contains("model.safetensors") && e.contains("folder"),
+        "{e}"
+    );
+    assert!(!e.contains("os error"), "{e}");
+
+    let d = tmp("sbert");
+    write_model(&d, None, None);
+    for bad in ["0", "\"long\"", "-3", "1.5"] {
+        std::fs::write(
+            d.join("sentence_bert_config.json"),
+            format!("{{\"max_seq_length\": {bad}}}"),
+        )
+        .unwrap();
+        let e = SentenceEncoder::load(&d).err().unwrap().to_string();
+        assert!(
+            e.contains("sentence_bert_config.json") && e.contains("max_seq_length"),
+            "{bad}: {e}"
+        );
+    }
+}

@@ -165,3 +165,122 @@ fn check(m: &LlamaModel, tok: &GgufTokenizer, g: &Value, tol: f32, steps: usize,
          gap difference {worst_gap:.4} (tolerance {gap_tol})"
     );
 }
+
+/// Every number of the GGUF metadata is checked before use: a copy of the real file with one
+/// value rewritten in place (NaN, −1, ∞, 0, huge, inconsistent) is refused, naming the file and
+/// the key — never garbage with success, never an allocation from the bad number.
+#[test]
+fn hostile_metadata_numbers_are_refused_naming_the_key() {
+    let (m, _) = model();
+    let good = std::fs::read(&m.file.path).unwrap();
+    let dir = std::env::temp_dir().join(format!("attend-gguf-meta-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("patched.gguf");
+    // where a key's value starts: the key as a GGUF string (u64 length + bytes), then the u32 type
+    let value_at = |key: &str| -> (usize, u32) {
+        let mut pat = (key.len() as u64).to_le_bytes().to_vec();
+        pat.extend_from_slice(key.as_bytes());
+        let at = good
+            .windows(pat.len())
+            .position(|w| w == pat.as_slice())
+            .unwrap_or_else(|| panic!("{key} not in the file"));
+        let ty_at = at + pat.len();
+        let ty = u32::from_le_bytes(good[ty_at..ty_at + 4].try_into().unwrap());
+        (ty_at + 4, ty)
+    };
+    let arch = "llama";
+    let f32s = [f32::NAN, -1.0, f32::INFINITY, 0.0, 1e30];
+    let ints: [u64; 5] = [0, 1_000_000_000, u32::MAX as u64, 31, 7];
+    let keys = [
+        "attention.layer_norm_rms_epsilon",
+        "rope.freq_base",
+        "block_count",
+        "embedding_length",
+        "feed_forward_length",
+        "attention.head_count",
+        "attention.head_count_kv",
+        "context_length",
+        "rope.dimension_count",
+        "vocab_size",
+    ];
+    let mut tried = 0;
+    for key in keys {
+        let full = format!("{arch}.{key}");
+        let Some((at, ty)) = std::panic::catch_unwind(|| value_at(&full)).ok() else {
+            continue; // a key this file does not carry
+        };
+        let values: Vec<Vec<u8>> = match ty {
+            6 => f32s.iter().map(|v| v.to_le_bytes().to_vec()).collect(),
+            4 => ints
+                .iter()
+                .map(|&v| (v as u32).to_le_bytes().to_vec())
+                .collect(),
+            10 => ints.iter().map(|v| v.to_le_bytes().to_vec()).collect(),
+            other => panic!("{full}: type {other}"),
+        };
+        let original = &good[at..at + values[0].len()];
+        for v in values {
+            if v == original {
+                continue;
+            }
+            let mut bytes = good.clone();
+            bytes[at..at + v.len()].copy_from_slice(&v);
+            std::fs::write(&path, &bytes).unwrap();
+            tried += 1;
+            match LlamaModel::load(&path) {
+                Err(e) => {
+                    let msg = e.to_string();
+                    assert!(msg.contains("patched.gguf"), "{full} = {v:?}: {msg}");
+                    // the key itself, or the one it contradicts, or the tensors it contradicts
+                    assert!(
+                        msg.contains(&full)
+                            || msg.contains("`llama.")
+                            || msg.contains("`tokenizer.")
+                            || msg.contains("tensor"),
+                        "{full} = {v:?}: the error does not name the key: {msg}"
+                    );
+                }
+                // a value that is in range and consistent loads (e.g. a larger context)
+                Ok(lm) => {
+                    let c = &lm.config;
+                    assert!(c.eps.is_finite() && c.eps > 0.0 && c.rope_base.is_finite());
+                    assert!(c.n_layers <= 1024 && c.context_length <= 1 << 24, "{full}");
+                }
+            }
+        }
+    }
+    assert!(tried >= 30, "only {tried} cases");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The chat template comes from the file: a hostile one stops at its limits, with an error.
+#[test]
+fn hostile_chat_templates_stop_at_their_limits() {
+    let (_, mut t) = model();
+    for (template, want) in [
+        (
+            "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}",
+            "limit",
+        ),
+        (
+            "{% for i in range(100000) %}{{ 'y' * 1000 }}{% endfor %}",
+            "limit",
+        ),
+        (
+            "{% macro f() %}{{ f() }}{% endmacro %}{{ f() }}",
+            "chat template",
+        ),
+        ("{{ raise_exception('no') }}", "no"),
+    ] {
+        t.chat_template = Some(template.into());
+        let e = attend_models::tokenize::gguf::apply_chat_template(&t, "hi").unwrap_err();
+        assert!(e.to_string().contains(want), "{template}: {e}");
+    }
+    // the real template still renders
+    let (lm, _) = model();
+    assert!(
+        attend_models::tokenize::gguf::apply_chat_template(&lm.tokenizer, "hi")
+            .unwrap()
+            .contains("hi")
+    );
+}

@@ -313,5 +313,7 @@ impl KvCache {
 }
 
 fn no_layer(l: usize, n: usize) -> Error {
-    Error::Cache(format!("layer {l} does not exist: the cache has {n} layers"))
+    Error::Cache(format!(
+        "layer {l} does not exist: the cache has {n} layers"
+    ))
 }

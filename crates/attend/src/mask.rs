@@ -213,7 +213,10 @@ impl<'a> Mask<'a> {
                 MaskScope::PerBatch => Some(b),
                 MaskScope::PerHead => b.checked_mul(shape.h)?.checked_add(h),
             }?;
-            let start = m.checked_mul(shape.s_q)?.checked_add(i)?.checked_mul(shape.s_kv)?;
+            let start = m
+                .checked_mul(shape.s_q)?
+                .checked_add(i)?
+                .checked_mul(shape.s_kv)?;
             Some(start..start.checked_add(shape.s_kv)?)
         };
         Some(match ex {

@@ -4,8 +4,8 @@
 //! that would need more is refused before anything is allocated from it.
 
 use attend::{
-    backward, fused, reference, AttnParams, Explicit, KvCache, LayerCache, Layout, Mask,
-    MaskScope, Shape,
+    backward, fused, reference, AttnParams, Explicit, KvCache, LayerCache, Layout, Mask, MaskScope,
+    Shape,
 };
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
@@ -72,7 +72,16 @@ fn call() -> impl Strategy<Value = Call> {
         (dim(), dim(), dim(), dim(), dim()),
     )
         .prop_map(
-            |((b, h, h_kv, s_q, s_kv, d, d_v), (left, right), lengths, explicit, layout, picks, heads, i)| Call {
+            |(
+                (b, h, h_kv, s_q, s_kv, d, d_v),
+                (left, right),
+                lengths,
+                explicit,
+                layout,
+                picks,
+                heads,
+                i,
+            )| Call {
                 shape: Shape {
                     b,
                     h,
@@ -118,12 +127,15 @@ fn run(c: &Call) {
         // half the time the length the scope asks for (when small), else any
         let want = match scope(s) {
             MaskScope::Shared => sh.s_q.checked_mul(sh.s_kv),
-            MaskScope::PerBatch => sh.b.checked_mul(sh.s_q).and_then(|x| x.checked_mul(sh.s_kv)),
-            MaskScope::PerHead => sh
-                .b
-                .checked_mul(sh.h)
-                .and_then(|x| x.checked_mul(sh.s_q))
-                .and_then(|x| x.checked_mul(sh.s_kv)),
+            MaskScope::PerBatch => {
+                sh.b.checked_mul(sh.s_q)
+                    .and_then(|x| x.checked_mul(sh.s_kv))
+            }
+            MaskScope::PerHead => {
+                sh.b.checked_mul(sh.h)
+                    .and_then(|x| x.checked_mul(sh.s_q))
+                    .and_then(|x| x.checked_mul(sh.s_kv))
+            }
         };
         let n = match want {
             Some(w) if n % 2 == 0 && w <= 4096 => w,
@@ -151,11 +163,7 @@ fn run(c: &Call) {
     let _ = mask.allows(&sh, 0, 0, 0, 0);
     let _ = mask.bias(&sh, 0, 0, 0, 0);
 
-    let layout = if c.layout {
-        Layout::Bshd
-    } else {
-        Layout::Bhsd
-    };
+    let layout = if c.layout { Layout::Bshd } else { Layout::Bhsd };
     let p = AttnParams::new(sh).layout(layout).mask(mask);
     let pk = c.picks;
     let q = buffer(sh.q_len(), pk[0], 1);
@@ -193,7 +201,11 @@ fn run(c: &Call) {
         for huge in [usize::MAX, usize::MAX - cache.len(), 1 << 62, 1 << 50] {
             let before = cache.capacity();
             if cache.reserve(huge).is_err() {
-                assert_eq!(cache.capacity(), before, "a failed reserve changed the cache");
+                assert_eq!(
+                    cache.capacity(),
+                    before,
+                    "a failed reserve changed the cache"
+                );
             }
         }
         let _ = cache.truncate(extra);

@@ -255,7 +255,11 @@ fn decoding_through_the_cache_equals_one_causal_forward() {
             .layout(Layout::Bshd)
             .mask(Mask::causal())
             .isa(isa);
-        let o = cache.layer(1).unwrap().attend(&p, &q[(n - 10) * row..]).unwrap();
+        let o = cache
+            .layer(1)
+            .unwrap()
+            .attend(&p, &q[(n - 10) * row..])
+            .unwrap();
         assert!(max_diff(&o.out, &full.out[(n - 10) * row..]) < 2e-6);
         // the probabilities over the cache (its capacity strides) equal the full forward's rows
         let heads = [0, 4, 8];

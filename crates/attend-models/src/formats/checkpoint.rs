@@ -30,6 +30,10 @@ pub struct ConfigFile {
     /// The training state, as the trainer wrote it (absent for a model saved without it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub training: Option<serde_json::Value>,
+    /// FNV-1a hashes of the other files of the checkpoint as it was saved (absent in
+    /// checkpoints of attend before 0.1): a file that does not match was left by another save.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files: Option<std::collections::BTreeMap<String, String>>,
     /// Anything else (final evaluation, how it was made).
     #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
     pub notes: serde_json::Value,
@@ -44,6 +48,8 @@ pub struct ToyFile {
     pub training: Option<serde_json::Value>,
     /// `config.json`'s `notes`.
     pub notes: serde_json::Value,
+    /// `config.json`'s record of the other files' hashes.
+    pub files: Option<std::collections::BTreeMap<String, String>>,
 }
 
 impl ToyFile {
@@ -85,6 +91,7 @@ impl ToyFile {
             what: e.to_string(),
         })?;
         let st_path = dir.join("model.safetensors");
+        check_recorded(&file.files, "model.safetensors", weights, dir)?;
         // a configuration larger than its weights is refused before anything is allocated
         let need = file.model.param_count();
         if need.saturating_mul(4) > weights.len() {
@@ -121,6 +128,7 @@ impl ToyFile {
             model,
             training: file.training,
             notes: file.notes,
+            files: file.files,
         })
     }
 
@@ -182,14 +190,59 @@ pub fn read_f32(st: &SafeTensors, name: &str, shape: &[usize], path: &Path) -> R
     Ok(v)
 }
 
-/// Writes `bytes` to `path` whole or not at all (a temporary name in the same folder, renamed).
+/// FNV-1a of some bytes, as hex.
+pub fn fnv_hex(bytes: &[u8]) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
+
+/// Refuses `name` when `config.json` recorded another hash for it: the folder mixes files of
+/// two saves (one interrupted between its renames).
+pub fn check_recorded(
+    files: &Option<std::collections::BTreeMap<String, String>>,
+    name: &str,
+    bytes: &[u8],
+    dir: &Path,
+) -> Result<()> {
+    let Some(want) = files.as_ref().and_then(|f| f.get(name)) else {
+        return Ok(());
+    };
+    let got = fnv_hex(bytes);
+    if &got != want {
+        return Err(Error::Format {
+            path: dir.join(name),
+            what: format!(
+                "is not the file config.json was saved with (FNV-1a {got}, recorded {want}): \
+                 the checkpoint mixes two saves, as an interrupted save leaves it; use an \
+                 earlier copy or train again"
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Writes `bytes` to `path` whole or not at all: a temporary name in the same folder
+/// (`.NAME.partial`), renamed into place; removed again on any failure.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("partial");
-    std::fs::write(&tmp, bytes).map_err(io(&tmp))?;
-    std::fs::rename(&tmp, path).map_err(|e| {
+    let name = path.file_name().map_or_else(
+        || std::ffi::OsString::from("out"),
+        std::ffi::OsStr::to_os_string,
+    );
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(&name);
+    tmp_name.push(".partial");
+    let tmp = path.with_file_name(tmp_name);
+    let done = std::fs::write(&tmp, bytes)
+        .map_err(io(&tmp))
+        .and_then(|_| std::fs::rename(&tmp, path).map_err(io(path)));
+    if done.is_err() {
         let _ = std::fs::remove_file(&tmp);
-        io(path)(e)
-    })
+    }
+    done
 }
 
 #[cfg(test)]
@@ -214,6 +267,7 @@ mod tests {
             architecture: arch.into(),
             model: m.config.clone(),
             training: Some(serde_json::json!({"anything": 1})),
+            files: None,
             notes: serde_json::json!("n"),
         })
         .unwrap()
@@ -264,12 +318,12 @@ mod tests {
         write_atomic(&p, b"one").unwrap();
         write_atomic(&p, b"two").unwrap();
         assert_eq!(std::fs::read(&p).unwrap(), b"two");
-        assert!(!dir.join("x.partial").exists());
+        assert!(!dir.join(".x.json.partial").exists());
         // a folder in the way: an error, and the old file untouched
         let q = dir.join("sub");
         std::fs::create_dir_all(q.join("inner")).unwrap();
         assert!(write_atomic(&q, b"x").is_err());
-        assert!(!dir.join("sub.partial").exists());
+        assert!(!dir.join(".sub.partial").exists());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

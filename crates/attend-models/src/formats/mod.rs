@@ -5,6 +5,7 @@
 //! present before it is used; a bad file is an [`crate::Error`] naming the file.
 
 pub mod checkpoint;
+pub mod fields;
 pub mod gguf;
 pub(crate) mod mmap;
 pub mod safetensors;

@@ -55,6 +55,11 @@ impl Weights {
         &self.path
     }
 
+    /// The names of every tensor.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.index.keys().map(String::as_str)
+    }
+
     /// Whether a tensor exists.
     pub fn has(&self, name: &str) -> bool {
         self.index.contains_key(name)

@@ -15,6 +15,7 @@ use rayon::prelude::*;
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
+use crate::formats::fields::Fields;
 use crate::formats::safetensors::Weights;
 use crate::nn::linear::Linear;
 use crate::nn::norm::layer_norm;
@@ -43,6 +44,80 @@ pub struct BertConfig {
     /// Activation (`gelu` only).
     #[serde(default = "gelu_name")]
     pub hidden_act: String,
+}
+
+/// The largest width, vocabulary or position count a config may declare (the tensors must
+/// then match it, which bounds everything allocated from it).
+const MAX_DIM: usize = 1 << 24;
+
+impl BertConfig {
+    /// Checks every number against its range, the others and the tensors of `weights`, before
+    /// anything is allocated from it; errors name `path` and the field.
+    pub fn validate(&self, path: &Path, weights: &Weights) -> Result<()> {
+        let f = Fields::of(path);
+        f.count("hidden_size", self.hidden_size, 1..=MAX_DIM)?;
+        f.count(
+            "num_attention_heads",
+            self.num_attention_heads,
+            1..=self.hidden_size,
+        )?;
+        f.divides(
+            "hidden_size",
+            self.hidden_size,
+            self.num_attention_heads,
+            "num_attention_heads",
+        )?;
+        f.count("intermediate_size", self.intermediate_size, 1..=MAX_DIM)?;
+        f.count(
+            "max_position_embeddings",
+            self.max_position_embeddings,
+            1..=MAX_DIM,
+        )?;
+        f.count("vocab_size", self.vocab_size, 1..=MAX_DIM)?;
+        f.count("type_vocab_size", self.type_vocab_size, 1..=MAX_DIM)?;
+        f.real(
+            "layer_norm_eps",
+            self.layer_norm_eps as f64,
+            0.0..=0.1,
+            true,
+        )?;
+        if self.hidden_act != "gelu" {
+            return Err(f.bad(
+                "hidden_act",
+                format_args!("is `{}`; only gelu is supported", self.hidden_act),
+            ));
+        }
+        // the layers the weights hold: `[bert.]encoder.layer.N.…`
+        let present = weights
+            .names()
+            .filter_map(|n| {
+                let rest = n.strip_prefix("bert.").unwrap_or(n);
+                rest.strip_prefix("encoder.layer.")?
+                    .split('.')
+                    .next()?
+                    .parse::<usize>()
+                    .ok()
+            })
+            .max()
+            .map_or(0, |m| m + 1);
+        if present == 0 {
+            return Err(Error::Format {
+                path: weights.path().to_path_buf(),
+                what: "holds no encoder layer (`encoder.layer.0.…`)".into(),
+            });
+        }
+        if self.num_hidden_layers != present {
+            return Err(f.bad(
+                "num_hidden_layers",
+                format_args!(
+                    "is {}, but {} holds {present} layers",
+                    self.num_hidden_layers,
+                    weights.path().display()
+                ),
+            ));
+        }
+        Ok(())
+    }
 }
 
 fn two() -> usize {
@@ -190,26 +265,9 @@ impl BertModel {
             path: cfg_path.clone(),
             what: format!("not a BERT config: {e}"),
         })?;
-        let c = &config;
-        if c.hidden_size == 0
-            || c.num_attention_heads == 0
-            || c.hidden_size % c.num_attention_heads != 0
-        {
-            return Err(Error::Format {
-                path: cfg_path,
-                what: format!(
-                    "hidden_size {} is not a positive multiple of num_attention_heads {}",
-                    c.hidden_size, c.num_attention_heads
-                ),
-            });
-        }
-        if c.hidden_act != "gelu" {
-            return Err(Error::Format {
-                path: cfg_path,
-                what: format!("activation `{}` is not supported (gelu is)", c.hidden_act),
-            });
-        }
         let weights = Weights::open(&dir.join("model.safetensors"))?;
+        config.validate(&cfg_path, &weights)?;
+        let c = &config;
         let prefix = if weights.has("bert.embeddings.word_embeddings.weight") {
             "bert."
         } else {
@@ -304,7 +362,9 @@ impl BertModel {
         };
         crate::nn::check_finite(&x, || "the embeddings".into())?;
         for (l, layer) in self.layers.iter().enumerate() {
-            let o = self.self_attention(&layer.attention, &x, seqs, &mut attention)?;
+            let o = self
+                .self_attention(&layer.attention, &x, seqs, &mut attention)
+                .map_err(|e| e.at(|| format!("layer {l}")))?;
             let a = layer.attention_output.forward(&o, &x, total)?;
             let mid = layer.intermediate.forward_gelu(&a, total)?;
             x = layer.output.forward(&mid, &a, total)?;

@@ -10,6 +10,7 @@ use serde_json::Value;
 
 use super::bert::BertModel;
 use crate::error::{io, Error, Result};
+use crate::formats::fields::Fields;
 use crate::tokenize::hf::{HfTokenizer, Tokenized};
 use crate::trace::Trace;
 
@@ -77,13 +78,24 @@ impl SentenceEncoder {
             )));
         }
         let model = BertModel::load(dir)?;
-        let sbert = read_json(&dir.join("sentence_bert_config.json"))?;
-        let max_len = sbert
-            .as_ref()
-            .and_then(|v| v.get("max_seq_length"))
-            .and_then(Value::as_u64)
-            .map_or(model.config.max_position_embeddings, |m| m as usize)
-            .min(model.config.max_position_embeddings);
+        let sbert_path = dir.join("sentence_bert_config.json");
+        let sbert = read_json(&sbert_path)?;
+        let max_len = match sbert.as_ref().and_then(|v| v.get("max_seq_length")) {
+            None | Some(Value::Null) => model.config.max_position_embeddings,
+            Some(v) => {
+                let f = Fields::of(&sbert_path);
+                let n = v
+                    .as_u64()
+                    .ok_or_else(|| f.bad("max_seq_length", format_args!("is {v}, not a count")))?;
+                // longer than the position table is what sentence-transformers clips too
+                f.count(
+                    "max_seq_length",
+                    usize::try_from(n).unwrap_or(usize::MAX),
+                    2..=usize::MAX,
+                )?
+                .min(model.config.max_position_embeddings)
+            }
+        };
         let pool_cfg = read_json(&dir.join("1_Pooling").join("config.json"))?;
         let flag = |k: &str| {
             pool_cfg
@@ -107,7 +119,20 @@ impl SentenceEncoder {
                     .is_some_and(|t| t.ends_with("Normalize"))
             })
         });
-        let tokenizer = HfTokenizer::from_file(&dir.join("tokenizer.json"), max_len)?;
+        let tok_path = dir.join("tokenizer.json");
+        let tokenizer = HfTokenizer::from_file(&tok_path, max_len)?;
+        // every id the tokenizer can produce must have an embedding row
+        let ids = crate::tokenize::Tokenizer::vocab_size(&tokenizer);
+        if ids > model.config.vocab_size {
+            return Err(Error::Format {
+                path: tok_path,
+                what: format!(
+                    "the tokenizer has {ids} tokens, but config.json's vocab_size is {} (the \
+                     embedding table's rows): the two files are not from one model",
+                    model.config.vocab_size
+                ),
+            });
+        }
         Ok(SentenceEncoder {
             dir: dir.to_path_buf(),
             model,

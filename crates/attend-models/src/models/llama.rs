@@ -9,11 +9,13 @@
 //!
 //! RoPE pairs adjacent elements, as GGUF files store `W_q` and `W_k` (see `crate::nn::rope`).
 
+use std::ops::RangeInclusive;
 use std::path::Path;
 
 use attend::{AttnParams, KvCache, Layout, Mask, Shape};
 use rayon::prelude::*;
 
+use crate::formats::fields::Fields;
 use crate::formats::gguf::{GgufFile, TensorInfo};
 use crate::generate::{AttnCapture, CausalLm, Context, Step};
 use crate::nn::activations::silu_mul;
@@ -112,15 +114,56 @@ pub fn single_gguf(dir: &Path) -> Result<std::path::PathBuf> {
     }
 }
 
-fn meta_u(file: &GgufFile, key: &str) -> Result<usize> {
-    file.header
-        .get(key)
-        .and_then(|v| v.as_u64())
-        .map(|v| v as usize)
-        .ok_or_else(|| Error::Format {
-            path: file.path.clone(),
-            what: format!("metadata `{key}` is missing or not an integer"),
-        })
+/// The largest width, vocabulary or context a file may declare; the tensors must then match
+/// it, which bounds everything allocated from it.
+const MAX_DIM: usize = 1 << 24;
+
+/// Reads `{arch}.…` metadata, each number checked before use (errors name the file and key).
+struct Meta<'a> {
+    file: &'a GgufFile,
+    arch: &'a str,
+}
+
+impl Meta<'_> {
+    fn key(&self, key: &str) -> String {
+        format!("{}.{key}", self.arch)
+    }
+    fn fields(&self) -> Fields<'_> {
+        Fields::of(&self.file.path)
+    }
+    /// An integer in `range`; `default` when absent (`None`: required).
+    fn count(
+        &self,
+        key: &str,
+        default: Option<usize>,
+        range: RangeInclusive<usize>,
+    ) -> Result<usize> {
+        let k = self.key(key);
+        let v = match (self.file.header.get(&k), default) {
+            (None, Some(d)) => d,
+            (None, None) => return Err(self.fields().bad(&k, "is missing")),
+            (Some(v), _) => {
+                let n = v.as_u64().ok_or_else(|| {
+                    self.fields()
+                        .bad(&k, format_args!("is {v:?}, not an integer"))
+                })?;
+                usize::try_from(n).unwrap_or(usize::MAX)
+            }
+        };
+        self.fields().count(&k, v, range)
+    }
+    /// A finite positive real in `range`; `default` when absent.
+    fn real(&self, key: &str, default: f64, range: RangeInclusive<f64>) -> Result<f32> {
+        let k = self.key(key);
+        let v = match self.file.header.get(&k) {
+            None => default,
+            Some(v) => v.as_f64().ok_or_else(|| {
+                self.fields()
+                    .bad(&k, format_args!("is {v:?}, not a number"))
+            })?,
+        };
+        Ok(self.fields().real(&k, v, range, true)? as f32)
+    }
 }
 
 impl LlamaModel {
@@ -150,53 +193,74 @@ impl LlamaModel {
                 "architecture `{arch}` is not supported (llama-family GGUF files are)"
             )));
         }
-        let n_heads = meta_u(&file, &format!("{arch}.attention.head_count"))?;
-        let dim = meta_u(&file, &format!("{arch}.embedding_length"))?;
-        let n_kv_heads =
-            meta_u(&file, &format!("{arch}.attention.head_count_kv")).unwrap_or(n_heads);
-        if n_heads == 0 || n_kv_heads == 0 || dim % n_heads != 0 || n_heads % n_kv_heads != 0 {
-            return Err(bad(format!(
-                "{n_heads} heads, {n_kv_heads} key/value heads and width {dim} do not fit together"
-            )));
-        }
-        let head_dim = dim / n_heads;
-        let rope_dims = meta_u(&file, &format!("{arch}.rope.dimension_count")).unwrap_or(head_dim);
-        if rope_dims > head_dim || rope_dims % 2 != 0 {
-            return Err(bad(format!(
-                "rope.dimension_count {rope_dims} for head dim {head_dim}"
-            )));
-        }
-        let f = |key: &str, default: f64| {
-            file.header
-                .get(&format!("{arch}.{key}"))
-                .and_then(|v| v.as_f64())
-                .unwrap_or(default) as f32
+        let m = Meta {
+            file: &file,
+            arch: &arch,
         };
+        let f = m.fields();
+        let dim = m.count("embedding_length", None, 1..=MAX_DIM)?;
+        let n_heads = m.count("attention.head_count", None, 1..=dim)?;
+        f.divides(&m.key("embedding_length"), dim, n_heads, "the head count")?;
+        let n_kv_heads = m.count("attention.head_count_kv", Some(n_heads), 1..=n_heads)?;
+        f.divides(
+            &m.key("attention.head_count"),
+            n_heads,
+            n_kv_heads,
+            "the key/value head count",
+        )?;
+        let head_dim = dim / n_heads;
+        let rope_dims = m.count("rope.dimension_count", Some(head_dim), 2..=head_dim)?;
+        f.divides(&m.key("rope.dimension_count"), rope_dims, 2, "2")?;
+        let n_layers = m.count("block_count", None, 1..=1024)?;
+        // the blocks the file holds must be the blocks it declares
+        let present = file
+            .header
+            .tensors
+            .iter()
+            .filter_map(|t| {
+                t.name
+                    .strip_prefix("blk.")?
+                    .split('.')
+                    .next()?
+                    .parse::<usize>()
+                    .ok()
+            })
+            .max()
+            .map_or(0, |x| x + 1);
+        if present != n_layers {
+            return Err(f.bad(
+                &m.key("block_count"),
+                format_args!("is {n_layers}, but the file holds {present} blocks of tensors"),
+            ));
+        }
         let tokens = file
             .header
             .get("tokenizer.ggml.tokens")
             .and_then(|v| v.as_array())
             .map_or(0, |a| a.len());
         let config = LlamaConfig {
-            n_layers: meta_u(&file, &format!("{arch}.block_count"))?,
+            n_layers,
             dim,
-            ffn_dim: meta_u(&file, &format!("{arch}.feed_forward_length"))?,
+            ffn_dim: m.count("feed_forward_length", None, 1..=MAX_DIM)?,
             n_heads,
             n_kv_heads,
             head_dim,
             rope_dims,
-            rope_base: f("rope.freq_base", 10000.0),
-            eps: f("attention.layer_norm_rms_epsilon", 1e-5),
-            context_length: meta_u(&file, &format!("{arch}.context_length")).unwrap_or(2048),
-            vocab: meta_u(&file, &format!("{arch}.vocab_size")).unwrap_or(tokens),
-            arch,
+            rope_base: m.real("rope.freq_base", 10000.0, 1.0..=1e12)?,
+            eps: m.real("attention.layer_norm_rms_epsilon", 1e-5, 0.0..=0.1)?,
+            context_length: m.count("context_length", Some(2048), 1..=MAX_DIM)?,
+            vocab: m.count("vocab_size", Some(tokens), 1..=MAX_DIM)?,
+            arch: arch.clone(),
         };
         let c = &config;
-        if c.n_layers == 0 || c.n_layers > 1024 || c.vocab == 0 || c.ffn_dim == 0 {
-            return Err(bad(format!(
-                "implausible sizes: {} layers, vocabulary {}, MLP width {}",
-                c.n_layers, c.vocab, c.ffn_dim
-            )));
+        if tokens > c.vocab {
+            return Err(f.bad(
+                "tokenizer.ggml.tokens",
+                format_args!(
+                    "holds {tokens} tokens, more than the vocabulary of {} rows",
+                    c.vocab
+                ),
+            ));
         }
         let kv = c.n_kv_heads * c.head_dim;
         let tensor = |name: &str, rows: usize, cols: usize| -> Result<TensorInfo> {
@@ -289,7 +353,12 @@ impl LlamaModel {
 
     /// The rows of `x` as activations of a product (quantised unless `exact`); a NaN or an
     /// infinity is an error naming `at` (the layer and the input).
-    fn acts(&self, x: &[f32], width: usize, at: impl FnOnce() -> String) -> Result<Vec<Activation>> {
+    fn acts(
+        &self,
+        x: &[f32],
+        width: usize,
+        at: impl FnOnce() -> String,
+    ) -> Result<Vec<Activation>> {
         crate::nn::check_finite(x, at)?;
         Ok(if self.exact {
             x.par_chunks(width).map(Activation::exact).collect()
@@ -340,7 +409,9 @@ impl LlamaModel {
         for (l, layer) in self.layers.iter().enumerate() {
             // x += self_attn(input_layernorm(x)); x += mlp(post_attention_layernorm(x))
             let h = rms_norm(&x, &layer.attn_norm, c.eps);
-            let a = self.attention(layer, &h, n, &rope, cache, l, capture, &mut attention)?;
+            let a = self
+                .attention(layer, &h, n, &rope, cache, l, capture, &mut attention)
+                .map_err(|e| e.at(|| format!("layer {l}")))?;
             add(&mut x, &a);
             let h = rms_norm(&x, &layer.ffn_norm, c.eps);
             let m = self.mlp(layer, &h, n, l)?;

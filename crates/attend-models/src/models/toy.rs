@@ -508,12 +508,17 @@ impl ToyModel {
             layer_norm_fwd(&x, g1, b1, &mut h, &mut xhat, &mut rstd, d);
             linear_fwd(&h, &p[ls.wqkv.clone()], None, &mut qkv, n, d);
             split_qkv(&qkv, d, &mut q, &mut k, &mut v);
-            cache.layer_mut(l)?.append(&k, &v, n, Layout::Bshd)?;
+            cache
+                .layer_mut(l)?
+                .append(&k, &v, n, Layout::Bshd)
+                .map_err(|e| crate::Error::from(e).at(|| format!("layer {l}")))?;
             let ap = AttnParams::new(Shape::new(1, c.heads, n, start + n, hd))
                 .layout(Layout::Bshd)
                 .mask(Mask::causal());
             let lc = cache.layer(l)?;
-            let o = lc.attend(&ap, &q)?;
+            let o = lc
+                .attend(&ap, &q)
+                .map_err(|e| crate::Error::from(e).at(|| format!("layer {l}")))?;
             if capture {
                 // [1, heads, n, keys]: the last query row of each head
                 let probs = lc.probabilities_from_lse(&ap, &q, &o.lse, None)?;

@@ -16,8 +16,7 @@ pub mod rope;
 /// weights are broken, or that diverges on an input, must fail, not answer.
 pub fn check_finite(x: &[f32], at: impl FnOnce() -> String) -> crate::Result<()> {
     // branch-free per chunk (vectorises); the culprit is located only on failure
-    if x
-        .chunks(256)
+    if x.chunks(256)
         .all(|c| c.iter().fold(true, |ok, v| ok & v.is_finite()))
     {
         return Ok(());

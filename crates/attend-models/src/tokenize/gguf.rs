@@ -307,6 +307,10 @@ pub fn apply_chat_template(tok: &GgufTokenizer, user: &str) -> Result<String> {
         .as_deref()
         .ok_or_else(|| Error::Tokenizer("this model has no chat template".into()))?;
     let mut env = minijinja::Environment::new();
+    // the template comes from the file: its work and its output are bounded (a real chat
+    // template spends a few thousand units of fuel and writes a few hundred bytes)
+    env.set_fuel(Some(TEMPLATE_FUEL));
+    env.set_recursion_limit(64);
     env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
     env.add_function(
         "raise_exception",
@@ -323,16 +327,61 @@ pub fn apply_chat_template(tok: &GgufTokenizer, user: &str) -> Result<String> {
         id.map(|i| String::from_utf8_lossy(tok.token_bytes(i)).into_owned())
             .unwrap_or_default()
     };
-    env.get_template("chat")
-        .and_then(|t| {
-            t.render(minijinja::context! {
+    let mut out = Capped {
+        buf: Vec::new(),
+        limit: TEMPLATE_OUTPUT + user.len(),
+    };
+    let rendered = env.get_template("chat").and_then(|t| {
+        t.render_captured_to(
+            minijinja::context! {
                 messages => vec![minijinja::context!{ role => "user", content => user }],
                 add_generation_prompt => true,
                 bos_token => name(tok.bos),
                 eos_token => name(tok.eos),
-            })
-        })
-        .map_err(|e| Error::Tokenizer(format!("chat template: {e}")))
+            },
+            &mut out,
+        )
+    });
+    match rendered {
+        Ok(_) => String::from_utf8(out.buf)
+            .map_err(|_| Error::Tokenizer("chat template: the output is not UTF-8".into())),
+        Err(e) if e.kind() == minijinja::ErrorKind::OutOfFuel => Err(Error::Tokenizer(format!(
+            "chat template: it runs past its limit of {TEMPLATE_FUEL} steps; the file's \
+             template is broken or hostile (generate without --chat)"
+        ))),
+        Err(_) if out.buf.len() >= out.limit => Err(Error::Tokenizer(format!(
+            "chat template: its output passes the limit of {} bytes; the file's template is \
+             broken or hostile (generate without --chat)",
+            out.limit
+        ))),
+        Err(e) => Err(Error::Tokenizer(format!("chat template: {e}"))),
+    }
+}
+
+/// The work a chat template may do (minijinja's fuel: about one unit per instruction).
+pub const TEMPLATE_FUEL: u64 = 5_000_000;
+/// The bytes a chat template may write besides the message itself.
+pub const TEMPLATE_OUTPUT: usize = 64 << 10;
+
+/// A writer that refuses to grow past `limit` bytes.
+struct Capped {
+    buf: Vec<u8>,
+    limit: usize,
+}
+
+impl std::io::Write for Capped {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        if self.buf.len() + b.len() > self.limit {
+            self.buf
+                .extend_from_slice(&b[..self.limit - self.buf.len()]);
+            return Err(std::io::Error::other("output limit"));
+        }
+        self.buf.extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 impl super::Tokenizer for GgufTokenizer {

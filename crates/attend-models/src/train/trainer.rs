@@ -20,7 +20,9 @@ use super::layers::{cross_entropy, IGNORE};
 use super::optim::AdamW;
 use super::winograd;
 use crate::error::io;
-use crate::formats::checkpoint::{f32_tensors, read_f32, write_atomic, ToyFile, ARCHITECTURE};
+use crate::formats::checkpoint::{
+    check_recorded, f32_tensors, read_f32, write_atomic, ToyFile, ARCHITECTURE,
+};
 use crate::models::toy::{Activations, ToyConfig, ToyModel};
 use crate::rng::Rng;
 use crate::tokenize::vocab::Vocab;
@@ -68,18 +70,27 @@ impl Checkpoint {
         dir: &Path,
     ) -> Result<Checkpoint> {
         let file = ToyFile::from_bytes(config, weights, dir)?;
+        let cfg_path = dir.join("config.json");
         let training: Option<TrainState> = file
             .training
             .map(serde_json::from_value)
             .transpose()
             .map_err(|e| Error::Format {
-                path: dir.join("config.json"),
+                path: cfg_path.clone(),
                 what: format!("not a toy model's configuration: training: {e}"),
             })?;
         let model = file.model;
+        if let Some(st) = &training {
+            // every number of the run, before anything is allocated from it
+            st.validate(&model.config).map_err(|what| Error::Format {
+                path: cfg_path.clone(),
+                what: format!("training: {what}"),
+            })?;
+        }
         let adam = match (optim, &training) {
             (Some(bytes), Some(_)) => {
                 let p = dir.join("optimizer.safetensors");
+                check_recorded(&file.files, "optimizer.safetensors", bytes, dir)?;
                 let st = SafeTensors::deserialize(bytes).map_err(|e| Error::Format {
                     path: p.clone(),
                     what: format!("not a valid safetensors file: {e}"),
@@ -107,15 +118,23 @@ impl Checkpoint {
         std::fs::create_dir_all(dir).map_err(io(dir))?;
         let m = &self.model;
         let weights = ToyFile::weights_bytes(m)?;
+        let mut opt_bytes = Vec::new();
         if let (Some(a), Some(_)) = (&self.adam, &self.training) {
             let n = a.m.len();
-            let opt = f32_tensors([
+            opt_bytes = f32_tensors([
                 ("m".to_string(), vec![n], &a.m[..]),
                 ("v".to_string(), vec![n], &a.v[..]),
             ])?;
-            write_atomic(&dir.join("optimizer.safetensors"), &opt)?;
+            write_atomic(&dir.join("optimizer.safetensors"), &opt_bytes)?;
         }
         write_atomic(&dir.join("model.safetensors"), &weights)?;
+        // config.json is written last and records the hashes of the others: a save cut short
+        // between the renames leaves a set that `load` refuses instead of a mixed-step one
+        let mut files = std::collections::BTreeMap::new();
+        files.insert("model.safetensors".to_string(), fnv_hex(&weights));
+        if let (Some(_), Some(_)) = (&self.adam, &self.training) {
+            files.insert("optimizer.safetensors".to_string(), fnv_hex(&opt_bytes));
+        }
         // `ConfigFile`'s fields in its order, the training state written as its own type (so
         // its f32s keep their shortest form)
         #[derive(Serialize)]
@@ -124,6 +143,7 @@ impl Checkpoint {
             model: &'a ToyConfig,
             #[serde(skip_serializing_if = "Option::is_none")]
             training: Option<&'a TrainState>,
+            files: &'a std::collections::BTreeMap<String, String>,
             #[serde(skip_serializing_if = "serde_json::Value::is_null")]
             notes: &'a serde_json::Value,
         }
@@ -131,6 +151,7 @@ impl Checkpoint {
             architecture: ARCHITECTURE,
             model: &m.config,
             training: self.training.as_ref(),
+            files: &files,
             notes: &self.notes,
         };
         let json = serde_json::to_vec_pretty(&file)
@@ -360,15 +381,7 @@ pub fn winograd_accuracy(model: &ToyModel, n: usize) -> Result<f32> {
     Ok(right as f32 / rows.len().max(1) as f32)
 }
 
-/// FNV-1a of some bytes, as hex.
-pub fn fnv_hex(bytes: &[u8]) -> String {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in bytes {
-        h ^= b as u64;
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    format!("{h:016x}")
-}
+pub use crate::formats::checkpoint::fnv_hex;
 
 /// A training run in progress.
 pub struct Trainer {
@@ -446,9 +459,8 @@ impl Trainer {
 
     /// A new run: the model initialised from `config.seed`; `text` for a text task.
     pub fn new(model: ToyConfig, config: TrainConfig, text: Option<Vec<u8>>) -> Result<Trainer> {
-        if config.batch == 0 || config.optim.steps == 0 {
-            return Err(Error::Invalid("batch and steps must be at least 1".into()));
-        }
+        model.validate()?;
+        config.validate(&model).map_err(Error::Invalid)?;
         let model = ToyModel::new(model, config.seed)?;
         let adam = AdamW::new(model.params.len());
         let state = TrainState {
@@ -471,8 +483,18 @@ impl Trainer {
             ));
         };
         if let Some(s) = steps {
+            if s < state.step {
+                return Err(Error::Invalid(format!(
+                    "--steps {s} is fewer than the {} steps this run has done",
+                    state.step
+                )));
+            }
             state.config.optim.steps = s;
+            // a stretched schedule keeps its warm-up within it
+            state.config.optim.warmup = state.config.optim.warmup.min(s);
         }
+        // the same checks as a new run: a checkpoint cannot ask for more than a flag could
+        state.validate(&ck.model.config).map_err(Error::Invalid)?;
         Self::build(ck.model, state, adam, text)
     }
 

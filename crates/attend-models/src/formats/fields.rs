@@ -1,0 +1,73 @@
+//! Checks of the numbers a file declares (configs, GGUF metadata, checkpoints), before
+//! anything is allocated from them: each refusal names the file and the field, the value and
+//! the range it must be in.
+
+use std::ops::RangeInclusive;
+use std::path::Path;
+
+use crate::{Error, Result};
+
+/// The checks of one file's fields.
+#[derive(Clone, Copy)]
+pub struct Fields<'a> {
+    path: &'a Path,
+}
+
+impl<'a> Fields<'a> {
+    /// Checks for the fields of `path`.
+    pub fn of(path: &'a Path) -> Fields<'a> {
+        Fields { path }
+    }
+
+    /// An error about `field` of this file.
+    pub fn bad(&self, field: &str, what: impl std::fmt::Display) -> Error {
+        Error::Format {
+            path: self.path.to_path_buf(),
+            what: format!("`{field}` {what}"),
+        }
+    }
+
+    /// A count in `range`.
+    pub fn count(&self, field: &str, v: usize, range: RangeInclusive<usize>) -> Result<usize> {
+        if !range.contains(&v) {
+            return Err(self.bad(
+                field,
+                format_args!("is {v}; it must be {} to {}", range.start(), range.end()),
+            ));
+        }
+        Ok(v)
+    }
+
+    /// A finite real in `range`, and positive when `positive` (0 is refused).
+    pub fn real(
+        &self,
+        field: &str,
+        v: f64,
+        range: RangeInclusive<f64>,
+        positive: bool,
+    ) -> Result<f64> {
+        if !v.is_finite() || !range.contains(&v) || (positive && v <= 0.0) {
+            let lo = if positive { "above " } else { "" };
+            return Err(self.bad(
+                field,
+                format_args!(
+                    "is {v}; it must be a finite number {lo}{} to {}",
+                    range.start(),
+                    range.end()
+                ),
+            ));
+        }
+        Ok(v)
+    }
+
+    /// `a` divisible by `b` (both already positive).
+    pub fn divides(&self, field: &str, a: usize, b: usize, by: &str) -> Result<()> {
+        if b == 0 || a % b != 0 {
+            return Err(self.bad(
+                field,
+                format_args!("is {a}; it must be a multiple of {by} ({b})"),
+            ));
+        }
+        Ok(())
+    }
+}
