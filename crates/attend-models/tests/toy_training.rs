@@ -155,11 +155,86 @@ fn bad_checkpoints_are_errors() {
     let mut nan = weights.clone();
     let at = nan.len() - 4;
     nan[at..].copy_from_slice(&f32::NAN.to_le_bytes());
-    assert!(err(&config, &nan).contains("non-finite"));
+    // (with config.json's record of the weights' hash, the mismatch is found first)
+    assert!(err(&config, &nan).contains("mixes two saves"));
+    let mut unrecorded: serde_json::Value = serde_json::from_slice(&config).unwrap();
+    unrecorded.as_object_mut().unwrap().remove("files");
+    let unrecorded = serde_json::to_vec(&unrecorded).unwrap();
+    assert!(err(&unrecorded, &nan).contains("non-finite"));
     // a folder with no optimiser state cannot be resumed
     std::fs::remove_file(dir.join("optimizer.safetensors")).unwrap();
     let ck = Checkpoint::load(&dir).unwrap();
     assert!(Trainer::resume(ck, None, None).is_err());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Every number of a checkpoint's training state is checked like a flag would be, naming
+/// config.json and the field; a batch that would need gigabytes is refused before it is
+/// allocated; a folder whose files come from two saves is refused.
+#[test]
+fn hostile_checkpoint_numbers_and_mixed_saves_are_refused() {
+    let mut t = small_run(4);
+    t.step().unwrap();
+    let dir = std::env::temp_dir().join(format!("attend-hostile-ck-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    t.checkpoint(serde_json::Value::Null).save(&dir).unwrap();
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("config.json")).unwrap()).unwrap();
+    let weights = std::fs::read(dir.join("model.safetensors")).unwrap();
+    let optim = std::fs::read(dir.join("optimizer.safetensors")).unwrap();
+    let cases: [(&str, serde_json::Value); 12] = [
+        ("/training/config/batch", 1_000_000_000.into()),
+        ("/training/config/batch", 0.into()),
+        ("/training/config/optim/lr", (-1.0).into()),
+        ("/training/config/optim/lr", 0.0.into()),
+        ("/training/config/optim/lr", 1e30.into()),
+        ("/training/config/optim/beta2", 1.5.into()),
+        ("/training/config/optim/eps", (-1e-8).into()),
+        ("/training/config/optim/steps", 0.into()),
+        ("/training/config/optim/steps", u64::MAX.into()),
+        ("/training/config/optim/warmup", 100.into()),
+        ("/training/step", 3.into()),
+        ("/training/step", 1_000_000.into()),
+    ];
+    for (ptr, v) in cases {
+        let mut c = config.clone();
+        *c.pointer_mut(ptr).unwrap() = v.clone();
+        let bytes = serde_json::to_vec(&c).unwrap();
+        let e = Checkpoint::from_bytes(&bytes, &weights, Some(&optim), &dir)
+            .err()
+            .unwrap_or_else(|| panic!("{ptr} = {v} was accepted"))
+            .to_string();
+        assert!(e.contains("config.json"), "{ptr} = {v}: {e}");
+        let field = ptr.rsplit('/').next().unwrap();
+        assert!(e.contains(field) || e.contains("losses"), "{ptr} = {v}: {e}");
+    }
+    // new runs refuse the same numbers (the CLI maps these to usage errors)
+    let cfg = winograd::model_config(16, 1, 2);
+    for (batch, lr) in [(1_000_000_000, 3e-3), (8, f32::NAN), (8, -1.0), (8, f32::INFINITY)] {
+        let tc = winograd::train_config(10, 7, batch, lr);
+        assert!(Trainer::new(cfg.clone(), tc, None).is_err(), "{batch} {lr}");
+    }
+
+    // a save interrupted between its renames: new optimizer, old model and config
+    let old = Checkpoint::load(&dir).unwrap();
+    let mut t2 = Trainer::resume(old, None, None).unwrap();
+    t2.step().unwrap();
+    let dir2 = dir.join("later");
+    t2.checkpoint(serde_json::Value::Null).save(&dir2).unwrap();
+    std::fs::copy(dir2.join("optimizer.safetensors"), dir.join("optimizer.safetensors")).unwrap();
+    let e = Checkpoint::load(&dir).err().unwrap().to_string();
+    assert!(e.contains("optimizer.safetensors") && e.contains("mixes two saves"), "{e}");
+    std::fs::copy(dir2.join("model.safetensors"), dir.join("model.safetensors")).unwrap();
+    let e = Checkpoint::load(&dir).err().unwrap().to_string();
+    assert!(e.contains("model.safetensors") && e.contains("mixes two saves"), "{e}");
+    // the complete later save loads, and no temporary file is left in either folder
+    Checkpoint::load(&dir2).unwrap();
+    for d in [&dir, &dir2] {
+        for f in std::fs::read_dir(d).unwrap() {
+            let name = f.unwrap().file_name().to_string_lossy().into_owned();
+            assert!(!name.contains("partial"), "{name} left in {}", d.display());
+        }
+    }
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
