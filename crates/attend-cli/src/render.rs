@@ -30,7 +30,6 @@ pub const MAX_CELLS: usize = 1 << 19;
 
 /// One SVG page with a heatmap per panel (queries as rows, keys as columns), token labels on
 /// both axes, a title per panel and a colour scale.
-
 pub fn heatmaps_svg(title: &str, tokens: &[TokenInfo], panels: &[(String, Vec<f32>)]) -> String {
     let n = tokens.len().max(1);
     let cell = if panels.len() > 1 {

