@@ -203,7 +203,7 @@ fn output_format(args: &ExplainArgs) -> Result<ExplainFormat> {
 pub fn run(args: &ExplainArgs) -> Result<()> {
     let format = output_format(args)?;
     let text = if args.text == "-" {
-        crate::input::texts(&[])?.join("\n")
+        crate::input::texts_within(&[], crate::input::MAX_ONE_TEXT)?.join("\n")
     } else {
         args.text.clone()
     };

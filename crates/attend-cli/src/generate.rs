@@ -166,7 +166,7 @@ pub fn load(model: &str) -> Result<Box<dyn CausalLm>> {
 /// Runs `attend generate`.
 pub fn run(args: &GenerateArgs) -> Result<()> {
     let prompt = if args.prompt == "-" {
-        crate::input::texts(&[])?.join("\n")
+        crate::input::texts_within(&[], crate::input::MAX_ONE_TEXT)?.join("\n")
     } else {
         args.prompt.clone()
     };

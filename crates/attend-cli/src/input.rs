@@ -8,14 +8,33 @@ use attend_models::{registry, SentenceEncoder};
 /// The texts of the arguments; from standard input (one per line) when there are none or the
 /// only one is `-`.
 pub fn texts(args: &[String]) -> Result<Vec<String>> {
+    texts_within(args, MAX_STDIN)
+}
+
+/// What `embed` reads from standard input at most (many texts, one per line).
+pub const MAX_STDIN: u64 = 1 << 30;
+/// What `explain` and `generate` read: one text, of which a model reads a few thousand tokens.
+pub const MAX_ONE_TEXT: u64 = 1 << 20;
+
+/// [`texts`], reading at most `max` bytes of standard input (more is a usage error, found
+/// without reading the rest: memory follows what is used, not what is sent).
+pub fn texts_within(args: &[String], max: u64) -> Result<Vec<String>> {
     let from_stdin = args.is_empty() || (args.len() == 1 && args[0] == "-");
     if !from_stdin {
         return Ok(args.to_vec());
     }
     let mut bytes = Vec::new();
     std::io::stdin()
+        .take(max + 1)
         .read_to_end(&mut bytes)
         .context("reading standard input")?;
+    if bytes.len() as u64 > max {
+        return Err(crate::usage!(
+            "standard input holds more than {} MiB; give a shorter text (a model reads a few \
+             thousand tokens of it at most)",
+            max >> 20
+        ));
+    }
     let text = String::from_utf8(bytes).map_err(|e| {
         anyhow::anyhow!(
             "standard input is not valid UTF-8 (first bad byte at offset {})",

@@ -700,3 +700,13 @@ fn heavy_pictures_are_refused_up_front() {
     }
     assert_eq!(std::fs::read(&png).unwrap(), b"old picture");
 }
+
+/// One text on standard input is read up to a bound, not to the end of whatever is sent.
+#[test]
+fn an_endless_standard_input_is_refused_at_its_bound() {
+    let big = vec![b'a'; (1 << 20) + 10];
+    let o = attend(&["explain", "--model", "toy-winograd", "-"], Some(&big));
+    let e = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{e}");
+    assert!(e.contains("more than 1 MiB"), "{e}");
+}
