@@ -44,7 +44,7 @@ pub struct Step {
 }
 
 /// A causal language model as the generation loop sees it.
-pub trait CausalLm: Sync {
+pub trait CausalLm: Send + Sync {
     /// Layers (of captured attention).
     fn layers(&self) -> usize;
     /// Query heads per layer.

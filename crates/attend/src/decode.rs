@@ -81,6 +81,10 @@ impl LayerCache {
     pub fn kv_heads(&self) -> usize {
         self.h_kv
     }
+    /// `(b, h_kv, d, d_v)`: the geometry it was made with.
+    pub fn dims(&self) -> (usize, usize, usize, usize) {
+        (self.b, self.h_kv, self.d, self.d_v)
+    }
 
     /// Reserves room for `extra` more positions. A request that no memory could hold is
     /// [`Error::TooLarge`] or [`Error::OutOfMemory`]; the cache is unchanged then.

@@ -1,0 +1,89 @@
+"""attend.sdpa from Python against `attend bench` (the same kernel without Python) and, when
+importable, torch's scaled_dot_product_attention, on the standard cases, in one run.
+
+    python bench/py_sdpa.py [--repeat 5] [--cases enc-512,gqa-2048] [--attend target/release/attend]
+
+Prints one JSON line per case: median milliseconds of each, and the ratios.
+"""
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import time
+
+import numpy as np
+
+import attend
+
+# name: (b, h, h_kv, s_q, s_kv, d, mask) as crates/attend/src/cases.rs defines them
+CASES = {
+    "minilm-batch": (64, 12, 12, 32, 32, 32, "padding"),
+    "enc-512": (1, 12, 12, 512, 512, 64, None),
+    "gqa-2048": (1, 9, 3, 2048, 2048, 64, "causal"),
+    "causal-4096": (1, 12, 12, 4096, 4096, 64, "causal"),
+    "enc-4096": (1, 12, 12, 4096, 4096, 64, None),
+    "decode-8192": (1, 9, 3, 1, 8192, 64, "causal"),
+}
+
+
+def median_ms(f, repeat):
+    f()  # warm-up
+    ts = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        f()
+        ts.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(ts)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--cases", default=",".join(CASES))
+    ap.add_argument("--attend", default=os.path.join(os.path.dirname(__file__), "..", "target", "release", "attend"))
+    args = ap.parse_args()
+    try:
+        import torch
+        import torch.nn.functional as F
+    except ImportError:
+        torch = None
+    rng = np.random.default_rng(0)
+    for name in args.cases.split(","):
+        b, h, hk, sq, skv, d, mask = CASES[name]
+        q = rng.standard_normal((b, h, sq, d), dtype=np.float32)
+        k = rng.standard_normal((b, hk, skv, d), dtype=np.float32)
+        v = rng.standard_normal((b, hk, skv, d), dtype=np.float32)
+        kw = {"enable_gqa": h != hk}
+        if mask == "causal":
+            kw["causal"] = "bottom_right"
+        elif mask == "padding":
+            lengths = 12 + rng.integers(0, skv - 12 + 1, size=b)
+            kw["attn_mask"] = (np.arange(skv)[None, :] < lengths[:, None])[:, None, None, :]
+        row = {"case": name, "threads": attend.get_num_threads()}
+        row["py_ms"] = median_ms(lambda: attend.sdpa(q, k, v, **kw), args.repeat)
+        if os.path.exists(args.attend):
+            out = subprocess.run([args.attend, "bench", "--format", "json", "--case", name],
+                                 capture_output=True, text=True, check=True).stdout
+            fused = [json.loads(l) for l in out.splitlines() if '"fused"' in l or '"decode"' in l]
+            if fused:
+                row["bench_ms"] = fused[0]["median_ms"]
+                row["py_over_bench"] = round(row["py_ms"] / row["bench_ms"], 3)
+        if torch is not None:
+            tq, tk, tv = (torch.from_numpy(x) for x in (q, k, v))
+            tkw = {"enable_gqa": kw["enable_gqa"]}
+            if mask == "causal" and sq == skv:
+                tkw["is_causal"] = True
+            elif mask == "causal":
+                tkw["attn_mask"] = torch.ones(sq, skv, dtype=torch.bool).tril(skv - sq)
+            elif mask == "padding":
+                tkw["attn_mask"] = torch.from_numpy(kw["attn_mask"])
+            with torch.no_grad():
+                row["torch_ms"] = median_ms(lambda: F.scaled_dot_product_attention(tq, tk, tv, **tkw), args.repeat)
+            row["torch_over_py"] = round(row["torch_ms"] / row["py_ms"], 3)
+        print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,276 @@
+"""Models: ``attend.load(name_or_path)`` gives an :class:`Encoder` (MiniLM and BERT-family
+folders) or a :class:`CausalLM` (SmolLM2, GGUF decoders, models attend trained)."""
+
+from __future__ import annotations
+
+import html
+import itertools
+import json
+from typing import Dict, Iterator, List, Optional, Sequence, Union
+
+import numpy as np
+
+from . import _attend
+from .errors import InvalidArgument, ModelError
+
+__all__ = ["load", "Encoder", "CausalLM", "Explanation", "Generation"]
+
+_ids = itertools.count()
+
+
+def load(name_or_path: str):
+    """A model by name (fetched into attend's cache on first use, verified by SHA-256) or by
+    path: an :class:`Encoder` or a :class:`CausalLM`."""
+    name = str(name_or_path)
+    kind = _attend.model_kind(name)
+    if kind == "encoder":
+        return Encoder(name)
+    if kind == "causal":
+        return CausalLM(name)
+    raise ModelError(
+        f"unknown model `{name}`: the known models are {', '.join(_attend.known_models())}; "
+        "or give a path to a model folder or a .gguf file"
+    )
+
+
+def _norm(t: str) -> str:
+    return t[2:].lower() if t.startswith("##") else t.lower()
+
+
+class Explanation:
+    """Who attends to whom in one text: ``tokens`` (their texts), ``attention``
+    (``np.ndarray[layers, heads, n, n]``, float32, rows sum to 1), and helpers."""
+
+    def __init__(self, model: str, trace: dict):
+        self.model = model
+        self.token_info: List[Dict] = [
+            {"id": i, "text": t, "start": s, "end": e} for (i, t, s, e) in trace["tokens"]
+        ]
+        self.tokens: List[str] = [t["text"] for t in self.token_info]
+        n = len(self.tokens)
+        self.layers: int = trace["layers"]
+        self.heads: int = trace["heads"]
+        self.truncated: bool = trace["truncated"]
+        self.attention: np.ndarray = trace["attention"].reshape(self.layers, self.heads, n, n)
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def index(self, token: Union[int, str]) -> int:
+        """A token by position, or by text (first match, case-insensitive, ``##`` ignored)."""
+        if isinstance(token, (int, np.integer)):
+            if not 0 <= int(token) < len(self.tokens):
+                raise InvalidArgument(f"token {token} is out of range 0..{len(self.tokens) - 1}")
+            return int(token)
+        w = _norm(str(token))
+        for i, t in enumerate(self.tokens):
+            if _norm(t) == w:
+                return i
+        listing = " ".join(f"{i}:{t}" for i, t in enumerate(self.tokens))
+        raise InvalidArgument(f"`{token}` is not a token of this text; the tokens are {listing}")
+
+    def _rows(self, layer: int, head: Union[int, str]) -> np.ndarray:
+        if not -self.layers <= layer < self.layers:
+            raise InvalidArgument(f"layer {layer} is out of range (the model has {self.layers})")
+        a = self.attention[layer]
+        if head == "mean":
+            return a.mean(axis=0)
+        if not isinstance(head, (int, np.integer)) or not -self.heads <= head < self.heads:
+            raise InvalidArgument(f"head must be 'mean' or 0..{self.heads - 1}, not {head!r}")
+        return a[head]
+
+    def top(self, token: Union[int, str], k: int = 5, layer: int = -1, head: Union[int, str] = "mean"):
+        """The ``k`` tokens ``token`` attends to most: ``[(text, weight), ...]``."""
+        row = self._rows(layer, head)[self.index(token)]
+        order = np.argsort(-row, kind="stable")[: max(0, int(k))]
+        return [(self.tokens[j], float(row[j])) for j in order]
+
+    def compare(self, token: Union[int, str], a: Union[int, str], b: Union[int, str]):
+        """For every layer × head, the weight ``token`` gives ``a`` and ``b``, sorted by
+        ``|a − b|`` (the CLI's ``--compare`` table): a list of dicts."""
+        q, ia, ib = self.index(token), self.index(a), self.index(b)
+        rows = [
+            {"layer": l, "head": h, "a": float(self.attention[l, h, q, ia]), "b": float(self.attention[l, h, q, ib])}
+            for l in range(self.layers)
+            for h in range(self.heads)
+        ]
+        rows.sort(key=lambda r: -abs(r["a"] - r["b"]))
+        return rows
+
+    def to_json(self) -> str:
+        """The JSON of ``attend explain --format json`` for the same text."""
+        return json.dumps(
+            {
+                "model": self.model,
+                "layers": self.layers,
+                "heads": self.heads,
+                "tokens": self.token_info,
+                "attention": self.attention.tolist(),
+            }
+        )
+
+    def _repr_html_(self) -> str:
+        return _heatmap_html(self.model, self.tokens, self.attention)
+
+    def save_html(self, path) -> None:
+        """Writes a self-contained HTML page (no network request) of the heatmaps."""
+        with open(path, "w", encoding="utf-8") as f:
+            f.write("<!doctype html><meta charset='utf-8'><title>attend</title>" + self._repr_html_())
+
+
+def _heatmap_html(model: str, tokens: Sequence[str], att: np.ndarray) -> str:
+    """Each layer's mean over heads as a table of shaded cells: inline, no script, ids unique
+    per call (two in one notebook do not interfere)."""
+    uid = f"attend-{next(_ids)}"
+    esc = [html.escape(t) for t in tokens]
+    parts = [f"<div id='{uid}' style='font:11px sans-serif'><b>{html.escape(model)}</b> · {len(tokens)} tokens"]
+    for l in range(att.shape[0]):
+        m = att[l].mean(axis=0)
+        parts.append(f"<div style='margin:6px 0'>layer {l}, mean of {att.shape[1]} heads</div>")
+        parts.append("<table style='border-collapse:collapse'><tr><td></td>")
+        parts += [f"<td style='writing-mode:vertical-rl;padding:1px'>{t}</td>" for t in esc]
+        parts.append("</tr>")
+        for i, t in enumerate(esc):
+            cells = "".join(
+                f"<td title='{t} → {esc[j]}: {m[i, j]:.3f}' style='width:12px;height:12px;"
+                f"background:rgba(8,48,107,{min(1.0, float(m[i, j])):.3f})'></td>"
+                for j in range(len(esc))
+            )
+            parts.append(f"<tr><td style='text-align:right;padding-right:4px'>{t}</td>{cells}</tr>")
+        parts.append("</table>")
+    parts.append("</div>")
+    return "".join(parts)
+
+
+class Encoder:
+    """A BERT-family sentence encoder."""
+
+    def __init__(self, name_or_path: str):
+        self.name = str(name_or_path)
+        self._m = _attend.Encoder(self.name)
+
+    @property
+    def max_len(self) -> int:
+        """Longest input in tokens; longer texts are truncated."""
+        return self._m.max_len
+
+    def embed(self, texts: Union[str, Sequence[str]]) -> np.ndarray:
+        """Sentence embeddings, ``np.ndarray[n, dim]`` float32 (as ``attend embed``)."""
+        if isinstance(texts, str):
+            texts = [texts]
+        texts = list(texts)
+        if not all(isinstance(t, str) for t in texts):
+            raise TypeError("embed takes a string or a sequence of strings")
+        if not texts:
+            raise InvalidArgument("no text to embed")
+        flat, dim = self._m.embed(texts)
+        return flat.reshape(len(texts), dim)
+
+    def explain(self, text: str) -> Explanation:
+        """The attention of every layer and head over ``text``."""
+        if not isinstance(text, str):
+            raise TypeError("explain takes a string")
+        return Explanation(self.name, self._m.explain(text))
+
+
+class Generation:
+    """A generated continuation: ``text``, ``ids``, ``tokens``, ``logprobs`` and, with
+    ``explain=True``, ``attention``: per generated token, ``np.ndarray[layers, heads, keys]``
+    — the row of the position that predicted it, from the KV cache that produced it."""
+
+    def __init__(self, model: str, prompt_tokens: List[str], items: List[dict], layers: int, heads: int):
+        self.model = model
+        self.prompt_tokens = prompt_tokens
+        self.ids = [t["id"] for t in items]
+        self.tokens = [t["text"] for t in items]
+        self.logprobs = [t["logprob"] for t in items]
+        self.text = b"".join(t["bytes"] for t in items).decode("utf-8", errors="replace")
+        self.attention: Optional[List[np.ndarray]] = None
+        if items and "attention" in items[0]:
+            self.attention = [t["attention"].reshape(layers, heads, -1) for t in items]
+
+    def __repr__(self) -> str:
+        return f"Generation({self.text!r})"
+
+    def _repr_html_(self) -> str:
+        ctx = self.prompt_tokens + self.tokens
+        rows = []
+        for i, t in enumerate(self.tokens):
+            extra = ""
+            if self.attention is not None:
+                w = self.attention[i].mean(axis=(0, 1))
+                top = np.argsort(-w)[:3]
+                extra = " · ".join(f"{html.escape(ctx[j])} {w[j]:.2f}" for j in top)
+            rows.append(
+                f"<tr><td>{html.escape(t)}</td><td>{self.logprobs[i]:.2f}</td><td>{extra}</td></tr>"
+            )
+        return (
+            f"<div id='attend-{next(_ids)}' style='font:12px sans-serif'><b>{html.escape(self.model)}</b>: "
+            f"{html.escape(self.text)}<table><tr><th>token</th><th>logprob</th><th>attended (mean)</th></tr>"
+            + "".join(rows)
+            + "</table></div>"
+        )
+
+
+class CausalLM:
+    """A causal language model."""
+
+    def __init__(self, name_or_path: str):
+        self.name = str(name_or_path)
+        self._m = _attend.CausalLM(self.name)
+
+    @property
+    def layers(self) -> int:
+        return self._m.layers
+
+    @property
+    def heads(self) -> int:
+        return self._m.heads
+
+    def _prompt(self, prompt: str):
+        if not isinstance(prompt, str):
+            raise TypeError("the prompt must be a string")
+        toks = self._m.tokenize(prompt)
+        if not toks:
+            raise InvalidArgument("the prompt is empty")
+        return [t[0] for t in toks], [t[1] for t in toks]
+
+    def generate(
+        self,
+        prompt: str,
+        max_tokens: int = 64,
+        temperature: float = 0.0,
+        top_k: Optional[int] = None,
+        top_p: Optional[float] = None,
+        seed: Optional[int] = None,
+        explain: bool = False,
+    ) -> Generation:
+        """Continues ``prompt`` (greedy by default; ``temperature``, ``top_k``, ``top_p`` and
+        ``seed`` sample), as ``attend generate`` does."""
+        ids, texts = self._prompt(prompt)
+        items = self._m.generate(ids, _count(max_tokens), float(temperature), top_k, top_p, seed, bool(explain))
+        return Generation(self.name, texts, items, self.layers, self.heads)
+
+    def stream(
+        self,
+        prompt: str,
+        max_tokens: int = 64,
+        temperature: float = 0.0,
+        top_k: Optional[int] = None,
+        top_p: Optional[float] = None,
+        seed: Optional[int] = None,
+    ) -> Iterator[str]:
+        """The same generation, yielding each token's text as it is made."""
+        ids, _ = self._prompt(prompt)
+        for t in self._m.stream(ids, _count(max_tokens), float(temperature), top_k, top_p, seed, False):
+            yield t["text"]
+
+    def explain(self, text: str) -> Explanation:
+        """The attention over ``text`` of a model attend trained (toy models)."""
+        return Explanation(self.name, _attend.toy_explain(self.name, text))
+
+
+def _count(n) -> int:
+    if isinstance(n, bool) or int(n) != n or n < 1:
+        raise InvalidArgument(f"max_tokens must be a positive integer, not {n!r}")
+    return int(n)

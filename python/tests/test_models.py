@@ -1,0 +1,104 @@
+"""attend.load: the same answers as the attend command on the same models (fetched into
+attend's cache on first use, like the CLI)."""
+
+import json
+import os
+import subprocess
+
+import numpy as np
+import pytest
+
+import attend
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+SENTENCE = "The animal didn't cross the road because it was tired"
+
+
+def cli(*args):
+    """The attend binary: $ATTEND_BIN, else the workspace's release build via cargo."""
+    binary = os.environ.get("ATTEND_BIN")
+    cmd = [binary] if binary else ["cargo", "run", "--release", "-q", "-p", "attend-cli", "--"]
+    r = subprocess.run(cmd + list(args), cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr
+    return r.stdout
+
+
+@pytest.fixture(scope="module")
+def minilm():
+    return attend.load("minilm")
+
+
+def test_embed_equals_the_cli(minilm):
+    texts = ["a cat sat", SENTENCE, "ça va très bien"]
+    got = minilm.embed(texts)
+    want = np.array(json.loads(cli("embed", "--format", "json", *texts))["embeddings"], dtype=np.float32)
+    assert got.shape == want.shape == (3, 384)
+    np.testing.assert_allclose(got, want, atol=1e-6)
+    assert minilm.embed("one").shape == (1, 384)
+
+
+def test_explain_equals_the_cli(minilm):
+    ex = minilm.explain(SENTENCE)
+    mine = json.loads(ex.to_json())
+    theirs = json.loads(cli("explain", "--format", "json", SENTENCE))
+    assert mine["tokens"] == theirs["tokens"]
+    assert (mine["layers"], mine["heads"]) == (theirs["layers"], theirs["heads"]) == (6, 12)
+    np.testing.assert_allclose(np.array(mine["attention"]), np.array(theirs["attention"]), atol=1e-6)
+    assert ex.attention.shape == (6, 12, 14, 14) and ex.attention.dtype == np.float32
+    np.testing.assert_allclose(ex.attention.sum(-1), 1.0, atol=1e-5)
+    top = ex.top("it")
+    assert [t for t, _ in top][:2] == ["[CLS]", "animal"]
+    rows = ex.compare("it", "animal", "road")
+    theirs = json.loads(cli("explain", "--format", "json", "--token", "it", "--compare", "animal", "road", SENTENCE))
+    assert [(r["layer"], r["head"]) for r in rows[:5]] == [(r["layer"], r["head"]) for r in theirs["compare"]["rows"][:5]]
+    with pytest.raises(ValueError):
+        ex.top("zebra")
+
+
+def test_html_is_self_contained_and_isolated(minilm):
+    ex = minilm.explain(SENTENCE)
+    a, b = ex._repr_html_(), ex._repr_html_()
+    for h in (a, b):
+        assert "http" not in h and "<script" not in h and "<link" not in h
+        assert "animal" in h and "road" in h
+    assert a.split("'")[1] != b.split("'")[1]  # distinct ids
+
+
+@pytest.fixture(scope="module")
+def smollm2():
+    return attend.load("smollm2")
+
+
+def test_generate_equals_the_cli_greedily(smollm2):
+    prompt = "The capital of France is"
+    g = smollm2.generate(prompt, max_tokens=12)
+    theirs = json.loads(cli("generate", "--format", "json", "--max-tokens", "12", prompt))
+    assert g.ids == [t["id"] for t in theirs["tokens"]]
+    np.testing.assert_allclose(g.logprobs, [t["logprob"] for t in theirs["tokens"]], atol=1e-5)
+    assert g.text and isinstance(g.text, str)
+    # streaming yields the same tokens
+    assert list(smollm2.stream(prompt, max_tokens=12)) == g.tokens
+    # with explain, each generated token's row over its context, from the KV cache
+    e = smollm2.generate(prompt, max_tokens=4, explain=True)
+    n = len(smollm2._m.tokenize(prompt))
+    for i, a in enumerate(e.attention):
+        assert a.shape == (30, 9, n + i)
+        np.testing.assert_allclose(a.sum(-1), 1.0, atol=1e-4)
+    assert "<script" not in e._repr_html_()
+
+
+def test_toy_models_load_as_causal_models():
+    lm = attend.load("toy-winograd")
+    text = "The dog didn't cross the street because it was tired. it ="
+    assert lm.generate(text, max_tokens=1).tokens == [" dog"]
+    ex = lm.explain(text)
+    assert ex.attention.shape[:2] == (2, 4)
+
+
+def test_model_errors():
+    with pytest.raises(attend.ModelError):
+        attend.load("nosuch")
+    with pytest.raises(attend.InvalidArgument):
+        attend.load("toy-winograd").generate("x", max_tokens=0)
+    with pytest.raises(TypeError):
+        attend.load("toy-winograd").generate(3)

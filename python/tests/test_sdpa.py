@@ -1,0 +1,218 @@
+"""attend.sdpa against a NumPy port of torch's documented reference math, over many shapes,
+masks and options; the weights, the backward (finite differences in float64), the KV cache,
+the GIL, and every error type."""
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import attend
+from reference import sdpa_ref
+
+TOL = 2e-5
+
+
+def rnd(rng, *shape):
+    return rng.standard_normal(shape).astype(np.float32)
+
+
+CASES = []
+rng0 = np.random.default_rng(0)
+for lead in [(), (2,), (2, 3)]:
+    for hq, hk in [(1, 1), (4, 4), (4, 2), (6, 1)]:
+        for L, S in [(1, 1), (5, 5), (7, 3), (3, 70), (65, 130), (130, 65)]:
+            CASES.append((lead, hq, hk, L, S))
+
+
+@pytest.mark.parametrize("lead,hq,hk,L,S", CASES)
+def test_shapes_and_causal_alignments(lead, hq, hk, L, S):
+    rng = np.random.default_rng(hash((lead, hq, hk, L, S)) % 2**32)
+    E, Ev = 8, 5
+    q, k, v = rnd(rng, *lead, hq, L, E), rnd(rng, *lead, hk, S, E), rnd(rng, *lead, hk, S, Ev)
+    gqa = hq != hk
+    for kw in [{}, {"is_causal": True}, {"causal": "bottom_right"}, {"scale": 0.3}]:
+        got = attend.sdpa(q, k, v, enable_gqa=gqa, **kw)
+        want = sdpa_ref(q, k, v, enable_gqa=gqa, **kw)
+        assert got.shape == want.shape
+        np.testing.assert_allclose(got, want, atol=TOL, rtol=1e-4, err_msg=str(kw))
+
+
+def test_two_and_three_dimensional_inputs():
+    rng = np.random.default_rng(1)
+    for shape_q, shape_k in [((6, 8), (9, 8)), ((3, 6, 8), (3, 9, 8))]:
+        q, k, v = rnd(rng, *shape_q), rnd(rng, *shape_k), rnd(rng, *shape_k)
+        got = attend.sdpa(q, k, v, is_causal=True)
+        np.testing.assert_allclose(got, sdpa_ref(q, k, v, is_causal=True), atol=TOL)
+        assert got.shape == q.shape[:-1] + (8,)
+
+
+MASK_SHAPES = [(7, 11), (1, 11), (7, 1), (4, 1, 11), (1, 4, 7, 11), (2, 1, 7, 11), (2, 4, 7, 11), (2, 1, 1, 11)]
+
+
+@pytest.mark.parametrize("mshape", MASK_SHAPES)
+@pytest.mark.parametrize("kind", ["bool", "float"])
+def test_masks_broadcast_as_torch_broadcasts(mshape, kind):
+    rng = np.random.default_rng(len(mshape) * 7 + mshape[-1])
+    q, k, v = rnd(rng, 2, 4, 7, 16), rnd(rng, 2, 4, 11, 16), rnd(rng, 2, 4, 11, 16)
+    if kind == "bool":
+        m = rng.random(mshape) > 0.3
+    else:
+        m = rng.standard_normal(mshape).astype(np.float32)
+        m[rng.random(mshape) < 0.2] = -np.inf
+    got = attend.sdpa(q, k, v, attn_mask=m)
+    np.testing.assert_allclose(got, sdpa_ref(q, k, v, attn_mask=m), atol=TOL)
+    w = attend.attention_weights(q, k, v, attn_mask=m)
+    _, wr = sdpa_ref(q, k, v, attn_mask=m, return_weights=True)
+    np.testing.assert_allclose(w, wr, atol=TOL)
+
+
+def test_extras_window_softcap_lse_and_fully_masked_rows():
+    rng = np.random.default_rng(3)
+    q, k, v = rnd(rng, 1, 2, 40, 8), rnd(rng, 1, 2, 100, 8), rnd(rng, 1, 2, 100, 8)
+    for kw in [
+        {"window": (10, 0)},
+        {"window": (None, 3)},
+        {"window": (5, 5), "causal": "bottom_right"},
+        {"softcap": 2.0},
+        {"softcap": 1.5, "window": (20, 0), "scale": 0.5},
+    ]:
+        got = attend.sdpa(q, k, v, **kw)
+        np.testing.assert_allclose(got, sdpa_ref(q, k, v, **kw), atol=TOL, err_msg=str(kw))
+    out, lse = attend.sdpa(q, k, v, return_lse=True)
+    s = (q.astype(np.float64) @ np.swapaxes(k, -1, -2)) / np.sqrt(8)
+    want = np.log(np.exp(s - s.max(-1, keepdims=True)).sum(-1)) + s.max(-1)
+    np.testing.assert_allclose(lse, want, atol=1e-4)
+    # every key masked: zeros (torch: NaN), and weights 0
+    m = np.zeros((40, 100), dtype=bool)
+    m[5:] = True
+    got = attend.sdpa(q, k, v, attn_mask=m)
+    assert np.all(got[..., :5, :] == 0)
+    assert np.all(attend.attention_weights(q, k, v, attn_mask=m)[..., :5, :] == 0)
+
+
+def test_other_dtypes_and_strides_are_converted():
+    rng = np.random.default_rng(4)
+    q = rng.standard_normal((1, 2, 9, 8))  # float64
+    k = np.asfortranarray(rng.standard_normal((1, 2, 12, 8)).astype(np.float32))
+    v = rng.standard_normal((1, 2, 8, 12)).astype(np.float32).swapaxes(-1, -2)  # strided view
+    got = attend.sdpa(q, k, v)
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, sdpa_ref(q, k, v), atol=TOL)
+
+
+def finite_difference(f, x, eps=1e-3):
+    g = np.zeros_like(x, dtype=np.float64)
+    it = np.nditer(x, flags=["multi_index"])
+    for _ in it:
+        i = it.multi_index
+        xp, xm = x.astype(np.float64).copy(), x.astype(np.float64).copy()
+        xp[i] += eps
+        xm[i] -= eps
+        g[i] = (f(xp) - f(xm)) / (2 * eps)
+    return g
+
+
+@pytest.mark.parametrize("kw", [{}, {"is_causal": True}, {"causal": "bottom_right", "softcap": 3.0}])
+def test_backward_against_finite_differences(kw):
+    rng = np.random.default_rng(5)
+    q, k, v = rnd(rng, 1, 2, 5, 4), rnd(rng, 1, 1, 7, 4), rnd(rng, 1, 1, 7, 3)
+    dout = rnd(rng, 1, 2, 5, 3)
+    out, lse = attend.sdpa(q, k, v, enable_gqa=True, return_lse=True, **kw)
+    dq, dk, dv = attend.sdpa_backward(dout, q, k, v, out, lse, enable_gqa=True, **kw)
+
+    def loss(qq, kk, vv):
+        return float((sdpa_ref(qq, kk, vv, enable_gqa=True, **kw) * dout).sum())
+
+    np.testing.assert_allclose(dq, finite_difference(lambda x: loss(x, k, v), q), atol=2e-3)
+    np.testing.assert_allclose(dk, finite_difference(lambda x: loss(q, x, v), k), atol=2e-3)
+    np.testing.assert_allclose(dv, finite_difference(lambda x: loss(q, k, x), v), atol=2e-3)
+
+
+def test_kv_cache_decoding_equals_the_full_call():
+    rng = np.random.default_rng(6)
+    B, Hq, H, T, D = 2, 6, 2, 37, 16
+    q, k, v = rnd(rng, B, Hq, T, D), rnd(rng, B, H, T, D), rnd(rng, B, H, T, D)
+    full = attend.sdpa(q, k, v, enable_gqa=True, causal="bottom_right")
+    c = attend.KVCache(B, H, D)
+    c.append(k[:, :, :10], v[:, :, :10])
+    rows = [c.attend(q[:, :, :10])]
+    for t in range(10, T):
+        c.append(k[:, :, t : t + 1], v[:, :, t : t + 1])
+        rows.append(c.attend(q[:, :, t : t + 1]))
+    np.testing.assert_allclose(np.concatenate(rows, axis=2), full, atol=TOL)
+    assert len(c) == T
+    c.truncate(5)
+    assert len(c) == 5
+    c.reset()
+    assert len(c) == 0
+    with pytest.raises(attend.AttendError):
+        c.truncate(3)
+
+
+def test_the_gil_is_released_during_a_long_call():
+    rng = np.random.default_rng(7)
+    q = rnd(rng, 1, 8, 2048, 64)
+    ticks = []
+    stop = threading.Event()
+
+    def count():
+        while not stop.is_set():
+            ticks.append(1)
+            time.sleep(0.001)
+
+    t = threading.Thread(target=count)
+    t.start()
+    time.sleep(0.01)
+    before = len(ticks)
+    for _ in range(3):
+        attend.sdpa(q, q, q, is_causal=True)
+    during = len(ticks) - before
+    stop.set()
+    t.join()
+    # a held GIL would freeze the counter for the whole call
+    assert during > 5, during
+
+
+def test_threads_can_be_set():
+    n = attend.get_num_threads()
+    attend.set_num_threads(1)
+    assert attend.get_num_threads() == 1
+    attend.set_num_threads(n)
+    with pytest.raises(ValueError):
+        attend.set_num_threads(0)
+
+
+def test_every_error_type():
+    z = np.zeros((1, 2, 3, 4), np.float32)
+    with pytest.raises(attend.ShapeError):
+        attend.sdpa(z, np.zeros((1, 2, 3, 5), np.float32), z)
+    with pytest.raises(ValueError):  # ShapeError is a ValueError
+        attend.sdpa(z, z, np.zeros((1, 2, 4, 4), np.float32))
+    with pytest.raises(attend.InvalidArgument):
+        attend.sdpa(z, z, z, dropout_p=0.1)
+    with pytest.raises(attend.InvalidArgument):
+        attend.sdpa(z, z, z, scale=-1.0)
+    with pytest.raises(attend.InvalidArgument):
+        bad = z.copy()
+        bad[0, 0, 0, 0] = np.nan
+        attend.sdpa(bad, z, z)
+    with pytest.raises(attend.InvalidArgument):
+        attend.sdpa(z, z, z, attn_mask=np.ones((3, 3), bool), is_causal=True)
+    with pytest.raises(attend.ShapeError):
+        attend.sdpa(z, z, z, attn_mask=np.ones((5, 3), bool))
+    with pytest.raises(TypeError):
+        attend.sdpa(z, z, z, attn_mask=np.ones((3, 3), np.int32))
+    with pytest.raises(TypeError):
+        attend.sdpa(np.array([["a"]]), z, z)
+    with pytest.raises(attend.ShapeError):
+        attend.KVCache(0, 1, 4)
+    with pytest.raises(attend.ModelError):
+        attend.load("no-such-model")
+    with pytest.raises(attend.ModelError):
+        attend.load("/nonexistent/folder/model.gguf")
+    # huge declared sizes never reach an allocation
+    c = attend.KVCache(1, 1, 4)
+    with pytest.raises(attend.ShapeError):
+        c.append(np.zeros((1, 1, 2, 5), np.float32), np.zeros((1, 1, 2, 4), np.float32))
