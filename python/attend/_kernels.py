@@ -30,6 +30,8 @@ __all__ = [
 
 def set_num_threads(n: int) -> None:
     """Sets how many threads attend's kernels use (1 to 1024)."""
+    if isinstance(n, bool) or int(n) != n or not 1 <= n <= 1024:
+        raise InvalidArgument(f"set_num_threads({n!r}): give 1 to 1024 threads")
     _attend.set_num_threads(int(n))
 
 
@@ -131,6 +133,8 @@ class _Call:
             if hk == 0 or hq % hk != 0:
                 raise ShapeError(f"query heads {hq} must be a multiple of key heads {hk}")
         b = int(np.prod(lead, dtype=np.int64)) if lead else 1
+        # nothing to compute (as torch: an empty result; no key at all: zeros, lse -inf)
+        self.empty = b == 0 or hq == 0 or L == 0 or S == 0
         self.lead, self.hq, self.L, self.S, self.Ev = lead, hq, L, S, Ev
         self.q, self.k, self.v = q, k, v
         self.dims = (b, hq, hk, L, S, E, Ev)
@@ -185,7 +189,7 @@ class _Call:
             mask = mask.detach().numpy()
         if extra is not None:
             mask = extra
-        self.mask, self.scope = None, 0
+        self.mask, self.scope, self.key_lengths = None, 0, None
         if mask is not None:
             m = np.asarray(mask)
             if m.dtype != np.bool_:
@@ -201,6 +205,14 @@ class _Call:
             except ValueError:
                 raise ShapeError(f"attn_mask {tuple(m.shape)} does not broadcast to {full}") from None
             m = m.reshape(shape)
+            if m.dtype == np.bool_ and shape[-2] == 1 and shape[-3] == 1:
+                # key padding (each batch row keeps a prefix of the keys): the kernel's key
+                # lengths, which skip the padded tiles, instead of a mask buffer
+                rows = np.broadcast_to(m, lead + (1, 1, S)).reshape(b, S)
+                lengths = rows.sum(axis=1)
+                if np.array_equal(rows, np.arange(S)[None, :] < lengths[:, None]):
+                    self.key_lengths = [int(x) for x in lengths]
+                    return
             if all(x == 1 for x in shape[:-2]):
                 self.scope, m = 0, np.broadcast_to(m, (1,) * (len(full) - 2) + (L, S)).reshape(L, S)
             elif shape[-3] == 1:
@@ -224,6 +236,7 @@ class _Call:
             window=self.window,
             scale=self.scale,
             softcap=self.softcap,
+            key_lengths=self.key_lengths,
         )
 
 
@@ -253,6 +266,10 @@ def sdpa(
     with every key masked gives zeros, not NaN.
     """
     c = _Call(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa, causal, window, softcap)
+    if c.empty:
+        out = np.zeros(c.shape(c.Ev), np.float32)
+        lse = np.full(c.shape(), -np.inf, np.float32)
+        return (_answer(c.like, out), _answer(c.like, lse)) if return_lse else _answer(c.like, out)
     out, lse = _attend.forward(c.q, c.k, c.v, c.dims, **c.kwargs())
     out = out.reshape(c.shape(c.Ev))
     lse = lse.reshape(c.shape())
@@ -281,6 +298,8 @@ def attention_weights(
     """The exact attention probabilities ``(..., Hq, L, S)`` of the same call as :func:`sdpa`,
     recomputed from the fused kernel's log-sum-exp (masked pairs are exactly 0)."""
     c = _Call(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa, causal, window, softcap)
+    if c.empty:
+        return _answer(c.like, np.zeros(c.shape(c.S), np.float32))
     w = _attend.weights(c.q, c.k, c.v, c.dims, **c.kwargs())
     return _answer(c.like, w.reshape(c.shape(c.S)))
 
@@ -310,6 +329,12 @@ def sdpa_backward(
     for name, a, shape in (("grad_out", g, want_o), ("out", o, want_o), ("lse", l, want_o[:-1])):
         if tuple(a.shape) != tuple(shape):
             raise ShapeError(f"`{name}` is {tuple(a.shape)}, expected {tuple(shape)}")
+    if c.empty:
+        z = [np.zeros(x.shape, np.float32) for x in (c.q, c.k, c.v)]
+        dq, dk, dv = z
+        if c.two_d:
+            dq, dk, dv = dq[0, 0], dk[0, 0], dv[0, 0]
+        return _answer(c.like, dq), _answer(c.like, dk), _answer(c.like, dv)
     dq, dk, dv = _attend.backward(g, c.q, c.k, c.v, o, l, c.dims, **c.kwargs())
     dq, dk, dv = dq.reshape(c.q.shape), dk.reshape(c.k.shape), dv.reshape(c.v.shape)
     if c.two_d:

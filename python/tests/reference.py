@@ -17,7 +17,8 @@ def keep_matrix(L, S, is_causal=False, causal=None, window=None):
     if causal == "bottom_right":
         keep &= j <= p
     if window is not None:
-        left, right = window
+        # any side past the sequence is the same as an open side (and fits in int64)
+        left, right = (None if x is None else min(x, 1 << 40) for x in window)
         if left is not None:
             keep &= j >= p - left
         if right is not None:

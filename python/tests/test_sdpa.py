@@ -216,3 +216,59 @@ def test_every_error_type():
     c = attend.KVCache(1, 1, 4)
     with pytest.raises(attend.ShapeError):
         c.append(np.zeros((1, 1, 2, 5), np.float32), np.zeros((1, 1, 2, 4), np.float32))
+
+
+def test_key_padding_masks_take_the_key_lengths_path():
+    rng = np.random.default_rng(8)
+    q, k, v = rnd(rng, 3, 4, 6, 8), rnd(rng, 3, 4, 70, 8), rnd(rng, 3, 4, 70, 8)
+    lengths = np.array([70, 13, 0])
+    m = (np.arange(70)[None, :] < lengths[:, None])[:, None, None, :]
+    got = attend.sdpa(q, k, v, attn_mask=m, causal="bottom_right")
+    np.testing.assert_allclose(got, sdpa_ref(q, k, v, attn_mask=m, causal="bottom_right"), atol=TOL)
+    assert np.all(got[2] == 0)
+    w = attend.attention_weights(q, k, v, attn_mask=m)
+    np.testing.assert_allclose(w, sdpa_ref(q, k, v, attn_mask=m, return_weights=True)[1], atol=TOL)
+    out, lse = attend.sdpa(q, k, v, attn_mask=m, return_lse=True)
+    g = attend.sdpa_backward(np.ones_like(out), q, k, v, out, lse, attn_mask=m)
+    g2 = attend.sdpa_backward(
+        np.ones_like(out), q, k, v, out, lse, attn_mask=np.broadcast_to(m, (3, 4, 6, 70)).copy()
+    )
+    for a, b in zip(g, g2):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_empty_inputs_give_empty_or_zero_results():
+    z = lambda *s: np.zeros(s, np.float32)  # noqa: E731
+    assert attend.sdpa(z(1, 2, 0, 4), z(1, 2, 3, 4), z(1, 2, 3, 5)).shape == (1, 2, 0, 5)
+    out, lse = attend.sdpa(z(1, 2, 3, 4), z(1, 2, 0, 4), z(1, 2, 0, 5), return_lse=True)
+    assert out.shape == (1, 2, 3, 5) and np.all(out == 0) and np.all(lse == -np.inf)
+    assert attend.attention_weights(z(0, 2, 3, 4), z(0, 2, 3, 4), z(0, 2, 3, 4)).shape == (0, 2, 3, 3)
+
+
+def test_hostile_sizes_are_errors_not_panics():
+    from attend import _attend
+
+    for make in [
+        lambda: attend.KVCache(10**12, 10**6, 10**6),
+        lambda: _attend.LayerCache(2**40, 2**40, 1, 1),
+        lambda: _attend.forward(z4(), z4(), z4(), (2**32, 2**32, 1, 1, 1, 1, 1)),
+        lambda: _attend.forward(z4(), z4(), z4(), (1, 1, 1, 1, 1, 1, 1), np.zeros(5, bool), 2),
+        lambda: _attend.forward(z4(), z4(), z4(), (1, 1, 1, 1, 1, 1, 1), None, 0, (2**63, None)),
+    ]:
+        with pytest.raises(attend.ShapeError):
+            make()
+    for bad in [0, 10**20, -3, 2.5, True]:
+        with pytest.raises(ValueError):
+            attend.set_num_threads(bad)
+
+
+def z4():
+    return np.zeros(4, np.float32)
+
+
+def test_extreme_windows_are_exact():
+    rng = np.random.default_rng(9)
+    q, k, v = rnd(rng, 1, 1, 4, 8), rnd(rng, 1, 1, 6, 8), rnd(rng, 1, 1, 6, 8)
+    for window in [(2**63, None), (None, 2**64 - 1), (2**64 - 1, 0)]:
+        got = attend.sdpa(q, k, v, window=window)
+        np.testing.assert_allclose(got, sdpa_ref(q, k, v, window=window), atol=TOL)

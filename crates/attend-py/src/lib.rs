@@ -171,8 +171,11 @@ impl Spec {
         }
     }
 
-    fn params<'a>(&self, mask: &MaskData<'a>) -> AttnParams<'a> {
+    fn params<'a>(&self, mask: &MaskData<'a>, lens: Option<&'a [usize]>) -> AttnParams<'a> {
         let mut m = Mask::none().with_window(self.window.0, self.window.1);
+        if let Some(l) = lens {
+            m = m.with_key_lengths(l);
+        }
         match mask {
             MaskData::None => {}
             MaskData::Bool(k) => m = m.with_bool(k, self.scope),
@@ -202,7 +205,7 @@ type Grads3<'py> = (
 
 /// The fused forward: `(out, lse)` as flat arrays (`[b, h, s_q, d_v]`, `[b, h, s_q]`).
 #[pyfunction]
-#[pyo3(signature = (q, k, v, dims, mask=None, scope=0, window=(None, None), scale=None, softcap=None))]
+#[pyo3(signature = (q, k, v, dims, mask=None, scope=0, window=(None, None), scale=None, softcap=None, key_lengths=None))]
 #[allow(clippy::too_many_arguments)]
 fn forward<'py>(
     py: Python<'py>,
@@ -215,6 +218,7 @@ fn forward<'py>(
     window: (Option<usize>, Option<usize>),
     scale: Option<f32>,
     softcap: Option<f32>,
+    key_lengths: Option<Vec<usize>>,
 ) -> PyResult<Out<'py>> {
     let spec = Spec::new(dims, scope, window, scale, softcap);
     let (qs, ks, vs) = (
@@ -223,7 +227,7 @@ fn forward<'py>(
         slice(py, "value", &v)?,
     );
     let md = mask_data(py, &mask)?;
-    let p = spec.params(&md);
+    let p = spec.params(&md, key_lengths.as_deref());
     let o = py
         .detach(|| on_pool(|| attend::fused::forward(&p, qs, ks, vs)))
         .map_err(|e| attend_err(py, e))?;
@@ -232,7 +236,7 @@ fn forward<'py>(
 
 /// The exact attention weights `[b, h, s_q, s_kv]` (flat), from the fused forward's lse.
 #[pyfunction]
-#[pyo3(signature = (q, k, v, dims, mask=None, scope=0, window=(None, None), scale=None, softcap=None))]
+#[pyo3(signature = (q, k, v, dims, mask=None, scope=0, window=(None, None), scale=None, softcap=None, key_lengths=None))]
 #[allow(clippy::too_many_arguments)]
 fn weights<'py>(
     py: Python<'py>,
@@ -245,6 +249,7 @@ fn weights<'py>(
     window: (Option<usize>, Option<usize>),
     scale: Option<f32>,
     softcap: Option<f32>,
+    key_lengths: Option<Vec<usize>>,
 ) -> PyResult<Bound<'py, PyArray1<f32>>> {
     let spec = Spec::new(dims, scope, window, scale, softcap);
     let (qs, ks, vs) = (
@@ -253,7 +258,7 @@ fn weights<'py>(
         slice(py, "value", &v)?,
     );
     let md = mask_data(py, &mask)?;
-    let p = spec.params(&md);
+    let p = spec.params(&md, key_lengths.as_deref());
     let w = py
         .detach(|| on_pool(|| attend::fused::probabilities(&p, qs, ks, vs, None)))
         .map_err(|e| attend_err(py, e))?;
@@ -262,7 +267,7 @@ fn weights<'py>(
 
 /// The fused backward: `(dq, dk, dv)` (flat, in the inputs' `[b, h, s, d]` layout).
 #[pyfunction]
-#[pyo3(signature = (dout, q, k, v, out, lse, dims, mask=None, scope=0, window=(None, None), scale=None, softcap=None))]
+#[pyo3(signature = (dout, q, k, v, out, lse, dims, mask=None, scope=0, window=(None, None), scale=None, softcap=None, key_lengths=None))]
 #[allow(clippy::too_many_arguments)]
 fn backward<'py>(
     py: Python<'py>,
@@ -278,6 +283,7 @@ fn backward<'py>(
     window: (Option<usize>, Option<usize>),
     scale: Option<f32>,
     softcap: Option<f32>,
+    key_lengths: Option<Vec<usize>>,
 ) -> PyResult<Grads3<'py>> {
     let spec = Spec::new(dims, scope, window, scale, softcap);
     let (qs, ks, vs) = (
@@ -291,7 +297,7 @@ fn backward<'py>(
         slice(py, "grad_out", &dout)?,
     );
     let md = mask_data(py, &mask)?;
-    let p = spec.params(&md);
+    let p = spec.params(&md, key_lengths.as_deref());
     let g = py
         .detach(|| on_pool(|| attend::backward::backward(&p, qs, ks, vs, os, ls, ds)))
         .map_err(|e| attend_err(py, e))?;
