@@ -153,8 +153,9 @@ class _Call:
             for side in (wl, wr):
                 if side is not None and (int(side) != side or side < 0):
                     raise InvalidArgument(f"window sides must be None or integers >= 0, not {side!r}")
-            left = None if wl is None else int(wl)
-            right = None if wr is None else int(wr)
+            # a side longer than any sequence is an open side
+            left = None if wl is None or wl >= 2**62 else int(wl)
+            right = None if wr is None or wr >= 2**62 else int(wr)
         if causal not in (None, "bottom_right", "top_left"):
             raise InvalidArgument(f"causal must be 'bottom_right' or 'top_left', not {causal!r}")
         top_left = bool(is_causal) or causal == "top_left"
