@@ -41,3 +41,12 @@ __all__ = [
     "InvalidArgument",
     "ModelError",
 ]
+
+
+def __getattr__(name):
+    # `attend.torch` (the autograd Function) imports torch only when it is first used
+    if name == "torch":
+        import importlib
+
+        return importlib.import_module(".torch", __name__)
+    raise AttributeError(f"module 'attend' has no attribute {name!r}")

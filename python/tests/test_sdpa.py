@@ -272,3 +272,18 @@ def test_extreme_windows_are_exact():
     for window in [(2**63, None), (None, 2**64 - 1), (2**64 - 1, 0)]:
         got = attend.sdpa(q, k, v, window=window)
         np.testing.assert_allclose(got, sdpa_ref(q, k, v, window=window), atol=TOL)
+
+
+def test_no_copy_in_or_out():
+    from attend import _kernels
+
+    a = np.zeros((2, 3, 4, 8), np.float32)
+    assert _kernels._array(a, "q") is a  # float32 C-contiguous: used as it is
+    b = np.zeros((2, 3, 4, 8), np.float64)
+    assert _kernels._array(b, "q") is not b  # converted (documented)
+    out = attend.sdpa(a, a, a)
+    # the result is a view of the buffer the kernel wrote, not a copy of it
+    assert not out.flags.owndata and out.base is not None
+    import sys
+
+    assert "torch" not in sys.modules or hasattr(sys.modules["torch"], "Tensor")
