@@ -161,9 +161,9 @@ class _Call:
         top_left = bool(is_causal) or causal == "top_left"
         if top_left and causal == "bottom_right":
             raise InvalidArgument("is_causal=True is top-left causal; causal='bottom_right' contradicts it")
-        if is_causal and attn_mask is not None:
+        if top_left and attn_mask is not None:
             # PyTorch refuses the pair too
-            raise InvalidArgument("pass either attn_mask or is_causal=True, not both")
+            raise InvalidArgument("pass either attn_mask or a top-left causal mask, not both")
         extra = None
         if causal == "bottom_right":
             right = 0 if right is None else min(right, 0)

@@ -287,3 +287,12 @@ def test_no_copy_in_or_out():
     import sys
 
     assert "torch" not in sys.modules or hasattr(sys.modules["torch"], "Tensor")
+
+
+def test_top_left_causal_never_drops_a_mask_silently():
+    z = np.zeros((1, 1, 2, 4), np.float32)
+    k = np.zeros((1, 1, 5, 4), np.float32)
+    with pytest.raises(attend.InvalidArgument):
+        attend.sdpa(z, k, k, attn_mask=np.ones((2, 5), bool), causal="top_left")
+    got = attend.sdpa(z + 1, k + 1, k + np.arange(5, dtype=np.float32)[:, None], causal="top_left")
+    np.testing.assert_allclose(got, sdpa_ref(z + 1, k + 1, k + np.arange(5)[:, None], is_causal=True), atol=TOL)
