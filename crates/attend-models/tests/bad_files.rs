@@ -63,16 +63,7 @@ fn write_model(dir: &Path, skip: Option<&str>, bad_shape: Option<&str>) {
             (n, s, bytes)
         })
         .collect();
-    let views: HashMap<String, TensorView> = specs
-        .iter()
-        .map(|(n, s, b)| {
-            (
-                n.clone(),
-                TensorView::new(Dtype::F32, s.clone(), b).unwrap(),
-            )
-        })
-        .collect();
-    safetensors::serialize_to_file(&views, None, &dir.join("model.safetensors")).unwrap();
+    save_f32(&specs, &dir.join("model.safetensors"));
 }
 
 fn tmp(name: &str) -> std::path::PathBuf {
@@ -259,16 +250,7 @@ fn non_finite_activations_name_the_layer() {
             data[..4].copy_from_slice(&f32::NAN.to_le_bytes());
         }
     }
-    let views: HashMap<String, TensorView> = specs
-        .iter()
-        .map(|(n, s, b)| {
-            (
-                n.clone(),
-                TensorView::new(Dtype::F32, s.clone(), b).unwrap(),
-            )
-        })
-        .collect();
-    safetensors::serialize_to_file(&views, None, &path).unwrap();
+    save_f32(&specs, &path);
     let m = BertModel::load(&d).unwrap();
     let e = m.forward(&[vec![1, 2, 3]], false).err().unwrap();
     assert!(
@@ -305,4 +287,18 @@ fn folders_for_files_and_bad_sbert_numbers_are_named() {
             "{bad}: {e}"
         );
     }
+}
+
+/// Writes float32 tensors `(name, shape, little-endian bytes)` as a safetensors file.
+fn save_f32(specs: &[(String, Vec<usize>, Vec<u8>)], path: &Path) {
+    let views: HashMap<String, TensorView> = specs
+        .iter()
+        .map(|(n, s, b)| {
+            (
+                n.clone(),
+                TensorView::new(Dtype::F32, s.clone(), b).unwrap(),
+            )
+        })
+        .collect();
+    safetensors::serialize_to_file(&views, None, path).unwrap();
 }

@@ -188,6 +188,32 @@ impl Spec {
     }
 }
 
+impl Spec {
+    /// Runs `f` with the call's parameters on `q`, `k`, `v` read in place, the GIL released,
+    /// on the chosen thread pool; a refusal becomes the matching Python exception.
+    #[allow(clippy::too_many_arguments)]
+    fn run<R: Send>(
+        &self,
+        py: Python<'_>,
+        q: &PyReadonlyArrayDyn<'_, f32>,
+        k: &PyReadonlyArrayDyn<'_, f32>,
+        v: &PyReadonlyArrayDyn<'_, f32>,
+        mask: &Option<MaskArg<'_>>,
+        lens: Option<&[usize]>,
+        f: impl FnOnce(&AttnParams, &[f32], &[f32], &[f32]) -> attend::Result<R> + Send,
+    ) -> PyResult<R> {
+        let (qs, ks, vs) = (
+            slice(py, "query", q)?,
+            slice(py, "key", k)?,
+            slice(py, "value", v)?,
+        );
+        let md = mask_data(py, mask)?;
+        let p = self.params(&md, lens);
+        py.detach(|| on_pool(|| f(&p, qs, ks, vs)))
+            .map_err(|e| attend_err(py, e))
+    }
+}
+
 fn mask_data<'a>(py: Python<'_>, m: &'a Option<MaskArg<'_>>) -> PyResult<MaskData<'a>> {
     Ok(match m {
         None => MaskData::None,
@@ -221,16 +247,15 @@ fn forward<'py>(
     key_lengths: Option<Vec<usize>>,
 ) -> PyResult<Out<'py>> {
     let spec = Spec::new(dims, scope, window, scale, softcap);
-    let (qs, ks, vs) = (
-        slice(py, "query", &q)?,
-        slice(py, "key", &k)?,
-        slice(py, "value", &v)?,
-    );
-    let md = mask_data(py, &mask)?;
-    let p = spec.params(&md, key_lengths.as_deref());
-    let o = py
-        .detach(|| on_pool(|| attend::fused::forward(&p, qs, ks, vs)))
-        .map_err(|e| attend_err(py, e))?;
+    let o = spec.run(
+        py,
+        &q,
+        &k,
+        &v,
+        &mask,
+        key_lengths.as_deref(),
+        attend::fused::forward,
+    )?;
     Ok((PyArray1::from_vec(py, o.out), PyArray1::from_vec(py, o.lse)))
 }
 
@@ -252,16 +277,15 @@ fn weights<'py>(
     key_lengths: Option<Vec<usize>>,
 ) -> PyResult<Bound<'py, PyArray1<f32>>> {
     let spec = Spec::new(dims, scope, window, scale, softcap);
-    let (qs, ks, vs) = (
-        slice(py, "query", &q)?,
-        slice(py, "key", &k)?,
-        slice(py, "value", &v)?,
-    );
-    let md = mask_data(py, &mask)?;
-    let p = spec.params(&md, key_lengths.as_deref());
-    let w = py
-        .detach(|| on_pool(|| attend::fused::probabilities(&p, qs, ks, vs, None)))
-        .map_err(|e| attend_err(py, e))?;
+    let w = spec.run(
+        py,
+        &q,
+        &k,
+        &v,
+        &mask,
+        key_lengths.as_deref(),
+        |p, q, k, v| attend::fused::probabilities(p, q, k, v, None),
+    )?;
     Ok(PyArray1::from_vec(py, w))
 }
 
@@ -286,21 +310,20 @@ fn backward<'py>(
     key_lengths: Option<Vec<usize>>,
 ) -> PyResult<Grads3<'py>> {
     let spec = Spec::new(dims, scope, window, scale, softcap);
-    let (qs, ks, vs) = (
-        slice(py, "query", &q)?,
-        slice(py, "key", &k)?,
-        slice(py, "value", &v)?,
-    );
     let (os, ls, ds) = (
         slice(py, "out", &out)?,
         slice(py, "lse", &lse)?,
         slice(py, "grad_out", &dout)?,
     );
-    let md = mask_data(py, &mask)?;
-    let p = spec.params(&md, key_lengths.as_deref());
-    let g = py
-        .detach(|| on_pool(|| attend::backward::backward(&p, qs, ks, vs, os, ls, ds)))
-        .map_err(|e| attend_err(py, e))?;
+    let g = spec.run(
+        py,
+        &q,
+        &k,
+        &v,
+        &mask,
+        key_lengths.as_deref(),
+        |p, q, k, v| attend::backward::backward(p, q, k, v, os, ls, ds),
+    )?;
     Ok((
         PyArray1::from_vec(py, g.dq),
         PyArray1::from_vec(py, g.dk),

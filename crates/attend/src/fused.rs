@@ -44,7 +44,8 @@ pub fn forward(p: &AttnParams, q: &[f32], k: &[f32], v: &[f32]) -> Result<Output
     p.validate_qkv(q, k, v)?;
     let mut out = zeros("out", p.shape.o_len())?;
     let mut lse = zeros("lse", p.shape.lse_len())?;
-    forward_into(p, q, k, v, &mut out, &mut lse)?;
+    // the buffers fit by construction: no second pass over q, k and v
+    run(&Ctx::new(p, q, k, v)?, &mut out, &mut lse);
     Ok(Output { out, lse })
 }
 
@@ -218,7 +219,9 @@ pub fn probabilities(
     heads: Option<&[usize]>,
 ) -> Result<Vec<f32>> {
     let o = forward(p, q, k, v)?;
-    probabilities_from_lse(p, q, k, &o.lse, heads)
+    // forward validated every input: no second pass over them
+    let heads = chosen_heads(heads, p.shape.h)?;
+    probabilities_of(&Ctx::new(p, q, k, v)?, &o.lse, &heads)
 }
 
 /// [`probabilities`] from a log-sum-exp already computed by [`forward`] (no second forward).

@@ -71,3 +71,20 @@ impl<'a> Fields<'a> {
         Ok(())
     }
 }
+
+/// How many numbered blocks `names` hold: one more than the largest `N` of a name
+/// `{prefix}N.…` (0 when there is none) — what a file really has, to check a declared layer
+/// count against.
+pub fn numbered_blocks<'a>(names: impl IntoIterator<Item = &'a str>, prefix: &str) -> usize {
+    names
+        .into_iter()
+        .filter_map(|n| {
+            n.strip_prefix(prefix)?
+                .split('.')
+                .next()?
+                .parse::<usize>()
+                .ok()
+        })
+        .max()
+        .map_or(0, |m| m + 1)
+}

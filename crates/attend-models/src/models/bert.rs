@@ -88,18 +88,10 @@ impl BertConfig {
             ));
         }
         // the layers the weights hold: `[bert.]encoder.layer.N.…`
-        let present = weights
+        let names = weights
             .names()
-            .filter_map(|n| {
-                let rest = n.strip_prefix("bert.").unwrap_or(n);
-                rest.strip_prefix("encoder.layer.")?
-                    .split('.')
-                    .next()?
-                    .parse::<usize>()
-                    .ok()
-            })
-            .max()
-            .map_or(0, |m| m + 1);
+            .map(|n| n.strip_prefix("bert.").unwrap_or(n));
+        let present = crate::formats::fields::numbered_blocks(names, "encoder.layer.");
         if present == 0 {
             return Err(Error::Format {
                 path: weights.path().to_path_buf(),

@@ -213,20 +213,10 @@ impl LlamaModel {
         f.divides(&m.key("rope.dimension_count"), rope_dims, 2, "2")?;
         let n_layers = m.count("block_count", None, 1..=1024)?;
         // the blocks the file holds must be the blocks it declares
-        let present = file
-            .header
-            .tensors
-            .iter()
-            .filter_map(|t| {
-                t.name
-                    .strip_prefix("blk.")?
-                    .split('.')
-                    .next()?
-                    .parse::<usize>()
-                    .ok()
-            })
-            .max()
-            .map_or(0, |x| x + 1);
+        let present = crate::formats::fields::numbered_blocks(
+            file.header.tensors.iter().map(|t| t.name.as_str()),
+            "blk.",
+        );
         if present != n_layers {
             return Err(f.bad(
                 &m.key("block_count"),
@@ -359,14 +349,24 @@ impl LlamaModel {
         width: usize,
         at: impl FnOnce() -> String,
     ) -> Result<Vec<Activation>> {
-        crate::nn::check_finite(x, at)?;
-        Ok(if self.exact {
-            x.par_chunks(width).map(Activation::exact).collect()
-        } else {
-            x.par_chunks(width)
-                .map(Activation::new)
-                .collect::<std::result::Result<_, _>>()?
-        })
+        if self.exact {
+            crate::nn::check_finite(x, at)?;
+            return Ok(x.par_chunks(width).map(Activation::exact).collect());
+        }
+        // the quantiser refuses NaN / inf itself (one pass over x, not two); its refusal is
+        // given the layer's name and the index in `x`
+        x.par_chunks(width)
+            .enumerate()
+            .map(|(r, row)| Activation::new(row).map_err(|e| (r, e)))
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|(r, e)| match e {
+                attend_kernels::Error::NonFinite { index, value, .. } => Error::NonFinite {
+                    at: at(),
+                    index: r * width + index,
+                    value,
+                },
+                other => other.into(),
+            })
     }
 
     /// Runs `tokens` at positions `cache.len()..`, appending their keys and values to `cache`.
