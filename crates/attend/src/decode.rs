@@ -192,7 +192,9 @@ impl LayerCache {
     /// `p.shape` must agree with the cache: `b`, `h_kv`, `d`, `d_v`, and `s_kv = len()`. With
     /// `Mask::causal()` the queries are the last `s_q` stored positions.
     pub fn attend(&self, p: &AttnParams, q: &[f32]) -> Result<Output> {
-        p.validate()?;
+        // every check before anything is allocated from the shape: the output's size follows
+        // from `q`'s, which the caller holds
+        self.check(p, q)?;
         let mut out = zeros("out", p.shape.o_len())?;
         let mut lse = zeros("lse", p.shape.lse_len())?;
         self.attend_into(p, q, &mut out, &mut lse)?;
@@ -207,6 +209,18 @@ impl LayerCache {
         out: &mut [f32],
         lse: &mut [f32],
     ) -> Result<()> {
+        self.check(p, q)?;
+        let sh = p.shape;
+        check_len("out", out, sh.o_len())?;
+        check_len("lse", lse, sh.lse_len())?;
+        let ctx =
+            Ctx::new(p, q, &self.k, &self.v)?.with_kv_strides(self.k_strides(), self.v_strides());
+        crate::fused::run(&ctx, out, lse);
+        Ok(())
+    }
+
+    /// The parameters against the cache's geometry and `q` against them.
+    fn check(&self, p: &AttnParams, q: &[f32]) -> Result<()> {
         p.validate()?;
         let sh = p.shape;
         for (what, expected, got) in [
@@ -225,13 +239,7 @@ impl LayerCache {
             }
         }
         check_len("q", q, sh.q_len())?;
-        check_finite("q", q)?;
-        check_len("out", out, sh.o_len())?;
-        check_len("lse", lse, sh.lse_len())?;
-        let ctx =
-            Ctx::new(p, q, &self.k, &self.v)?.with_kv_strides(self.k_strides(), self.v_strides());
-        crate::fused::run(&ctx, out, lse);
-        Ok(())
+        check_finite("q", q)
     }
 
     /// The attention probabilities of `heads` (all when `None`) for queries `q` over the stored

@@ -296,6 +296,12 @@ fn the_reported_cases_are_errors_or_exact() {
     assert!(c.reserve(usize::MAX).is_err());
     assert!(c.reserve(1 << 40).is_err());
     assert_eq!(c.len(), 1);
+    // attend on a cache whose declared batch is huge: refused before the output (2^32 rows,
+    // 16 GiB) is allocated — this once allocated it and the OOM killer ended the test
+    let big = LayerCache::new(1 << 32, 1, 1, 1).unwrap();
+    let p = AttnParams::new(Shape::new(1 << 32, 1, 1, 1, 1)).layout(Layout::Bshd);
+    let e = big.attend(&p, &[0.5; 4]).unwrap_err();
+    assert!(matches!(e, attend::Error::ShapeMismatch { .. }), "{e}");
     let kv = KvCache::new(2, 1, 1, 4, 4).unwrap();
     assert!(kv.layer(2).is_err());
     assert!(KvCache::new(usize::MAX, 1, 1, 4, 4).is_err());
