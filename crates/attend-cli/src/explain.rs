@@ -4,6 +4,7 @@ use std::io::Write;
 
 use anyhow::Result;
 use attend_models::nn::logits::{softmax, top_k};
+use attend_models::trace::aggregate::without_sinks;
 use attend_models::Trace;
 use serde_json::json;
 
@@ -20,6 +21,9 @@ pub enum ExplainFormat {
     Svg,
     /// The same heatmap as a PNG image (needs `-o FILE` or a redirected stdout).
     Png,
+    /// The interactive viewer: one self-contained HTML page with every layer and head
+    /// (needs `-o FILE.html` or a redirected stdout).
+    Html,
 }
 
 /// Arguments of `attend explain`.
@@ -44,7 +48,11 @@ pub struct ExplainArgs {
     /// (for a causal model, without --token: the last position, which predicts the next token).
     #[arg(long, num_args = 2, value_names = ["A", "B"])]
     compare: Option<Vec<String>>,
-    /// Output format [default: from the extension of -o (.json, .svg, .png), else text].
+    /// SVG/PNG: leave out the sink positions (tokens most heads pour their weight into, such
+    /// as `[CLS]`), renormalising each row over the other keys; the page has it as a toggle.
+    #[arg(long)]
+    hide_sinks: bool,
+    /// Output format [default: from the extension of -o (.json, .svg, .png, .html), else text].
     #[arg(long, value_enum)]
     format: Option<ExplainFormat>,
     /// Write to this file instead of standard output.
@@ -173,6 +181,20 @@ struct JsonReport;
 struct PictureReport {
     png: bool,
 }
+/// The interactive viewer.
+struct HtmlReport;
+
+impl Report for HtmlReport {
+    fn render(&self, args: &ExplainArgs, ex: &Explained) -> Result<Vec<u8>> {
+        let mut opts = attend_viz::Options::new(&args.model);
+        opts.compare = ex.versus.as_ref().map(|c| (c.query, c.a, c.b));
+        opts.subtitle = ex.prediction.as_ref().map(|top| {
+            let list: Vec<String> = top.iter().map(|(t, p)| format!("{t} {p:.3}")).collect();
+            format!("next token (causal model): {}", list.join(" · "))
+        });
+        Ok(attend_viz::trace_page(&ex.trace, &opts)?.into_bytes())
+    }
+}
 
 fn output_format(args: &ExplainArgs) -> Result<ExplainFormat> {
     let format = args.format.unwrap_or_else(|| {
@@ -185,6 +207,7 @@ fn output_format(args: &ExplainArgs) -> Result<ExplainFormat> {
             Some("json") => ExplainFormat::Json,
             Some("svg") => ExplainFormat::Svg,
             Some("png") => ExplainFormat::Png,
+            Some("html" | "htm") => ExplainFormat::Html,
             _ => ExplainFormat::Text,
         }
     });
@@ -194,6 +217,19 @@ fn output_format(args: &ExplainArgs) -> Result<ExplainFormat> {
     {
         return Err(crate::usage!(
             "--format png writes an image: give -o FILE.png or redirect standard output"
+        ));
+    }
+    if format == ExplainFormat::Html
+        && args.output.is_none()
+        && std::io::IsTerminal::is_terminal(&std::io::stdout())
+    {
+        return Err(crate::usage!(
+            "--format html writes a web page: give -o FILE.html or redirect standard output"
+        ));
+    }
+    if args.hide_sinks && !matches!(format, ExplainFormat::Svg | ExplainFormat::Png) {
+        return Err(crate::usage!(
+            "--hide-sinks is for the SVG/PNG pictures (the HTML page has it as a toggle)"
         ));
     }
     Ok(format)
@@ -213,6 +249,7 @@ pub fn run(args: &ExplainArgs) -> Result<()> {
         ExplainFormat::Json => &JsonReport,
         ExplainFormat::Svg => &PictureReport { png: false },
         ExplainFormat::Png => &PictureReport { png: true },
+        ExplainFormat::Html => &HtmlReport,
     };
     let bytes = report.render(args, &ex)?;
     crate::output::write(args.output.as_deref(), &bytes)
@@ -352,16 +389,40 @@ impl Report for PictureReport {
                 max = render::MAX_CELLS
             ));
         }
+        let sinks = if args.hide_sinks {
+            trace.grid().sinks()
+        } else {
+            Vec::new()
+        };
         let mut panels = Vec::new();
         for &l in &ex.layers {
             for &h in &ex.heads {
+                let w = weights(trace, l, h);
                 panels.push((
                     format!("layer {l}, {}", head_name(h, trace.heads)),
-                    weights(trace, l, h),
+                    if args.hide_sinks {
+                        without_sinks(&w, trace.len(), &sinks)
+                    } else {
+                        w
+                    },
                 ));
             }
         }
-        let title = format!("{} · attention of {} tokens", args.model, trace.len());
+        let mut title = format!("{} · attention of {} tokens", args.model, trace.len());
+        if args.hide_sinks {
+            let names: Vec<String> = sinks
+                .iter()
+                .map(|&s| format!("{}@{s}", trace.tokens[s].text))
+                .collect();
+            title += &if names.is_empty() {
+                " · no sinks found".to_string()
+            } else {
+                format!(
+                    " · sinks {} left out, rows renormalised",
+                    names.join(", ")
+                )
+            };
+        }
         let svg = render::heatmaps_svg(&title, &trace.tokens, &panels);
         if self.png {
             render::svg_to_png(&svg)

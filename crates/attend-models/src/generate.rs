@@ -49,6 +49,10 @@ pub trait CausalLm: Send + Sync {
     fn layers(&self) -> usize;
     /// Query heads per layer.
     fn heads(&self) -> usize;
+    /// Key/value heads per layer (fewer than [`CausalLm::heads`] under GQA/MQA).
+    fn kv_heads(&self) -> usize {
+        self.heads()
+    }
     /// How far it sees.
     fn context(&self) -> Context;
     /// Its tokenizer.

@@ -33,4 +33,4 @@ pub mod train;
 pub use error::{Error, Result};
 pub use models::encoder::{Embeddings, Pooling, SentenceEncoder};
 pub use tokenize::hf::Tokenized;
-pub use trace::{TokenInfo, Trace};
+pub use trace::{GenerationTrace, TokenInfo, Trace};

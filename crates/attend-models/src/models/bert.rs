@@ -196,6 +196,9 @@ pub struct BertOutput {
     pub hidden: Vec<f32>,
     /// Attention probabilities per sequence (empty unless asked for).
     pub attention: Vec<Vec<f32>>,
+    /// With the attention, each sequence's value norms `‖f_h(x_j)‖` `[layer][head][token]`
+    /// (see [`crate::trace::aggregate::value_norms`]).
+    pub value_norms: Vec<Vec<f32>>,
 }
 
 /// Resolves the weights of one model, names under a prefix, shapes checked.
@@ -352,11 +355,15 @@ impl BertModel {
         } else {
             Vec::new()
         };
+        let mut value_norms: Vec<Vec<f32>> = vec![Vec::new(); attention.len()];
         crate::nn::check_finite(&x, || "the embeddings".into())?;
         for (l, layer) in self.layers.iter().enumerate() {
-            let o = self
+            let (o, v) = self
                 .self_attention(&layer.attention, &x, seqs, &mut attention)
                 .map_err(|e| e.at(|| format!("layer {l}")))?;
+            if want_attention {
+                self.value_norms(&layer.attention_output.dense, &v, seqs, &mut value_norms)?;
+            }
             let a = layer.attention_output.forward(&o, &x, total)?;
             let mid = layer.intermediate.forward_gelu(&a, total)?;
             x = layer.output.forward(&mid, &a, total)?;
@@ -365,7 +372,42 @@ impl BertModel {
         Ok(BertOutput {
             hidden: x,
             attention,
+            value_norms,
         })
+    }
+
+    /// Appends each sequence's `‖f_h(x_j)‖` for one layer: its values `v` through the
+    /// attention output projection `dense`, without its bias, one head at a time.
+    fn value_norms(
+        &self,
+        dense: &Linear,
+        v: &[f32],
+        seqs: &[Vec<u32>],
+        out: &mut [Vec<f32>],
+    ) -> Result<()> {
+        let c = &self.config;
+        let (hd, nh) = (c.hidden_size, c.num_attention_heads);
+        let bias = dense.forward(&vec![0.0; hd], 1, None)?;
+        let mut start = 0;
+        for (s, norms) in seqs.iter().zip(out.iter_mut()) {
+            let n = s.len();
+            let vs = &v[start * hd..(start + n) * hd];
+            norms.extend(crate::trace::aggregate::value_norms(
+                vs,
+                n,
+                nh,
+                hd / nh,
+                |x| {
+                    let mut y = dense.forward(x, n, None)?;
+                    for row in y.chunks_exact_mut(hd) {
+                        row.iter_mut().zip(&bias).for_each(|(y, b)| *y -= b);
+                    }
+                    Ok::<_, Error>(y)
+                },
+            )?);
+            start += n;
+        }
+        Ok(())
     }
 
     /// `BertSelfAttention`: Q, K, V as `[tokens, heads, head_dim]` — the kernel's
@@ -378,7 +420,7 @@ impl BertModel {
         x: &[f32],
         seqs: &[Vec<u32>],
         attention: &mut [Vec<f32>],
-    ) -> Result<Vec<f32>> {
+    ) -> Result<(Vec<f32>, Vec<f32>)> {
         let c = &self.config;
         let (hd, nh) = (c.hidden_size, c.num_attention_heads);
         let dh = hd / nh;
@@ -418,6 +460,6 @@ impl BertModel {
                 attention[i].extend_from_slice(&pr);
             }
         }
-        Ok(o)
+        Ok((o, v))
     }
 }

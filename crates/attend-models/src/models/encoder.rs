@@ -226,6 +226,9 @@ impl SentenceEncoder {
             layers: c.num_hidden_layers,
             heads: c.num_attention_heads,
             attention: out.attention.into_iter().next().unwrap_or_default(),
+            kv_heads: c.num_attention_heads,
+            causal: false,
+            value_norms: out.value_norms.into_iter().next().unwrap_or_default(),
         };
         Ok((trace, tok))
     }

@@ -518,6 +518,10 @@ impl CausalLm for LlamaModel {
         self.config.n_heads
     }
 
+    fn kv_heads(&self) -> usize {
+        self.config.n_kv_heads
+    }
+
     fn context(&self) -> Context {
         Context::Limit(self.config.context_length)
     }

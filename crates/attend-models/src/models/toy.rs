@@ -557,14 +557,40 @@ impl ToyModel {
             });
         }
         let ids: Vec<u32> = tokens.iter().map(|t| t.id).collect();
-        let (attention, logits) = self.attention_of(&ids, 1, ids.len())?;
-        let vocab = self.config.vocab.len();
-        let last = logits[(ids.len() - 1) * vocab..].to_vec();
+        let n = ids.len();
+        let acts = self.forward(&ids, 1, n)?;
+        let ap = self.attn_params(1, n);
+        let c = &self.config;
+        let (d, hd) = (c.dim, c.head_dim());
+        let mut attention = Vec::with_capacity(c.layers * c.heads * n * n);
+        let mut value_norms = Vec::with_capacity(c.layers * c.heads * n);
+        for (a, ls) in acts.layers.iter().zip(&self.slots.layers) {
+            attention.extend(attend::fused::probabilities_from_lse(
+                &ap, &a.q, &a.k, &a.lse, None,
+            )?);
+            let wo = &self.params[ls.wo.clone()];
+            value_norms.extend(crate::trace::aggregate::value_norms::<Error>(
+                &a.v,
+                n,
+                c.heads,
+                hd,
+                |x| {
+                    let mut y = vec![0.0f32; n * d];
+                    linear_fwd(x, wo, None, &mut y, n, d);
+                    Ok(y)
+                },
+            )?);
+        }
+        let vocab = c.vocab.len();
+        let last = acts.logits[(n - 1) * vocab..].to_vec();
         let trace = Trace {
             tokens: tokens.to_vec(),
-            layers: self.config.layers,
-            heads: self.config.heads,
+            layers: c.layers,
+            heads: c.heads,
             attention,
+            kv_heads: c.heads,
+            causal: true,
+            value_norms,
         };
         Ok((trace, last))
     }

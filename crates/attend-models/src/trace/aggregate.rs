@@ -1,0 +1,455 @@
+//! What is computed next to a [`Trace`]: the mean of heads, attention rollout (Abnar &
+//! Zuidema 2020), value-weighted norms ‖α·f(x)‖ (Kobayashi et al. 2020), attention sinks and
+//! rows renormalised without them, per-head statistics (the head atlas) and words.
+//!
+//! Every function reads probabilities the kernel produced; none recomputes attention.
+
+use serde::Serialize;
+
+use super::{TokenInfo, Trace};
+
+/// A key is a sink of a head when it takes at least this share of the weight of the queries
+/// that see it, on average (and at least twice a uniform share, so that short texts do not
+/// make every token a sink).
+pub const SINK_SHARE: f32 = 0.2;
+
+/// … in at least this fraction of all heads.
+pub const SINK_HEADS: f32 = 0.5;
+
+/// The rule [`Trace::sinks`] applies, in words (the viewer shows it).
+pub const SINK_RULE: &str = "a position is a sink when, in at least half of all heads, it \
+takes on average at least 20% (and at least twice a uniform share) of the weight of the \
+queries that see it";
+
+/// One head's statistics, for the head atlas.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct HeadStats {
+    /// Layer.
+    pub layer: usize,
+    /// Query head.
+    pub head: usize,
+    /// The key/value head it reads (GQA/MQA share one among several query heads).
+    pub kv_head: usize,
+    /// Mean entropy of its rows, in bits.
+    pub entropy: f32,
+    /// Mean weight its rows give the sinks (0 when there are none).
+    pub sink_share: f32,
+    /// Mean weight a query gives the token just before it (queries 1..).
+    pub prev_token: f32,
+    /// Mean distance `Σ_k α_qk |q − k|` between a query and what it attends to, in tokens.
+    pub distance: f32,
+}
+
+/// `[query][key]` weights with the `sinks` columns removed and each row renormalised over the
+/// rest (a row that gave the sinks everything becomes zeros). Rows are `keys` long.
+pub fn without_sinks(weights: &[f32], keys: usize, sinks: &[usize]) -> Vec<f32> {
+    let mut out = weights.to_vec();
+    if keys == 0 {
+        return out;
+    }
+    for row in out.chunks_exact_mut(keys) {
+        for &s in sinks.iter().filter(|&&s| s < keys) {
+            row[s] = 0.0;
+        }
+        let rest: f32 = row.iter().sum();
+        let scale = if rest > 0.0 { 1.0 / rest } else { 0.0 };
+        row.iter_mut().for_each(|v| *v *= scale);
+    }
+    out
+}
+
+/// Matrix product of two `n × n` row-major matrices.
+fn matmul(a: &[f32], b: &[f32], n: usize) -> Vec<f32> {
+    let mut c = vec![0.0f32; n * n];
+    for i in 0..n {
+        let ci = &mut c[i * n..][..n];
+        for (k, &aik) in a[i * n..][..n].iter().enumerate() {
+            if aik != 0.0 {
+                ci.iter_mut()
+                    .zip(&b[k * n..][..n])
+                    .for_each(|(c, b)| *c += aik * b);
+            }
+        }
+    }
+    c
+}
+
+/// Word index of each token: sub-word pieces (`##ing`, or a piece glued to the previous one
+/// with no space between them and no leading space mark `Ġ`/`▁`, letters or digits on both sides) join the word before them;
+/// special tokens (empty spans) and punctuation are words of their own.
+pub fn words(tokens: &[TokenInfo]) -> Vec<usize> {
+    let mut out = Vec::with_capacity(tokens.len());
+    let mut word = 0usize;
+    for (i, t) in tokens.iter().enumerate() {
+        let joins = i > 0 && {
+            let prev = &tokens[i - 1];
+            let wordy = |c: Option<char>| c.is_some_and(char::is_alphanumeric);
+            let special = |t: &TokenInfo| t.end <= t.start || t.text.starts_with('<');
+            let spaced = t.text.starts_with([' ', '\u{120}', '\u{2581}', '\n', '\t']);
+            if t.text.starts_with("##") {
+                true
+            } else {
+                !spaced
+                    && !special(t)
+                    && !special(prev)
+                    && t.start == prev.end
+                    && wordy(t.text.chars().next())
+                    && wordy(prev.text.chars().last())
+            }
+        };
+        if i > 0 && !joins {
+            word += 1;
+        }
+        out.push(word);
+    }
+    out
+}
+
+/// Rectangular attention of every layer and head, `[layer][head][row][key]`: the rows of a
+/// full [`Trace`] (every token a query), or the rows a KV cache produced during generation
+/// (one per generated token, keys padded with zeros). Sinks and head statistics are computed
+/// on it, so both kinds get the same numbers.
+#[derive(Clone, Debug)]
+pub struct Grid<'a> {
+    /// Layers.
+    pub layers: usize,
+    /// Query heads per layer.
+    pub heads: usize,
+    /// Key/value heads per layer.
+    pub kv_heads: usize,
+    /// Position of each row's query.
+    pub query_pos: Vec<usize>,
+    /// Keys per row.
+    pub keys: usize,
+    /// The weights.
+    pub data: &'a [f32],
+}
+
+impl Grid<'_> {
+    /// Rows per matrix.
+    pub fn rows(&self) -> usize {
+        self.query_pos.len()
+    }
+
+    /// The `[row][key]` matrix of `(layer, head)`.
+    pub fn matrix(&self, layer: usize, head: usize) -> &[f32] {
+        let size = self.rows() * self.keys;
+        &self.data[(layer * self.heads + head) * size..][..size]
+    }
+
+    /// The key/value head query head `h` reads.
+    pub fn kv_head(&self, h: usize) -> usize {
+        let group = (self.heads / self.kv_heads.max(1)).max(1);
+        h / group
+    }
+
+    /// The mean over heads of `layer`'s matrices.
+    pub fn head_mean(&self, layer: usize) -> Vec<f32> {
+        let mut m = vec![0.0f32; self.rows() * self.keys];
+        for h in 0..self.heads {
+            for (a, b) in m.iter_mut().zip(self.matrix(layer, h)) {
+                *a += b / self.heads as f32;
+            }
+        }
+        m
+    }
+
+    /// For `(layer, head)`, the mean weight each key receives from the rows that see it
+    /// (a row sees a key when their weight is not exactly zero — in a causal model, the
+    /// queries at or after it).
+    pub fn key_share(&self, layer: usize, head: usize) -> Vec<f32> {
+        let n = self.keys;
+        let mut sum = vec![0.0f64; n];
+        let mut seen = vec![0usize; n];
+        for row in self.matrix(layer, head).chunks_exact(n.max(1)) {
+            for (k, &w) in row.iter().enumerate() {
+                if w > 0.0 {
+                    sum[k] += w as f64;
+                    seen[k] += 1;
+                }
+            }
+        }
+        sum.iter()
+            .zip(&seen)
+            .map(|(s, &c)| if c == 0 { 0.0 } else { (s / c as f64) as f32 })
+            .collect()
+    }
+
+    /// The sink positions, by [`SINK_RULE`].
+    pub fn sinks(&self) -> Vec<usize> {
+        let n = self.keys;
+        let all = self.layers * self.heads;
+        if n < 2 || all == 0 || self.rows() == 0 {
+            return Vec::new();
+        }
+        let threshold = SINK_SHARE.max(2.0 / n as f32);
+        let mut votes = vec![0usize; n];
+        for l in 0..self.layers {
+            for h in 0..self.heads {
+                for (k, s) in self.key_share(l, h).into_iter().enumerate() {
+                    if s >= threshold {
+                        votes[k] += 1;
+                    }
+                }
+            }
+        }
+        (0..n)
+            .filter(|&k| votes[k] as f32 >= SINK_HEADS * all as f32)
+            .collect()
+    }
+
+    /// Per-head statistics (the head atlas), with `sinks` for the sink share.
+    pub fn head_stats(&self, sinks: &[usize]) -> Vec<HeadStats> {
+        let n = self.keys.max(1);
+        let mut out = Vec::with_capacity(self.layers * self.heads);
+        for layer in 0..self.layers {
+            for head in 0..self.heads {
+                let m = self.matrix(layer, head);
+                let (mut ent, mut sink, mut prev, mut dist) = (0.0f64, 0.0f64, 0.0f64, 0.0f64);
+                let mut prev_rows = 0usize;
+                for (row, &q) in m.chunks_exact(n).zip(&self.query_pos) {
+                    for (k, &w) in row.iter().enumerate() {
+                        if w > 0.0 {
+                            ent -= w as f64 * (w as f64).log2();
+                        }
+                        dist += w as f64 * q.abs_diff(k) as f64;
+                    }
+                    sink += sinks
+                        .iter()
+                        .filter_map(|&s| row.get(s))
+                        .map(|&w| w as f64)
+                        .sum::<f64>();
+                    if q > 0 && q - 1 < row.len() {
+                        prev += row[q - 1] as f64;
+                        prev_rows += 1;
+                    }
+                }
+                let rows = self.rows().max(1) as f64;
+                out.push(HeadStats {
+                    layer,
+                    head,
+                    kv_head: self.kv_head(head),
+                    entropy: (ent / rows) as f32,
+                    sink_share: (sink / rows) as f32,
+                    prev_token: (prev / prev_rows.max(1) as f64) as f32,
+                    distance: (dist / rows) as f32,
+                });
+            }
+        }
+        out
+    }
+}
+
+impl Trace {
+    /// Every row of the trace as a [`Grid`].
+    pub fn grid(&self) -> Grid<'_> {
+        Grid {
+            layers: self.layers,
+            heads: self.heads,
+            kv_heads: self.kv_heads,
+            query_pos: (0..self.len()).collect(),
+            keys: self.len(),
+            data: &self.attention,
+        }
+    }
+
+    fn n(&self) -> usize {
+        self.len()
+    }
+
+    /// Attention rollout (Abnar & Zuidema 2020): with `Ā_l = ½·mean_h A_l + ½·I` (rows still
+    /// sum to 1), `R_0 = Ā_0` and `R_l = Ā_l · R_{l−1}`; `[layer][query][key]`, the layer-`l`
+    /// entry being the flow from the input tokens up to layer `l`'s output.
+    pub fn rollout(&self) -> Vec<f32> {
+        let n = self.n();
+        let mut out = Vec::with_capacity(self.layers * n * n);
+        let mut r: Option<Vec<f32>> = None;
+        for l in 0..self.layers {
+            let mut a = self.head_mean(l);
+            for v in a.iter_mut() {
+                *v *= 0.5;
+            }
+            for i in 0..n {
+                a[i * n + i] += 0.5;
+            }
+            let next = match &r {
+                None => a,
+                Some(prev) => matmul(&a, prev, n),
+            };
+            out.extend_from_slice(&next);
+            r = Some(next);
+        }
+        out
+    }
+
+    /// Whether value-weighted norms can be computed (the model gave its value norms).
+    pub fn has_value_norms(&self) -> bool {
+        self.value_norms.len() == self.layers * self.heads * self.n() && self.n() > 0
+    }
+
+    /// The value-weighted norms `‖α_qk · f_h(x_k)‖ = α_qk · ‖f_h(x_k)‖` of `(layer, head)`,
+    /// `[query][key]` (Kobayashi et al. 2020); `None` without value norms.
+    pub fn value_weighted(&self, layer: usize, head: usize) -> Option<Vec<f32>> {
+        if !self.has_value_norms() {
+            return None;
+        }
+        let n = self.n();
+        let norms = &self.value_norms[(layer * self.heads + head) * n..][..n];
+        let mut m = self.matrix(layer, head).to_vec();
+        for row in m.chunks_exact_mut(n) {
+            row.iter_mut().zip(norms).for_each(|(w, f)| *w *= f);
+        }
+        Some(m)
+    }
+}
+
+/// `‖f_h(x_j)‖` for every head and token of one layer, `[head][token]`: `v` is the layer's
+/// values `[tokens, heads, head_dim]` (bias included), and `project` applies the output
+/// projection *without its bias* to `[tokens, heads·head_dim]` rows. Each head's slice is run
+/// alone (the others zeroed), so `project` may be any linear map the model has.
+pub fn value_norms<E>(
+    v: &[f32],
+    tokens: usize,
+    heads: usize,
+    head_dim: usize,
+    mut project: impl FnMut(&[f32]) -> Result<Vec<f32>, E>,
+) -> Result<Vec<f32>, E> {
+    let width = heads * head_dim;
+    let mut out = Vec::with_capacity(heads * tokens);
+    let mut masked = vec![0.0f32; tokens * width];
+    for h in 0..heads {
+        masked.iter_mut().for_each(|x| *x = 0.0);
+        for t in 0..tokens {
+            let at = t * width + h * head_dim;
+            masked[at..at + head_dim].copy_from_slice(&v[at..at + head_dim]);
+        }
+        let y = project(&masked)?;
+        let d_out = y.len() / tokens.max(1);
+        out.extend(y.chunks_exact(d_out.max(1)).map(|r| {
+            r.iter()
+                .map(|x| (*x as f64).powi(2))
+                .sum::<f64>()
+                .sqrt() as f32
+        }));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tok(text: &str, start: usize, end: usize) -> TokenInfo {
+        TokenInfo {
+            id: 0,
+            text: text.into(),
+            start,
+            end,
+        }
+    }
+
+    /// Two layers, one head, three tokens; rows sum to 1.
+    fn trace(attention: Vec<f32>, layers: usize, heads: usize) -> Trace {
+        Trace {
+            tokens: vec![tok("[CLS]", 0, 0), tok("a", 0, 1), tok("b", 2, 3)],
+            layers,
+            heads,
+            attention,
+            kv_heads: heads,
+            causal: false,
+            value_norms: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn rollout_matches_a_hand_computed_product() {
+        let a0 = [1.0, 0.0, 0.0, 0.5, 0.5, 0.0, 0.2, 0.3, 0.5];
+        let a1 = [0.0, 1.0, 0.0, 0.0, 0.0, 1.0, 1.0, 0.0, 0.0];
+        let t = trace([a0, a1].concat(), 2, 1);
+        let r = t.rollout();
+        let bar = |a: &[f32]| -> Vec<f32> {
+            (0..9)
+                .map(|i| 0.5 * a[i] + if i % 4 == 0 { 0.5 } else { 0.0 })
+                .collect()
+        };
+        let (b0, b1) = (bar(&a0), bar(&a1));
+        assert_eq!(&r[..9], &b0[..]);
+        for i in 0..3 {
+            for j in 0..3 {
+                let want: f32 = (0..3).map(|k| b1[i * 3 + k] * b0[k * 3 + j]).sum();
+                assert!((r[9 + i * 3 + j] - want).abs() < 1e-6);
+            }
+            let s: f32 = r[9 + i * 3..][..3].iter().sum();
+            assert!((s - 1.0).abs() < 1e-6, "rollout rows sum to 1");
+        }
+    }
+
+    #[test]
+    fn a_column_most_heads_lean_on_is_a_sink_and_renormalising_drops_it() {
+        // every row gives token 0 most of its weight, in both heads
+        let m = [0.8, 0.1, 0.1, 0.7, 0.2, 0.1, 0.6, 0.1, 0.3];
+        let t = trace([m, m].concat(), 1, 2);
+        assert_eq!(t.grid().sinks(), vec![0]);
+        let stats = t.grid().head_stats(&[0]);
+        assert!((stats[0].sink_share - 0.7).abs() < 1e-6);
+        let r = without_sinks(&m, 3, &[0]);
+        assert_eq!(r[0], 0.0);
+        assert!((r[1] - 0.5).abs() < 1e-6 && (r[2] - 0.5).abs() < 1e-6);
+        assert!((r[7] - 0.25).abs() < 1e-6 && (r[8] - 0.75).abs() < 1e-6);
+        // uniform attention has no sink
+        let u = [1.0 / 3.0; 9];
+        assert!(trace([u, u].concat(), 1, 2).grid().sinks().is_empty());
+    }
+
+    #[test]
+    fn head_statistics_by_hand() {
+        // previous-token head: row q puts everything on q-1 (row 0 on itself)
+        let m = [1.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0, 0.0];
+        let s = &trace(m.to_vec(), 1, 1).grid().head_stats(&[])[0];
+        assert_eq!(s.prev_token, 1.0);
+        assert_eq!(s.entropy, 0.0);
+        assert!((s.distance - 2.0 / 3.0).abs() < 1e-6);
+        let u = [0.25, 0.25, 0.5, 0.25, 0.25, 0.5, 0.25, 0.25, 0.5];
+        let s = &trace(u.to_vec(), 1, 1).grid().head_stats(&[])[0];
+        assert!((s.entropy - 1.5).abs() < 1e-6);
+    }
+
+    #[test]
+    fn gqa_heads_name_their_shared_kv_head() {
+        let mut t = trace(vec![0.0; 4 * 9], 1, 4);
+        t.kv_heads = 2;
+        assert_eq!((0..4).map(|h| t.grid().kv_head(h)).collect::<Vec<_>>(), [0, 0, 1, 1]);
+        t.kv_heads = 1;
+        assert_eq!(t.grid().head_stats(&[])[3].kv_head, 0);
+    }
+
+    #[test]
+    fn words_join_pieces_and_keep_punctuation_apart() {
+        let toks = [
+            tok("[CLS]", 0, 0),
+            tok("play", 0, 4),
+            tok("##ing", 4, 7),
+            tok("don", 8, 11),
+            tok("'", 11, 12),
+            tok("t", 12, 13),
+            tok("Ġcat", 13, 17),
+            tok("s", 17, 18),
+            tok("[SEP]", 0, 0),
+        ];
+        assert_eq!(words(&toks), vec![0, 1, 1, 2, 3, 4, 5, 5, 6]);
+    }
+
+    #[test]
+    fn value_norms_run_each_head_alone() {
+        // two heads of dim 1, two tokens; the projection sums both inputs into one output
+        // and doubles the second into another
+        let v = [3.0, 4.0, 1.0, 2.0];
+        let norms = value_norms::<()>(&v, 2, 2, 1, |x| {
+            Ok(x.chunks(2).flat_map(|r| [r[0] + r[1], 2.0 * r[1]]).collect())
+        })
+        .unwrap();
+        // head 0 sees (3, 0) and (1, 0); head 1 sees (0, 4) and (0, 2)
+        let n = |a: f32, b: f32| (a * a + b * b).sqrt();
+        assert_eq!(norms, vec![3.0, 1.0, n(4.0, 8.0), n(2.0, 4.0)]);
+    }
+}

@@ -1,0 +1,534 @@
+// attend's viewer. Everything it shows comes from the data element above (written by
+// attend-viz from the kernel's probabilities); it fetches nothing. See the README for
+// window.attendViewer.
+(function () {
+  'use strict';
+  var root = document.getElementById('attend-root');
+  var D = JSON.parse(document.getElementById('attend-data').textContent);
+  var L = D.layers, H = D.heads, K = D.keys, R = D.query_pos.length;
+  var $ = function (id) { return document.getElementById(id); };
+  var state = { view: D.kind === 'generation' ? 'gen' : 'model', map: 'raw', layer: L - 1, head: 'mean',
+    sinks: false, words: false, query: null, step: 0, sortC: null, sortA: null };
+  var rowOf = {};
+  D.query_pos.forEach(function (p, r) { rowOf[p] = r; });
+  if (D.compare && rowOf[D.compare.query] !== undefined) state.query = rowOf[D.compare.query];
+  var isSink = {};
+  D.sinks.forEach(function (s) { isSink[s] = true; });
+  var maps = {};
+  D.maps.forEach(function (m) { maps[m.id] = m; });
+
+  // ---- decoding --------------------------------------------------------------------------
+  function b64(s) {
+    var bin = atob(s), u = new Uint8Array(bin.length);
+    for (var i = 0; i < bin.length; i++) u[i] = bin.charCodeAt(i);
+    return u;
+  }
+  function inflate(u8) {
+    if (typeof DecompressionStream === 'undefined') {
+      return Promise.reject(new Error('this browser has no DecompressionStream (Chrome 80+, Firefox 113+, Safari 16.4+ do)'));
+    }
+    var stream = new Blob([u8]).stream().pipeThrough(new DecompressionStream('deflate'));
+    return new Response(stream).arrayBuffer();
+  }
+  function decode(m) {
+    if (m.ready) return m.ready;
+    var count = (m.per_head ? L * H : L) * R;
+    m.ready = inflate(b64(m.data)).then(function (buf) {
+      var off = 0;
+      m.scales = new Float32Array(buf, off, count); off += 4 * count;
+      if (m.encoding === 'top') {
+        m.rest = new Float32Array(buf, off, count); off += 4 * count;
+        m.index = new Uint32Array(buf, off, count * m.top); off += 4 * count * m.top;
+      }
+      var n = count * (m.encoding === 'top' ? m.top : K);
+      m.values = m.bits === 16 ? new Uint16Array(buf, off, n) : new Uint8Array(buf, off, n);
+      return m;
+    });
+    return m.ready;
+  }
+  // one stored row as floats (keys K), matrix index mi, row r
+  function storedRow(m, mi, r) {
+    var out = new Float32Array(K), at = mi * R + r, s = m.scales[at], i;
+    if (m.encoding === 'top') {
+      for (i = 0; i < m.top; i++) out[m.index[at * m.top + i]] = m.values[at * m.top + i] * s;
+    } else {
+      var v = m.values, base = at * K;
+      for (i = 0; i < K; i++) out[i] = v[base + i] * s;
+    }
+    return out;
+  }
+  function visible(r) { return D.kind === 'generation' ? D.query_pos[r] + 1 : K; }
+
+  // ---- what is shown -------------------------------------------------------------------------
+  // the map actually read for (map, head): a per-head map with head "mean" reads its mean
+  function effective(mapId, head) {
+    var m = maps[mapId];
+    if (m.per_head && head === 'mean') {
+      return maps[mapId === 'value' ? 'value-mean' : 'mean'];
+    }
+    return m;
+  }
+  function matrixIndex(m, l, h) { return m.per_head ? l * H + (h === 'mean' ? 0 : h) : l; }
+  function shownRow(m, l, h, r) {
+    var row = storedRow(m, matrixIndex(m, l, h), r);
+    if (state.sinks && D.sinks.length) {
+      D.sinks.forEach(function (s) { if (s < K) row[s] = 0; });
+      if (m.probabilities) {
+        var sum = 0, i;
+        for (i = 0; i < K; i++) sum += row[i];
+        var f = sum > 0 ? 1 / sum : 0;
+        for (i = 0; i < K; i++) row[i] *= f;
+      }
+    }
+    return row;
+  }
+  function wordLabel(ps) {
+    return ps.map(function (p, i) {
+      var t = D.tokens[p];
+      return i > 0 && t.indexOf('##') === 0 ? t.slice(2) : t;
+    }).join('');
+  }
+  // key and row groups of the display: tokens, or words (keys summed, rows averaged)
+  function groups() {
+    var keys = [], rows = [], byWord = {}, i;
+    if (!state.words) {
+      for (i = 0; i < K; i++) keys.push([i]);
+      for (i = 0; i < R; i++) rows.push([i]);
+      return { keys: keys, rows: rows };
+    }
+    for (i = 0; i < K; i++) {
+      var w = D.words[i];
+      if (!byWord[w]) { byWord[w] = []; keys.push(byWord[w]); }
+      byWord[w].push(i);
+    }
+    if (D.kind === 'generation') {
+      for (i = 0; i < R; i++) rows.push([i]);
+    } else {
+      var rw = {};
+      for (i = 0; i < R; i++) {
+        var g = D.words[D.query_pos[i]];
+        if (!rw[g]) { rw[g] = []; rows.push(rw[g]); }
+        rw[g].push(i);
+      }
+    }
+    return { keys: keys, rows: rows };
+  }
+  function matrix(mapId, l, h) {
+    var m = effective(mapId, h), g = groups(), nr = g.rows.length, nk = g.keys.length;
+    var data = new Float32Array(nr * nk), vmax = 0;
+    g.rows.forEach(function (rs, a) {
+      rs.forEach(function (r) {
+        var row = shownRow(m, l, h, r);
+        g.keys.forEach(function (ks, b) {
+          var s = 0;
+          for (var j = 0; j < ks.length; j++) s += row[ks[j]];
+          data[a * nk + b] += s / rs.length;
+        });
+      });
+    });
+    for (var i = 0; i < data.length; i++) if (data[i] > vmax) vmax = data[i];
+    return { rows: nr, keys: nk, data: data, vmax: m.probabilities ? 1 : (vmax || 1), g: g, m: m };
+  }
+  function labelOf(ps) { return state.words ? wordLabel(ps) : D.tokens[ps[0]]; }
+  function rowLabel(g, a) {
+    var ps = g.rows[a].map(function (r) { return D.query_pos[r]; });
+    if (D.kind === 'generation') {
+      var r = g.rows[a][0];
+      return D.tokens[D.query_pos[r]] + ' → ' + D.generated[r].text;
+    }
+    return labelOf(ps);
+  }
+
+  // ---- colour -------------------------------------------------------------------------------
+  // white → deep blue; the square root keeps small weights visible (as the SVG/PNG renderer)
+  function colour(w, vmax) {
+    var t = Math.sqrt(Math.min(1, Math.max(0, w / (vmax || 1))));
+    return [Math.round(255 + (8 - 255) * t), Math.round(255 + (48 - 255) * t), Math.round(255 + (107 - 255) * t)];
+  }
+  function css(c) { return 'rgb(' + c[0] + ',' + c[1] + ',' + c[2] + ')'; }
+  function fmt(w) { return w >= 0.001 || w === 0 ? w.toFixed(3) : w.toExponential(1); }
+  function esc(s) { return String(s).replace(/[&<>"]/g, function (c) { return { '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;' }[c]; }); }
+  function show(s) { return JSON.stringify(s).slice(1, -1); }
+
+  // ---- controls -----------------------------------------------------------------------------
+  function option(sel, value, text) {
+    var o = document.createElement('option');
+    o.value = value; o.textContent = text; sel.appendChild(o);
+  }
+  var views = [['model', 'model: every head'], ['head', 'head'], ['token', 'token']];
+  if (D.kind === 'generation') views.push(['gen', 'generation']);
+  views.push(['compare', 'compare'], ['atlas', 'head atlas']);
+  views.forEach(function (v) { option($('av-view'), v[0], v[1]); });
+  D.maps.forEach(function (m) { if (m.id !== 'value-mean') option($('av-map'), m.id, m.label); });
+  for (var l = 0; l < L; l++) option($('av-layersel'), l, String(l));
+  option($('av-headsel'), 'mean', 'mean');
+  for (var h = 0; h < H; h++) option($('av-headsel'), h, String(h));
+  $('av-title').textContent = D.model + ' · ' + D.tokens.length + ' tokens · ' + L + ' layers × ' + H + ' heads' +
+    (D.kv_heads < H ? ' (' + D.kv_heads + ' key/value head' + (D.kv_heads > 1 ? 's' : '') + ')' : '');
+  $('av-subtitle').textContent = D.subtitle || '';
+  $('av-sink-list').textContent = D.sinks.length
+    ? '(' + D.sinks.map(function (s) { return show(D.tokens[s]) + '@' + s; }).join(', ') + '; rows renormalised)'
+    : '(none found)';
+  $('av-sinks').disabled = !D.sinks.length;
+  var notes = D.notes.slice();
+  notes.unshift('Sinks: ' + D.sink_rule + '. Hiding them zeroes their columns and renormalises each row over the other keys; nothing is hidden unless you ask.');
+  notes.push('Words: sub-word pieces are merged into words by summing the weights over a word\'s keys and averaging over its queries.');
+  notes.push('Weights are stored in ' + maps.raw.bits + ' bits per weight, each row scaled by its largest weight; ' +
+    'row() gives them back to within half a step (the row maximum / ' + (maps.raw.bits === 16 ? 65535 : 255) + ' / 2).');
+  $('av-notes').innerHTML = notes.map(function (n) { return '<p>' + esc(n) + '</p>'; }).join('');
+
+  function syncControls() {
+    $('av-view').value = state.view;
+    $('av-map').value = state.map;
+    $('av-layersel').value = String(state.layer);
+    $('av-headsel').value = String(state.head);
+    $('av-headsel').disabled = !maps[state.map].per_head;
+    $('av-layersel').disabled = state.view === 'model' || state.view === 'atlas' || state.view === 'compare';
+    $('av-sinks').checked = state.sinks;
+    $('av-words').checked = state.words;
+  }
+  $('av-view').onchange = function () { set({ view: this.value }); };
+  $('av-map').onchange = function () { set({ map: this.value }); };
+  $('av-layersel').onchange = function () { set({ layer: +this.value }); };
+  $('av-headsel').onchange = function () { set({ head: this.value === 'mean' ? 'mean' : +this.value }); };
+  $('av-sinks').onchange = function () { set({ sinks: this.checked }); };
+  $('av-words').onchange = function () { set({ words: this.checked }); };
+
+  // ---- model view ---------------------------------------------------------------------------
+  var THUMB = 56;
+  function thumb(mx, title, l, h) {
+    var c = document.createElement('canvas');
+    var w = Math.min(THUMB, mx.keys), hh = Math.max(1, Math.min(THUMB, mx.rows));
+    c.width = w; c.height = hh; c.className = 'thumb';
+    c.style.width = THUMB + 'px'; c.style.height = Math.round(THUMB * hh / w) + 'px';
+    c.title = title; c.dataset.layer = l; c.dataset.head = h;
+    var ctx = c.getContext('2d'), img = ctx.createImageData(w, hh);
+    // max-pool blocks, so that a thin diagonal stays visible
+    for (var y = 0; y < hh; y++) {
+      var r0 = Math.floor(y * mx.rows / hh), r1 = Math.max(r0 + 1, Math.floor((y + 1) * mx.rows / hh));
+      for (var x = 0; x < w; x++) {
+        var k0 = Math.floor(x * mx.keys / w), k1 = Math.max(k0 + 1, Math.floor((x + 1) * mx.keys / w)), v = 0;
+        for (var r = r0; r < r1; r++) for (var k = k0; k < k1; k++) { var z = mx.data[r * mx.keys + k]; if (z > v) v = z; }
+        var col = colour(v, mx.vmax), p = 4 * (y * w + x);
+        img.data[p] = col[0]; img.data[p + 1] = col[1]; img.data[p + 2] = col[2]; img.data[p + 3] = 255;
+      }
+    }
+    ctx.putImageData(img, 0, 0);
+    c.onclick = function () { set({ view: 'head', layer: l, head: h === 'layer' ? state.head : h }); };
+    return c;
+  }
+  function drawModel() {
+    var el = $('av-model'), m = maps[state.map];
+    el.innerHTML = '';
+    var hint = document.createElement('p');
+    hint.className = 'hint';
+    hint.textContent = (m.per_head ? 'Every layer × head' : 'Every layer') + ' (' + m.label + '). Click one to open it.';
+    el.appendChild(hint);
+    for (var l = 0; l < L; l++) {
+      var row = document.createElement('div');
+      row.className = 'layerrow';
+      var lab = document.createElement('span');
+      lab.className = 'lab'; lab.textContent = 'layer ' + l;
+      row.appendChild(lab);
+      if (m.per_head) {
+        for (var h = 0; h < H; h++) row.appendChild(thumb(matrix(state.map, l, h), 'layer ' + l + ' head ' + h, l, h));
+      } else {
+        row.appendChild(thumb(matrix(state.map, l, 'mean'), 'layer ' + l + ' · ' + m.label, l, 'layer'));
+      }
+      el.appendChild(row);
+    }
+  }
+
+  // ---- head view ----------------------------------------------------------------------------
+  var geo = null;
+  function drawScale(vmax) {
+    var c = $('av-scale'), ctx = c.getContext('2d');
+    ctx.clearRect(0, 0, c.width, c.height);
+    for (var x = 0; x < 200; x++) { ctx.fillStyle = css(colour(x / 199 * vmax, vmax)); ctx.fillRect(16 + x, 4, 1, 16); }
+    ctx.strokeStyle = '#999'; ctx.strokeRect(16, 4, 200, 16);
+    ctx.fillStyle = '#333'; ctx.font = '11px sans-serif'; ctx.textAlign = 'center';
+    [0, 0.25, 0.5, 0.75, 1].forEach(function (t) { ctx.fillText(fmt(t * vmax), 16 + 200 * t, 36); });
+  }
+  function drawHead() {
+    var mx = matrix(state.map, state.layer, state.head), m = mx.m;
+    var cell = Math.max(1, Math.min(28, Math.floor(760 / Math.max(mx.keys, mx.rows))));
+    var labels = cell >= 9, font = Math.min(12, cell - 1);
+    var canvas = $('av-head-canvas'), ctx = canvas.getContext('2d');
+    ctx.font = font + 'px sans-serif';
+    var widest = 0, a;
+    if (labels) {
+      for (a = 0; a < mx.keys; a++) widest = Math.max(widest, ctx.measureText(labelOf(mx.g.keys[a])).width);
+      for (a = 0; a < mx.rows; a++) widest = Math.max(widest, ctx.measureText(rowLabel(mx.g, a)).width);
+    }
+    var left = labels ? Math.ceil(widest) + 8 : 0, top = labels ? Math.min(Math.ceil(widest) + 8, 140) : 0;
+    canvas.width = left + mx.keys * cell; canvas.height = top + mx.rows * cell;
+    var ov = $('av-head-overlay');
+    ov.width = canvas.width; ov.height = canvas.height;
+    ctx.fillStyle = '#fff'; ctx.fillRect(0, 0, canvas.width, canvas.height);
+    var img = ctx.createImageData(mx.keys * cell, mx.rows * cell), W = mx.keys * cell;
+    for (var q = 0; q < mx.rows; q++) for (var k = 0; k < mx.keys; k++) {
+      var col = colour(mx.data[q * mx.keys + k], mx.vmax);
+      for (var dy = 0; dy < cell; dy++) for (var dx = 0; dx < cell; dx++) {
+        var p = 4 * ((q * cell + dy) * W + k * cell + dx);
+        img.data[p] = col[0]; img.data[p + 1] = col[1]; img.data[p + 2] = col[2]; img.data[p + 3] = 255;
+      }
+    }
+    ctx.putImageData(img, left, top);
+    if (labels) {
+      ctx.font = font + 'px sans-serif'; ctx.fillStyle = '#222'; ctx.textBaseline = 'middle';
+      ctx.textAlign = 'right';
+      for (a = 0; a < mx.rows; a++) ctx.fillText(rowLabel(mx.g, a), left - 4, top + a * cell + cell / 2);
+      for (a = 0; a < mx.keys; a++) {
+        ctx.save(); ctx.translate(left + a * cell + cell / 2, top - 4); ctx.rotate(-Math.PI / 2);
+        ctx.textAlign = 'left'; ctx.fillText(labelOf(mx.g.keys[a]), 0, 0); ctx.restore();
+      }
+    }
+    geo = { mx: mx, cell: cell, left: left, top: top };
+    drawScale(mx.vmax);
+    $('av-hover').textContent = 'layer ' + state.layer + ', ' + (m.per_head ? 'head ' + state.head : m.label) +
+      (state.sinks ? ' · sinks hidden' : '') + '\nHover a cell or a token label.';
+  }
+  function topList(vals, labelFn, n) {
+    var idx = [];
+    for (var i = 0; i < vals.length; i++) idx.push(i);
+    idx.sort(function (a, b) { return vals[b] - vals[a] || a - b; });
+    return idx.slice(0, n).map(function (i) { return '  ' + show(labelFn(i)) + '  ' + fmt(vals[i]); }).join('\n');
+  }
+  function hover(q, k) {
+    var ov = $('av-head-overlay'), ctx = ov.getContext('2d'), g = geo, mx = g.mx;
+    ctx.clearRect(0, 0, ov.width, ov.height);
+    ctx.fillStyle = 'rgba(220,40,40,0.18)'; ctx.strokeStyle = 'rgba(200,30,30,0.9)';
+    var lines = [];
+    if (q !== null) {
+      ctx.fillRect(0, g.top + q * g.cell, ov.width, g.cell);
+      var row = mx.data.subarray(q * mx.keys, (q + 1) * mx.keys);
+      lines.push('query ' + show(rowLabel(mx.g, q)) + ' attends to:\n' + topList(row, function (i) { return labelOf(mx.g.keys[i]); }, 8));
+    }
+    if (k !== null) {
+      ctx.fillRect(g.left + k * g.cell, 0, g.cell, ov.height);
+      var col = new Float32Array(mx.rows);
+      for (var r = 0; r < mx.rows; r++) col[r] = mx.data[r * mx.keys + k];
+      lines.push('key ' + show(labelOf(mx.g.keys[k])) + ' is attended by:\n' + topList(col, function (i) { return rowLabel(mx.g, i); }, 8));
+    }
+    if (q !== null && k !== null) {
+      ctx.strokeRect(g.left + k * g.cell + 0.5, g.top + q * g.cell + 0.5, g.cell - 1, g.cell - 1);
+      lines.unshift(show(rowLabel(mx.g, q)) + ' → ' + show(labelOf(mx.g.keys[k])) + ': ' + fmt(mx.data[q * mx.keys + k]));
+    }
+    $('av-hover').textContent = lines.join('\n\n');
+  }
+  $('av-head-canvas').addEventListener('mousemove', function (e) {
+    if (!geo) return;
+    var b = this.getBoundingClientRect(), x = e.clientX - b.left, y = e.clientY - b.top;
+    var k = x >= geo.left ? Math.floor((x - geo.left) / geo.cell) : null;
+    var q = y >= geo.top ? Math.floor((y - geo.top) / geo.cell) : null;
+    if (k !== null && k >= geo.mx.keys) k = null;
+    if (q !== null && q >= geo.mx.rows) q = null;
+    hover(q, k);
+  });
+
+  // ---- token and generation views -----------------------------------------------------------
+  function spans(el, upto, weights, vmax, queryPos, nextPos) {
+    el.innerHTML = '';
+    var g = groups();
+    g.keys.concat(upto > K ? [[K]] : []).forEach(function (ps, b) {
+      if (ps[0] >= upto) return;
+      var s = document.createElement('span');
+      s.className = 'tk';
+      s.textContent = state.words ? wordLabel(ps) : D.tokens[ps[0]];
+      if (isSink[ps[0]]) s.className += ' sink';
+      if (ps.indexOf(queryPos) >= 0) s.className += ' q';
+      if (ps[0] === nextPos) s.className += ' next';
+      var w = b < weights.length ? weights[b] : null;
+      if (w !== null && ps[0] < K) {
+        var c = colour(w, vmax);
+        s.style.background = css(c);
+        if (Math.sqrt(w / vmax) > 0.55) s.style.color = '#fff';
+        s.title = fmt(w);
+      }
+      s.dataset.pos = ps[0];
+      el.appendChild(s);
+    });
+  }
+  function shownKeys(mx, a) { return mx.data.subarray(a * mx.keys, (a + 1) * mx.keys); }
+  function rowGroupOf(mx, r) {
+    for (var a = 0; a < mx.g.rows.length; a++) if (mx.g.rows[a].indexOf(r) >= 0) return a;
+    return 0;
+  }
+  function drawToken() {
+    var mx = matrix(state.map, state.layer, state.head);
+    var r = state.query === null ? R - 1 : state.query, a = rowGroupOf(mx, r), w = shownKeys(mx, a);
+    spans($('av-token-text'), D.tokens.length, w, mx.vmax, D.query_pos[r], null);
+    $('av-token-list').textContent = 'query ' + show(rowLabel(mx.g, a)) + ' · layer ' + state.layer + ', ' +
+      (mx.m.per_head ? 'head ' + state.head : mx.m.label) + ':\n' + topList(w, function (i) { return labelOf(mx.g.keys[i]); }, 8);
+  }
+  $('av-token-text').addEventListener('click', function (e) {
+    var p = e.target.dataset && e.target.dataset.pos;
+    if (p === undefined) return;
+    var r = rowOf[+p];
+    if (r === undefined) {
+      $('av-token-list').textContent = 'position ' + p + ' has no row: only the positions that predicted a generated token were kept.';
+      return;
+    }
+    set({ query: r });
+  });
+  function drawGen() {
+    var s = Math.min(state.step, R - 1), mx = matrix(state.map, state.layer, state.head);
+    var a = rowGroupOf(mx, s), w = shownKeys(mx, a), pos = D.query_pos[s], gt = D.generated[s];
+    $('av-step').max = R - 1; $('av-step').value = s;
+    $('av-step-label').textContent = 'token ' + (s + 1) + ' of ' + R + ': ' + show(gt.text) +
+      (gt.logprob !== null && gt.logprob !== undefined ? ' (log p ' + gt.logprob.toFixed(2) + ')' : '');
+    spans($('av-gen-text'), pos + 2, w, mx.vmax, pos, pos + 1);
+    $('av-gen-list').textContent = 'position ' + pos + ' (' + show(D.tokens[pos]) + ') predicted ' + show(gt.text) +
+      ', attending to (layer ' + state.layer + ', ' + (mx.m.per_head ? 'head ' + state.head : mx.m.label) + '):\n' +
+      topList(Array.prototype.slice.call(w, 0, state.words ? w.length : pos + 1), function (i) { return labelOf(mx.g.keys[i]); }, 8);
+  }
+  $('av-step').oninput = function () { set({ step: +this.value }); };
+  var timer = null;
+  $('av-play').onclick = function () {
+    if (timer) { clearInterval(timer); timer = null; this.textContent = '▶'; return; }
+    this.textContent = '❚❚';
+    timer = setInterval(function () { set({ step: (state.step + 1) % R }); }, 500);
+  };
+
+  // ---- compare and atlas --------------------------------------------------------------------
+  function sortable(table, cols, rows, sortKey, onRow) {
+    var s = state[sortKey] || { col: cols[0].sort || 0, desc: !!cols[0].desc };
+    var sorted = rows.slice().sort(function (x, y) {
+      var a = x[s.col], b = y[s.col];
+      return (a < b ? -1 : a > b ? 1 : 0) * (s.desc ? -1 : 1);
+    });
+    var html = '<thead><tr>' + cols.map(function (c, i) {
+      return '<th data-col="' + i + '">' + esc(c.name) + (s.col === i ? (s.desc ? ' ▾' : ' ▴') : '') + '</th>';
+    }).join('') + '</tr></thead><tbody>' + sorted.map(function (r, i) {
+      return '<tr data-i="' + rows.indexOf(r) + '">' + cols.map(function (c, j) {
+        return '<td>' + esc(c.fmt ? c.fmt(r[j], i) : r[j]) + '</td>';
+      }).join('') + '</tr>';
+    }).join('') + '</tbody>';
+    table.innerHTML = html;
+    table.querySelectorAll('th').forEach(function (th) {
+      th.onclick = function () {
+        var c = +th.dataset.col, o = {};
+        o[sortKey] = { col: c, desc: s.col === c ? !s.desc : true };
+        set(o);
+      };
+    });
+    table.querySelectorAll('tbody tr').forEach(function (tr) { tr.onclick = function () { onRow(rows[+tr.dataset.i]); }; });
+  }
+  function fillSelect(sel, items, value) {
+    if (sel.options.length !== items.length) {
+      sel.innerHTML = '';
+      items.forEach(function (it) { option(sel, it[0], it[1]); });
+    }
+    sel.value = String(value);
+  }
+  var cmp = null;
+  function drawCompare() {
+    var raw = maps.raw;
+    if (!cmp) {
+      var c = D.compare;
+      cmp = c ? { r: rowOf[c.query] !== undefined ? rowOf[c.query] : R - 1, a: c.a, b: c.b } : { r: R - 1, a: 0, b: Math.min(1, K - 1) };
+    }
+    fillSelect($('av-cq'), D.query_pos.map(function (p, r) { return [r, p + ': ' + show(D.tokens[p])]; }), cmp.r);
+    var keys = [];
+    for (var i = 0; i < K; i++) keys.push([i, i + ': ' + show(D.tokens[i])]);
+    fillSelect($('av-ca'), keys, cmp.a); fillSelect($('av-cb'), keys, cmp.b);
+    var rows = [];
+    for (var l = 0; l < L; l++) for (var h = 0; h < H; h++) {
+      var row = storedRow(raw, l * H + h, cmp.r);
+      rows.push([l, h, row[cmp.a], row[cmp.b], row[cmp.a] - row[cmp.b], Math.abs(row[cmp.a] - row[cmp.b])]);
+    }
+    var f = function (v) { return fmt(v); };
+    sortable($('av-compare-table'), [
+      { name: 'layer', sort: 5, desc: true }, { name: 'head' },
+      { name: show(D.tokens[cmp.a]) + ' (A)', fmt: f }, { name: show(D.tokens[cmp.b]) + ' (B)', fmt: f },
+      { name: 'A − B', fmt: function (v) { return (v >= 0 ? '+' : '') + v.toFixed(4); } }, { name: '|A − B|', fmt: f }
+    ], rows, 'sortC', function (r) { set({ view: 'head', layer: r[0], head: r[1], map: 'raw' }); });
+  }
+  ['av-cq', 'av-ca', 'av-cb'].forEach(function (id, i) {
+    $(id).onchange = function () { cmp[['r', 'a', 'b'][i]] = +this.value; draw(); };
+  });
+  function drawAtlas() {
+    var gqa = D.kv_heads < H;
+    var rows = D.atlas.map(function (s) { return [s.layer, s.head, s.kv_head, s.entropy, s.sink_share, s.prev_token, s.distance]; });
+    var f = function (v) { return v.toFixed(3); };
+    var cols = [{ name: 'layer' }, { name: 'head' }, { name: gqa ? 'kv head (shared)' : 'kv head' },
+      { name: 'entropy (bits)', fmt: f }, { name: 'sink share', fmt: f }, { name: 'previous token', fmt: f },
+      { name: 'mean distance', fmt: function (v) { return v.toFixed(2); } }];
+    sortable($('av-atlas-table'), cols, rows, 'sortA', function (r) { set({ view: 'head', layer: r[0], head: r[1], map: 'raw' }); });
+  }
+
+  // ---- state --------------------------------------------------------------------------------
+  var ready = false;
+  function draw() {
+    syncControls();
+    if (!ready) return;
+    ['model', 'head', 'token', 'gen', 'compare', 'atlas'].forEach(function (v) {
+      $('av-' + v).classList.toggle('on', v === state.view);
+    });
+    var f = { model: drawModel, head: drawHead, token: drawToken, gen: drawGen, compare: drawCompare, atlas: drawAtlas }[state.view];
+    f();
+  }
+  function set(o) {
+    for (var k in o) if (Object.prototype.hasOwnProperty.call(o, k)) state[k] = o[k];
+    if (o.map && !maps[state.map].per_head) state.head = 'mean';
+    var need = [maps[state.map], effective(state.map, 'mean')].filter(function (m) { return !m.ready; });
+    if (need.length) {
+      $('av-status').textContent = 'decoding ' + maps[state.map].label + '…';
+      $('av-status').style.display = '';
+      return Promise.all(need.map(decode)).then(function () { $('av-status').style.display = 'none'; draw(); });
+    }
+    draw();
+    return Promise.resolve();
+  }
+
+  var api = {
+    version: D.version, kind: D.kind, model: D.model, tokens: D.tokens.slice(), layers: L, heads: H,
+    kvHeads: D.kv_heads, sinks: D.sinks.slice(), words: D.words.slice(), bits: maps.raw.bits,
+    encoding: maps.raw.encoding, maps: D.maps.map(function (m) { return m.id; }), state: state,
+    // the query's stored raw weights, as the kernel gave them (to the stored precision)
+    row: function (layer, head, query) {
+      var r = rowOf[query];
+      if (r === undefined || layer < 0 || layer >= L || head < 0 || head >= H) return null;
+      return Array.prototype.slice.call(storedRow(maps.raw, layer * H + head, r), 0, visible(r));
+    },
+    // half a quantisation step of that row: row() is within this of the kernel's weights
+    precision: function (layer, head, query) {
+      var r = rowOf[query];
+      return r === undefined ? null : maps.raw.scales[(layer * H + head) * R + r] / 2;
+    },
+    // the row as the page shows it now (aggregation, sinks and words applied)
+    displayed: function (layer, head, query) {
+      var mx = matrix(state.map, layer, head), a = rowGroupOf(mx, rowOf[query]);
+      return Array.prototype.slice.call(shownKeys(mx, a));
+    },
+    generated: D.generated.map(function (g, i) {
+      return { text: g.text, position: g.position, logprob: g.logprob,
+        row: function (layer, head) { return api.row(layer, head, g.position); } };
+    }),
+    open: function (layer, head) { return set({ view: 'head', layer: layer, head: head }); },
+    show: function (view) { return set({ view: view }); },
+    set: set,
+    // viewport coordinates of the centre of head-view cell (query row, key column)
+    cell: function (q, k) {
+      if (!geo) return null;
+      var b = $('av-head-canvas').getBoundingClientRect();
+      return { x: b.left + geo.left + (k + 0.5) * geo.cell, y: b.top + geo.top + (q + 0.5) * geo.cell };
+    },
+    colour: colour,
+    paintedAt: null
+  };
+  api.ready = decode(maps.raw).then(function () {
+    return Promise.all(D.maps.filter(function (m) { return m.id === 'mean'; }).map(decode));
+  }).then(function () {
+    ready = true;
+    $('av-status').style.display = 'none';
+    draw();
+    api.paintedAt = performance.now();
+    return api;
+  }, function (e) {
+    $('av-status').textContent = 'The weights could not be decoded: ' + e.message;
+    throw e;
+  });
+  window.attendViewer = api;
+  syncControls();
+})();

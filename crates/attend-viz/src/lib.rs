@@ -1,0 +1,444 @@
+//! # attend-viz — attention you can look at
+//!
+//! One self-contained HTML page from a [`Trace`] (an encoder's or a toy model's full
+//! attention) or a [`GenerationTrace`] (the rows a KV cache produced while generating): HTML,
+//! CSS, JS and data inline, no network request of any kind, weights stored compactly
+//! ([`encode`]). The page has a model view (every head as a thumbnail), a head view, a token
+//! view, a generation view, a comparison table and a head atlas; sinks can be hidden (rows
+//! renormalised without them), sub-words merged into words, and the aggregations computed
+//! here in Rust (mean of heads, rollout, value-weighted norms) switched in the page.
+//!
+//! The page defines `window.attendViewer` (see the README): `tokens`, `layers`, `heads`,
+//! `row(layer, head, query)`, `generated`, and `ready` (a promise resolved once the weights
+//! are decoded).
+//!
+//! Invariant: the page is made from what the model computed; nothing here runs a model or
+//! recomputes attention.
+#![deny(unsafe_code)]
+
+pub mod encode;
+
+use attend_models::trace::aggregate::{self, Grid, HeadStats};
+use attend_models::{GenerationTrace, Trace};
+use serde::Serialize;
+
+/// Errors of the viewer.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// There is nothing to show.
+    #[error("nothing to show: {0}")]
+    Empty(String),
+    /// Options that do not fit the trace.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// A `Result` with the viewer's [`Error`].
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// A page past this many bytes keeps only each row's largest weights (see [`encode`]).
+pub const DEFAULT_BUDGET: usize = 40 << 20;
+
+/// Weights stored in 16 bits when the page holds at most this many, else in 8.
+pub const SIXTEEN_BIT_LIMIT: usize = 4 << 20;
+
+/// What to put in a page besides the attention.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// The model's name, shown in the title.
+    pub model: String,
+    /// A `--compare` question to open with: query, key A, key B (token positions).
+    pub compare: Option<(usize, usize, usize)>,
+    /// Most bytes of weight data before rows are cut to their largest weights.
+    pub budget: usize,
+    /// A line shown under the title (the prediction, say).
+    pub subtitle: Option<String>,
+}
+
+impl Options {
+    /// Defaults for `model`.
+    pub fn new(model: &str) -> Options {
+        Options {
+            model: model.to_string(),
+            compare: None,
+            budget: DEFAULT_BUDGET,
+            subtitle: None,
+        }
+    }
+}
+
+/// One switchable map in the page.
+#[derive(Clone, Debug, Serialize)]
+struct Map {
+    id: &'static str,
+    label: &'static str,
+    /// One matrix per head (else one per layer).
+    per_head: bool,
+    /// Rows are probabilities (sum to 1): hiding sinks renormalises them.
+    probabilities: bool,
+    #[serde(flatten)]
+    encoded: encode::Encoded,
+}
+
+#[derive(Clone, Debug, Serialize)]
+struct Generated {
+    text: String,
+    position: usize,
+    logprob: Option<f32>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+struct Compare {
+    query: usize,
+    a: usize,
+    b: usize,
+}
+
+/// Everything the page's script reads.
+#[derive(Clone, Debug, Serialize)]
+struct Data {
+    version: u32,
+    model: String,
+    subtitle: Option<String>,
+    kind: &'static str,
+    causal: bool,
+    tokens: Vec<String>,
+    words: Vec<usize>,
+    layers: usize,
+    heads: usize,
+    kv_heads: usize,
+    keys: usize,
+    query_pos: Vec<usize>,
+    prompt_len: usize,
+    generated: Vec<Generated>,
+    sinks: Vec<usize>,
+    sink_rule: &'static str,
+    atlas: Vec<HeadStats>,
+    maps: Vec<Map>,
+    compare: Option<Compare>,
+    notes: Vec<String>,
+}
+
+/// The raw matrices and the aggregations to encode: `(id, label, per_head, probabilities,
+/// data)`.
+type Source = (&'static str, &'static str, bool, bool, Vec<f32>);
+
+fn head_means(grid: &Grid<'_>) -> Vec<f32> {
+    (0..grid.layers).flat_map(|l| grid.head_mean(l)).collect()
+}
+
+/// Encodes every source within `budget` bytes: dense first (16 bits when small); past the
+/// budget, each row's largest weights, as many as fit.
+fn encode_maps(sources: Vec<Source>, keys: usize, budget: usize, notes: &mut Vec<String>) -> Vec<Map> {
+    let total: usize = sources.iter().map(|s| s.4.len()).sum();
+    let bits = if total <= SIXTEEN_BIT_LIMIT { 16 } else { 8 };
+    let dense: Vec<encode::Encoded> = sources
+        .iter()
+        .map(|s| encode::dense(&s.4, keys, bits))
+        .collect();
+    let size: usize = dense.iter().map(|e| e.data.len()).sum();
+    let encoded = if size <= budget || keys <= 8 {
+        dense
+    } else {
+        // keep `t` of `keys` per row: the dense size scaled by t/keys, with index overhead
+        let rows: usize = total / keys.max(1);
+        let per_weight = 5.0 * 1.37; // u32 index + u8 value, base64
+        let t = ((budget as f64 / (rows as f64 * per_weight)) as usize).clamp(8, keys);
+        notes.push(format!(
+            "This page would have been {:.1} MiB, over its {:.0} MiB budget: each row keeps its \
+             {t} largest weights of {keys}, and the sum of the others (the remainder) is shown \
+             with it.",
+            size as f64 / (1 << 20) as f64,
+            budget as f64 / (1 << 20) as f64
+        ));
+        sources
+            .iter()
+            .map(|s| encode::top(&s.4, keys, t, 8))
+            .collect()
+    };
+    sources
+        .into_iter()
+        .zip(encoded)
+        .map(|((id, label, per_head, probabilities, _), encoded)| Map {
+            id,
+            label,
+            per_head,
+            probabilities,
+            encoded,
+        })
+        .collect()
+}
+
+fn check_compare(opts: &Options, n: usize) -> Result<Option<Compare>> {
+    match opts.compare {
+        None => Ok(None),
+        Some((query, a, b)) if query < n && a < n && b < n => Ok(Some(Compare { query, a, b })),
+        Some(c) => Err(Error::Invalid(format!(
+            "compare {c:?} names a position past the {n} tokens"
+        ))),
+    }
+}
+
+/// The page of a full trace (every token a query).
+pub fn trace_page(trace: &Trace, opts: &Options) -> Result<String> {
+    let n = trace.len();
+    if n == 0 || trace.layers == 0 || trace.heads == 0 {
+        return Err(Error::Empty("the trace has no tokens or no heads".into()));
+    }
+    if trace.attention.len() != trace.layers * trace.heads * n * n {
+        return Err(Error::Invalid(format!(
+            "the trace holds {} weights; {} layers × {} heads × {n}² expected",
+            trace.attention.len(),
+            trace.layers,
+            trace.heads
+        )));
+    }
+    let grid = trace.grid();
+    let sinks = grid.sinks();
+    let mut notes = Vec::new();
+    let mut sources: Vec<Source> = vec![
+        ("raw", "raw weights", true, true, trace.attention.clone()),
+        ("mean", "mean of heads", false, true, head_means(&grid)),
+        (
+            "rollout",
+            "attention rollout (Abnar & Zuidema 2020)",
+            false,
+            true,
+            trace.rollout(),
+        ),
+    ];
+    if trace.has_value_norms() {
+        let per_head: Vec<f32> = (0..trace.layers)
+            .flat_map(|l| (0..trace.heads).map(move |h| (l, h)))
+            .flat_map(|(l, h)| trace.value_weighted(l, h).unwrap_or_default())
+            .collect();
+        let vgrid = Grid {
+            data: &per_head,
+            ..grid.clone()
+        };
+        let mean = head_means(&vgrid);
+        sources.push((
+            "value",
+            "value-weighted norm ‖α·f(x)‖ (Kobayashi et al. 2020)",
+            true,
+            false,
+            per_head,
+        ));
+        sources.push((
+            "value-mean",
+            "value-weighted norm, mean of heads",
+            false,
+            false,
+            mean,
+        ));
+    } else {
+        notes.push(
+            "Value-weighted norms are not available: this model did not give its value vectors."
+                .into(),
+        );
+    }
+    let maps = encode_maps(sources, n, opts.budget, &mut notes);
+    let data = Data {
+        version: 1,
+        model: opts.model.clone(),
+        subtitle: opts.subtitle.clone(),
+        kind: "trace",
+        causal: trace.causal,
+        tokens: trace.tokens.iter().map(|t| t.text.clone()).collect(),
+        words: aggregate::words(&trace.tokens),
+        layers: trace.layers,
+        heads: trace.heads,
+        kv_heads: trace.kv_heads,
+        keys: n,
+        query_pos: (0..n).collect(),
+        prompt_len: n,
+        generated: Vec::new(),
+        atlas: grid.head_stats(&sinks),
+        sinks,
+        sink_rule: aggregate::SINK_RULE,
+        maps,
+        compare: check_compare(opts, n)?,
+        notes,
+    };
+    Ok(page(&data))
+}
+
+/// The page of a generation: the rows the KV cache produced, one per generated token.
+/// `logprobs` (one per generated token) are shown when given.
+pub fn generation_page(gen: &GenerationTrace, logprobs: &[f32], opts: &Options) -> Result<String> {
+    let steps = gen.steps();
+    if steps == 0 || gen.layers == 0 || gen.heads == 0 {
+        return Err(Error::Empty("no token was generated".into()));
+    }
+    let grid = gen.grid();
+    let sinks = grid.sinks();
+    let mut notes = vec![format!(
+        "Rows are those of the positions that predicted each generated token, as the KV cache \
+         produced them during generation ({} prompt tokens, {steps} generated). Rollout and \
+         value-weighted norms need every row of every layer, which generation does not keep.",
+        gen.prompt_len
+    )];
+    let sources: Vec<Source> = vec![
+        ("raw", "raw weights", true, true, gen.rows.clone()),
+        ("mean", "mean of heads", false, true, head_means(&grid)),
+    ];
+    let keys = gen.keys();
+    let maps = encode_maps(sources, keys, opts.budget, &mut notes);
+    let generated = (0..steps)
+        .map(|i| Generated {
+            text: gen.tokens[gen.prompt_len + i].text.clone(),
+            position: gen.prompt_len - 1 + i,
+            logprob: logprobs.get(i).copied(),
+        })
+        .collect();
+    let data = Data {
+        version: 1,
+        model: opts.model.clone(),
+        subtitle: opts.subtitle.clone(),
+        kind: "generation",
+        causal: true,
+        tokens: gen.tokens.iter().map(|t| t.text.clone()).collect(),
+        words: aggregate::words(&gen.tokens),
+        layers: gen.layers,
+        heads: gen.heads,
+        kv_heads: gen.kv_heads,
+        keys,
+        query_pos: grid.query_pos.clone(),
+        prompt_len: gen.prompt_len,
+        generated,
+        atlas: grid.head_stats(&sinks),
+        sinks,
+        sink_rule: aggregate::SINK_RULE,
+        maps,
+        compare: check_compare(opts, gen.tokens.len())?,
+        notes,
+    };
+    Ok(page(&data))
+}
+
+const TEMPLATE: &str = include_str!("../assets/viewer.html");
+const CSS: &str = include_str!("../assets/viewer.css");
+const JS: &str = include_str!("../assets/viewer.js");
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+fn page(data: &Data) -> String {
+    // JSON inside a <script> element: `<` only occurs inside strings, where \u003c means it
+    let json = serde_json::to_string(data)
+        .unwrap_or_else(|_| "{}".into())
+        .replace('<', "\\u003c");
+    let title = format!("attend · {} · {} tokens", data.model, data.tokens.len());
+    TEMPLATE
+        .replacen("{{TITLE}}", &esc(&title), 1)
+        .replacen("{{CSS}}", CSS, 1)
+        .replacen("{{DATA}}", &json, 1)
+        .replacen("{{JS}}", JS, 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use attend_models::TokenInfo;
+
+    fn tok(t: &str, s: usize, e: usize) -> TokenInfo {
+        TokenInfo {
+            id: 0,
+            text: t.into(),
+            start: s,
+            end: e,
+        }
+    }
+
+    fn small() -> Trace {
+        let n = 3;
+        let mut att = Vec::new();
+        for _ in 0..2 * 2 {
+            att.extend([0.8, 0.1, 0.1, 0.7, 0.2, 0.1, 0.75, 0.15, 0.1]);
+        }
+        Trace {
+            tokens: vec![tok("[CLS]", 0, 0), tok("a<b", 0, 3), tok("</script>", 4, 13)],
+            layers: 2,
+            heads: 2,
+            attention: att,
+            kv_heads: 2,
+            causal: false,
+            value_norms: vec![1.0; 2 * 2 * n],
+        }
+    }
+
+    #[test]
+    fn the_page_is_self_contained_and_its_data_survives_hostile_tokens() {
+        let html = trace_page(&small(), &Options::new("m<x>")).unwrap();
+        assert!(html.starts_with("<!doctype html>"));
+        // no network: nothing is fetched by URL
+        for bad in ["http://", "https://", "src=", "@import", "url("] {
+            assert!(!html.contains(bad), "{bad}");
+        }
+        // the token `</script>` cannot close the data element
+        assert_eq!(html.matches("</script>").count(), 2);
+        let start = html.find("id=\"attend-data\">").unwrap() + 17;
+        let end = start + html[start..].find("</script>").unwrap();
+        let v: serde_json::Value = serde_json::from_str(&html[start..end]).unwrap();
+        assert_eq!(v["tokens"][2], "</script>");
+        assert_eq!(v["sinks"], serde_json::json!([0]));
+        let ids: Vec<&str> = v["maps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["id"].as_str().unwrap())
+            .collect();
+        assert_eq!(ids, ["raw", "mean", "rollout", "value", "value-mean"]);
+        assert_eq!(v["maps"][0]["bits"], 16);
+        assert_eq!(v["atlas"].as_array().unwrap().len(), 4);
+    }
+
+    #[test]
+    fn over_budget_rows_keep_their_largest_weights() {
+        let n = 64;
+        let mut t = small();
+        t.tokens = (0..n).map(|i| tok(&format!("t{i}"), i, i + 1)).collect();
+        t.value_norms.clear();
+        // pseudo-random rows (incompressible enough to pass a tiny budget)
+        let mut x = 1u32;
+        t.attention = (0..4 * n * n)
+            .map(|_| {
+                x = x.wrapping_mul(1664525).wrapping_add(1013904223);
+                (x >> 8) as f32 / (1u32 << 24) as f32 / n as f32
+            })
+            .collect();
+        let mut o = Options::new("m");
+        o.budget = 4096;
+        let html = trace_page(&t, &o).unwrap();
+        assert!(html.contains("\"encoding\":\"top\""));
+        assert!(html.contains("largest weights"));
+    }
+
+    #[test]
+    fn a_generation_page_names_its_rows() {
+        let prompt = vec![tok("<s>", 0, 0), tok("a", 0, 1)];
+        let r0 = [0.9f32, 0.1]; // 1 layer, 1 head, 2 keys
+        let r1 = [0.8f32, 0.1, 0.1];
+        let g = GenerationTrace::new(
+            prompt,
+            vec![(tok("b", 1, 2), &r0[..]), (tok("c", 2, 3), &r1[..])],
+            (1, 1, 1),
+        )
+        .unwrap();
+        let html = generation_page(&g, &[-0.5, -1.0], &Options::new("m")).unwrap();
+        assert!(html.contains("\"kind\":\"generation\""));
+        assert!(html.contains("\"query_pos\":[1,2]"));
+        assert!(trace_page(
+            &Trace {
+                tokens: vec![],
+                ..small()
+            },
+            &Options::new("m")
+        )
+        .is_err());
+    }
+}
