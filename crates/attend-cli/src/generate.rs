@@ -15,8 +15,12 @@ use serde_json::json;
 pub enum GenFormat {
     /// The text as it is made (with --explain: one line per token).
     Text,
-    /// `{"model", "prompt_ids", "tokens": [{"id", "text", "logprob", "attended"}], "stats"}`.
+    /// `{"model", "prompt_ids", "prompt_tokens", "tokens": [{"id", "text", "logprob",
+    /// "attended", with --explain "attention": [layer][head][key]}], "stats"}`.
     Json,
+    /// The interactive viewer of the generation (implies --explain; needs `-o FILE.html` or a
+    /// redirected stdout).
+    Html,
 }
 
 /// Arguments of `attend generate`.
@@ -60,9 +64,12 @@ pub struct GenerateArgs {
     /// With --explain: how many attended tokens to show per token.
     #[arg(long, default_value_t = 3)]
     top: usize,
-    /// Output format.
-    #[arg(long, value_enum, default_value_t = GenFormat::Text)]
-    format: GenFormat,
+    /// Output format [default: html when -o names a .html file, else text].
+    #[arg(long, value_enum)]
+    format: Option<GenFormat>,
+    /// Write the output to this file (written whole or not at all) instead of standard output.
+    #[arg(short = 'o', long = "output")]
+    output: Option<std::path::PathBuf>,
     /// The prompt (`-` reads standard input).
     prompt: String,
 }
@@ -108,8 +115,10 @@ enum Sink {
     Stream(Utf8Stream),
     /// One line per token with what its prediction attended to.
     Explain,
-    /// JSON records, printed at the end.
-    Json(Vec<serde_json::Value>),
+    /// JSON records, printed at the end, and the heads per layer (to nest the attention).
+    Json(Vec<serde_json::Value>, usize),
+    /// Tokens kept for the viewer page, written at the end.
+    Html(Vec<(attend_models::TokenInfo, GenToken)>),
 }
 
 impl Sink {
@@ -142,12 +151,30 @@ impl Sink {
                     list.join(" · ")
                 )
             }
-            Sink::Json(records) => {
-                records.push(json!({
+            Sink::Json(records, heads) => {
+                let mut r = json!({
                     "id": g.id, "text": piece, "logprob": g.logprob,
                     "attended": att.iter().map(|a| json!({
                         "pos": a.pos, "text": texts[a.pos], "weight": a.weight})).collect::<Vec<_>>(),
-                }));
+                });
+                if !g.attention.is_empty() {
+                    // [layer][head][key] as nested arrays, keys = every position before it
+                    let rows: Vec<&[f32]> = g.attention.chunks(texts.len().max(1)).collect();
+                    r["attention"] = json!(rows.chunks((*heads).max(1)).collect::<Vec<_>>());
+                }
+                records.push(r);
+                Ok(())
+            }
+            Sink::Html(kept) => {
+                kept.push((
+                    attend_models::TokenInfo {
+                        id: g.id,
+                        text: piece.to_string(),
+                        start: 0,
+                        end: bytes.len(),
+                    },
+                    g.clone(),
+                ));
                 Ok(())
             }
         }
@@ -165,6 +192,8 @@ pub fn load(model: &str) -> Result<Box<dyn CausalLm>> {
 
 /// Runs `attend generate`.
 pub fn run(args: &GenerateArgs) -> Result<()> {
+    let format = output_format(args)?;
+    let explain = args.explain || format == GenFormat::Html;
     let prompt = if args.prompt == "-" {
         crate::input::texts_within(&[], crate::input::MAX_ONE_TEXT)?.join("\n")
     } else {
@@ -216,9 +245,17 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
     }
     // compute, printing each token as it comes
     let mut texts: Vec<String> = prompt_tokens.iter().map(|t| t.text.clone()).collect();
-    let mut out = std::io::stdout().lock();
-    let mut sink = match args.format {
-        GenFormat::Json => Sink::Json(Vec::new()),
+    let mut stdout = std::io::stdout().lock();
+    // with -o, everything goes to memory first and the file is written whole at the end
+    let mut file: Vec<u8> = Vec::new();
+    let out: &mut dyn Write = if args.output.is_some() {
+        &mut file
+    } else {
+        &mut stdout
+    };
+    let mut sink = match format {
+        GenFormat::Json => Sink::Json(Vec::new(), heads),
+        GenFormat::Html => Sink::Html(Vec::new()),
         GenFormat::Text if args.explain => Sink::Explain,
         GenFormat::Text => Sink::Stream(Utf8Stream::default()),
     };
@@ -226,12 +263,12 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
     let mut on_token = |g: &GenToken| {
         let bytes = tok.token_bytes(g.id);
         let piece = tok.display(g.id);
-        let att = if args.explain {
+        let att = if explain {
             attended(g, layers, heads, args)
         } else {
             Vec::new()
         };
-        let r = sink.token(&mut out, g, &bytes, &piece, &att, &texts);
+        let r = sink.token(out, g, &bytes, &piece, &att, &texts);
         texts.push(piece);
         match r {
             Ok(()) => true,
@@ -246,7 +283,7 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
         &prompt_ids,
         max_tokens,
         &mut sampler,
-        args.explain,
+        explain,
         &mut on_token,
     )
     .map_err(|e| match e {
@@ -257,16 +294,89 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
         return Err(e.into());
     }
     // print the end
+    let page = PageInput {
+        prompt: &prompt_tokens,
+        kv_heads: lm.kv_heads(),
+    };
     finish(
         args,
         sink,
-        &mut out,
+        out,
         &stats,
         &prompt_ids,
         &text,
         &texts,
         (layers, heads),
-    )
+        &page,
+    )?;
+    if let Some(path) = &args.output {
+        crate::output::write_file(path, &file)?;
+    }
+    Ok(())
+}
+
+/// What the viewer page needs besides the generated tokens.
+struct PageInput<'a> {
+    prompt: &'a [attend_models::TokenInfo],
+    kv_heads: usize,
+}
+
+/// The format asked for: `--format`, else from the extension of `-o`.
+fn output_format(args: &GenerateArgs) -> Result<GenFormat> {
+    let ext = args
+        .output
+        .as_ref()
+        .and_then(|p| p.extension())
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase);
+    let format = args.format.unwrap_or(match ext.as_deref() {
+        Some("html" | "htm") => GenFormat::Html,
+        Some("json") => GenFormat::Json,
+        _ => GenFormat::Text,
+    });
+    if format == GenFormat::Html
+        && args.output.is_none()
+        && std::io::IsTerminal::is_terminal(&std::io::stdout())
+    {
+        return Err(crate::usage!(
+            "--format html writes a web page: give -o FILE.html or redirect standard output"
+        ));
+    }
+    Ok(format)
+}
+
+/// The viewer page of a finished generation.
+fn html_page(
+    args: &GenerateArgs,
+    kept: Vec<(attend_models::TokenInfo, GenToken)>,
+    page: &PageInput<'_>,
+    (layers, heads): (usize, usize),
+    subtitle: String,
+) -> Result<Vec<u8>> {
+    // byte offsets continue the prompt's, so that words can be told apart
+    let mut at = page.prompt.iter().map(|t| t.end).max().unwrap_or(0);
+    let logprobs: Vec<f32> = kept.iter().map(|(_, g)| g.logprob).collect();
+    let generated: Vec<(attend_models::TokenInfo, &[f32])> = kept
+        .iter()
+        .map(|(t, g)| {
+            let len = t.end;
+            let info = attend_models::TokenInfo {
+                start: at,
+                end: at + len,
+                ..t.clone()
+            };
+            at += len;
+            (info, g.attention.as_slice())
+        })
+        .collect();
+    let gen = attend_models::GenerationTrace::new(
+        page.prompt.to_vec(),
+        generated,
+        (layers, heads, page.kv_heads),
+    )?;
+    let mut opts = attend_viz::Options::new(&args.model);
+    opts.subtitle = Some(subtitle);
+    Ok(attend_viz::generation_page(&gen, &logprobs, &opts)?.into_bytes())
 }
 
 /// What follows the tokens: the JSON document, or the closing text and the speeds.
@@ -280,14 +390,28 @@ fn finish(
     text: &str,
     texts: &[String],
     (layers, heads): (usize, usize),
+    page: &PageInput<'_>,
 ) -> Result<()> {
     let pp = stats.prompt_tokens as f64 / stats.prompt_secs.max(1e-9);
     let tg = stats.gen_tokens as f64 / stats.gen_secs.max(1e-9);
     match sink {
-        Sink::Json(records) => {
+        Sink::Html(kept) => {
+            if kept.is_empty() {
+                return Err(anyhow::anyhow!(
+                    "the model ended the text at once: no token was generated, so there is no \
+                     attention to show"
+                ));
+            }
+            let generated: String = texts[prompt_ids.len()..].concat();
+            let subtitle = format!("prompt: {text} · generated: {generated}");
+            let bytes = html_page(args, kept, page, (layers, heads), subtitle)?;
+            out.write_all(&bytes)?;
+        }
+        Sink::Json(records, _) => {
             let v = json!({
                 "model": args.model,
                 "prompt_ids": prompt_ids,
+                "prompt_tokens": page.prompt.iter().map(|t| &t.text).collect::<Vec<_>>(),
                 "tokens": records,
                 "stats": {"prompt_tokens": stats.prompt_tokens, "prompt_tokens_per_s": pp,
                           "gen_tokens": stats.gen_tokens, "gen_tokens_per_s": tg,
