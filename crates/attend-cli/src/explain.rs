@@ -417,10 +417,7 @@ impl Report for PictureReport {
             title += &if names.is_empty() {
                 " · no sinks found".to_string()
             } else {
-                format!(
-                    " · sinks {} left out, rows renormalised",
-                    names.join(", ")
-                )
+                format!(" · sinks {} left out, rows renormalised", names.join(", "))
             };
         }
         let svg = render::heatmaps_svg(&title, &trace.tokens, &panels);

@@ -9,6 +9,7 @@ mod input;
 mod models_cmd;
 mod output;
 mod render;
+mod serve;
 mod train;
 mod usage;
 
@@ -44,6 +45,11 @@ enum Command {
     /// for each new token, the earlier tokens its prediction attended to.
     /// Example: attend generate --explain --skip-first "The capital of France is"
     Generate(generate::GenerateArgs),
+    /// A local web app: type a text, pick a model, see the interactive viewer of its attention.
+    ///
+    /// Loopback only unless --host says otherwise. Example: attend serve --port 8000, then
+    /// open http://127.0.0.1:8000/
+    Serve(serve::ServeArgs),
     /// Train a small transformer from scratch on attend's kernel: the built-in Winograd task,
     /// or a text file byte by byte.
     ///
@@ -107,11 +113,14 @@ fn main() -> ExitCode {
     }
     // Ctrl-C, SIGTERM, SIGHUP: stop a model fetch's pip and remove its temporary folder before
     // going (the default would leave pip running on its own); then exit as interrupted
-    let _ = ctrlc::set_handler(|| {
-        attend_models::registry::abort_fetch();
-        eprintln!("attend: interrupted");
-        std::process::exit(130);
-    });
+    // (`serve` stops on its own signals, cleanly, and fetches nothing while serving)
+    if !matches!(cli.command, Command::Serve(_)) {
+        let _ = ctrlc::set_handler(|| {
+            attend_models::registry::abort_fetch();
+            eprintln!("attend: interrupted");
+            std::process::exit(130);
+        });
+    }
     let pool = match rayon::ThreadPoolBuilder::new().num_threads(threads).build() {
         Ok(p) => p,
         Err(e) => {
@@ -124,6 +133,7 @@ fn main() -> ExitCode {
         Command::Explain(args) => explain::run(&args),
         Command::Embed(args) => embed::run(&args),
         Command::Generate(args) => generate::run(&args),
+        Command::Serve(args) => serve::run(&args, threads),
         Command::Train(args) => train::run(&args, threads),
         Command::Models { format } => models_cmd::list(format),
         Command::Fetch { name } => models_cmd::fetch(&name),

@@ -192,7 +192,10 @@ mod tests {
             assert_eq!(vals.len(), 9);
             for (i, &w) in data.iter().enumerate() {
                 let got = vals[i] * scales[i / 3];
-                assert!((got - w).abs() <= scales[i / 3] * 0.5 + 1e-7, "{bits} bits: {got} vs {w}");
+                assert!(
+                    (got - w).abs() <= scales[i / 3] * 0.5 + 1e-7,
+                    "{bits} bits: {got} vs {w}"
+                );
             }
             // an all-zero row stays zero
             assert_eq!(&vals[6..], &[0.0, 0.0, 0.0]);

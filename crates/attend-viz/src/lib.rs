@@ -129,7 +129,12 @@ fn head_means(grid: &Grid<'_>) -> Vec<f32> {
 
 /// Encodes every source within `budget` bytes: dense first (16 bits when small); past the
 /// budget, each row's largest weights, as many as fit.
-fn encode_maps(sources: Vec<Source>, keys: usize, budget: usize, notes: &mut Vec<String>) -> Vec<Map> {
+fn encode_maps(
+    sources: Vec<Source>,
+    keys: usize,
+    budget: usize,
+    notes: &mut Vec<String>,
+) -> Vec<Map> {
     let total: usize = sources.iter().map(|s| s.4.len()).sum();
     let bits = if total <= SIXTEEN_BIT_LIMIT { 16 } else { 8 };
     let dense: Vec<encode::Encoded> = sources
@@ -361,7 +366,11 @@ mod tests {
             att.extend([0.8, 0.1, 0.1, 0.7, 0.2, 0.1, 0.75, 0.15, 0.1]);
         }
         Trace {
-            tokens: vec![tok("[CLS]", 0, 0), tok("a<b", 0, 3), tok("</script>", 4, 13)],
+            tokens: vec![
+                tok("[CLS]", 0, 0),
+                tok("a<b", 0, 3),
+                tok("</script>", 4, 13),
+            ],
             layers: 2,
             heads: 2,
             attention: att,

@@ -325,12 +325,10 @@ pub fn value_norms<E>(
         }
         let y = project(&masked)?;
         let d_out = y.len() / tokens.max(1);
-        out.extend(y.chunks_exact(d_out.max(1)).map(|r| {
-            r.iter()
-                .map(|x| (*x as f64).powi(2))
-                .sum::<f64>()
-                .sqrt() as f32
-        }));
+        out.extend(
+            y.chunks_exact(d_out.max(1))
+                .map(|r| r.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt() as f32),
+        );
     }
     Ok(out)
 }
@@ -418,7 +416,10 @@ mod tests {
     fn gqa_heads_name_their_shared_kv_head() {
         let mut t = trace(vec![0.0; 4 * 9], 1, 4);
         t.kv_heads = 2;
-        assert_eq!((0..4).map(|h| t.grid().kv_head(h)).collect::<Vec<_>>(), [0, 0, 1, 1]);
+        assert_eq!(
+            (0..4).map(|h| t.grid().kv_head(h)).collect::<Vec<_>>(),
+            [0, 0, 1, 1]
+        );
         t.kv_heads = 1;
         assert_eq!(t.grid().head_stats(&[])[3].kv_head, 0);
     }
@@ -445,7 +446,9 @@ mod tests {
         // and doubles the second into another
         let v = [3.0, 4.0, 1.0, 2.0];
         let norms = value_norms::<()>(&v, 2, 2, 1, |x| {
-            Ok(x.chunks(2).flat_map(|r| [r[0] + r[1], 2.0 * r[1]]).collect())
+            Ok(x.chunks(2)
+                .flat_map(|r| [r[0] + r[1], 2.0 * r[1]])
+                .collect())
         })
         .unwrap();
         // head 0 sees (3, 0) and (1, 0); head 1 sees (0, 4) and (0, 2)
