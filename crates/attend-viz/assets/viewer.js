@@ -148,7 +148,7 @@
   function css(c) { return 'rgb(' + c[0] + ',' + c[1] + ',' + c[2] + ')'; }
   function fmt(w) { return w >= 0.001 || w === 0 ? w.toFixed(3) : w.toExponential(1); }
   function esc(s) { return String(s).replace(/[&<>"]/g, function (c) { return { '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;' }[c]; }); }
-  function show(s) { return JSON.stringify(s).slice(1, -1); }
+  function show(s) { return JSON.stringify(String(s)); }
 
   // ---- controls -----------------------------------------------------------------------------
   function option(sel, value, text) {

@@ -1,0 +1,354 @@
+// The viewer and `attend serve` in a real browser: Debian's headless Chromium driven by
+// playwright-core, every network request blocked and counted.
+//
+//   ATTEND_BIN=target/release/attend node --test tests/browser/
+//
+// ATTEND_SCREENSHOTS=DIR also writes a screenshot of each view there (docs/viewer holds them).
+
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync, spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, writeFileSync, existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { inflateSync } from 'node:zlib';
+import { chromium } from 'playwright-core';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const bin = resolve(process.env.ATTEND_BIN || join(here, '../../target/release/attend'));
+const chromiumPath = process.env.CHROMIUM || '/usr/bin/chromium';
+const shots = process.env.ATTEND_SCREENSHOTS ? resolve(process.env.ATTEND_SCREENSHOTS) : null;
+const dir = mkdtempSync(join(tmpdir(), 'attend-browser-'));
+const TEXT = "The animal didn't cross the road because it was tired";
+const PROMPT = "The animal didn't cross the road because it was";
+const WORDS = 'Tokenization splits unbelievably long words';
+const TOY = "The dog didn't cross the street because it was tired. it =";
+
+function attend(args, file) {
+  const out = execFileSync(bin, args, { maxBuffer: 1 << 30 });
+  if (file) writeFileSync(file, out);
+  return out;
+}
+
+let browser;
+const files = {};
+before(async () => {
+  files.minilmHtml = join(dir, 'minilm.html');
+  attend(['explain', '--compare', 'animal', 'road', '--token', 'it', TEXT, '-o', files.minilmHtml]);
+  files.minilmJson = JSON.parse(attend(['explain', '--format', 'json', TEXT]).toString());
+  files.wordsHtml = join(dir, 'words.html');
+  attend(['explain', WORDS, '-o', files.wordsHtml]);
+  files.wordsJson = JSON.parse(attend(['explain', '--format', 'json', WORDS]).toString());
+  files.genHtml = join(dir, 'gen.html');
+  attend(['generate', '--max-tokens', '6', PROMPT, '-o', files.genHtml]);
+  files.genJson = JSON.parse(attend(['generate', '--max-tokens', '6', '--explain', '--format', 'json', PROMPT]).toString());
+  files.toyHtml = join(dir, 'toy.html');
+  attend(['explain', '--model', 'toy-winograd', TOY, '-o', files.toyHtml]);
+  browser = await chromium.launch({
+    executablePath: chromiumPath,
+    args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update',
+      '--disable-default-apps', '--disable-sync', '--no-first-run', '--disable-dev-shm-usage'],
+  });
+});
+after(async () => { if (browser) await browser.close(); });
+
+// A page with every request but its own file blocked and counted, and console errors kept.
+async function open(url, viewport = { width: 1300, height: 900 }) {
+  const context = await browser.newContext({ viewport });
+  const page = await context.newPage();
+  const seen = { requests: [], errors: [] };
+  await context.route('**/*', (route) => {
+    const u = route.request().url();
+    if (u === url) return route.continue();
+    seen.requests.push(u);
+    return route.abort();
+  });
+  page.on('request', (r) => { if (r.url() !== url && !seen.requests.includes(r.url())) seen.requests.push(r.url()); });
+  page.on('console', (m) => { if (m.type() === 'error') seen.errors.push(m.text()); });
+  page.on('pageerror', (e) => seen.errors.push(e.message));
+  await page.goto(url);
+  await page.evaluate(() => window.attendViewer.ready);
+  return { page, context, seen };
+}
+const fileUrl = (f) => 'file://' + f;
+
+async function screenshot(page, name) {
+  if (!shots) return;
+  await page.screenshot({ path: join(shots, name), fullPage: true });
+}
+
+// The colour scale the page documents: white → #08306b, by the square root of the weight.
+function expected(w) {
+  const t = Math.sqrt(Math.min(1, Math.max(0, w)));
+  return [255 + (8 - 255) * t, 255 + (48 - 255) * t, 255 + (107 - 255) * t].map(Math.round);
+}
+
+// The one pixel of a 1 × 1 PNG screenshot (any filter type reduces to the raw bytes there).
+function pixel(png) {
+  let at = 8, idat = [], colourType = 0;
+  while (at < png.length) {
+    const len = png.readUInt32BE(at), type = png.toString('ascii', at + 4, at + 8);
+    if (type === 'IHDR') colourType = png[at + 8 + 9];
+    if (type === 'IDAT') idat.push(png.subarray(at + 8, at + 8 + len));
+    at += 12 + len;
+  }
+  const raw = inflateSync(Buffer.concat(idat));
+  assert.ok(colourType === 2 || colourType === 6, `colour type ${colourType}`);
+  return [raw[1], raw[2], raw[3]];
+}
+
+test('the MiniLM page loads from file:// with no request and no console error', async () => {
+  const { page, context, seen } = await open(fileUrl(files.minilmHtml));
+  assert.deepEqual(seen.requests, []);
+  assert.deepEqual(seen.errors, []);
+  const api = await page.evaluate(() => ({ t: window.attendViewer.tokens, l: window.attendViewer.layers, h: window.attendViewer.heads, p: window.attendViewer.paintedAt }));
+  assert.deepEqual(api.t, files.minilmJson.tokens.map((t) => t.text));
+  assert.equal(api.l, 6);
+  assert.equal(api.h, 12);
+  assert.ok(api.p > 0, 'the model view was painted');
+  assert.equal(await page.locator('canvas.thumb').count(), 72);
+  await screenshot(page, 'model-view.png');
+  await context.close();
+});
+
+test('row() equals explain --format json for every head and query, to the stored precision', async () => {
+  const { page, context } = await open(fileUrl(files.minilmHtml));
+  const got = await page.evaluate(() => {
+    const v = window.attendViewer, out = [];
+    for (let l = 0; l < v.layers; l++) for (let h = 0; h < v.heads; h++) for (let q = 0; q < v.tokens.length; q++) {
+      out.push([v.row(l, h, q), v.precision(l, h, q)]);
+    }
+    return out;
+  });
+  const J = files.minilmJson.attention;
+  let i = 0, worst = 0;
+  for (let l = 0; l < 6; l++) for (let h = 0; h < 12; h++) for (let q = 0; q < J[l][h].length; q++) {
+    const [row, prec] = got[i++];
+    assert.equal(row.length, J[l][h][q].length);
+    row.forEach((w, k) => {
+      const d = Math.abs(w - J[l][h][q][k]);
+      worst = Math.max(worst, d);
+      assert.ok(d <= prec + 1e-7, `layer ${l} head ${h} query ${q} key ${k}: ${w} vs ${J[l][h][q][k]} (precision ${prec})`);
+    });
+  }
+  assert.ok(worst < 1e-4, `16-bit rows are within ${worst}`);
+  await context.close();
+});
+
+test('clicking a thumbnail opens that head, and hovering lists the top weights', async () => {
+  const { page, context } = await open(fileUrl(files.minilmHtml));
+  await page.locator('canvas.thumb[data-layer="2"][data-head="7"]').click();
+  const s = await page.evaluate(() => ({ ...window.attendViewer.state }));
+  assert.equal(s.view, 'head');
+  assert.equal(s.layer, 2);
+  assert.equal(s.head, 7);
+  assert.ok(await page.locator('#av-head').isVisible());
+  const c = await page.evaluate(() => window.attendViewer.cell(10, 2));
+  await page.mouse.move(c.x, c.y);
+  const text = await page.locator('#av-hover').textContent();
+  assert.match(text, /"it" → "animal"/);
+  assert.match(text, /query "it" attends to:/);
+  await screenshot(page, 'head-view.png');
+  await context.close();
+});
+
+test('a screenshot has the expected colour at a known cell', async () => {
+  const { page, context } = await open(fileUrl(files.minilmHtml));
+  await page.evaluate(() => window.attendViewer.set({ view: 'head', layer: 5, head: 3, map: 'raw' }));
+  const J = files.minilmJson.attention[5][3];
+  for (const [q, k] of [[10, 2], [0, 0], [3, 7]]) {
+    const c = await page.evaluate(([q, k]) => window.attendViewer.cell(q, k), [q, k]);
+    const png = await page.screenshot({ clip: { x: Math.floor(c.x), y: Math.floor(c.y), width: 1, height: 1 } });
+    const got = pixel(png), want = expected(J[q][k]);
+    got.forEach((v, i) => assert.ok(Math.abs(v - want[i]) <= 2, `cell (${q}, ${k}) weight ${J[q][k]}: ${got} vs ${want}`));
+  }
+  await context.close();
+});
+
+test('the sink toggle renormalises rows without the sinks', async () => {
+  const { page, context } = await open(fileUrl(files.minilmHtml));
+  const sinks = await page.evaluate(() => window.attendViewer.sinks);
+  assert.deepEqual(sinks, [0], 'MiniLM pours its weight into [CLS]');
+  await page.evaluate(() => window.attendViewer.set({ view: 'head', layer: 4, head: 1, map: 'raw' }));
+  const before = await page.evaluate(() => window.attendViewer.displayed(4, 1, 10));
+  await page.locator('#av-sinks').check();
+  const afterRow = await page.evaluate(() => window.attendViewer.displayed(4, 1, 10));
+  const raw = files.minilmJson.attention[4][1][10];
+  assert.ok(Math.abs(before[0] - raw[0]) < 1e-4, 'before the toggle the sink column is shown as it is');
+  assert.equal(afterRow[0], 0);
+  const rest = raw.slice(1).reduce((a, b) => a + b, 0);
+  raw.forEach((w, k) => { if (k > 0) assert.ok(Math.abs(afterRow[k] - w / rest) < 1e-4, `key ${k}`); });
+  assert.ok(Math.abs(afterRow.reduce((a, b) => a + b, 0) - 1) < 1e-5);
+  await screenshot(page, 'head-view-sinks-hidden.png');
+  await context.close();
+});
+
+test('token, compare and atlas views, aggregations and words', async () => {
+  const { page, context, seen } = await open(fileUrl(files.minilmHtml));
+  // token view: the --token query preselected, click another
+  await page.evaluate(() => window.attendViewer.show('token'));
+  assert.equal(await page.locator('#av-token-text span.tk').count(), 14);
+  assert.match(await page.locator('#av-token-list').textContent(), /query "it"/);
+  await screenshot(page, 'token-view.png');
+  await page.locator('#av-token-text span.tk', { hasText: 'road' }).click();
+  assert.match(await page.locator('#av-token-list').textContent(), /query "road"/);
+  // compare: the --compare question, sortable, a row opens its head
+  await page.evaluate(() => window.attendViewer.show('compare'));
+  const rows = page.locator('#av-compare-table tbody tr');
+  assert.equal(await rows.count(), 72);
+  const first = (await rows.first().locator('td').allTextContents()).map(Number);
+  const cmp = files.minilmJson.attention[first[0]][first[1]][10];
+  assert.ok(Math.abs(cmp[2] - first[2]) < 1e-3 && Math.abs(cmp[8] - first[3]) < 1e-3);
+  await screenshot(page, 'compare-view.png');
+  await page.locator('#av-compare-table th', { hasText: 'layer' }).click();
+  await rows.nth(3).click();
+  assert.equal(await page.evaluate(() => window.attendViewer.state.view), 'head');
+  // atlas: one row per head, sorted by a click
+  await page.evaluate(() => window.attendViewer.show('atlas'));
+  assert.equal(await page.locator('#av-atlas-table tbody tr').count(), 72);
+  await page.locator('#av-atlas-table th', { hasText: 'previous token' }).click();
+  const prev = await page.locator('#av-atlas-table tbody tr td:nth-child(6)').allTextContents();
+  const nums = prev.map(Number);
+  assert.deepEqual(nums, [...nums].sort((a, b) => b - a), 'sorted by previous-token score, largest first');
+  await screenshot(page, 'atlas-view.png');
+  // every aggregation draws; rollout rows sum to 1; words merge "didn ' t"
+  for (const map of ['mean', 'rollout', 'value']) {
+    await page.evaluate((m) => window.attendViewer.set({ view: 'model', map: m }), map);
+    assert.ok(await page.locator('canvas.thumb').count() >= 6, map);
+  }
+  await page.evaluate(() => window.attendViewer.set({ map: 'rollout' }));
+  const roll = await page.evaluate(() => window.attendViewer.displayed(5, 'mean', 3));
+  assert.ok(Math.abs(roll.reduce((a, b) => a + b, 0) - 1) < 1e-3);
+  assert.deepEqual(seen.errors, []);
+  assert.deepEqual(seen.requests, []);
+  await context.close();
+});
+
+test('words: sub-word pieces merge (keys summed, queries averaged)', async () => {
+  const { page, context, seen } = await open(fileUrl(files.wordsHtml));
+  await page.evaluate(() => window.attendViewer.set({ view: 'token', map: 'raw', words: true, layer: 3, head: 2 }));
+  const words = await page.locator('#av-token-text span.tk').allTextContents();
+  assert.deepEqual(words, ['[CLS]', 'tokenization', 'splits', 'unbelievably', 'long', 'words', '[SEP]']);
+  // the query "long" (token 9) over the word "unbelievably" (tokens 4..8): the sum of its keys
+  const merged = await page.evaluate(() => window.attendViewer.displayed(3, 2, 9));
+  const raw = files.wordsJson.attention[3][2][9];
+  const sum = raw.slice(4, 9).reduce((a, b) => a + b, 0);
+  assert.ok(Math.abs(merged[3] - sum) < 1e-4, `${merged[3]} vs ${sum}`);
+  // the query word "tokenization" (tokens 1, 2): the mean of its two rows
+  const m1 = await page.evaluate(() => window.attendViewer.displayed(3, 2, 1));
+  const J = files.wordsJson.attention[3][2];
+  assert.ok(Math.abs(m1[0] - (J[1][0] + J[2][0]) / 2) < 1e-4);
+  assert.deepEqual(seen.errors, []);
+  await context.close();
+});
+
+test('a SmolLM2 generation: rows and generated tokens equal generate --format json', async () => {
+  const { page, context, seen } = await open(fileUrl(files.genHtml));
+  assert.deepEqual(seen.requests, []);
+  assert.deepEqual(seen.errors, []);
+  const J = files.genJson;
+  const v = await page.evaluate(() => {
+    const a = window.attendViewer;
+    return { kind: a.kind, layers: a.layers, heads: a.heads, tokens: a.tokens,
+      gen: a.generated.map((g) => ({ text: g.text, position: g.position, rows: [...Array(a.layers).keys()].map((l) => [...Array(a.heads).keys()].map((h) => g.row(l, h))) })),
+      prec: a.generated.map((g) => a.precision(0, 0, g.position)) };
+  });
+  assert.equal(v.kind, 'generation');
+  assert.equal(v.layers, 30);
+  assert.equal(v.heads, 9);
+  assert.deepEqual(v.tokens.slice(0, J.prompt_tokens.length), J.prompt_tokens);
+  assert.equal(v.gen.length, J.tokens.length);
+  v.gen.forEach((g, i) => {
+    assert.equal(g.text, J.tokens[i].text);
+    assert.equal(g.position, J.prompt_tokens.length - 1 + i);
+    for (let l = 0; l < 30; l++) for (let h = 0; h < 9; h++) {
+      const want = J.tokens[i].attention[l][h], got = g.rows[l][h];
+      assert.equal(got.length, want.length);
+      const max = Math.max(...want);
+      got.forEach((w, k) => assert.ok(Math.abs(w - want[k]) <= max / 65535 / 2 + 1e-7, `token ${i} layer ${l} head ${h} key ${k}`));
+    }
+  });
+  // the scrubber walks the generated tokens
+  await page.locator('#av-step').fill('3');
+  assert.match(await page.locator('#av-step-label').textContent(), /token 4 of 6/);
+  assert.match(await page.locator('#av-gen-list').textContent(), new RegExp('predicted'));
+  await screenshot(page, 'generation-view.png');
+  await context.close();
+});
+
+test('a toy model page (causal, with value norms) and a narrow viewport', async () => {
+  const { page, context, seen } = await open(fileUrl(files.toyHtml), { width: 700, height: 700 });
+  assert.deepEqual(seen.errors, []);
+  const maps = await page.evaluate(() => window.attendViewer.maps);
+  assert.ok(maps.includes('value') && maps.includes('rollout'));
+  const r = await page.evaluate(() => window.attendViewer.row(0, 0, 3));
+  assert.equal(r.length, await page.evaluate(() => window.attendViewer.tokens.length));
+  assert.ok(r.slice(4).every((w) => w === 0), 'causal: nothing after the query');
+  await context.close();
+});
+
+// ---- attend serve -----------------------------------------------------------------------------
+
+async function startServer() {
+  const child = spawn(bin, ['serve', '--port', '0', '--model', 'minilm', '--model', 'toy-winograd', '--queue', '1'], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let log = '';
+  const url = await new Promise((ok, fail) => {
+    const timer = setTimeout(() => fail(new Error('serve did not start: ' + log)), 60000);
+    child.stderr.on('data', (d) => {
+      log += d;
+      const m = log.match(/listening on (http:\/\/[^ ]+\/)/);
+      if (m) { clearTimeout(timer); ok(m[1]); }
+    });
+    child.on('exit', (c) => fail(new Error('serve exited ' + c + ': ' + log)));
+  });
+  return { child, url, log: () => log };
+}
+
+test('attend serve: a text gets the page, bad requests a 4xx JSON error, concurrency survives', async () => {
+  const { child, url } = await startServer();
+  try {
+    const index = await fetch(url);
+    assert.equal(index.status, 200);
+    assert.match(await index.text(), /<select id="model">/);
+    const post = (body) => fetch(url + 'api/view', { method: 'POST', headers: { 'content-type': 'application/json' }, body });
+    const ok = await post(JSON.stringify({ model: 'minilm', text: TEXT }));
+    assert.equal(ok.status, 200);
+    const html = await ok.text();
+    assert.match(html, /window\.attendViewer/);
+    for (const [body, status] of [['{not json', 400], [JSON.stringify({ model: 'minilm' }), 400], [JSON.stringify({ model: 'nope', text: 'x' }), 404],
+      [JSON.stringify({ model: 'minilm', text: 'x'.repeat(5000) }), 413], [JSON.stringify({ model: 'minilm', text: '   ' }), 400],
+      [JSON.stringify({ model: 7, text: 'x' }), 400], ['x'.repeat(300000), 413]]) {
+      const r = await post(body);
+      assert.equal(r.status, status, body.slice(0, 40));
+      const e = await r.json();
+      assert.equal(typeof e.error, 'string');
+    }
+    assert.equal((await fetch(url + 'nothing')).status, 404);
+    // concurrent requests: each is answered, 200 or 503 (queue of 1), and the server lives on
+    const all = await Promise.all([...Array(10).keys()].map((i) => post(JSON.stringify(i % 2 ? { model: 'minilm', text: TEXT + ' ' + i } : { model: 'toy-winograd', text: TOY }))));
+    const codes = all.map((r) => r.status);
+    assert.ok(codes.every((c) => c === 200 || c === 503), String(codes));
+    assert.ok(codes.includes(200));
+    // the app page in the browser: type, pick, see the viewer
+    const context = await browser.newContext({ viewport: { width: 1300, height: 900 } });
+    const page = await context.newPage();
+    const errors = [];
+    page.on('pageerror', (e) => errors.push(e.message));
+    await page.goto(url);
+    await page.locator('#text').fill('The trophy did not fit in the suitcase because it was too big');
+    await page.locator('#model').selectOption('minilm');
+    await page.locator('button[type=submit]').click();
+    const frame = page.frameLocator('#out');
+    await frame.locator('canvas.thumb').first().waitFor();
+    assert.equal(await frame.locator('canvas.thumb').count(), 72);
+    await screenshot(page, 'serve.png');
+    assert.deepEqual(errors, []);
+    await context.close();
+    assert.equal((await fetch(url + 'api/models')).status, 200);
+  } finally {
+    child.kill('SIGINT');
+  }
+  const code = await new Promise((ok) => child.on('exit', (c, s) => ok(c ?? s)));
+  assert.equal(code, 0, 'Ctrl-C stops the server cleanly');
+});
