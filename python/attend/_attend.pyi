@@ -54,6 +54,9 @@ class Encoder:
 class TokenStream(Iterator[dict]):
     def __next__(self) -> dict: ...
 
+class Page:
+    def html(self, model: Optional[str] = ..., compare: Optional[Tuple[int, int, int]] = ...) -> str: ...
+
 class CausalLM:
     def __init__(self, name_or_path: str) -> None: ...
     @property
@@ -64,7 +67,7 @@ class CausalLM:
     def generate(
         self, prompt: List[int], max_tokens: int, temperature: float = ..., top_k: Optional[int] = ...,
         top_p: Optional[float] = ..., seed: Optional[int] = ..., explain: bool = ...,
-    ) -> List[dict]: ...
+    ) -> Tuple[List[dict], Optional[Page]]: ...
     def stream(
         self, prompt: List[int], max_tokens: int, temperature: float = ..., top_k: Optional[int] = ...,
         top_p: Optional[float] = ..., seed: Optional[int] = ..., explain: bool = ...,

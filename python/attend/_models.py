@@ -6,6 +6,8 @@ from __future__ import annotations
 import html
 import itertools
 import json
+import os
+import tempfile
 from typing import Dict, Iterator, List, Optional, Sequence, Union
 
 import numpy as np
@@ -52,6 +54,7 @@ class Explanation:
         self.heads: int = trace["heads"]
         self.truncated: bool = trace["truncated"]
         self.attention: np.ndarray = trace["attention"].reshape(self.layers, self.heads, n, n)
+        self._page = trace["page"]
 
     def __len__(self) -> int:
         return len(self.tokens)
@@ -109,37 +112,47 @@ class Explanation:
             }
         )
 
+    def html(self, compare=None) -> str:
+        """The viewer — one self-contained HTML page (no network request), as
+        ``attend explain --format html`` writes it; ``compare=(token, a, b)`` opens the
+        comparison with that question."""
+        c = None
+        if compare is not None:
+            q, a, b = compare
+            c = (self.index(q), self.index(a), self.index(b))
+        return self._page.html(self.model, c)
+
     def _repr_html_(self) -> str:
-        return _heatmap_html(self.model, self.tokens, self.attention)
+        return _frame(self.html())
 
-    def save_html(self, path) -> None:
-        """Writes a self-contained HTML page (no network request) of the heatmaps."""
-        with open(path, "w", encoding="utf-8") as f:
-            f.write("<!doctype html><meta charset='utf-8'><title>attend</title>" + self._repr_html_())
+    def save_html(self, path, compare=None) -> None:
+        """Writes :meth:`html` to ``path`` (whole or not at all)."""
+        _write_atomic(path, self.html(compare))
 
 
-def _heatmap_html(model: str, tokens: Sequence[str], att: np.ndarray) -> str:
-    """Each layer's mean over heads as a table of shaded cells: inline, no script, ids unique
-    per call (two in one notebook do not interfere)."""
-    uid = f"attend-{next(_ids)}"
-    esc = [html.escape(t) for t in tokens]
-    parts = [f"<div id='{uid}' style='font:11px sans-serif'><b>{html.escape(model)}</b> · {len(tokens)} tokens"]
-    for l in range(att.shape[0]):
-        m = att[l].mean(axis=0)
-        parts.append(f"<div style='margin:6px 0'>layer {l}, mean of {att.shape[1]} heads</div>")
-        parts.append("<table style='border-collapse:collapse'><tr><td></td>")
-        parts += [f"<td style='writing-mode:vertical-rl;padding:1px'>{t}</td>" for t in esc]
-        parts.append("</tr>")
-        for i, t in enumerate(esc):
-            cells = "".join(
-                f"<td title='{t} → {esc[j]}: {m[i, j]:.3f}' style='width:12px;height:12px;"
-                f"background:rgba(8,48,107,{min(1.0, float(m[i, j])):.3f})'></td>"
-                for j in range(len(esc))
-            )
-            parts.append(f"<tr><td style='text-align:right;padding-right:4px'>{t}</td>{cells}</tr>")
-        parts.append("</table>")
-    parts.append("</div>")
-    return "".join(parts)
+def _frame(page: str) -> str:
+    """A page inside a notebook: its own sandboxed frame (scripts run, nothing else leaks in
+    or out; two viewers in one notebook never interfere)."""
+    return (
+        f"<iframe id='attend-{next(_ids)}' sandbox='allow-scripts' srcdoc=\"{html.escape(page, quote=True)}\" "
+        "style='width:100%;height:780px;border:1px solid #ddd' title='attend viewer'></iframe>"
+    )
+
+
+def _write_atomic(path, text: str) -> None:
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".attend-", suffix=".partial")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
 
 
 class Encoder:
@@ -178,8 +191,9 @@ class Generation:
     ``explain=True``, ``attention``: per generated token, ``np.ndarray[layers, heads, keys]``
     — the row of the position that predicted it, from the KV cache that produced it."""
 
-    def __init__(self, model: str, prompt_tokens: List[str], items: List[dict], layers: int, heads: int):
+    def __init__(self, model: str, prompt_tokens: List[str], items: List[dict], layers: int, heads: int, page=None):
         self.model = model
+        self._page = page
         self.prompt_tokens = prompt_tokens
         self.ids = [t["id"] for t in items]
         self.tokens = [t["text"] for t in items]
@@ -192,24 +206,21 @@ class Generation:
     def __repr__(self) -> str:
         return f"Generation({self.text!r})"
 
+    def html(self) -> str:
+        """The viewer of this generation (needs ``explain=True``): one self-contained page, as
+        ``attend generate --format html`` writes it."""
+        if self._page is None:
+            raise InvalidArgument("generate(..., explain=True) keeps the attention the viewer shows")
+        return self._page.html(self.model, None)
+
     def _repr_html_(self) -> str:
-        ctx = self.prompt_tokens + self.tokens
-        rows = []
-        for i, t in enumerate(self.tokens):
-            extra = ""
-            if self.attention is not None:
-                w = self.attention[i].mean(axis=(0, 1))
-                top = np.argsort(-w)[:3]
-                extra = " · ".join(f"{html.escape(ctx[j])} {w[j]:.2f}" for j in top)
-            rows.append(
-                f"<tr><td>{html.escape(t)}</td><td>{self.logprobs[i]:.2f}</td><td>{extra}</td></tr>"
-            )
-        return (
-            f"<div id='attend-{next(_ids)}' style='font:12px sans-serif'><b>{html.escape(self.model)}</b>: "
-            f"{html.escape(self.text)}<table><tr><th>token</th><th>logprob</th><th>attended (mean)</th></tr>"
-            + "".join(rows)
-            + "</table></div>"
-        )
+        if self._page is None:
+            return f"<pre>{html.escape(self.text)}</pre>"
+        return _frame(self.html())
+
+    def save_html(self, path) -> None:
+        """Writes :meth:`html` to ``path`` (whole or not at all)."""
+        _write_atomic(path, self.html())
 
 
 class CausalLM:
@@ -248,8 +259,8 @@ class CausalLM:
         """Continues ``prompt`` (greedy by default; ``temperature``, ``top_k``, ``top_p`` and
         ``seed`` sample), as ``attend generate`` does."""
         ids, texts = self._prompt(prompt)
-        items = self._m.generate(ids, _count(max_tokens), float(temperature), top_k, top_p, seed, bool(explain))
-        return Generation(self.name, texts, items, self.layers, self.heads)
+        items, page = self._m.generate(ids, _count(max_tokens), float(temperature), top_k, top_p, seed, bool(explain))
+        return Generation(self.name, texts, items, self.layers, self.heads, page)
 
     def stream(
         self,

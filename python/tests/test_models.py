@@ -55,13 +55,32 @@ def test_explain_equals_the_cli(minilm):
         ex.top("zebra")
 
 
-def test_html_is_self_contained_and_isolated(minilm):
+def _data(page):
+    """The viewer's data element of a page."""
+    start = page.index('id="attend-data">') + len('id="attend-data">')
+    return json.loads(page[start : page.index("</script>", start)])
+
+
+def test_the_notebook_viewer_is_the_cli_page(minilm, tmp_path):
     ex = minilm.explain(SENTENCE)
+    page = ex.html()
+    out = tmp_path / "cli.html"
+    cli("explain", SENTENCE, "-o", str(out))
+    # the same page the CLI writes, from the same library function (the title names the model)
+    assert _data(page)["maps"] == _data(out.read_text())["maps"]
+    d = _data(page)
+    assert d["tokens"] == ex.tokens and d["layers"] == 6 and d["heads"] == 12
+    assert d["sinks"] == [0] and [m["id"] for m in d["maps"]][:3] == ["raw", "mean", "rollout"]
+    for bad in ("http://", "https://", "src=", "<link"):
+        assert bad not in page
+    # in a notebook: its own sandboxed frame, a distinct id per call
     a, b = ex._repr_html_(), ex._repr_html_()
-    for h in (a, b):
-        assert "http" not in h and "<script" not in h and "<link" not in h
-        assert "animal" in h and "road" in h
-    assert a.split("'")[1] != b.split("'")[1]  # distinct ids
+    assert a.startswith("<iframe") and "sandbox='allow-scripts'" in a and "window.attendViewer" in a
+    assert a.split("'")[1] != b.split("'")[1]
+    ex.save_html(tmp_path / "x.html", compare=("it", "animal", "road"))
+    saved = _data((tmp_path / "x.html").read_text())
+    assert saved["compare"] == {"query": 10, "a": 2, "b": 8}
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".partial")]
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +103,12 @@ def test_generate_equals_the_cli_greedily(smollm2):
     for i, a in enumerate(e.attention):
         assert a.shape == (30, 9, n + i)
         np.testing.assert_allclose(a.sum(-1), 1.0, atol=1e-4)
-    assert "<script" not in e._repr_html_()
+    d = _data(e.html())
+    assert d["kind"] == "generation" and d["tokens"][n:] == e.tokens
+    assert d["query_pos"] == [n - 1 + i for i in range(4)]
+    assert e._repr_html_().startswith("<iframe")
+    with pytest.raises(ValueError):
+        g.html()  # generated without explain=True
 
 
 def test_toy_models_load_as_causal_models():

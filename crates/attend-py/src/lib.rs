@@ -479,7 +479,15 @@ impl Encoder {
         d.set_item("layers", trace.layers)?;
         d.set_item("heads", trace.heads)?;
         d.set_item("truncated", tok.truncated)?;
-        d.set_item("attention", PyArray1::from_vec(py, trace.attention))?;
+        d.set_item("attention", PyArray1::from_vec(py, trace.attention.clone()))?;
+        d.set_item(
+            "page",
+            Page {
+                model: String::new(),
+                subtitle: None,
+                what: PageOf::Trace(trace),
+            },
+        )?;
         Ok(d)
     }
 
@@ -487,6 +495,63 @@ impl Encoder {
     fn max_len(&self) -> usize {
         self.inner.max_len
     }
+}
+
+/// The viewer page of a trace or a generation (attend-viz), made on demand.
+#[pyclass(module = "attend._attend")]
+struct Page {
+    model: String,
+    subtitle: Option<String>,
+    what: PageOf,
+}
+
+enum PageOf {
+    Trace(attend_models::Trace),
+    Generation(attend_models::GenerationTrace, Vec<f32>),
+}
+
+#[pymethods]
+impl Page {
+    /// The self-contained HTML page titled `model`; `compare` = (query, a, b) positions opens
+    /// the comparison with that question.
+    #[pyo3(signature = (model=None, compare=None))]
+    fn html(
+        &self,
+        py: Python<'_>,
+        model: Option<String>,
+        compare: Option<(usize, usize, usize)>,
+    ) -> PyResult<String> {
+        let mut opts = attend_viz::Options::new(model.as_deref().unwrap_or(&self.model));
+        opts.compare = compare;
+        opts.subtitle = self.subtitle.clone();
+        let what = &self.what;
+        py.detach(|| match what {
+            PageOf::Trace(t) => attend_viz::trace_page(t, &opts),
+            PageOf::Generation(g, lp) => attend_viz::generation_page(g, lp, &opts),
+        })
+        .map_err(|e| raise(py, "InvalidArgument", e.to_string()))
+    }
+}
+
+/// The tokens of `ids` with their display texts and byte offsets one after another.
+fn infos(
+    lm: &dyn CausalLm,
+    ids: impl Iterator<Item = u32>,
+    mut at: usize,
+) -> Vec<attend_models::TokenInfo> {
+    let tok = lm.tokenizer();
+    ids.map(|id| {
+        let len = tok.token_bytes(id).len();
+        let t = attend_models::TokenInfo {
+            id,
+            text: tok.display(id),
+            start: at,
+            end: at + len,
+        };
+        at += len;
+        t
+    })
+    .collect()
 }
 
 /// A causal language model: SmolLM2 and the GGUF decoders attend runs, or a toy model.
@@ -579,7 +644,7 @@ impl CausalLM {
         top_p: Option<f32>,
         seed: Option<u64>,
         explain: bool,
-    ) -> PyResult<Bound<'py, PyList>> {
+    ) -> PyResult<(Bound<'py, PyList>, Option<Page>)> {
         let mut s = sampler(py, temperature, top_k, top_p, seed)?;
         let lm = &*self.inner;
         let toks = py
@@ -598,7 +663,30 @@ impl CausalLM {
         for g in &toks {
             list.append(token_dict(py, lm, g)?)?;
         }
-        Ok(list)
+        let page = if explain && !toks.is_empty() {
+            let prompt_infos = infos(lm, prompt.iter().copied(), 0);
+            let at = prompt_infos.last().map_or(0, |t| t.end);
+            let gen_infos = infos(lm, toks.iter().map(|g| g.id), at);
+            let rows = gen_infos
+                .into_iter()
+                .zip(&toks)
+                .map(|(t, g)| (t, g.attention.as_slice()))
+                .collect();
+            let g = attend_models::GenerationTrace::new(
+                prompt_infos,
+                rows,
+                (lm.layers(), lm.heads(), lm.kv_heads()),
+            )
+            .map_err(|e| model_err(py, e))?;
+            Some(Page {
+                model: String::new(),
+                subtitle: None,
+                what: PageOf::Generation(g, toks.iter().map(|g| g.logprob).collect()),
+            })
+        } else {
+            None
+        };
+        Ok((list, page))
     }
 
     /// The same generation, token by token: an iterator of token dicts.
@@ -687,7 +775,15 @@ fn toy_explain<'py>(
     d.set_item("layers", trace.layers)?;
     d.set_item("heads", trace.heads)?;
     d.set_item("truncated", false)?;
-    d.set_item("attention", PyArray1::from_vec(py, trace.attention))?;
+    d.set_item("attention", PyArray1::from_vec(py, trace.attention.clone()))?;
+    d.set_item(
+        "page",
+        Page {
+            model: name_or_path.to_string(),
+            subtitle: None,
+            what: PageOf::Trace(trace),
+        },
+    )?;
     Ok(d)
 }
 
@@ -742,6 +838,7 @@ fn _attend(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Encoder>()?;
     m.add_class::<CausalLM>()?;
     m.add_class::<TokenStream>()?;
+    m.add_class::<Page>()?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }
