@@ -56,7 +56,7 @@ pub struct ServeArgs {
 
 /// A loaded model.
 enum Loaded {
-    Encoder(SentenceEncoder),
+    Encoder(Box<SentenceEncoder>),
     Toy(ToyModel),
     Causal(Box<dyn CausalLm>),
 }
@@ -104,7 +104,10 @@ fn load(name: &str) -> Result<(&'static str, Loaded)> {
     if causal {
         return Ok(("causal", Loaded::Causal(crate::generate::load(name)?)));
     }
-    Ok(("encoder", Loaded::Encoder(crate::input::encoder(name)?)))
+    Ok((
+        "encoder",
+        Loaded::Encoder(Box::new(crate::input::encoder(name)?)),
+    ))
 }
 
 /// The names offered when none is given: cached known models, then the trained ones.

@@ -785,3 +785,122 @@ fn an_interrupted_fetch_stops_its_pip() {
         .collect();
     assert!(left.is_empty(), "{left:?}");
 }
+
+/// The viewer data element of a page.
+fn page_data(html: &str) -> serde_json::Value {
+    let start = html.find("id=\"attend-data\">").unwrap() + 17;
+    let end = start + html[start..].find("</script>").unwrap();
+    serde_json::from_str(&html[start..end]).unwrap()
+}
+
+#[test]
+fn html_pages_of_explain_and_generate() {
+    let dir = tmp_dir("html");
+    let text = "The animal didn't cross the road because it was tired";
+    // explain: every layer and head, the --compare question, sinks named
+    let page = dir.join("it.html");
+    let o = attend(
+        &[
+            "explain",
+            "--compare",
+            "animal",
+            "road",
+            "--token",
+            "it",
+            text,
+            "-o",
+            page.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert!(html.starts_with("<!doctype html>") && html.contains("window.attendViewer"));
+    for bad in ["http://", "https://", "src="] {
+        assert!(!html.contains(bad), "{bad}");
+    }
+    let d = page_data(&html);
+    assert_eq!(
+        (d["layers"].as_u64(), d["heads"].as_u64()),
+        (Some(6), Some(12))
+    );
+    assert_eq!(
+        d["compare"],
+        serde_json::json!({"query": 10, "a": 2, "b": 8})
+    );
+    assert_eq!(d["sinks"], serde_json::json!([0]));
+    assert_eq!(d["atlas"].as_array().unwrap().len(), 72);
+    // --format html to stdout when redirected
+    let o = attend(&["explain", "--format", "html", "hi"], None);
+    assert!(o.status.success() && String::from_utf8_lossy(&o.stdout).contains("attendViewer"));
+    // --hide-sinks is for pictures
+    let o = attend(&["explain", "--hide-sinks", text], None);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let svg = dir.join("s.svg");
+    let o = attend(
+        &["explain", "--hide-sinks", text, "-o", svg.to_str().unwrap()],
+        None,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(std::fs::read_to_string(&svg)
+        .unwrap()
+        .contains("sinks [CLS]@0 left out, rows renormalised"));
+    // generate: the rows the KV cache produced, one per generated token
+    let gen = dir.join("gen.html");
+    let o = attend(
+        &[
+            "generate",
+            "--max-tokens",
+            "4",
+            "The capital of France is",
+            "-o",
+            gen.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let d = page_data(&std::fs::read_to_string(&gen).unwrap());
+    assert_eq!(d["kind"], "generation");
+    assert_eq!(d["generated"].as_array().unwrap().len(), 4);
+    assert_eq!(
+        (
+            d["layers"].as_u64(),
+            d["heads"].as_u64(),
+            d["kv_heads"].as_u64()
+        ),
+        (Some(30), Some(9), Some(3))
+    );
+    // and --format json --explain holds the whole rows
+    let o = attend(
+        &[
+            "generate",
+            "--max-tokens",
+            "2",
+            "--explain",
+            "--format",
+            "json",
+            "Hi",
+        ],
+        None,
+    );
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let n = v["prompt_ids"].as_array().unwrap().len();
+    let att = &v["tokens"][1]["attention"];
+    assert_eq!(att.as_array().unwrap().len(), 30);
+    assert_eq!(att[29].as_array().unwrap().len(), 9);
+    assert_eq!(att[29][8].as_array().unwrap().len(), n + 1);
+}
+
+#[test]
+fn serve_refuses_bad_arguments() {
+    let o = attend(
+        &["serve", "--host", "localhost:80", "--model", "toy-winograd"],
+        None,
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("not an IP address"));
+    let o = attend(&["serve", "--max-chars", "0"], None);
+    assert_eq!(o.status.code(), Some(2));
+    let o = attend(&["serve", "--model", "nosuch"], None);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+}
