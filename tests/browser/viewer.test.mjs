@@ -277,6 +277,39 @@ test('a SmolLM2 generation: rows and generated tokens equal generate --format js
   await context.close();
 });
 
+test('a page over its budget keeps each row\'s largest weights and the rest\'s sum', async () => {
+  const file = join(dir, 'small-budget.html');
+  attend(['explain', '--page-mib', '0.02', TEXT, '-o', file]);
+  const { page, context, seen } = await open(fileUrl(file));
+  assert.deepEqual(seen.errors, []);
+  const v = await page.evaluate(() => ({ enc: window.attendViewer.encoding, notes: document.getElementById('av-notes').textContent }));
+  assert.equal(v.enc, 'top');
+  assert.match(v.notes, /keeps its \d+ largest weights of 14/);
+  const J = files.minilmJson.attention;
+  const got = await page.evaluate(() => {
+    const a = window.attendViewer, out = [];
+    for (let l = 0; l < a.layers; l++) for (let h = 0; h < a.heads; h++) for (let q = 0; q < a.tokens.length; q++) out.push([a.row(l, h, q), a.rest(l, h, q), a.precision(l, h, q)]);
+    return out;
+  });
+  let i = 0;
+  for (let l = 0; l < 6; l++) for (let h = 0; h < 12; h++) for (let q = 0; q < 14; q++) {
+    const [row, rest, prec] = got[i++], want = J[l][h][q];
+    let kept = 0;
+    row.forEach((w, k) => { if (w > 0) { kept += want[k]; assert.ok(Math.abs(w - want[k]) <= prec + 1e-7); } });
+    // what was kept plus the rest is the whole row (a kept weight under half a step reads 0)
+    assert.ok(Math.abs(kept + rest - want.reduce((a, b) => a + b, 0)) <= 14 * prec + 1e-5, `${l} ${h} ${q}`);
+    // and what was kept are the largest
+    const dropped = want.filter((w, k) => row[k] === 0 && w > prec * 2);
+    const smallestKept = Math.min(...want.filter((w, k) => row[k] > 0));
+    assert.ok(dropped.every((w) => w <= smallestKept + 1e-6));
+  }
+  await page.evaluate(() => window.attendViewer.open(5, 0));
+  const c = await page.evaluate(() => window.attendViewer.cell(10, 2));
+  await page.mouse.move(c.x, c.y);
+  assert.match(await page.locator('#av-hover').textContent(), /not stored: the other keys, together/);
+  await context.close();
+});
+
 test('a toy model page (causal, with value norms) and a narrow viewport', async () => {
   const { page, context, seen } = await open(fileUrl(files.toyHtml), { width: 700, height: 700 });
   assert.deepEqual(seen.errors, []);

@@ -52,6 +52,10 @@ pub struct ExplainArgs {
     /// as `[CLS]`), renormalising each row over the other keys; the page has it as a toggle.
     #[arg(long)]
     hide_sinks: bool,
+    /// HTML: the most MiB of weight data in the page; past it each row keeps only its largest
+    /// weights and the sum of the rest (the page says so).
+    #[arg(long, default_value_t = 40.0)]
+    page_mib: f64,
     /// Output format [default: from the extension of -o (.json, .svg, .png, .html), else text].
     #[arg(long, value_enum)]
     format: Option<ExplainFormat>,
@@ -187,6 +191,7 @@ struct HtmlReport;
 impl Report for HtmlReport {
     fn render(&self, args: &ExplainArgs, ex: &Explained) -> Result<Vec<u8>> {
         let mut opts = attend_viz::Options::new(&args.model);
+        opts.budget = crate::input::page_budget(args.page_mib)?;
         opts.compare = ex.versus.as_ref().map(|c| (c.query, c.a, c.b));
         opts.subtitle = ex.prediction.as_ref().map(|top| {
             let list: Vec<String> = top.iter().map(|(t, p)| format!("{t} {p:.3}")).collect();
@@ -238,6 +243,7 @@ fn output_format(args: &ExplainArgs) -> Result<ExplainFormat> {
 /// Runs `attend explain`: load and compute, then print in the chosen format.
 pub fn run(args: &ExplainArgs) -> Result<()> {
     let format = output_format(args)?;
+    crate::input::page_budget(args.page_mib)?;
     let text = if args.text == "-" {
         crate::input::texts_within(&[], crate::input::MAX_ONE_TEXT)?.join("\n")
     } else {

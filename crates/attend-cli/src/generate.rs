@@ -64,6 +64,10 @@ pub struct GenerateArgs {
     /// With --explain: how many attended tokens to show per token.
     #[arg(long, default_value_t = 3)]
     top: usize,
+    /// HTML: the most MiB of weight data in the page; past it each row keeps only its largest
+    /// weights and the sum of the rest (the page says so).
+    #[arg(long, default_value_t = 40.0)]
+    page_mib: f64,
     /// Output format [default: html when -o names a .html file, else text].
     #[arg(long, value_enum)]
     format: Option<GenFormat>,
@@ -193,6 +197,7 @@ pub fn load(model: &str) -> Result<Box<dyn CausalLm>> {
 /// Runs `attend generate`.
 pub fn run(args: &GenerateArgs) -> Result<()> {
     let format = output_format(args)?;
+    crate::input::page_budget(args.page_mib)?;
     let explain = args.explain || format == GenFormat::Html;
     let prompt = if args.prompt == "-" {
         crate::input::texts_within(&[], crate::input::MAX_ONE_TEXT)?.join("\n")
@@ -375,6 +380,7 @@ fn html_page(
         (layers, heads, page.kv_heads),
     )?;
     let mut opts = attend_viz::Options::new(&args.model);
+    opts.budget = crate::input::page_budget(args.page_mib)?;
     opts.subtitle = Some(subtitle);
     Ok(attend_viz::generation_page(&gen, &logprobs, &opts)?.into_bytes())
 }

@@ -79,3 +79,13 @@ pub fn toy_model(model: &str) -> Result<Option<attend_models::models::toy::ToyMo
         .transpose()
         .with_context(|| format!("loading `{model}`"))
 }
+
+/// `--page-mib` in bytes: a positive number of MiB, at most 4096.
+pub fn page_budget(mib: f64) -> Result<usize> {
+    if !(mib.is_finite() && mib > 0.0 && mib <= 4096.0) {
+        return Err(crate::usage!(
+            "--page-mib {mib} is out of range: give a size in MiB above 0 and at most 4096"
+        ));
+    }
+    Ok((mib * (1 << 20) as f64) as usize)
+}

@@ -57,6 +57,14 @@
     }
     return out;
   }
+  // the weight a stored row dropped (top encoding), or 0
+  function restOf(m, mi, r) { return m.encoding === 'top' ? m.rest[mi * R + r] : 0; }
+  function restNote(mx, a, l, h) {
+    var m = mx.m;
+    if (m.encoding !== 'top' || state.words) return '';
+    var r = mx.g.rows[a][0];
+    return '\n  (not stored: the other keys, together ' + fmt(restOf(m, matrixIndex(m, l, h), r)) + ')';
+  }
   function visible(r) { return D.kind === 'generation' ? D.query_pos[r] + 1 : K; }
 
   // ---- what is shown -------------------------------------------------------------------------
@@ -251,39 +259,42 @@
   }
   function drawHead() {
     var mx = matrix(state.map, state.layer, state.head), m = mx.m;
-    var cell = Math.max(1, Math.min(28, Math.floor(760 / Math.max(mx.keys, mx.rows))));
-    var labels = cell >= 9, font = Math.min(12, cell - 1);
+    // square cells where the matrix is square; a few long rows (a generation) get taller cells
+    var cw = Math.max(1, Math.min(28, Math.floor(760 / Math.max(mx.keys, mx.rows))));
+    var ch = Math.max(cw, Math.min(28, Math.floor(520 / mx.rows)));
+    var labels = ch >= 9, keyLabels = cw >= 9, font = Math.min(12, ch - 1, keyLabels ? cw - 1 : 12);
     var canvas = $('av-head-canvas'), ctx = canvas.getContext('2d');
     ctx.font = font + 'px sans-serif';
     var widest = 0, a;
-    if (labels) {
-      for (a = 0; a < mx.keys; a++) widest = Math.max(widest, ctx.measureText(labelOf(mx.g.keys[a])).width);
-      for (a = 0; a < mx.rows; a++) widest = Math.max(widest, ctx.measureText(rowLabel(mx.g, a)).width);
-    }
-    var left = labels ? Math.ceil(widest) + 8 : 0, top = labels ? Math.min(Math.ceil(widest) + 8, 140) : 0;
-    canvas.width = left + mx.keys * cell; canvas.height = top + mx.rows * cell;
+    var widestKey = 0;
+    if (labels) for (a = 0; a < mx.rows; a++) widest = Math.max(widest, ctx.measureText(rowLabel(mx.g, a)).width);
+    if (keyLabels) for (a = 0; a < mx.keys; a++) widestKey = Math.max(widestKey, ctx.measureText(labelOf(mx.g.keys[a])).width);
+    var left = labels ? Math.ceil(widest) + 8 : 0, top = keyLabels ? Math.min(Math.ceil(widestKey) + 8, 140) : 0;
+    canvas.width = left + mx.keys * cw; canvas.height = top + mx.rows * ch;
     var ov = $('av-head-overlay');
     ov.width = canvas.width; ov.height = canvas.height;
     ctx.fillStyle = '#fff'; ctx.fillRect(0, 0, canvas.width, canvas.height);
-    var img = ctx.createImageData(mx.keys * cell, mx.rows * cell), W = mx.keys * cell;
+    var img = ctx.createImageData(mx.keys * cw, mx.rows * ch), W = mx.keys * cw;
     for (var q = 0; q < mx.rows; q++) for (var k = 0; k < mx.keys; k++) {
       var col = colour(mx.data[q * mx.keys + k], mx.vmax);
-      for (var dy = 0; dy < cell; dy++) for (var dx = 0; dx < cell; dx++) {
-        var p = 4 * ((q * cell + dy) * W + k * cell + dx);
+      for (var dy = 0; dy < ch; dy++) for (var dx = 0; dx < cw; dx++) {
+        var p = 4 * ((q * ch + dy) * W + k * cw + dx);
         img.data[p] = col[0]; img.data[p + 1] = col[1]; img.data[p + 2] = col[2]; img.data[p + 3] = 255;
       }
     }
     ctx.putImageData(img, left, top);
+    ctx.font = font + 'px sans-serif'; ctx.fillStyle = '#222'; ctx.textBaseline = 'middle';
     if (labels) {
-      ctx.font = font + 'px sans-serif'; ctx.fillStyle = '#222'; ctx.textBaseline = 'middle';
       ctx.textAlign = 'right';
-      for (a = 0; a < mx.rows; a++) ctx.fillText(rowLabel(mx.g, a), left - 4, top + a * cell + cell / 2);
+      for (a = 0; a < mx.rows; a++) ctx.fillText(rowLabel(mx.g, a), left - 4, top + a * ch + ch / 2);
+    }
+    if (keyLabels) {
       for (a = 0; a < mx.keys; a++) {
-        ctx.save(); ctx.translate(left + a * cell + cell / 2, top - 4); ctx.rotate(-Math.PI / 2);
+        ctx.save(); ctx.translate(left + a * cw + cw / 2, top - 4); ctx.rotate(-Math.PI / 2);
         ctx.textAlign = 'left'; ctx.fillText(labelOf(mx.g.keys[a]), 0, 0); ctx.restore();
       }
     }
-    geo = { mx: mx, cell: cell, left: left, top: top };
+    geo = { mx: mx, cw: cw, ch: ch, left: left, top: top };
     drawScale(mx.vmax);
     $('av-hover').textContent = 'layer ' + state.layer + ', ' + (m.per_head ? 'head ' + state.head : m.label) +
       (state.sinks ? ' · sinks hidden' : '') + '\nHover a cell or a token label.';
@@ -300,18 +311,19 @@
     ctx.fillStyle = 'rgba(220,40,40,0.18)'; ctx.strokeStyle = 'rgba(200,30,30,0.9)';
     var lines = [];
     if (q !== null) {
-      ctx.fillRect(0, g.top + q * g.cell, ov.width, g.cell);
+      ctx.fillRect(0, g.top + q * g.ch, ov.width, g.ch);
       var row = mx.data.subarray(q * mx.keys, (q + 1) * mx.keys);
-      lines.push('query ' + show(rowLabel(mx.g, q)) + ' attends to:\n' + topList(row, function (i) { return labelOf(mx.g.keys[i]); }, 8));
+      lines.push('query ' + show(rowLabel(mx.g, q)) + ' attends to:\n' + topList(row, function (i) { return labelOf(mx.g.keys[i]); }, 8) +
+        restNote(mx, q, state.layer, state.head));
     }
     if (k !== null) {
-      ctx.fillRect(g.left + k * g.cell, 0, g.cell, ov.height);
+      ctx.fillRect(g.left + k * g.cw, 0, g.cw, ov.height);
       var col = new Float32Array(mx.rows);
       for (var r = 0; r < mx.rows; r++) col[r] = mx.data[r * mx.keys + k];
       lines.push('key ' + show(labelOf(mx.g.keys[k])) + ' is attended by:\n' + topList(col, function (i) { return rowLabel(mx.g, i); }, 8));
     }
     if (q !== null && k !== null) {
-      ctx.strokeRect(g.left + k * g.cell + 0.5, g.top + q * g.cell + 0.5, g.cell - 1, g.cell - 1);
+      ctx.strokeRect(g.left + k * g.cw + 0.5, g.top + q * g.ch + 0.5, g.cw - 1, g.ch - 1);
       lines.unshift(show(rowLabel(mx.g, q)) + ' → ' + show(labelOf(mx.g.keys[k])) + ': ' + fmt(mx.data[q * mx.keys + k]));
     }
     $('av-hover').textContent = lines.join('\n\n');
@@ -319,8 +331,8 @@
   $('av-head-canvas').addEventListener('mousemove', function (e) {
     if (!geo) return;
     var b = this.getBoundingClientRect(), x = e.clientX - b.left, y = e.clientY - b.top;
-    var k = x >= geo.left ? Math.floor((x - geo.left) / geo.cell) : null;
-    var q = y >= geo.top ? Math.floor((y - geo.top) / geo.cell) : null;
+    var k = x >= geo.left ? Math.floor((x - geo.left) / geo.cw) : null;
+    var q = y >= geo.top ? Math.floor((y - geo.top) / geo.ch) : null;
     if (k !== null && k >= geo.mx.keys) k = null;
     if (q !== null && q >= geo.mx.rows) q = null;
     hover(q, k);
@@ -359,7 +371,8 @@
     var r = state.query === null ? R - 1 : state.query, a = rowGroupOf(mx, r), w = shownKeys(mx, a);
     spans($('av-token-text'), D.tokens.length, w, mx.vmax, D.query_pos[r], null);
     $('av-token-list').textContent = 'query ' + show(rowLabel(mx.g, a)) + ' · layer ' + state.layer + ', ' +
-      (mx.m.per_head ? 'head ' + state.head : mx.m.label) + ':\n' + topList(w, function (i) { return labelOf(mx.g.keys[i]); }, 8);
+      (mx.m.per_head ? 'head ' + state.head : mx.m.label) + ':\n' + topList(w, function (i) { return labelOf(mx.g.keys[i]); }, 8) +
+      restNote(mx, a, state.layer, state.head);
   }
   $('av-token-text').addEventListener('click', function (e) {
     var p = e.target.dataset && e.target.dataset.pos;
@@ -496,6 +509,11 @@
       var r = rowOf[query];
       return r === undefined ? null : maps.raw.scales[(layer * H + head) * R + r] / 2;
     },
+    // what a row kept to its largest weights left out (0 for dense pages)
+    rest: function (layer, head, query) {
+      var r = rowOf[query];
+      return r === undefined ? null : restOf(maps.raw, layer * H + head, r);
+    },
     // the row as the page shows it now (aggregation, sinks and words applied)
     displayed: function (layer, head, query) {
       var mx = matrix(state.map, layer, head), a = rowGroupOf(mx, rowOf[query]);
@@ -512,7 +530,7 @@
     cell: function (q, k) {
       if (!geo) return null;
       var b = $('av-head-canvas').getBoundingClientRect();
-      return { x: b.left + geo.left + (k + 0.5) * geo.cell, y: b.top + geo.top + (q + 0.5) * geo.cell };
+      return { x: b.left + geo.left + (k + 0.5) * geo.cw, y: b.top + geo.top + (q + 0.5) * geo.ch };
     },
     colour: colour,
     paintedAt: null
