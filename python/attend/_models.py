@@ -122,6 +122,12 @@ class Explanation:
             c = (self.index(q), self.index(a), self.index(b))
         return self._page.html(self.model, c)
 
+    def atlas(self) -> Dict:
+        """The head atlas: ``sinks`` (positions) and, per head (layer-major arrays of
+        ``layers × heads``), ``layer``, ``head``, ``kv_head``, ``entropy`` (bits),
+        ``sink_share``, ``prev_token`` and ``distance`` — the viewer's numbers."""
+        return self._page.atlas()
+
     def _repr_html_(self) -> str:
         return _frame(self.html())
 

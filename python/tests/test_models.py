@@ -81,6 +81,11 @@ def test_the_notebook_viewer_is_the_cli_page(minilm, tmp_path):
     saved = _data((tmp_path / "x.html").read_text())
     assert saved["compare"] == {"query": 10, "a": 2, "b": 8}
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".partial")]
+    # the atlas's numbers are the page's
+    atlas = ex.atlas()
+    assert atlas["sinks"] == [0] and len(atlas["entropy"]) == 72
+    np.testing.assert_allclose(atlas["entropy"], [h["entropy"] for h in d["atlas"]], rtol=1e-6)
+    np.testing.assert_allclose(atlas["sink_share"], [h["sink_share"] for h in d["atlas"]], rtol=1e-6)
 
 
 @pytest.fixture(scope="module")

@@ -531,6 +531,34 @@ impl Page {
         })
         .map_err(|e| raise(py, "InvalidArgument", e.to_string()))
     }
+
+    /// The sink positions and the head atlas — what the viewer shows per head — as a dict:
+    /// `sinks` (positions), and `layer`, `head`, `kv_head`, `entropy`, `sink_share`,
+    /// `prev_token`, `distance`, one entry per head (layer-major).
+    fn atlas<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let grid = match &self.what {
+            PageOf::Trace(t) => t.grid(),
+            PageOf::Generation(g, _) => g.grid(),
+        };
+        let sinks = grid.sinks();
+        let stats = grid.head_stats(&sinks);
+        let d = PyDict::new(py);
+        d.set_item("sinks", sinks)?;
+        let col = |f: fn(&attend_models::trace::aggregate::HeadStats) -> f32| {
+            stats.iter().map(f).collect::<Vec<f32>>()
+        };
+        d.set_item("layer", stats.iter().map(|s| s.layer).collect::<Vec<_>>())?;
+        d.set_item("head", stats.iter().map(|s| s.head).collect::<Vec<_>>())?;
+        d.set_item(
+            "kv_head",
+            stats.iter().map(|s| s.kv_head).collect::<Vec<_>>(),
+        )?;
+        d.set_item("entropy", PyArray1::from_vec(py, col(|s| s.entropy)))?;
+        d.set_item("sink_share", PyArray1::from_vec(py, col(|s| s.sink_share)))?;
+        d.set_item("prev_token", PyArray1::from_vec(py, col(|s| s.prev_token)))?;
+        d.set_item("distance", PyArray1::from_vec(py, col(|s| s.distance)))?;
+        Ok(d)
+    }
 }
 
 /// The tokens of `ids` with their display texts and byte offsets one after another.
