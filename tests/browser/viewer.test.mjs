@@ -321,6 +321,27 @@ test('a toy model page (causal, with value norms) and a narrow viewport', async 
   await context.close();
 });
 
+test('the page in a sandboxed iframe srcdoc, as attend\'s Python package shows it in a notebook', async () => {
+  // python/attend/_models.py `_frame`: html.escape(page, quote=True) into srcdoc, sandbox=allow-scripts
+  const page = readFileSync(files.minilmHtml, 'utf8');
+  const esc = page.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;').replace(/'/g, '&#x27;');
+  const host = join(dir, 'notebook.html');
+  writeFileSync(host, `<!doctype html><p>a notebook cell</p><iframe id="f" sandbox="allow-scripts" srcdoc="${esc}" style="width:100%;height:780px"></iframe>`);
+  const context = await browser.newContext({ viewport: { width: 1300, height: 900 } });
+  const tab = await context.newPage();
+  const errors = [], requests = [];
+  tab.on('pageerror', (e) => errors.push(e.message));
+  tab.on('console', (m) => { if (m.type() === 'error') errors.push(m.text()); });
+  tab.on('request', (r) => { if (r.url() !== fileUrl(host) && !r.url().startsWith('about:')) requests.push(r.url()); });
+  await tab.goto(fileUrl(host));
+  const frame = tab.frameLocator('#f');
+  await frame.locator('canvas.thumb').first().waitFor();
+  assert.equal(await frame.locator('canvas.thumb').count(), 72);
+  assert.deepEqual(errors, []);
+  assert.deepEqual(requests, []);
+  await context.close();
+});
+
 // ---- attend serve -----------------------------------------------------------------------------
 
 async function startServer() {
