@@ -18,7 +18,7 @@ import sys
 from fontTools import subset
 
 SRC = sys.argv[1] if len(sys.argv) > 1 else "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"
-OUT = "crates/attend-cli/assets/DejaVuSans-subset.ttf"
+OUT = "crates/attend-viz/assets/DejaVuSans-subset.ttf"
 RANGES = [
     (0x0020, 0x024F),  # Basic Latin, Latin-1, Latin Extended-A/B (Ġ, Ċ of byte-level BPE)
     (0x0370, 0x03FF),  # Greek

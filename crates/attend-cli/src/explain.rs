@@ -8,7 +8,7 @@ use attend_models::trace::aggregate::without_sinks;
 use attend_models::Trace;
 use serde_json::json;
 
-use crate::render;
+use attend_viz::picture as render;
 
 /// Output formats of `attend explain`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -428,7 +428,7 @@ impl Report for PictureReport {
         }
         let svg = render::heatmaps_svg(&title, &trace.tokens, &panels);
         if self.png {
-            render::svg_to_png(&svg)
+            Ok(render::svg_to_png(&svg)?)
         } else {
             Ok(svg.into_bytes())
         }

@@ -8,7 +8,6 @@ mod generate;
 mod input;
 mod models_cmd;
 mod output;
-mod render;
 mod serve;
 mod train;
 mod usage;

@@ -13,7 +13,7 @@ use attend_models::train::{winograd, Checkpoint, EvalPoint, TaskSpec, Trainer};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
-use crate::render;
+use attend_viz::picture as render;
 
 /// Arguments of `attend train`.
 #[derive(clap::Args, Debug)]

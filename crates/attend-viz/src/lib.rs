@@ -12,11 +12,15 @@
 //! `row(layer, head, query)`, `generated`, and `ready` (a promise resolved once the weights
 //! are decoded).
 //!
+//! [`picture`] draws the static heatmaps (SVG, and PNG through `resvg`) and the training
+//! curves.
+//!
 //! Invariant: the page is made from what the model computed; nothing here runs a model or
 //! recomputes attention.
 #![deny(unsafe_code)]
 
 pub mod encode;
+pub mod picture;
 
 use attend_models::trace::aggregate::{self, Grid, HeadStats};
 use attend_models::{GenerationTrace, Trace};
@@ -31,6 +35,9 @@ pub enum Error {
     /// Options that do not fit the trace.
     #[error("{0}")]
     Invalid(String),
+    /// A picture could not be drawn.
+    #[error("{0}")]
+    Render(String),
 }
 
 /// A `Result` with the viewer's [`Error`].

@@ -1,9 +1,9 @@
 //! Renderers: labelled attention heatmaps as SVG, and the same picture as PNG. They read
 //! weights; they never recompute.
 
-use anyhow::{anyhow, Result};
-
 use attend_models::TokenInfo;
+
+use crate::{Error, Result};
 
 fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
@@ -292,16 +292,21 @@ pub fn svg_to_png(svg: &str) -> Result<Vec<u8>> {
     db.load_font_data(FONT.to_vec());
     db.load_system_fonts();
     db.set_sans_serif_family("DejaVu Sans");
-    let tree = resvg::usvg::Tree::from_str(svg, &opt)?;
+    let tree = resvg::usvg::Tree::from_str(svg, &opt)
+        .map_err(|e| Error::Render(format!("the SVG cannot be read: {e}")))?;
     let size = tree.size().to_int_size();
-    let mut pixmap = resvg::tiny_skia::Pixmap::new(size.width(), size.height())
-        .ok_or_else(|| anyhow!("the picture is too large to rasterise ({size:?})"))?;
+    let mut pixmap =
+        resvg::tiny_skia::Pixmap::new(size.width(), size.height()).ok_or_else(|| {
+            Error::Render(format!("the picture is too large to rasterise ({size:?})"))
+        })?;
     resvg::render(
         &tree,
         resvg::tiny_skia::Transform::default(),
         &mut pixmap.as_mut(),
     );
-    Ok(pixmap.encode_png()?)
+    pixmap
+        .encode_png()
+        .map_err(|e| Error::Render(format!("encoding the PNG: {e}")))
 }
 
 #[cfg(test)]
