@@ -482,6 +482,9 @@
     f();
   }
   function set(o) {
+    if (o.map !== undefined && !maps[o.map]) {
+      return Promise.reject(new Error('no aggregation `' + o.map + '` in this page; it has ' + D.maps.map(function (m) { return m.id; }).join(', ')));
+    }
     for (var k in o) if (Object.prototype.hasOwnProperty.call(o, k)) state[k] = o[k];
     if (o.map && !maps[state.map].per_head) state.head = 'mean';
     var need = [maps[state.map], effective(state.map, 'mean')].filter(function (m) { return !m.ready; });
