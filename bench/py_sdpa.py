@@ -32,10 +32,13 @@ CASES = {
 }
 
 
-def median_ms(f, repeat):
+def median_ms(f, repeat, seconds=0.5):
+    """Median of at least `repeat` calls and at least `seconds` of them: a millisecond case
+    over 9 calls on a shared machine is mostly noise."""
     f()  # warm-up
     ts = []
-    for _ in range(repeat):
+    start = time.perf_counter()
+    while len(ts) < repeat or time.perf_counter() - start < seconds:
         t0 = time.perf_counter()
         f()
         ts.append((time.perf_counter() - t0) * 1e3)
