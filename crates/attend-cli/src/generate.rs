@@ -122,7 +122,7 @@ enum Sink {
     /// JSON records, printed at the end, and the heads per layer (to nest the attention).
     Json(Vec<serde_json::Value>, usize),
     /// Tokens kept for the viewer page, written at the end.
-    Html(Vec<(attend_models::TokenInfo, GenToken)>),
+    Html(Vec<GenToken>),
 }
 
 impl Sink {
@@ -170,15 +170,7 @@ impl Sink {
                 Ok(())
             }
             Sink::Html(kept) => {
-                kept.push((
-                    attend_models::TokenInfo {
-                        id: g.id,
-                        text: piece.to_string(),
-                        start: 0,
-                        end: bytes.len(),
-                    },
-                    g.clone(),
-                ));
+                kept.push(g.clone());
                 Ok(())
             }
         }
@@ -301,7 +293,7 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
     // print the end
     let page = PageInput {
         prompt: &prompt_tokens,
-        kv_heads: lm.kv_heads(),
+        lm: lm.as_ref(),
     };
     finish(
         args,
@@ -323,7 +315,7 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
 /// What the viewer page needs besides the generated tokens.
 struct PageInput<'a> {
     prompt: &'a [attend_models::TokenInfo],
-    kv_heads: usize,
+    lm: &'a dyn CausalLm,
 }
 
 /// The format asked for: `--format`, else from the extension of `-o`.
@@ -353,32 +345,12 @@ fn output_format(args: &GenerateArgs) -> Result<GenFormat> {
 /// The viewer page of a finished generation.
 fn html_page(
     args: &GenerateArgs,
-    kept: Vec<(attend_models::TokenInfo, GenToken)>,
+    kept: &[GenToken],
     page: &PageInput<'_>,
-    (layers, heads): (usize, usize),
     subtitle: String,
 ) -> Result<Vec<u8>> {
-    // byte offsets continue the prompt's, so that words can be told apart
-    let mut at = page.prompt.iter().map(|t| t.end).max().unwrap_or(0);
-    let logprobs: Vec<f32> = kept.iter().map(|(_, g)| g.logprob).collect();
-    let generated: Vec<(attend_models::TokenInfo, &[f32])> = kept
-        .iter()
-        .map(|(t, g)| {
-            let len = t.end;
-            let info = attend_models::TokenInfo {
-                start: at,
-                end: at + len,
-                ..t.clone()
-            };
-            at += len;
-            (info, g.attention.as_slice())
-        })
-        .collect();
-    let gen = attend_models::GenerationTrace::new(
-        page.prompt.to_vec(),
-        generated,
-        (layers, heads, page.kv_heads),
-    )?;
+    let gen = attend_models::generate::generation_trace(page.lm, page.prompt.to_vec(), kept)?;
+    let logprobs: Vec<f32> = kept.iter().map(|g| g.logprob).collect();
     let mut opts = attend_viz::Options::new(&args.model);
     opts.budget = crate::input::page_budget(args.page_mib)?;
     opts.subtitle = Some(subtitle);
@@ -410,7 +382,7 @@ fn finish(
             }
             let generated: String = texts[prompt_ids.len()..].concat();
             let subtitle = format!("prompt: {text} · generated: {generated}");
-            let bytes = html_page(args, kept, page, (layers, heads), subtitle)?;
+            let bytes = html_page(args, &kept, page, subtitle)?;
             out.write_all(&bytes)?;
         }
         Sink::Json(records, _) => {

@@ -449,33 +449,13 @@ fn generation(
     if kept.is_empty() {
         return Err(user("the model ended the text at once".into()));
     }
-    let mut at = prompt.iter().map(|t| t.end).max().unwrap_or(0);
-    let infos: Vec<attend_models::TokenInfo> = kept
+    let gen = attend_models::generate::generation_trace(lm, prompt, &kept)
+        .map_err(|e| fail(e.to_string()))?;
+    let generated: String = gen.tokens[gen.prompt_len..]
         .iter()
-        .map(|g| {
-            let len = tok.token_bytes(g.id).len();
-            let t = attend_models::TokenInfo {
-                id: g.id,
-                text: tok.display(g.id),
-                start: at,
-                end: at + len,
-            };
-            at += len;
-            t
-        })
+        .map(|t| t.text.as_str())
         .collect();
-    let generated: String = infos.iter().map(|t| t.text.as_str()).collect();
     let logprobs: Vec<f32> = kept.iter().map(|g| g.logprob).collect();
-    let gen = attend_models::GenerationTrace::new(
-        prompt,
-        infos
-            .into_iter()
-            .zip(&kept)
-            .map(|(t, g)| (t, g.attention.as_slice()))
-            .collect(),
-        (lm.layers(), lm.heads(), lm.kv_heads()),
-    )
-    .map_err(|e| fail(e.to_string()))?;
     opts.subtitle = Some(format!("prompt: {text} · generated: {generated}"));
     attend_viz::generation_page(&gen, &logprobs, &opts).map_err(|e| fail(e.to_string()))
 }

@@ -281,6 +281,33 @@ pub fn generate(
     Ok(stats)
 }
 
+/// The [`crate::GenerationTrace`] of a generation as [`generate`] reported it (attention
+/// captured): the prompt's tokens, then each generated token spelled by `lm`'s tokenizer,
+/// byte offsets continuing the prompt's (so that words can be told apart).
+pub fn generation_trace(
+    lm: &dyn CausalLm,
+    prompt: Vec<crate::TokenInfo>,
+    generated: &[GenToken],
+) -> Result<crate::GenerationTrace> {
+    let tok = lm.tokenizer();
+    let mut at = prompt.iter().map(|t| t.end).max().unwrap_or(0);
+    let rows = generated
+        .iter()
+        .map(|g| {
+            let len = tok.token_bytes(g.id).len();
+            let info = crate::TokenInfo {
+                id: g.id,
+                text: tok.display(g.id),
+                start: at,
+                end: at + len,
+            };
+            at += len;
+            (info, g.attention.as_slice())
+        })
+        .collect();
+    crate::GenerationTrace::new(prompt, rows, (lm.layers(), lm.heads(), lm.kv_heads()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -561,27 +561,6 @@ impl Page {
     }
 }
 
-/// The tokens of `ids` with their display texts and byte offsets one after another.
-fn infos(
-    lm: &dyn CausalLm,
-    ids: impl Iterator<Item = u32>,
-    mut at: usize,
-) -> Vec<attend_models::TokenInfo> {
-    let tok = lm.tokenizer();
-    ids.map(|id| {
-        let len = tok.token_bytes(id).len();
-        let t = attend_models::TokenInfo {
-            id,
-            text: tok.display(id),
-            start: at,
-            end: at + len,
-        };
-        at += len;
-        t
-    })
-    .collect()
-}
-
 /// A causal language model: SmolLM2 and the GGUF decoders attend runs, or a toy model.
 #[pyclass(module = "attend._attend")]
 struct CausalLM {
@@ -692,20 +671,24 @@ impl CausalLM {
             list.append(token_dict(py, lm, g)?)?;
         }
         let page = if explain && !toks.is_empty() {
-            let prompt_infos = infos(lm, prompt.iter().copied(), 0);
-            let at = prompt_infos.last().map_or(0, |t| t.end);
-            let gen_infos = infos(lm, toks.iter().map(|g| g.id), at);
-            let rows = gen_infos
-                .into_iter()
-                .zip(&toks)
-                .map(|(t, g)| (t, g.attention.as_slice()))
+            // the prompt as the tokenizer spells each id, offsets one after another
+            let tok = lm.tokenizer();
+            let mut at = 0;
+            let prompt_infos = prompt
+                .iter()
+                .map(|&id| {
+                    let len = tok.token_bytes(id).len();
+                    at += len;
+                    attend_models::TokenInfo {
+                        id,
+                        text: tok.display(id),
+                        start: at - len,
+                        end: at,
+                    }
+                })
                 .collect();
-            let g = attend_models::GenerationTrace::new(
-                prompt_infos,
-                rows,
-                (lm.layers(), lm.heads(), lm.kv_heads()),
-            )
-            .map_err(|e| model_err(py, e))?;
+            let g = attend_models::generate::generation_trace(lm, prompt_infos, &toks)
+                .map_err(|e| model_err(py, e))?;
             Some(Page {
                 model: String::new(),
                 subtitle: None,
