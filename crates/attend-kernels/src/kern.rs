@@ -30,7 +30,8 @@ pub struct Features {
     pub fma: bool,
     /// F16C (half-precision conversions).
     pub f16c: bool,
-    /// AVX-512 Foundation (no attend kernel uses it yet; the `gemm` crate's sgemm does).
+    /// AVX-512 Foundation (the panel and softmax kernels; the `gemm` crate's sgemm detects it
+    /// on its own).
     pub avx512f: bool,
 }
 
@@ -66,6 +67,8 @@ pub enum Isa {
     Scalar,
     /// AVX2 with FMA and F16C (x86-64).
     Avx2,
+    /// AVX-512F for the panel and softmax kernels, AVX2 for the rest (x86-64).
+    Avx512,
 }
 
 impl Isa {

@@ -73,6 +73,8 @@ pub(crate) const ALL: &[fn() -> Option<&'static Table>] = &[
     generic::table,
     #[cfg(target_arch = "x86_64")]
     x86_64::avx2::table,
+    #[cfg(target_arch = "x86_64")]
+    x86_64::avx512::table,
 ];
 
 pub(crate) mod generic;

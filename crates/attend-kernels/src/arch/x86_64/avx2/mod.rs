@@ -1,9 +1,9 @@
 //! AVX2 + FMA + F16C kernels (x86-64), one file per family; each kernel's scalar twin sits in
 //! the same-named file of `arch/generic/`.
 
-mod elementwise;
-mod panel;
-mod quant;
+pub(crate) mod elementwise;
+pub(crate) mod panel;
+pub(crate) mod quant;
 mod softmax;
 
 use crate::arch::Table;
