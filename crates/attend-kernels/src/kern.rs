@@ -218,7 +218,7 @@ impl Kern {
         l: &mut [f32],
         alpha: &mut [f32],
     ) {
-        assert!(width % NR == 0 && rows * width <= st.len());
+        assert!(width.is_multiple_of(NR) && rows * width <= st.len());
         assert!(m.len() >= width && l.len() >= width && alpha.len() >= width);
         // SAFETY: the table proves the processor; the bounds the kernel touches are asserted.
         unsafe { (self.t.softmax_cols)(st, rows, width, c, m, l, alpha) }
@@ -234,7 +234,7 @@ impl Kern {
         stride: usize,
         alpha: &[f32],
     ) {
-        assert!(width % NR == 0 && span(0, stride, rows, width) <= x.len());
+        assert!(width.is_multiple_of(NR) && span(0, stride, rows, width) <= x.len());
         assert!(alpha.len() >= width);
         // SAFETY: the table proves the processor; the bounds the kernel touches are asserted.
         unsafe { (self.t.scale_cols)(x, rows, width, stride, alpha) }
@@ -252,7 +252,7 @@ impl Kern {
         c: f32,
         sub: &[f32],
     ) {
-        assert!(width % NR == 0 && span(0, stride, rows, width) <= s.len());
+        assert!(width.is_multiple_of(NR) && span(0, stride, rows, width) <= s.len());
         assert!(sub.len() >= rows);
         // SAFETY: the table proves the processor; the bounds the kernel touches are asserted.
         unsafe { (self.t.exp_rows)(s, rows, width, stride, c, sub) }
@@ -282,7 +282,7 @@ impl Kern {
     /// each weight row's blocks are unpacked once for up to four activation rows.
     #[inline]
     pub fn dot_rows(self, w: QBlocks<'_>, per_row: usize, a: &[&[BlockQ8]], out: &mut [f32]) {
-        assert!(per_row > 0 && w.len() % per_row == 0);
+        assert!(per_row > 0 && w.len().is_multiple_of(per_row));
         assert!(a.iter().all(|a| a.len() == per_row));
         assert!(out.len() == w.len() / per_row * a.len());
         // SAFETY: the table proves the processor; every activation has one block per weight
@@ -321,8 +321,8 @@ impl Kern {
         gelu: bool,
         residual: Option<&[f32]>,
     ) {
-        assert!(bias.map_or(true, |b| b.len() >= v.len()));
-        assert!(residual.map_or(true, |r| r.len() >= v.len()));
+        assert!(bias.is_none_or(|b| b.len() >= v.len()));
+        assert!(residual.is_none_or(|r| r.len() >= v.len()));
         // SAFETY: the table proves the processor; the slices are at least as long as `v`.
         unsafe { (self.t.epilogue)(v, bias, gelu, residual) }
     }

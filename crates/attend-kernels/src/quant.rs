@@ -129,7 +129,7 @@ impl BlockQ8_0 {
 
 /// `bytes` as blocks of `B`; `None` unless it is a whole number of them.
 pub fn blocks<B: Block>(bytes: &[u8]) -> Option<&[B]> {
-    if bytes.len() % B::BYTES != 0 {
+    if !bytes.len().is_multiple_of(B::BYTES) {
         return None;
     }
     // SAFETY: `Block` types are byte arrays in repr(C) (align 1, every bit pattern valid, size

@@ -75,7 +75,7 @@ pub trait CausalLm: Send + Sync {
 /// Refuses a prompt of `prompt` tokens plus `max_tokens` more on a model with a hard limit.
 pub fn check_context(lm: &dyn CausalLm, prompt: usize, max_tokens: usize) -> Result<()> {
     if let Context::Limit(context) = lm.context() {
-        if prompt.checked_add(max_tokens).map_or(true, |n| n > context) {
+        if prompt.checked_add(max_tokens).is_none_or(|n| n > context) {
             return Err(Error::ContextExceeded {
                 prompt,
                 max_tokens,

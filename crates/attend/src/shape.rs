@@ -93,7 +93,7 @@ impl Shape {
                 return Err(Error::ZeroDim { dim });
             }
         }
-        if self.h % self.h_kv != 0 {
+        if !self.h.is_multiple_of(self.h_kv) {
             return Err(Error::HeadsNotDivisible {
                 h: self.h,
                 h_kv: self.h_kv,

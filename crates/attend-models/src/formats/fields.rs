@@ -62,7 +62,7 @@ impl<'a> Fields<'a> {
 
     /// `a` divisible by `b` (both already positive).
     pub fn divides(&self, field: &str, a: usize, b: usize, by: &str) -> Result<()> {
-        if b == 0 || a % b != 0 {
+        if b == 0 || !a.is_multiple_of(b) {
             return Err(self.bad(
                 field,
                 format_args!("is {a}; it must be a multiple of {by} ({b})"),

@@ -47,7 +47,7 @@ impl ToyConfig {
         if !(1..=16).contains(&self.layers) {
             return bad(format!("layers {} must be 1..=16", self.layers));
         }
-        if self.heads == 0 || self.dim == 0 || self.dim % self.heads != 0 {
+        if self.heads == 0 || self.dim == 0 || !self.dim.is_multiple_of(self.heads) {
             return bad(format!(
                 "dim {} must be a positive multiple of heads {}",
                 self.dim, self.heads

@@ -20,7 +20,7 @@ pub fn dequantize_row(ty: GgmlType, src: &[u8], out: &mut [f32]) -> Result<()> {
         )));
     }
     let n = out.len();
-    if n % ty.block_elems() != 0 || src.len() != ty.row_bytes(n) {
+    if !n.is_multiple_of(ty.block_elems()) || src.len() != ty.row_bytes(n) {
         return Err(Error::Invalid(format!(
             "a {ty:?} row of {n} elements needs {} bytes, got {}",
             ty.row_bytes(n.next_multiple_of(ty.block_elems())),

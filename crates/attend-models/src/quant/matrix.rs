@@ -32,7 +32,7 @@ impl Activation {
             f: x.to_vec(),
             q: Vec::new(),
         };
-        if x.len() % QK == 0 {
+        if x.len().is_multiple_of(QK) {
             quantize_q8(x, &mut a.q)?;
         } else if let Some(index) = x.iter().position(|v| !v.is_finite()) {
             return Err(attend_kernels::Error::NonFinite {
@@ -67,7 +67,7 @@ impl<'a> QMatrix<'a> {
             )));
         }
         let quantised = ty.block_elems() > 1;
-        if cols % ty.block_elems() != 0 || (quantised && cols % QK != 0) {
+        if !cols.is_multiple_of(ty.block_elems()) || (quantised && !cols.is_multiple_of(QK)) {
             return Err(Error::Invalid(format!(
                 "{ty:?} rows of {cols} elements are not whole blocks"
             )));

@@ -182,9 +182,9 @@ impl Batch {
         for r in rows {
             let n = r.len() - 1;
             tokens.extend_from_slice(&r[..n]);
-            tokens.extend(std::iter::repeat(pad).take(t - n));
+            tokens.extend(std::iter::repeat_n(pad, t - n));
             targets.extend_from_slice(&r[1..]);
-            targets.extend(std::iter::repeat(IGNORE).take(t - n));
+            targets.extend(std::iter::repeat_n(IGNORE, t - n));
         }
         Batch {
             tokens,
@@ -281,7 +281,7 @@ fn answer_rows(
         let mut flat = Vec::with_capacity(b * t);
         for r in &rows {
             flat.extend_from_slice(r);
-            flat.extend(std::iter::repeat(pad).take(t - r.len()));
+            flat.extend(std::iter::repeat_n(pad, t - r.len()));
         }
         let (att, logits) = if attention {
             model.attention_of(&flat, b, t)?

@@ -223,7 +223,7 @@ pub fn combo_held_out(a: &str, b: &str, adj: &str) -> bool {
         h ^= byte as u64;
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
-    h % 5 == 0
+    h.is_multiple_of(5)
 }
 
 fn build(t: usize, a: &'static str, b: &'static str, adj: &'static str, to_a: bool) -> Example {
