@@ -14,7 +14,7 @@ use rayon::prelude::*;
 
 use crate::params::{AttnParams, Layout};
 use crate::shape::{check_finite, check_len, product, zeros};
-use crate::tile::{Acc, Ctx, Row};
+use crate::tile::{with_scratch, Acc, Ctx, Row};
 use crate::{Error, Output, Result};
 use attend_kernels::NR;
 
@@ -80,9 +80,10 @@ fn run_tile(ctx: &Ctx, b: usize, h: usize, i0: usize, n: usize) -> Acc {
     let rows: Vec<Row> = (i0..i0 + n).map(|i| ctx.row(b, h, i)).collect();
     let mut acc = Acc::new(n, sh.d_v);
     if let Some(span) = Ctx::key_span(&rows) {
-        let mut qp = vec![0.0; acc.width * sh.d];
-        ctx.pack_queries(b, &rows, &mut qp);
-        acc.attend(ctx, b, h / sh.group(), &rows, &qp, span, BC);
+        with_scratch(acc.width * sh.d, |qp| {
+            ctx.pack_queries(b, &rows, qp);
+            acc.attend(ctx, b, h / sh.group(), &rows, qp, span, BC);
+        });
     }
     acc
 }
@@ -92,46 +93,51 @@ fn run_tile(ctx: &Ctx, b: usize, h: usize, i0: usize, n: usize) -> Acc {
 fn forward_tiled(ctx: &Ctx, out: &mut [f32], lse: &mut [f32]) {
     let sh = ctx.p.shape;
     let (hq, dv, sq) = (sh.h, sh.d_v, sh.s_q);
-    // (flat b·h, first query, log-sum-exps of the tile's rows)
-    let parts: Vec<Vec<(usize, usize, Vec<f32>)>> = match ctx.p.layout {
+    match ctx.p.layout {
+        // a tile's output rows and log-sum-exps are both contiguous: written in place
         Layout::Bhsd => out
             .par_chunks_mut(sq * dv)
+            .zip(lse.par_chunks_mut(sq))
             .enumerate()
-            .flat_map(|(bh, head)| {
+            .for_each(|(bh, (head, head_lse))| {
                 head.par_chunks_mut(BR * dv)
+                    .zip(head_lse.par_chunks_mut(BR))
                     .enumerate()
-                    .map(move |(t, chunk)| {
-                        let (i0, n) = (t * BR, chunk.len() / dv);
-                        let acc = run_tile(ctx, bh / hq, bh % hq, i0, n);
-                        let l = (0..n).map(|r| acc.finish_row(r, &mut chunk[r * dv..][..dv]));
-                        vec![(bh, i0, l.collect())]
+                    .for_each(|(t, (chunk, l))| {
+                        let acc = run_tile(ctx, bh / hq, bh % hq, t * BR, l.len());
+                        for (r, x) in l.iter_mut().enumerate() {
+                            *x = acc.finish_row(r, &mut chunk[r * dv..][..dv]);
+                        }
                     })
-            })
-            .collect(),
-        Layout::Bshd => out
-            .par_chunks_mut(sq * hq * dv)
-            .enumerate()
-            .flat_map(|(b, batch)| {
-                batch
-                    .par_chunks_mut(BR * hq * dv)
-                    .enumerate()
-                    .map(move |(t, chunk)| {
-                        let (i0, n) = (t * BR, chunk.len() / (hq * dv));
-                        (0..hq)
-                            .map(|h| {
-                                let acc = run_tile(ctx, b, h, i0, n);
-                                let l = (0..n).map(|r| {
-                                    acc.finish_row(r, &mut chunk[(r * hq + h) * dv..][..dv])
-                                });
-                                (b * hq + h, i0, l.collect())
-                            })
-                            .collect()
-                    })
-            })
-            .collect(),
-    };
-    for (bh, i0, l) in parts.into_iter().flatten() {
-        lse[bh * sq + i0..][..l.len()].copy_from_slice(&l);
+            }),
+        // a tile's output chunk holds every head, whose log-sum-exps lie `s_q` apart: each
+        // task returns its own, copied after
+        Layout::Bshd => {
+            let parts: Vec<Vec<(usize, usize, Vec<f32>)>> = out
+                .par_chunks_mut(sq * hq * dv)
+                .enumerate()
+                .flat_map(|(b, batch)| {
+                    batch
+                        .par_chunks_mut(BR * hq * dv)
+                        .enumerate()
+                        .map(move |(t, chunk)| {
+                            let (i0, n) = (t * BR, chunk.len() / (hq * dv));
+                            (0..hq)
+                                .map(|h| {
+                                    let acc = run_tile(ctx, b, h, i0, n);
+                                    let l = (0..n).map(|r| {
+                                        acc.finish_row(r, &mut chunk[(r * hq + h) * dv..][..dv])
+                                    });
+                                    (b * hq + h, i0, l.collect())
+                                })
+                                .collect()
+                        })
+                })
+                .collect();
+            for (bh, i0, l) in parts.into_iter().flatten() {
+                lse[bh * sq + i0..][..l.len()].copy_from_slice(&l);
+            }
+        }
     }
 }
 

@@ -5,6 +5,7 @@
 //! head dim.
 
 use crate::{Error, Result};
+use rayon::prelude::*;
 
 /// The sizes of one attention call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -160,13 +161,21 @@ pub(crate) fn check_len<T>(what: &'static str, buf: &[T], expected: usize) -> Re
     Ok(())
 }
 
+/// Buffers from this many elements are checked for NaN/inf on every thread.
+const PARALLEL_CHECK: usize = 1 << 16;
+
 pub(crate) fn check_finite(what: &'static str, buf: &[f32]) -> Result<()> {
-    // A fast all-finite pass first (branch-free within a chunk, so it vectorises); locate the
-    // culprit only on failure.
-    if buf
-        .chunks(512)
-        .all(|c| c.iter().fold(true, |ok, x| ok & x.is_finite()))
-    {
+    // A fast all-finite pass first (branch-free within a chunk, so it vectorises; a large
+    // buffer split across the threads, since it is read at memory speed); locate the culprit
+    // only on failure.
+    let finite = |c: &[f32]| c.iter().fold(true, |ok, x| ok & x.is_finite());
+    let ok = if buf.len() >= PARALLEL_CHECK {
+        buf.par_chunks(PARALLEL_CHECK / 4)
+            .all(|c| c.chunks(512).all(finite))
+    } else {
+        buf.chunks(512).all(finite)
+    };
+    if ok {
         return Ok(());
     }
     let index = buf.iter().position(|x| !x.is_finite()).unwrap_or(0);

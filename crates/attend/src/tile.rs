@@ -10,6 +10,8 @@
 //! Scores are kept in "raw units": `z / scale`, where `z` is the logit of the reference
 //! (`reference.rs`). The exponentials then use `c = scale · log2(e)` and `exp2`.
 
+use std::cell::RefCell;
+
 use crate::mask::ExplicitRow;
 use crate::params::{AttnParams, Strides};
 use crate::Result;
@@ -151,6 +153,23 @@ impl<'a> Ctx<'a> {
     }
 }
 
+/// Runs `f` on `len` floats of this thread's scratch memory, reused from call to call (a
+/// prefill of short sequences runs thousands of tiles; allocating and zeroing each one's
+/// buffers cost a fifth of the time). The contents are whatever the last user left: `f`
+/// writes before it reads. Re-entrant: a nested call gets a buffer of its own.
+pub(crate) fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    thread_local! {
+        static POOL: RefCell<Vec<Vec<f32>>> = const { RefCell::new(Vec::new()) };
+    }
+    let mut buf = POOL.with(|p| p.borrow_mut().pop()).unwrap_or_default();
+    if buf.len() < len {
+        buf.resize(len, 0.0);
+    }
+    let r = f(&mut buf[..len]);
+    POOL.with(|p| p.borrow_mut().push(buf));
+    r
+}
+
 /// One query row: head, index, and the key range `[lo, hi)` its band and padding leave.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Row {
@@ -195,14 +214,17 @@ impl Acc {
         (k0, k1): (usize, usize),
         bc: usize,
     ) {
-        let mut st = vec![0.0f32; bc * self.width];
-        let mut alpha = vec![0.0f32; self.width];
-        let mut t0 = k0;
-        while t0 < k1 {
-            let t1 = (t0 + bc).min(k1);
-            self.tile(ctx, b, hk, rows, qp, (t0, t1), &mut st, &mut alpha);
-            t0 = t1;
-        }
+        // a tile never holds more keys than the span (a short sequence's tile is small)
+        let st_len = bc.min(k1.saturating_sub(k0)) * self.width;
+        with_scratch(st_len + self.width, |buf| {
+            let (st, alpha) = buf.split_at_mut(st_len);
+            let mut t0 = k0;
+            while t0 < k1 {
+                let t1 = (t0 + bc).min(k1);
+                self.tile(ctx, b, hk, rows, qp, (t0, t1), st, alpha);
+                t0 = t1;
+            }
+        });
     }
 
     #[allow(clippy::too_many_arguments)]
