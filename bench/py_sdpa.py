@@ -32,17 +32,26 @@ CASES = {
 }
 
 
-def median_ms(f, repeat, seconds=0.5):
-    """Median of at least `repeat` calls and at least `seconds` of them: a millisecond case
-    over 9 calls on a shared machine is mostly noise."""
-    f()  # warm-up
-    ts = []
+def interleaved_ms(fs, repeat, seconds=2.0, block=0.1):
+    """Median milliseconds of each callable in `fs` (name -> f). The contenders take turns in
+    blocks of back-to-back calls (about `block` seconds each, the first call of a block
+    dropped as a warm-up), for at least `repeat` timed calls each and `seconds` in all: a
+    neighbour's load on a shared machine then falls on every contender alike, while each call
+    still runs warm, as in a loop of its own."""
+    ts = {name: [] for name in fs}
     start = time.perf_counter()
-    while len(ts) < repeat or time.perf_counter() - start < seconds:
-        t0 = time.perf_counter()
-        f()
-        ts.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(ts)
+    while min(len(t) for t in ts.values()) < repeat or time.perf_counter() - start < seconds:
+        for name, f in fs.items():
+            f()  # warm-up: threads awake, inputs in cache
+            b0 = time.perf_counter()
+            while True:
+                t0 = time.perf_counter()
+                f()
+                t1 = time.perf_counter()
+                ts[name].append((t1 - t0) * 1e3)
+                if t1 - b0 >= block:
+                    break
+    return {name: statistics.median(t) for name, t in ts.items()}
 
 
 def main():
@@ -56,6 +65,13 @@ def main():
         import torch.nn.functional as F
     except ImportError:
         torch = None
+    # the fixed cost of a call from Python (argument checks, the array views, releasing the
+    # GIL), on inputs too small for the kernel to matter
+    tiny = np.ones((1, 1, 1, 16), np.float32)
+    tiny_cache = attend.KVCache(1, 1, 16)
+    tiny_cache.append(tiny, tiny)
+    over = interleaved_ms({"sdpa": lambda: attend.sdpa(tiny, tiny, tiny), "cache": lambda: tiny_cache.attend(tiny)}, 100, seconds=0.5)
+    print(json.dumps({"case": "per-call overhead", "sdpa_us": round(over["sdpa"] * 1e3, 2), "cache_us": round(over["cache"] * 1e3, 2)}), flush=True)
     rng = np.random.default_rng(0)
     for name in args.cases.split(","):
         b, h, hk, sq, skv, d, mask = CASES[name]
@@ -70,20 +86,13 @@ def main():
             lengths = np.array([12 + (i * 7919) % (skv - 12 + 1) for i in range(b)])
             kw["attn_mask"] = (np.arange(skv)[None, :] < lengths[:, None])[:, None, None, :]
         row = {"case": name, "threads": attend.get_num_threads()}
-        row["py_ms"] = median_ms(lambda: attend.sdpa(q, k, v, **kw), args.repeat)
+        fs = {"py_ms": lambda: attend.sdpa(q, k, v, **kw)}
         if sq == 1:
             # decoding as a decoder does it: keys and values appended once to a KV cache (the
             # stateless call checks all of them for NaN on every call)
             cache = attend.KVCache(b, hk, d)
             cache.append(k, v)
-            row["py_cache_ms"] = median_ms(lambda: cache.attend(q), args.repeat)
-        if os.path.exists(args.attend):
-            out = subprocess.run([args.attend, "bench", "--format", "json", "--case", name],
-                                 capture_output=True, text=True, check=True).stdout
-            fused = [json.loads(l) for l in out.splitlines() if '"fused"' in l or '"decode"' in l]
-            if fused:
-                row["bench_ms"] = fused[0]["median_ms"]
-                row["py_over_bench"] = round(row.get("py_cache_ms", row["py_ms"]) / row["bench_ms"], 3)
+            fs["py_cache_ms"] = lambda: cache.attend(q)
         if torch is not None:
             tq, tk, tv = (torch.from_numpy(x) for x in (q, k, v))
             tkw = {"enable_gqa": kw["enable_gqa"]}
@@ -93,9 +102,26 @@ def main():
                 tkw["attn_mask"] = torch.ones(sq, skv, dtype=torch.bool).tril(skv - sq)
             elif mask == "padding":
                 tkw["attn_mask"] = torch.from_numpy(kw["attn_mask"])
-            with torch.no_grad():
-                row["torch_ms"] = median_ms(lambda: F.scaled_dot_product_attention(tq, tk, tv, **tkw), args.repeat)
+
+            def torch_call():
+                with torch.no_grad():
+                    F.scaled_dot_product_attention(tq, tk, tv, **tkw)
+
+            fs["torch_ms"] = torch_call
+        row.update(interleaved_ms(fs, args.repeat))
+        if os.path.exists(args.attend):
+            out = subprocess.run([args.attend, "bench", "--format", "json", "--case", name],
+                                 capture_output=True, text=True, check=True).stdout
+            fused = [json.loads(l) for l in out.splitlines() if '"fused"' in l or '"decode"' in l]
+            if fused:
+                row["bench_ms"] = fused[0]["median_ms"]
+                row["py_over_bench"] = round(row.get("py_cache_ms", row["py_ms"]) / row["bench_ms"], 3)
+        if torch is not None:
+            # a decode step compared as a decoder runs it (through the cache); the stateless
+            # call's ratio too
             row["torch_over_py"] = round(row["torch_ms"] / row.get("py_cache_ms", row["py_ms"]), 3)
+            if sq == 1:
+                row["torch_over_py_stateless"] = round(row["torch_ms"] / row["py_ms"], 3)
         print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}), flush=True)
 
 

@@ -7,7 +7,8 @@
 //!   lanes as queries;
 //! - [`Kern::exp_rows`], [`Kern::scale_cols`], [`Kern::pack_panels`]: the glue;
 //! - [`Kern::dot`]: quantised weight rows times 8-bit activation rows;
-//! - [`Kern::gelu`], [`Kern::epilogue`]: element-wise work of the linear layers.
+//! - [`Kern::gelu`], [`Kern::epilogue`]: element-wise work of the linear layers;
+//!   [`Kern::all_finite`]: the NaN/inf check of inputs.
 //!
 //! Invariant: every method of [`Kern`] asserts the bounds its kernel touches before the
 //! `unsafe` call; a violated bound is a bug of the caller inside attend, and panics here.
@@ -140,6 +141,11 @@ fn span(off: usize, stride: usize, rows: usize, len: usize) -> usize {
 }
 
 impl Kern {
+    /// The best kernels this processor runs (`Isa::Auto`), detected once.
+    pub fn best() -> Kern {
+        auto()
+    }
+
     /// The instruction set these kernels are for.
     pub fn isa(self) -> Isa {
         self.t.isa
@@ -326,6 +332,14 @@ impl Kern {
         // SAFETY: the table proves the processor; the slices are at least as long as `v`.
         unsafe { (self.t.epilogue)(v, bias, gelu, residual) }
     }
+
+    /// True when `x` holds no NaN and no infinity (the check of every input attend takes), on
+    /// this thread.
+    #[inline]
+    pub fn all_finite(self, x: &[f32]) -> bool {
+        // SAFETY: the table proves the processor; the kernel reads `x` only.
+        unsafe { (self.t.all_finite)(x) }
+    }
 }
 
 #[cfg(test)]
@@ -435,6 +449,42 @@ mod tests {
                 k.scale_cols(&mut x1, rows, width, width, &a1);
                 generic_softmax::scale_cols(&mut x2, rows, width, width, &a2);
                 close(&x1, &x2, 1e-6);
+            }
+        }
+    }
+
+    #[test]
+    fn all_finite_matches_the_standard_library_on_every_isa() {
+        let specials = [
+            f32::NAN,
+            -f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::MAX,
+            f32::MIN,
+            f32::MIN_POSITIVE,
+            1e-45, // subnormal
+            -0.0,
+        ];
+        for isa in Isa::available() {
+            let k = isa.kern().unwrap();
+            for n in [0, 1, 7, 1023, 1024, 1025, 5000] {
+                let clean = rnd(n, 9);
+                assert!(k.all_finite(&clean), "{isa:?} n={n}");
+                for at in [0, n / 2, n.saturating_sub(1)]
+                    .into_iter()
+                    .filter(|&i| i < n)
+                {
+                    for x in specials {
+                        let mut v = clean.clone();
+                        v[at] = x;
+                        assert_eq!(
+                            k.all_finite(&v),
+                            x.is_finite(),
+                            "{isa:?} n={n} at={at} x={x}"
+                        );
+                    }
+                }
             }
         }
     }

@@ -13,8 +13,9 @@
 //!   ([`Kern::exp_rows`]), column rescaling ([`Kern::scale_cols`]);
 //! - *quant*: ggml block types ([`quant`]), 8-bit activation blocks, quantised dot products
 //!   ([`Kern::dot`]) and the scheduling of a quantised matrix product ([`quant::qmatmul`]);
-//! - *elementwise*: GELU and the linear layers' epilogue ([`Kern::gelu`], [`Kern::epilogue`]);
-//!   the scalar math they are built from is [`math`].
+//! - *elementwise*: GELU and the linear layers' epilogue ([`Kern::gelu`], [`Kern::epilogue`]),
+//!   the NaN/inf check of inputs ([`Kern::all_finite`]); the scalar math they are built from
+//!   is [`math`].
 //!
 //! On top of the panel kernels: [`gemm`], matrix products with weights packed once, and the
 //! `gemm` crate's strided sgemm behind a bounds-checked signature.

@@ -5,6 +5,7 @@
 //! head dim.
 
 use crate::{Error, Result};
+use attend_kernels::Kern;
 use rayon::prelude::*;
 
 /// The sizes of one attention call.
@@ -165,15 +166,14 @@ pub(crate) fn check_len<T>(what: &'static str, buf: &[T], expected: usize) -> Re
 const PARALLEL_CHECK: usize = 1 << 16;
 
 pub(crate) fn check_finite(what: &'static str, buf: &[f32]) -> Result<()> {
-    // A fast all-finite pass first (branch-free within a chunk, so it vectorises; a large
-    // buffer split across the threads, since it is read at memory speed); locate the culprit
-    // only on failure.
-    let finite = |c: &[f32]| c.iter().fold(true, |ok, x| ok & x.is_finite());
+    // A fast all-finite pass first (the SIMD kernel; a large buffer split across the threads,
+    // since it is read at memory speed); locate the culprit only on failure.
+    let kern = Kern::best();
     let ok = if buf.len() >= PARALLEL_CHECK {
         buf.par_chunks(PARALLEL_CHECK / 4)
-            .all(|c| c.chunks(512).all(finite))
+            .all(|c| kern.all_finite(c))
     } else {
-        buf.chunks(512).all(finite)
+        kern.all_finite(buf)
     };
     if ok {
         return Ok(());

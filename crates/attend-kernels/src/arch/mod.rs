@@ -27,6 +27,8 @@ pub(crate) type PackPanels = unsafe fn(&[f32], usize, usize, usize, usize, &mut 
 pub(crate) type DotRows<B> = unsafe fn(&[B], usize, &[&[BlockQ8]], &mut [f32]);
 /// GELU (erf form) in place.
 pub(crate) type Gelu = unsafe fn(&mut [f32]);
+/// No NaN or infinity in the slice.
+pub(crate) type AllFinite = unsafe fn(&[f32]) -> bool;
 /// `v = act(v + bias) + residual`.
 pub(crate) type EpilogueFn = unsafe fn(&mut [f32], Option<&[f32]>, bool, Option<&[f32]>);
 
@@ -44,6 +46,7 @@ pub(crate) struct Table {
     pub dot_q8_0: DotRows<BlockQ8_0>,
     pub gelu: Gelu,
     pub epilogue: EpilogueFn,
+    pub all_finite: AllFinite,
 }
 
 /// The `Table` of the instruction set `$isa` from the modules `panel`, `softmax`, `quant` and
@@ -63,6 +66,7 @@ macro_rules! table {
             dot_q8_0: quant::dot_q8_0,
             gelu: elementwise::gelu,
             epilogue: elementwise::epilogue,
+            all_finite: elementwise::all_finite,
         }
     };
 }

@@ -1,4 +1,4 @@
-//! GELU and the linear layers' epilogue, portable scalar Rust. The SIMD builds compile this
+//! GELU, the linear layers' epilogue and the NaN/inf check of inputs, portable scalar Rust. The SIMD builds compile this
 //! same code with their instruction set enabled (it is branch-free, so it vectorises).
 
 use crate::math::gelu_erf;
@@ -27,4 +27,13 @@ pub fn epilogue(v: &mut [f32], bias: Option<&[f32]>, gelu_on: bool, residual: Op
             *e += rr;
         }
     }
+}
+
+/// [`crate::Kern::all_finite`]: no NaN and no infinity in `x` (the exponent bits of those are
+/// all ones). Branch-free within a chunk, so that it vectorises; stops at the first bad chunk.
+#[inline(always)]
+pub fn all_finite(x: &[f32]) -> bool {
+    const EXP: u32 = 0x7f80_0000;
+    x.chunks(1024)
+        .all(|c| c.iter().fold(true, |ok, v| ok & (v.to_bits() & EXP != EXP)))
 }

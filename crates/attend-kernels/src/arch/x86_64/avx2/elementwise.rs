@@ -1,4 +1,4 @@
-//! GELU and the linear layers' epilogue: the generic code (`arch/generic/elementwise.rs`, the
+//! GELU, the linear layers' epilogue and the NaN/inf check: the generic code (`arch/generic/elementwise.rs`, the
 //! twin) compiled with AVX2 + FMA enabled, so that its branch-free loops use 8 lanes.
 //!
 //! # Safety (every `pub(crate) unsafe fn` here)
@@ -19,4 +19,9 @@ pub(crate) unsafe fn epilogue(
     residual: Option<&[f32]>,
 ) {
     generic::epilogue(v, bias, gelu, residual);
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn all_finite(x: &[f32]) -> bool {
+    generic::all_finite(x)
 }
