@@ -44,9 +44,10 @@ __all__ = [
 
 
 def __getattr__(name):
-    # `attend.torch` (the autograd Function) imports torch only when it is first used
-    if name == "torch":
+    # `attend.torch` (the autograd Function) and `attend.ray` (Ray Data) import torch and Ray
+    # only when they are first used
+    if name in ("torch", "ray"):
         import importlib
 
-        return importlib.import_module(".torch", __name__)
+        return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module 'attend' has no attribute {name!r}")

@@ -1,0 +1,318 @@
+"""attend on Ray Data: corpus-scale embedding and attention statistics (imports Ray only when
+used, i.e. when this module is imported).
+
+The callable classes follow Ray Data's pattern for batch inference with a stateful model: the
+model is loaded once per actor (in ``__init__``), and ``Dataset.map_batches`` feeds it batches::
+
+    import ray, attend.ray
+    ds = ray.data.read_parquet("corpus/")
+    ds = ds.map_batches(attend.ray.Embedder, fn_constructor_kwargs={"model": "minilm"},
+                        concurrency=2, num_cpus=1, batch_size=256, batch_format="pyarrow")
+    ds.write_parquet("embeddings/")
+
+or, for that common case, :func:`embed_parquet`. A text attend refuses (a null, a non-string,
+longer than ``max_chars``, or one the model rejects) does not fail the job: its row gets a null
+result and the message in the ``error`` column.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+import ray  # noqa: F401  (this module is Ray's integration: importing it imports Ray)
+
+import attend
+
+__all__ = ["Embedder", "Explainer", "embed_parquet", "DEFAULT_MAX_CHARS"]
+
+#: Texts longer than this many characters are refused into the error column (the encoder
+#: would truncate them at its token limit anyway; a runaway row should not cost a batch).
+DEFAULT_MAX_CHARS = 100_000
+
+
+def _columns(batch) -> Tuple[Any, List[str]]:
+    """The batch as a pyarrow Table, and its column names. Ray hands over pyarrow Tables,
+    pandas DataFrames or dicts of numpy arrays, as ``batch_format`` says."""
+    import pyarrow as pa
+
+    if isinstance(batch, pa.Table):
+        return batch, batch.column_names
+    if isinstance(batch, dict):
+        t = pa.table({k: (list(v) if getattr(v, "ndim", 1) > 1 else v) for k, v in batch.items()})
+        return t, t.column_names
+    try:
+        import pandas as pd
+    except ImportError:  # pragma: no cover - pandas comes with ray[data]
+        pd = None
+    if pd is not None and isinstance(batch, pd.DataFrame):
+        t = pa.Table.from_pandas(batch, preserve_index=False)
+        return t, t.column_names
+    raise TypeError(f"a batch must be a pyarrow Table, a pandas DataFrame or a dict of arrays, not {type(batch).__name__}")
+
+
+def _texts(table, column: str, max_chars: int) -> Tuple[List[Optional[str]], List[Optional[str]]]:
+    """The column's texts and, per row, why it is refused (``None`` when it is not)."""
+    if column not in table.column_names:
+        raise attend.InvalidArgument(f"the batch has no column `{column}`; its columns are {', '.join(table.column_names)}")
+    texts: List[Optional[str]] = []
+    errors: List[Optional[str]] = []
+    for x in table.column(column).to_pylist():
+        if isinstance(x, bytes):
+            try:
+                x = x.decode("utf-8")
+            except UnicodeDecodeError as e:
+                texts.append(None)
+                errors.append(f"the text is not valid UTF-8: {e}")
+                continue
+        if x is None:
+            texts.append(None)
+            errors.append("the text is missing (null)")
+        elif not isinstance(x, str):
+            texts.append(None)
+            errors.append(f"the text must be a string, not {type(x).__name__}")
+        elif len(x) > max_chars:
+            texts.append(None)
+            errors.append(f"the text has {len(x)} characters, over the limit of {max_chars} (max_chars)")
+        else:
+            texts.append(x)
+            errors.append(None)
+    return texts, errors
+
+
+def _with(table, columns: Dict[str, Any]):
+    """`table` with `columns` set (replaced when the name exists, appended otherwise)."""
+    for name, arr in columns.items():
+        if name in table.column_names:
+            table = table.set_column(table.column_names.index(name), name, arr)
+        else:
+            table = table.append_column(name, arr)
+    return table
+
+
+class Embedder:
+    """Sentence embeddings of a text column, for ``Dataset.map_batches`` (one model per actor).
+
+    ``model``: a name (``attend models``) or a BERT-family folder; ``column``: the texts;
+    ``output_column``: the embeddings (a fixed-size list of float32, null on a refused row);
+    ``threads``: attend's threads in this actor (give the actor as many CPUs);
+    ``batch_size``: texts per call of the encoder inside a batch (bounds the actor's working
+    memory whatever batch Ray hands over); ``max_chars``: longer texts are refused;
+    ``error_column``: the message of a refused row, null otherwise.
+
+    Each output row equals ``attend.load(model).embed([text])[0]`` bit for bit: the encoder's
+    results depend neither on the batch a text is in nor on the thread count."""
+
+    def __init__(
+        self,
+        model: str = "minilm",
+        column: str = "text",
+        output_column: str = "embedding",
+        threads: int = 1,
+        batch_size: int = 256,
+        max_chars: int = DEFAULT_MAX_CHARS,
+        error_column: str = "error",
+    ):
+        if int(batch_size) < 1:
+            raise attend.InvalidArgument(f"batch_size must be at least 1, not {batch_size}")
+        attend.set_num_threads(int(threads))
+        m = attend.load(model)
+        if not isinstance(m, attend.Encoder):
+            raise attend.ModelError(f"`{model}` is not a sentence encoder (Embedder needs one, e.g. minilm)")
+        self.model, self.column, self.output_column = m, column, output_column
+        self.batch_size, self.max_chars, self.error_column = int(batch_size), int(max_chars), error_column
+
+    def _embed(self, texts: List[str]) -> Tuple[List[Optional[np.ndarray]], List[Optional[str]]]:
+        """Embeddings of `texts`, in chunks; a chunk the model refuses is retried text by text,
+        so that only the offending text is lost."""
+        vecs: List[Optional[np.ndarray]] = []
+        errs: List[Optional[str]] = []
+        for i in range(0, len(texts), self.batch_size):
+            chunk = texts[i : i + self.batch_size]
+            try:
+                out = self.model.embed(chunk)
+                vecs.extend(out)
+                errs.extend([None] * len(chunk))
+            except attend.AttendError:
+                for t in chunk:
+                    try:
+                        vecs.append(self.model.embed([t])[0])
+                        errs.append(None)
+                    except attend.AttendError as e:
+                        vecs.append(None)
+                        errs.append(str(e))
+        return vecs, errs
+
+    def __call__(self, batch):
+        import pyarrow as pa
+
+        table, _ = _columns(batch)
+        texts, errors = _texts(table, self.column, self.max_chars)
+        ok = [i for i, e in enumerate(errors) if e is None]
+        vecs, errs = self._embed([texts[i] for i in ok])
+        dim = next((v.shape[0] for v in vecs if v is not None), None)
+        rows: List[Optional[np.ndarray]] = [None] * len(texts)
+        for i, v, e in zip(ok, vecs, errs):
+            rows[i], errors[i] = v, e
+        if dim is None:
+            emb = pa.nulls(len(rows), pa.list_(pa.float32()))
+        else:
+            flat = np.zeros((len(rows), dim), np.float32)
+            valid = np.array([r is not None for r in rows], dtype=bool)
+            for i, r in enumerate(rows):
+                if r is not None:
+                    flat[i] = r
+            emb = pa.FixedSizeListArray.from_arrays(pa.array(flat.reshape(-1)), dim, mask=pa.array(~valid))
+        return _with(table, {self.output_column: emb, self.error_column: pa.array(errors, pa.string())})
+
+
+class Explainer:
+    """Attention statistics per text, for ``Dataset.map_batches``: for every layer × head
+    (layer-major lists of ``layers × heads``) the viewer's head-atlas numbers — ``entropy``
+    (bits, mean over the text's rows), ``sink_share`` (the weight given to the sink tokens) —
+    and, with ``compare=(token, a, b)``, ``margin``: the weight ``token`` gives ``a`` minus
+    the weight it gives ``b``. Not the matrices: a corpus's worth of those would not fit.
+    Also ``tokens`` (the count). A text whose tokens lack one of ``compare``'s words keeps its
+    entropy and sink share, with a null margin and the reason in ``error``."""
+
+    def __init__(
+        self,
+        model: str = "minilm",
+        column: str = "text",
+        compare: Optional[Sequence[str]] = None,
+        threads: int = 1,
+        max_chars: int = DEFAULT_MAX_CHARS,
+        error_column: str = "error",
+    ):
+        attend.set_num_threads(int(threads))
+        self.model = attend.load(model)
+        if compare is not None:
+            compare = tuple(compare)
+            if len(compare) != 3:
+                raise attend.InvalidArgument("compare takes three tokens: (token, a, b)")
+        self.column, self.compare = column, compare
+        self.max_chars, self.error_column = int(max_chars), error_column
+
+    def _one(self, text: str) -> Dict[str, Any]:
+        ex = self.model.explain(text)
+        atlas = ex.atlas()
+        r: Dict[str, Any] = {
+            "tokens": len(ex),
+            "entropy": np.asarray(atlas["entropy"], np.float32).tolist(),
+            "sink_share": np.asarray(atlas["sink_share"], np.float32).tolist(),
+            "margin": None,
+            "error": None,
+        }
+        if self.compare is not None:
+            try:
+                q, a, b = (ex.index(t) for t in self.compare)
+                m = ex.attention[:, :, q, a] - ex.attention[:, :, q, b]
+                r["margin"] = m.reshape(-1).astype(np.float32).tolist()
+            except attend.InvalidArgument as e:
+                r["error"] = str(e)
+        return r
+
+    def __call__(self, batch):
+        import pyarrow as pa
+
+        table, _ = _columns(batch)
+        texts, errors = _texts(table, self.column, self.max_chars)
+        cols: Dict[str, List[Any]] = {"tokens": [], "entropy": [], "sink_share": [], "margin": []}
+        for i, t in enumerate(texts):
+            r: Dict[str, Any] = {"tokens": None, "entropy": None, "sink_share": None, "margin": None, "error": errors[i]}
+            if t is not None:
+                try:
+                    r = self._one(t)
+                except attend.AttendError as e:
+                    r["error"] = str(e)
+            for k in cols:
+                cols[k].append(r[k])
+            errors[i] = r["error"]
+        f32 = pa.list_(pa.float32())
+        return _with(
+            table,
+            {
+                "tokens": pa.array(cols["tokens"], pa.int32()),
+                "entropy": pa.array(cols["entropy"], f32),
+                "sink_share": pa.array(cols["sink_share"], f32),
+                "margin": pa.array(cols["margin"], f32),
+                self.error_column: pa.array(errors, pa.string()),
+            },
+        )
+
+
+def embed_parquet(
+    src,
+    dst: str,
+    model: str = "minilm",
+    column: str = "text",
+    concurrency: int = 2,
+    threads: int = 1,
+    batch_size: int = 256,
+    keep_text: bool = False,
+    max_chars: int = DEFAULT_MAX_CHARS,
+    block_bytes: int = 8 << 20,
+) -> Dict[str, Any]:
+    """Parquet in, Parquet out: embeds ``column`` of ``src`` (a file, a folder or a list of
+    them) into the folder ``dst`` with ``concurrency`` actors of ``threads`` threads each, on
+    the Ray cluster this process is connected to (a local one is started when there is none).
+
+    Streaming: Ray reads, embeds and writes block by block (blocks of at most
+    ``block_bytes``, split into ``batch_size`` texts per call), so memory is bounded by the
+    block and batch sizes × ``concurrency`` and Ray's queue of blocks in flight, never by the
+    corpus.
+    The output keeps every column but the text (``keep_text=True`` keeps it too), in input
+    order (files named by write task, in order), plus ``embedding`` and ``error``. Read and
+    write tasks ask Ray for no CPU: they are I/O, and the actors would otherwise hold every
+    CPU of a small machine while a read waits for one (no progress, ever).
+
+    Faults: a killed actor is restarted and its batches retried by Ray; a retried write task
+    rewrites its own file (the name is fixed by the task, not the attempt), so no row is lost
+    or written twice. Returns ``{"rows", "errors", "seconds"}``."""
+    import pyarrow.parquet as pq
+    from ray.data import DataContext
+
+    if not ray.is_initialized():
+        ray.init()
+    ctx = DataContext.get_current()
+    saved = (ctx.execution_options.preserve_order, getattr(ctx, "use_datasource_v2", None), ctx.target_max_block_size)
+    ctx.execution_options.preserve_order = True
+    # blocks of at most `block_bytes` (Ray's default is 128 MiB): what an actor holds at once
+    ctx.target_max_block_size = int(block_bytes)
+    if saved[1] is not None:
+        # Ray's newer Parquet reader lists files in a task that always takes a whole CPU
+        ctx.use_datasource_v2 = False
+    t0 = time.perf_counter()
+    try:
+        ds = ray.data.read_parquet(src, num_cpus=0)
+        ds = ds.map_batches(
+            Embedder,
+            fn_constructor_kwargs={
+                "model": model,
+                "column": column,
+                "threads": threads,
+                "batch_size": batch_size,
+                "max_chars": max_chars,
+            },
+            concurrency=int(concurrency),
+            num_cpus=threads,
+            batch_size=batch_size,
+            batch_format="pyarrow",
+        )
+        if not keep_text:
+            ds = ds.drop_columns([column])
+        ds.write_parquet(dst, ray_remote_args={"num_cpus": 0})
+    finally:
+        ctx.execution_options.preserve_order = saved[0]
+        ctx.target_max_block_size = saved[2]
+        if saved[1] is not None:
+            ctx.use_datasource_v2 = saved[1]
+    seconds = time.perf_counter() - t0
+    rows = errors = 0
+    for piece in pq.ParquetDataset(dst).fragments:
+        col = piece.to_table(columns=["error"]).column("error")
+        rows += len(col)
+        errors += len(col) - col.null_count
+    return {"rows": rows, "errors": errors, "seconds": seconds}
