@@ -46,11 +46,15 @@ pub fn run(a: &EmbedArgs) -> Result<()> {
         let n = |v: &[f32]| v.iter().map(|a| a * a).sum::<f32>().sqrt().max(1e-12);
         d / (n(x) * n(y))
     };
-    let sim: Vec<Vec<f32>> = e
-        .vectors
-        .iter()
-        .map(|x| e.vectors.iter().map(|y| cos(x, y)).collect())
-        .collect();
+    // n × n: only when asked for (a corpus's vectors must not cost its square)
+    let sim: Vec<Vec<f32>> = if a.similarity {
+        e.vectors
+            .iter()
+            .map(|x| e.vectors.iter().map(|y| cos(x, y)).collect())
+            .collect()
+    } else {
+        Vec::new()
+    };
     let mut out = std::io::stdout().lock();
     match (a.format, a.similarity) {
         (Format::Json, false) => writeln!(
