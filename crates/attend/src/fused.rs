@@ -40,12 +40,12 @@ const MIN_SPLIT: usize = 512;
 /// # Ok::<(), attend::Error>(())
 /// ```
 pub fn forward(p: &AttnParams, q: &[f32], k: &[f32], v: &[f32]) -> Result<Output> {
-    // validated before anything is allocated from the shape
-    p.validate_qkv(q, k, v)?;
+    // validated before anything is allocated from the shape (the values of k and v as they
+    // are read, or first: `run_checking_kv`)
+    p.validate_but_kv_values(q, k, v)?;
     let mut out = zeros("out", p.shape.o_len())?;
     let mut lse = zeros("lse", p.shape.lse_len())?;
-    // the buffers fit by construction: no second pass over q, k and v
-    run(&Ctx::new(p, q, k, v)?, &mut out, &mut lse);
+    run_checking_kv(&Ctx::new(p, q, k, v)?, &mut out, &mut lse)?;
     Ok(Output { out, lse })
 }
 
@@ -58,20 +58,43 @@ pub fn forward_into(
     out: &mut [f32],
     lse: &mut [f32],
 ) -> Result<()> {
-    p.validate_qkv(q, k, v)?;
+    p.validate_but_kv_values(q, k, v)?;
     check_len("out", out, p.shape.o_len())?;
     check_len("lse", lse, p.shape.lse_len())?;
-    run(&Ctx::new(p, q, k, v)?, out, lse);
-    Ok(())
+    run_checking_kv(&Ctx::new(p, q, k, v)?, out, lse)
+}
+
+/// Whether a call takes the grouped (decode) path.
+fn grouped(ctx: &Ctx) -> bool {
+    ctx.p.shape.s_q * ctx.p.shape.group() <= BR
 }
 
 /// Chooses the grouped (decode) or tiled (prefill) path; inputs already validated.
 pub(crate) fn run(ctx: &Ctx, out: &mut [f32], lse: &mut [f32]) {
-    if ctx.p.shape.s_q * ctx.p.shape.group() <= BR {
-        forward_grouped(ctx, out, lse);
+    if grouped(ctx) {
+        forward_grouped(ctx, out, lse, false);
     } else {
         forward_tiled(ctx, out, lse);
     }
+}
+
+/// [`run`] on keys and values whose values are not checked yet. A decode call checks each
+/// key/value tile as it reads it, so that K and V — nearly all of its memory traffic — are
+/// read once rather than twice; a prefill (whose tiles are re-read many times anyway) checks
+/// them first. On a NaN or infinity the error names the first one, as the up-front check does
+/// (`out` and `lse` then hold no result).
+fn run_checking_kv(ctx: &Ctx, out: &mut [f32], lse: &mut [f32]) -> Result<()> {
+    if !grouped(ctx) {
+        check_finite("k", ctx.k)?;
+        check_finite("v", ctx.v)?;
+        forward_tiled(ctx, out, lse);
+        return Ok(());
+    }
+    if !forward_grouped(ctx, out, lse, true) {
+        check_finite("k", ctx.k)?;
+        check_finite("v", ctx.v)?;
+    }
+    Ok(())
 }
 
 /// One query tile `[i0, i0 + n)` of head `h`, over every key it may see.
@@ -82,7 +105,7 @@ fn run_tile(ctx: &Ctx, b: usize, h: usize, i0: usize, n: usize) -> Acc {
     if let Some(span) = Ctx::key_span(&rows) {
         with_scratch(acc.width * sh.d, |qp| {
             ctx.pack_queries(b, &rows, qp);
-            acc.attend(ctx, b, h / sh.group(), &rows, qp, span, BC);
+            acc.attend(ctx, b, h / sh.group(), &rows, qp, span, BC, false);
         });
     }
     acc
@@ -153,7 +176,12 @@ fn group_rows(ctx: &Ctx, b: usize, hk: usize) -> Vec<Row> {
 
 /// Few queries per key/value head (decoding): the group's queries share one pass over K and
 /// V, and long key ranges are split across tasks whose partial states merge exactly.
-fn forward_grouped(ctx: &Ctx, out: &mut [f32], lse: &mut [f32]) {
+///
+/// With `check_kv`, the values of K and V are checked for NaN/inf too: tile by tile as they are
+/// read when the tasks read every key of contiguous rows (the common decode: the last query
+/// sees every key), else all of them first. Returns false when one is found (the output is then
+/// not written).
+fn forward_grouped(ctx: &Ctx, out: &mut [f32], lse: &mut [f32], check_kv: bool) -> bool {
     let sh = ctx.p.shape;
     let os = ctx.p.o_strides();
     let groups = sh.b * sh.h_kv;
@@ -183,19 +211,35 @@ fn forward_grouped(ctx: &Ctx, out: &mut [f32], lse: &mut [f32]) {
             })
         })
         .collect();
-    let accs: Vec<Acc> = tasks
+    // every key of every group read, rows of K and V contiguous: check them tile by tile
+    let every_key = rows.iter().all(|r| Ctx::key_span(r) == Some((0, sh.s_kv)));
+    let in_tiles =
+        check_kv && every_key && ctx.ks.row == sh.d && ctx.vs.row == sh.d_v && sh.s_kv > 0;
+    if check_kv
+        && !in_tiles
+        && (check_finite("k", ctx.k).is_err() || check_finite("v", ctx.v).is_err())
+    {
+        return false;
+    }
+    let accs: Vec<(Acc, bool)> = tasks
         .par_iter()
         .map(|&(b, hk, c0, c1)| {
             let rows = &rows[b * sh.h_kv + hk];
             let mut acc = Acc::new(rows.len(), sh.d_v);
+            let mut finite = true;
             if c0 < c1 {
-                let mut qp = vec![0.0; acc.width * sh.d];
-                ctx.pack_queries(b, rows, &mut qp);
-                acc.attend(ctx, b, hk, rows, &qp, (c0, c1), BC);
+                with_scratch(acc.width * sh.d, |qp| {
+                    ctx.pack_queries(b, rows, qp);
+                    finite = acc.attend(ctx, b, hk, rows, qp, (c0, c1), BC, in_tiles);
+                });
             }
-            acc
+            (acc, finite)
         })
         .collect();
+    if accs.iter().any(|(_, finite)| !finite) {
+        return false;
+    }
+    let accs = accs.into_iter().map(|(acc, _)| acc);
     let mut merged: Vec<Option<Acc>> = (0..groups).map(|_| None).collect();
     for (&(b, hk, _, _), acc) in tasks.iter().zip(accs) {
         match &mut merged[b * sh.h_kv + hk] {
@@ -211,6 +255,7 @@ fn forward_grouped(ctx: &Ctx, out: &mut [f32], lse: &mut [f32]) {
             lse[(b * sh.h + row.h) * sh.s_q + row.i] = acc.finish_row(lane, o);
         }
     }
+    true
 }
 
 /// The attention probabilities of the query heads `heads` (all when `None`), as

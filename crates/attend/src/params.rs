@@ -149,12 +149,18 @@ impl<'a> AttnParams<'a> {
 
     /// Validates `q`, `k`, `v` against the shape: lengths and finiteness.
     pub(crate) fn validate_qkv(&self, q: &[f32], k: &[f32], v: &[f32]) -> Result<()> {
+        self.validate_but_kv_values(q, k, v)?;
+        check_finite("k", k)?;
+        check_finite("v", v)
+    }
+
+    /// [`Self::validate_qkv`] but for the finiteness of `k` and `v`, which the caller checks
+    /// (the fused forward does it as it reads them).
+    pub(crate) fn validate_but_kv_values(&self, q: &[f32], k: &[f32], v: &[f32]) -> Result<()> {
         self.validate()?;
         check_len("q", q, self.shape.q_len())?;
         check_len("k", k, self.shape.k_len())?;
         check_len("v", v, self.shape.v_len())?;
-        check_finite("q", q)?;
-        check_finite("k", k)?;
-        check_finite("v", v)
+        check_finite("q", q)
     }
 }

@@ -203,6 +203,10 @@ impl Acc {
     /// queries are packed in `qp`), one tile of `bc` keys at a time, skipping tiles the band
     /// or padding removes. A tile that the band cuts through is split in halves (down to 32
     /// keys), so that little work is spent on pairs the mask removes.
+    ///
+    /// With `check`, each tile's keys and values (rows `d` and `d_v` apart, contiguous) are
+    /// first checked for NaN/inf, while they are in cache for the products; returns false, and
+    /// stops, at a tile that holds one (always true without `check`).
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn attend(
         &mut self,
@@ -213,7 +217,9 @@ impl Acc {
         qp: &[f32],
         (k0, k1): (usize, usize),
         bc: usize,
-    ) {
+        check: bool,
+    ) -> bool {
+        let sh = &ctx.p.shape;
         // a tile never holds more keys than the span (a short sequence's tile is small)
         let st_len = bc.min(k1.saturating_sub(k0)) * self.width;
         with_scratch(st_len + self.width, |buf| {
@@ -221,10 +227,18 @@ impl Acc {
             let mut t0 = k0;
             while t0 < k1 {
                 let t1 = (t0 + bc).min(k1);
+                if check {
+                    let k = &ctx.k[ctx.ks.at(b, hk, t0)..][..(t1 - t0) * sh.d];
+                    let v = &ctx.v[ctx.vs.at(b, hk, t0)..][..(t1 - t0) * sh.d_v];
+                    if !(ctx.kern.all_finite(k) && ctx.kern.all_finite(v)) {
+                        return false;
+                    }
+                }
                 self.tile(ctx, b, hk, rows, qp, (t0, t1), st, alpha);
                 t0 = t1;
             }
-        });
+            true
+        })
     }
 
     #[allow(clippy::too_many_arguments)]

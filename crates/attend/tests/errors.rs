@@ -174,6 +174,62 @@ fn non_finite_inputs_are_refused() {
     ));
 }
 
+/// The decode path checks K and V tile by tile as it reads them (when it reads every key of
+/// contiguous rows) and first otherwise: either way the error names the first bad value, for
+/// every instruction set, layout and position, and a value in keys no query sees is refused too.
+#[test]
+fn non_finite_keys_and_values_are_refused_on_the_decode_path() {
+    let sh = Shape::new(2, 4, 1, 1000, 8).with_kv_heads(2); // grouped: 4 queries per kv head
+    for isa in attend::Isa::available() {
+        for layout in [Layout::Bhsd, Layout::Bshd] {
+            for lengths in [None, Some(vec![1000usize, 300])] {
+                for (what, at) in [
+                    ("k", 0),
+                    ("k", 8 * 999 + 7),
+                    ("v", 8 * 1000 * 3 + 3),
+                    ("v", 15_999),
+                ] {
+                    for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+                        let (q, mut k, mut v) = ok_inputs(sh);
+                        let mut p = AttnParams::new(sh).layout(layout).isa(isa);
+                        if let Some(l) = &lengths {
+                            p = p.mask(Mask::none().with_key_lengths(l));
+                        }
+                        if what == "k" {
+                            k[at] = bad;
+                            k[at + 1] = bad; // the first one is named
+                        } else {
+                            v[at] = bad;
+                        }
+                        let e = fused::forward(&p, &q, &k, &v).unwrap_err();
+                        assert!(
+                            matches!(e, Error::NonFinite { what: w, index, .. } if w == what && index == at),
+                            "{isa:?} {layout:?} {lengths:?} {what}[{at}] = {bad}: {e}"
+                        );
+                        let mut out = vec![0.0; sh.o_len()];
+                        let mut lse = vec![0.0; sh.lse_len()];
+                        assert!(fused::forward_into(&p, &q, &k, &v, &mut out, &mut lse).is_err());
+                    }
+                }
+                let (q, k, v) = ok_inputs(sh);
+                let mut p = AttnParams::new(sh).layout(layout).isa(isa);
+                if let Some(l) = &lengths {
+                    p = p.mask(Mask::none().with_key_lengths(l));
+                }
+                let want = reference::forward(&p, &q, &k, &v).unwrap();
+                let got = fused::forward(&p, &q, &k, &v).unwrap();
+                let err = got
+                    .out
+                    .iter()
+                    .zip(&want.out)
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0.0, f32::max);
+                assert!(err < 1e-5, "{isa:?} {layout:?} {lengths:?}: {err}");
+            }
+        }
+    }
+}
+
 #[test]
 fn unavailable_instruction_set() {
     let sh = Shape::new(1, 1, 3, 3, 4);
