@@ -81,8 +81,8 @@ pub(crate) fn run(ctx: &Ctx, out: &mut [f32], lse: &mut [f32]) {
 /// [`run`] on keys and values whose values are not checked yet. A decode call checks each
 /// key/value tile as it reads it, so that K and V — nearly all of its memory traffic — are
 /// read once rather than twice; a prefill (whose tiles are re-read many times anyway) checks
-/// them first. On a NaN or infinity the error names the first one, as the up-front check does
-/// (`out` and `lse` then hold no result).
+/// them first. On a NaN or infinity the error names the first one, as the up-front check does,
+/// and `out` and `lse` are left untouched (the results are written only after every tile).
 fn run_checking_kv(ctx: &Ctx, out: &mut [f32], lse: &mut [f32]) -> Result<()> {
     if !grouped(ctx) {
         check_finite("k", ctx.k)?;
@@ -179,8 +179,8 @@ fn group_rows(ctx: &Ctx, b: usize, hk: usize) -> Vec<Row> {
 ///
 /// With `check_kv`, the values of K and V are checked for NaN/inf too: tile by tile as they are
 /// read when the tasks read every key of contiguous rows (the common decode: the last query
-/// sees every key), else all of them first. Returns false when one is found (the output is then
-/// not written).
+/// sees every key), else all of them first. Returns false when one is found, before anything
+/// is written to `out` or `lse`.
 fn forward_grouped(ctx: &Ctx, out: &mut [f32], lse: &mut [f32], check_kv: bool) -> bool {
     let sh = ctx.p.shape;
     let os = ctx.p.o_strides();
