@@ -206,9 +206,11 @@ fn non_finite_keys_and_values_are_refused_on_the_decode_path() {
                             matches!(e, Error::NonFinite { what: w, index, .. } if w == what && index == at),
                             "{isa:?} {layout:?} {lengths:?} {what}[{at}] = {bad}: {e}"
                         );
-                        let mut out = vec![0.0; sh.o_len()];
-                        let mut lse = vec![0.0; sh.lse_len()];
+                        let mut out = vec![7.0; sh.o_len()];
+                        let mut lse = vec![7.0; sh.lse_len()];
                         assert!(fused::forward_into(&p, &q, &k, &v, &mut out, &mut lse).is_err());
+                        // nothing written
+                        assert!(out.iter().chain(&lse).all(|&x| x == 7.0));
                     }
                 }
                 let (q, k, v) = ok_inputs(sh);
