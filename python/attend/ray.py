@@ -17,6 +17,7 @@ result and the message in the ``error`` column.
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -268,12 +269,19 @@ def embed_parquet(
     write tasks ask Ray for no CPU: they are I/O, and the actors would otherwise hold every
     CPU of a small machine while a read waits for one (no progress, ever).
 
+    ``dst`` must be new or empty (Ray adds files to a folder: a second run into the same one
+    would mix its rows with the first's).
+
     Faults: a killed actor is restarted and its batches retried by Ray; a retried write task
     rewrites its own file (the name is fixed by the task, not the attempt), so no row is lost
     or written twice. Returns ``{"rows", "errors", "seconds"}``."""
     import pyarrow.parquet as pq
     from ray.data import DataContext
 
+    dst = str(dst)
+    if "://" not in dst and os.path.isdir(dst) and os.listdir(dst):
+        # Ray appends to a folder: a second run would mix its rows with the first's
+        raise attend.InvalidArgument(f"{dst} already holds files: give embed_parquet a new or empty folder")
     if not ray.is_initialized():
         ray.init()
     ctx = DataContext.get_current()

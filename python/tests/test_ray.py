@@ -84,6 +84,9 @@ def test_a_100k_corpus_through_ray_equals_embed_row_for_row(cluster, minilm, tmp
     assert r["rows"] == 100_000 and r["errors"] == 0
     t = check_output(tmp_path / "dst", texts, minilm)
     assert "text" not in t.column_names  # keep_text=False
+    # a second run into the same folder would mix rows: refused before any work
+    with pytest.raises(ValueError, match="already holds files"):
+        ar.embed_parquet(str(tmp_path / "src"), str(tmp_path / "dst"))
 
 
 def map_workers():
