@@ -34,23 +34,21 @@ __all__ = ["Embedder", "Explainer", "embed_parquet", "DEFAULT_MAX_CHARS"]
 DEFAULT_MAX_CHARS = 100_000
 
 
-def _columns(batch) -> Tuple[Any, List[str]]:
-    """The batch as a pyarrow Table, and its column names. Ray hands over pyarrow Tables,
-    pandas DataFrames or dicts of numpy arrays, as ``batch_format`` says."""
+def _table(batch):
+    """The batch as a pyarrow Table. Ray hands over pyarrow Tables, pandas DataFrames or dicts
+    of numpy arrays, as ``batch_format`` says."""
     import pyarrow as pa
 
     if isinstance(batch, pa.Table):
-        return batch, batch.column_names
+        return batch
     if isinstance(batch, dict):
-        t = pa.table({k: (list(v) if getattr(v, "ndim", 1) > 1 else v) for k, v in batch.items()})
-        return t, t.column_names
+        return pa.table({k: (list(v) if getattr(v, "ndim", 1) > 1 else v) for k, v in batch.items()})
     try:
         import pandas as pd
     except ImportError:  # pragma: no cover - pandas comes with ray[data]
         pd = None
     if pd is not None and isinstance(batch, pd.DataFrame):
-        t = pa.Table.from_pandas(batch, preserve_index=False)
-        return t, t.column_names
+        return pa.Table.from_pandas(batch, preserve_index=False)
     raise TypeError(f"a batch must be a pyarrow Table, a pandas DataFrame or a dict of arrays, not {type(batch).__name__}")
 
 
@@ -149,7 +147,7 @@ class Embedder:
     def __call__(self, batch):
         import pyarrow as pa
 
-        table, _ = _columns(batch)
+        table = _table(batch)
         texts, errors = _texts(table, self.column, self.max_chars)
         ok = [i for i, e in enumerate(errors) if e is None]
         vecs, errs = self._embed([texts[i] for i in ok])
@@ -218,7 +216,7 @@ class Explainer:
     def __call__(self, batch):
         import pyarrow as pa
 
-        table, _ = _columns(batch)
+        table = _table(batch)
         texts, errors = _texts(table, self.column, self.max_chars)
         cols: Dict[str, List[Any]] = {"tokens": [], "entropy": [], "sink_share": [], "margin": []}
         for i, t in enumerate(texts):
