@@ -12,10 +12,11 @@ _Window = Tuple[Optional[int], Optional[int]]
 _F32 = npt.NDArray[np.float32]
 
 def forward(
-    q: _F32, k: _F32, v: _F32, dims: _Dims, mask: Optional[np.ndarray] = ..., scope: int = ...,
-    window: _Window = ..., scale: Optional[float] = ..., softcap: Optional[float] = ...,
+    q: _F32, k: _F32, v: _F32, out: _F32, lse: _F32, dims: _Dims,
+    mask: Optional[np.ndarray] = ..., scope: int = ..., window: _Window = ...,
+    scale: Optional[float] = ..., softcap: Optional[float] = ...,
     key_lengths: Optional[List[int]] = ...,
-) -> Tuple[_F32, _F32]: ...
+) -> None: ...
 def weights(
     q: _F32, k: _F32, v: _F32, dims: _Dims, mask: Optional[np.ndarray] = ..., scope: int = ...,
     window: _Window = ..., scale: Optional[float] = ..., softcap: Optional[float] = ...,

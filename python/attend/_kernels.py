@@ -212,7 +212,7 @@ class _Call:
                 rows = np.broadcast_to(m, lead + (1, 1, S)).reshape(b, S)
                 lengths = rows.sum(axis=1)
                 if np.array_equal(rows, np.arange(S)[None, :] < lengths[:, None]):
-                    self.key_lengths = [int(x) for x in lengths]
+                    self.key_lengths = lengths.tolist()  # Python ints
                     return
             if all(x == 1 for x in shape[:-2]):
                 self.scope, m = 0, np.broadcast_to(m, (1,) * (len(full) - 2) + (L, S)).reshape(L, S)
@@ -271,9 +271,9 @@ def sdpa(
         out = np.zeros(c.shape(c.Ev), np.float32)
         lse = np.full(c.shape(), -np.inf, np.float32)
         return (_answer(c.like, out), _answer(c.like, lse)) if return_lse else _answer(c.like, out)
-    out, lse = _attend.forward(c.q, c.k, c.v, c.dims, **c.kwargs())
-    out = out.reshape(c.shape(c.Ev))
-    lse = lse.reshape(c.shape())
+    out = np.empty(c.shape(c.Ev), np.float32)
+    lse = np.empty(c.shape(), np.float32)
+    _attend.forward(c.q, c.k, c.v, out, lse, c.dims, **c.kwargs())
     if return_lse:
         return _answer(c.like, out), _answer(c.like, lse)
     return _answer(c.like, out)

@@ -251,9 +251,12 @@ def test_hostile_sizes_are_errors_not_panics():
     for make in [
         lambda: attend.KVCache(10**12, 10**6, 10**6),
         lambda: _attend.LayerCache(2**40, 2**40, 1, 1),
-        lambda: _attend.forward(z4(), z4(), z4(), (2**32, 2**32, 1, 1, 1, 1, 1)),
-        lambda: _attend.forward(z4(), z4(), z4(), (1, 1, 1, 1, 1, 1, 1), np.zeros(5, bool), 2),
-        lambda: _attend.forward(z4(), z4(), z4(), (1, 1, 1, 1, 1, 1, 1), None, 0, (2**63, None)),
+        lambda: _attend.forward(z4(), z4(), z4(), z4(), z4(), (2**32, 2**32, 1, 1, 1, 1, 1)),
+        lambda: _attend.forward(z4(), z4(), z4(), z1(), z1(), (1, 1, 1, 1, 1, 1, 1), np.zeros(5, bool), 2),
+        lambda: _attend.forward(z4(), z4(), z4(), z1(), z1(), (1, 1, 1, 1, 1, 1, 1), None, 0, (2**63, None)),
+        # the output buffers: the wrong length, not contiguous
+        lambda: _attend.forward(z1(), z1(), z1(), z4(), z1(), (1, 1, 1, 1, 1, 1, 1)),
+        lambda: _attend.forward(z4(), z4(), z4(), np.zeros(8, np.float32)[::2], z1(), (1, 1, 1, 1, 1, 4, 4)),
     ]:
         with pytest.raises(attend.ShapeError):
             make()
@@ -264,6 +267,10 @@ def test_hostile_sizes_are_errors_not_panics():
 
 def z4():
     return np.zeros(4, np.float32)
+
+
+def z1():
+    return np.zeros(1, np.float32)
 
 
 def test_extreme_windows_are_exact():
@@ -282,8 +289,9 @@ def test_no_copy_in_or_out():
     b = np.zeros((2, 3, 4, 8), np.float64)
     assert _kernels._array(b, "q") is not b  # converted (documented)
     out = attend.sdpa(a, a, a)
-    # the result is a view of the buffer the kernel wrote, not a copy of it
-    assert not out.flags.owndata and out.base is not None
+    # the result is the array the kernel wrote into (made by numpy, uninitialised, and shaped
+    # before the call), not a copy of a buffer of the kernel's
+    assert out.flags.owndata and out.flags.c_contiguous and out.base is None
     import sys
 
     assert "torch" not in sys.modules or hasattr(sys.modules["torch"], "Tensor")

@@ -8,7 +8,8 @@
 //! - [`Kern::exp_rows`], [`Kern::scale_cols`], [`Kern::pack_panels`]: the glue;
 //! - [`Kern::dot`]: quantised weight rows times 8-bit activation rows;
 //! - [`Kern::gelu`], [`Kern::epilogue`]: element-wise work of the linear layers;
-//!   [`Kern::all_finite`]: the NaN/inf check of inputs.
+//!   [`Kern::all_finite`]: the NaN/inf check of inputs; [`Kern::lse`]: the online softmax's
+//!   final log-sum-exp.
 //!
 //! Invariant: every method of [`Kern`] asserts the bounds its kernel touches before the
 //! `unsafe` call; a violated bound is a bug of the caller inside attend, and panics here.
@@ -340,6 +341,16 @@ impl Kern {
         // SAFETY: the table proves the processor; the kernel reads `x` only.
         unsafe { (self.t.all_finite)(x) }
     }
+
+    /// `out[i] = (m[i] + log2 l[i]) · ln 2`, the natural log-sum-exp of an online-softmax
+    /// state (running maximum `m` in log2 units, sum `l` ≥ 0), `-inf` where `l[i]` is 0; the
+    /// log2 within 2e-7 relative, the result as exact as the f32 sum `m + log2 l` allows.
+    #[inline]
+    pub fn lse(self, m: &[f32], l: &[f32], out: &mut [f32]) {
+        assert!(m.len() >= out.len() && l.len() >= out.len());
+        // SAFETY: the table proves the processor; `m` and `l` are as long as `out`.
+        unsafe { (self.t.lse)(m, l, out) }
+    }
 }
 
 #[cfg(test)]
@@ -484,6 +495,53 @@ mod tests {
                             "{isa:?} n={n} at={at} x={x}"
                         );
                     }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn lse_matches_the_standard_library_on_every_isa() {
+        // sums as the online softmax leaves them (1 to a few thousand), and the edges
+        let mut l: Vec<f32> = (0..4000).map(|i| 1.0 + i as f32 * 0.7731).collect();
+        l.extend([
+            0.0,
+            f32::MIN_POSITIVE,
+            0.5,
+            // either side of √½ and √2, where the reduction switches
+            f32::from_bits(std::f32::consts::FRAC_1_SQRT_2.to_bits() - 1),
+            f32::from_bits(std::f32::consts::FRAC_1_SQRT_2.to_bits() + 1),
+            f32::from_bits(std::f32::consts::SQRT_2.to_bits() - 1),
+            f32::from_bits(std::f32::consts::SQRT_2.to_bits() + 1),
+            2.0,
+        ]);
+        l.extend([1e-30, 3e30, f32::MAX]);
+        let shifted: Vec<f32> = (0..l.len()).map(|i| (i % 37) as f32 * 3.1 - 60.0).collect();
+        // with m = 0 the tolerance below is the log2's own accuracy
+        for (m, isa) in [vec![0.0; l.len()], shifted].into_iter().flat_map(|m| {
+            Isa::available()
+                .into_iter()
+                .map(move |isa| (m.clone(), isa))
+        }) {
+            let k = isa.kern().unwrap();
+            for n in [0, 1, 7, 8, 9, 17, l.len()] {
+                let mut out = vec![0.0; n];
+                k.lse(&m, &l, &mut out);
+                for i in 0..n {
+                    let want = if l[i] == 0.0 {
+                        f64::NEG_INFINITY
+                    } else {
+                        (m[i] as f64 + (l[i] as f64).log2()) * std::f64::consts::LN_2
+                    };
+                    let got = out[i] as f64;
+                    // the f32 sum m + log2 l rounds at the larger term's scale, as with libm
+                    let scale = (m[i].abs() as f64 + (l[i] as f64).log2().abs()).max(1.0);
+                    assert!(
+                        got == want || (got - want).abs() <= 3e-7 * scale,
+                        "{isa:?} m={} l={}: {got} vs {want}",
+                        m[i],
+                        l[i]
+                    );
                 }
             }
         }

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use attend::{AttnParams, Layout, Mask, MaskScope, Shape};
 use attend_models::generate::{generate, CausalLm, GenToken, Sampler, SamplerConfig};
-use numpy::{PyArray1, PyReadonlyArrayDyn};
+use numpy::{PyArray1, PyReadonlyArrayDyn, PyReadwriteArrayDyn};
 use pyo3::exceptions::PyMemoryError;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyType};
@@ -229,15 +229,18 @@ type Grads3<'py> = (
     Bound<'py, PyArray1<f32>>,
 );
 
-/// The fused forward: `(out, lse)` as flat arrays (`[b, h, s_q, d_v]`, `[b, h, s_q]`).
+/// The fused forward into `out` (`[b, h, s_q, d_v]`) and `lse` (`[b, h, s_q]`), C-contiguous
+/// float32 arrays the caller made (`np.empty`: no zeroing, nothing copied after).
 #[pyfunction]
-#[pyo3(signature = (q, k, v, dims, mask=None, scope=0, window=(None, None), scale=None, softcap=None, key_lengths=None))]
+#[pyo3(signature = (q, k, v, out, lse, dims, mask=None, scope=0, window=(None, None), scale=None, softcap=None, key_lengths=None))]
 #[allow(clippy::too_many_arguments)]
 fn forward<'py>(
     py: Python<'py>,
     q: PyReadonlyArrayDyn<'py, f32>,
     k: PyReadonlyArrayDyn<'py, f32>,
     v: PyReadonlyArrayDyn<'py, f32>,
+    mut out: PyReadwriteArrayDyn<'py, f32>,
+    mut lse: PyReadwriteArrayDyn<'py, f32>,
     dims: (usize, usize, usize, usize, usize, usize, usize),
     mask: Option<MaskArg<'py>>,
     scope: u8,
@@ -245,18 +248,26 @@ fn forward<'py>(
     scale: Option<f32>,
     softcap: Option<f32>,
     key_lengths: Option<Vec<usize>>,
-) -> PyResult<Out<'py>> {
+) -> PyResult<()> {
     let spec = Spec::new(dims, scope, window, scale, softcap);
-    let o = spec.run(
+    let not_contiguous = |what: &str| {
+        raise(
+            py,
+            "ShapeError",
+            format!("`{what}` must be C-contiguous (attend.* makes it; this is a bug)"),
+        )
+    };
+    let o = out.as_slice_mut().map_err(|_| not_contiguous("out"))?;
+    let l = lse.as_slice_mut().map_err(|_| not_contiguous("lse"))?;
+    spec.run(
         py,
         &q,
         &k,
         &v,
         &mask,
         key_lengths.as_deref(),
-        attend::fused::forward,
-    )?;
-    Ok((PyArray1::from_vec(py, o.out), PyArray1::from_vec(py, o.lse)))
+        |p, q, k, v| attend::fused::forward_into(p, q, k, v, o, l),
+    )
 }
 
 /// The exact attention weights `[b, h, s_q, s_kv]` (flat), from the fused forward's lse.

@@ -45,7 +45,13 @@ pub fn forward(p: &AttnParams, q: &[f32], k: &[f32], v: &[f32]) -> Result<Output
     p.validate_but_kv_values(q, k, v)?;
     let mut out = zeros("out", p.shape.o_len())?;
     let mut lse = zeros("lse", p.shape.lse_len())?;
-    run_checking_kv(&Ctx::new(p, q, k, v)?, &mut out, &mut lse)?;
+    // the buffers are ours and dropped on an error: results may be written as they come
+    run_checking_kv(
+        &Ctx::new(p, q, k, v)?,
+        &mut out,
+        &mut lse,
+        Writes::AsTheyCome,
+    )?;
     Ok(Output { out, lse })
 }
 
@@ -61,7 +67,16 @@ pub fn forward_into(
     p.validate_but_kv_values(q, k, v)?;
     check_len("out", out, p.shape.o_len())?;
     check_len("lse", lse, p.shape.lse_len())?;
-    run_checking_kv(&Ctx::new(p, q, k, v)?, out, lse)
+    run_checking_kv(&Ctx::new(p, q, k, v)?, out, lse, Writes::AfterTheChecks)
+}
+
+/// When a call that checks its keys and values as it reads them may write its results.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Writes {
+    /// Each task writes its rows when it is done (the buffers are the call's own).
+    AsTheyCome,
+    /// Only once every tile has passed: a caller's buffers are left untouched on an error.
+    AfterTheChecks,
 }
 
 /// Whether a call takes the grouped (decode) path.
@@ -72,7 +87,7 @@ fn grouped(ctx: &Ctx) -> bool {
 /// Chooses the grouped (decode) or tiled (prefill) path; inputs already validated.
 pub(crate) fn run(ctx: &Ctx, out: &mut [f32], lse: &mut [f32]) {
     if grouped(ctx) {
-        forward_grouped(ctx, out, lse, false);
+        forward_grouped(ctx, out, lse, false, Writes::AsTheyCome);
     } else {
         forward_tiled(ctx, out, lse);
     }
@@ -82,15 +97,15 @@ pub(crate) fn run(ctx: &Ctx, out: &mut [f32], lse: &mut [f32]) {
 /// key/value tile as it reads it, so that K and V — nearly all of its memory traffic — are
 /// read once rather than twice; a prefill (whose tiles are re-read many times anyway) checks
 /// them first. On a NaN or infinity the error names the first one, as the up-front check does,
-/// and `out` and `lse` are left untouched (the results are written only after every tile).
-fn run_checking_kv(ctx: &Ctx, out: &mut [f32], lse: &mut [f32]) -> Result<()> {
+/// and with [`Writes::AfterTheChecks`] `out` and `lse` are left untouched.
+fn run_checking_kv(ctx: &Ctx, out: &mut [f32], lse: &mut [f32], writes: Writes) -> Result<()> {
     if !grouped(ctx) {
         check_finite("k", ctx.k)?;
         check_finite("v", ctx.v)?;
         forward_tiled(ctx, out, lse);
         return Ok(());
     }
-    if !forward_grouped(ctx, out, lse, true) {
+    if !forward_grouped(ctx, out, lse, true, writes) {
         check_finite("k", ctx.k)?;
         check_finite("v", ctx.v)?;
     }
@@ -128,8 +143,9 @@ fn forward_tiled(ctx: &Ctx, out: &mut [f32], lse: &mut [f32]) {
                     .enumerate()
                     .for_each(|(t, (chunk, l))| {
                         let acc = run_tile(ctx, bh / hq, bh % hq, t * BR, l.len());
-                        for (r, x) in l.iter_mut().enumerate() {
-                            *x = acc.finish_row(r, &mut chunk[r * dv..][..dv]);
+                        acc.lse(ctx.kern, l);
+                        for r in 0..l.len() {
+                            acc.write_row(r, &mut chunk[r * dv..][..dv]);
                         }
                     })
             }),
@@ -148,10 +164,12 @@ fn forward_tiled(ctx: &Ctx, out: &mut [f32], lse: &mut [f32]) {
                             (0..hq)
                                 .map(|h| {
                                     let acc = run_tile(ctx, b, h, i0, n);
-                                    let l = (0..n).map(|r| {
-                                        acc.finish_row(r, &mut chunk[(r * hq + h) * dv..][..dv])
-                                    });
-                                    (b * hq + h, i0, l.collect())
+                                    for r in 0..n {
+                                        acc.write_row(r, &mut chunk[(r * hq + h) * dv..][..dv]);
+                                    }
+                                    let mut l = vec![0.0; n];
+                                    acc.lse(ctx.kern, &mut l);
+                                    (b * hq + h, i0, l)
                                 })
                                 .collect()
                         })
@@ -174,14 +192,21 @@ fn group_rows(ctx: &Ctx, b: usize, hk: usize) -> Vec<Row> {
         .collect()
 }
 
-/// Few queries per key/value head (decoding): the group's queries share one pass over K and
-/// V, and long key ranges are split across tasks whose partial states merge exactly.
+/// Few queries per key/value head (decoding, short sequences): the group's queries share one
+/// pass over K and V, and long key ranges are split across tasks whose partial states merge
+/// exactly.
 ///
-/// With `check_kv`, the values of K and V are checked for NaN/inf too: tile by tile as they are
+/// With `check`, the values of K and V are checked for NaN/inf too: tile by tile as they are
 /// read when the tasks read every key of contiguous rows (the common decode: the last query
-/// sees every key), else all of them first. Returns false when one is found, before anything
-/// is written to `out` or `lse`.
-fn forward_grouped(ctx: &Ctx, out: &mut [f32], lse: &mut [f32], check_kv: bool) -> bool {
+/// sees every key), else all of them first. Returns false when one is found; with
+/// [`Writes::AfterTheChecks`], before anything is written to `out` or `lse`.
+fn forward_grouped(
+    ctx: &Ctx,
+    out: &mut [f32],
+    lse: &mut [f32],
+    check: bool,
+    writes: Writes,
+) -> bool {
     let sh = ctx.p.shape;
     let os = ctx.p.o_strides();
     let groups = sh.b * sh.h_kv;
@@ -191,16 +216,20 @@ fn forward_grouped(ctx: &Ctx, out: &mut [f32], lse: &mut [f32], check_kv: bool) 
     } else {
         (2 * threads).div_ceil(groups)
     };
-    // the rows of each group (b, hk), built once
+    // the rows of each group (b, hk) and the key span they see, built once
     let rows: Vec<Vec<Row>> = (0..groups)
         .map(|bg| group_rows(ctx, bg / sh.h_kv, bg % sh.h_kv))
+        .collect();
+    let spans: Vec<(usize, usize)> = rows
+        .iter()
+        .map(|r| Ctx::key_span(r).unwrap_or((0, 0)))
         .collect();
     // tasks (b, hk, first key, end key): a group's key span in `chunks` pieces of whole tiles;
     // a group that sees no key still gets one empty task, so that its rows are written
     let tasks: Vec<(usize, usize, usize, usize)> = (0..groups)
         .flat_map(|bg| {
             let (b, hk) = (bg / sh.h_kv, bg % sh.h_kv);
-            let (start, end) = Ctx::key_span(&rows[bg]).unwrap_or((0, 0));
+            let (start, end) = spans[bg];
             let len = end - start;
             let chunks = want.min(len / MIN_SPLIT).max(1);
             let step = len.div_ceil(chunks).div_ceil(BC) * BC;
@@ -211,31 +240,58 @@ fn forward_grouped(ctx: &Ctx, out: &mut [f32], lse: &mut [f32], check_kv: bool) 
             })
         })
         .collect();
-    // every key of every group read, rows of K and V contiguous: check them tile by tile
-    let every_key = rows.iter().all(|r| Ctx::key_span(r) == Some((0, sh.s_kv)));
-    let in_tiles =
-        check_kv && every_key && ctx.ks.row == sh.d && ctx.vs.row == sh.d_v && sh.s_kv > 0;
-    if check_kv
+    // one task per group, whose rows are one contiguous piece of `out` and of `lse` (prefills
+    // of short sequences): no merge, each task writes its results as it ends
+    let g_rows = sh.group() * sh.s_q;
+    let one_per_group =
+        tasks.len() == groups && ctx.p.layout == Layout::Bhsd && g_rows * sh.d_v > 0;
+    // every key of every group read, rows of K and V contiguous: check them tile by tile as
+    // they are read; not when a task writes its results before the others have passed their
+    // checks into buffers that must be left untouched on an error (holding every task's state
+    // to the end costs more than the second pass the check saves)
+    let every_key = spans.iter().all(|&span| span == (0, sh.s_kv));
+    let in_tiles = check
+        && every_key
+        && ctx.ks.row == sh.d
+        && ctx.vs.row == sh.d_v
+        && sh.s_kv > 0
+        && (writes == Writes::AsTheyCome || !one_per_group);
+    if check
         && !in_tiles
         && (check_finite("k", ctx.k).is_err() || check_finite("v", ctx.v).is_err())
     {
         return false;
     }
-    let accs: Vec<(Acc, bool)> = tasks
-        .par_iter()
-        .map(|&(b, hk, c0, c1)| {
-            let rows = &rows[b * sh.h_kv + hk];
-            let mut acc = Acc::new(rows.len(), sh.d_v);
-            let mut finite = true;
-            if c0 < c1 {
-                with_scratch(acc.width * sh.d, |qp| {
-                    ctx.pack_queries(b, rows, qp);
-                    finite = acc.attend(ctx, b, hk, rows, qp, (c0, c1), BC, in_tiles);
-                });
-            }
-            (acc, finite)
-        })
-        .collect();
+    let task = |&(b, hk, c0, c1): &(usize, usize, usize, usize)| {
+        let rows = &rows[b * sh.h_kv + hk];
+        let mut acc = Acc::new(rows.len(), sh.d_v);
+        let mut finite = true;
+        if c0 < c1 {
+            with_scratch(acc.width * sh.d, |qp| {
+                ctx.pack_queries(b, rows, qp);
+                finite = acc.attend(ctx, b, hk, rows, qp, (c0, c1), BC, in_tiles);
+            });
+        }
+        (acc, finite)
+    };
+    if one_per_group {
+        return out
+            .par_chunks_mut(g_rows * sh.d_v)
+            .zip(lse.par_chunks_mut(g_rows))
+            .zip(tasks.par_iter())
+            .map(|((o, l), t)| {
+                let (acc, finite) = task(t);
+                if finite {
+                    acc.lse(ctx.kern, l);
+                    for lane in 0..l.len() {
+                        acc.write_row(lane, &mut o[lane * sh.d_v..][..sh.d_v]);
+                    }
+                }
+                finite
+            })
+            .reduce(|| true, |a, b| a && b);
+    }
+    let accs: Vec<(Acc, bool)> = tasks.par_iter().map(task).collect();
     if accs.iter().any(|(_, finite)| !finite) {
         return false;
     }
@@ -250,9 +306,11 @@ fn forward_grouped(ctx: &Ctx, out: &mut [f32], lse: &mut [f32], check_kv: bool) 
     for (bg, acc) in merged.into_iter().enumerate() {
         let Some(acc) = acc else { continue };
         let b = bg / sh.h_kv;
+        let mut l = vec![0.0; rows[bg].len()];
+        acc.lse(ctx.kern, &mut l);
         for (lane, row) in rows[bg].iter().enumerate() {
-            let o = &mut out[os.at(b, row.h, row.i)..][..sh.d_v];
-            lse[(b * sh.h + row.h) * sh.s_q + row.i] = acc.finish_row(lane, o);
+            acc.write_row(lane, &mut out[os.at(b, row.h, row.i)..][..sh.d_v]);
+            lse[(b * sh.h + row.h) * sh.s_q + row.i] = l[lane];
         }
     }
     true

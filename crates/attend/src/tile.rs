@@ -309,18 +309,23 @@ impl Acc {
         }
     }
 
-    /// Writes the normalised output of lane `lane` into `out` (`d_v` elements) and returns its
-    /// log-sum-exp (natural log; `-inf` and zeros when the row saw no key).
-    pub(crate) fn finish_row(&self, lane: usize, out: &mut [f32]) -> f32 {
+    /// Writes the normalised output of lane `lane` into `out` (`d_v` elements; zeros when the
+    /// row saw no key).
+    pub(crate) fn write_row(&self, lane: usize, out: &mut [f32]) {
         let l = self.l[lane];
         if l == 0.0 {
             out.fill(0.0);
-            return f32::NEG_INFINITY;
+            return;
         }
         let inv = 1.0 / l;
         for (c, o) in out.iter_mut().enumerate() {
             *o = self.ot[c * self.width + lane] * inv;
         }
-        (self.m[lane] + l.log2()) * std::f32::consts::LN_2
+    }
+
+    /// The log-sum-exps (natural log; `-inf` for a row that saw no key) of the first
+    /// `lse.len()` lanes.
+    pub(crate) fn lse(&self, kern: Kern, lse: &mut [f32]) {
+        kern.lse(&self.m, &self.l, lse);
     }
 }

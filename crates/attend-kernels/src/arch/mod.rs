@@ -29,6 +29,8 @@ pub(crate) type DotRows<B> = unsafe fn(&[B], usize, &[&[BlockQ8]], &mut [f32]);
 pub(crate) type Gelu = unsafe fn(&mut [f32]);
 /// No NaN or infinity in the slice.
 pub(crate) type AllFinite = unsafe fn(&[f32]) -> bool;
+/// `out = (m + log2 l) · ln 2`, `-inf` where `l` is 0.
+pub(crate) type Lse = unsafe fn(&[f32], &[f32], &mut [f32]);
 /// `v = act(v + bias) + residual`.
 pub(crate) type EpilogueFn = unsafe fn(&mut [f32], Option<&[f32]>, bool, Option<&[f32]>);
 
@@ -47,6 +49,7 @@ pub(crate) struct Table {
     pub gelu: Gelu,
     pub epilogue: EpilogueFn,
     pub all_finite: AllFinite,
+    pub lse: Lse,
 }
 
 /// The `Table` of the instruction set `$isa` from the modules `panel`, `softmax`, `quant` and
@@ -67,6 +70,7 @@ macro_rules! table {
             gelu: elementwise::gelu,
             epilogue: elementwise::epilogue,
             all_finite: elementwise::all_finite,
+            lse: elementwise::lse,
         }
     };
 }

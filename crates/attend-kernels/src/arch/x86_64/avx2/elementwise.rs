@@ -1,4 +1,4 @@
-//! GELU, the linear layers' epilogue and the NaN/inf check: the generic code (`arch/generic/elementwise.rs`, the
+//! GELU, the linear layers' epilogue, the NaN/inf check and the log-sum-exp: the generic code (`arch/generic/elementwise.rs`, the
 //! twin) compiled with AVX2 + FMA enabled, so that its branch-free loops use 8 lanes.
 //!
 //! # Safety (every `pub(crate) unsafe fn` here)
@@ -24,4 +24,9 @@ pub(crate) unsafe fn epilogue(
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn all_finite(x: &[f32]) -> bool {
     generic::all_finite(x)
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn lse(m: &[f32], l: &[f32], out: &mut [f32]) {
+    generic::lse(m, l, out);
 }
