@@ -76,6 +76,16 @@ block!(
     qs: [u8; 16],
 });
 block!(
+    /// `Q5_0`: 32 five-bit values with one scale, `x = d·(q − 16)`.
+    BlockQ5_0, 22, 32, {
+    /// Scale (`f16`).
+    d: [u8; 2],
+    /// The fifth bits: bit `j` of this little-endian `u32` is element `j`'s.
+    qh: [u8; 4],
+    /// The low four bits, as in `Q4_0`.
+    qs: [u8; 16],
+});
+block!(
     /// `Q8_0`: 32 signed bytes with one scale, `x = d·q`.
     BlockQ8_0, 34, 32, {
     /// Scale (`f16`).

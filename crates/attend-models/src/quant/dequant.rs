@@ -1,7 +1,9 @@
 //! Dequantisation of one row of any type attend reads, on the block types.
 
 use attend_kernels::math::f16;
-use attend_kernels::quant::{blocks, Block, BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ6K, BlockQ8_0};
+use attend_kernels::quant::{
+    blocks, Block, BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ6K, BlockQ8_0,
+};
 
 use super::GgmlType;
 use crate::{Error, Result};
@@ -16,7 +18,7 @@ fn typed<B: Block>(src: &[u8]) -> Result<&[B]> {
 pub fn dequantize_row(ty: GgmlType, src: &[u8], out: &mut [f32]) -> Result<()> {
     if !ty.supported() {
         return Err(Error::Invalid(format!(
-            "ggml type {ty:?} is not supported yet (F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q4_K, Q6_K are)"
+            "ggml type {ty:?} is not supported yet (F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q4_K, Q6_K are)"
         )));
     }
     let n = out.len();
@@ -60,6 +62,16 @@ pub fn dequantize_row(ty: GgmlType, src: &[u8], out: &mut [f32]) -> Result<()> {
             for (o, b) in out.chunks_exact_mut(32).zip(typed::<BlockQ4_1>(src)?) {
                 let (d, m) = b.scale_min();
                 nibbles(o, &b.qs, d, 0, m);
+            }
+        }
+        GgmlType::Q5_0 => {
+            for (o, b) in out.chunks_exact_mut(32).zip(typed::<BlockQ5_0>(src)?) {
+                let (d, qh) = (f16(b.d), u32::from_le_bytes(b.qh));
+                for j in 0..16 {
+                    let hi = |k: usize| (((qh >> k) & 1) << 4) as u8;
+                    o[j] = d * (((b.qs[j] & 0x0f) | hi(j)) as i32 - 16) as f32;
+                    o[j + 16] = d * (((b.qs[j] >> 4) | hi(j + 16)) as i32 - 16) as f32;
+                }
             }
         }
         GgmlType::Q4_K => {
@@ -165,13 +177,17 @@ mod tests {
         }
     }
 
-    /// Random Q4_K / Q6_K blocks and the values the `gguf` Python package (llama.cpp's
+    /// Random Q4_K / Q6_K / Q5_0 blocks and the values the `gguf` Python package (llama.cpp's
     /// reference code) gives them (scripts/golden_kquants.py).
     #[test]
     fn k_quants_match_the_gguf_reference() {
         let g: serde_json::Value =
             serde_json::from_str(include_str!("../../tests/golden/kquants.json")).unwrap();
-        for (name, ty) in [("Q4_K", GgmlType::Q4_K), ("Q6_K", GgmlType::Q6_K)] {
+        for (name, ty) in [
+            ("Q4_K", GgmlType::Q4_K),
+            ("Q6_K", GgmlType::Q6_K),
+            ("Q5_0", GgmlType::Q5_0),
+        ] {
             let bytes: Vec<u8> = g[name]["bytes"]
                 .as_array()
                 .unwrap()

@@ -97,7 +97,10 @@ impl GgmlType {
     /// Whether attend can read this type (dequantise it, multiply by it).
     pub fn supported(self) -> bool {
         use GgmlType::*;
-        matches!(self, F32 | F16 | BF16 | Q4_0 | Q4_1 | Q8_0 | Q4_K | Q6_K)
+        matches!(
+            self,
+            F32 | F16 | BF16 | Q4_0 | Q4_1 | Q5_0 | Q8_0 | Q4_K | Q6_K
+        )
     }
 
     /// Bytes of a row of `n` elements (`n` a multiple of the block size).
