@@ -1,21 +1,31 @@
 //! The tokenizer a GGUF file carries in its metadata (`tokenizer.ggml.*`), built with the
 //! Hugging Face `tokenizers` crate so that ids match the reference tokenizer exactly.
 //!
-//! Supported: `tokenizer.ggml.model = "gpt2"` (byte-level BPE: tokens, merges, token types,
-//! BOS/EOS, whether BOS is added). The pre-tokenizer follows `tokenizer.ggml.pre`: for
-//! `smollm`, `starcoder` and the like, digits one by one, then GPT-2's split (the same
-//! two-regex rule llama.cpp applies); otherwise GPT-2's split alone. Control tokens
-//! (`<|im_start|>`, ...) are matched whole in the text, as transformers does.
+//! Supported:
+//! - `tokenizer.ggml.model = "gpt2"` (byte-level BPE: tokens, merges, token types, BOS/EOS,
+//!   whether BOS is added). The pre-tokenizer follows `tokenizer.ggml.pre`: for `smollm`,
+//!   `starcoder` and the like, digits one by one, then GPT-2's split (the same two-regex rule
+//!   llama.cpp applies); otherwise GPT-2's split alone. Control tokens (`<|im_start|>`, ...)
+//!   are matched whole in the text, as transformers does.
+//! - `tokenizer.ggml.model = "llama"` (SentencePiece BPE, as Gemma's files carry it: tokens,
+//!   scores and types, no merges): built as transformers' GGUF loader builds it — spaces become
+//!   `▁`, one BPE word per text, byte fallback (`<0xNN>` tokens), merges rebuilt from the
+//!   vocabulary (every split of a token into two tokens, ranked by the token's position in the
+//!   file, longer left pieces first), control tokens matched whole as special tokens and
+//!   user-defined ones (`\n\n`, `<b>`, ...) as plain added tokens; a whitespace-only token
+//!   with a space in it is looked up as that many `▁` (the file spells those with spaces).
 
 use std::collections::HashMap;
 
 use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
 use tokenizers::models::bpe::BPE;
+use tokenizers::normalizers::replace::Replace;
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::pre_tokenizers::digits::Digits;
 use tokenizers::pre_tokenizers::sequence::Sequence;
+use tokenizers::pre_tokenizers::split::Split;
 use tokenizers::pre_tokenizers::PreTokenizerWrapper;
-use tokenizers::{AddedToken, Tokenizer};
+use tokenizers::{AddedToken, SplitDelimiterBehavior, Tokenizer};
 
 use crate::formats::gguf::{Gguf, Value};
 use crate::trace::TokenInfo;
@@ -24,6 +34,10 @@ use crate::{Error, Result};
 /// ggml token types.
 const TYPE_CONTROL: u64 = 3;
 const TYPE_USER_DEFINED: u64 = 4;
+const TYPE_BYTE: u64 = 6;
+
+/// SentencePiece's space.
+const SPM_SPACE: char = '\u{2581}';
 
 /// A GGUF file's tokenizer.
 pub struct GgufTokenizer {
@@ -84,6 +98,187 @@ fn strings(g: &Gguf, key: &str) -> Result<Vec<String>> {
         .collect()
 }
 
+/// The byte-level BPE of a `gpt2` file, and each id's bytes.
+fn byte_level(tokens: &[String], types: &[u64], g: &Gguf) -> Result<(Tokenizer, Vec<Vec<u8>>)> {
+    let merges_raw = strings(g, "tokenizer.ggml.merges")?;
+    let vocab: tokenizers::models::bpe::Vocab = tokens
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.clone(), i as u32))
+        .collect();
+    let mut merges = Vec::with_capacity(merges_raw.len());
+    for m in &merges_raw {
+        let (a, b) = m
+            .split_once(' ')
+            .ok_or_else(|| Error::Tokenizer(format!("merge `{m}` is not two tokens")))?;
+        merges.push((a.to_string(), b.to_string()));
+    }
+    let bpe = BPE::builder()
+        .vocab_and_merges(vocab, merges)
+        .build()
+        .map_err(|e| Error::Tokenizer(format!("building BPE: {e}")))?;
+    let mut inner = Tokenizer::new(bpe);
+    let pre = g
+        .get("tokenizer.ggml.pre")
+        .and_then(Value::as_str)
+        .unwrap_or("default");
+    let byte_level = ByteLevel::new(false, true, true);
+    let digits_first = matches!(
+        pre,
+        "smollm" | "starcoder" | "refact" | "command-r" | "codeshell" | "exaone" | "minerva"
+    );
+    if digits_first {
+        inner.with_pre_tokenizer(Some(PreTokenizerWrapper::Sequence(Sequence::new(vec![
+            PreTokenizerWrapper::Digits(Digits::new(true)),
+            PreTokenizerWrapper::ByteLevel(byte_level),
+        ]))));
+    } else {
+        inner.with_pre_tokenizer(Some(byte_level));
+    }
+    inner.with_decoder(Some(ByteLevelDecoder::default()));
+    let special: Vec<AddedToken> = tokens
+        .iter()
+        .zip(types)
+        .filter(|(_, &t)| t == TYPE_CONTROL || t == TYPE_USER_DEFINED)
+        .map(|(s, &t)| AddedToken::from(s.clone(), t == TYPE_CONTROL))
+        .collect();
+    inner.add_special_tokens(&special);
+
+    let map = unicode_to_byte();
+    let bytes: Vec<Vec<u8>> = tokens
+        .iter()
+        .zip(types)
+        .map(|(t, &ty)| {
+            if ty == TYPE_CONTROL {
+                t.as_bytes().to_vec()
+            } else {
+                // a character outside the alphabet (should not occur) keeps its UTF-8
+                t.chars()
+                    .flat_map(|c| match map.get(&c) {
+                        Some(&b) => vec![b],
+                        None => c.to_string().into_bytes(),
+                    })
+                    .collect()
+            }
+        })
+        .collect();
+    Ok((inner, bytes))
+}
+
+/// The SentencePiece BPE of a `llama` file (see the module's notes), and each id's bytes.
+fn sentencepiece(tokens: &[String], types: &[u64], g: &Gguf) -> Result<(Tokenizer, Vec<Vec<u8>>)> {
+    // whitespace-only tokens with a space are looked up as `▁`s
+    let spelled: Vec<String> = tokens
+        .iter()
+        .map(|t| {
+            // Python's `not t.strip()`: every character is whitespace as `str.isspace` counts it
+            let py_space = |c: char| c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c);
+            if t.contains(' ') && t.chars().all(py_space) {
+                SPM_SPACE.to_string().repeat(t.chars().count())
+            } else {
+                t.clone()
+            }
+        })
+        .collect();
+    // a repeated spelling keeps its last id (and its first place in the order of the merges)
+    let mut vocab: tokenizers::models::bpe::Vocab = Default::default();
+    let mut order: Vec<&str> = Vec::with_capacity(spelled.len());
+    for (i, t) in spelled.iter().enumerate() {
+        if vocab.insert(t.clone(), i as u32).is_none() {
+            order.push(t);
+        }
+    }
+    let merges = rebuild_merges(&order, &vocab);
+    let unk = g
+        .get("tokenizer.ggml.unknown_token_id")
+        .and_then(Value::as_u64)
+        .and_then(|i| tokens.get(i as usize))
+        .cloned()
+        .unwrap_or_else(|| "<unk>".into());
+    let bpe = BPE::builder()
+        .vocab_and_merges(vocab, merges)
+        .unk_token(unk)
+        .fuse_unk(true)
+        .byte_fallback(true)
+        .build()
+        .map_err(|e| Error::Tokenizer(format!("building BPE: {e}")))?;
+    let mut inner = Tokenizer::new(bpe);
+    let replace = Replace::new(" ", SPM_SPACE.to_string())
+        .map_err(|e| Error::Tokenizer(format!("normalizer: {e}")))?;
+    inner.with_normalizer(Some(replace));
+    let split = Split::new(" ", SplitDelimiterBehavior::MergedWithPrevious, false)
+        .map_err(|e| Error::Tokenizer(format!("pre-tokenizer: {e}")))?;
+    inner.with_pre_tokenizer(Some(split));
+    let control: Vec<AddedToken> = tokens
+        .iter()
+        .zip(types)
+        .filter(|(_, &t)| t == TYPE_CONTROL)
+        .map(|(s, _)| AddedToken::from(s.clone(), true).normalized(false))
+        .collect();
+    inner.add_special_tokens(&control);
+    // (one the vocabulary holds under its own spelling: the respelled whitespace runs are
+    // left to the BPE, as transformers leaves them)
+    let user: Vec<AddedToken> = tokens
+        .iter()
+        .zip(types)
+        .zip(&spelled)
+        .filter(|((s, &t), sp)| t == TYPE_USER_DEFINED && s == sp)
+        .map(|((s, _), _)| AddedToken::from(s.clone(), false).normalized(false))
+        .collect();
+    inner.add_tokens(&user);
+    let bytes = tokens
+        .iter()
+        .zip(types)
+        .map(|(t, &ty)| match ty {
+            TYPE_BYTE => byte_token(t).map_or_else(|| t.as_bytes().to_vec(), |b| vec![b]),
+            TYPE_CONTROL => t.as_bytes().to_vec(),
+            _ => t.replace(SPM_SPACE, " ").into_bytes(),
+        })
+        .collect();
+    Ok((inner, bytes))
+}
+
+/// The byte of a byte-fallback token `<0xNN>`.
+fn byte_token(t: &str) -> Option<u8> {
+    let hex = t.strip_prefix("<0x")?.strip_suffix('>')?;
+    (hex.len() == 2).then(|| u8::from_str_radix(hex, 16).ok())?
+}
+
+/// The merges a SentencePiece BPE vocabulary implies, best first: every split of a token (taken
+/// in `order`, each spelling once) into two tokens of `vocab`, one token's splits by the ids of
+/// their pieces; then all of them by the merged token's id, the longer left piece first, the
+/// longer right piece next, ties kept in that order (transformers' `generate_merges` with minus
+/// the positions as scores: Gemma's scores do not follow its merge order, its positions do).
+fn rebuild_merges(order: &[&str], vocab: &tokenizers::models::bpe::Vocab) -> Vec<(String, String)> {
+    // (merged id, left length, right length, left, right), lengths in characters
+    let mut all: Vec<(u32, usize, usize, &str, &str)> = Vec::new();
+    for t in order {
+        let Some(&id) = vocab.get(*t) else { continue };
+        let mut local = Vec::new();
+        for (k, (i, _)) in t.char_indices().enumerate().skip(1) {
+            let (l, r) = t.split_at(i);
+            if let (Some(&il), Some(&ir)) = (vocab.get(l), vocab.get(r)) {
+                local.push((il, ir, k, l, r));
+            }
+        }
+        local.sort_by_key(|&(il, ir, ..)| (il, ir));
+        let n = t.chars().count();
+        all.extend(
+            local
+                .into_iter()
+                .map(|(_, _, ll, l, r)| (id, ll, n - ll, l, r)),
+        );
+    }
+    all.sort_by(|a, b| {
+        a.0.cmp(&b.0)
+            .then_with(|| b.1.cmp(&a.1))
+            .then_with(|| b.2.cmp(&a.2))
+    });
+    all.into_iter()
+        .map(|(_, _, _, l, r)| (l.to_string(), r.to_string()))
+        .collect()
+}
+
 impl GgufTokenizer {
     /// Builds the tokenizer from a parsed GGUF header.
     pub fn from_gguf(g: &Gguf) -> Result<GgufTokenizer> {
@@ -91,13 +286,13 @@ impl GgufTokenizer {
             .get("tokenizer.ggml.model")
             .and_then(Value::as_str)
             .unwrap_or("");
-        if model != "gpt2" {
+        if model != "gpt2" && model != "llama" {
             return Err(Error::Tokenizer(format!(
-                "tokenizer.ggml.model `{model}` is not supported yet (gpt2 byte-level BPE is)"
+                "tokenizer.ggml.model `{model}` is not supported yet (gpt2 byte-level BPE and \
+                 llama SentencePiece BPE are)"
             )));
         }
         let tokens = strings(g, "tokenizer.ggml.tokens")?;
-        let merges_raw = strings(g, "tokenizer.ggml.merges")?;
         let types: Vec<u64> = match g.get("tokenizer.ggml.token_type").and_then(Value::as_array) {
             Some(a) => a.iter().map(|v| v.as_u64().unwrap_or(1)).collect(),
             None => vec![1; tokens.len()],
@@ -109,67 +304,11 @@ impl GgufTokenizer {
                 tokens.len()
             )));
         }
-        let vocab: tokenizers::models::bpe::Vocab = tokens
-            .iter()
-            .enumerate()
-            .map(|(i, t)| (t.clone(), i as u32))
-            .collect();
-        let mut merges = Vec::with_capacity(merges_raw.len());
-        for m in &merges_raw {
-            let (a, b) = m
-                .split_once(' ')
-                .ok_or_else(|| Error::Tokenizer(format!("merge `{m}` is not two tokens")))?;
-            merges.push((a.to_string(), b.to_string()));
-        }
-        let bpe = BPE::builder()
-            .vocab_and_merges(vocab, merges)
-            .build()
-            .map_err(|e| Error::Tokenizer(format!("building BPE: {e}")))?;
-        let mut inner = Tokenizer::new(bpe);
-        let pre = g
-            .get("tokenizer.ggml.pre")
-            .and_then(Value::as_str)
-            .unwrap_or("default");
-        let byte_level = ByteLevel::new(false, true, true);
-        let digits_first = matches!(
-            pre,
-            "smollm" | "starcoder" | "refact" | "command-r" | "codeshell" | "exaone" | "minerva"
-        );
-        if digits_first {
-            inner.with_pre_tokenizer(Some(PreTokenizerWrapper::Sequence(Sequence::new(vec![
-                PreTokenizerWrapper::Digits(Digits::new(true)),
-                PreTokenizerWrapper::ByteLevel(byte_level),
-            ]))));
+        let (inner, bytes) = if model == "llama" {
+            sentencepiece(&tokens, &types, g)?
         } else {
-            inner.with_pre_tokenizer(Some(byte_level));
-        }
-        inner.with_decoder(Some(ByteLevelDecoder::default()));
-        let special: Vec<AddedToken> = tokens
-            .iter()
-            .zip(&types)
-            .filter(|(_, &t)| t == TYPE_CONTROL || t == TYPE_USER_DEFINED)
-            .map(|(s, &t)| AddedToken::from(s.clone(), t == TYPE_CONTROL))
-            .collect();
-        inner.add_special_tokens(&special);
-
-        let map = unicode_to_byte();
-        let bytes = tokens
-            .iter()
-            .zip(&types)
-            .map(|(t, &ty)| {
-                if ty == TYPE_CONTROL {
-                    t.as_bytes().to_vec()
-                } else {
-                    // a character outside the alphabet (should not occur) keeps its UTF-8
-                    t.chars()
-                        .flat_map(|c| match map.get(&c) {
-                            Some(&b) => vec![b],
-                            None => c.to_string().into_bytes(),
-                        })
-                        .collect()
-                }
-            })
-            .collect();
+            byte_level(&tokens, &types, g)?
+        };
         let id = |key: &str| {
             g.get(key)
                 .and_then(Value::as_u64)
@@ -178,7 +317,13 @@ impl GgufTokenizer {
         };
         let eos = id("tokenizer.ggml.eos_token_id");
         let mut stop_ids: Vec<u32> = eos.into_iter().collect();
-        for s in ["<|im_end|>", "<|eot_id|>", "<|endoftext|>", "<|end|>"] {
+        for s in [
+            "<|im_end|>",
+            "<|eot_id|>",
+            "<|endoftext|>",
+            "<|end|>",
+            "<end_of_turn>",
+        ] {
             if let Some(&i) = tokens
                 .iter()
                 .position(|t| t == s)
@@ -195,10 +340,12 @@ impl GgufTokenizer {
             bytes,
             bos: id("tokenizer.ggml.bos_token_id"),
             eos,
+            // SentencePiece vocabularies add BOS unless the file says otherwise (llama.cpp and
+            // transformers agree)
             add_bos: g
                 .get("tokenizer.ggml.add_bos_token")
                 .and_then(Value::as_bool)
-                .unwrap_or(false),
+                .unwrap_or(model == "llama"),
             chat_template: g
                 .get("tokenizer.chat_template")
                 .and_then(Value::as_str)
@@ -207,7 +354,6 @@ impl GgufTokenizer {
             tokens,
         })
     }
-
     /// Tokenizes `text` (BOS in front when the file says so), with byte offsets.
     pub fn encode(&self, text: &str) -> Result<Vec<TokenInfo>> {
         let enc = self
