@@ -2,7 +2,9 @@
 //!
 //! [`LayerCache`] stores keys and values as `[b, h_kv, capacity, d]`; appending grows the
 //! capacity geometrically (amortised O(1) per position, no quadratic copying), and it can be
-//! truncated (to roll back a speculative or rejected continuation) or reset. Attention over the
+//! truncated (to roll back a speculative or rejected continuation) or reset. A sliding-window
+//! layer forgets the positions its window can no longer see ([`LayerCache::forget_before`]):
+//! its memory then stays bounded by the window however long the text grows. Attention over the
 //! cache runs the fused kernel with the cache's strides — no copy — and, with few queries, the
 //! grouped path: each GQA group's queries share one pass over K and V, and a long cache is
 //! split across threads, so the cost is bound by reading K and V once.
@@ -36,7 +38,12 @@ pub struct LayerCache {
     h_kv: usize,
     d: usize,
     d_v: usize,
+    /// Live positions.
     len: usize,
+    /// Where, in `0..cap`, the first live position is stored.
+    head: usize,
+    /// Positions forgotten from the front: the first live one is position `first`.
+    first: usize,
     cap: usize,
     k: Vec<f32>,
     v: Vec<f32>,
@@ -59,15 +66,27 @@ impl LayerCache {
             d,
             d_v,
             len: 0,
+            head: 0,
+            first: 0,
             cap: 0,
             k: Vec::new(),
             v: Vec::new(),
         })
     }
 
-    /// Positions stored.
+    /// Positions stored (the live ones: [`LayerCache::first`]`..`[`LayerCache::end`]); the
+    /// `s_kv` of attention over the cache.
     pub fn len(&self) -> usize {
         self.len
+    }
+    /// The position of the first stored key: how many were forgotten from the front
+    /// ([`LayerCache::forget_before`]); 0 for a cache that never forgets.
+    pub fn first(&self) -> usize {
+        self.first
+    }
+    /// Positions appended so far (and not truncated): the next one appended is this position.
+    pub fn end(&self) -> usize {
+        self.first + self.len
     }
     /// Whether no position is stored.
     pub fn is_empty(&self) -> bool {
@@ -93,7 +112,13 @@ impl LayerCache {
             what: "KV cache",
             elements: usize::MAX,
         })?;
-        if need <= self.cap {
+        if self.head + need <= self.cap {
+            return Ok(());
+        }
+        if need <= self.cap && self.head >= need / 2 {
+            // forgotten positions free room enough: move the live ones to the front (each
+            // position moves at most once per `need / 2` appended: amortised O(1))
+            self.compact();
             return Ok(());
         }
         // geometric growth, but never past what was asked when doubling would not fit
@@ -105,14 +130,15 @@ impl LayerCache {
         } else {
             need
         };
+        let (len, head, old_cap) = (self.len, self.head, self.cap);
         let grow = |old: &[f32], dim: usize, what| -> Result<Vec<f32>> {
             let mut new = zeros(what, product(&[self.b, self.h_kv, cap, dim]))?;
-            if self.len == 0 {
+            if len == 0 {
                 return Ok(new);
             }
             for bh in 0..self.b * self.h_kv {
-                new[bh * cap * dim..][..self.len * dim]
-                    .copy_from_slice(&old[bh * self.cap * dim..][..self.len * dim]);
+                new[bh * cap * dim..][..len * dim]
+                    .copy_from_slice(&old[(bh * old_cap + head) * dim..][..len * dim]);
             }
             Ok(new)
         };
@@ -121,7 +147,38 @@ impl LayerCache {
         self.k = k;
         self.v = v;
         self.cap = cap;
+        self.head = 0;
         Ok(())
+    }
+
+    /// Moves the live positions to the front of every head's rows.
+    fn compact(&mut self) {
+        let (len, head, cap) = (self.len, self.head, self.cap);
+        if head == 0 {
+            return;
+        }
+        for (buf, dim) in [(&mut self.k, self.d), (&mut self.v, self.d_v)] {
+            for bh in 0..self.b * self.h_kv {
+                let base = bh * cap * dim;
+                buf.copy_within(base + head * dim..base + (head + len) * dim, base);
+            }
+        }
+        self.head = 0;
+    }
+
+    /// Forgets every stored position before `pos` (a sliding window of `w` keys, before
+    /// appending position `p`, needs only `p + 1 - w..`): memory is reused, not freed, and
+    /// attention over the cache then sees only what is left — with a sliding-window mask
+    /// aligned bottom-right, exactly what the window would have kept. A `pos` at or before
+    /// [`LayerCache::first`] forgets nothing; past [`LayerCache::end`] it forgets everything.
+    pub fn forget_before(&mut self, pos: usize) {
+        let drop = pos.saturating_sub(self.first).min(self.len);
+        self.head += drop;
+        self.len -= drop;
+        self.first += drop;
+        if self.len == 0 {
+            self.head = 0;
+        }
     }
 
     /// Appends `n` new positions; `k` and `v` are `[b, n, h_kv, d]` (`Layout::Bshd`) or
@@ -144,7 +201,7 @@ impl LayerCache {
         for b in 0..self.b {
             for h in 0..self.h_kv {
                 for t in 0..n {
-                    let at = self.len + t;
+                    let at = self.head + self.len + t;
                     self.k[mk.at(b, h, at)..][..self.d]
                         .copy_from_slice(&k[ks.at(b, h, t)..][..self.d]);
                     self.v[mv.at(b, h, at)..][..self.d_v]
@@ -156,21 +213,38 @@ impl LayerCache {
         Ok(())
     }
 
-    /// Keeps the first `len` positions.
+    /// Keeps positions `..len` (of those appended: [`LayerCache::end`] becomes `len`).
     pub fn truncate(&mut self, len: usize) -> Result<()> {
-        if len > self.len {
+        if len > self.end() {
             return Err(Error::Cache(format!(
                 "cannot truncate to {len} positions: only {} are stored",
-                self.len
+                self.end()
             )));
         }
-        self.len = len;
+        if len < self.first {
+            return Err(Error::Cache(format!(
+                "cannot truncate to {len} positions: positions before {} were forgotten",
+                self.first
+            )));
+        }
+        self.len = len - self.first;
         Ok(())
     }
 
     /// Forgets every position (keeps the memory).
     pub fn reset(&mut self) {
         self.len = 0;
+        self.head = 0;
+        self.first = 0;
+    }
+
+    /// The live keys and values: the buffers from the first live position on (with the
+    /// strides of [`LayerCache::k_strides`], every head's rows start `head` rows in).
+    fn live(&self) -> (&[f32], &[f32]) {
+        (
+            &self.k[self.head * self.d..],
+            &self.v[self.head * self.d_v..],
+        )
     }
 
     fn k_strides(&self) -> Strides {
@@ -213,8 +287,8 @@ impl LayerCache {
         let sh = p.shape;
         check_len("out", out, sh.o_len())?;
         check_len("lse", lse, sh.lse_len())?;
-        let ctx =
-            Ctx::new(p, q, &self.k, &self.v)?.with_kv_strides(self.k_strides(), self.v_strides());
+        let (k, v) = self.live();
+        let ctx = Ctx::new(p, q, k, v)?.with_kv_strides(self.k_strides(), self.v_strides());
         crate::fused::run(&ctx, out, lse);
         Ok(())
     }
@@ -264,8 +338,8 @@ impl LayerCache {
         check_len("q", q, sh.q_len())?;
         check_len("lse", lse, sh.lse_len())?;
         let heads = crate::fused::chosen_heads(heads, sh.h)?;
-        let ctx =
-            Ctx::new(p, q, &self.k, &self.v)?.with_kv_strides(self.k_strides(), self.v_strides());
+        let (k, v) = self.live();
+        let ctx = Ctx::new(p, q, k, v)?.with_kv_strides(self.k_strides(), self.v_strides());
         crate::fused::probabilities_of(&ctx, lse, &heads)
     }
 }
@@ -306,15 +380,16 @@ impl KvCache {
     pub fn n_layers(&self) -> usize {
         self.layers.len()
     }
-    /// Positions stored (in layer 0).
+    /// Positions appended (to layer 0; [`LayerCache::end`]): the next one is this position,
+    /// whatever sliding-window layers have forgotten.
     pub fn len(&self) -> usize {
-        self.layers.first().map_or(0, |l| l.len())
+        self.layers.first().map_or(0, |l| l.end())
     }
     /// Whether nothing is stored.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
-    /// Keeps the first `len` positions of every layer.
+    /// Keeps positions `..len` in every layer.
     pub fn truncate(&mut self, len: usize) -> Result<()> {
         self.layers.iter_mut().try_for_each(|l| l.truncate(len))
     }

@@ -286,6 +286,78 @@ fn decoding_through_the_cache_equals_one_causal_forward() {
     }
 }
 
+/// A sliding-window layer that forgets what its window can no longer see gives the same
+/// outputs and probabilities as a full cache under the same window mask, and its memory stays
+/// bounded by the window however many positions pass through it.
+#[test]
+fn a_cache_that_forgets_behind_the_window_equals_the_full_one() {
+    let (h, h_kv, d, n, w) = (4, 1, 16, 700, 37);
+    let sh = Shape::new(1, h, n, n, d).with_kv_heads(h_kv);
+    let (q, k, v) = (
+        rnd(sh.q_len(), 31),
+        rnd(sh.k_len(), 32),
+        rnd(sh.v_len(), 33),
+    );
+    let full_p = AttnParams::new(sh)
+        .layout(Layout::Bshd)
+        .mask(Mask::sliding_window(w));
+    let full = fused::forward(&full_p, &q, &k, &v).unwrap();
+    let (row, kv_row) = (h * d, h_kv * d);
+    for isa in Isa::available() {
+        let mut kv = KvCache::new(2, 1, h_kv, d, d).unwrap();
+        let (mut pos, mut step) = (0, 90);
+        while pos < n {
+            let m = step.min(n - pos);
+            // layer 0 keeps everything; layer 1 forgets what position `pos` can no longer see
+            for l in 0..2 {
+                let c = kv.layer_mut(l).unwrap();
+                if l == 1 {
+                    c.forget_before((pos + 1).saturating_sub(w));
+                }
+                c.append(
+                    &k[pos * kv_row..(pos + m) * kv_row],
+                    &v[pos * kv_row..(pos + m) * kv_row],
+                    m,
+                    Layout::Bshd,
+                )
+                .unwrap();
+            }
+            let c = kv.layer(1).unwrap();
+            assert_eq!(c.end(), pos + m);
+            assert_eq!(c.first(), (pos + 1).saturating_sub(w));
+            let p = AttnParams::new(Shape::new(1, h, m, c.len(), d).with_kv_heads(h_kv))
+                .layout(Layout::Bshd)
+                .mask(Mask::sliding_window(w))
+                .isa(isa);
+            let o = c.attend(&p, &q[pos * row..(pos + m) * row]).unwrap();
+            let e = max_diff(&o.out, &full.out[pos * row..(pos + m) * row]);
+            assert!(e < 2e-6, "{isa:?}: positions {pos}..{}: {e}", pos + m);
+            if m == 1 {
+                // the one row of probabilities is the full row's live part; the rest is 0
+                let pc = c.probabilities_from_lse(&p, &q[pos * row..][..row], &o.lse, None);
+                let pf = fused::probabilities(&full_p, &q, &k, &v, Some(&[2])).unwrap();
+                let want = &pf[pos * n..][..n];
+                let got = &pc.unwrap()[2 * c.len()..][..c.len()];
+                assert!(max_diff(got, &want[c.first()..c.end()]) < 1e-6);
+                assert!(want[..c.first()].iter().all(|&x| x == 0.0));
+            }
+            // a long text, a bounded memory: live positions and capacity stay near the window
+            assert!(c.len() < w + m && c.capacity() <= 2 * (w + 90).next_power_of_two());
+            pos += m;
+            step = if step == 1 { 3 } else { 1 };
+        }
+        assert_eq!(kv.len(), n);
+        // rolling back within what is kept works; past it is refused
+        let c = kv.layer_mut(1).unwrap();
+        c.truncate(n - 3).unwrap();
+        assert_eq!((c.end(), c.len()), (n - 3, w - 3));
+        let err = c.truncate(n - w - 10).unwrap_err();
+        assert!(err.to_string().contains("forgotten"), "{err}");
+        c.reset();
+        assert_eq!((c.first(), c.end()), (0, 0));
+    }
+}
+
 #[test]
 fn long_cache_splits_keys_across_threads_exactly() {
     // long enough that the grouped path splits the keys; compare with the tiled reference path
