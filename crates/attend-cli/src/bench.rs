@@ -130,6 +130,10 @@ pub fn run(args: &BenchArgs, threads: usize) -> Result<()> {
         "smollm2-pp512",
         "smollm2-tg64",
         "smollm2-tg64-d2048",
+        "gemma3-pp128",
+        "gemma3-pp512",
+        "gemma3-tg64",
+        "gemma3-tg64-d2048",
         "train-winograd",
         "train-text",
     ];
@@ -195,14 +199,19 @@ pub fn run(args: &BenchArgs, threads: usize) -> Result<()> {
             train_case(name, args.quick, threads, &mut out)?;
         }
     }
-    let lm = LM_CASES.iter().any(|n| asked(n));
-    if lm || args.cases.is_empty() {
-        let cached = attend_models::registry::info("smollm2")
-            .is_some_and(attend_models::registry::is_cached);
-        if cached || lm {
-            lm_cases(args, threads, &mut out, &wanted)?;
-        } else {
-            eprintln!("attend bench: skipping the smollm2 cases (run `attend fetch smollm2` to include them)");
+    for model in LM_MODELS {
+        let cases = lm_case_names(model);
+        let lm = cases.iter().any(|n| asked(n));
+        if lm || args.cases.is_empty() {
+            let cached = attend_models::registry::info(model)
+                .is_some_and(attend_models::registry::is_cached);
+            if cached || lm {
+                lm_cases(model, args, threads, &mut out, &wanted)?;
+            } else {
+                eprintln!(
+                    "attend bench: skipping the {model} cases (run `attend fetch {model}` to include them)"
+                );
+            }
         }
     }
     Ok(())
@@ -230,14 +239,14 @@ pub fn sentences(n: usize) -> Vec<String> {
         .collect()
 }
 
-const LM_CASES: [&str; 4] = [
-    "smollm2-pp128",
-    "smollm2-pp512",
-    "smollm2-tg64",
-    "smollm2-tg64-d2048",
-];
+/// The decoders with language-model cases (`MODEL-pp128` … `MODEL-tg64-d2048`).
+const LM_MODELS: [&str; 2] = ["smollm2", "gemma3"];
 
-/// The token ids of the language-model cases (bench/llamacpp_smollm2.py uses the same).
+fn lm_case_names(model: &str) -> [String; 4] {
+    ["pp128", "pp512", "tg64", "tg64-d2048"].map(|c| format!("{model}-{c}"))
+}
+
+/// The token ids of the language-model cases (bench/llamacpp.py uses the same).
 pub fn lm_tokens(n: usize) -> Vec<u32> {
     (0..n)
         .map(|i| ((i * 7919 + 13) % 49000 + 100) as u32)
@@ -245,16 +254,17 @@ pub fn lm_tokens(n: usize) -> Vec<u32> {
 }
 
 fn lm_cases(
+    model: &str,
     args: &BenchArgs,
     threads: usize,
     out: &mut Out,
     wanted: &dyn Fn(&str) -> bool,
 ) -> Result<()> {
     use attend_models::generate::AttnCapture;
-    let m = crate::generate::load("smollm2")?;
+    let m = crate::generate::load(model)?;
     let mut err = None;
     for n in [128, 512] {
-        let name = format!("smollm2-pp{n}");
+        let name = format!("{model}-pp{n}");
         if !wanted(&name) {
             continue;
         }
@@ -275,9 +285,9 @@ fn lm_cases(
     }
     for depth in [1, 2048] {
         let name = if depth == 1 {
-            "smollm2-tg64".to_string()
+            format!("{model}-tg64")
         } else {
-            format!("smollm2-tg64-d{depth}")
+            format!("{model}-tg64-d{depth}")
         };
         if !wanted(&name) {
             continue;

@@ -17,7 +17,7 @@
 use std::sync::OnceLock;
 
 use crate::arch::{self, Table};
-use crate::quant::{BlockQ8, QBlocks};
+use crate::quant::{BlockQ8, BlockQ8K, KBlocks, QBlocks};
 use crate::{Error, Result};
 
 /// Lanes of a panel.
@@ -298,7 +298,24 @@ impl Kern {
             match w {
                 QBlocks::Q4_0(w) => (self.t.dot_q4_0)(w, per_row, a, out),
                 QBlocks::Q4_1(w) => (self.t.dot_q4_1)(w, per_row, a, out),
+                QBlocks::Q5_0(w) => (self.t.dot_q5_0)(w, per_row, a, out),
                 QBlocks::Q8_0(w) => (self.t.dot_q8_0)(w, per_row, a, out),
+            }
+        }
+    }
+
+    /// [`Kern::dot_rows`] for k-quant weights and `Q8_K` activations (256 elements a block).
+    #[inline]
+    pub fn dot_rows_k(self, w: KBlocks<'_>, per_row: usize, a: &[&[BlockQ8K]], out: &mut [f32]) {
+        assert!(per_row > 0 && w.len().is_multiple_of(per_row));
+        assert!(a.iter().all(|a| a.len() == per_row));
+        assert!(out.len() == w.len() / per_row * a.len());
+        // SAFETY: as in `dot_rows`.
+        unsafe {
+            match w {
+                KBlocks::Q4K(w) => (self.t.dot_q4_k)(w, per_row, a, out),
+                KBlocks::Q5K(w) => (self.t.dot_q5_k)(w, per_row, a, out),
+                KBlocks::Q6K(w) => (self.t.dot_q6_k)(w, per_row, a, out),
             }
         }
     }

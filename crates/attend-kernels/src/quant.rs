@@ -8,14 +8,25 @@
 //! - `Q4_1` (32, 20): `d`, `m`, 16 bytes as in `Q4_0`; `x = d·q + m`.
 //! - `Q4_K` (256, 144): `d`, `dmin`, 12 bytes of 6-bit scales and mins for eight sub-blocks of
 //!   32, 128 bytes of nibbles.
+//! - `Q5_0` (32, 22): `d`, 4 bytes of fifth bits (bit `j` is element `j`'s), 16 bytes as in
+//!   `Q4_0`; `x = d·(q − 16)`.
+//! - `Q4_K` (256, 144): `d`, `dmin`, 12 bytes of 6-bit scales `sc` and mins `m` for eight
+//!   sub-blocks of 32 ([`scale_min_k4`]), 128 bytes of nibbles (each 64 elements take 32
+//!   bytes: low nibbles, then high); `x = d·sc·q − dmin·m`.
+//! - `Q5_K` (256, 176): as `Q4_K` with 32 bytes of fifth bits before the nibbles (bits `2c`
+//!   and `2c + 1` of byte `l` belong to elements `64c + l` and `64c + 32 + l`).
 //! - `Q6_K` (256, 210): 128 bytes of low nibbles, 64 of 2-bit high parts, 16 `i8` scales for
-//!   sub-blocks of 16, `d` last.
+//!   sub-blocks of 16, `d` last; `x = d·sc·(q − 32)`.
 //!
 //! Activations are quantised per 32-element block to [`BlockQ8`] (`f32` scale `d`, and `s =
-//! d·Σq` for the `Q4_1` offset term). A weight block times an activation block is then an
-//! integer dot product and one or two multiplies:
+//! d·Σq` for the offset terms) for the 32-element formats, and per 256 to [`BlockQ8K`] (`f32`
+//! scale, and the integer sums of each 16) for the k-quants. A weight block times an
+//! activation block is then an integer dot product and one or two multiplies:
 //! `Q4_1·Q8 = d_w·d_x·Σ q_w q_x + m_w·s_x`, `Q4_0·Q8 = d_w·d_x·(Σ q_w q_x − 8 Σ q_x)`,
-//! `Q8_0·Q8 = d_w·d_x·Σ q_w q_x`.
+//! `Q5_0·Q8 = d_w·(d_x·Σ q_w q_x − 16 s_x)`, `Q8_0·Q8 = d_w·d_x·Σ q_w q_x`;
+//! `Q4_K·Q8_K = d_x·(d·Σ_j sc_j Σ q_w q_x − dmin·Σ_j m_j (bsum_2j + bsum_2j+1))` (the sums
+//! of 16 fold the minimums in; `Q5_K` the same), `Q6_K·Q8_K = d·d_x·Σ_s sc_s (Σ q_w q_x −
+//! 32 bsum_s)` with `q_w` the unsigned six bits.
 
 use rayon::prelude::*;
 
@@ -106,6 +117,21 @@ block!(
     qs: [u8; 128],
 });
 block!(
+    /// `Q5_K`: 256 five-bit values in eight sub-blocks of 32 with 6-bit scales and minimums.
+    BlockQ5K, 176, 256, {
+    /// Super-block scale of the scales (`f16`).
+    d: [u8; 2],
+    /// Super-block scale of the minimums (`f16`).
+    dmin: [u8; 2],
+    /// 6-bit scales and minimums of the eight sub-blocks, packed as in `Q4_K`.
+    scales: [u8; 12],
+    /// Fifth bits: bit `2c` of byte `l` is element `64c + l`'s, bit `2c + 1` element
+    /// `64c + 32 + l`'s.
+    qh: [u8; 32],
+    /// Low four bits, as in `Q4_K`.
+    qs: [u8; 128],
+});
+block!(
     /// `Q6_K`: 256 six-bit values in sixteen sub-blocks of 16 with signed 8-bit scales.
     BlockQ6K, 210, 256, {
     /// Low four bits.
@@ -136,6 +162,56 @@ impl BlockQ8_0 {
         f16(self.d)
     }
 }
+impl BlockQ5_0 {
+    /// The scale.
+    pub fn scale(&self) -> f32 {
+        f16(self.d)
+    }
+}
+
+/// Sub-block `j`'s (6-bit scale, 6-bit minimum) of a `Q4_K` / `Q5_K` block's 12 packed bytes
+/// (ggml's `get_scale_min_k4`): sub-blocks 0–3 in the low six bits of bytes `j` and `j + 4`;
+/// 4–7 in the nibbles of byte `j + 4` with their top two bits in bytes `j − 4` and `j`.
+#[inline]
+pub fn scale_min_k4(j: usize, q: &[u8; 12]) -> (u8, u8) {
+    if j < 4 {
+        (q[j] & 63, q[j + 4] & 63)
+    } else {
+        (
+            (q[j + 4] & 0x0f) | ((q[j - 4] >> 6) << 4),
+            (q[j + 4] >> 4) | ((q[j] >> 6) << 4),
+        )
+    }
+}
+
+/// The eight (scale, minimum) pairs of a `Q4_K` / `Q5_K` block.
+#[inline]
+pub fn scales_mins_k4(q: &[u8; 12]) -> ([u8; 8], [u8; 8]) {
+    let mut sc = [0u8; 8];
+    let mut m = [0u8; 8];
+    for j in 0..8 {
+        (sc[j], m[j]) = scale_min_k4(j, q);
+    }
+    (sc, m)
+}
+
+macro_rules! k_scales {
+    ($($t:ident),*) => {$(
+        impl $t {
+            /// The super-block scales of the scales and of the minimums.
+            pub fn d_dmin(&self) -> (f32, f32) {
+                (f16(self.d), f16(self.dmin))
+            }
+        }
+    )*};
+}
+k_scales!(BlockQ4K, BlockQ5K);
+impl BlockQ6K {
+    /// The super-block scale.
+    pub fn scale(&self) -> f32 {
+        f16(self.d)
+    }
+}
 
 /// `bytes` as blocks of `B`; `None` unless it is a whole number of them.
 pub fn blocks<B: Block>(bytes: &[u8]) -> Option<&[B]> {
@@ -154,6 +230,8 @@ pub enum QBlocks<'a> {
     Q4_0(&'a [BlockQ4_0]),
     /// `Q4_1` blocks.
     Q4_1(&'a [BlockQ4_1]),
+    /// `Q5_0` blocks.
+    Q5_0(&'a [BlockQ5_0]),
     /// `Q8_0` blocks.
     Q8_0(&'a [BlockQ8_0]),
 }
@@ -164,6 +242,7 @@ impl<'a> QBlocks<'a> {
         match self {
             QBlocks::Q4_0(b) => b.len(),
             QBlocks::Q4_1(b) => b.len(),
+            QBlocks::Q5_0(b) => b.len(),
             QBlocks::Q8_0(b) => b.len(),
         }
     }
@@ -178,9 +257,103 @@ impl<'a> QBlocks<'a> {
         match self {
             QBlocks::Q4_0(b) => QBlocks::Q4_0(&b[range]),
             QBlocks::Q4_1(b) => QBlocks::Q4_1(&b[range]),
+            QBlocks::Q5_0(b) => QBlocks::Q5_0(&b[range]),
             QBlocks::Q8_0(b) => QBlocks::Q8_0(&b[range]),
         }
     }
+}
+
+/// The blocks of one weight row (or of a whole matrix) of a k-quant type, multiplied by
+/// [`BlockQ8K`] activations.
+#[derive(Clone, Copy, Debug)]
+pub enum KBlocks<'a> {
+    /// `Q4_K` blocks.
+    Q4K(&'a [BlockQ4K]),
+    /// `Q5_K` blocks.
+    Q5K(&'a [BlockQ5K]),
+    /// `Q6_K` blocks.
+    Q6K(&'a [BlockQ6K]),
+}
+
+impl<'a> KBlocks<'a> {
+    /// Blocks held.
+    pub fn len(&self) -> usize {
+        match self {
+            KBlocks::Q4K(b) => b.len(),
+            KBlocks::Q5K(b) => b.len(),
+            KBlocks::Q6K(b) => b.len(),
+        }
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Blocks `range`.
+    pub fn slice(&self, range: std::ops::Range<usize>) -> KBlocks<'a> {
+        match self {
+            KBlocks::Q4K(b) => KBlocks::Q4K(&b[range]),
+            KBlocks::Q5K(b) => KBlocks::Q5K(&b[range]),
+            KBlocks::Q6K(b) => KBlocks::Q6K(&b[range]),
+        }
+    }
+}
+
+/// Elements per block of the k-quants.
+pub const QK_K: usize = 256;
+
+/// 256 activations quantised to `i8` (ggml's `block_q8_K`): `x ≈ d·q`, with the integer sum
+/// of each 16 (what folds a k-quant's minimums, or `Q6_K`'s offset, into one multiply).
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[repr(C)]
+pub struct BlockQ8K {
+    /// Scale.
+    pub d: f32,
+    /// The quantised values.
+    pub q: [i8; QK_K],
+    /// `bsums[s] = Σ q[16s..16s + 16]`.
+    pub bsums: [i16; 16],
+}
+
+impl Default for BlockQ8K {
+    fn default() -> Self {
+        BlockQ8K {
+            d: 0.0,
+            q: [0; QK_K],
+            bsums: [0; 16],
+        }
+    }
+}
+
+/// Quantises `x` (a multiple of 256 long) per 256: `d = max|x| / 127`, `q = round(x/d)`, and
+/// the sums of each 16. A NaN or an infinity is refused ([`Error::NonFinite`]).
+pub fn quantize_q8k(x: &[f32], out: &mut Vec<BlockQ8K>) -> Result<()> {
+    out.clear();
+    for (bi, c) in x.chunks_exact(QK_K).enumerate() {
+        if let Some(j) = c.iter().position(|v| !v.is_finite()) {
+            return Err(Error::NonFinite {
+                what: "activations",
+                index: bi * QK_K + j,
+                value: c[j],
+            });
+        }
+        let amax = c.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let d = amax / 127.0;
+        let inv = if d > 0.0 { 1.0 / d } else { 0.0 };
+        let mut b = BlockQ8K {
+            d,
+            ..Default::default()
+        };
+        for (q, &v) in b.q.iter_mut().zip(c) {
+            *q = (v * inv).round() as i8;
+        }
+        for (s, q) in b.bsums.iter_mut().zip(b.q.chunks_exact(16)) {
+            *s = q.iter().map(|&v| v as i16).sum();
+        }
+        out.push(b);
+    }
+    Ok(())
 }
 
 /// 32 activations quantised to `i8`: `x ≈ d·q`, with `s = d·Σq`.
@@ -326,6 +499,45 @@ pub fn qmatmul(
     })
 }
 
+/// [`qmatmul`] for a k-quant weight matrix and [`BlockQ8K`] activation rows.
+pub fn qmatmul_k(
+    kern: Kern,
+    w: KBlocks<'_>,
+    rows: usize,
+    xs: &[&[BlockQ8K]],
+    out: &mut [f32],
+) -> Result<()> {
+    let per_row = xs.first().map_or(0, |x| x.len());
+    if w.len() != rows * per_row {
+        return Err(Error::ShapeMismatch {
+            what: "weight blocks",
+            expected: rows * per_row,
+            got: w.len(),
+        });
+    }
+    if let Some(x) = xs.iter().find(|x| x.len() != per_row) {
+        return Err(Error::ShapeMismatch {
+            what: "activation blocks",
+            expected: per_row,
+            got: x.len(),
+        });
+    }
+    if per_row == 0 {
+        out.fill(0.0);
+        return Ok(());
+    }
+    let n = xs.len();
+    for_each_block(rows, n, out, |r0, dots, _| {
+        let rb = dots.len() / n;
+        kern.dot_rows_k(
+            w.slice(r0 * per_row..(r0 + rb) * per_row),
+            per_row,
+            xs,
+            dots,
+        );
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -336,6 +548,32 @@ mod tests {
 
     fn h(v: f32) -> [u8; 2] {
         half::f16::from_f32(v).to_le_bytes()
+    }
+
+    /// A random row of `blocks` blocks of `Q5_0`.
+    fn random_q5_0(blocks: usize, seed: u32) -> Vec<BlockQ5_0> {
+        let r = rnd(blocks * 40, seed);
+        let byte = |x: f32| ((x + 0.5) * 255.0) as u8;
+        (0..blocks)
+            .map(|k| BlockQ5_0 {
+                d: h(0.1 + r[k * 40].abs()),
+                qh: std::array::from_fn(|j| byte(r[k * 40 + 20 + j])),
+                qs: std::array::from_fn(|j| byte(r[k * 40 + 2 + j])),
+            })
+            .collect()
+    }
+
+    /// Random bytes as k-quant blocks, their `f16` super-block scales small and finite.
+    fn random_k<B: Block>(blocks: usize, seed: u32, scales: &[usize]) -> Vec<u8> {
+        let r = rnd(blocks * B::BYTES, seed);
+        let mut bytes: Vec<u8> = r.iter().map(|&x| ((x + 0.5) * 255.0) as u8).collect();
+        for b in bytes.chunks_exact_mut(B::BYTES) {
+            for (i, &at) in scales.iter().enumerate() {
+                let v = 0.002 + 0.01 * (i + 1) as f32 * b[at + 1] as f32 / 255.0;
+                b[at..at + 2].copy_from_slice(&h(v));
+            }
+        }
+        bytes
     }
 
     /// A random row of `blocks` blocks of each integer type.
@@ -392,6 +630,7 @@ mod tests {
             let k = isa.kern().unwrap();
             for blocks in [1, 2, 18, 48] {
                 let (q40, q41, q80) = random_rows(blocks, blocks as u32 + 3);
+                let q50 = random_q5_0(blocks, blocks as u32 + 9);
                 let mut xf = rnd(blocks * 32, 5);
                 xf[3] = 40.0; // one outlier, as real activations have
                 let xs: Vec<Vec<BlockQ8>> = std::iter::once(quantized(&xf))
@@ -402,6 +641,7 @@ mod tests {
                     for w in [
                         QBlocks::Q4_0(&q40),
                         QBlocks::Q4_1(&q41),
+                        QBlocks::Q5_0(&q50),
                         QBlocks::Q8_0(&q80),
                     ] {
                         let mut got = vec![0.0; n];
@@ -418,6 +658,78 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Every instruction set's k-quant dots against the scalar twin: the same integer sums and
+    /// float operations, so the same value (up to the last bit, allowed for), one to five
+    /// activation rows, through `qmatmul_k` too.
+    #[test]
+    fn every_k_quant_dot_matches_its_scalar_twin() {
+        for blocks in [1, 3, 8] {
+            let b4 = random_k::<BlockQ4K>(blocks * 5, 3 + blocks as u32, &[0, 2]);
+            let b5 = random_k::<BlockQ5K>(blocks * 5, 4 + blocks as u32, &[0, 2]);
+            let b6 = random_k::<BlockQ6K>(blocks * 5, 5 + blocks as u32, &[208]);
+            let (q4, q5, q6): (&[BlockQ4K], &[BlockQ5K], &[BlockQ6K]) =
+                (blocks_of(&b4), blocks_of(&b5), blocks_of(&b6));
+            let xs: Vec<Vec<BlockQ8K>> = (0..5)
+                .map(|t| {
+                    let mut x = rnd(blocks * QK_K, 50 + t);
+                    x[7] = 30.0; // an outlier
+                    let mut q = Vec::new();
+                    quantize_q8k(&x, &mut q).unwrap();
+                    q
+                })
+                .collect();
+            for isa in Isa::available() {
+                let k = isa.kern().unwrap();
+                for n in 1..=5 {
+                    let a: Vec<&[BlockQ8K]> = xs[..n].iter().map(|x| &x[..]).collect();
+                    for w in [KBlocks::Q4K(q4), KBlocks::Q5K(q5), KBlocks::Q6K(q6)] {
+                        let rows = 5;
+                        let mut got = vec![0.0; n * rows];
+                        qmatmul_k(k, w, rows, &a, &mut got).unwrap();
+                        for r in 0..rows {
+                            let wr = w.slice(r * blocks..(r + 1) * blocks);
+                            for (t, x) in a.iter().enumerate() {
+                                let want = twin::dot_one_k(wr, x);
+                                let g = got[t * rows + r];
+                                assert!(
+                                    (g - want).abs() <= 1e-6 * (1.0 + want.abs()),
+                                    "{isa:?} {blocks} blocks, row {r}, act {t} of {n}: {g} vs {want}"
+                                );
+                            }
+                        }
+                    }
+                }
+                let a = [&xs[0][..]];
+                assert!(qmatmul_k(k, KBlocks::Q4K(&q4[1..]), 5, &a, &mut [0.0; 5]).is_err());
+            }
+        }
+    }
+
+    fn blocks_of<B: Block>(b: &[u8]) -> &[B] {
+        blocks(b).unwrap()
+    }
+
+    #[test]
+    fn q8k_keeps_the_sums_of_each_16_and_refuses_nan() {
+        let x = rnd(512, 3);
+        let mut q = Vec::new();
+        quantize_q8k(&x, &mut q).unwrap();
+        assert_eq!(q.len(), 2);
+        for (b, c) in q.iter().zip(x.chunks(256)) {
+            for s in 0..16 {
+                let want: i32 = b.q[16 * s..16 * s + 16].iter().map(|&v| v as i32).sum();
+                assert_eq!(b.bsums[s] as i32, want);
+            }
+            for (&v, &xv) in b.q.iter().zip(c) {
+                assert!((v as f32 * b.d - xv).abs() <= 0.5 * b.d + 1e-7);
+            }
+        }
+        let mut bad = x.clone();
+        bad[300] = f32::NAN;
+        let e = quantize_q8k(&bad, &mut q).unwrap_err();
+        assert!(matches!(e, Error::NonFinite { index: 300, .. }), "{e}");
     }
 
     #[test]

@@ -6,9 +6,9 @@
 //!   reference computes): logits within `EXACT_TOL` = 1e-3, the same top-1 wherever the
 //!   reference's margin exceeds it, and the same free-running greedy text up to the first
 //!   margin below it.
-//! - Fast (activations quantised to 8 bits, as llama.cpp does): logits within `FAST_TOL`, the
-//!   gaps to the top-1 within the same, and the same greedy tokens wherever the reference
-//!   margin exceeds it (see `FAST_TOL` for why this value).
+//! - Fast (activations quantised to 8 bits, as llama.cpp does): logits within
+//!   `FAST_LOGIT_TOL`, the gaps to the top-1 within `FAST_GAP_TOL`, and the same greedy tokens
+//!   wherever the reference margin exceeds the latter (see them for why these values).
 //! - The 920-token prompt is longer than the 512-key window: with the window switched off
 //!   (`Gemma3Model::windowed = false`) its logits differ from the reference by far more than
 //!   the tolerance, so these tests would catch a model that ignored the window.
@@ -24,11 +24,13 @@ use attend_models::tokenize::gguf::GgufTokenizer;
 use serde_json::Value;
 
 const EXACT_TOL: f32 = 1e-3;
-/// 8-bit activations (one scale per 32 values) shift the first-step logits by up to 0.175
-/// on these prompts (the test prints the figure; SmolLM2's went to 0.35): twice the
-/// measured worst. Where the reference's margin is below it, the rounding may swap two tokens,
-/// and no step is compared.
-const FAST_TOL: f32 = 0.35;
+/// The fast path quantises every product's activations as llama.cpp does: to 8 bits per 32
+/// values for `Q5_0` / `Q8_0` weights, per 256 (`Q8_K`) for the k-quants. On these prompts that
+/// moves the first-step logits by up to 0.525 and their gaps to the top 1 by up to 0.323
+/// (the test prints both); the tolerances leave half as much again. Where the reference's
+/// margin is below the gap tolerance the rounding may swap two tokens, and no step is compared.
+const FAST_LOGIT_TOL: f32 = 0.75;
+const FAST_GAP_TOL: f32 = 0.5;
 
 fn path() -> std::path::PathBuf {
     match std::env::var("ATTEND_GEMMA3") {
@@ -106,13 +108,13 @@ fn logits_and_greedy_text_match_transformers() {
     m.exact = true;
     // (exact is slow: every weight row dequantised per token; 4 free-running steps exercise
     // the cache path one token at a time)
-    check(&m, &g, EXACT_TOL, 4, "exact");
+    check(&m, &g, (EXACT_TOL, EXACT_TOL), 4, "exact");
     m.exact = false;
-    check(&m, &g, FAST_TOL, 16, "fast");
+    check(&m, &g, (FAST_LOGIT_TOL, FAST_GAP_TOL), 16, "fast");
 }
 
 /// Worst first-step logit and gap differences over the prompts.
-fn check(m: &Gemma3Model, g: &Value, tol: f32, steps: usize, label: &str) {
+fn check(m: &Gemma3Model, g: &Value, (tol, gap_tol): (f32, f32), steps: usize, label: &str) {
     let vocab = m.config.vocab;
     let prompts = g["prompts"].as_array().unwrap();
     assert!(prompts.len() >= 4);
@@ -166,7 +168,7 @@ fn check(m: &Gemma3Model, g: &Value, tol: f32, steps: usize, label: &str) {
             );
         }
         for (s, (&want, &margin)) in greedy.iter().zip(&margins).enumerate() {
-            if margin > tol {
+            if margin > gap_tol {
                 let got = argmax(row(s));
                 assert_eq!(
                     got, want,
@@ -185,7 +187,7 @@ fn check(m: &Gemma3Model, g: &Value, tol: f32, steps: usize, label: &str) {
         .unwrap();
         let sure = margins
             .iter()
-            .position(|&m| m <= tol)
+            .position(|&m| m <= gap_tol)
             .unwrap_or(greedy.len())
             .min(steps)
             .min(made.len());
@@ -202,7 +204,7 @@ fn check(m: &Gemma3Model, g: &Value, tol: f32, steps: usize, label: &str) {
     }
     eprintln!(
         "{label}: largest first-step logit difference {worst:.5} (tolerance {tol}), gap \
-         difference {worst_gap:.5}"
+         difference {worst_gap:.5} (tolerance {gap_tol})"
     );
 }
 
@@ -235,7 +237,7 @@ fn the_window_decides_the_long_prompt() {
         (d, argmax(&f.logits), f.attention, cache)
     };
     let (with, top_with, att, cache) = off(&m);
-    assert!(with <= FAST_TOL, "windowed: {with}");
+    assert!(with <= FAST_LOGIT_TOL, "windowed: {with}");
     assert_eq!(top_with, top5[0]);
     // the captured rows: layer 0 is local, its weights stop `window` keys back; the cache of
     // a local layer holds only the window, a global one everything
@@ -258,7 +260,7 @@ fn the_window_decides_the_long_prompt() {
          {without:.4} without (argmax {top_with} vs {top_without})"
     );
     assert!(
-        without > 4.0 * FAST_TOL,
+        without > 4.0 * FAST_LOGIT_TOL,
         "without the window the logits should be far off: {without}"
     );
 }

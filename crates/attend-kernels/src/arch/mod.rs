@@ -4,7 +4,9 @@
 //! `table()` returns `None` otherwise), so holding one is the proof the `unsafe` entries need
 //! about the processor; the dispatcher (`kern.rs`) supplies the other half, the bounds.
 
-use crate::quant::{BlockQ4_0, BlockQ4_1, BlockQ8, BlockQ8_0};
+use crate::quant::{
+    BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_0, BlockQ6K, BlockQ8, BlockQ8K, BlockQ8_0,
+};
 use crate::Isa;
 
 /// `c[r*c_stride + p*16 + l] (+)= Σ_k a[a_off + r*a_stride + k] · bp[p*k_len*16 + k*16 + l]`.
@@ -25,6 +27,8 @@ pub(crate) type PackPanels = unsafe fn(&[f32], usize, usize, usize, usize, &mut 
 /// `out[r·n + t] = Σ w_r · a[t]` for every weight row `r` of `w` (`per_row` blocks each) and
 /// every activation row `t` of `a` (`n` of them, `per_row` blocks each).
 pub(crate) type DotRows<B> = unsafe fn(&[B], usize, &[&[BlockQ8]], &mut [f32]);
+/// [`DotRows`] for k-quant weights and [`BlockQ8K`] activations.
+pub(crate) type DotRowsK<B> = unsafe fn(&[B], usize, &[&[BlockQ8K]], &mut [f32]);
 /// GELU (erf form) in place.
 pub(crate) type Gelu = unsafe fn(&mut [f32]);
 /// No NaN or infinity in the slice.
@@ -45,7 +49,11 @@ pub(crate) struct Table {
     pub exp_rows: ExpRows,
     pub dot_q4_0: DotRows<BlockQ4_0>,
     pub dot_q4_1: DotRows<BlockQ4_1>,
+    pub dot_q5_0: DotRows<BlockQ5_0>,
     pub dot_q8_0: DotRows<BlockQ8_0>,
+    pub dot_q4_k: DotRowsK<BlockQ4K>,
+    pub dot_q5_k: DotRowsK<BlockQ5K>,
+    pub dot_q6_k: DotRowsK<BlockQ6K>,
     pub gelu: Gelu,
     pub epilogue: EpilogueFn,
     pub all_finite: AllFinite,
@@ -66,7 +74,11 @@ macro_rules! table {
             exp_rows: softmax::exp_rows,
             dot_q4_0: quant::dot_q4_0,
             dot_q4_1: quant::dot_q4_1,
+            dot_q5_0: quant::dot_q5_0,
             dot_q8_0: quant::dot_q8_0,
+            dot_q4_k: quant::dot_q4_k,
+            dot_q5_k: quant::dot_q5_k,
+            dot_q6_k: quant::dot_q6_k,
             gelu: elementwise::gelu,
             epilogue: elementwise::epilogue,
             all_finite: elementwise::all_finite,

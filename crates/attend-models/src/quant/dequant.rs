@@ -2,7 +2,8 @@
 
 use attend_kernels::math::f16;
 use attend_kernels::quant::{
-    blocks, Block, BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ6K, BlockQ8_0,
+    blocks, scale_min_k4, Block, BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_0, BlockQ6K,
+    BlockQ8_0,
 };
 
 use super::GgmlType;
@@ -18,7 +19,8 @@ fn typed<B: Block>(src: &[u8]) -> Result<&[B]> {
 pub fn dequantize_row(ty: GgmlType, src: &[u8], out: &mut [f32]) -> Result<()> {
     if !ty.supported() {
         return Err(Error::Invalid(format!(
-            "ggml type {ty:?} is not supported yet (F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q4_K, Q6_K are)"
+            "ggml type {ty:?} is not supported yet ({} are)",
+            GgmlType::SUPPORTED
         )));
     }
     let n = out.len();
@@ -77,25 +79,45 @@ pub fn dequantize_row(ty: GgmlType, src: &[u8], out: &mut [f32]) -> Result<()> {
         GgmlType::Q4_K => {
             // each 64 elements take 32 bytes: low nibbles, then high
             for (o, b) in out.chunks_exact_mut(256).zip(typed::<BlockQ4K>(src)?) {
-                let (d, dmin) = (f16(b.d), f16(b.dmin));
-                let sc = &b.scales;
-                let scale_min = |j: usize| -> (f32, f32) {
-                    if j < 4 {
-                        ((sc[j] & 63) as f32, (sc[j + 4] & 63) as f32)
-                    } else {
-                        (
-                            ((sc[j + 4] & 0x0f) | ((sc[j - 4] >> 6) << 4)) as f32,
-                            ((sc[j + 4] >> 4) | ((sc[j] >> 6) << 4)) as f32,
-                        )
-                    }
-                };
+                let (d, dmin) = b.d_dmin();
                 for (c, chunk) in o.chunks_exact_mut(64).enumerate() {
                     let q = &b.qs[c * 32..(c + 1) * 32];
-                    let (s1, m1) = scale_min(2 * c);
-                    let (s2, m2) = scale_min(2 * c + 1);
+                    let (s1, m1) = scale_min_k4(2 * c, &b.scales);
+                    let (s2, m2) = scale_min_k4(2 * c + 1, &b.scales);
+                    let (d1, m1, d2, m2) = (
+                        d * s1 as f32,
+                        dmin * m1 as f32,
+                        d * s2 as f32,
+                        dmin * m2 as f32,
+                    );
                     for l in 0..32 {
-                        chunk[l] = d * s1 * (q[l] & 0x0f) as f32 - dmin * m1;
-                        chunk[l + 32] = d * s2 * (q[l] >> 4) as f32 - dmin * m2;
+                        chunk[l] = d1 * (q[l] & 0x0f) as f32 - m1;
+                        chunk[l + 32] = d2 * (q[l] >> 4) as f32 - m2;
+                    }
+                }
+            }
+        }
+        GgmlType::Q5_K => {
+            // as Q4_K, the fifth bits of elements 64c + l and 64c + 32 + l being bits 2c and
+            // 2c + 1 of qh[l]
+            for (o, b) in out.chunks_exact_mut(256).zip(typed::<BlockQ5K>(src)?) {
+                let (d, dmin) = b.d_dmin();
+                for (c, chunk) in o.chunks_exact_mut(64).enumerate() {
+                    let q = &b.qs[c * 32..(c + 1) * 32];
+                    let (s1, m1) = scale_min_k4(2 * c, &b.scales);
+                    let (s2, m2) = scale_min_k4(2 * c + 1, &b.scales);
+                    let (d1, m1, d2, m2) = (
+                        d * s1 as f32,
+                        dmin * m1 as f32,
+                        d * s2 as f32,
+                        dmin * m2 as f32,
+                    );
+                    for l in 0..32 {
+                        let h = b.qh[l];
+                        let lo = (q[l] & 0x0f) | (((h >> (2 * c)) & 1) << 4);
+                        let hi = (q[l] >> 4) | (((h >> (2 * c + 1)) & 1) << 4);
+                        chunk[l] = d1 * lo as f32 - m1;
+                        chunk[l + 32] = d2 * hi as f32 - m2;
                     }
                 }
             }
@@ -177,7 +199,7 @@ mod tests {
         }
     }
 
-    /// Random Q4_K / Q6_K / Q5_0 blocks and the values the `gguf` Python package (llama.cpp's
+    /// Random Q4_K / Q6_K / Q5_0 / Q5_K blocks and the values the `gguf` Python package (llama.cpp's
     /// reference code) gives them (scripts/golden_kquants.py).
     #[test]
     fn k_quants_match_the_gguf_reference() {
@@ -187,6 +209,7 @@ mod tests {
             ("Q4_K", GgmlType::Q4_K),
             ("Q6_K", GgmlType::Q6_K),
             ("Q5_0", GgmlType::Q5_0),
+            ("Q5_K", GgmlType::Q5_K),
         ] {
             let bytes: Vec<u8> = g[name]["bytes"]
                 .as_array()
@@ -208,13 +231,30 @@ mod tests {
                     "{name}[{i}]: {a} vs {b}"
                 );
             }
-            // and a matrix of them multiplies (through the dequantising path)
+            // and a matrix of them multiplies: 8-bit activations, within their rounding of the
+            // float product; exact activations, within f32 rounding
             let m = QMatrix::new(ty, 3, 256, &bytes).unwrap();
             let x = Activation::new(&rnd(256, 9)).unwrap();
             let mut out = vec![0.0; 3];
             m.matmul(std::slice::from_ref(&x), &mut out).unwrap();
             let want0: f32 = want[..256].iter().zip(&x.f).map(|(a, b)| a * b).sum();
-            assert!((out[0] - want0).abs() < 1e-3 * (1.0 + want0.abs()));
+            let scale: f32 = want[..256]
+                .iter()
+                .zip(&x.f)
+                .map(|(a, b)| (a * b).abs())
+                .sum();
+            assert!(
+                (out[0] - want0).abs() < 0.01 * scale,
+                "{name}: {} vs {want0}",
+                out[0]
+            );
+            let ex = Activation::exact(&x.f);
+            m.matmul(std::slice::from_ref(&ex), &mut out).unwrap();
+            assert!(
+                (out[0] - want0).abs() < 1e-5 * scale,
+                "{name}: {} vs {want0}",
+                out[0]
+            );
         }
     }
 
@@ -240,7 +280,7 @@ mod tests {
         assert_eq!(o2, [1.5, -0.125]);
         // wrong sizes and unsupported types are errors
         assert!(dequantize_row(GgmlType::Q8_0, &b[..33], &mut out).is_err());
-        assert!(dequantize_row(GgmlType::Q5_K, &[0; 176], &mut [0.0; 256]).is_err());
+        assert!(dequantize_row(GgmlType::Q3_K, &[0; 110], &mut [0.0; 256]).is_err());
     }
 
     use attend_kernels::testing::uniform as rnd;

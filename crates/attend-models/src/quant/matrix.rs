@@ -1,18 +1,24 @@
 //! Activation rows and weight matrices in their stored types.
 
-use attend_kernels::quant::{blocks, for_each_row, qmatmul, quantize_q8, BlockQ8, QBlocks, QK};
+use attend_kernels::quant::{
+    blocks, for_each_row, qmatmul, qmatmul_k, quantize_q8, quantize_q8k, BlockQ8, BlockQ8K,
+    KBlocks, QBlocks, QK, QK_K,
+};
 use attend_kernels::Isa;
 
 use super::{dequantize_row, GgmlType};
 use crate::{Error, Result};
 
-/// One row of activations, as `f32` and as `Q8` blocks.
+/// One row of activations, as `f32`, as `Q8` blocks of 32 and as `Q8_K` blocks of 256.
 #[derive(Clone, Debug, Default)]
 pub struct Activation {
     /// The values.
     pub f: Vec<f32>,
-    /// The same, quantised (when the length is a multiple of 32).
+    /// The same, quantised per 32 (when the length is a multiple of 32).
     pub q: Vec<BlockQ8>,
+    /// The same, quantised per 256 (when the length is a multiple of 256): what the
+    /// k-quants multiply by.
+    pub k: Vec<BlockQ8K>,
 }
 
 impl Activation {
@@ -21,7 +27,7 @@ impl Activation {
     pub fn exact(x: &[f32]) -> Activation {
         Activation {
             f: x.to_vec(),
-            q: Vec::new(),
+            ..Activation::default()
         }
     }
 
@@ -30,10 +36,13 @@ impl Activation {
     pub fn new(x: &[f32]) -> std::result::Result<Activation, attend_kernels::Error> {
         let mut a = Activation {
             f: x.to_vec(),
-            q: Vec::new(),
+            ..Activation::default()
         };
         if x.len().is_multiple_of(QK) {
             quantize_q8(x, &mut a.q)?;
+            if x.len().is_multiple_of(QK_K) {
+                quantize_q8k(x, &mut a.k)?;
+            }
         } else if let Some(index) = x.iter().position(|v| !v.is_finite()) {
             return Err(attend_kernels::Error::NonFinite {
                 what: "activations",
@@ -63,7 +72,8 @@ impl<'a> QMatrix<'a> {
     pub fn new(ty: GgmlType, rows: usize, cols: usize, data: &'a [u8]) -> Result<QMatrix<'a>> {
         if !ty.supported() {
             return Err(Error::Invalid(format!(
-                "ggml type {ty:?} is not supported yet (F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q4_K, Q6_K are)"
+                "ggml type {ty:?} is not supported yet ({} are)",
+                GgmlType::SUPPORTED
             )));
         }
         let quantised = ty.block_elems() > 1;
@@ -98,12 +108,24 @@ impl<'a> QMatrix<'a> {
         dequantize_row(self.ty, self.row(r), out)
     }
 
-    /// The blocks of an integer-dot type (`Q4_0`, `Q4_1`, `Q8_0`), `None` for the others.
+    /// The blocks of a 32-element integer-dot type (`Q4_0`, `Q4_1`, `Q5_0`, `Q8_0`), `None`
+    /// for the others.
     fn int_blocks(&self) -> Option<QBlocks<'a>> {
         Some(match self.ty {
             GgmlType::Q4_0 => QBlocks::Q4_0(blocks(self.data)?),
             GgmlType::Q4_1 => QBlocks::Q4_1(blocks(self.data)?),
+            GgmlType::Q5_0 => QBlocks::Q5_0(blocks(self.data)?),
             GgmlType::Q8_0 => QBlocks::Q8_0(blocks(self.data)?),
+            _ => return None,
+        })
+    }
+
+    /// The blocks of a k-quant (`Q4_K`, `Q5_K`, `Q6_K`), `None` for the others.
+    fn k_blocks(&self) -> Option<KBlocks<'a>> {
+        Some(match self.ty {
+            GgmlType::Q4_K => KBlocks::Q4K(blocks(self.data)?),
+            GgmlType::Q5_K => KBlocks::Q5K(blocks(self.data)?),
+            GgmlType::Q6_K => KBlocks::Q6K(blocks(self.data)?),
             _ => return None,
         })
     }
@@ -131,24 +153,31 @@ impl<'a> QMatrix<'a> {
                 self.cols
             )));
         }
-        let exact = xs.iter().any(|x| x.q.is_empty());
-        match self.int_blocks() {
-            Some(w) if !exact => {
-                let qs: Vec<&[BlockQ8]> = xs.iter().map(|x| &x.q[..]).collect();
-                Ok(qmatmul(isa.kern()?, w, self.rows, &qs, out)?)
-            }
-            // float and k-quant rows, or exact activations: dequantise each row once, dot in f32
-            _ => Ok(for_each_row(self.rows, n, out, |j, dots, row| {
-                row.resize(self.cols, 0.0);
-                // sizes were checked in `new`
-                if dequantize_row(self.ty, self.row(j), row).is_err() {
-                    row.fill(f32::NAN);
-                }
-                for (d, x) in dots.iter_mut().zip(xs) {
-                    *d = row.iter().zip(&x.f).map(|(a, b)| a * b).sum();
-                }
-            })?),
+        if let Some(w) = self
+            .int_blocks()
+            .filter(|_| xs.iter().all(|x| !x.q.is_empty()))
+        {
+            let qs: Vec<&[BlockQ8]> = xs.iter().map(|x| &x.q[..]).collect();
+            return Ok(qmatmul(isa.kern()?, w, self.rows, &qs, out)?);
         }
+        if let Some(w) = self
+            .k_blocks()
+            .filter(|_| xs.iter().all(|x| !x.k.is_empty()))
+        {
+            let ks: Vec<&[BlockQ8K]> = xs.iter().map(|x| &x.k[..]).collect();
+            return Ok(qmatmul_k(isa.kern()?, w, self.rows, &ks, out)?);
+        }
+        // float rows, or exact activations: dequantise each row once, dot in f32
+        Ok(for_each_row(self.rows, n, out, |j, dots, row| {
+            row.resize(self.cols, 0.0);
+            // sizes were checked in `new`
+            if dequantize_row(self.ty, self.row(j), row).is_err() {
+                row.fill(f32::NAN);
+            }
+            for (d, x) in dots.iter_mut().zip(xs) {
+                *d = row.iter().zip(&x.f).map(|(a, b)| a * b).sum();
+            }
+        })?)
     }
 }
 
@@ -248,6 +277,72 @@ mod tests {
                     assert_eq!(exact[t * rows + j], d);
                     let scale: f32 = row.iter().zip(&x.f).map(|(a, b)| (a * b).abs()).sum();
                     assert!((want[t * rows + j] - d).abs() <= 0.02 * scale);
+                }
+            }
+        }
+    }
+
+    /// The integer products of every quantised type the models use, on every ISA, against
+    /// the dequantised weights (checked against the `gguf` package: tests/golden/kquants.json)
+    /// dotted in f64 with the dequantised activations — `Q8_K` ones for the k-quants, `Q8`
+    /// ones for `Q5_0`: equal up to f32 rounding.
+    #[test]
+    fn k_quant_and_q5_0_products_equal_the_dequantised_dot() {
+        let g: serde_json::Value =
+            serde_json::from_str(include_str!("../../tests/golden/kquants.json")).unwrap();
+        for (name, ty) in [
+            ("Q4_K", GgmlType::Q4_K),
+            ("Q5_K", GgmlType::Q5_K),
+            ("Q6_K", GgmlType::Q6_K),
+            ("Q5_0", GgmlType::Q5_0),
+        ] {
+            let bytes: Vec<u8> = g[name]["bytes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_u64().unwrap() as u8)
+                .collect();
+            let (rows, cols) = (3, 256);
+            let m = QMatrix::new(ty, rows, cols, &bytes).unwrap();
+            let xs: Vec<Activation> = (0..2)
+                .map(|t| {
+                    let mut x = rnd(cols, 60 + t);
+                    x[11] = -9.0;
+                    Activation::new(&x).unwrap()
+                })
+                .collect();
+            assert!(xs.iter().all(|x| x.k.len() == 1 && x.q.len() == 8));
+            let deq = |x: &Activation| -> Vec<f64> {
+                if name == "Q5_0" {
+                    x.q.iter()
+                        .flat_map(|b| b.q.map(|q| b.d as f64 * q as f64))
+                        .collect()
+                } else {
+                    x.k.iter()
+                        .flat_map(|b| b.q.map(|q| b.d as f64 * q as f64))
+                        .collect()
+                }
+            };
+            let mut row = vec![0.0; cols];
+            for isa in Isa::available() {
+                let mut got = vec![0.0; 2 * rows];
+                m.matmul_with(&xs, &mut got, isa).unwrap();
+                for j in 0..rows {
+                    m.dequantize_row(j, &mut row).unwrap();
+                    for (t, x) in xs.iter().enumerate() {
+                        let xd = deq(x);
+                        let want: f64 = row.iter().zip(&xd).map(|(&a, b)| a as f64 * b).sum();
+                        let scale: f64 = row
+                            .iter()
+                            .zip(&xd)
+                            .map(|(&a, b)| (a as f64 * b).abs())
+                            .sum();
+                        let g = got[t * rows + j] as f64;
+                        assert!(
+                            (g - want).abs() <= 2e-6 * scale,
+                            "{name} {isa:?} row {j} act {t}: {g} vs {want} (scale {scale})"
+                        );
+                    }
                 }
             }
         }

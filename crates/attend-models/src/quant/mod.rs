@@ -1,18 +1,22 @@
 //! ggml tensor types as GGUF numbers them, dequantisation, and matrices in their stored types
 //! multiplied the way the formats were designed to be used: integer dot products of quantised
 //! weight rows with 8-bit activations (the block types and the kernels are
-//! `attend_kernels::quant`'s; the formulas are in its documentation). `F32`, `F16`, `BF16`,
-//! `Q4_K` and `Q6_K` rows are dequantised (once per row per call) and dotted in `f32` with the
-//! unquantised activations — correct, not yet fast for the k-quants.
+//! `attend_kernels::quant`'s; the formulas are in its documentation): `Q4_0`, `Q4_1`, `Q5_0`
+//! and `Q8_0` rows against activations quantised per 32, the k-quants `Q4_K`, `Q5_K` and
+//! `Q6_K` against activations quantised per 256 (`Q8_K`). Only float rows (`F32`, `F16`,
+//! `BF16`) are dequantised (once per row per call) and dotted in `f32`, as is every type when
+//! the activations are exact (unquantised).
 //!
 //! Invariant: no dot product or schedule is written here; [`QMatrix::matmul`] hands the
-//! integer types to `attend_kernels::quant::qmatmul` and the others to its row scheduler.
+//! integer types to `attend_kernels::quant::qmatmul` / `qmatmul_k` and the others to its row
+//! scheduler.
 
 mod dequant;
 mod matrix;
 
 pub use attend_kernels::quant::{
-    quantize_q8, Block, BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ6K, BlockQ8, BlockQ8_0, QK,
+    quantize_q8, quantize_q8k, Block, BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_0,
+    BlockQ6K, BlockQ8, BlockQ8K, BlockQ8_0, QK, QK_K,
 };
 pub use dequant::dequantize_row;
 pub use matrix::{Activation, QMatrix};
@@ -81,25 +85,28 @@ impl GgmlType {
             F16 | BF16 => 2,
             Q4_0 => BlockQ4_0::BYTES,
             Q4_1 => BlockQ4_1::BYTES,
-            Q5_0 => 22,
+            Q5_0 => BlockQ5_0::BYTES,
             Q5_1 => 24,
             Q8_0 => BlockQ8_0::BYTES,
             Q8_1 => 36,
             Q2_K => 84,
             Q3_K => 110,
             Q4_K => BlockQ4K::BYTES,
-            Q5_K => 176,
+            Q5_K => BlockQ5K::BYTES,
             Q6_K => BlockQ6K::BYTES,
             Q8_K => 292,
         }
     }
+
+    /// The types attend reads, as an error message lists them.
+    pub const SUPPORTED: &'static str = "F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q8_0, Q4_K, Q5_K, Q6_K";
 
     /// Whether attend can read this type (dequantise it, multiply by it).
     pub fn supported(self) -> bool {
         use GgmlType::*;
         matches!(
             self,
-            F32 | F16 | BF16 | Q4_0 | Q4_1 | Q5_0 | Q8_0 | Q4_K | Q6_K
+            F32 | F16 | BF16 | Q4_0 | Q4_1 | Q5_0 | Q8_0 | Q4_K | Q5_K | Q6_K
         )
     }
 

@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """llama.cpp (through llama-cpp-python) on the same GGUF file and the same shapes as
-`attend bench --case smollm2-pp128 --case smollm2-pp512 --case smollm2-tg64 --case smollm2-tg64-d2048`,
-printed as the same JSON lines (tokens/s).
+`attend bench --case NAME-pp128 --case NAME-pp512 --case NAME-tg64 --case NAME-tg64-d2048`
+(NAME: smollm2 or gemma3), printed as the same JSON lines (tokens/s).
 
     pip install llama-cpp-python        # compiles llama.cpp from source: slow on 2 cores, once
-    python3 bench/llamacpp_smollm2.py "$(cargo run --release -q -- fetch smollm2)" --threads 2
+    python3 bench/llamacpp.py "$(cargo run --release -q -- fetch smollm2)" --threads 2
+    python3 bench/llamacpp.py "$(cargo run --release -q -- fetch gemma3)" --name gemma3
 
 pp N: N prompt tokens in one batch into an empty cache. tg 64: 64 tokens one at a time after a
 one-token prompt; at depth 2048: after 2048 prompt tokens. Token ids are the same deterministic
@@ -29,6 +30,7 @@ def main():
     ap.add_argument("model", help="the .gguf file or the folder holding it")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--name", default="smollm2", help="the case names' prefix (smollm2, gemma3)")
     a = ap.parse_args()
     try:
         import llama_cpp
@@ -58,8 +60,9 @@ def main():
             llm.eval([tok])
         return time.perf_counter() - t
 
-    cases = [("smollm2-pp128", lambda: pp(128), 128), ("smollm2-pp512", lambda: pp(512), 512),
-             ("smollm2-tg64", lambda: tg(1), 64), ("smollm2-tg64-d2048", lambda: tg(2048), 64)]
+    p = a.name
+    cases = [(p + "-pp128", lambda: pp(128), 128), (p + "-pp512", lambda: pp(512), 512),
+             (p + "-tg64", lambda: tg(1), 64), (p + "-tg64-d2048", lambda: tg(2048), 64)]
     for name, fn, n in cases:
         fn()  # warm-up
         times = [fn() for _ in range(a.runs)]
