@@ -48,6 +48,10 @@ pub struct GenerateArgs {
     /// Wrap the prompt in the model's chat template (one user message).
     #[arg(long)]
     chat: bool,
+    /// Multiply by float32 activations instead of 8-bit ones: slow (every weight row is
+    /// dequantised per step), and what transformers computes on the same file.
+    #[arg(long)]
+    exact: bool,
     /// For each generated token, the earlier tokens its prediction attended to most.
     #[arg(long)]
     explain: bool,
@@ -206,7 +210,13 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
     };
     let mut sampler = Sampler::new(sampler_cfg).map_err(|e| crate::usage!("{e}"))?;
     // load
-    let lm = load(&args.model)?;
+    let mut lm = load(&args.model)?;
+    if args.exact && !lm.set_exact(true) {
+        eprintln!(
+            "attend: --exact: `{}` computes in float32 already",
+            args.model
+        );
+    }
     let (layers, heads) = (lm.layers(), lm.heads());
     if let Some(l) = args.layer.filter(|&l| l >= layers) {
         return Err(crate::usage!(

@@ -282,6 +282,91 @@ fn generate_on_smollm2() {
     }
 }
 
+/// Gemma 3 270M: with `--exact` the "it" sentence continues as transformers' does (" hungry",
+/// tests/golden/gemma3.json); the fast path's first token is one of transformers' top 5 (their
+/// logits lie within 0.21 of each other, less than 8-bit activations move them); `--chat` on a
+/// file with no template is a usage error; and with `--explain` a local layer's weights stop
+/// at the window while a global layer's reach back to the start.
+#[test]
+fn generate_on_gemma3() {
+    let it = "The animal didn't cross the road because it was";
+    let o = attend(
+        &[
+            "generate",
+            "--model",
+            "gemma3",
+            "--exact",
+            it,
+            "--max-tokens",
+            "2",
+        ],
+        None,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = String::from_utf8(o.stdout).unwrap();
+    assert!(text.starts_with(" hungry"), "{text:?}");
+    let o = attend(
+        &[
+            "generate",
+            "--model",
+            "gemma3",
+            it,
+            "--max-tokens",
+            "1",
+            "--format",
+            "json",
+        ],
+        None,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let first = v["tokens"][0]["id"].as_u64().unwrap();
+    assert!([33233, 496, 528, 2311, 16937].contains(&first), "{first}");
+
+    let o = attend(&["generate", "--model", "gemma3", "--chat", "hi"], None);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("no chat template"), "{}", stderr(&o));
+
+    // 600 words: more than the 512-key window
+    let long: String = (0..300).map(|i| format!("word{} ", i % 7)).collect();
+    let o = attend(
+        &[
+            "generate",
+            "--model",
+            "gemma3",
+            &long,
+            "--max-tokens",
+            "1",
+            "--explain",
+            "--format",
+            "json",
+        ],
+        None,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let n = v["prompt_ids"].as_array().unwrap().len();
+    assert!(n > 600, "{n} prompt tokens");
+    let att = &v["tokens"][0]["attention"];
+    let row = |l: usize, h: usize| -> Vec<f64> {
+        att[l][h]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .collect()
+    };
+    for h in 0..4 {
+        // layer 0 is local: nothing before the window's 512 keys; layer 5 is global
+        let local = row(0, h);
+        assert_eq!(local.len(), n);
+        assert!(local[..n - 512].iter().all(|&w| w == 0.0), "head {h}");
+        assert!((local.iter().sum::<f64>() - 1.0).abs() < 1e-3);
+        let global = row(5, h);
+        assert!(global[..n - 512].iter().any(|&w| w > 0.0), "head {h}");
+    }
+}
+
 /// The embedded toy-winograd, offline: generate predicts the referent and shows what the
 /// prediction attended to; explain --compare ranks the heads at the answer position.
 #[test]

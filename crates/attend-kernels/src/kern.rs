@@ -35,6 +35,8 @@ pub struct Features {
     /// AVX-512 Foundation (the panel and softmax kernels; the `gemm` crate's sgemm detects it
     /// on its own).
     pub avx512f: bool,
+    /// AVX-512 BW, VL and VNNI, all three (the `vpdpbusd` quantised dots).
+    pub avx512vnni: bool,
 }
 
 impl Features {
@@ -49,6 +51,9 @@ impl Features {
                     fma: std::is_x86_feature_detected!("fma"),
                     f16c: std::is_x86_feature_detected!("f16c"),
                     avx512f: std::is_x86_feature_detected!("avx512f"),
+                    avx512vnni: std::is_x86_feature_detected!("avx512bw")
+                        && std::is_x86_feature_detected!("avx512vl")
+                        && std::is_x86_feature_detected!("avx512vnni"),
                 }
             }
             #[cfg(not(target_arch = "x86_64"))]

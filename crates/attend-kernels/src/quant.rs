@@ -434,11 +434,20 @@ pub fn for_each_block(
         tr.par_chunks_mut(ROW_BLOCK * n)
             .enumerate()
             .for_each(|(b, o)| block(b * ROW_BLOCK, o, &mut Vec::new()));
-        for (j, trow) in tr.chunks_exact(n).enumerate() {
-            for (t, &v) in trow.iter().enumerate() {
-                out[t * rows + j] = v;
-            }
-        }
+        // the transpose, in parallel over bands of 16 activation rows: each weight row's 16
+        // results are one cache line of `tr`, written to 16 rows of `out` in order
+        const BAND: usize = 16;
+        out.par_chunks_mut(BAND * rows)
+            .enumerate()
+            .for_each(|(band, o)| {
+                let t0 = band * BAND;
+                let m = o.len() / rows;
+                for (j, trow) in tr.chunks_exact(n).enumerate() {
+                    for (k, &v) in trow[t0..t0 + m].iter().enumerate() {
+                        o[k * rows + j] = v;
+                    }
+                }
+            });
     }
     Ok(())
 }

@@ -65,6 +65,13 @@ pub trait CausalLm: Send + Sync {
         let _ = user;
         None
     }
+    /// Computes with unquantised `f32` activations (slow; what float32 reference
+    /// implementations compute) instead of 8-bit ones. Returns whether the model has such a
+    /// switch (models whose activations are always `f32` have none, and are exact already).
+    fn set_exact(&mut self, exact: bool) -> bool {
+        let _ = exact;
+        false
+    }
     /// An empty KV cache for [`CausalLm::step`].
     fn new_cache(&self) -> Result<KvCache>;
     /// Runs `tokens` at positions `cache.len()..`, appending their keys and values to

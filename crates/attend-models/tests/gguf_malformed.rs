@@ -360,5 +360,48 @@ fn files_name_themselves_in_errors() {
         e.contains("broken.gguf") && e.contains("`llama.") && e.contains("is missing"),
         "{e}"
     );
+    // an architecture attend does not read is named, with the ones it does
+    let mut other = good.clone();
+    let at = other
+        .windows(13)
+        .position(|w| w == string_bytes("llama").as_slice())
+        .unwrap();
+    other[at + 8..at + 13].copy_from_slice(b"falco");
+    std::fs::write(&p, &other).unwrap();
+    let e = attend_models::models::load_gguf(&p)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("broken.gguf")
+            && e.contains("`falco`")
+            && e.contains("llama")
+            && e.contains("gemma3"),
+        "{e}"
+    );
+    // a tensor of a type attend does not multiply by is named, with its type
+    let u32v = |v: u32| v.to_le_bytes().to_vec();
+    let spec = Spec {
+        extra_kv: vec![
+            ("llama.embedding_length".into(), 4, u32v(256)),
+            ("llama.attention.head_count".into(), 4, u32v(1)),
+            ("llama.block_count".into(), 4, u32v(1)),
+            ("llama.feed_forward_length".into(), 4, u32v(256)),
+            ("llama.vocab_size".into(), 4, u32v(8)),
+        ],
+        // Q3_K (type 11): 110 bytes per 256 elements
+        tensors: vec![("blk.0.attn_norm.weight".into(), vec![256], 11, 0)],
+        data_len: 110,
+        ..Default::default()
+    };
+    std::fs::write(&p, build(&spec)).unwrap();
+    let e = attend_models::models::load_gguf(&p)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("blk.0.attn_norm.weight") && e.contains("Q3_K") && e.contains("Q4_K"),
+        "{e}"
+    );
     std::fs::remove_dir_all(&dir).ok();
 }

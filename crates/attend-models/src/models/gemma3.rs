@@ -498,6 +498,11 @@ impl CausalLm for Gemma3Model {
             .map(|_| crate::tokenize::gguf::apply_chat_template(&self.tokenizer, user))
     }
 
+    fn set_exact(&mut self, exact: bool) -> bool {
+        self.exact = exact;
+        true
+    }
+
     fn new_cache(&self) -> Result<KvCache> {
         Gemma3Model::new_cache(self)
     }

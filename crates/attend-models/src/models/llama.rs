@@ -605,6 +605,11 @@ impl CausalLm for LlamaModel {
         Some(apply_chat_template(&self.tokenizer, user))
     }
 
+    fn set_exact(&mut self, exact: bool) -> bool {
+        self.exact = exact;
+        true
+    }
+
     fn new_cache(&self) -> Result<KvCache> {
         LlamaModel::new_cache(self)
     }

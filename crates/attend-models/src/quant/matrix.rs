@@ -16,9 +16,11 @@ pub struct Activation {
     pub f: Vec<f32>,
     /// The same, quantised per 32 (when the length is a multiple of 32).
     pub q: Vec<BlockQ8>,
-    /// The same, quantised per 256 (when the length is a multiple of 256): what the
-    /// k-quants multiply by.
-    pub k: Vec<BlockQ8K>,
+    /// The same, quantised per 256, made on first use by a k-quant product
+    /// ([`Activation::k`]).
+    k: std::sync::OnceLock<Vec<BlockQ8K>>,
+    /// Whether `q` was made (not an exact activation).
+    quantised: bool,
 }
 
 impl Activation {
@@ -38,11 +40,9 @@ impl Activation {
             f: x.to_vec(),
             ..Activation::default()
         };
+        a.quantised = true;
         if x.len().is_multiple_of(QK) {
             quantize_q8(x, &mut a.q)?;
-            if x.len().is_multiple_of(QK_K) {
-                quantize_q8k(x, &mut a.k)?;
-            }
         } else if let Some(index) = x.iter().position(|v| !v.is_finite()) {
             return Err(attend_kernels::Error::NonFinite {
                 what: "activations",
@@ -51,6 +51,23 @@ impl Activation {
             });
         }
         Ok(a)
+    }
+}
+
+impl Activation {
+    /// The values quantised per 256 (`Q8_K`), made on the first call; empty for an exact
+    /// activation or a length that is not a multiple of 256. The values were checked finite
+    /// when the activation was made.
+    pub fn k(&self) -> &[BlockQ8K] {
+        self.k.get_or_init(|| {
+            let mut k = Vec::new();
+            if self.quantised && self.f.len().is_multiple_of(QK_K) {
+                // finite (checked in `new`), so this cannot fail; an empty result would
+                // only send the product down the exact path
+                let _ = quantize_q8k(&self.f, &mut k);
+            }
+            k
+        })
     }
 }
 
@@ -160,11 +177,18 @@ impl<'a> QMatrix<'a> {
             let qs: Vec<&[BlockQ8]> = xs.iter().map(|x| &x.q[..]).collect();
             return Ok(qmatmul(isa.kern()?, w, self.rows, &qs, out)?);
         }
+        if self.k_blocks().is_some() {
+            // the Q8_K rows, made once per activation, in parallel
+            use rayon::prelude::*;
+            xs.par_iter().for_each(|x| {
+                x.k();
+            });
+        }
         if let Some(w) = self
             .k_blocks()
-            .filter(|_| xs.iter().all(|x| !x.k.is_empty()))
+            .filter(|_| xs.iter().all(|x| !x.k().is_empty()))
         {
-            let ks: Vec<&[BlockQ8K]> = xs.iter().map(|x| &x.k[..]).collect();
+            let ks: Vec<&[BlockQ8K]> = xs.iter().map(|x| x.k()).collect();
             return Ok(qmatmul_k(isa.kern()?, w, self.rows, &ks, out)?);
         }
         // float rows, or exact activations: dequantise each row once, dot in f32
@@ -311,14 +335,15 @@ mod tests {
                     Activation::new(&x).unwrap()
                 })
                 .collect();
-            assert!(xs.iter().all(|x| x.k.len() == 1 && x.q.len() == 8));
+            assert!(xs.iter().all(|x| x.k().len() == 1 && x.q.len() == 8));
             let deq = |x: &Activation| -> Vec<f64> {
                 if name == "Q5_0" {
                     x.q.iter()
                         .flat_map(|b| b.q.map(|q| b.d as f64 * q as f64))
                         .collect()
                 } else {
-                    x.k.iter()
+                    x.k()
+                        .iter()
                         .flat_map(|b| b.q.map(|q| b.d as f64 * q as f64))
                         .collect()
                 }

@@ -47,6 +47,8 @@ macro_rules! by_rows {
     }};
 }
 
+pub(crate) use by_rows;
+
 pub(crate) unsafe fn dot_q4_0(w: &[BlockQ4_0], per_row: usize, a: &[&[BlockQ8]], out: &mut [f32]) {
     by_rows!(q4_0, w, per_row, a, out)
 }
@@ -77,7 +79,7 @@ pub(crate) unsafe fn dot_q8_0(w: &[BlockQ8_0], per_row: usize, a: &[&[BlockQ8]],
 
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn f16(bits: [u8; 2]) -> f32 {
+pub(crate) unsafe fn f16(bits: [u8; 2]) -> f32 {
     let bits = u16::from_le_bytes(bits);
     _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)))
 }
@@ -85,7 +87,7 @@ unsafe fn f16(bits: [u8; 2]) -> f32 {
 /// The 16 bytes at `p` as 32 nibbles: low nibbles in lanes 0..16, high in 16..32.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn nibbles(p: *const u8) -> __m256i {
+pub(crate) unsafe fn nibbles(p: *const u8) -> __m256i {
     let q = _mm_loadu_si128(p as *const __m128i);
     let lo = _mm_and_si128(q, _mm_set1_epi8(0x0f));
     let hi = _mm_and_si128(_mm_srli_epi16(q, 4), _mm_set1_epi8(0x0f));
@@ -95,14 +97,14 @@ unsafe fn nibbles(p: *const u8) -> __m256i {
 /// 8 × `i32` partial sums of `u8 w · i8 a` as `f32`.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn mul_sum(w: __m256i, a: __m256i) -> __m256 {
+pub(crate) unsafe fn mul_sum(w: __m256i, a: __m256i) -> __m256 {
     let pairs = _mm256_maddubs_epi16(w, a);
     _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, _mm256_set1_epi16(1)))
 }
 
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn hsum(v: __m256) -> f32 {
+pub(crate) unsafe fn hsum(v: __m256) -> f32 {
     let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
     let s = _mm_add_ss(s, _mm_movehdup_ps(s));
@@ -165,7 +167,7 @@ unsafe fn q8_0<const N: usize>(w: &[BlockQ8_0], a: [&[BlockQ8]; N]) -> [f32; N] 
 /// Byte `j` all ones where bit `j` of `bits` is set, else zero.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn bits_to_bytes(bits: u32) -> __m256i {
+pub(crate) unsafe fn bits_to_bytes(bits: u32) -> __m256i {
     // byte j of the result takes byte j / 8 of `bits`, then tests its bit j % 8
     let x = _mm256_set1_epi32(bits as i32);
     let pick = _mm256_set_epi64x(
