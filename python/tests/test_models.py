@@ -116,6 +116,22 @@ def test_generate_equals_the_cli_greedily(smollm2):
         g.html()  # generated without explain=True
 
 
+def test_gemma3_generates_as_the_cli_and_its_window_shows():
+    lm = attend.load("gemma3")
+    prompt = "The capital of France is"
+    g = lm.generate(prompt, max_tokens=6)
+    theirs = json.loads(cli("generate", "--model", "gemma3", "--format", "json", "--max-tokens", "6", prompt))
+    assert g.ids == [t["id"] for t in theirs["tokens"]]
+    # a prompt longer than the 512-key window: layer 0 (local) stops at it, layer 5 (global) not
+    long = " ".join("word%d" % (i % 7) for i in range(300))
+    e = lm.generate(long, max_tokens=1, explain=True)
+    a = e.attention[0]
+    n = a.shape[-1]
+    assert a.shape[:2] == (18, 4) and n > 600
+    assert np.all(a[0, :, : n - 512] == 0.0) and np.all(a[5, :, : n - 512].sum(-1) > 0.0)
+    np.testing.assert_allclose(a.sum(-1), 1.0, atol=1e-3)
+
+
 def test_toy_models_load_as_causal_models():
     lm = attend.load("toy-winograd")
     text = "The dog didn't cross the street because it was tired. it ="
