@@ -632,7 +632,7 @@ mod tests {
         }
     }
 
-    /// Every instruction set's dots against the scalar twin, one to four activation rows.
+    /// Every instruction set's dots against the scalar twin, one to nine activation rows.
     #[test]
     fn every_dot_matches_its_scalar_twin() {
         for isa in Isa::available() {
@@ -643,9 +643,10 @@ mod tests {
                 let mut xf = rnd(blocks * 32, 5);
                 xf[3] = 40.0; // one outlier, as real activations have
                 let xs: Vec<Vec<BlockQ8>> = std::iter::once(quantized(&xf))
-                    .chain((0..3).map(|t| quantized(&rnd(blocks * 32, 20 + t))))
+                    .chain((0..8).map(|t| quantized(&rnd(blocks * 32, 20 + t))))
                     .collect();
-                for n in 1..=4 {
+                // 1 to 9 rows: every width of the four- and eight-row passes, and a second pass
+                for n in 1..=9 {
                     let a: Vec<&[BlockQ8]> = xs[..n].iter().map(|x| &x[..]).collect();
                     for w in [
                         QBlocks::Q4_0(&q40),

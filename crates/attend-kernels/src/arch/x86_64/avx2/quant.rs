@@ -47,8 +47,6 @@ macro_rules! by_rows {
     }};
 }
 
-pub(crate) use by_rows;
-
 pub(crate) unsafe fn dot_q4_0(w: &[BlockQ4_0], per_row: usize, a: &[&[BlockQ8]], out: &mut [f32]) {
     by_rows!(q4_0, w, per_row, a, out)
 }

@@ -11,16 +11,44 @@
 
 use std::arch::x86_64::*;
 
-use super::super::avx2::quant::{bits_to_bytes, by_rows, f16, hsum, nibbles};
+use super::super::avx2::quant::{bits_to_bytes, f16, hsum, nibbles};
 pub(crate) use super::super::avx2::quant::{dot_q4_0, dot_q4_1, dot_q4_k, dot_q5_k, dot_q6_k};
 use crate::quant::{BlockQ5_0, BlockQ8, BlockQ8_0};
 
+/// Every weight row of `$w` (`$per_row` blocks each) times every activation row of `$a`,
+/// eight activation rows per pass over a weight row (AVX-512's 32 vector registers hold the
+/// sixteen accumulators; a block's weights are unpacked once for eight products), into `$out`
+/// (`[rows × n]`).
+macro_rules! by_rows8 {
+    ($k:ident, $w:expr, $per_row:expr, $a:expr, $out:expr) => {{
+        let (w, per_row, a, out) = ($w, $per_row, $a, $out);
+        let n = a.len();
+        for (wr, o) in w.chunks_exact(per_row).zip(out.chunks_exact_mut(n)) {
+            for (a, o) in a.chunks(8).zip(o.chunks_mut(8)) {
+                // SAFETY: the caller's contract (module docs) is the kernels' contract.
+                unsafe {
+                    match a.len() {
+                        1 => o.copy_from_slice(&$k::<1>(wr, [a[0]])),
+                        2 => o.copy_from_slice(&$k::<2>(wr, [a[0], a[1]])),
+                        3 => o.copy_from_slice(&$k::<3>(wr, [a[0], a[1], a[2]])),
+                        4 => o.copy_from_slice(&$k::<4>(wr, std::array::from_fn(|i| a[i]))),
+                        5 => o.copy_from_slice(&$k::<5>(wr, std::array::from_fn(|i| a[i]))),
+                        6 => o.copy_from_slice(&$k::<6>(wr, std::array::from_fn(|i| a[i]))),
+                        7 => o.copy_from_slice(&$k::<7>(wr, std::array::from_fn(|i| a[i]))),
+                        _ => o.copy_from_slice(&$k::<8>(wr, std::array::from_fn(|i| a[i]))),
+                    }
+                }
+            }
+        }
+    }};
+}
+
 pub(crate) unsafe fn dot_q5_0(w: &[BlockQ5_0], per_row: usize, a: &[&[BlockQ8]], out: &mut [f32]) {
-    by_rows!(q5_0, w, per_row, a, out)
+    by_rows8!(q5_0, w, per_row, a, out)
 }
 
 pub(crate) unsafe fn dot_q8_0(w: &[BlockQ8_0], per_row: usize, a: &[&[BlockQ8]], out: &mut [f32]) {
-    by_rows!(q8_0, w, per_row, a, out)
+    by_rows8!(q8_0, w, per_row, a, out)
 }
 
 /// `Σ |w|·(a with w's sign)` of one block as 8 `f32` partial sums: exact integers.
