@@ -467,6 +467,37 @@ pub fn for_each_row(
     })
 }
 
+/// The blocks per weight row of a product of `w_blocks` weight blocks (`rows` rows) with
+/// activation rows of `x_blocks` blocks each: an error unless they agree; `None` (and `out`
+/// zeroed) when the rows are empty.
+fn blocks_per_row(
+    w_blocks: usize,
+    rows: usize,
+    mut x_blocks: impl Iterator<Item = usize> + Clone,
+    out: &mut [f32],
+) -> Result<Option<usize>> {
+    let per_row = x_blocks.clone().next().unwrap_or(0);
+    if w_blocks != rows * per_row {
+        return Err(Error::ShapeMismatch {
+            what: "weight blocks",
+            expected: rows * per_row,
+            got: w_blocks,
+        });
+    }
+    if let Some(got) = x_blocks.find(|&l| l != per_row) {
+        return Err(Error::ShapeMismatch {
+            what: "activation blocks",
+            expected: per_row,
+            got,
+        });
+    }
+    if per_row == 0 {
+        out.fill(0.0);
+        return Ok(None);
+    }
+    Ok(Some(per_row))
+}
+
 /// `out[t × rows + j] = Σ w_j · xs[t]` for a quantised weight matrix `w` (`rows` rows of
 /// `xs[t].len()` blocks each) and quantised activation rows `xs`: integer dot products, a block
 /// of weight rows per kernel call, four activation rows per pass over a weight row.
@@ -477,25 +508,9 @@ pub fn qmatmul(
     xs: &[&[BlockQ8]],
     out: &mut [f32],
 ) -> Result<()> {
-    let per_row = xs.first().map_or(0, |x| x.len());
-    if w.len() != rows * per_row {
-        return Err(Error::ShapeMismatch {
-            what: "weight blocks",
-            expected: rows * per_row,
-            got: w.len(),
-        });
-    }
-    if let Some(x) = xs.iter().find(|x| x.len() != per_row) {
-        return Err(Error::ShapeMismatch {
-            what: "activation blocks",
-            expected: per_row,
-            got: x.len(),
-        });
-    }
-    if per_row == 0 {
-        out.fill(0.0);
+    let Some(per_row) = blocks_per_row(w.len(), rows, xs.iter().map(|x| x.len()), out)? else {
         return Ok(());
-    }
+    };
     let n = xs.len();
     for_each_block(rows, n, out, |r0, dots, _| {
         let rb = dots.len() / n;
@@ -516,25 +531,9 @@ pub fn qmatmul_k(
     xs: &[&[BlockQ8K]],
     out: &mut [f32],
 ) -> Result<()> {
-    let per_row = xs.first().map_or(0, |x| x.len());
-    if w.len() != rows * per_row {
-        return Err(Error::ShapeMismatch {
-            what: "weight blocks",
-            expected: rows * per_row,
-            got: w.len(),
-        });
-    }
-    if let Some(x) = xs.iter().find(|x| x.len() != per_row) {
-        return Err(Error::ShapeMismatch {
-            what: "activation blocks",
-            expected: per_row,
-            got: x.len(),
-        });
-    }
-    if per_row == 0 {
-        out.fill(0.0);
+    let Some(per_row) = blocks_per_row(w.len(), rows, xs.iter().map(|x| x.len()), out)? else {
         return Ok(());
-    }
+    };
     let n = xs.len();
     for_each_block(rows, n, out, |r0, dots, _| {
         let rb = dots.len() / n;
