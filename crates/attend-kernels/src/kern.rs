@@ -18,6 +18,7 @@ use std::sync::OnceLock;
 
 use crate::arch::{self, Table};
 use crate::quant::{BlockQ8, BlockQ8K, KBlocks, QBlocks};
+use crate::tiled::{TiledMatrix, TILE_ROWS};
 use crate::{Error, Result};
 
 /// Lanes of a panel.
@@ -322,6 +323,55 @@ impl Kern {
                 KBlocks::Q5K(w) => (self.t.dot_q5_k)(w, per_row, a, out),
                 KBlocks::Q6K(w) => (self.t.dot_q6_k)(w, per_row, a, out),
             }
+        }
+    }
+
+    /// Whether [`Kern::dot_tiled`] is a SIMD build here (AVX-512 VNNI): repacking weights
+    /// into a [`TiledMatrix`] pays only then.
+    pub fn tiles_natively(self) -> bool {
+        self.t.tiled_native
+    }
+
+    /// `out[t·stride + i] = row_{16g+i} · a[t]` for `i < lanes` (at most 16, and at most the
+    /// rows left in group `g`) and every activation row `t` of `a` (`m.blocks()` blocks each):
+    /// one group of [`TiledMatrix`] rows. `sums[t]` are `a[t]`'s sums per 16 (`d·Σq`, two a
+    /// block) when `m.halves()`, and empty otherwise.
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    pub fn dot_tiled(
+        self,
+        m: &TiledMatrix,
+        g: usize,
+        a: &[&[BlockQ8]],
+        sums: &[&[f32]],
+        out: &mut [f32],
+        stride: usize,
+        lanes: usize,
+    ) {
+        assert!(g < m.groups() && lanes <= TILE_ROWS && g * TILE_ROWS + lanes <= m.rows());
+        assert!(a.iter().all(|a| a.len() == m.blocks()));
+        if m.halves() {
+            assert!(sums.len() == a.len() && sums.iter().all(|s| s.len() == 2 * m.blocks()));
+        }
+        assert!(a.is_empty() || (lanes <= stride || a.len() == 1));
+        assert!(span(0, stride, a.len(), lanes) <= out.len());
+        let (vals, scales) = m.group(g);
+        // SAFETY: the table proves the processor; the group's values and scales are whole
+        // (`TiledMatrix` made them), every activation and sum row is as long as the kernel
+        // reads, and `out` holds `lanes` elements at every `t·stride`.
+        unsafe {
+            (self.t.dot_tiled)(
+                vals,
+                scales,
+                m.bits(),
+                m.halves(),
+                m.blocks(),
+                a,
+                sums,
+                out,
+                stride,
+                lanes,
+            )
         }
     }
 

@@ -32,6 +32,7 @@ pub mod math;
 pub mod quant;
 #[doc(hidden)]
 pub mod testing;
+pub mod tiled;
 
 pub use error::{Error, Result};
 pub use gemm::{matmul_packed, matmul_packed_map, matmul_packed_with, Epilogue, PackedMatrix};

@@ -7,6 +7,7 @@
 use crate::quant::{
     BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_0, BlockQ6K, BlockQ8, BlockQ8K, BlockQ8_0,
 };
+use crate::tiled::Bits;
 use crate::Isa;
 
 /// `c[r*c_stride + p*16 + l] (+)= Σ_k a[a_off + r*a_stride + k] · bp[p*k_len*16 + k*16 + l]`.
@@ -29,6 +30,9 @@ pub(crate) type PackPanels = unsafe fn(&[f32], usize, usize, usize, usize, &mut 
 pub(crate) type DotRows<B> = unsafe fn(&[B], usize, &[&[BlockQ8]], &mut [f32]);
 /// [`DotRows`] for k-quant weights and [`BlockQ8K`] activations.
 pub(crate) type DotRowsK<B> = unsafe fn(&[B], usize, &[&[BlockQ8K]], &mut [f32]);
+/// One group of 16 repacked weight rows times activation rows (`crate::Kern::dot_tiled`).
+pub(crate) type DotTiled =
+    unsafe fn(&[u8], &[f32], Bits, bool, usize, &[&[BlockQ8]], &[&[f32]], &mut [f32], usize, usize);
 /// GELU (erf form) in place.
 pub(crate) type Gelu = unsafe fn(&mut [f32]);
 /// No NaN or infinity in the slice.
@@ -54,6 +58,9 @@ pub(crate) struct Table {
     pub dot_q4_k: DotRowsK<BlockQ4K>,
     pub dot_q5_k: DotRowsK<BlockQ5K>,
     pub dot_q6_k: DotRowsK<BlockQ6K>,
+    pub dot_tiled: DotTiled,
+    /// Whether `dot_tiled` is a SIMD build (worth repacking weights for).
+    pub tiled_native: bool,
     pub gelu: Gelu,
     pub epilogue: EpilogueFn,
     pub all_finite: AllFinite,
@@ -79,6 +86,8 @@ macro_rules! table {
             dot_q4_k: quant::dot_q4_k,
             dot_q5_k: quant::dot_q5_k,
             dot_q6_k: quant::dot_q6_k,
+            dot_tiled: quant::dot_tiled,
+            tiled_native: quant::TILED_NATIVE,
             gelu: elementwise::gelu,
             epilogue: elementwise::epilogue,
             all_finite: elementwise::all_finite,

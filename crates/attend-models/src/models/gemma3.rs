@@ -23,7 +23,9 @@ use std::path::Path;
 
 use attend::{AttnParams, KvCache, Layout, Mask, Shape};
 
-use super::llama::{activations, add, check_tokens, gguf_path, matrix, Forward, Meta, Weights};
+use super::llama::{
+    activations, add, check_tokens, gguf_path, matrix, Forward, Linear, Meta, Weights,
+};
 use crate::formats::gguf::{GgufFile, TensorInfo};
 use crate::generate::{AttnCapture, CausalLm, Context, Step};
 use crate::nn::activations::gelu_tanh;
@@ -87,17 +89,17 @@ pub struct Gemma3Config {
 /// One decoder layer's tensors.
 struct Gemma3DecoderLayer {
     attn_norm: Vec<f32>,
-    q: TensorInfo,
-    k: TensorInfo,
-    v: TensorInfo,
+    q: Linear,
+    k: Linear,
+    v: Linear,
     q_norm: Vec<f32>,
     k_norm: Vec<f32>,
-    o: TensorInfo,
+    o: Linear,
     post_attn_norm: Vec<f32>,
     ffn_norm: Vec<f32>,
-    gate: TensorInfo,
-    up: TensorInfo,
-    down: TensorInfo,
+    gate: Linear,
+    up: Linear,
+    down: Linear,
     post_ffn_norm: Vec<f32>,
 }
 
@@ -241,17 +243,17 @@ impl Gemma3Model {
             let p = |t: &str| format!("blk.{l}.{t}.weight");
             layers.push(Gemma3DecoderLayer {
                 attn_norm: w.vector(&p("attn_norm"), c.dim)?,
-                q: w.matrix(&p("attn_q"), q_out, c.dim)?,
-                k: w.matrix(&p("attn_k"), kv, c.dim)?,
-                v: w.matrix(&p("attn_v"), v_out, c.dim)?,
+                q: w.linear(&p("attn_q"), q_out, c.dim)?,
+                k: w.linear(&p("attn_k"), kv, c.dim)?,
+                v: w.linear(&p("attn_v"), v_out, c.dim)?,
                 q_norm: w.vector(&p("attn_q_norm"), c.head_dim)?,
                 k_norm: w.vector(&p("attn_k_norm"), c.head_dim)?,
-                o: w.matrix(&p("attn_output"), c.dim, o_in)?,
+                o: w.linear(&p("attn_output"), c.dim, o_in)?,
                 post_attn_norm: w.vector(&p("post_attention_norm"), c.dim)?,
                 ffn_norm: w.vector(&p("ffn_norm"), c.dim)?,
-                gate: w.matrix(&p("ffn_gate"), c.ffn_dim, c.dim)?,
-                up: w.matrix(&p("ffn_up"), c.ffn_dim, c.dim)?,
-                down: w.matrix(&p("ffn_down"), c.dim, c.ffn_dim)?,
+                gate: w.linear(&p("ffn_gate"), c.ffn_dim, c.dim)?,
+                up: w.linear(&p("ffn_up"), c.ffn_dim, c.dim)?,
+                down: w.linear(&p("ffn_down"), c.dim, c.ffn_dim)?,
                 post_ffn_norm: w.vector(&p("post_ffw_norm"), c.dim)?,
             });
         }
@@ -392,9 +394,9 @@ impl Gemma3Model {
         let mut q = vec![0.0; n * q_w]; // (n, heads, head_dim)
         let mut k = vec![0.0; n * kv_w]; // (n, kv_heads, head_dim)
         let mut v = vec![0.0; n * v_w]; // (n, kv_heads, v_head_dim)
-        self.mat(&layer.q)?.matmul(&a, &mut q)?;
-        self.mat(&layer.k)?.matmul(&a, &mut k)?;
-        self.mat(&layer.v)?.matmul(&a, &mut v)?;
+        layer.q.matmul(&self.file, &a, &mut q)?;
+        layer.k.matmul(&self.file, &a, &mut k)?;
+        layer.v.matmul(&self.file, &a, &mut v)?;
         let mut q = rms_norm(&q, &layer.q_norm, c.eps);
         let mut k = rms_norm(&k, &layer.k_norm, c.eps);
         rope.apply(&mut q, c.n_heads, hd);
@@ -443,7 +445,7 @@ impl Gemma3Model {
         let a = self.acts(&o, c.n_heads * vd, || {
             format!("layer {l}, attention output")
         })?;
-        self.mat(&layer.o)?.matmul(&a, &mut out)?;
+        layer.o.matmul(&self.file, &a, &mut out)?;
         Ok(out)
     }
 
@@ -453,14 +455,14 @@ impl Gemma3Model {
         let a = self.acts(h, c.dim, || format!("layer {l}, MLP input"))?;
         let mut g = vec![0.0; n * c.ffn_dim]; // (n, ffn_dim)
         let mut u = vec![0.0; n * c.ffn_dim]; // (n, ffn_dim)
-        self.mat(&layer.gate)?.matmul(&a, &mut g)?;
-        self.mat(&layer.up)?.matmul(&a, &mut u)?;
+        layer.gate.matmul(&self.file, &a, &mut g)?;
+        layer.up.matmul(&self.file, &a, &mut u)?;
         for (g, u) in g.iter_mut().zip(&u) {
             *g = gelu_tanh(*g) * u;
         }
         let mut out = vec![0.0; n * c.dim]; // (n, dim)
         let a = self.acts(&g, c.ffn_dim, || format!("layer {l}, MLP hidden state"))?;
-        self.mat(&layer.down)?.matmul(&a, &mut out)?;
+        layer.down.matmul(&self.file, &a, &mut out)?;
         Ok(out)
     }
 }

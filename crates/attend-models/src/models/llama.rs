@@ -25,6 +25,8 @@ use crate::quant::{dequantize_row, Activation, QMatrix};
 use crate::tokenize::gguf::{apply_chat_template, GgufTokenizer};
 use crate::tokenize::Tokenizer;
 use crate::{Error, Result};
+use attend_kernels::tiled::TiledMatrix;
+use attend_kernels::Kern;
 
 /// Hyper-parameters read from the GGUF metadata (`{arch}.…` keys).
 #[derive(Clone, Debug, PartialEq)]
@@ -58,14 +60,14 @@ pub struct LlamaConfig {
 /// One decoder layer's tensors.
 struct LlamaDecoderLayer {
     attn_norm: Vec<f32>,
-    q: TensorInfo,
-    k: TensorInfo,
-    v: TensorInfo,
-    o: TensorInfo,
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    o: Linear,
     ffn_norm: Vec<f32>,
-    gate: TensorInfo,
-    up: TensorInfo,
-    down: TensorInfo,
+    gate: Linear,
+    up: Linear,
+    down: Linear,
 }
 
 /// A Llama-family causal language model on a memory-mapped GGUF file.
@@ -222,6 +224,20 @@ impl Weights<'_> {
         Ok(t.clone())
     }
 
+    /// The `rows × cols` matrix `name` of a linear layer, repacked for prompt processing
+    /// where the kernels gain by it ([`Linear`]).
+    pub(crate) fn linear(&self, name: &str, rows: usize, cols: usize) -> Result<Linear> {
+        let info = self.matrix(name, rows, cols)?;
+        let tiled = if Kern::best().tiles_natively() {
+            matrix(self.file, &info)?
+                .tiled()
+                .map_err(|e| self.bad(format!("`{name}`: {e}")))?
+        } else {
+            None
+        };
+        Ok(Linear { info, tiled })
+    }
+
     /// The `n`-vector `name`, as `f32`.
     pub(crate) fn vector(&self, name: &str, n: usize) -> Result<Vec<f32>> {
         let t = self.matrix(name, 1, n)?;
@@ -230,6 +246,29 @@ impl Weights<'_> {
         Ok(out)
     }
 }
+
+/// A linear layer's weights: the tensor in the file, and its repacked form when the kernels
+/// have a SIMD build for it (AVX-512 VNNI), which products of many quantised activation
+/// rows take (prompt processing; `attend_kernels::tiled`).
+pub(crate) struct Linear {
+    info: TensorInfo,
+    tiled: Option<TiledMatrix>,
+}
+
+impl Linear {
+    /// `out[t × rows + j] = row_j · xs[t]` (as [`QMatrix::matmul`]).
+    pub(crate) fn matmul(&self, file: &GgufFile, xs: &[Activation], out: &mut [f32]) -> Result<()> {
+        let m = matrix(file, &self.info)?;
+        match &self.tiled {
+            Some(t) if xs.len() >= TILED_MIN_ROWS => m.matmul_tiled(t, xs, out),
+            _ => m.matmul(xs, out),
+        }
+    }
+}
+
+/// Activation rows from which a product takes the repacked weights (below, the stored
+/// blocks: decoding reads fewer bytes from them).
+const TILED_MIN_ROWS: usize = 2;
 
 /// Tensor `t` of `file` as a matrix.
 pub(crate) fn matrix<'a>(file: &'a GgufFile, t: &TensorInfo) -> Result<QMatrix<'a>> {
@@ -382,20 +421,21 @@ impl LlamaModel {
         let kv = c.n_kv_heads * c.head_dim;
         let w = Weights { file: &file };
         let tensor = |name: &str, rows, cols| w.matrix(name, rows, cols);
+        let linear = |name: &str, rows, cols| w.linear(name, rows, cols);
         let vector = |name: &str, n| w.vector(name, n);
         let mut layers = Vec::with_capacity(c.n_layers);
         for l in 0..c.n_layers {
             let p = format!("blk.{l}.");
             layers.push(LlamaDecoderLayer {
                 attn_norm: vector(&format!("{p}attn_norm.weight"), c.dim)?,
-                q: tensor(&format!("{p}attn_q.weight"), c.dim, c.dim)?,
-                k: tensor(&format!("{p}attn_k.weight"), kv, c.dim)?,
-                v: tensor(&format!("{p}attn_v.weight"), kv, c.dim)?,
-                o: tensor(&format!("{p}attn_output.weight"), c.dim, c.dim)?,
+                q: linear(&format!("{p}attn_q.weight"), c.dim, c.dim)?,
+                k: linear(&format!("{p}attn_k.weight"), kv, c.dim)?,
+                v: linear(&format!("{p}attn_v.weight"), kv, c.dim)?,
+                o: linear(&format!("{p}attn_output.weight"), c.dim, c.dim)?,
                 ffn_norm: vector(&format!("{p}ffn_norm.weight"), c.dim)?,
-                gate: tensor(&format!("{p}ffn_gate.weight"), c.ffn_dim, c.dim)?,
-                up: tensor(&format!("{p}ffn_up.weight"), c.ffn_dim, c.dim)?,
-                down: tensor(&format!("{p}ffn_down.weight"), c.dim, c.ffn_dim)?,
+                gate: linear(&format!("{p}ffn_gate.weight"), c.ffn_dim, c.dim)?,
+                up: linear(&format!("{p}ffn_up.weight"), c.ffn_dim, c.dim)?,
+                down: linear(&format!("{p}ffn_down.weight"), c.dim, c.ffn_dim)?,
             });
         }
         let embed = tensor("token_embd.weight", c.vocab, c.dim)?;
@@ -519,9 +559,9 @@ impl LlamaModel {
         let mut q = vec![0.0; n * dim]; // (n, heads, head_dim)
         let mut k = vec![0.0; n * kv]; // (n, kv_heads, head_dim)
         let mut v = vec![0.0; n * kv]; // (n, kv_heads, head_dim)
-        self.mat(&layer.q)?.matmul(&a, &mut q)?;
-        self.mat(&layer.k)?.matmul(&a, &mut k)?;
-        self.mat(&layer.v)?.matmul(&a, &mut v)?;
+        layer.q.matmul(&self.file, &a, &mut q)?;
+        layer.k.matmul(&self.file, &a, &mut k)?;
+        layer.v.matmul(&self.file, &a, &mut v)?;
         rope.apply(&mut q, c.n_heads, hd);
         rope.apply(&mut k, c.n_kv_heads, hd);
         let lc = cache.layer_mut(l)?;
@@ -549,7 +589,7 @@ impl LlamaModel {
         }
         let mut out = vec![0.0; n * dim]; // (n, dim)
         let a = self.acts(&o, dim, || format!("layer {l}, attention output"))?;
-        self.mat(&layer.o)?.matmul(&a, &mut out)?;
+        layer.o.matmul(&self.file, &a, &mut out)?;
         Ok(out)
     }
 
@@ -559,12 +599,12 @@ impl LlamaModel {
         let a = self.acts(h, c.dim, || format!("layer {l}, MLP input"))?;
         let mut g = vec![0.0; n * c.ffn_dim]; // (n, ffn_dim)
         let mut u = vec![0.0; n * c.ffn_dim]; // (n, ffn_dim)
-        self.mat(&layer.gate)?.matmul(&a, &mut g)?;
-        self.mat(&layer.up)?.matmul(&a, &mut u)?;
+        layer.gate.matmul(&self.file, &a, &mut g)?;
+        layer.up.matmul(&self.file, &a, &mut u)?;
         silu_mul(&mut g, &u);
         let mut out = vec![0.0; n * c.dim]; // (n, dim)
         let a = self.acts(&g, c.ffn_dim, || format!("layer {l}, MLP hidden state"))?;
-        self.mat(&layer.down)?.matmul(&a, &mut out)?;
+        layer.down.matmul(&self.file, &a, &mut out)?;
         Ok(out)
     }
 }

@@ -4,6 +4,7 @@ use attend_kernels::quant::{
     blocks, for_each_row, qmatmul, qmatmul_k, quantize_q8, quantize_q8k, BlockQ8, BlockQ8K,
     KBlocks, QBlocks, QK, QK_K,
 };
+use attend_kernels::tiled::{tiled_matmul, TiledMatrix};
 use attend_kernels::Isa;
 
 use super::{dequantize_row, GgmlType};
@@ -145,6 +146,35 @@ impl<'a> QMatrix<'a> {
             GgmlType::Q6_K => KBlocks::Q6K(blocks(self.data)?),
             _ => return None,
         })
+    }
+
+    /// The matrix repacked in tiles of 16 rows ([`TiledMatrix`]); `None` for float types.
+    pub fn tiled(&self) -> Result<Option<TiledMatrix>> {
+        let t = if let Some(w) = self.int_blocks() {
+            TiledMatrix::from_q(w, self.rows)?
+        } else if let Some(w) = self.k_blocks() {
+            TiledMatrix::from_k(w, self.rows)?
+        } else {
+            return Ok(None);
+        };
+        Ok(Some(t))
+    }
+
+    /// [`QMatrix::matmul`] through `tiled`, this matrix repacked ([`QMatrix::tiled`]), with
+    /// the activations quantised per 32 whatever the weights' type (k-quants included); exact
+    /// activations, or ones of another length, take [`QMatrix::matmul`].
+    pub fn matmul_tiled(
+        &self,
+        tiled: &TiledMatrix,
+        xs: &[Activation],
+        out: &mut [f32],
+    ) -> Result<()> {
+        let fits = tiled.rows() == self.rows && tiled.cols() == self.cols;
+        if !fits || xs.iter().any(|x| x.q.len() * QK != self.cols) {
+            return self.matmul(xs, out);
+        }
+        let qs: Vec<&[BlockQ8]> = xs.iter().map(|x| &x.q[..]).collect();
+        Ok(tiled_matmul(attend_kernels::Kern::best(), tiled, &qs, out)?)
     }
 
     /// `out[t × rows + j] = row_j · xs[t]` for every activation row `t`: the weights are read

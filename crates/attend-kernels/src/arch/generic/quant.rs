@@ -5,6 +5,7 @@ use crate::quant::{
     scales_mins_k4, BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_0, BlockQ6K, BlockQ8,
     BlockQ8K, BlockQ8_0,
 };
+use crate::tiled::{value, Bits};
 
 /// [`crate::Kern::dot_rows`] for `Q4_0` weights.
 pub fn dot_q4_0(w: &[BlockQ4_0], per_row: usize, a: &[&[BlockQ8]], out: &mut [f32]) {
@@ -220,6 +221,53 @@ fn row_q8_0(w: &[BlockQ8_0], a: &[&[BlockQ8]], out: &mut [f32]) {
             acc += b.scale() * a.d * isum as f32;
         }
         *o = acc;
+    }
+}
+
+/// The portable twin is no SIMD build.
+pub(crate) const TILED_NATIVE: bool = false;
+
+/// [`crate::Kern::dot_tiled`]: one group of 16 repacked weight rows (`vals`, `scales`, `blocks`
+/// blocks of 32 columns) times every activation row of `a`, into `out[t·stride + i]` for
+/// `i < lanes`; `sums[t]` are the activations' sums per 16 (`d·Σq`) when the weights have a
+/// scale per 16 (`halves`). The same operations in the same order as the SIMD builds.
+#[allow(clippy::too_many_arguments)]
+pub fn dot_tiled(
+    vals: &[u8],
+    scales: &[f32],
+    bits: Bits,
+    halves: bool,
+    blocks: usize,
+    a: &[&[BlockQ8]],
+    sums: &[&[f32]],
+    out: &mut [f32],
+    stride: usize,
+    lanes: usize,
+) {
+    let vb = bits.value_bytes();
+    let sb = if halves { 64 } else { 32 };
+    for (t, a) in a.iter().enumerate() {
+        for i in 0..lanes {
+            let mut acc = 0.0f32;
+            for (b, blk) in a.iter().enumerate().take(blocks) {
+                let v = &vals[b * vb..(b + 1) * vb];
+                let s = &scales[b * sb..(b + 1) * sb];
+                let mut dp = [0i32; 2];
+                for c in 0..32 {
+                    dp[c / 16] += value(bits, v, i, c) as i32 * blk.q[c] as i32;
+                }
+                if halves {
+                    acc = (dp[0] as f32).mul_add(s[i] * blk.d, acc);
+                    acc = (dp[1] as f32).mul_add(s[16 + i] * blk.d, acc);
+                    acc = (-s[32 + i]).mul_add(sums[t][2 * b], acc);
+                    acc = (-s[48 + i]).mul_add(sums[t][2 * b + 1], acc);
+                } else {
+                    acc = ((dp[0] + dp[1]) as f32).mul_add(s[i] * blk.d, acc);
+                    acc = (-s[16 + i]).mul_add(blk.s, acc);
+                }
+            }
+            out[t * stride + i] = acc;
+        }
     }
 }
 

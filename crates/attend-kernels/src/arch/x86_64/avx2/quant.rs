@@ -19,6 +19,12 @@
 
 use std::arch::x86_64::*;
 
+/// No AVX2 build of the repacked kernel (AVX2 has no `vpdpbusd`; `vpmaddubsw` saturates on
+/// 8-bit weights): the twin, and the models keep their stored blocks.
+pub(crate) use crate::arch::generic::quant::dot_tiled;
+/// Not a SIMD build.
+pub(crate) const TILED_NATIVE: bool = false;
+
 use crate::quant::{
     scales_mins_k4, BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_0, BlockQ6K, BlockQ8,
     BlockQ8K, BlockQ8_0,
