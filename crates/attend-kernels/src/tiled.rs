@@ -309,34 +309,34 @@ fn one(scale: f32, min: f32) -> ([f32; 2], [f32; 2]) {
     ([scale, scale], [min, min])
 }
 
+/// The 32 nibbles of a 32-element block: element `j` low in byte `j`, `j + 16` high.
+fn nibbles(qs: &[u8; 16]) -> [u8; QK] {
+    std::array::from_fn(|j| {
+        if j < 16 {
+            qs[j] & 0x0f
+        } else {
+            qs[j - 16] >> 4
+        }
+    })
+}
+
 fn q4_0(b: &BlockQ4_0) -> Decoded {
-    let mut q = [0u8; QK];
-    for (j, &x) in b.qs.iter().enumerate() {
-        q[j] = x & 0x0f;
-        q[j + 16] = x >> 4;
-    }
     let d = b.scale();
     let (s, m) = one(d, 8.0 * d);
-    (q, s, m)
+    (nibbles(&b.qs), s, m)
 }
 
 fn q4_1(b: &BlockQ4_1) -> Decoded {
-    let mut q = [0u8; QK];
-    for (j, &x) in b.qs.iter().enumerate() {
-        q[j] = x & 0x0f;
-        q[j + 16] = x >> 4;
-    }
     let (d, m) = b.scale_min();
     let (s, m) = one(d, -m);
-    (q, s, m)
+    (nibbles(&b.qs), s, m)
 }
 
 fn q5_0(b: &BlockQ5_0) -> Decoded {
     let qh = u32::from_le_bytes(b.qh);
-    let mut q = [0u8; QK];
-    for (j, &x) in b.qs.iter().enumerate() {
-        q[j] = (x & 0x0f) | ((((qh >> j) & 1) as u8) << 4);
-        q[j + 16] = (x >> 4) | ((((qh >> (j + 16)) & 1) as u8) << 4);
+    let mut q = nibbles(&b.qs);
+    for (j, q) in q.iter_mut().enumerate() {
+        *q |= (((qh >> j) & 1) as u8) << 4;
     }
     let d = b.scale();
     let (s, m) = one(d, 16.0 * d);
@@ -350,32 +350,35 @@ fn q8_0(b: &BlockQ8_0) -> Decoded {
     (q, s, m)
 }
 
-/// Sub-block `j` (32 values) of a `Q4_K` block.
-fn q4_k(b: &BlockQ4K, j: usize) -> Decoded {
-    let (d, dmin) = b.d_dmin();
-    let (sc, m) = scale_min_k4(j, &b.scales);
+/// Sub-block `j` (32 values) of a `Q4_K` / `Q5_K` block's nibbles, with its scale and
+/// minimum.
+fn k4_sub(d_dmin: (f32, f32), scales: &[u8; 12], qs: &[u8; 128], j: usize) -> Decoded {
+    let (d, dmin) = d_dmin;
+    let (sc, m) = scale_min_k4(j, scales);
     let (c, high) = (j / 2, j % 2 == 1);
-    let mut q = [0u8; QK];
-    for (l, q) in q.iter_mut().enumerate() {
-        let x = b.qs[32 * c + l];
-        *q = if high { x >> 4 } else { x & 0x0f };
-    }
+    let q = std::array::from_fn(|l| {
+        let x = qs[32 * c + l];
+        if high {
+            x >> 4
+        } else {
+            x & 0x0f
+        }
+    });
     let (s, m) = one(d * sc as f32, dmin * m as f32);
     (q, s, m)
 }
 
-/// Sub-block `j` (32 values) of a `Q5_K` block.
+/// Sub-block `j` (32 values) of a `Q4_K` block.
+fn q4_k(b: &BlockQ4K, j: usize) -> Decoded {
+    k4_sub(b.d_dmin(), &b.scales, &b.qs, j)
+}
+
+/// Sub-block `j` (32 values) of a `Q5_K` block: the nibbles and bit `j` of each `qh` byte.
 fn q5_k(b: &BlockQ5K, j: usize) -> Decoded {
-    let (d, dmin) = b.d_dmin();
-    let (sc, m) = scale_min_k4(j, &b.scales);
-    let (c, high) = (j / 2, j % 2 == 1);
-    let mut q = [0u8; QK];
-    for (l, q) in q.iter_mut().enumerate() {
-        let x = b.qs[32 * c + l];
-        let lo = if high { x >> 4 } else { x & 0x0f };
-        *q = lo | (((b.qh[l] >> j) & 1) << 4);
+    let (mut q, s, m) = k4_sub(b.d_dmin(), &b.scales, &b.qs, j);
+    for (q, h) in q.iter_mut().zip(&b.qh) {
+        *q |= ((h >> j) & 1) << 4;
     }
-    let (s, m) = one(d * sc as f32, dmin * m as f32);
     (q, s, m)
 }
 

@@ -379,6 +379,30 @@ mod tests {
                 }
             };
             let mut row = vec![0.0; cols];
+            // the repacked form (prompt processing): its rows are the gguf-checked rows, bit
+            // for bit, and its product (Q8 activations per 32 for every type) their dot
+            let tiled = m.tiled().unwrap().unwrap();
+            let mut trow = vec![0.0; cols];
+            let mut got = vec![0.0; 2 * rows];
+            m.matmul_tiled(&tiled, &xs, &mut got).unwrap();
+            for j in 0..rows {
+                m.dequantize_row(j, &mut row).unwrap();
+                tiled.dequantize_row(j, &mut trow);
+                assert_eq!(trow, row, "{name} row {j}");
+                for (t, x) in xs.iter().enumerate() {
+                    let xd = x.q.iter().flat_map(|b| b.q.map(|q| b.d as f64 * q as f64));
+                    let (mut want, mut scale) = (0.0f64, 0.0f64);
+                    for (&w, x) in row.iter().zip(xd) {
+                        want += w as f64 * x;
+                        scale += (w as f64 * x).abs();
+                    }
+                    let g = got[t * rows + j] as f64;
+                    assert!(
+                        (g - want).abs() <= 2e-6 * scale,
+                        "{name} tiled row {j} act {t}: {g} vs {want}"
+                    );
+                }
+            }
             for isa in Isa::available() {
                 let mut got = vec![0.0; 2 * rows];
                 m.matmul_with(&xs, &mut got, isa).unwrap();
