@@ -1,13 +1,12 @@
 //! Top-5 next tokens of a prompt on a GGUF model: `cargo run --release -p attend-models
 //! --example smollm2_top5 -- FILE.gguf "The capital of France is"`.
 use attend_models::generate::AttnCapture;
-use attend_models::models::llama::LlamaModel;
-use attend_models::tokenize::gguf::GgufTokenizer;
+use attend_models::models::{arch, load_decoder};
 
 fn main() -> attend_models::Result<()> {
     let args: Vec<String> = std::env::args().collect();
-    let m = LlamaModel::load(std::path::Path::new(&args[1]))?;
-    let tok = GgufTokenizer::from_gguf(&m.file.header)?;
+    let m = load_decoder(std::path::Path::new(&args[1]))?;
+    let tok = arch::tokenizer(&m.file)?;
     let ids: Vec<u32> = tok.encode(&args[2])?.iter().map(|t| t.id).collect();
     println!("ids {ids:?}");
     let mut cache = m.new_cache()?;

@@ -1,16 +1,20 @@
 //! # attend-models — real transformers on the attend kernel
 //!
-//! Grouped by layer, bottom up:
-//! - [`formats`]: safetensors (memory-mapped), GGUF, the checkpoints of trained models;
+//! Grouped by layer, bottom up; a module imports only from the layers below it (and
+//! `error`), which `scripts/module_cycles.py --layers` checks in CI:
+//! - [`rng`]: the one seeded random generator;
+//! - [`formats`]: safetensors (memory-mapped), GGUF, the file helpers of checkpoints;
 //! - [`quant`]: ggml types, dequantisation, matrices multiplied in their stored types;
 //! - [`nn`]: linear layers, norms, RoPE, activations, logits — one copy of each;
-//! - [`tokenize`]: one [`tokenize::Tokenizer`] trait over `tokenizer.json`, GGUF and toy
-//!   vocabularies;
-//! - [`models`]: BERT and sentence embeddings, Llama-family decoders, the toy decoders;
-//! - [`generate`]: one [`generate::CausalLm`] trait, the sampler and one generation loop;
-//! - [`trace`]: who attends to whom, `[layer][head][query][key]`, with the tokens;
+//! - [`tokenize`]: one [`tokenize::Tokenizer`] trait (and [`TokenInfo`]) over `tokenizer.json`,
+//!   GGUF and toy vocabularies;
+//! - [`trace`]: who attends to whom, `[layer][head][query][key]`, with the tokens, and what
+//!   is computed next to it;
 //! - [`registry`]: named models, fetched once into a cache (pinned and checksummed);
-//! - [`rng`]: the one seeded random generator;
+//! - [`models`]: BERT and sentence embeddings, the one GGUF decoder and its architectures,
+//!   the toy decoders and their checkpoints, the [`models::causal::CausalLm`] trait they
+//!   implement, and [`models::open`], which decides what a model argument is;
+//! - [`generate`]: the sampler and the one generation loop;
 //! - [`train`]: backward passes, AdamW, the trainer and the Winograd task (inference does
 //!   not use it).
 //!

@@ -2,22 +2,9 @@
 //! computed next to it ([`aggregate`]: mean of heads, rollout, value-weighted norms, sinks,
 //! per-head statistics, words). Rendering reads these; it never recomputes attention.
 
-use serde::Serialize;
+pub use crate::tokenize::TokenInfo;
 
 pub mod aggregate;
-
-/// One token of a traced text.
-#[derive(Clone, Debug, Serialize, PartialEq)]
-pub struct TokenInfo {
-    /// Vocabulary id.
-    pub id: u32,
-    /// The token's text as the tokenizer spells it (`[CLS]`, `##ing`, ...).
-    pub text: String,
-    /// Byte offset of the token's start in the input text (0 for special tokens).
-    pub start: usize,
-    /// Byte offset of its end.
-    pub end: usize,
-}
 
 /// Attention probabilities of every layer and head, `[layer][head][query][key]`, with the tokens.
 #[derive(Clone, Debug)]

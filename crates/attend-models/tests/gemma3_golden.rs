@@ -2,7 +2,7 @@
 //! dequantised to float32 (tests/golden/gemma3.json, written by scripts/golden_gemma3.py):
 //! token ids, first-step top-5 logits, greedy continuations, and the window's part.
 //!
-//! - Exact (`Gemma3Model::exact`: weights dequantised row by row, float32 activations — what the
+//! - Exact (`Decoder::exact`: weights dequantised row by row, float32 activations — what the
 //!   reference computes): logits within `EXACT_TOL` = 1e-3, the same top-1 wherever the
 //!   reference's margin exceeds it, and the same free-running greedy text up to the first
 //!   margin below it.
@@ -10,7 +10,7 @@
 //!   `FAST_LOGIT_TOL`, the gaps to the top-1 within `FAST_GAP_TOL`, and the same greedy tokens
 //!   wherever the reference margin exceeds the latter (see them for why these values).
 //! - The 920-token prompt is longer than the 512-key window: with the window switched off
-//!   (`Gemma3Model::windowed = false`) its logits differ from the reference by far more than
+//!   (`Decoder::windowed = false`) its logits differ from the reference by far more than
 //!   the tolerance, so these tests would catch a model that ignored the window.
 //!
 //! The model is fetched into attend's cache on first run, or read from `$ATTEND_GEMMA3` (a
@@ -18,9 +18,9 @@
 
 use attend_models::formats::gguf::GgufFile;
 use attend_models::generate::{generate, AttnCapture, Sampler, SamplerConfig};
-use attend_models::models::gemma3::Gemma3Model;
+use attend_models::models::decoder::Decoder;
+use attend_models::models::{arch, load_decoder};
 use attend_models::registry;
-use attend_models::tokenize::gguf::GgufTokenizer;
 use serde_json::Value;
 
 const EXACT_TOL: f32 = 1e-3;
@@ -76,12 +76,12 @@ fn argmax(x: &[f32]) -> u32 {
 
 #[test]
 fn token_ids_match_transformers() {
-    let p = attend_models::models::llama::single_gguf(&path())
+    let p = attend_models::models::decoder::gguf::single_gguf(&path())
         .or_else(|_| Ok::<_, ()>(path()))
         .unwrap();
     let f = GgufFile::open(&p).unwrap();
     let t0 = std::time::Instant::now();
-    let tok = GgufTokenizer::from_gguf(&f.header).unwrap();
+    let tok = arch::tokenizer(&f).unwrap();
     eprintln!("tokenizer built in {:?}", t0.elapsed());
     let g = golden();
     let mut bad = 0;
@@ -103,7 +103,7 @@ fn token_ids_match_transformers() {
 
 #[test]
 fn logits_and_greedy_text_match_transformers() {
-    let mut m = Gemma3Model::load(&path()).expect("loading gemma3");
+    let mut m = load_decoder(&path()).expect("loading gemma3");
     let g = golden();
     m.exact = true;
     // (exact is slow: every weight row dequantised per token; 4 free-running steps exercise
@@ -114,7 +114,7 @@ fn logits_and_greedy_text_match_transformers() {
 }
 
 /// Worst first-step logit and gap differences over the prompts.
-fn check(m: &Gemma3Model, g: &Value, (tol, gap_tol): (f32, f32), steps: usize, label: &str) {
+fn check(m: &Decoder, g: &Value, (tol, gap_tol): (f32, f32), steps: usize, label: &str) {
     let vocab = m.config.vocab;
     let prompts = g["prompts"].as_array().unwrap();
     assert!(prompts.len() >= 4);
@@ -213,7 +213,7 @@ fn check(m: &Gemma3Model, g: &Value, (tol, gap_tol): (f32, f32), steps: usize, l
 /// attention is 0 on every key the window does not reach.
 #[test]
 fn the_window_decides_the_long_prompt() {
-    let mut m = Gemma3Model::load(&path()).expect("loading gemma3");
+    let mut m = load_decoder(&path()).expect("loading gemma3");
     let g = golden();
     let p = g["prompts"]
         .as_array()
@@ -224,7 +224,7 @@ fn the_window_decides_the_long_prompt() {
     let prompt = ids(&p["ids"]);
     let top5 = ids(&p["top5_ids"]);
     let want = floats(&p["top5_logits"]);
-    let off = |m: &Gemma3Model| {
+    let off = |m: &Decoder| {
         let mut cache = m.new_cache().unwrap();
         let f = m
             .forward(&prompt, &mut cache, false, AttnCapture::LastRow)
@@ -268,7 +268,7 @@ fn the_window_decides_the_long_prompt() {
 /// A long generation's cache: local layers keep about a window, global ones everything.
 #[test]
 fn local_layers_cache_only_the_window() {
-    let m = Gemma3Model::load(&path()).expect("loading gemma3");
+    let m = load_decoder(&path()).expect("loading gemma3");
     let w = m.config.window;
     let mut cache = m.new_cache().unwrap();
     let prompt: Vec<u32> = (0..w as u32 + 40).map(|i| 1000 + i % 500).collect();

@@ -352,7 +352,7 @@ fn files_name_themselves_in_errors() {
         &[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]
     );
     // a model loader on a file that is GGUF but not a model: a clear error
-    let e = attend_models::models::llama::LlamaModel::load(&p)
+    let e = attend_models::models::load_decoder(&p)
         .err()
         .unwrap()
         .to_string();

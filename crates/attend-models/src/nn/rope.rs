@@ -14,7 +14,7 @@ pub enum Pairs {
 }
 
 /// The rotation of a model: `dims` rotated dims per head (even), base frequency `base`.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Rope {
     /// Rotated dims per head.
     pub dims: usize,
@@ -22,6 +22,10 @@ pub struct Rope {
     pub base: f32,
     /// How the rotated dims pair up.
     pub pairs: Pairs,
+    /// What each of the `dims / 2` frequencies is divided by (empty: none). Llama 3's
+    /// frequency scaling (GGUF `rope_freqs.weight`, what transformers' `rope_type = "llama3"`
+    /// computes) and linear position scaling (every factor the same) are both this.
+    pub factors: Vec<f32>,
 }
 
 /// `cos` and `sin` of every rotation angle of some positions, `[position][dims / 2]`.
@@ -38,7 +42,10 @@ impl Rope {
     pub fn table(&self, pos0: usize, n: usize) -> RopeTable {
         let half = self.dims / 2;
         let freqs: Vec<f64> = (0..half)
-            .map(|i| (self.base as f64).powf(-(2.0 * i as f64) / self.dims as f64))
+            .map(|i| {
+                let f = (self.base as f64).powf(-(2.0 * i as f64) / self.dims as f64);
+                f / self.factors.get(i).map_or(1.0, |&d| d as f64)
+            })
             .collect();
         let (mut cos, mut sin) = (Vec::with_capacity(n * half), Vec::with_capacity(n * half));
         for p in pos0..pos0 + n {
@@ -89,6 +96,7 @@ mod tests {
             dims: 4,
             base: 10000.0,
             pairs: Pairs::Adjacent,
+            factors: vec![],
         };
         let t = rope.table(3, 2);
         let mut x = vec![1.0, 0.0, 0.5, 0.5, 1.0, 0.0, 0.5, 0.5];
@@ -110,6 +118,7 @@ mod tests {
             dims: 4,
             base: 100.0,
             pairs: Pairs::Halves,
+            factors: vec![],
         };
         let t = rope.table(2, 1);
         let x0 = [0.3f32, -0.7, 1.1, 0.4];

@@ -1,35 +1,133 @@
 //! The tokenizer a GGUF file carries in its metadata (`tokenizer.ggml.*`), built with the
-//! Hugging Face `tokenizers` crate so that ids match the reference tokenizer exactly.
+//! Hugging Face `tokenizers` crate as transformers' GGUF loader builds it, so that ids match
+//! the reference tokenizer exactly.
 //!
-//! Supported:
 //! - `tokenizer.ggml.model = "gpt2"` (byte-level BPE: tokens, merges, token types, BOS/EOS,
-//!   whether BOS is added). The pre-tokenizer follows `tokenizer.ggml.pre`: for `smollm`,
-//!   `starcoder` and the like, digits one by one, then GPT-2's split (the same two-regex rule
-//!   llama.cpp applies); otherwise GPT-2's split alone. Control tokens (`<|im_start|>`, ...)
-//!   are matched whole in the text, as transformers does.
-//! - `tokenizer.ggml.model = "llama"` (SentencePiece BPE, as Gemma's files carry it: tokens,
-//!   scores and types, no merges): built as transformers' GGUF loader builds it — spaces become
-//!   `▁`, one BPE word per text, byte fallback (`<0xNN>` tokens), merges rebuilt from the
-//!   vocabulary (every split of a token into two tokens, ranked by the token's position in the
-//!   file, longer left pieces first), control tokens matched whole as special tokens and
-//!   user-defined ones (`\n\n`, `<b>`, ...) as plain added tokens; a whitespace-only token
-//!   with a space in it is looked up as that many `▁` (the file spells those with spaces).
+//!   whether BOS is added). The text is split first as `tokenizer.ggml.pre` says
+//!   ([`PRE_TOKENIZERS`]: GPT-2's rule, Llama 3's, Qwen 2's, …; an unknown name is refused
+//!   rather than guessed). Control tokens (`<|im_start|>`, ...) are matched whole in the
+//!   text, as transformers does.
+//! - `tokenizer.ggml.model = "llama"` (SentencePiece BPE: tokens, scores and types, merges
+//!   rebuilt from the vocabulary when the file has none, byte fallback `<0xNN>`), in one of
+//!   three styles that the architecture chooses ([`SpmStyle`]): Llama's (a `▁` before the
+//!   first word, merges ranked by score), Phi-3's (a `▁` before the text from a normalizer)
+//!   and Gemma's (no prefix, merges ranked by position in the file, whitespace-only tokens
+//!   respelled with `▁`). Control tokens are matched whole as special tokens and
+//!   user-defined ones (`\n\n`, `<b>`, ...) as plain added tokens.
 
 use std::collections::HashMap;
 
 use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
 use tokenizers::models::bpe::BPE;
+use tokenizers::normalizers::prepend::Prepend;
 use tokenizers::normalizers::replace::Replace;
+use tokenizers::normalizers::{NormalizerWrapper, Sequence as NormalizerSequence};
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::pre_tokenizers::digits::Digits;
+use tokenizers::pre_tokenizers::metaspace::{Metaspace, PrependScheme};
 use tokenizers::pre_tokenizers::sequence::Sequence;
-use tokenizers::pre_tokenizers::split::Split;
+use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
 use tokenizers::pre_tokenizers::PreTokenizerWrapper;
 use tokenizers::{AddedToken, SplitDelimiterBehavior, Tokenizer};
 
+use super::TokenInfo;
 use crate::formats::gguf::{Gguf, Value};
-use crate::trace::TokenInfo;
 use crate::{Error, Result};
+
+/// How a byte-level vocabulary splits text before its merges apply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pre {
+    /// GPT-2's rule (the `ByteLevel` pre-tokenizer's own regex).
+    Gpt2,
+    /// Every digit alone, then GPT-2's rule (StarCoder, SmolLM: what llama.cpp applies).
+    DigitsThenGpt2,
+    /// A regex whose matches (and the text between them) are the pieces.
+    Split(&'static str),
+}
+
+/// Llama 3's split (`llama-bpe`): numbers in runs of up to three digits.
+const LLAMA3_SPLIT: &str = concat!(
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}",
+    r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+);
+/// Qwen 2's split: digits one by one.
+const QWEN2_SPLIT: &str = concat!(
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}",
+    r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+);
+/// Mistral's Tekken split.
+const TEKKEN_SPLIT: &str = concat!(
+    r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+",
+    r"|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*",
+    r"|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+);
+/// GPT-4o's split (also Llama 4's).
+const GPT4O_SPLIT: &str = concat!(
+    r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?",
+    r"|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?",
+    r"|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+);
+
+/// The pre-tokenizers of byte-level vocabularies, by the `tokenizer.ggml.pre` names that
+/// llama.cpp's converter writes (the splits are transformers' GGUF loader's).
+pub const PRE_TOKENIZERS: &[(&[&str], Pre)] = &[
+    (&["default", "gpt-2", "gpt2", "jais"], Pre::Gpt2),
+    (
+        &[
+            "smollm",
+            "starcoder",
+            "refact",
+            "command-r",
+            "codeshell",
+            "exaone",
+            "minerva",
+        ],
+        Pre::DigitsThenGpt2,
+    ),
+    (
+        &[
+            "llama-bpe",
+            "llama3",
+            "llama-v3",
+            "falcon3",
+            "falcon-h1",
+            "pixtral",
+            "dbrx",
+            "smaug-bpe",
+            "lfm2",
+            "midm-2.0",
+        ],
+        Pre::Split(LLAMA3_SPLIT),
+    ),
+    (
+        &["qwen2", "deepseek-r1-qwen", "megrez", "kormo"],
+        Pre::Split(QWEN2_SPLIT),
+    ),
+    (&["tekken"], Pre::Split(TEKKEN_SPLIT)),
+    (&["gpt-4o", "llama4", "minimax-m2"], Pre::Split(GPT4O_SPLIT)),
+];
+
+/// The pre-tokenizer `tokenizer.ggml.pre = name` names.
+pub fn pre_tokenizer(name: &str) -> Option<Pre> {
+    PRE_TOKENIZERS
+        .iter()
+        .find(|(names, _)| names.contains(&name))
+        .map(|&(_, p)| p)
+}
+
+/// How a SentencePiece vocabulary (`tokenizer.ggml.model = "llama"`) is read; the
+/// architecture decides, as in transformers' GGUF loader.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SpmStyle {
+    /// `▁` before the first word (`Metaspace`, prepend "first"); merges ranked by the
+    /// tokens' scores (Llama 2, Mistral, TinyLlama, …).
+    Llama,
+    /// `▁` before the text and every space a `▁`, by a normalizer (Phi-3).
+    Phi3,
+    /// No prefix; whitespace-only tokens respelled with `▁`; merges ranked by position in
+    /// the file (Gemma's scores do not follow its merge order).
+    Gemma,
+}
 
 /// ggml token types.
 const TYPE_CONTROL: u64 = 3;
@@ -56,6 +154,15 @@ pub struct GgufTokenizer {
     pub chat_template: Option<String>,
     /// Ids that end a chat turn as well as EOS (`<|im_end|>`, `<|eot_id|>`, `<|endoftext|>`).
     pub stop_ids: Vec<u32>,
+}
+
+/// GPT-2's map from bytes to printable characters (the byte-level BPE alphabet).
+fn byte_to_unicode() -> Vec<char> {
+    let mut out = vec![' '; 256];
+    for (c, b) in unicode_to_byte() {
+        out[b as usize] = c;
+    }
+    out
 }
 
 /// GPT-2's map from bytes to printable characters (the byte-level BPE alphabet), inverted.
@@ -100,51 +207,77 @@ fn strings(g: &Gguf, key: &str) -> Result<Vec<String>> {
 
 /// The byte-level BPE of a `gpt2` file, and each id's bytes.
 fn byte_level(tokens: &[String], types: &[u64], g: &Gguf) -> Result<(Tokenizer, Vec<Vec<u8>>)> {
-    let merges_raw = strings(g, "tokenizer.ggml.merges")?;
+    let merges = file_merges(g)?;
+    // a token spelled outside the byte alphabet is looked up by its UTF-8 bytes spelled in
+    // it (transformers does the same)
+    let alphabet = byte_to_unicode();
     let vocab: tokenizers::models::bpe::Vocab = tokens
         .iter()
         .enumerate()
-        .map(|(i, t)| (t.clone(), i as u32))
+        .map(|(i, t)| {
+            let inside = t.chars().all(|c| alphabet.contains(&c));
+            let key = if inside {
+                t.clone()
+            } else {
+                t.bytes().map(|b| alphabet[b as usize]).collect()
+            };
+            (key, i as u32)
+        })
         .collect();
-    let mut merges = Vec::with_capacity(merges_raw.len());
-    for m in &merges_raw {
-        let (a, b) = m
-            .split_once(' ')
-            .ok_or_else(|| Error::Tokenizer(format!("merge `{m}` is not two tokens")))?;
-        merges.push((a.to_string(), b.to_string()));
-    }
     let bpe = BPE::builder()
         .vocab_and_merges(vocab, merges)
         .build()
         .map_err(|e| Error::Tokenizer(format!("building BPE: {e}")))?;
     let mut inner = Tokenizer::new(bpe);
-    let pre = g
+    let pre_name = g
         .get("tokenizer.ggml.pre")
         .and_then(Value::as_str)
         .unwrap_or("default");
+    let pre = pre_tokenizer(pre_name).ok_or_else(|| {
+        let known: Vec<&str> = PRE_TOKENIZERS
+            .iter()
+            .flat_map(|(n, _)| n.iter().copied())
+            .collect();
+        Error::Tokenizer(format!(
+            "tokenizer.ggml.pre `{pre_name}` is not a pre-tokenizer attend knows ({})",
+            known.join(", ")
+        ))
+    })?;
     let byte_level = ByteLevel::new(false, true, true);
-    let digits_first = matches!(
-        pre,
-        "smollm" | "starcoder" | "refact" | "command-r" | "codeshell" | "exaone" | "minerva"
-    );
-    if digits_first {
-        inner.with_pre_tokenizer(Some(PreTokenizerWrapper::Sequence(Sequence::new(vec![
+    let pre = match pre {
+        Pre::Gpt2 => PreTokenizerWrapper::ByteLevel(byte_level),
+        Pre::DigitsThenGpt2 => PreTokenizerWrapper::Sequence(Sequence::new(vec![
             PreTokenizerWrapper::Digits(Digits::new(true)),
             PreTokenizerWrapper::ByteLevel(byte_level),
-        ]))));
-    } else {
-        inner.with_pre_tokenizer(Some(byte_level));
-    }
+        ])),
+        Pre::Split(re) => {
+            let split = Split::new(
+                SplitPattern::Regex(re.to_string()),
+                SplitDelimiterBehavior::Isolated,
+                false,
+            )
+            .map_err(|e| Error::Tokenizer(format!("pre-tokenizer `{pre_name}`: {e}")))?;
+            PreTokenizerWrapper::Sequence(Sequence::new(vec![
+                PreTokenizerWrapper::Split(split),
+                PreTokenizerWrapper::ByteLevel(ByteLevel::new(false, true, false)),
+            ]))
+        }
+    };
+    inner.with_pre_tokenizer(Some(pre));
     inner.with_decoder(Some(ByteLevelDecoder::default()));
+    let map = unicode_to_byte();
+    // a control token spelled outside the byte alphabet is a mislabel of the converter's:
+    // transformers leaves it out, and so does attend
     let special: Vec<AddedToken> = tokens
         .iter()
         .zip(types)
-        .filter(|(_, &t)| t == TYPE_CONTROL || t == TYPE_USER_DEFINED)
+        .filter(|(s, &t)| {
+            t == TYPE_USER_DEFINED || (t == TYPE_CONTROL && s.chars().all(|c| map.contains_key(&c)))
+        })
         .map(|(s, &t)| AddedToken::from(s.clone(), t == TYPE_CONTROL))
         .collect();
     inner.add_special_tokens(&special);
 
-    let map = unicode_to_byte();
     let bytes: Vec<Vec<u8>> = tokens
         .iter()
         .zip(types)
@@ -165,15 +298,21 @@ fn byte_level(tokens: &[String], types: &[u64], g: &Gguf) -> Result<(Tokenizer, 
     Ok((inner, bytes))
 }
 
-/// The SentencePiece BPE of a `llama` file (see the module's notes), and each id's bytes.
-fn sentencepiece(tokens: &[String], types: &[u64], g: &Gguf) -> Result<(Tokenizer, Vec<Vec<u8>>)> {
-    // whitespace-only tokens with a space are looked up as `▁`s
+/// The SentencePiece BPE of a `llama` file in `style` (see the module's notes), and each
+/// id's bytes.
+fn sentencepiece(
+    tokens: &[String],
+    types: &[u64],
+    g: &Gguf,
+    style: SpmStyle,
+) -> Result<(Tokenizer, Vec<Vec<u8>>)> {
+    // Gemma: whitespace-only tokens with a space are looked up as `▁`s
     let spelled: Vec<String> = tokens
         .iter()
         .map(|t| {
             // Python's `not t.strip()`: every character is whitespace as `str.isspace` counts it
             let py_space = |c: char| c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c);
-            if t.contains(' ') && t.chars().all(py_space) {
+            if style == SpmStyle::Gemma && t.contains(' ') && t.chars().all(py_space) {
                 SPM_SPACE.to_string().repeat(t.chars().count())
             } else {
                 t.clone()
@@ -188,7 +327,20 @@ fn sentencepiece(tokens: &[String], types: &[u64], g: &Gguf) -> Result<(Tokenize
             order.push(t);
         }
     }
-    let merges = rebuild_merges(&order, &vocab);
+    let merges = if g.get("tokenizer.ggml.merges").is_some() {
+        file_merges(g)?
+    } else if style == SpmStyle::Gemma {
+        // by position: a later token merges later (its id is its last position)
+        rebuild_merges(&order, &vocab, |_, id| -(id as f64))
+    } else {
+        let scores = floats(g, "tokenizer.ggml.scores", tokens.len())?;
+        // a repeated spelling takes its last score (Python's dict of the pairs)
+        let mut last: HashMap<&str, f64> = HashMap::with_capacity(tokens.len());
+        for (t, &s) in spelled.iter().zip(&scores) {
+            last.insert(t, s as f64);
+        }
+        rebuild_merges(&order, &vocab, |t, _| last.get(t).copied().unwrap_or(0.0))
+    };
     let unk = g
         .get("tokenizer.ggml.unknown_token_id")
         .and_then(Value::as_u64)
@@ -203,12 +355,27 @@ fn sentencepiece(tokens: &[String], types: &[u64], g: &Gguf) -> Result<(Tokenize
         .build()
         .map_err(|e| Error::Tokenizer(format!("building BPE: {e}")))?;
     let mut inner = Tokenizer::new(bpe);
-    let replace = Replace::new(" ", SPM_SPACE.to_string())
-        .map_err(|e| Error::Tokenizer(format!("normalizer: {e}")))?;
-    inner.with_normalizer(Some(replace));
-    let split = Split::new(" ", SplitDelimiterBehavior::MergedWithPrevious, false)
-        .map_err(|e| Error::Tokenizer(format!("pre-tokenizer: {e}")))?;
-    inner.with_pre_tokenizer(Some(split));
+    let replace = || {
+        Replace::new(" ", SPM_SPACE.to_string())
+            .map_err(|e| Error::Tokenizer(format!("normalizer: {e}")))
+    };
+    match style {
+        SpmStyle::Gemma => {
+            inner.with_normalizer(Some(replace()?));
+            let split = Split::new(" ", SplitDelimiterBehavior::MergedWithPrevious, false)
+                .map_err(|e| Error::Tokenizer(format!("pre-tokenizer: {e}")))?;
+            inner.with_pre_tokenizer(Some(split));
+        }
+        SpmStyle::Phi3 => {
+            inner.with_normalizer(Some(NormalizerSequence::new(vec![
+                NormalizerWrapper::Prepend(Prepend::new(SPM_SPACE.to_string())),
+                NormalizerWrapper::Replace(replace()?),
+            ])));
+        }
+        SpmStyle::Llama => {
+            inner.with_pre_tokenizer(Some(Metaspace::new(SPM_SPACE, PrependScheme::First, false)));
+        }
+    }
     let control: Vec<AddedToken> = tokens
         .iter()
         .zip(types)
@@ -238,22 +405,61 @@ fn sentencepiece(tokens: &[String], types: &[u64], g: &Gguf) -> Result<(Tokenize
     Ok((inner, bytes))
 }
 
+/// `tokenizer.ggml.merges` as pairs.
+fn file_merges(g: &Gguf) -> Result<Vec<(String, String)>> {
+    strings(g, "tokenizer.ggml.merges")?
+        .into_iter()
+        .map(|m| {
+            m.split_once(' ')
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .ok_or_else(|| Error::Tokenizer(format!("merge `{m}` is not two tokens")))
+        })
+        .collect()
+}
+
+/// The `n` numbers of the array `key`.
+fn floats(g: &Gguf, key: &str, n: usize) -> Result<Vec<f32>> {
+    let a = g
+        .get(key)
+        .and_then(Value::as_array)
+        .ok_or_else(|| Error::Tokenizer(format!("metadata `{key}` is missing or not an array")))?;
+    if a.len() != n {
+        return Err(Error::Tokenizer(format!(
+            "`{key}` holds {} values for {n} tokens",
+            a.len()
+        )));
+    }
+    a.iter()
+        .map(|v| {
+            v.as_f64()
+                .filter(|x| x.is_finite())
+                .map(|x| x as f32)
+                .ok_or_else(|| Error::Tokenizer(format!("`{key}` holds {v:?}, not a number")))
+        })
+        .collect()
+}
+
 /// The byte of a byte-fallback token `<0xNN>`.
 fn byte_token(t: &str) -> Option<u8> {
     let hex = t.strip_prefix("<0x")?.strip_suffix('>')?;
     (hex.len() == 2).then(|| u8::from_str_radix(hex, 16).ok())?
 }
 
-/// The merges a SentencePiece BPE vocabulary implies, best first: every split of a token (taken
-/// in `order`, each spelling once) into two tokens of `vocab`, one token's splits by the ids of
-/// their pieces; then all of them by the merged token's id, the longer left piece first, the
-/// longer right piece next, ties kept in that order (transformers' `generate_merges` with minus
-/// the positions as scores: Gemma's scores do not follow its merge order, its positions do).
-fn rebuild_merges(order: &[&str], vocab: &tokenizers::models::bpe::Vocab) -> Vec<(String, String)> {
-    // (merged id, left length, right length, left, right), lengths in characters
-    let mut all: Vec<(u32, usize, usize, &str, &str)> = Vec::new();
+/// The merges a SentencePiece BPE vocabulary implies, best first (transformers'
+/// `generate_merges`): every split of a token (taken in `order`, each spelling once) into two
+/// tokens of `vocab`, one token's splits by the ids of their pieces; then all of them by the
+/// merged token's `score` (its spelling and id) from high to low, the longer left piece first,
+/// the longer right piece next, ties kept in that order.
+fn rebuild_merges(
+    order: &[&str],
+    vocab: &tokenizers::models::bpe::Vocab,
+    score: impl Fn(&str, u32) -> f64,
+) -> Vec<(String, String)> {
+    // (score, left length, right length, left, right), lengths in characters
+    let mut all: Vec<(f64, usize, usize, &str, &str)> = Vec::new();
     for t in order {
         let Some(&id) = vocab.get(*t) else { continue };
+        let s = score(t, id);
         let mut local = Vec::new();
         for (k, (i, _)) in t.char_indices().enumerate().skip(1) {
             let (l, r) = t.split_at(i);
@@ -266,11 +472,11 @@ fn rebuild_merges(order: &[&str], vocab: &tokenizers::models::bpe::Vocab) -> Vec
         all.extend(
             local
                 .into_iter()
-                .map(|(_, _, ll, l, r)| (id, ll, n - ll, l, r)),
+                .map(|(_, _, ll, l, r)| (s, ll, n - ll, l, r)),
         );
     }
     all.sort_by(|a, b| {
-        a.0.cmp(&b.0)
+        b.0.total_cmp(&a.0)
             .then_with(|| b.1.cmp(&a.1))
             .then_with(|| b.2.cmp(&a.2))
     });
@@ -280,8 +486,9 @@ fn rebuild_merges(order: &[&str], vocab: &tokenizers::models::bpe::Vocab) -> Vec
 }
 
 impl GgufTokenizer {
-    /// Builds the tokenizer from a parsed GGUF header.
-    pub fn from_gguf(g: &Gguf) -> Result<GgufTokenizer> {
+    /// Builds the tokenizer from a parsed GGUF header, a SentencePiece vocabulary read in
+    /// `style` (the architecture's; byte-level vocabularies have one reading).
+    pub fn from_gguf(g: &Gguf, style: SpmStyle) -> Result<GgufTokenizer> {
         let model = g
             .get("tokenizer.ggml.model")
             .and_then(Value::as_str)
@@ -305,7 +512,7 @@ impl GgufTokenizer {
             )));
         }
         let (inner, bytes) = if model == "llama" {
-            sentencepiece(&tokens, &types, g)?
+            sentencepiece(&tokens, &types, g, style)?
         } else {
             byte_level(&tokens, &types, g)?
         };

@@ -4,7 +4,7 @@
 use std::borrow::Cow;
 use std::path::Path;
 
-use crate::trace::TokenInfo;
+use super::TokenInfo;
 use crate::{Error, Result};
 
 /// A tokenized text.

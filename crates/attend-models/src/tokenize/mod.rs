@@ -7,8 +7,22 @@
 
 use std::borrow::Cow;
 
-use crate::trace::TokenInfo;
+use serde::Serialize;
+
 use crate::Result;
+
+/// One token of a text, as a tokenizer made it.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct TokenInfo {
+    /// Vocabulary id.
+    pub id: u32,
+    /// The token's text as the tokenizer spells it (`[CLS]`, `##ing`, ...).
+    pub text: String,
+    /// Byte offset of the token's start in the input text (0 for special tokens).
+    pub start: usize,
+    /// Byte offset of its end.
+    pub end: usize,
+}
 
 pub mod gguf;
 pub mod hf;

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::trace::TokenInfo;
+use super::TokenInfo;
 use crate::{Error, Result};
 
 /// How a toy model reads text.

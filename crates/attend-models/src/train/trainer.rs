@@ -1,6 +1,6 @@
 //! Training: batches from the task, one AdamW step at a time, evaluation, and checkpoints.
 //!
-//! A checkpoint is a folder (`crate::formats::checkpoint` reads the model, for inference):
+//! A checkpoint is a folder (`crate::models::toy::file` reads the model, for inference):
 //! `config.json` (the model's shape and tokenizer, and the training state under `training`:
 //! settings, step, loss history), `model.safetensors` (every parameter, float32, named as
 //! [`ToyModel::specs`]) and, to resume, `optimizer.safetensors` (AdamW's moments). Files are
@@ -20,9 +20,8 @@ use super::layers::{cross_entropy, IGNORE};
 use super::optim::AdamW;
 use super::winograd;
 use crate::error::io;
-use crate::formats::checkpoint::{
-    check_recorded, f32_tensors, read_f32, write_atomic, ToyFile, ARCHITECTURE,
-};
+use crate::formats::checkpoint::{check_recorded, f32_tensors, read_f32, write_atomic};
+use crate::models::toy::file::{ToyFile, ARCHITECTURE};
 use crate::models::toy::{Activations, ToyConfig, ToyModel};
 use crate::rng::Rng;
 use crate::tokenize::vocab::Vocab;

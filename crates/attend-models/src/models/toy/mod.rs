@@ -6,14 +6,16 @@
 //! embedded `toy-winograd`; the backward and the trainer are `crate::train`'s.
 //!
 //! Parameters live in one flat vector (so the optimiser, clipping and checkpoints see one
-//! array), described by [`TensorSpec`]s in a fixed order.
+//! array), described by [`TensorSpec`]s in a fixed order. Checkpoints are read by [`file`].
+
+pub mod file;
 
 use std::ops::Range;
 
 use attend::{AttnParams, KvCache, Layout, Mask, Shape};
 use serde::{Deserialize, Serialize};
 
-use crate::generate::{AttnCapture, CausalLm, Context, Step};
+use crate::models::causal::{AttnCapture, CausalLm, Context, Step};
 use crate::nn::activations::gelu_tanh_fwd;
 use crate::nn::linear::linear_fwd;
 use crate::nn::norm::layer_norm_fwd;

@@ -1,0 +1,472 @@
+//! The one GGUF decoder: every decoder-only architecture attend reads is this code plus data
+//! ([`DecoderConfig`], which an architecture's file in `models::arch` fills from the file's
+//! metadata). Names follow transformers' decoders (`…DecoderLayer`, `…Attention`, `…MLP`).
+//!
+//! One block, for every architecture:
+//!
+//! ```text
+//! h = norm(x)                                   attn_norm
+//! q, k, v = h·W_q (+b), h·W_k (+b), h·W_v (+b)  attn_q/k/v, or one fused attn_qkv
+//! q, k = rms_norm per head (q/k norms), RoPE    optional norms; pairs adjacent or halves,
+//!                                               per-layer base, frequency factors
+//! o = attention(q, k, v)                        causal, or a sliding window on local layers;
+//!                                               GQA/MQA; soft-cap; on attend's fused kernel
+//! x += post_norm?(o·W_o)                        post norm: Gemma's sandwich
+//! h = norm(x)                                   ffn_norm
+//! x += post_norm?(down(act(gate(h)) · up(h)))   SiLU or tanh-GELU; gate and up separate or
+//!                                               fused; or a plain down(act(up(h)))
+//! ```
+//!
+//! then the final norm, the output projection (tied to the embedding when the file has no
+//! `output.weight`) and an optional final soft-cap. Embeddings may be scaled (Gemma: √width).
+//!
+//! Weights stay in the memory-mapped file in their stored types; every product is a quantised
+//! weight row dotted with quantised activations ([`crate::quant`]), or with float32 ones when
+//! [`Decoder::exact`] is set (what transformers computes on the dequantised file). Nothing is
+//! dequantised ahead of time except the norms' and biases' few thousand `f32`s.
+//!
+//! Invariant: this module knows no architecture by name; `models::arch` maps each onto a
+//! [`DecoderConfig`].
+
+pub mod config;
+pub mod gguf;
+
+use attend::{AttnParams, KvCache, Layout, Mask, Shape};
+
+pub use config::{Act, DecoderConfig, Defaults, FfnLayout, Norms};
+use gguf::{activations, check_tokens, matrix, Linear, Weights};
+
+use crate::formats::gguf::{GgufFile, TensorInfo};
+use crate::models::causal::{AttnCapture, CausalLm, Context, Step};
+use crate::nn::activations::{gelu_tanh, silu};
+use crate::nn::norm::rms_norm;
+use crate::nn::rope::{Rope, RopeTable};
+use crate::quant::{Activation, QMatrix};
+use crate::tokenize::gguf::{apply_chat_template, GgufTokenizer, SpmStyle};
+use crate::tokenize::Tokenizer;
+use crate::Result;
+
+/// One decoder layer's tensors.
+struct DecoderLayer {
+    attn_norm: Vec<f32>,
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    q_norm: Option<Vec<f32>>,
+    k_norm: Option<Vec<f32>>,
+    o: Linear,
+    post_attn_norm: Option<Vec<f32>>,
+    ffn_norm: Vec<f32>,
+    gate: Option<Linear>,
+    up: Linear,
+    down: Linear,
+    post_ffn_norm: Option<Vec<f32>>,
+}
+
+/// A decoder-only causal language model on a memory-mapped GGUF file.
+pub struct Decoder {
+    /// Its hyper-parameters and layout.
+    pub config: DecoderConfig,
+    /// The file (metadata: tokenizer, chat template).
+    pub file: GgufFile,
+    /// The tokenizer stored in the file.
+    pub tokenizer: GgufTokenizer,
+    embed: TensorInfo,
+    layers: Vec<DecoderLayer>,
+    norm: Vec<f32>,
+    output: TensorInfo,
+    /// Multiply by unquantised `f32` activations (dequantising each weight row on the fly)
+    /// instead of 8-bit ones: slow, and equal to the float32 reference implementations.
+    pub exact: bool,
+    /// Attend through the sliding window on local layers (true). Off, every layer sees the
+    /// whole text: wrong for a windowed model, and there only to show what the window decides.
+    pub windowed: bool,
+}
+
+/// What a forward pass returns.
+pub struct Forward {
+    /// Logits of the positions asked for, `[rows, vocab]`.
+    pub logits: Vec<f32>,
+    /// With [`AttnCapture::LastRow`]: `[layer][head][key]` flattened, keys = every position
+    /// from 0 (0 where a local layer's window does not reach).
+    pub attention: Vec<f32>,
+}
+
+impl Decoder {
+    /// Loads the tensors `config` describes from `file` (each checked against its shape and
+    /// the types attend multiplies by), then the file's tokenizer (a SentencePiece vocabulary
+    /// read in `spm` style).
+    pub fn new(file: GgufFile, config: DecoderConfig, spm: SpmStyle) -> Result<Decoder> {
+        let c = &config;
+        let w = Weights { file: &file };
+        let (q_out, kv_out, v_out) = (
+            c.n_heads * c.head_dim,
+            c.n_kv_heads * c.head_dim,
+            c.n_kv_heads * c.v_head_dim,
+        );
+        let sandwich = c.norms == Norms::Sandwich;
+        let mut layers = Vec::with_capacity(c.n_layers);
+        for l in 0..c.n_layers {
+            let p = |t: &str| format!("blk.{l}.{t}");
+            let vector = |t: &str, n| w.vector(&p(t), n);
+            // (in the order of the forward pass, so that a file's first bad tensor is named)
+            let attn_norm = vector("attn_norm.weight", c.dim)?;
+            let (q, k, v) = if c.fused_qkv {
+                let mut parts = w.split_linear(&p("attn_qkv"), &[q_out, kv_out, v_out], c.dim)?;
+                let v = parts.pop();
+                let k = parts.pop();
+                let q = parts.pop();
+                match (q, k, v) {
+                    (Some(q), Some(k), Some(v)) => (q, k, v),
+                    _ => unreachable!("three parts asked for"),
+                }
+            } else {
+                (
+                    w.linear(&p("attn_q"), q_out, c.dim)?,
+                    w.linear(&p("attn_k"), kv_out, c.dim)?,
+                    w.linear(&p("attn_v"), v_out, c.dim)?,
+                )
+            };
+            let (gate, up) = match c.ffn {
+                FfnLayout::Gated => (
+                    Some(w.linear(&p("ffn_gate"), c.ffn_dim, c.dim)?),
+                    w.linear(&p("ffn_up"), c.ffn_dim, c.dim)?,
+                ),
+                FfnLayout::FusedGateUp => {
+                    let mut parts = w.split_linear(&p("ffn_up"), &[c.ffn_dim, c.ffn_dim], c.dim)?;
+                    let up = parts.pop().expect("two parts asked for");
+                    (parts.pop(), up)
+                }
+                FfnLayout::Plain => (None, w.linear(&p("ffn_up"), c.ffn_dim, c.dim)?),
+            };
+            layers.push(DecoderLayer {
+                attn_norm,
+                q,
+                k,
+                v,
+                q_norm: c
+                    .qk_norm
+                    .then(|| vector("attn_q_norm.weight", c.head_dim))
+                    .transpose()?,
+                k_norm: c
+                    .qk_norm
+                    .then(|| vector("attn_k_norm.weight", c.head_dim))
+                    .transpose()?,
+                o: w.linear(&p("attn_output"), c.dim, c.n_heads * c.v_head_dim)?,
+                post_attn_norm: sandwich
+                    .then(|| vector("post_attention_norm.weight", c.dim))
+                    .transpose()?,
+                ffn_norm: vector("ffn_norm.weight", c.dim)?,
+                gate,
+                up,
+                down: w.linear(&p("ffn_down"), c.dim, c.ffn_dim)?,
+                post_ffn_norm: sandwich
+                    .then(|| vector("post_ffw_norm.weight", c.dim))
+                    .transpose()?,
+            });
+        }
+        let embed = w.matrix("token_embd.weight", c.vocab, c.dim)?;
+        let output = if w.has("output.weight") {
+            w.matrix("output.weight", c.vocab, c.dim)?
+        } else {
+            embed.clone()
+        };
+        let norm = w.vector("output_norm.weight", c.dim)?;
+        let tokenizer = GgufTokenizer::from_gguf(&file.header, spm)?;
+        Ok(Decoder {
+            tokenizer,
+            config,
+            embed,
+            layers,
+            norm,
+            output,
+            file,
+            exact: false,
+            windowed: true,
+        })
+    }
+
+    fn mat(&self, t: &TensorInfo) -> Result<QMatrix<'_>> {
+        matrix(&self.file, t)
+    }
+
+    fn acts(
+        &self,
+        x: &[f32],
+        width: usize,
+        at: impl FnOnce() -> String,
+    ) -> Result<Vec<Activation>> {
+        activations(self.exact, x, width, at)
+    }
+
+    /// An empty KV cache for this model.
+    pub fn new_cache(&self) -> Result<KvCache> {
+        let c = &self.config;
+        Ok(KvCache::new(
+            c.n_layers,
+            1,
+            c.n_kv_heads,
+            c.head_dim,
+            c.v_head_dim,
+        )?)
+    }
+
+    /// Whether layer `l` attends through the window (and its cache forgets behind it).
+    pub fn is_local(&self, l: usize) -> bool {
+        self.windowed && self.config.local[l]
+    }
+
+    /// The RoPE tables of positions `pos0..pos0 + n`: global, and local where the local
+    /// layers have a base of their own.
+    fn ropes(&self, pos0: usize, n: usize) -> (RopeTable, Option<RopeTable>) {
+        let c = &self.config;
+        let rope = |base: f32| {
+            Rope {
+                dims: c.rope_dims,
+                base,
+                pairs: c.rope_pairs,
+                factors: c.rope_factors.clone(),
+            }
+            .table(pos0, n)
+        };
+        let local = (c.rope_local_base != c.rope_base && c.local.iter().any(|&l| l))
+            .then(|| rope(c.rope_local_base));
+        (rope(c.rope_base), local)
+    }
+
+    /// Runs `tokens` at positions `cache.len()..`, appending their keys and values to `cache`
+    /// (local layers first forget what the window no longer sees). Returns the logits of the
+    /// last position, or of every position with `all_logits`.
+    pub fn forward(
+        &self,
+        tokens: &[u32],
+        cache: &mut KvCache,
+        all_logits: bool,
+        capture: AttnCapture,
+    ) -> Result<Forward> {
+        let c = &self.config;
+        let n = tokens.len();
+        let pos0 = cache.len();
+        check_tokens(tokens, pos0, c.context_length, c.vocab)?;
+        let (global_rope, local_rope) = self.ropes(pos0, n);
+        let dim = c.dim;
+        // embed_tokens (× √width for Gemma, in float32 as transformers does)
+        let embed = self.mat(&self.embed)?;
+        let mut x = vec![0.0f32; n * dim]; // (n, dim)
+        for (row, &t) in x.chunks_exact_mut(dim).zip(tokens) {
+            embed.dequantize_row(t as usize, row)?;
+            if c.embed_scale != 1.0 {
+                row.iter_mut().for_each(|v| *v *= c.embed_scale);
+            }
+        }
+        let mut attention = Vec::new();
+        for (l, layer) in self.layers.iter().enumerate() {
+            let rope = match &local_rope {
+                Some(r) if c.local[l] => r,
+                _ => &global_rope,
+            };
+            // x += [post_attention_norm](self_attn(input_layernorm(x)))
+            let h = rms_norm(&x, &layer.attn_norm, c.eps);
+            let a = self
+                .attention(layer, &h, n, rope, cache, l, capture, &mut attention)
+                .map_err(|e| e.at(|| format!("layer {l}")))?;
+            residual(&mut x, &a, layer.post_attn_norm.as_deref(), c.eps);
+            // x += [post_feedforward_norm](mlp(pre_feedforward_norm(x)))
+            let h = rms_norm(&x, &layer.ffn_norm, c.eps);
+            let m = self.mlp(layer, &h, n, l)?;
+            residual(&mut x, &m, layer.post_ffn_norm.as_deref(), c.eps);
+        }
+        let rows = if all_logits {
+            &x[..]
+        } else {
+            &x[(n - 1) * dim..]
+        };
+        let h = rms_norm(rows, &self.norm, c.eps);
+        let a = self.acts(&h, dim, || "the final norm".into())?;
+        let mut logits = vec![0.0; a.len() * c.vocab]; // (rows, vocab)
+        self.mat(&self.output)?.matmul(&a, &mut logits)?;
+        if let Some(cap) = c.final_softcap {
+            logits
+                .iter_mut()
+                .for_each(|v| *v = cap * crate::nn::activations::tanh(*v / cap));
+        }
+        Ok(Forward { logits, attention })
+    }
+
+    /// The attention of layer `l`: Q, K, V projections (with their biases), the per-head
+    /// q/k norms, RoPE, K and V appended to layer `l` of the cache, causal attention over
+    /// every cached position (through the window on a local layer, soft-capped where the
+    /// model caps) on the fused kernel, the output projection. With
+    /// [`AttnCapture::LastRow`], the last position's probabilities over every position (0
+    /// where the window does not reach) are appended to `attention`.
+    #[allow(clippy::too_many_arguments)]
+    fn attention(
+        &self,
+        layer: &DecoderLayer,
+        h: &[f32],
+        n: usize,
+        rope: &RopeTable,
+        cache: &mut KvCache,
+        l: usize,
+        capture: AttnCapture,
+        attention: &mut Vec<f32>,
+    ) -> Result<Vec<f32>> {
+        let c = &self.config;
+        let (hd, vd) = (c.head_dim, c.v_head_dim);
+        let (q_w, kv_w, v_w) = (c.n_heads * hd, c.n_kv_heads * hd, c.n_kv_heads * vd);
+        let a = self.acts(h, c.dim, || format!("layer {l}, attention input"))?;
+        let mut q = vec![0.0; n * q_w]; // (n, heads, head_dim)
+        let mut k = vec![0.0; n * kv_w]; // (n, kv_heads, head_dim)
+        let mut v = vec![0.0; n * v_w]; // (n, kv_heads, v_head_dim)
+        layer.q.matmul(&self.file, &a, &mut q)?;
+        layer.k.matmul(&self.file, &a, &mut k)?;
+        layer.v.matmul(&self.file, &a, &mut v)?;
+        if let Some(w) = &layer.q_norm {
+            q = rms_norm(&q, w, c.eps);
+        }
+        if let Some(w) = &layer.k_norm {
+            k = rms_norm(&k, w, c.eps);
+        }
+        rope.apply(&mut q, c.n_heads, hd);
+        rope.apply(&mut k, c.n_kv_heads, hd);
+        let local = self.is_local(l);
+        let lc = cache.layer_mut(l)?;
+        let pos0 = lc.end();
+        let mask = if local {
+            // the first new query sees back to `pos0 + 1 - window`; nothing before it is
+            // needed again
+            lc.forget_before((pos0 + 1).saturating_sub(c.window));
+            Mask::sliding_window(c.window)
+        } else {
+            Mask::causal()
+        };
+        lc.append(&k, &v, n, Layout::Bshd)?;
+        let keys = lc.len();
+        let params = |s_q| {
+            let p = AttnParams::new(
+                Shape::new(1, c.n_heads, s_q, keys, hd)
+                    .with_kv_heads(c.n_kv_heads)
+                    .with_value_dim(vd),
+            )
+            .layout(Layout::Bshd)
+            .mask(mask)
+            .scale(c.scale);
+            match c.attn_softcap {
+                Some(cap) => p.softcap(cap),
+                None => p,
+            }
+        };
+        let mut o = vec![0.0; n * c.n_heads * vd]; // (n, heads, v_head_dim)
+        let mut lse = vec![0.0; c.n_heads * n]; // (heads, n)
+        lc.attend_into(&params(n), &q, &mut o, &mut lse)?;
+        if capture == AttnCapture::LastRow {
+            let last_lse: Vec<f32> = (0..c.n_heads).map(|h| lse[h * n + n - 1]).collect();
+            let live =
+                lc.probabilities_from_lse(&params(1), &q[(n - 1) * q_w..], &last_lse, None)?;
+            // every position's column, the forgotten ones 0
+            let first = lc.first();
+            for row in live.chunks_exact(keys) {
+                attention.extend(std::iter::repeat_n(0.0, first));
+                attention.extend_from_slice(row);
+            }
+        }
+        let mut out = vec![0.0; n * c.dim]; // (n, dim)
+        let a = self.acts(&o, c.n_heads * vd, || {
+            format!("layer {l}, attention output")
+        })?;
+        layer.o.matmul(&self.file, &a, &mut out)?;
+        Ok(out)
+    }
+
+    /// The MLP: `down(act(gate(h)) · up(h))`, or `down(act(up(h)))` without a gate.
+    fn mlp(&self, layer: &DecoderLayer, h: &[f32], n: usize, l: usize) -> Result<Vec<f32>> {
+        let c = &self.config;
+        let a = self.acts(h, c.dim, || format!("layer {l}, MLP input"))?;
+        let mut u = vec![0.0; n * c.ffn_dim]; // (n, ffn_dim)
+        layer.up.matmul(&self.file, &a, &mut u)?;
+        let act = match c.act {
+            Act::Silu => silu,
+            Act::GeluTanh => gelu_tanh,
+        };
+        match &layer.gate {
+            Some(gate) => {
+                let mut g = vec![0.0; n * c.ffn_dim]; // (n, ffn_dim)
+                gate.matmul(&self.file, &a, &mut g)?;
+                for (u, g) in u.iter_mut().zip(&g) {
+                    *u *= act(*g);
+                }
+            }
+            None => u.iter_mut().for_each(|u| *u = act(*u)),
+        }
+        let mut out = vec![0.0; n * c.dim]; // (n, dim)
+        let a = self.acts(&u, c.ffn_dim, || format!("layer {l}, MLP hidden state"))?;
+        layer.down.matmul(&self.file, &a, &mut out)?;
+        Ok(out)
+    }
+}
+
+/// `x += y`, or `x += rms_norm(y, post)` where the block has a post norm.
+fn residual(x: &mut [f32], y: &[f32], post: Option<&[f32]>, eps: f32) {
+    let normed;
+    let y = match post {
+        Some(w) => {
+            normed = rms_norm(y, w, eps);
+            &normed[..]
+        }
+        None => y,
+    };
+    for (xv, yv) in x.iter_mut().zip(y) {
+        *xv += yv;
+    }
+}
+
+impl CausalLm for Decoder {
+    fn layers(&self) -> usize {
+        self.config.n_layers
+    }
+
+    fn heads(&self) -> usize {
+        self.config.n_heads
+    }
+
+    fn kv_heads(&self) -> usize {
+        self.config.n_kv_heads
+    }
+
+    fn context(&self) -> Context {
+        Context::Limit(self.config.context_length)
+    }
+
+    fn tokenizer(&self) -> &dyn Tokenizer {
+        &self.tokenizer
+    }
+
+    fn is_end(&self, id: u32) -> bool {
+        self.tokenizer.stop_ids.contains(&id)
+    }
+
+    fn chat(&self, user: &str) -> Option<Result<String>> {
+        // a file with a template is an instruction-tuned model; a base model carries none
+        self.tokenizer
+            .chat_template
+            .as_ref()
+            .map(|_| apply_chat_template(&self.tokenizer, user))
+    }
+
+    fn set_exact(&mut self, exact: bool) -> bool {
+        self.exact = exact;
+        true
+    }
+
+    fn new_cache(&self) -> Result<KvCache> {
+        Decoder::new_cache(self)
+    }
+
+    fn step(&self, tokens: &[u32], cache: &mut KvCache, capture: AttnCapture) -> Result<Step> {
+        let f = self.forward(tokens, cache, false, capture)?;
+        Ok(Step {
+            logits: f.logits,
+            attention: f.attention,
+        })
+    }
+}

@@ -1,0 +1,260 @@
+//! Every decoder architecture attend reads, on a tiny random model of it, against transformers
+//! (tests/tiny/: the GGUF files and the goldens `scripts/tiny_decoders.py` made — transformers
+//! built each model, the script wrote it as llama.cpp's converter writes that architecture and
+//! checked that transformers loads the file back to the same weights and logits; the goldens
+//! are what transformers computes, float32, eager attention).
+//!
+//! Per architecture, on F32 files:
+//! - token ids of texts (accents, CJK, digits, spaces, code, empty) equal transformers' GGUF
+//!   tokenizer's;
+//! - exact mode (float32 activations, what transformers computes): the top-5 next-token logits
+//!   within 1e-4, every layer × head's last-query attention row within 1e-5, the teacher-forced
+//!   and free-running greedy ids equal wherever the reference's top-1/top-2 margin exceeds
+//!   twice the logit tolerance, and every row of the first prompt's attention (each position's
+//!   row captured as the last one of a prefix) within 1e-5;
+//! - fast mode (activations quantised to 8 bits per 32 as llama.cpp does): logits within
+//!   `FAST_TOL`, and the same greedy ids where the margin exceeds twice that.
+//!
+//! The windows (Mistral, Phi-3: every layer; Gemma 2: every other) are 8 keys and the prompts
+//! up to 62 tokens, so a decoder that ignored a window, its layer pattern or a soft-cap would
+//! be off by far more than the tolerances.
+
+use attend_models::generate::{generate, AttnCapture, Sampler, SamplerConfig};
+use attend_models::models::decoder::Decoder;
+use attend_models::models::load_decoder;
+use serde_json::Value;
+
+const EXACT_LOGITS: f32 = 1e-4;
+const EXACT_ATTENTION: f32 = 1e-5;
+/// Activations rounded to 8 bits per 32-value block move these tiny models' logits by up to
+/// ~0.02 (measured: 0.013 worst over the six); 0.05 leaves room and is still far below what a
+/// missing window or soft-cap changes (> 0.3).
+const FAST_TOL: f32 = 0.05;
+
+fn dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tiny")
+}
+
+fn golden(name: &str) -> Value {
+    let p = dir().join(format!("{name}.json"));
+    let text = std::fs::read_to_string(&p).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e}; HINT: python3 scripts/tiny_decoders.py {name} regenerates it",
+            p.display()
+        )
+    });
+    serde_json::from_str(&text).unwrap()
+}
+
+fn ids(v: &Value) -> Vec<u32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
+}
+
+fn floats(v: &Value) -> Vec<f32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap() as f32)
+        .collect()
+}
+
+fn argmax(x: &[f32]) -> u32 {
+    x.iter()
+        .enumerate()
+        .max_by(|a, b| a.1.total_cmp(b.1))
+        .unwrap()
+        .0 as u32
+}
+
+/// The largest difference between `got` and the nested rows of `want`, flattened.
+fn worst(got: &[f32], want: &Value) -> f32 {
+    fn flat(v: &Value, out: &mut Vec<f32>) {
+        match v {
+            Value::Array(a) => a.iter().for_each(|x| flat(x, out)),
+            x => out.push(x.as_f64().unwrap() as f32),
+        }
+    }
+    let mut w = Vec::new();
+    flat(want, &mut w);
+    assert_eq!(got.len(), w.len(), "attention sizes");
+    got.iter()
+        .zip(&w)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f32::max)
+}
+
+fn check(name: &str, arch: &str) {
+    let g = golden(name);
+    let mut m = load_decoder(&dir().join(format!("{name}.gguf"))).expect("loading");
+    assert_eq!(m.config.arch, arch);
+    assert_eq!(g["architecture"], arch);
+    for t in g["texts"].as_array().unwrap() {
+        let text = t["text"].as_str().unwrap();
+        let got: Vec<u32> = m
+            .tokenizer
+            .encode(text)
+            .unwrap()
+            .iter()
+            .map(|t| t.id)
+            .collect();
+        assert_eq!(got, ids(&t["ids"]), "{name}: token ids of {text:?}");
+    }
+    m.exact = true;
+    let exact = run(&m, &g, EXACT_LOGITS, true);
+    m.exact = false;
+    let fast = run(&m, &g, FAST_TOL, false);
+    eprintln!(
+        "{name}: exact logits within {:.2e}, attention within {:.2e}; fast logits within {:.4}",
+        exact.0, exact.1, fast.0
+    );
+}
+
+/// Checks every prompt at logit tolerance `tol` (and the attention when `attention`);
+/// returns the worst logit and attention differences.
+fn run(m: &Decoder, g: &Value, tol: f32, attention: bool) -> (f32, f32) {
+    let vocab = m.config.vocab;
+    let (mut worst_logit, mut worst_att) = (0.0f32, 0.0f32);
+    for (i, p) in g["prompts"].as_array().unwrap().iter().enumerate() {
+        let text = p["prompt"].as_str().unwrap();
+        let prompt = ids(&p["ids"]);
+        let got: Vec<u32> = m
+            .tokenizer
+            .encode(text)
+            .unwrap()
+            .iter()
+            .map(|t| t.id)
+            .collect();
+        assert_eq!(got, prompt, "prompt ids of {text:?}");
+        let greedy = ids(&p["greedy"]);
+        let margins = floats(&p["margins"]);
+        // the prompt, capturing the last query's attention
+        let mut cache = m.new_cache().unwrap();
+        let f = m
+            .forward(&prompt, &mut cache, false, AttnCapture::LastRow)
+            .unwrap();
+        for (id, want) in ids(&p["top5_ids"]).iter().zip(floats(&p["top5_logits"])) {
+            let d = (f.logits[*id as usize] - want).abs();
+            worst_logit = worst_logit.max(d);
+            assert!(
+                d <= tol,
+                "{text:?}: logit of {id} off by {d} (tolerance {tol})"
+            );
+        }
+        if attention {
+            let d = worst(&f.attention, &p["last_row_attention"]);
+            worst_att = worst_att.max(d);
+            assert!(
+                d <= EXACT_ATTENTION,
+                "{text:?}: last-row attention off by {d}"
+            );
+        }
+        // teacher-forced: the prompt and the reference continuation, every position's logits
+        let all: Vec<u32> = prompt.iter().chain(&greedy).copied().collect();
+        let mut cache = m.new_cache().unwrap();
+        let f = m
+            .forward(&all, &mut cache, true, AttnCapture::None)
+            .unwrap();
+        for (s, (&want, &margin)) in greedy.iter().zip(&margins).enumerate() {
+            if margin > 2.0 * tol {
+                let row = &f.logits[(prompt.len() - 1 + s) * vocab..][..vocab];
+                assert_eq!(argmax(row), want, "{text:?}: step {s} (margin {margin})");
+            }
+        }
+        // free-running greedy through the KV cache, one token at a time
+        let mut sampler = Sampler::new(SamplerConfig::default()).unwrap();
+        let mut made = Vec::new();
+        generate(m, &prompt, greedy.len(), &mut sampler, false, &mut |t| {
+            made.push(t.id);
+            true
+        })
+        .unwrap();
+        let sure = margins
+            .iter()
+            .position(|&x| x <= 2.0 * tol)
+            .unwrap_or(greedy.len())
+            .min(made.len());
+        assert_eq!(
+            made[..sure],
+            greedy[..sure],
+            "{text:?}: greedy before a close call"
+        );
+        // every row of the first prompt: row q is the last row of the prefix 0..=q
+        if attention && i == 0 {
+            let want = p["attention"].as_array().unwrap();
+            let (heads, n) = (m.config.n_heads, prompt.len());
+            for q in 0..n {
+                let mut cache = m.new_cache().unwrap();
+                let f = m
+                    .forward(&prompt[..=q], &mut cache, false, AttnCapture::LastRow)
+                    .unwrap();
+                for (l, layer) in want.iter().enumerate() {
+                    for h in 0..heads {
+                        let row = &f.attention[(l * heads + h) * (q + 1)..][..q + 1];
+                        let d = worst(row, &layer[h][q].as_array().unwrap()[..=q].into());
+                        worst_att = worst_att.max(d);
+                        assert!(d <= EXACT_ATTENTION, "layer {l} head {h} query {q}: {d}");
+                    }
+                }
+            }
+        }
+    }
+    (worst_logit, worst_att)
+}
+
+#[test]
+fn llama3_with_rope_frequency_factors() {
+    check("llama3", "llama");
+}
+
+#[test]
+fn mistral_with_a_window_on_every_layer_and_a_wider_head() {
+    check("mistral", "llama");
+}
+
+#[test]
+fn qwen2_with_projection_biases() {
+    check("qwen2", "qwen2");
+}
+
+#[test]
+fn qwen3_with_qk_norms_and_its_own_head_dim() {
+    check("qwen3", "qwen3");
+}
+
+#[test]
+fn phi3_with_fused_projections_and_a_window() {
+    check("phi3", "phi3");
+}
+
+#[test]
+fn gemma2_with_soft_caps_and_alternating_windows() {
+    check("gemma2", "gemma2");
+}
+
+/// The file's settings are read, not assumed: the window, soft-caps, head dims and RoPE
+/// factors of the tiny models are what their files say.
+#[test]
+fn configs_are_read_from_the_files() {
+    let load = |n: &str| {
+        load_decoder(&dir().join(format!("{n}.gguf")))
+            .unwrap()
+            .config
+    };
+    let c = load("mistral");
+    assert_eq!((c.head_dim, c.window), (24, 8));
+    assert!(c.local.iter().all(|&l| l));
+    let c = load("gemma2");
+    assert_eq!(c.local, vec![true, false, true]);
+    assert_eq!((c.attn_softcap, c.final_softcap), (Some(5.0), Some(3.0)));
+    let c = load("qwen3");
+    assert_eq!((c.head_dim, c.dim / c.n_heads), (32, 16));
+    let c = load("llama3");
+    assert_eq!(c.rope_factors.len(), c.rope_dims / 2);
+    assert!(c.rope_factors.iter().any(|&f| f > 1.0));
+    let c = load("qwen2");
+    assert!(c.local.iter().all(|&l| !l) && c.window == 0);
+}
