@@ -1,7 +1,13 @@
 #!/usr/bin/env python3
-"""Fails when a module of a crate imports a module that imports it (ARCHITECTURE.md's rule).
+"""Fails when a module of a crate imports a module that imports it (ARCHITECTURE.md's rule),
+and when a module imports one from a layer above its own.
 
     python3 scripts/module_cycles.py crates/attend/src crates/attend-models/src ...
+
+The layers are the ones a crate's `lib.rs` states, bottom up, as its doc list of top-level
+modules (`//! - [`name`]: ...`): a module may import from its own top-level module and the
+ones listed before it, never from one listed after it (modules not in the list, such as
+`error`, are below every layer). So the statement in `lib.rs` is what is checked.
 
 A module's imports are the `crate::…` and `super::…` paths in its code outside comments and
 `#[cfg(test)] mod tests`; a path counts as an import of the longest module it names. Parent
@@ -73,10 +79,37 @@ def cycles(g):
     return found
 
 
+def layers(root):
+    """The top-level modules `lib.rs` lists in its doc, bottom up (empty when it lists none)."""
+    lib = os.path.join(root, "lib.rs")
+    if not os.path.exists(lib):
+        return []
+    return re.findall(r"^//! - \[`(\w+)`\]", open(lib, encoding="utf-8").read(), flags=re.M)
+
+
+def upward(root, g):
+    order = layers(root)
+    rank = {m: i for i, m in enumerate(order)}
+    found = []
+    for m, deps in sorted(g.items()):
+        top = m.split("::")[0]
+        if top not in rank:
+            continue
+        for d in sorted(deps):
+            dt = d.split("::")[0]
+            if dt in rank and rank[dt] > rank[top]:
+                found.append(f"{m} imports {d}: `{dt}` is a layer above `{top}` ({' < '.join(order)})")
+    return found
+
+
 bad = 0
 for root in sys.argv[1:]:
-    for c in cycles(edges(modules(root))):
+    g = edges(modules(root))
+    for c in cycles(g):
         print(f"{root}: {' -> '.join(c)}")
         bad += 1
-print(f"module cycles: {bad}")
+    for u in upward(root, g):
+        print(f"{root}: {u}")
+        bad += 1
+print(f"module cycles and upward imports: {bad}")
 sys.exit(1 if bad else 0)

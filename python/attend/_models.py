@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import html
 import itertools
-import json
 import os
 import tempfile
 from typing import Dict, Iterator, List, Optional, Sequence, Union
@@ -13,7 +12,7 @@ from typing import Dict, Iterator, List, Optional, Sequence, Union
 import numpy as np
 
 from . import _attend
-from .errors import InvalidArgument, ModelError
+from .errors import InvalidArgument
 
 __all__ = ["load", "Encoder", "CausalLM", "Explanation", "Generation"]
 
@@ -24,19 +23,10 @@ def load(name_or_path: str):
     """A model by name (fetched into attend's cache on first use, verified by SHA-256) or by
     path: an :class:`Encoder` or a :class:`CausalLM`."""
     name = str(name_or_path)
-    kind = _attend.model_kind(name)
-    if kind == "encoder":
+    # attend-models decides what a name or path is (raises ModelError for neither)
+    if _attend.model_kind(name) == "encoder":
         return Encoder(name)
-    if kind == "causal":
-        return CausalLM(name)
-    raise ModelError(
-        f"unknown model `{name}`: the known models are {', '.join(_attend.known_models())}; "
-        "or give a path to a model folder or a .gguf file"
-    )
-
-
-def _norm(t: str) -> str:
-    return t[2:].lower() if t.startswith("##") else t.lower()
+    return CausalLM(name)
 
 
 class Explanation:
@@ -60,57 +50,49 @@ class Explanation:
         return len(self.tokens)
 
     def index(self, token: Union[int, str]) -> int:
-        """A token by position, or by text (first match, case-insensitive, ``##`` ignored)."""
+        """A token by position, or by text as ``attend explain --token`` finds it (the first
+        match; surrounding spaces, one ``##`` and case aside)."""
+        if isinstance(token, (bool, np.bool_)):
+            raise InvalidArgument(f"a token is a position or a text, not {token!r}")
         if isinstance(token, (int, np.integer)):
             if not 0 <= int(token) < len(self.tokens):
                 raise InvalidArgument(f"token {token} is out of range 0..{len(self.tokens) - 1}")
             return int(token)
-        w = _norm(str(token))
-        for i, t in enumerate(self.tokens):
-            if _norm(t) == w:
-                return i
-        listing = " ".join(f"{i}:{t}" for i, t in enumerate(self.tokens))
-        raise InvalidArgument(f"`{token}` is not a token of this text; the tokens are {listing}")
+        if not isinstance(token, str):
+            raise InvalidArgument(f"a token is a position or a text, not {token!r}")
+        return self._page.index(token)
 
-    def _rows(self, layer: int, head: Union[int, str]) -> np.ndarray:
-        if not -self.layers <= layer < self.layers:
-            raise InvalidArgument(f"layer {layer} is out of range (the model has {self.layers})")
-        a = self.attention[layer]
-        if head == "mean":
-            return a.mean(axis=0)
-        if not isinstance(head, (int, np.integer)) or not -self.heads <= head < self.heads:
+    def _layer(self, layer: int) -> int:
+        if isinstance(layer, bool) or not isinstance(layer, (int, np.integer)) or not -self.layers <= layer < self.layers:
+            raise InvalidArgument(f"layer must be -{self.layers}..{self.layers - 1}, not {layer!r}")
+        return int(layer) % self.layers
+
+    def _head(self, head: Union[int, str]) -> Optional[int]:
+        if isinstance(head, str) and head == "mean":
+            return None
+        if isinstance(head, bool) or not isinstance(head, (int, np.integer)) or not -self.heads <= head < self.heads:
             raise InvalidArgument(f"head must be 'mean' or 0..{self.heads - 1}, not {head!r}")
-        return a[head]
+        return int(head) % self.heads
 
     def top(self, token: Union[int, str], k: int = 5, layer: int = -1, head: Union[int, str] = "mean"):
-        """The ``k`` tokens ``token`` attends to most: ``[(text, weight), ...]``."""
-        row = self._rows(layer, head)[self.index(token)]
-        order = np.argsort(-row, kind="stable")[: max(0, int(k))]
-        return [(self.tokens[j], float(row[j])) for j in order]
+        """The ``k`` tokens ``token`` attends to most in ``layer`` (one head, or the mean of
+        its heads): ``[(text, weight), ...]``, as ``attend explain --token`` lists them."""
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0:
+            raise InvalidArgument(f"k must be a count of tokens, not {k!r}")
+        pairs = self._page.top(self._layer(layer), self._head(head), self.index(token), int(k))
+        return [(self.tokens[j], float(w)) for j, w in pairs]
 
     def compare(self, token: Union[int, str], a: Union[int, str], b: Union[int, str]):
         """For every layer × head, the weight ``token`` gives ``a`` and ``b``, sorted by
-        ``|a − b|`` (the CLI's ``--compare`` table): a list of dicts."""
+        ``|a − b|`` (the CLI's ``--compare`` table, computed by the same code): a list of
+        dicts."""
         q, ia, ib = self.index(token), self.index(a), self.index(b)
-        rows = [
-            {"layer": l, "head": h, "a": float(self.attention[l, h, q, ia]), "b": float(self.attention[l, h, q, ib])}
-            for l in range(self.layers)
-            for h in range(self.heads)
-        ]
-        rows.sort(key=lambda r: -abs(r["a"] - r["b"]))
-        return rows
+        return [{"layer": l, "head": h, "a": float(x), "b": float(y)} for l, h, x, y in self._page.compare(q, ia, ib)]
 
     def to_json(self) -> str:
-        """The JSON of ``attend explain --format json`` for the same text."""
-        return json.dumps(
-            {
-                "model": self.model,
-                "layers": self.layers,
-                "heads": self.heads,
-                "tokens": self.token_info,
-                "attention": self.attention.tolist(),
-            }
-        )
+        """The JSON of ``attend explain --format json`` for the same text (made by the same
+        code)."""
+        return self._page.to_json(self.model)
 
     def html(self, compare=None) -> str:
         """The viewer — one self-contained HTML page (no network request), as

@@ -5,8 +5,8 @@ use std::io::Write;
 use anyhow::Result;
 use attend_models::nn::logits::{softmax, top_k};
 use attend_models::trace::aggregate::without_sinks;
+use attend_models::trace::query::{self, Comparison, HeadSel, Versus};
 use attend_models::Trace;
-use serde_json::json;
 
 use attend_viz::picture as render;
 
@@ -66,12 +66,6 @@ pub struct ExplainArgs {
     text: String,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum HeadSel {
-    Mean,
-    One(usize),
-}
-
 fn pick_layers(arg: &Option<String>, layers: usize) -> Result<Vec<usize>> {
     match arg.as_deref() {
         None => Ok(vec![layers - 1]),
@@ -100,41 +94,14 @@ fn pick_heads(arg: &str, heads: usize) -> Result<Vec<HeadSel>> {
     }
 }
 
-fn norm(t: &str) -> String {
-    t.trim_start_matches("##").to_lowercase()
-}
-
-/// A token by index or text (first match).
+/// A token by index or text (first match), or a usage error listing the tokens.
 fn find_token(trace: &Trace, what: &str, flag: &str) -> Result<usize> {
-    if let Ok(i) = what.parse::<usize>() {
-        if i < trace.len() {
-            return Ok(i);
-        }
-    }
-    let w = norm(what);
-    trace
-        .tokens
-        .iter()
-        .position(|t| norm(&t.text) == w)
-        .ok_or_else(|| {
-            let list: Vec<String> = trace
-                .tokens
-                .iter()
-                .enumerate()
-                .map(|(i, t)| format!("{i}:{}", t.text))
-                .collect();
-            crate::usage!(
-                "{flag} `{what}` is not a token of this text; the tokens are {}",
-                list.join(" ")
-            )
-        })
-}
-
-fn weights(trace: &Trace, layer: usize, head: HeadSel) -> Vec<f32> {
-    match head {
-        HeadSel::Mean => trace.head_mean(layer),
-        HeadSel::One(h) => trace.matrix(layer, h).to_vec(),
-    }
+    query::find_token(&trace.tokens, what).ok_or_else(|| {
+        crate::usage!(
+            "{flag} `{what}` is not a token of this text; the tokens are {}",
+            query::token_list(&trace.tokens)
+        )
+    })
 }
 
 fn head_name(h: HeadSel, heads: usize) -> String {
@@ -142,22 +109,6 @@ fn head_name(h: HeadSel, heads: usize) -> String {
         HeadSel::Mean => format!("mean of {heads} heads"),
         HeadSel::One(h) => format!("head {h}"),
     }
-}
-
-/// One row of the `--compare` table.
-struct Versus {
-    layer: usize,
-    head: usize,
-    a: f32,
-    b: f32,
-}
-
-/// The `--compare` table: the query, the two keys, every layer × head ranked by margin.
-struct Comparison {
-    query: usize,
-    a: usize,
-    b: usize,
-    rows: Vec<Versus>,
 }
 
 /// What `explain` computed, ready to print in any format.
@@ -312,7 +263,7 @@ fn explain(args: &ExplainArgs, text: &str) -> Result<Explained> {
         q => q,
     };
     let versus = match (&args.compare, query) {
-        (Some(ab), Some(q)) => Some(compare(
+        (Some(ab), Some(q)) => Some(query::compare(
             &trace,
             q,
             find_token(&trace, &ab[0], "--compare")?,
@@ -330,52 +281,14 @@ fn explain(args: &ExplainArgs, text: &str) -> Result<Explained> {
     })
 }
 
-/// Every layer × head by the weight query `q` gives key `a` against key `b`, largest margin
-/// first.
-fn compare(trace: &Trace, q: usize, a: usize, b: usize) -> Comparison {
-    let mut rows: Vec<Versus> = (0..trace.layers)
-        .flat_map(|l| (0..trace.heads).map(move |h| (l, h)))
-        .map(|(l, h)| {
-            let r = trace.row(l, h, q);
-            Versus {
-                layer: l,
-                head: h,
-                a: r[a],
-                b: r[b],
-            }
-        })
-        .collect();
-    rows.sort_by(|x, y| (y.a - y.b).abs().total_cmp(&(x.a - x.b).abs()));
-    Comparison {
-        query: q,
-        a,
-        b,
-        rows,
-    }
-}
-
 impl Report for JsonReport {
     fn render(&self, args: &ExplainArgs, ex: &Explained) -> Result<Vec<u8>> {
-        let trace = &ex.trace;
-        let att: Vec<Vec<Vec<&[f32]>>> = (0..trace.layers)
-            .map(|l| {
-                (0..trace.heads)
-                    .map(|h| trace.matrix(l, h).chunks(trace.len()).collect())
-                    .collect()
-            })
-            .collect();
-        let mut v = json!({"model": args.model, "layers": trace.layers, "heads": trace.heads,
-                           "tokens": trace.tokens, "attention": att});
-        if let Some(top) = &ex.prediction {
-            v["next"] = json!(top
-                .iter()
-                .map(|(t, p)| json!({"text": t, "p": p}))
-                .collect::<Vec<_>>());
-        }
-        if let Some(c) = &ex.versus {
-            v["compare"] = json!({"token": c.query, "a": c.a, "b": c.b, "rows": c.rows.iter().map(|r| json!({
-                "layer": r.layer, "head": r.head, "a": r.a, "b": r.b})).collect::<Vec<_>>()});
-        }
+        let v = query::explain_json(
+            &args.model,
+            &ex.trace,
+            ex.prediction.as_deref(),
+            ex.versus.as_ref(),
+        );
         Ok(format!("{v}\n").into_bytes())
     }
 }
@@ -403,7 +316,7 @@ impl Report for PictureReport {
         let mut panels = Vec::new();
         for &l in &ex.layers {
             for &h in &ex.heads {
-                let w = weights(trace, l, h);
+                let w = trace.weights(l, h);
                 panels.push((
                     format!("layer {l}, {}", head_name(h, trace.heads)),
                     if args.hide_sinks {
@@ -466,7 +379,7 @@ impl Report for TextReport {
         for &l in &ex.layers {
             for &h in &ex.heads {
                 writeln!(out, "\nlayer {l}, {}:", head_name(h, trace.heads))?;
-                let w = weights(trace, l, h);
+                let w = trace.weights(l, h);
                 let n = trace.len();
                 let qs: Vec<usize> = ex.query.map_or_else(|| (0..n).collect(), |q| vec![q]);
                 for q in qs {

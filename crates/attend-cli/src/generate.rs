@@ -184,10 +184,7 @@ impl Sink {
 /// Loads a causal model by name (fetched on first use), file or folder; an unknown name is a
 /// usage error.
 pub fn load(model: &str) -> Result<Box<dyn CausalLm>> {
-    attend_models::models::load_causal_lm(model, &mut |m| eprintln!("{m}")).map_err(|e| match e {
-        attend_models::Error::UnknownModel { .. } => crate::usage!("{e}"),
-        other => anyhow::Error::new(other).context(format!("loading model `{model}`")),
-    })
+    crate::input::causal(model)
 }
 
 /// Runs `attend generate`.

@@ -3,7 +3,9 @@
 use std::io::Read;
 
 use anyhow::{Context, Result};
-use attend_models::{registry, SentenceEncoder};
+use attend_models::generate::CausalLm;
+use attend_models::models::{self, Kind, Model};
+use attend_models::SentenceEncoder;
 
 /// The texts of the arguments; from standard input (one per line) when there are none or the
 /// only one is `-`.
@@ -44,40 +46,68 @@ pub fn texts_within(args: &[String], max: u64) -> Result<Vec<String>> {
     Ok(text.lines().map(str::to_string).collect())
 }
 
+/// What a model argument names, decided by `attend_models::models::identify` (the one place
+/// that looks at names, folders and files); an unknown name or a path that is no model is a
+/// usage error.
+pub fn identify(model: &str) -> Result<Kind> {
+    models::identify(model)
+        .map(|(kind, _)| kind)
+        .map_err(|e| match e {
+            attend_models::Error::UnknownModel { .. } | attend_models::Error::Invalid(_) => {
+                crate::usage!("{e}")
+            }
+            other => anyhow::Error::new(other).context(format!("model `{model}`")),
+        })
+}
+
+/// Opens a model (a known one is fetched on first use, said on standard error); what is not
+/// a model is a usage error, a model that fails to load a failure.
+pub fn open(model: &str) -> Result<Model> {
+    identify(model)?;
+    models::open(model, &mut |m| eprintln!("{m}"))
+        .with_context(|| format!("loading model `{model}`"))
+}
+
 /// Loads a BERT-family encoder by name (fetched on first use) or folder.
 pub fn encoder(model: &str) -> Result<SentenceEncoder> {
-    let is_gguf = std::path::Path::new(model)
-        .extension()
-        .is_some_and(|e| e == "gguf");
-    let is_toy = attend_models::models::embedded::get(model).is_some()
-        || attend_models::train::Checkpoint::is_toy_dir(std::path::Path::new(model));
-    if is_toy {
-        return Err(crate::usage!(
+    match identify(model)? {
+        Kind::Toy => Err(crate::usage!(
             "`{model}` is a small causal model attend trained; this command takes a BERT-family \
              encoder (e.g. minilm). Explain it with `attend explain --model {model} TEXT`, or \
              continue a text with `attend generate --model {model} TEXT`"
-        ));
-    }
-    if is_gguf || registry::info(model).is_some_and(|m| m.family != "bert") {
-        return Err(crate::usage!(
+        )),
+        Kind::Causal => Err(crate::usage!(
             "`{model}` is a causal language model; this command takes a BERT-family encoder \
              (e.g. minilm). For what a language model attends to, use `attend generate --explain`"
+        )),
+        Kind::Encoder => match open(model)? {
+            Model::Encoder(e) => Ok(*e),
+            _ => unreachable!("identified as an encoder"),
+        },
+    }
+}
+
+/// A causal language model (a GGUF decoder or a model attend trained) by name or path.
+pub fn causal(model: &str) -> Result<Box<dyn CausalLm>> {
+    if identify(model)? == Kind::Encoder {
+        return Err(crate::usage!(
+            "`{model}` is a sentence encoder; this command takes a causal language model \
+             (e.g. smollm2, gemma3, a .gguf file, or toy-winograd)"
         ));
     }
-    let dir = registry::resolve(model, &mut |m| eprintln!("{m}")).map_err(|e| match e {
-        attend_models::Error::UnknownModel { .. } => crate::usage!("{e}"),
-        other => anyhow::Error::new(other),
-    })?;
-    SentenceEncoder::load(&dir)
-        .with_context(|| format!("loading model `{model}` from {}", dir.display()))
+    Ok(open(model)?.into_causal().expect("identified as causal"))
 }
 
 /// A model attend trained itself: an embedded one by name (`toy-winograd`), or a checkpoint
-/// folder from `attend train`. `None` when `model` is neither.
+/// folder from `attend train`. `None` when `model` is something else.
 pub fn toy_model(model: &str) -> Result<Option<attend_models::models::toy::ToyModel>> {
-    attend_models::models::load_toy(model)
-        .transpose()
-        .with_context(|| format!("loading `{model}`"))
+    if identify(model)? != Kind::Toy {
+        return Ok(None);
+    }
+    match open(model)? {
+        Model::Toy(m) => Ok(Some(*m)),
+        _ => unreachable!("identified as a toy model"),
+    }
 }
 
 /// `--page-mib` in bytes: a positive number of MiB, at most 4096.

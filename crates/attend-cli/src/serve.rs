@@ -14,6 +14,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use attend_models::generate::{generate, CausalLm, GenToken, Sampler, SamplerConfig};
 use attend_models::models::toy::ToyModel;
+use attend_models::models::Model;
 use attend_models::nn::logits::{softmax, top_k};
 use attend_models::{registry, SentenceEncoder};
 use axum::body::Bytes;
@@ -94,20 +95,11 @@ impl IntoResponse for Failure {
 }
 
 fn load(name: &str) -> Result<(&'static str, Loaded)> {
-    if let Some(m) = crate::input::toy_model(name)? {
-        return Ok(("toy", Loaded::Toy(m)));
-    }
-    let causal = std::path::Path::new(name)
-        .extension()
-        .is_some_and(|e| e == "gguf")
-        || registry::info(name).is_some_and(|m| m.family != "bert");
-    if causal {
-        return Ok(("causal", Loaded::Causal(crate::generate::load(name)?)));
-    }
-    Ok((
-        "encoder",
-        Loaded::Encoder(Box::new(crate::input::encoder(name)?)),
-    ))
+    Ok(match crate::input::open(name)? {
+        Model::Toy(m) => ("toy", Loaded::Toy(*m)),
+        Model::Encoder(e) => ("encoder", Loaded::Encoder(e)),
+        Model::Causal(m) => ("causal", Loaded::Causal(m)),
+    })
 }
 
 /// The names offered when none is given: cached known models, then the trained ones.

@@ -3,8 +3,9 @@
 //! Grouped by layer, bottom up; a module imports only from the layers below it (and
 //! `error`), which `scripts/module_cycles.py --layers` checks in CI:
 //! - [`rng`]: the one seeded random generator;
-//! - [`formats`]: safetensors (memory-mapped), GGUF, the file helpers of checkpoints;
 //! - [`quant`]: ggml types, dequantisation, matrices multiplied in their stored types;
+//! - [`formats`]: safetensors (memory-mapped), GGUF (its tensors typed by `quant`'s ggml
+//!   types), the file helpers of checkpoints;
 //! - [`nn`]: linear layers, norms, RoPE, activations, logits — one copy of each;
 //! - [`tokenize`]: one [`tokenize::Tokenizer`] trait (and [`TokenInfo`]) over `tokenizer.json`,
 //!   GGUF and toy vocabularies;

@@ -384,24 +384,31 @@ impl Decoder {
         let a = self.acts(h, c.dim, || format!("layer {l}, MLP input"))?;
         let mut u = vec![0.0; n * c.ffn_dim]; // (n, ffn_dim)
         layer.up.matmul(&self.file, &a, &mut u)?;
-        let act = match c.act {
-            Act::Silu => silu,
-            Act::GeluTanh => gelu_tanh,
-        };
-        match &layer.gate {
+        let g = match &layer.gate {
             Some(gate) => {
                 let mut g = vec![0.0; n * c.ffn_dim]; // (n, ffn_dim)
                 gate.matmul(&self.file, &a, &mut g)?;
-                for (u, g) in u.iter_mut().zip(&g) {
-                    *u *= act(*g);
-                }
+                Some(g)
             }
-            None => u.iter_mut().for_each(|u| *u = act(*u)),
+            None => None,
+        };
+        // (each activation a function item of its own, so that the loop inlines it)
+        match c.act {
+            Act::Silu => activate(&mut u, g.as_deref(), silu),
+            Act::GeluTanh => activate(&mut u, g.as_deref(), gelu_tanh),
         }
         let mut out = vec![0.0; n * c.dim]; // (n, dim)
         let a = self.acts(&u, c.ffn_dim, || format!("layer {l}, MLP hidden state"))?;
         layer.down.matmul(&self.file, &a, &mut out)?;
         Ok(out)
+    }
+}
+
+/// `u = act(g) · u` with a gate, `u = act(u)` without.
+fn activate(u: &mut [f32], gate: Option<&[f32]>, act: impl Fn(f32) -> f32) {
+    match gate {
+        Some(g) => u.iter_mut().zip(g).for_each(|(u, &g)| *u *= act(g)),
+        None => u.iter_mut().for_each(|u| *u = act(*u)),
     }
 }
 

@@ -1,0 +1,356 @@
+//! The models: `Encoder`, `CausalLM` (and its `TokenStream`), `toy_explain`, and what a
+//! name or path is (`model_kind`, from `attend_models::models::identify`: the Python side
+//! looks at no extension or registry family itself).
+
+use std::sync::{Arc, Mutex};
+
+use attend_models::generate::{generate, CausalLm, GenToken, Sampler, SamplerConfig};
+use attend_models::models::{self, Kind, Model};
+use numpy::PyArray1;
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList};
+
+use crate::errors::{model_err, raise};
+use crate::page::{Page, PageOf};
+use crate::threads::on_pool;
+
+/// Opens what `name` names (a known model is fetched on first use, said on standard error).
+fn open(py: Python<'_>, name: &str) -> PyResult<Model> {
+    py.detach(|| models::open(name, &mut |m| eprintln!("{m}")))
+        .map_err(|e| model_err(py, e))
+}
+
+fn tokens_list<'py>(
+    py: Python<'py>,
+    toks: &[attend_models::TokenInfo],
+) -> PyResult<Bound<'py, PyList>> {
+    let items: Vec<(u32, String, usize, usize)> = toks
+        .iter()
+        .map(|t| (t.id, t.text.clone(), t.start, t.end))
+        .collect();
+    PyList::new(py, items)
+}
+
+/// A BERT-family sentence encoder (MiniLM and the like).
+#[pyclass(module = "attend._attend")]
+pub(crate) struct Encoder {
+    inner: attend_models::SentenceEncoder,
+}
+
+#[pymethods]
+impl Encoder {
+    #[new]
+    fn new(py: Python<'_>, name_or_path: &str) -> PyResult<Self> {
+        match open(py, name_or_path)? {
+            Model::Encoder(inner) => Ok(Encoder { inner: *inner }),
+            _ => Err(raise(
+                py,
+                "ModelError",
+                format!("`{name_or_path}` is not a sentence encoder"),
+            )),
+        }
+    }
+
+    /// Embeddings of `texts`, `[n × dim]` flat, and `dim`.
+    fn embed<'py>(
+        &self,
+        py: Python<'py>,
+        texts: Vec<String>,
+    ) -> PyResult<(Bound<'py, PyArray1<f32>>, usize)> {
+        let inner = &self.inner;
+        let e = py
+            .detach(|| {
+                let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+                on_pool(|| inner.embed(&refs))
+            })
+            .map_err(|e| model_err(py, e))?;
+        let flat: Vec<f32> = e.vectors.into_iter().flatten().collect();
+        Ok((PyArray1::from_vec(py, flat), e.dim))
+    }
+
+    /// The trace of one text: a dict with `tokens` ((id, text, start, end) tuples),
+    /// `attention` (flat `[layers, heads, n, n]`), `layers`, `heads`, `truncated`.
+    fn explain<'py>(&self, py: Python<'py>, text: String) -> PyResult<Bound<'py, PyDict>> {
+        let inner = &self.inner;
+        let (trace, tok) = py
+            .detach(|| on_pool(|| inner.trace(&text)))
+            .map_err(|e| model_err(py, e))?;
+        let d = PyDict::new(py);
+        d.set_item("tokens", tokens_list(py, &trace.tokens)?)?;
+        d.set_item("layers", trace.layers)?;
+        d.set_item("heads", trace.heads)?;
+        d.set_item("truncated", tok.truncated)?;
+        d.set_item("attention", PyArray1::from_vec(py, trace.attention.clone()))?;
+        d.set_item(
+            "page",
+            Page {
+                model: String::new(),
+                subtitle: None,
+                what: PageOf::Trace(trace),
+            },
+        )?;
+        Ok(d)
+    }
+
+    #[getter]
+    fn max_len(&self) -> usize {
+        self.inner.max_len
+    }
+}
+
+/// A causal language model: SmolLM2 and the GGUF decoders attend runs, or a toy model.
+#[pyclass(module = "attend._attend")]
+pub(crate) struct CausalLM {
+    inner: Arc<dyn CausalLm>,
+}
+
+/// One generated token as a dict: `id`, `text` (its display form), `bytes`, `logprob` and,
+/// with capture, `attention` (flat `[layers, heads, keys]`).
+fn token_dict<'py>(
+    py: Python<'py>,
+    lm: &dyn CausalLm,
+    g: &GenToken,
+) -> PyResult<Bound<'py, PyDict>> {
+    let tok = lm.tokenizer();
+    let d = PyDict::new(py);
+    d.set_item("id", g.id)?;
+    d.set_item("text", tok.display(g.id))?;
+    d.set_item(
+        "bytes",
+        pyo3::types::PyBytes::new(py, &tok.token_bytes(g.id)),
+    )?;
+    d.set_item("logprob", g.logprob)?;
+    if !g.attention.is_empty() {
+        d.set_item("attention", PyArray1::from_vec(py, g.attention.clone()))?;
+    }
+    Ok(d)
+}
+
+fn sampler(
+    py: Python<'_>,
+    temperature: f32,
+    top_k: Option<usize>,
+    top_p: Option<f32>,
+    seed: Option<u64>,
+) -> PyResult<Sampler> {
+    Sampler::new(SamplerConfig {
+        temperature,
+        top_k: top_k.unwrap_or(0),
+        top_p: top_p.unwrap_or(1.0),
+        seed: seed.unwrap_or(0),
+    })
+    .map_err(|e| model_err(py, e))
+}
+
+#[pymethods]
+impl CausalLM {
+    #[new]
+    fn new(py: Python<'_>, name_or_path: &str) -> PyResult<Self> {
+        match open(py, name_or_path)?.into_causal() {
+            Some(lm) => Ok(CausalLM {
+                inner: Arc::from(lm),
+            }),
+            None => Err(raise(
+                py,
+                "ModelError",
+                format!("`{name_or_path}` is a sentence encoder, not a causal language model"),
+            )),
+        }
+    }
+
+    /// The prompt's tokens as (id, text, start, end) tuples.
+    fn tokenize<'py>(&self, py: Python<'py>, text: &str) -> PyResult<Bound<'py, PyList>> {
+        let toks = self
+            .inner
+            .tokenizer()
+            .encode(text)
+            .map_err(|e| model_err(py, e))?;
+        tokens_list(py, &toks)
+    }
+
+    #[getter]
+    fn layers(&self) -> usize {
+        self.inner.layers()
+    }
+
+    #[getter]
+    fn heads(&self) -> usize {
+        self.inner.heads()
+    }
+
+    /// Generates after `prompt` (ids): a list of token dicts (see `token_dict`).
+    #[pyo3(signature = (prompt, max_tokens, temperature=0.0, top_k=None, top_p=None, seed=None, explain=false))]
+    #[allow(clippy::too_many_arguments)]
+    fn generate<'py>(
+        &self,
+        py: Python<'py>,
+        prompt: Vec<u32>,
+        max_tokens: usize,
+        temperature: f32,
+        top_k: Option<usize>,
+        top_p: Option<f32>,
+        seed: Option<u64>,
+        explain: bool,
+    ) -> PyResult<(Bound<'py, PyList>, Option<Page>)> {
+        let mut s = sampler(py, temperature, top_k, top_p, seed)?;
+        let lm = &*self.inner;
+        let toks = py
+            .detach(|| {
+                let mut toks = Vec::new();
+                on_pool(|| {
+                    generate(lm, &prompt, max_tokens, &mut s, explain, &mut |g| {
+                        toks.push(g.clone());
+                        true
+                    })
+                })
+                .map(|_| toks)
+            })
+            .map_err(|e| model_err(py, e))?;
+        let list = PyList::empty(py);
+        for g in &toks {
+            list.append(token_dict(py, lm, g)?)?;
+        }
+        let page = if explain && !toks.is_empty() {
+            // the prompt as the tokenizer spells each id, offsets one after another
+            let tok = lm.tokenizer();
+            let mut at = 0;
+            let prompt_infos = prompt
+                .iter()
+                .map(|&id| {
+                    let len = tok.token_bytes(id).len();
+                    at += len;
+                    attend_models::TokenInfo {
+                        id,
+                        text: tok.display(id),
+                        start: at - len,
+                        end: at,
+                    }
+                })
+                .collect();
+            let g = attend_models::generate::generation_trace(lm, prompt_infos, &toks)
+                .map_err(|e| model_err(py, e))?;
+            Some(Page {
+                model: String::new(),
+                subtitle: None,
+                what: PageOf::Generation(g, toks.iter().map(|g| g.logprob).collect()),
+            })
+        } else {
+            None
+        };
+        Ok((list, page))
+    }
+
+    /// The same generation, token by token: an iterator of token dicts.
+    #[pyo3(signature = (prompt, max_tokens, temperature=0.0, top_k=None, top_p=None, seed=None, explain=false))]
+    #[allow(clippy::too_many_arguments)]
+    fn stream(
+        &self,
+        py: Python<'_>,
+        prompt: Vec<u32>,
+        max_tokens: usize,
+        temperature: f32,
+        top_k: Option<usize>,
+        top_p: Option<f32>,
+        seed: Option<u64>,
+        explain: bool,
+    ) -> PyResult<TokenStream> {
+        let mut s = sampler(py, temperature, top_k, top_p, seed)?;
+        let lm = self.inner.clone();
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Result<GenToken, attend_models::Error>>(1);
+        let worker = lm.clone();
+        std::thread::spawn(move || {
+            let r = on_pool(|| {
+                generate(&*worker, &prompt, max_tokens, &mut s, explain, &mut |g| {
+                    // a dropped iterator stops the generation
+                    tx.send(Ok(g.clone())).is_ok()
+                })
+            });
+            if let Err(e) = r {
+                let _ = tx.send(Err(e));
+            }
+        });
+        Ok(TokenStream {
+            lm,
+            rx: Mutex::new(rx),
+        })
+    }
+}
+
+/// Tokens as they are generated (a background thread runs the model).
+#[pyclass(module = "attend._attend")]
+pub(crate) struct TokenStream {
+    lm: Arc<dyn CausalLm>,
+    rx: Mutex<std::sync::mpsc::Receiver<Result<GenToken, attend_models::Error>>>,
+}
+
+#[pymethods]
+impl TokenStream {
+    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    fn __next__<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {
+        let rx = &self.rx;
+        let next = py.detach(|| rx.lock().unwrap_or_else(|e| e.into_inner()).recv());
+        match next {
+            Ok(Ok(g)) => token_dict(py, &*self.lm, &g).map(Some),
+            Ok(Err(e)) => Err(model_err(py, e)),
+            Err(_) => Ok(None),
+        }
+    }
+}
+
+/// Explains a toy model's answer: its trace over `text` (same dict as `Encoder.explain`).
+#[pyfunction]
+pub(crate) fn toy_explain<'py>(
+    py: Python<'py>,
+    name_or_path: &str,
+    text: &str,
+) -> PyResult<Bound<'py, PyDict>> {
+    let m = match open(py, name_or_path)? {
+        Model::Toy(m) => m,
+        _ => {
+            return Err(raise(
+                py,
+                "ModelError",
+                format!("`{name_or_path}` is not a model attend trained"),
+            ))
+        }
+    };
+    let tokens = m.config.vocab.encode(text).map_err(|e| model_err(py, e))?;
+    let (trace, _) = py
+        .detach(|| on_pool(|| m.trace(&tokens)))
+        .map_err(|e| model_err(py, e))?;
+    let d = PyDict::new(py);
+    d.set_item("tokens", tokens_list(py, &trace.tokens)?)?;
+    d.set_item("layers", trace.layers)?;
+    d.set_item("heads", trace.heads)?;
+    d.set_item("truncated", false)?;
+    d.set_item("attention", PyArray1::from_vec(py, trace.attention.clone()))?;
+    d.set_item(
+        "page",
+        Page {
+            model: name_or_path.to_string(),
+            subtitle: None,
+            what: PageOf::Trace(trace),
+        },
+    )?;
+    Ok(d)
+}
+
+/// What a name or path is, without loading it: "encoder", or "causal" (a GGUF decoder or a
+/// model attend trained); anything else raises `ModelError` saying what was looked for.
+#[pyfunction]
+pub(crate) fn model_kind(py: Python<'_>, name_or_path: &str) -> PyResult<&'static str> {
+    match models::identify(name_or_path) {
+        Ok((Kind::Encoder, _)) => Ok("encoder"),
+        Ok((Kind::Causal | Kind::Toy, _)) => Ok("causal"),
+        Err(e) => Err(model_err(py, e)),
+    }
+}
+
+/// The known model names, for messages.
+#[pyfunction]
+pub(crate) fn known_models() -> Vec<&'static str> {
+    models::known_names()
+}

@@ -1,0 +1,166 @@
+//! The viewer page of a trace or a generation (`attend-viz`), made on demand, and the
+//! questions asked of an explanation (`attend_models::trace::query`: find a token, top-k,
+//! compare, the JSON document) — Python's `Explanation` calls these, so it answers exactly
+//! as `attend explain` does.
+
+use numpy::PyArray1;
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+
+use attend_models::trace::query::{self, HeadSel};
+
+use crate::errors::raise;
+/// The viewer page of a trace or a generation (attend-viz), made on demand.
+#[pyclass(module = "attend._attend")]
+pub(crate) struct Page {
+    pub(crate) model: String,
+    pub(crate) subtitle: Option<String>,
+    pub(crate) what: PageOf,
+}
+
+impl Page {
+    fn tokens(&self) -> &[attend_models::TokenInfo] {
+        match &self.what {
+            PageOf::Trace(t) => &t.tokens,
+            PageOf::Generation(g, _) => &g.tokens,
+        }
+    }
+
+    fn trace(&self, py: Python<'_>) -> PyResult<&attend_models::Trace> {
+        match &self.what {
+            PageOf::Trace(t) => Ok(t),
+            PageOf::Generation(..) => Err(raise(
+                py,
+                "InvalidArgument",
+                "a generation's page holds rows, not a square trace".into(),
+            )),
+        }
+    }
+}
+
+pub(crate) enum PageOf {
+    Trace(attend_models::Trace),
+    Generation(attend_models::GenerationTrace, Vec<f32>),
+}
+
+#[pymethods]
+impl Page {
+    /// The self-contained HTML page titled `model`; `compare` = (query, a, b) positions opens
+    /// the comparison with that question.
+    #[pyo3(signature = (model=None, compare=None))]
+    fn html(
+        &self,
+        py: Python<'_>,
+        model: Option<String>,
+        compare: Option<(usize, usize, usize)>,
+    ) -> PyResult<String> {
+        let mut opts = attend_viz::Options::new(model.as_deref().unwrap_or(&self.model));
+        opts.compare = compare;
+        opts.subtitle = self.subtitle.clone();
+        let what = &self.what;
+        py.detach(|| match what {
+            PageOf::Trace(t) => attend_viz::trace_page(t, &opts),
+            PageOf::Generation(g, lp) => attend_viz::generation_page(g, lp, &opts),
+        })
+        .map_err(|e| raise(py, "InvalidArgument", e.to_string()))
+    }
+
+    /// The position of the token `what` names (a position, or the first token whose text
+    /// matches, spaces, one `##` and case aside), as `attend explain --token` finds it.
+    fn index(&self, py: Python<'_>, what: &str) -> PyResult<usize> {
+        let tokens = self.tokens();
+        query::find_token(tokens, what).ok_or_else(|| {
+            raise(
+                py,
+                "InvalidArgument",
+                format!(
+                    "`{what}` is not a token of this text; the tokens are {}",
+                    query::token_list(tokens)
+                ),
+            )
+        })
+    }
+
+    /// Every layer × head by the weight query `q` gives key `a` against key `b`, largest
+    /// margin first (`attend explain --compare`): a list of (layer, head, a, b).
+    fn compare(
+        &self,
+        py: Python<'_>,
+        q: usize,
+        a: usize,
+        b: usize,
+    ) -> PyResult<Vec<(usize, usize, f32, f32)>> {
+        let t = self.trace(py)?;
+        let n = t.len();
+        if q >= n || a >= n || b >= n {
+            return Err(raise(
+                py,
+                "InvalidArgument",
+                format!("positions {q}, {a}, {b} are not all below {n}"),
+            ));
+        }
+        Ok(query::compare(t, q, a, b)
+            .rows
+            .into_iter()
+            .map(|r| (r.layer, r.head, r.a, r.b))
+            .collect())
+    }
+
+    /// The `k` keys query `q` attends to most in `layer` (one head, or the mean of the
+    /// layer's heads when `head` is None): a list of (position, weight).
+    #[pyo3(signature = (layer, head, q, k))]
+    fn top(
+        &self,
+        py: Python<'_>,
+        layer: usize,
+        head: Option<usize>,
+        q: usize,
+        k: usize,
+    ) -> PyResult<Vec<(usize, f32)>> {
+        let t = self.trace(py)?;
+        let n = t.len();
+        if layer >= t.layers || head.is_some_and(|h| h >= t.heads) || q >= n {
+            return Err(raise(
+                py,
+                "InvalidArgument",
+                format!("layer {layer}, head {head:?}, query {q} out of range"),
+            ));
+        }
+        let sel = head.map_or(HeadSel::Mean, HeadSel::One);
+        let w = t.weights(layer, sel);
+        Ok(query::top(&w[q * n..][..n], k))
+    }
+
+    /// `attend explain --format json`'s document, titled `model`.
+    fn to_json(&self, py: Python<'_>, model: &str) -> PyResult<String> {
+        Ok(query::explain_json(model, self.trace(py)?, None, None).to_string())
+    }
+
+    /// The sink positions and the head atlas — what the viewer shows per head — as a dict:
+    /// `sinks` (positions), and `layer`, `head`, `kv_head`, `entropy`, `sink_share`,
+    /// `prev_token`, `distance`, one entry per head (layer-major).
+    fn atlas<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let grid = match &self.what {
+            PageOf::Trace(t) => t.grid(),
+            PageOf::Generation(g, _) => g.grid(),
+        };
+        let sinks = grid.sinks();
+        let stats = grid.head_stats(&sinks);
+        let d = PyDict::new(py);
+        d.set_item("sinks", sinks)?;
+        let col = |f: fn(&attend_models::trace::aggregate::HeadStats) -> f32| {
+            stats.iter().map(f).collect::<Vec<f32>>()
+        };
+        d.set_item("layer", stats.iter().map(|s| s.layer).collect::<Vec<_>>())?;
+        d.set_item("head", stats.iter().map(|s| s.head).collect::<Vec<_>>())?;
+        d.set_item(
+            "kv_head",
+            stats.iter().map(|s| s.kv_head).collect::<Vec<_>>(),
+        )?;
+        d.set_item("entropy", PyArray1::from_vec(py, col(|s| s.entropy)))?;
+        d.set_item("sink_share", PyArray1::from_vec(py, col(|s| s.sink_share)))?;
+        d.set_item("prev_token", PyArray1::from_vec(py, col(|s| s.prev_token)))?;
+        d.set_item("distance", PyArray1::from_vec(py, col(|s| s.distance)))?;
+        Ok(d)
+    }
+}
