@@ -83,6 +83,9 @@ TEXTS = [
     "",
 ]
 STEPS = 8
+# the models also written in Q8_0, so that biases and fused projections are checked on a
+# quantised file (the golden then comes from transformers' dequantised model of the file)
+Q8 = ["qwen2-q8_0", "phi3-q8_0"]
 WIDTH, HEADS, KV_HEADS, FFN, LAYERS = 64, 4, 2, 128, 2
 
 LLAMA3_SPLIT = (
@@ -350,7 +353,9 @@ def gemma2():
 # ---------------------------------------------------------------- GGUF
 
 
-def write_gguf(path, s):
+def write_gguf(path, s, q8=False):
+    """The model as llama.cpp's converter writes it; with `q8`, every matrix in Q8_0 (as
+    `--outtype q8_0` does: 1-D tensors stay F32)."""
     import gguf
 
     m = s["model"]
@@ -359,7 +364,7 @@ def write_gguf(path, s):
     sd = {k: v.detach().float().numpy() for k, v in m.state_dict().items()}
     w = gguf.GGUFWriter(path, arch)
     w.add_name(s["name"])
-    w.add_file_type(gguf.LlamaFileType.ALL_F32)
+    w.add_file_type(gguf.LlamaFileType.MOSTLY_Q8_0 if q8 else gguf.LlamaFileType.ALL_F32)
     n_head, n_kv = cfg.num_attention_heads, cfg.num_key_value_heads
     head_dim = s.get("head_dim") or cfg.hidden_size // n_head
     w.add_context_length(cfg.max_position_embeddings)
@@ -407,7 +412,11 @@ def write_gguf(path, s):
         a = np.ascontiguousarray(a, dtype=np.float32)
         if gemma and name.endswith("norm.weight"):
             a = a + 1.0  # Gemma's RMSNorm multiplies by 1 + w; llama.cpp stores 1 + w
-        w.add_tensor(name, a)
+        if q8 and a.ndim == 2 and a.shape[1] % 32 == 0:
+            q = gguf.quants.quantize(a, gguf.GGMLQuantizationType.Q8_0)
+            w.add_tensor(name, q, raw_dtype=gguf.GGMLQuantizationType.Q8_0)
+        else:
+            w.add_tensor(name, a)
 
     put("token_embd.weight", sd["model.embed_tokens.weight"])
     if s.get("rope_freqs"):
@@ -533,35 +542,43 @@ def golden(s, model, tok):
 def build(name):
     import transformers
 
+    q8 = name.endswith("-q8_0")
+    base = name[: -len("-q8_0")] if q8 else name
     torch.manual_seed(0)
-    s = SPEC[name]()
+    s = SPEC[base]()
     m = s["model"].float().eval()
     m.config._attn_implementation = "eager"
-    randomize(m, seed=sum(map(ord, name)), big=s.get("big", ()))
+    randomize(m, seed=sum(map(ord, base)), big=s.get("big", ()))
     os.makedirs(OUT, exist_ok=True)
     path = os.path.join(OUT, f"{name}.gguf")
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = os.path.join(tmp, f"{name}.gguf")
-        write_gguf(tmp_path, s)
+        write_gguf(tmp_path, s, q8)
         back, tok = load_back(tmp_path, s)
-        check_load_back(m, back, s.get("gemma", False))
-        # the same logits, loaded back (with the keys given by hand) or not
-        ref = m
-        if s.get("loader_drops"):
-            import copy
-
-            ref = copy.deepcopy(m)
-            for k, v in s["loader_drops"].items():
-                print(f"  transformers' model of the file has no {k}: compared without it", file=sys.stderr)
-                setattr(ref.config, k, v)
-        with torch.no_grad():
-            ids = torch.tensor([tok(PROMPTS[1])["input_ids"]])
-            d = (ref(ids).logits - back(ids).logits).abs().max().item()
+        if q8:
+            # the reference is the file: transformers' model of it, weights dequantised
+            print("  Q8_0: the golden is transformers' model of the file (dequantised)", file=sys.stderr)
+            m = back
+        else:
+            check_load_back(m, back, s.get("gemma", False))
+        if not q8:
+            # the same logits, loaded back (with the keys given by hand) or not
+            ref = m
             if s.get("loader_drops"):
-                # and the window does change the original's logits on this prompt
-                assert (m(ids).logits - ref(ids).logits).abs().max().item() > 1e-3
-        print(f"  loaded back: every weight equal, logits within {d:.2e}", file=sys.stderr)
-        assert d < 1e-5, d
+                import copy
+
+                ref = copy.deepcopy(m)
+                for k, v in s["loader_drops"].items():
+                    print(f"  transformers' model of the file has no {k}: compared without it", file=sys.stderr)
+                    setattr(ref.config, k, v)
+            with torch.no_grad():
+                ids = torch.tensor([tok(PROMPTS[1])["input_ids"]])
+                d = (ref(ids).logits - back(ids).logits).abs().max().item()
+                if s.get("loader_drops"):
+                    # and the window does change the original's logits on this prompt
+                    assert (m(ids).logits - ref(ids).logits).abs().max().item() > 1e-3
+            print(f"  loaded back: every weight equal, logits within {d:.2e}", file=sys.stderr)
+            assert d < 1e-5, d
         records, texts = golden(s, m, tok)
         os.replace(tmp_path, path)
     with open(os.path.join(OUT, f"{name}.json"), "w") as f:
@@ -578,7 +595,10 @@ def build(name):
 
 def main():
     torch.set_num_threads(2)
-    names = sys.argv[1:] or list(SPEC)
+    names = sys.argv[1:] or list(SPEC) + Q8
+    for n in names:
+        if n.removesuffix("-q8_0") not in SPEC:
+            raise SystemExit(f"no model {n!r}: {', '.join(list(SPEC) + Q8)}")
     for n in names:
         print(n, file=sys.stderr)
         build(n)

@@ -132,6 +132,34 @@ def test_gemma3_generates_as_the_cli_and_its_window_shows():
     np.testing.assert_allclose(a.sum(-1), 1.0, atol=1e-3)
 
 
+TINY = os.path.join(ROOT, "crates", "attend-models", "tests", "tiny")
+
+
+@pytest.mark.parametrize("name", ["llama3", "mistral", "qwen2", "qwen3", "phi3", "gemma2", "qwen2-q8_0"])
+def test_any_gguf_loads_by_path_and_generates_as_the_cli(name):
+    path = os.path.join(TINY, f"{name}.gguf")
+    lm = attend.load(path)
+    assert isinstance(lm, attend.CausalLM)
+    g = lm.generate(SENTENCE, max_tokens=5)
+    theirs = json.loads(cli("generate", "--model", path, "--format", "json", "--max-tokens", "5", SENTENCE))
+    assert g.ids == [t["id"] for t in theirs["tokens"]]
+    e = lm.generate(SENTENCE, max_tokens=3, explain=True)
+    assert e.ids == g.ids[:3]
+    n = len(lm._m.tokenize(SENTENCE))
+    for i, a in enumerate(e.attention):
+        assert a.shape == (lm.layers, lm.heads, n + i)
+        np.testing.assert_allclose(a.sum(-1), 1.0, atol=1e-4)
+
+
+def test_a_path_that_is_no_model_says_so(tmp_path):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("hello")
+    with pytest.raises(attend.ModelError, match="not a model attend reads"):
+        attend.load(str(notes))
+    with pytest.raises(attend.ModelError, match="holds no .gguf"):
+        attend.load(str(tmp_path))
+
+
 def test_toy_models_load_as_causal_models():
     lm = attend.load("toy-winograd")
     text = "The dog didn't cross the street because it was tired. it ="

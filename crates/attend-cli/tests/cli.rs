@@ -989,3 +989,101 @@ fn serve_refuses_bad_arguments() {
     let o = attend(&["serve", "--model", "nosuch"], None);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
 }
+
+/// Any GGUF of the architectures attend reads works with `generate` (text, `--explain`, JSON,
+/// the viewer page), and the front end decides nothing: a file that is no model, a folder
+/// with no model, an encoder given to `generate` and a decoder given to `embed` are usage
+/// errors that say what the argument is.
+#[test]
+fn any_tiny_gguf_generates_and_explains() {
+    let tiny = concat!(env!("CARGO_MANIFEST_DIR"), "/../attend-models/tests/tiny");
+    let dir = tmp_dir("tiny-gguf");
+    for name in [
+        "llama3",
+        "mistral",
+        "qwen2",
+        "qwen3",
+        "phi3",
+        "gemma2",
+        "phi3-q8_0",
+    ] {
+        let file = format!("{tiny}/{name}.gguf");
+        let prompt = "The animal didn't cross the road because it was";
+        let o = attend(
+            &[
+                "generate",
+                "--model",
+                &file,
+                prompt,
+                "--max-tokens",
+                "4",
+                "--explain",
+            ],
+            None,
+        );
+        assert!(o.status.success(), "{name}: {}", stderr(&o));
+        let out = String::from_utf8_lossy(&o.stdout);
+        // one line per generated token: its position, its text, the positions it read most
+        assert_eq!(out.matches('←').count(), 4, "{name}: {out}");
+        let o = attend(
+            &[
+                "generate",
+                "--model",
+                &file,
+                prompt,
+                "--max-tokens",
+                "3",
+                "--format",
+                "json",
+            ],
+            None,
+        );
+        assert!(o.status.success(), "{name}: {}", stderr(&o));
+        let page = dir.join(format!("{name}.html"));
+        let o = attend(
+            &[
+                "generate",
+                "--model",
+                &file,
+                prompt,
+                "--max-tokens",
+                "3",
+                "-o",
+                page.to_str().unwrap(),
+            ],
+            None,
+        );
+        assert!(o.status.success(), "{name}: {}", stderr(&o));
+        let html = std::fs::read_to_string(&page).unwrap();
+        let data = page_data(&html);
+        assert_eq!(data["kind"], "generation", "{name}");
+    }
+    // a file that is not a model, a folder without one, the wrong kind of model
+    let not_model = dir.join("notes.txt");
+    std::fs::write(&not_model, "hello").unwrap();
+    let empty = dir.join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    for (args, want) in [
+        (
+            vec!["generate", "--model", not_model.to_str().unwrap(), "x"],
+            "not a model attend reads",
+        ),
+        (
+            vec!["generate", "--model", empty.to_str().unwrap(), "x"],
+            "holds no .gguf file",
+        ),
+        (
+            vec!["generate", "--model", "minilm", "x"],
+            "sentence encoder",
+        ),
+        (
+            vec!["embed", "--model", &format!("{tiny}/qwen2.gguf"), "x"],
+            "causal language model",
+        ),
+    ] {
+        let o = attend(&args, None);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains(want), "{args:?}: {}", stderr(&o));
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -12,8 +12,11 @@
 //!   and free-running greedy ids equal wherever the reference's top-1/top-2 margin exceeds
 //!   twice the logit tolerance, and every row of the first prompt's attention (each position's
 //!   row captured as the last one of a prefix) within 1e-5;
-//! - fast mode (activations quantised to 8 bits per 32 as llama.cpp does): logits within
-//!   `FAST_TOL`, and the same greedy ids where the margin exceeds twice that.
+//! - fast mode: logits within `FAST_TOL`, and the same greedy ids where the margin exceeds
+//!   twice that. On F32 files the fast path multiplies float32 activations too (it quantises
+//!   activations only for quantised weights), so it is the exact path; the Q8_0 copies of
+//!   Qwen 2 and Phi-3 (biases, fused projections split into quantised row ranges) take the
+//!   8-bit activations llama.cpp takes, against transformers' dequantised model of the file.
 //!
 //! The windows (Mistral, Phi-3: every layer; Gemma 2: every other) are 8 keys and the prompts
 //! up to 62 tokens, so a decoder that ignored a window, its layer pattern or a soft-cap would
@@ -26,9 +29,9 @@ use serde_json::Value;
 
 const EXACT_LOGITS: f32 = 1e-4;
 const EXACT_ATTENTION: f32 = 1e-5;
-/// Activations rounded to 8 bits per 32-value block move these tiny models' logits by up to
-/// ~0.02 (measured: 0.013 worst over the six); 0.05 leaves room and is still far below what a
-/// missing window or soft-cap changes (> 0.3).
+/// Activations rounded to 8 bits per 32-value block move the Q8_0 models' logits by up to
+/// ~0.02 (measured: see the test's output); 0.05 leaves room and is still far below what a
+/// missing window, bias or soft-cap changes (> 0.3).
 const FAST_TOL: f32 = 0.05;
 
 fn dir() -> std::path::PathBuf {
@@ -233,6 +236,42 @@ fn phi3_with_fused_projections_and_a_window() {
 #[test]
 fn gemma2_with_soft_caps_and_alternating_windows() {
     check("gemma2", "gemma2");
+}
+
+#[test]
+fn qwen2_q8_0_biases_on_a_quantised_file() {
+    check("qwen2-q8_0", "qwen2");
+}
+
+#[test]
+fn phi3_q8_0_fused_projections_split_in_quantised_rows() {
+    check("phi3-q8_0", "phi3");
+}
+
+/// The windows decide: with every layer global, the long prompt's logits are far from the
+/// reference (so the tests above would fail if a window were ignored).
+#[test]
+fn without_the_windows_the_logits_are_far_off() {
+    for name in ["mistral", "phi3", "gemma2"] {
+        let g = golden(name);
+        let mut m = load_decoder(&dir().join(format!("{name}.gguf"))).unwrap();
+        m.exact = true;
+        m.windowed = false;
+        let p = &g["prompts"][1];
+        let prompt = ids(&p["ids"]);
+        assert!(prompt.len() > 2 * m.config.window);
+        let mut cache = m.new_cache().unwrap();
+        let f = m
+            .forward(&prompt, &mut cache, false, AttnCapture::None)
+            .unwrap();
+        let off = ids(&p["top5_ids"])
+            .iter()
+            .zip(floats(&p["top5_logits"]))
+            .map(|(&id, w)| (f.logits[id as usize] - w).abs())
+            .fold(0.0f32, f32::max);
+        eprintln!("{name}: without its windows the top-5 logits are off by {off:.3}");
+        assert!(off > 100.0 * EXACT_LOGITS, "{name}: {off}");
+    }
 }
 
 /// The file's settings are read, not assumed: the window, soft-caps, head dims and RoPE

@@ -16,8 +16,19 @@ use crate::threads::on_pool;
 
 /// Opens what `name` names (a known model is fetched on first use, said on standard error).
 fn open(py: Python<'_>, name: &str) -> PyResult<Model> {
+    identify(py, name)?;
     py.detach(|| models::open(name, &mut |m| eprintln!("{m}")))
         .map_err(|e| model_err(py, e))
+}
+
+/// What `name` is; a name or path that is no model is a `ModelError`.
+fn identify(py: Python<'_>, name: &str) -> PyResult<Kind> {
+    models::identify(name)
+        .map(|(kind, _)| kind)
+        .map_err(|e| match e {
+            attend_models::Error::Invalid(msg) => raise(py, "ModelError", msg),
+            other => model_err(py, other),
+        })
 }
 
 fn tokens_list<'py>(
@@ -342,11 +353,10 @@ pub(crate) fn toy_explain<'py>(
 /// model attend trained); anything else raises `ModelError` saying what was looked for.
 #[pyfunction]
 pub(crate) fn model_kind(py: Python<'_>, name_or_path: &str) -> PyResult<&'static str> {
-    match models::identify(name_or_path) {
-        Ok((Kind::Encoder, _)) => Ok("encoder"),
-        Ok((Kind::Causal | Kind::Toy, _)) => Ok("causal"),
-        Err(e) => Err(model_err(py, e)),
-    }
+    Ok(match identify(py, name_or_path)? {
+        Kind::Encoder => "encoder",
+        Kind::Causal | Kind::Toy => "causal",
+    })
 }
 
 /// The known model names, for messages.
