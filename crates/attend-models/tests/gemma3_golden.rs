@@ -17,10 +17,12 @@
 //! `.gguf` file or a folder holding one).
 
 use attend_models::formats::gguf::GgufFile;
-use attend_models::generate::{generate, AttnCapture, Sampler, SamplerConfig};
+mod common;
+
+use attend_models::generate::AttnCapture;
 use attend_models::models::decoder::Decoder;
 use attend_models::models::{arch, load_decoder};
-use attend_models::registry;
+use common::{argmax, first_step, floats, free_running, ids, model_path};
 use serde_json::Value;
 
 const EXACT_TOL: f32 = 1e-3;
@@ -33,45 +35,14 @@ const FAST_LOGIT_TOL: f32 = 0.75;
 const FAST_GAP_TOL: f32 = 0.5;
 
 fn path() -> std::path::PathBuf {
-    match std::env::var("ATTEND_GEMMA3") {
-        Ok(p) => p.into(),
-        Err(_) => registry::resolve("gemma3", &mut |m| eprintln!("{m}")).expect(
-            "fetching gemma3 (needs python3 with pip and PyPI; or set ATTEND_GEMMA3 to the file)",
-        ),
-    }
+    model_path("gemma3", "ATTEND_GEMMA3")
 }
 
 fn golden() -> Value {
-    let text = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/golden/gemma3.json"
-    ))
-    .expect("golden file; HINT: python3 scripts/golden_gemma3.py FILE.gguf regenerates it");
-    serde_json::from_str(&text).unwrap()
-}
-
-fn ids(v: &Value) -> Vec<u32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as u32)
-        .collect()
-}
-
-fn floats(v: &Value) -> Vec<f32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap() as f32)
-        .collect()
-}
-
-fn argmax(x: &[f32]) -> u32 {
-    x.iter()
-        .enumerate()
-        .max_by(|a, b| a.1.total_cmp(b.1))
-        .unwrap()
-        .0 as u32
+    common::golden(
+        "golden/gemma3.json",
+        "python3 scripts/golden_gemma3.py FILE.gguf",
+    )
 }
 
 #[test]
@@ -152,21 +123,9 @@ fn check(m: &Decoder, g: &Value, (tol, gap_tol): (f32, f32), steps: usize, label
         }
         assert_eq!(rows[0].len(), vocab);
         let row = |i: usize| &rows[i][..];
-        let first = row(0);
-        let top5 = ids(&p["top5_ids"]);
-        let want = floats(&p["top5_logits"]);
-        for (i, id) in top5.iter().enumerate() {
-            let got = first[*id as usize];
-            let d = (got - want[i]).abs();
-            let gap = ((got - first[top5[0] as usize]) - (want[i] - want[0])).abs();
-            worst = worst.max(d);
-            worst_gap = worst_gap.max(gap);
-            assert!(d <= tol, "{label} {text:?}: logit of {id} off by {d}");
-            assert!(
-                gap <= tol,
-                "{label} {text:?}: gap of {id} to the top 1 off by {gap}"
-            );
-        }
+        let (d, gap) = first_step(row(0), p, tol, tol, &format!("{label} {text:?}"));
+        worst = worst.max(d);
+        worst_gap = worst_gap.max(gap);
         for (s, (&want, &margin)) in greedy.iter().zip(&margins).enumerate() {
             if margin > gap_tol {
                 let got = argmax(row(s));
@@ -177,20 +136,8 @@ fn check(m: &Decoder, g: &Value, (tol, gap_tol): (f32, f32), steps: usize, label
             }
         }
         // free-running greedy through the KV cache, one token at a time
-        let mut sampler = Sampler::new(SamplerConfig::default()).unwrap();
-        let mut made = Vec::new();
         let steps = steps.min(greedy.len());
-        generate(m, &prompt, steps, &mut sampler, false, &mut |t| {
-            made.push(t.id);
-            true
-        })
-        .unwrap();
-        let sure = margins
-            .iter()
-            .position(|&m| m <= gap_tol)
-            .unwrap_or(greedy.len())
-            .min(steps)
-            .min(made.len());
+        let (made, sure) = free_running(m, &prompt, steps, &margins, gap_tol);
         assert_eq!(
             made[..sure],
             greedy[..sure],

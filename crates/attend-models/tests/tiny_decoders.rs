@@ -22,9 +22,12 @@
 //! up to 62 tokens, so a decoder that ignored a window, its layer pattern or a soft-cap would
 //! be off by far more than the tolerances.
 
-use attend_models::generate::{generate, AttnCapture, Sampler, SamplerConfig};
+mod common;
+
+use attend_models::generate::AttnCapture;
 use attend_models::models::decoder::Decoder;
 use attend_models::models::load_decoder;
+use common::{argmax, flat, floats, free_running, ids};
 use serde_json::Value;
 
 const EXACT_LOGITS: f32 = 1e-4;
@@ -39,54 +42,29 @@ fn dir() -> std::path::PathBuf {
 }
 
 fn golden(name: &str) -> Value {
-    let p = dir().join(format!("{name}.json"));
-    let text = std::fs::read_to_string(&p).unwrap_or_else(|e| {
-        panic!(
-            "{}: {e}; HINT: python3 scripts/tiny_decoders.py {name} regenerates it",
-            p.display()
-        )
-    });
-    serde_json::from_str(&text).unwrap()
+    common::golden(
+        &format!("tiny/{name}.json"),
+        &format!("python3 scripts/tiny_decoders.py {name}"),
+    )
 }
 
-fn ids(v: &Value) -> Vec<u32> {
-    v.as_array()
+/// The ids attend's tokenizer gives `text`.
+fn encode(m: &Decoder, text: &str) -> Vec<u32> {
+    m.tokenizer
+        .encode(text)
         .unwrap()
         .iter()
-        .map(|x| x.as_u64().unwrap() as u32)
+        .map(|t| t.id)
         .collect()
-}
-
-fn floats(v: &Value) -> Vec<f32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap() as f32)
-        .collect()
-}
-
-fn argmax(x: &[f32]) -> u32 {
-    x.iter()
-        .enumerate()
-        .max_by(|a, b| a.1.total_cmp(b.1))
-        .unwrap()
-        .0 as u32
 }
 
 /// The largest difference between `got` and the nested rows of `want`, flattened.
 fn worst(got: &[f32], want: &Value) -> f32 {
-    fn flat(v: &Value, out: &mut Vec<f32>) {
-        match v {
-            Value::Array(a) => a.iter().for_each(|x| flat(x, out)),
-            x => out.push(x.as_f64().unwrap() as f32),
-        }
-    }
-    let mut w = Vec::new();
-    flat(want, &mut w);
+    let w = flat(want);
     assert_eq!(got.len(), w.len(), "attention sizes");
     got.iter()
         .zip(&w)
-        .map(|(a, b)| (a - b).abs())
+        .map(|(&a, &b)| (a - b as f32).abs())
         .fold(0.0, f32::max)
 }
 
@@ -97,14 +75,11 @@ fn check(name: &str, arch: &str) {
     assert_eq!(g["architecture"], arch);
     for t in g["texts"].as_array().unwrap() {
         let text = t["text"].as_str().unwrap();
-        let got: Vec<u32> = m
-            .tokenizer
-            .encode(text)
-            .unwrap()
-            .iter()
-            .map(|t| t.id)
-            .collect();
-        assert_eq!(got, ids(&t["ids"]), "{name}: token ids of {text:?}");
+        assert_eq!(
+            encode(&m, text),
+            ids(&t["ids"]),
+            "{name}: token ids of {text:?}"
+        );
     }
     m.exact = true;
     let exact = run(&m, &g, EXACT_LOGITS, true);
@@ -124,14 +99,7 @@ fn run(m: &Decoder, g: &Value, tol: f32, attention: bool) -> (f32, f32) {
     for (i, p) in g["prompts"].as_array().unwrap().iter().enumerate() {
         let text = p["prompt"].as_str().unwrap();
         let prompt = ids(&p["ids"]);
-        let got: Vec<u32> = m
-            .tokenizer
-            .encode(text)
-            .unwrap()
-            .iter()
-            .map(|t| t.id)
-            .collect();
-        assert_eq!(got, prompt, "prompt ids of {text:?}");
+        assert_eq!(encode(m, text), prompt, "prompt ids of {text:?}");
         let greedy = ids(&p["greedy"]);
         let margins = floats(&p["margins"]);
         // the prompt, capturing the last query's attention
@@ -168,18 +136,7 @@ fn run(m: &Decoder, g: &Value, tol: f32, attention: bool) -> (f32, f32) {
             }
         }
         // free-running greedy through the KV cache, one token at a time
-        let mut sampler = Sampler::new(SamplerConfig::default()).unwrap();
-        let mut made = Vec::new();
-        generate(m, &prompt, greedy.len(), &mut sampler, false, &mut |t| {
-            made.push(t.id);
-            true
-        })
-        .unwrap();
-        let sure = margins
-            .iter()
-            .position(|&x| x <= 2.0 * tol)
-            .unwrap_or(greedy.len())
-            .min(made.len());
+        let (made, sure) = free_running(m, &prompt, greedy.len(), &margins, 2.0 * tol);
         assert_eq!(
             made[..sure],
             greedy[..sure],

@@ -13,42 +13,48 @@ use crate::nn::rope::Pairs;
 use crate::tokenize::gguf::SpmStyle;
 use crate::Result;
 
-/// transformers' `Gemma2Config` defaults.
-const DEFAULTS: Defaults = Defaults {
-    rope_base: 10_000.0,
-    eps: 1e-6,
-    context: 8192,
-};
-
 /// The soft-caps when the file does not give them (transformers' defaults).
 pub const DEFAULT_ATTN_SOFTCAP: f64 = 50.0;
 /// See [`DEFAULT_ATTN_SOFTCAP`].
 pub const DEFAULT_FINAL_SOFTCAP: f64 = 30.0;
 
-fn config(m: &Meta) -> Result<DecoderConfig> {
-    let c = DecoderConfig::read(m, DEFAULTS)?;
-    let local = (0..c.n_layers).map(|i| i % 2 == 0).collect();
-    let mut c = c.with_local_layers(local);
-    gemma_layout(m, &mut c)?;
-    c.attn_softcap = Some(m.real("attn_logit_softcapping", DEFAULT_ATTN_SOFTCAP, 1e-3..=1e6)?);
-    c.final_softcap = Some(m.real("final_logit_softcapping", DEFAULT_FINAL_SOFTCAP, 1e-3..=1e6)?);
-    Ok(c)
-}
-
-/// What Gemma 2 and 3 share: sandwich norms, GeGLU, √width embeddings, RoPE on halves, the
-/// score scale from `attention.scale` when present.
-pub(super) fn gemma_layout(m: &Meta, c: &mut DecoderConfig) -> Result<()> {
-    c.norms = Norms::Sandwich;
-    c.act = Act::GeluTanh;
-    c.embed_scale = (c.dim as f32).sqrt();
-    c.rope_pairs = Pairs::Halves;
-    c.scale = m.real("attention.scale", c.scale as f64, 1e-6..=1e6)?;
-    Ok(())
-}
-
 /// The Gemma 2 architecture.
 pub const ARCH: Arch = Arch {
     names: &["gemma2"],
-    config,
+    // transformers' `Gemma2Config`
+    defaults: Defaults {
+        rope_base: 10_000.0,
+        eps: 1e-6,
+        context: 8192,
+    },
+    adapt: |m, c| {
+        let local = (0..c.n_layers).map(|i| i % 2 == 0).collect();
+        Ok(DecoderConfig {
+            attn_softcap: Some(m.real(
+                "attn_logit_softcapping",
+                DEFAULT_ATTN_SOFTCAP,
+                1e-3..=1e6,
+            )?),
+            final_softcap: Some(m.real(
+                "final_logit_softcapping",
+                DEFAULT_FINAL_SOFTCAP,
+                1e-3..=1e6,
+            )?),
+            ..gemma_layout(m, c.with_local_layers(local))?
+        })
+    },
     spm: SpmStyle::Gemma,
 };
+
+/// What Gemma 2 and 3 share: sandwich norms, GeGLU, √width embeddings, RoPE on halves, the
+/// score scale from `attention.scale` when present.
+pub(super) fn gemma_layout(m: &Meta, c: DecoderConfig) -> Result<DecoderConfig> {
+    Ok(DecoderConfig {
+        norms: Norms::Sandwich,
+        act: Act::GeluTanh,
+        embed_scale: (c.dim as f32).sqrt(),
+        rope_pairs: Pairs::Halves,
+        scale: m.real("attention.scale", c.scale as f64, 1e-6..=1e6)?,
+        ..c
+    })
+}

@@ -14,10 +14,9 @@
 //! defaults, as transformers does.
 
 use super::Arch;
-use crate::models::decoder::gguf::{every_nth_global, Meta};
+use crate::models::decoder::gguf::every_nth_global;
 use crate::models::decoder::{DecoderConfig, Defaults};
 use crate::tokenize::gguf::SpmStyle;
-use crate::Result;
 
 /// Gemma 3's layer pattern when the file does not give one: every sixth layer is global
 /// (transformers' `sliding_window_pattern = 6`: layer `i` is global when `(i + 1) % 6 == 0`).
@@ -27,31 +26,26 @@ pub const DEFAULT_GLOBAL_EVERY: usize = 6;
 /// (`rope_local_base_freq`).
 pub const DEFAULT_LOCAL_ROPE_BASE: f64 = 10_000.0;
 
-/// transformers' `Gemma3TextConfig` defaults.
-const DEFAULTS: Defaults = Defaults {
-    rope_base: 1e6,
-    eps: 1e-6,
-    context: 32_768,
-};
-
-fn config(m: &Meta) -> Result<DecoderConfig> {
-    let c = DecoderConfig::read(m, DEFAULTS)?;
-    // the window is required: every Gemma 3 has local layers
-    m.count("attention.sliding_window", None, 1..=usize::MAX)?;
-    let pattern = match m.layer_pattern("attention.sliding_window_pattern", c.n_layers)? {
-        Some(p) => p,
-        None => every_nth_global(c.n_layers, DEFAULT_GLOBAL_EVERY),
-    };
-    let mut c = c.with_local_layers(pattern);
-    super::gemma2::gemma_layout(m, &mut c)?;
-    c.rope_local_base = m.real("rope.freq_base_swa", DEFAULT_LOCAL_ROPE_BASE, 1.0..=1e12)?;
-    c.qk_norm = true;
-    Ok(c)
-}
-
 /// The Gemma 3 architecture.
 pub const ARCH: Arch = Arch {
     names: &["gemma3"],
-    config,
+    // transformers' `Gemma3TextConfig`
+    defaults: Defaults {
+        rope_base: 1e6,
+        eps: 1e-6,
+        context: 131_072,
+    },
+    adapt: |m, c| {
+        // the window is required: every Gemma 3 has local layers
+        m.count("attention.sliding_window", None, 1..=usize::MAX)?;
+        let pattern = m
+            .layer_pattern("attention.sliding_window_pattern", c.n_layers)?
+            .unwrap_or_else(|| every_nth_global(c.n_layers, DEFAULT_GLOBAL_EVERY));
+        Ok(DecoderConfig {
+            rope_local_base: m.real("rope.freq_base_swa", DEFAULT_LOCAL_ROPE_BASE, 1.0..=1e12)?,
+            qk_norm: true,
+            ..super::gemma2::gemma_layout(m, c.with_local_layers(pattern))?
+        })
+    },
     spm: SpmStyle::Gemma,
 };

@@ -6,26 +6,18 @@
 //! (Mistral 7B v0.1).
 
 use super::Arch;
-use crate::models::decoder::gguf::Meta;
-use crate::models::decoder::{DecoderConfig, Defaults};
+use crate::models::decoder::Defaults;
 use crate::tokenize::gguf::SpmStyle;
-use crate::Result;
 
-/// transformers' `LlamaConfig` defaults where the file is silent (a context of 2048: the
-/// longest a Llama-family file without the key was trained for).
-const DEFAULTS: Defaults = Defaults {
-    rope_base: 10_000.0,
-    eps: 1e-5,
-    context: 2048,
-};
-
-fn config(m: &Meta) -> Result<DecoderConfig> {
-    DecoderConfig::read(m, DEFAULTS)
-}
-
-/// The Llama architecture.
+/// The Llama architecture: the shared reading as it is.
 pub const ARCH: Arch = Arch {
     names: &["llama", "mistral", "smollm"],
-    config,
+    // transformers' `LlamaConfig`
+    defaults: Defaults {
+        rope_base: 10_000.0,
+        eps: 1e-6,
+        context: 2048,
+    },
+    adapt: |_, c| Ok(c),
     spm: SpmStyle::Llama,
 };

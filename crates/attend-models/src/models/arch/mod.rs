@@ -4,9 +4,11 @@
 //! unknown architecture's error names ([`names`]) and how a SentencePiece vocabulary is read
 //! ([`Arch::spm`]).
 //!
-//! Adding an architecture: a file here with an `ARCH` constant whose `config` starts from
-//! [`DecoderConfig::read`] and sets its differences, and a row in [`ARCHITECTURES`]; then a
-//! tiny model of it in `scripts/tiny_decoders.py` for the golden test.
+//! Adding an architecture: a file here with an `ARCH` constant — its names, the defaults of
+//! transformers' config class for keys a file may lack, and `adapt`, which takes the
+//! configuration [`DecoderConfig::read`] read (Llama's layout) and sets what differs — and a
+//! row in [`ARCHITECTURES`]; then a tiny model of it in `scripts/tiny_decoders.py` for the
+//! golden test.
 
 pub mod gemma2;
 pub mod gemma3;
@@ -17,7 +19,7 @@ pub mod qwen3;
 
 use crate::formats::gguf::GgufFile;
 use crate::models::decoder::gguf::{architecture, Meta};
-use crate::models::decoder::{Decoder, DecoderConfig};
+use crate::models::decoder::{Decoder, DecoderConfig, Defaults};
 use crate::tokenize::gguf::{GgufTokenizer, SpmStyle};
 use crate::{Error, Result};
 
@@ -26,10 +28,20 @@ use crate::{Error, Result};
 pub struct Arch {
     /// `general.architecture` values.
     pub names: &'static [&'static str],
-    /// The file's metadata as a decoder's configuration (every key checked).
-    pub config: fn(&Meta) -> Result<DecoderConfig>,
+    /// What keys the file lacks default to (transformers' config class's values).
+    pub defaults: Defaults,
+    /// What sets the architecture apart: the configuration [`DecoderConfig::read`] read from
+    /// the shared keys, changed (and more keys read, every one checked).
+    pub adapt: fn(&Meta, DecoderConfig) -> Result<DecoderConfig>,
     /// How a `tokenizer.ggml.model = "llama"` vocabulary is read.
     pub spm: SpmStyle,
+}
+
+impl Arch {
+    /// The file's metadata as a decoder's configuration.
+    pub fn config(&self, m: &Meta) -> Result<DecoderConfig> {
+        (self.adapt)(m, DecoderConfig::read(m, self.defaults)?)
+    }
 }
 
 /// Every architecture attend reads.
@@ -73,7 +85,7 @@ fn of(file: &GgufFile) -> Result<&'static Arch> {
 /// The configuration of `file` as its architecture reads it.
 pub fn config(file: &GgufFile) -> Result<DecoderConfig> {
     let arch = architecture(file);
-    (of(file)?.config)(&Meta { file, arch: &arch })
+    of(file)?.config(&Meta { file, arch: &arch })
 }
 
 /// The tokenizer stored in `file`, read as its architecture reads it.

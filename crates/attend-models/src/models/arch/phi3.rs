@@ -5,30 +5,26 @@
 //! refused by name.
 
 use super::Arch;
-use crate::models::decoder::gguf::Meta;
 use crate::models::decoder::{DecoderConfig, Defaults, FfnLayout};
 use crate::nn::rope::Pairs;
 use crate::tokenize::gguf::SpmStyle;
-use crate::Result;
-
-/// transformers' `Phi3Config` defaults.
-const DEFAULTS: Defaults = Defaults {
-    rope_base: 10_000.0,
-    eps: 1e-5,
-    context: 4096,
-};
-
-fn config(m: &Meta) -> Result<DecoderConfig> {
-    let mut c = DecoderConfig::read(m, DEFAULTS)?;
-    c.rope_pairs = Pairs::Halves;
-    c.fused_qkv = true;
-    c.ffn = FfnLayout::FusedGateUp;
-    Ok(c)
-}
 
 /// The Phi-3 architecture.
 pub const ARCH: Arch = Arch {
     names: &["phi3"],
-    config,
+    // transformers' `Phi3Config`
+    defaults: Defaults {
+        rope_base: 10_000.0,
+        eps: 1e-5,
+        context: 4096,
+    },
+    adapt: |_, c| {
+        Ok(DecoderConfig {
+            rope_pairs: Pairs::Halves,
+            fused_qkv: true,
+            ffn: FfnLayout::FusedGateUp,
+            ..c
+        })
+    },
     spm: SpmStyle::Phi3,
 };

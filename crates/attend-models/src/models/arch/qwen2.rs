@@ -4,28 +4,26 @@
 //! (`tokenizer.ggml.pre = qwen2`).
 
 use super::Arch;
-use crate::models::decoder::gguf::Meta;
 use crate::models::decoder::{DecoderConfig, Defaults};
 use crate::nn::rope::Pairs;
 use crate::tokenize::gguf::SpmStyle;
-use crate::Result;
 
-/// transformers' `Qwen2Config` defaults.
-const DEFAULTS: Defaults = Defaults {
+/// transformers' `Qwen2Config` (and `Qwen3Config`) defaults.
+pub(super) const QWEN_DEFAULTS: Defaults = Defaults {
     rope_base: 10_000.0,
     eps: 1e-6,
     context: 32_768,
 };
 
-fn config(m: &Meta) -> Result<DecoderConfig> {
-    let mut c = DecoderConfig::read(m, DEFAULTS)?;
-    c.rope_pairs = Pairs::Halves;
-    Ok(c)
-}
-
 /// The Qwen 2 architecture.
 pub const ARCH: Arch = Arch {
     names: &["qwen2"],
-    config,
+    defaults: QWEN_DEFAULTS,
+    adapt: |_, c| {
+        Ok(DecoderConfig {
+            rope_pairs: Pairs::Halves,
+            ..c
+        })
+    },
     spm: SpmStyle::Llama,
 };

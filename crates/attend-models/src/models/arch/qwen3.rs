@@ -3,29 +3,20 @@
 //! `attention.key_length` (128 on Qwen3-0.6B, whose width ÷ heads is 64).
 
 use super::Arch;
-use crate::models::decoder::gguf::Meta;
-use crate::models::decoder::{DecoderConfig, Defaults};
+use crate::models::decoder::DecoderConfig;
 use crate::nn::rope::Pairs;
 use crate::tokenize::gguf::SpmStyle;
-use crate::Result;
-
-/// transformers' `Qwen3Config` defaults.
-const DEFAULTS: Defaults = Defaults {
-    rope_base: 10_000.0,
-    eps: 1e-6,
-    context: 32_768,
-};
-
-fn config(m: &Meta) -> Result<DecoderConfig> {
-    let mut c = DecoderConfig::read(m, DEFAULTS)?;
-    c.rope_pairs = Pairs::Halves;
-    c.qk_norm = true;
-    Ok(c)
-}
 
 /// The Qwen 3 architecture.
 pub const ARCH: Arch = Arch {
     names: &["qwen3"],
-    config,
+    defaults: super::qwen2::QWEN_DEFAULTS,
+    adapt: |_, c| {
+        Ok(DecoderConfig {
+            rope_pairs: Pairs::Halves,
+            qk_norm: true,
+            ..c
+        })
+    },
     spm: SpmStyle::Llama,
 };
