@@ -3,7 +3,11 @@ one `attend embed` process with 2 threads, on the same generated corpus, in one 
 memory of each Ray actor and of the driver, at two corpus sizes (bounded memory shows as the
 same peak for both).
 
-    python bench/ray_embed.py [--sizes 20000,60000] [--attend target/release/attend]
+    python bench/ray_embed.py [--sizes 20000,60000] [--attend target/release/attend] [--check]
+
+With --check, every output row is also compared with attend.load("minilm").embed of its text,
+bit for bit, in input order with its id (what python/tests/test_ray.py checks on 5 000 rows):
+`--sizes 100000 --check` is the 100 000-row instance the test suite once ran.
 
 Needs `pip install . "ray[data]"`. The Ray cluster is started before the clock starts (an
 existing cluster's cost); the actors' start-up (Python, model load) is inside the Ray figure,
@@ -24,7 +28,7 @@ import time
 import ray
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "python", "tests"))
-from test_ray import corpus, map_workers, write_corpus  # noqa: E402
+from test_ray import check_output, corpus, map_workers, write_corpus  # noqa: E402
 
 import attend.ray as ar  # noqa: E402
 
@@ -67,6 +71,7 @@ def ray_run(src, dst, n):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", default="20000,60000")
+    ap.add_argument("--check", action="store_true", help="compare every row with embed, bit for bit")
     ap.add_argument("--attend", default=os.path.join(os.path.dirname(__file__), "..", "target", "release", "attend"))
     args = ap.parse_args()
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
@@ -78,6 +83,11 @@ def main():
             write_corpus(src, texts, files=max(2, n // 5000))
             shutil.rmtree(dst, ignore_errors=True)
             ray_s, actor_peaks = ray_run(src, dst, n)
+            if args.check:
+                import attend
+
+                check_output(dst, texts, attend.load("minilm"))
+                print(f"{n} rows: every one equal to embed, bit for bit, in order", file=sys.stderr)
             # the same corpus through one attend process, 2 threads
             before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
             t0 = time.perf_counter()

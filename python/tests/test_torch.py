@@ -9,6 +9,9 @@ import pytest
 
 import attend
 
+TORCH_WHY = ("the live comparisons need PyTorch (pip install torch); the golden outputs of "
+             "PyTorch in this file run without it")
+
 GOLDEN = np.load(os.path.join(os.path.dirname(__file__), "golden", "torch_sdpa.npz"))
 NAMES = sorted({k.split(".")[0] for k in GOLDEN.files})
 KW = {
@@ -35,7 +38,7 @@ def test_golden_outputs_and_gradients_of_torch(name):
 
 
 def test_live_torch_tensors_in_and_out_sharing_memory():
-    torch = pytest.importorskip("torch")
+    torch = pytest.importorskip("torch", reason=TORCH_WHY)
     import torch.nn.functional as F
 
     gen = torch.Generator().manual_seed(1)
@@ -50,7 +53,7 @@ def test_live_torch_tensors_in_and_out_sharing_memory():
 
 
 def test_live_autograd_function_matches_torch():
-    torch = pytest.importorskip("torch")
+    torch = pytest.importorskip("torch", reason=TORCH_WHY)
     import attend.torch as at
     import torch.nn.functional as F
 

@@ -330,14 +330,14 @@ pub fn sgemm_strided(
     assert!(a_rs | a_cs | b_rs | b_cs <= isize::MAX as usize);
     let threads = rayon::current_num_threads();
     let par = if threads > 1 && m * n * k > 64 * 64 * 64 {
-        gemm::Parallelism::Rayon(threads)
+        gemm_common::Parallelism::Rayon(threads)
     } else {
-        gemm::Parallelism::None
+        gemm_common::Parallelism::None
     };
     // SAFETY: the largest index read from `a` and `b` is asserted in bounds above, and `c` is
     // m × n, row stride n, column stride 1, a unique borrow (no aliasing with `a` or `b`).
     unsafe {
-        gemm::gemm(
+        gemm_f32::gemm::f32::get_gemm_fn()(
             m,
             n,
             k,
