@@ -504,6 +504,46 @@ def check_load_back(orig, back, gemma):
             raise SystemExit(f"  {k}: the GGUF round trip changes it by {d}")
 
 
+def value_norms(model, ids):
+    """`[layer][head][token]`: ‖W_o[:, h] · v_j‖, token j's value vector (of head h's key/value
+    head, bias included) through head h's slice of the output projection (no bias): the norms
+    of Kobayashi et al. 2020's value-weighted attention."""
+    cfg = model.config
+    heads, kv = cfg.num_attention_heads, cfg.num_key_value_heads
+    hooks, vs = [], {}
+
+    def grab(l):
+        def hook(mod, args, out):
+            vs[l] = out.detach()
+        return hook
+
+    for l, layer in enumerate(model.model.layers):
+        att = layer.self_attn
+        if hasattr(att, "v_proj"):
+            hooks.append(att.v_proj.register_forward_hook(grab(l)))
+        else:  # Phi-3: the values are the last rows of the fused projection
+            hooks.append(att.qkv_proj.register_forward_hook(grab(l)))
+    with torch.no_grad():
+        model(torch.tensor([ids]))
+    for h in hooks:
+        h.remove()
+    out = []
+    for l, layer in enumerate(model.model.layers):
+        att = layer.self_attn
+        v = vs[l][0]
+        hd = getattr(att, "head_dim", cfg.hidden_size // heads)
+        if not hasattr(att, "v_proj"):
+            v = v[:, heads * hd + kv * hd:]
+        wo = att.o_proj.weight.detach()  # (width, heads · head_dim)
+        rows = []
+        for h in range(heads):
+            vh = v[:, (h // (heads // kv)) * hd:][:, :hd]  # (n, head_dim)
+            y = vh @ wo[:, h * hd:(h + 1) * hd].T
+            rows.append([float(x) for x in y.norm(dim=-1)])
+        out.append(rows)
+    return out
+
+
 def golden(s, model, tok):
     records = []
     for i, p in enumerate(PROMPTS):
@@ -532,6 +572,7 @@ def golden(s, model, tok):
         if i == 0:
             # [layer][head][query][key]
             rec["attention"] = [[[[float(x) for x in row] for row in a[h]] for h in range(a.shape[0])] for a in att]
+            rec["value_norms"] = value_norms(model, ids)
         records.append(rec)
         print(f"  {len(ids)} tokens {p[:40]!r}: top {top.indices[0].item()}, greedy {seq[len(ids):]}, "
               f"min margin {min(margins):.4f}", file=sys.stderr)

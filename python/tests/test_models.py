@@ -156,7 +156,7 @@ def test_a_path_that_is_no_model_says_so(tmp_path):
     notes.write_text("hello")
     with pytest.raises(attend.ModelError, match="not a model attend reads"):
         attend.load(str(notes))
-    with pytest.raises(attend.ModelError, match="holds no .gguf"):
+    with pytest.raises(attend.ModelError, match="holds no model attend reads"):
         attend.load(str(tmp_path))
 
 

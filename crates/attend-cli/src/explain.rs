@@ -3,6 +3,8 @@
 use std::io::Write;
 
 use anyhow::Result;
+use attend_models::generate::Context;
+use attend_models::models::Kind;
 use attend_models::nn::logits::{softmax, top_k};
 use attend_models::trace::aggregate::without_sinks;
 use attend_models::trace::query::{self, Comparison, HeadSel, Versus};
@@ -29,9 +31,14 @@ pub enum ExplainFormat {
 /// Arguments of `attend explain`.
 #[derive(clap::Args, Debug)]
 pub struct ExplainArgs {
-    /// Model: a name (`attend models`), a BERT-family folder, or a folder from `attend train`.
+    /// Model: a name (`attend models`), a BERT-family folder, a `.gguf` file (or a folder
+    /// holding one) of a decoder attend reads, or a folder from `attend train`.
     #[arg(long, default_value = "minilm")]
     model: String,
+    /// Causal models: float32 activations (what transformers computes on the same file)
+    /// instead of 8-bit ones; slower.
+    #[arg(long)]
+    exact: bool,
     /// Layer to show: a number from 0, or `all` [default: the last layer].
     #[arg(long)]
     layer: Option<String>,
@@ -191,6 +198,29 @@ fn output_format(args: &ExplainArgs) -> Result<ExplainFormat> {
     Ok(format)
 }
 
+/// A token as a list shows it: without the spaces around it (a GGUF token carries its
+/// leading space), or quoted when it is only spaces or line breaks.
+pub fn shown(text: &str) -> String {
+    let t = text.trim();
+    if t.is_empty() {
+        format!("{text:?}")
+    } else {
+        t.to_string()
+    }
+}
+
+/// A text the model refuses (too long, words outside a toy vocabulary) is a usage error; any
+/// other failure is one.
+fn usage_if_text(e: attend_models::Error) -> anyhow::Error {
+    match e {
+        attend_models::Error::TextLength { .. }
+        | attend_models::Error::ContextExceeded { .. }
+        | attend_models::Error::Tokenizer(_)
+        | attend_models::Error::Invalid(_) => crate::usage!("{e}"),
+        other => other.into(),
+    }
+}
+
 /// Runs `attend explain`: load and compute, then print in the chosen format.
 pub fn run(args: &ExplainArgs) -> Result<()> {
     let format = output_format(args)?;
@@ -214,24 +244,15 @@ pub fn run(args: &ExplainArgs) -> Result<()> {
 
 /// The trace of `text` in the model, and what the flags select of it.
 fn explain(args: &ExplainArgs, text: &str) -> Result<Explained> {
-    // a causal model attend trained (toy-winograd, or a folder from `attend train`), else a
-    // BERT-family encoder
-    let (trace, prediction) = match crate::input::toy_model(&args.model)? {
-        Some(m) => {
-            let vocab = &m.config.vocab;
-            let tokens = vocab.encode(text).map_err(|e| crate::usage!("{e}"))?;
-            let (trace, logits) = m.trace(&tokens).map_err(|e| match e {
-                attend_models::Error::TextLength { .. } => crate::usage!("{e}"),
-                other => other.into(),
-            })?;
-            let p = softmax(&logits);
-            let top = top_k(&logits, 3)
-                .into_iter()
-                .map(|(id, _)| (vocab.token_text(id as u32), p[id]))
-                .collect::<Vec<_>>();
-            (trace, Some(top))
-        }
-        None => {
+    // a BERT-family encoder, or any causal model (a GGUF decoder, a model attend trained):
+    // every layer × head × query × key of the text, from one forward pass
+    let (trace, prediction) = match crate::input::identify(&args.model)? {
+        Kind::Encoder => {
+            if args.exact {
+                return Err(crate::usage!(
+                    "--exact is for causal models (an encoder computes in float32 already)"
+                ));
+            }
             let enc = crate::input::encoder(&args.model)?;
             let (trace, tok) = enc.trace(text)?;
             if tok.truncated {
@@ -241,6 +262,36 @@ fn explain(args: &ExplainArgs, text: &str) -> Result<Explained> {
                 );
             }
             (trace, None)
+        }
+        Kind::Causal | Kind::Toy => {
+            let mut lm = crate::input::causal(&args.model)?;
+            if args.exact && !lm.set_exact(true) {
+                eprintln!(
+                    "attend: --exact: `{}` computes in float32 already",
+                    args.model
+                );
+            }
+            let tok = lm.tokenizer();
+            let tokens = tok.encode(text).map_err(usage_if_text)?;
+            if tokens.is_empty() {
+                return Err(crate::usage!("the text has no tokens"));
+            }
+            if let Context::Limit(max) = lm.context() {
+                if tokens.len() > max {
+                    return Err(crate::usage!(
+                        "the text is {} tokens; `{}` reads at most {max}",
+                        tokens.len(),
+                        args.model
+                    ));
+                }
+            }
+            let (trace, logits) = lm.explain(&tokens).map_err(usage_if_text)?;
+            let p = softmax(&logits);
+            let top = top_k(&logits, 3)
+                .into_iter()
+                .map(|(id, _)| (shown(&tok.display(id as u32)), p[id]))
+                .collect::<Vec<_>>();
+            (trace, Some(top))
         }
     };
     let causal = prediction.is_some();

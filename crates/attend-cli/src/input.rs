@@ -78,7 +78,8 @@ pub fn encoder(model: &str) -> Result<SentenceEncoder> {
         )),
         Kind::Causal => Err(crate::usage!(
             "`{model}` is a causal language model; this command takes a BERT-family encoder \
-             (e.g. minilm). For what a language model attends to, use `attend generate --explain`"
+             (e.g. minilm). For what a language model attends to, use `attend explain --model \
+             {model} TEXT` or `attend generate --explain`"
         )),
         Kind::Encoder => match open(model)? {
             Model::Encoder(e) => Ok(*e),
@@ -96,18 +97,6 @@ pub fn causal(model: &str) -> Result<Box<dyn CausalLm>> {
         ));
     }
     Ok(open(model)?.into_causal().expect("identified as causal"))
-}
-
-/// A model attend trained itself: an embedded one by name (`toy-winograd`), or a checkpoint
-/// folder from `attend train`. `None` when `model` is something else.
-pub fn toy_model(model: &str) -> Result<Option<attend_models::models::toy::ToyModel>> {
-    if identify(model)? != Kind::Toy {
-        return Ok(None);
-    }
-    match open(model)? {
-        Model::Toy(m) => Ok(Some(*m)),
-        _ => unreachable!("identified as a toy model"),
-    }
 }
 
 /// `--page-mib` in bytes: a positive number of MiB, at most 4096.

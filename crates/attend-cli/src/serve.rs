@@ -13,7 +13,6 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use attend_models::generate::{generate, CausalLm, GenToken, Sampler, SamplerConfig};
-use attend_models::models::toy::ToyModel;
 use attend_models::models::Model;
 use attend_models::nn::logits::{softmax, top_k};
 use attend_models::{registry, SentenceEncoder};
@@ -58,8 +57,17 @@ pub struct ServeArgs {
 /// A loaded model.
 enum Loaded {
     Encoder(Box<SentenceEncoder>),
-    Toy(ToyModel),
+    /// A GGUF decoder or a model attend trained: explained, or continued.
     Causal(Box<dyn CausalLm>),
+}
+
+/// What a request asks of a causal model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    /// The attention over the text (every layer × head × query × key).
+    Explain,
+    /// A greedy continuation of up to this many tokens, and the rows that predicted each.
+    Generate(usize),
 }
 
 /// One model offered, with its gate: one run at a time, a bounded number waiting.
@@ -96,7 +104,7 @@ impl IntoResponse for Failure {
 
 fn load(name: &str) -> Result<(&'static str, Loaded)> {
     Ok(match crate::input::open(name)? {
-        Model::Toy(m) => ("toy", Loaded::Toy(*m)),
+        Model::Toy(m) => ("toy", Loaded::Causal(m)),
         Model::Encoder(e) => ("encoder", Loaded::Encoder(e)),
         Model::Causal(m) => ("causal", Loaded::Causal(m)),
     })
@@ -240,12 +248,17 @@ async fn index(State(app): State<Arc<App>>) -> Response {
         .iter()
         .map(|e| {
             let n = esc(&e.name);
-            format!("<option value=\"{n}\">{n} ({})</option>", e.kind)
+            format!(
+                "<option value=\"{n}\" data-kind=\"{}\">{n} ({})</option>",
+                e.kind, e.kind
+            )
         })
         .collect();
     let page = INDEX
         .replace("{{OPTIONS}}", &options)
-        .replace("{{MAX}}", &app.max_chars.to_string());
+        .replace("{{MAX}}", &app.max_chars.to_string())
+        .replace("{{MAXTOK}}", &app.max_tokens.to_string())
+        .replace("{{DEFTOK}}", &app.max_tokens.min(24).to_string());
     (
         [
             (header::CONTENT_TYPE, "text/html; charset=utf-8"),
@@ -321,6 +334,29 @@ async fn view_page(app: Arc<App>, body: Bytes) -> Result<String, Failure> {
             .ok_or_else(|| bad("`model` must be a string".into()))?
             .to_string(),
     };
+    let mode = match v.get("mode").map(|m| m.as_str()) {
+        None | Some(Some("explain")) => Mode::Explain,
+        Some(Some("generate")) => {
+            let n = match v.get("max_tokens") {
+                None => app.max_tokens as u64,
+                Some(n) => n.as_u64().filter(|&n| n >= 1).ok_or_else(|| {
+                    bad("`max_tokens` must be a whole number of at least 1".into())
+                })?,
+            };
+            if n > app.max_tokens as u64 {
+                return Err(bad(format!(
+                    "`max_tokens` is {n}; this server generates at most {} (--max-tokens)",
+                    app.max_tokens
+                )));
+            }
+            Mode::Generate(n as usize)
+        }
+        _ => {
+            return Err(bad(
+                "`mode` must be \"explain\" (the default) or \"generate\"".into(),
+            ))
+        }
+    };
     let chars = text.chars().count();
     if chars > app.max_chars {
         return Err(Failure(
@@ -362,7 +398,7 @@ async fn view_page(app: Arc<App>, body: Bytes) -> Result<String, Failure> {
         let e = &worker.models[index];
         let out = {
             let _one = e.gate.lock().unwrap_or_else(|p| p.into_inner());
-            let run = std::panic::AssertUnwindSafe(|| page_of(&worker, e, &text));
+            let run = std::panic::AssertUnwindSafe(|| page_of(e, &text, mode));
             worker.pool.install(|| std::panic::catch_unwind(run))
         };
         e.waiting.fetch_sub(1, Ordering::SeqCst);
@@ -386,35 +422,51 @@ async fn view_page(app: Arc<App>, body: Bytes) -> Result<String, Failure> {
 }
 
 /// The page for `text` in one model (runs on the model's pool, one at a time).
-fn page_of(app: &App, e: &Entry, text: &str) -> Result<String, Failure> {
+fn page_of(e: &Entry, text: &str, mode: Mode) -> Result<String, Failure> {
     let user = |m: String| Failure(StatusCode::UNPROCESSABLE_ENTITY, m);
     let fail = |m: String| Failure(StatusCode::INTERNAL_SERVER_ERROR, m);
     let viz = |r: attend_viz::Result<String>| r.map_err(|err| fail(err.to_string()));
-    let opts = attend_viz::Options::new(&e.name);
-    match &e.model {
-        Loaded::Encoder(enc) => {
+    let mut opts = attend_viz::Options::new(&e.name);
+    match (&e.model, mode) {
+        (Loaded::Encoder(enc), _) => {
             let (trace, _) = enc.trace(text).map_err(|err| user(err.to_string()))?;
             viz(attend_viz::trace_page(&trace, &opts))
         }
-        Loaded::Toy(m) => {
-            let vocab = &m.config.vocab;
-            let tokens = vocab.encode(text).map_err(|err| user(err.to_string()))?;
-            let (trace, logits) = m.trace(&tokens).map_err(|err| user(err.to_string()))?;
+        (Loaded::Causal(lm), Mode::Explain) => {
+            let tok = lm.tokenizer();
+            let tokens = tok.encode(text).map_err(|err| user(err.to_string()))?;
+            if tokens.is_empty() {
+                return Err(user("the text has no tokens".into()));
+            }
+            if let attend_models::generate::Context::Limit(max) = lm.context() {
+                if tokens.len() > max {
+                    return Err(user(format!(
+                        "the text is {} tokens; this model reads at most {max}",
+                        tokens.len()
+                    )));
+                }
+            }
+            let (trace, logits) = lm.explain(&tokens).map_err(|err| user(err.to_string()))?;
             let p = softmax(&logits);
             let top: Vec<String> = top_k(&logits, 3)
                 .into_iter()
-                .map(|(id, _)| format!("{} {:.3}", vocab.token_text(id as u32), p[id]))
+                .map(|(id, _)| {
+                    format!(
+                        "{} {:.3}",
+                        crate::explain::shown(&tok.display(id as u32)),
+                        p[id]
+                    )
+                })
                 .collect();
-            let mut opts = opts;
             opts.subtitle = Some(format!("next token (causal model): {}", top.join(" · ")));
             viz(attend_viz::trace_page(&trace, &opts))
         }
-        Loaded::Causal(lm) => generation(app, lm.as_ref(), text, opts),
+        (Loaded::Causal(lm), Mode::Generate(n)) => generation(n, lm.as_ref(), text, opts),
     }
 }
 
 fn generation(
-    app: &App,
+    max_tokens: usize,
     lm: &dyn CausalLm,
     text: &str,
     mut opts: attend_viz::Options,
@@ -436,7 +488,7 @@ fn generation(
         kept.push(g.clone());
         true
     };
-    generate(lm, &ids, app.max_tokens, &mut sampler, true, &mut on_token)
+    generate(lm, &ids, max_tokens, &mut sampler, true, &mut on_token)
         .map_err(|e| user(e.to_string()))?;
     if kept.is_empty() {
         return Err(user("the model ended the text at once".into()));
@@ -455,34 +507,61 @@ fn generation(
 /// The app: a form, and the viewer of the answer in a frame of its own.
 const INDEX: &str = r#"<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>attend serve</title>
+<link rel="icon" href="data:,">
 <style>
 body { font: 14px system-ui, sans-serif; margin: 0; }
-form { display: flex; gap: 8px; padding: 10px; background: #f3f5f8; align-items: flex-start; flex-wrap: wrap; }
+header { padding: 8px 10px 0; }
+h1 { font-size: 16px; margin: 0 0 2px; }
+header p { margin: 0; color: #555; }
+form { display: flex; gap: 8px; padding: 8px 10px; background: #f3f5f8; align-items: flex-start; flex-wrap: wrap; }
 textarea { width: min(760px, 90vw); height: 3.4em; font: inherit; }
 #status { padding: 4px 10px; color: #8a4b00; min-height: 1.2em; }
-iframe { border: 0; width: 100%; height: calc(100vh - 110px); }
+iframe { border: 0; width: 100%; height: calc(100vh - 150px); }
 </style></head>
 <body>
+<header><h1>attend — which tokens does each token listen to?</h1>
+<p>Type a text and pick a model. <b>explain</b> shows every layer and head's attention over the
+text (for a causal model, also what it predicts next); <b>continue</b> lets a causal model
+generate and shows, for each new token, the row of the position that predicted it.</p></header>
 <form id="f">
   <textarea id="text" maxlength="{{MAX}}" placeholder="a text (at most {{MAX}} characters)">The animal didn't cross the road because it was tired</textarea>
   <select id="model">{{OPTIONS}}</select>
-  <button type="submit">explain</button>
+  <select id="mode" title="what to do with a causal model's text"><option value="explain">explain the text</option><option value="generate">continue it</option></select>
+  <label>tokens <input id="n" type="number" min="1" max="{{MAXTOK}}" value="{{DEFTOK}}" style="width:4.5em"></label>
+  <button type="submit" id="go">explain</button>
 </form>
-<div id="status"></div>
+<div id="status" role="status"></div>
 <iframe id="out" title="attention"></iframe>
 <script>
+var kinds = {};
+Array.prototype.forEach.call(document.getElementById('model').options, function (o) { kinds[o.value] = o.dataset.kind; });
+function sync() {
+  var enc = kinds[document.getElementById('model').value] === 'encoder';
+  document.getElementById('mode').disabled = enc;
+  var gen = !enc && document.getElementById('mode').value === 'generate';
+  document.getElementById('n').disabled = !gen;
+  document.getElementById('go').textContent = gen ? 'continue' : 'explain';
+}
+document.getElementById('model').onchange = sync;
+document.getElementById('mode').onchange = sync;
+sync();
 document.getElementById('f').onsubmit = async function (e) {
   e.preventDefault();
-  var st = document.getElementById('status');
-  st.textContent = 'running…';
+  var st = document.getElementById('status'), t0 = Date.now(), go = document.getElementById('go');
+  var tick = setInterval(function () { st.textContent = 'running… ' + Math.round((Date.now() - t0) / 1000) + ' s'; }, 500);
+  st.textContent = 'running…'; go.disabled = true;
+  var req = { model: document.getElementById('model').value, text: document.getElementById('text').value };
+  if (!document.getElementById('mode').disabled && document.getElementById('mode').value === 'generate') {
+    req.mode = 'generate'; req.max_tokens = Number(document.getElementById('n').value);
+  }
   try {
-    var r = await fetch('/api/view', { method: 'POST', headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ model: document.getElementById('model').value, text: document.getElementById('text').value }) });
+    var r = await fetch('/api/view', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(req) });
     var body = await r.text();
     if (!r.ok) { st.textContent = 'error ' + r.status + ': ' + JSON.parse(body).error; return; }
     st.textContent = '';
     document.getElementById('out').srcdoc = body;
   } catch (err) { st.textContent = 'error: ' + err.message; }
+  finally { clearInterval(tick); go.disabled = false; }
 };
 </script>
 </body></html>

@@ -336,7 +336,7 @@ fn save(
         let (trace, _) = trainer.model.trace(&tokens)?;
         let panels: Vec<(String, Vec<f32>)> = (0..c.layers)
             .flat_map(|l| (0..c.heads).map(move |h| (l, h)))
-            .map(|(l, h)| (format!("layer {l}, head {h}"), trace.matrix(l, h).to_vec()))
+            .map(|(l, h)| (format!("layer {l}, head {h}"), trace.matrix(l, h)))
             .collect();
         let title = format!("after {} steps: \"{text}\"", trainer.state.step);
         let svg = render::heatmaps_svg(&title, &trace.tokens, &panels);

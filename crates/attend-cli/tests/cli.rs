@@ -1063,26 +1063,30 @@ fn any_tiny_gguf_generates_and_explains() {
     std::fs::write(&not_model, "hello").unwrap();
     let empty = dir.join("empty");
     std::fs::create_dir_all(&empty).unwrap();
-    for (args, want) in [
+    for (args, want, code) in [
         (
             vec!["generate", "--model", not_model.to_str().unwrap(), "x"],
             "not a model attend reads",
+            2,
         ),
         (
             vec!["generate", "--model", empty.to_str().unwrap(), "x"],
-            "holds no .gguf file",
+            "holds no model attend reads",
+            1,
         ),
         (
             vec!["generate", "--model", "minilm", "x"],
             "sentence encoder",
+            2,
         ),
         (
             vec!["embed", "--model", &format!("{tiny}/qwen2.gguf"), "x"],
             "causal language model",
+            2,
         ),
     ] {
         let o = attend(&args, None);
-        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+        assert_eq!(o.status.code(), Some(code), "{args:?}: {}", stderr(&o));
         assert!(stderr(&o).contains(want), "{args:?}: {}", stderr(&o));
     }
     std::fs::remove_dir_all(&dir).ok();

@@ -7,7 +7,11 @@ pub use crate::tokenize::TokenInfo;
 pub mod aggregate;
 pub mod query;
 
-/// Attention probabilities of every layer and head, `[layer][head][query][key]`, with the tokens.
+/// Attention probabilities of every layer and head, `[layer][head][query][key]`, with the
+/// tokens. Rows are kept compact: each `(layer, query)` has a span of keys `lo..hi` that its
+/// heads can see (every key for an encoder; up to the query in a causal model; the window in a
+/// sliding-window layer), and only the span is stored — a causal trace holds half the
+/// matrix, a local layer of Gemma 3 its band. Outside its span a row is 0.
 #[derive(Clone, Debug)]
 pub struct Trace {
     /// The tokens, queries and keys alike.
@@ -16,8 +20,6 @@ pub struct Trace {
     pub layers: usize,
     /// Heads per layer.
     pub heads: usize,
-    /// Probabilities, flat `[layer][head][query][key]`.
-    pub attention: Vec<f32>,
     /// Key/value heads per layer (`heads` for multi-head attention; fewer for GQA/MQA).
     pub kv_heads: usize,
     /// Whether queries saw only earlier keys (a causal model).
@@ -26,9 +28,100 @@ pub struct Trace {
     /// `h` once weighted by 1 — its value vector times the head's slice of the output
     /// projection (Kobayashi et al. 2020). Empty when the model did not provide it.
     pub value_norms: Vec<f32>,
+    rows: Rows,
+}
+
+/// The stored rows: for each `(layer, query)` its key span; the spans of a layer laid out one
+/// after another for each head.
+#[derive(Clone, Debug, Default)]
+struct Rows {
+    /// `[layer][query]`: the keys `lo..hi` the layer's heads can see from that query.
+    spans: Vec<(u32, u32)>,
+    /// `[layer][query]`: where the row starts within one head's block of the layer.
+    offsets: Vec<usize>,
+    /// `[layer]`: where the layer's block starts in `data`, and one head's block's length.
+    layer_at: Vec<(usize, usize)>,
+    /// The weights.
+    data: Vec<f32>,
 }
 
 impl Trace {
+    /// A trace from dense `[layer][head][query][key]` probabilities (every row all `n` keys).
+    pub fn dense(
+        tokens: Vec<TokenInfo>,
+        (layers, heads, kv_heads): (usize, usize, usize),
+        causal: bool,
+        attention: Vec<f32>,
+    ) -> crate::Result<Trace> {
+        let n = tokens.len();
+        Trace::from_spans(
+            tokens,
+            (layers, heads, kv_heads),
+            causal,
+            vec![(0, n); layers * n],
+            attention,
+        )
+    }
+
+    /// A trace from compact rows: `spans` `[layer][query]` the keys `lo..hi` stored for that
+    /// query (by every head of the layer), `data` the rows `[layer][head][query][lo..hi]`.
+    /// Sizes that disagree are refused.
+    pub fn from_spans(
+        tokens: Vec<TokenInfo>,
+        (layers, heads, kv_heads): (usize, usize, usize),
+        causal: bool,
+        spans: Vec<(usize, usize)>,
+        data: Vec<f32>,
+    ) -> crate::Result<Trace> {
+        let n = tokens.len();
+        if spans.len() != layers * n {
+            return Err(crate::Error::Invalid(format!(
+                "{} row spans for {layers} layers × {n} tokens",
+                spans.len()
+            )));
+        }
+        if let Some(&(lo, hi)) = spans.iter().find(|&&(lo, hi)| lo > hi || hi > n) {
+            return Err(crate::Error::Invalid(format!(
+                "a row span {lo}..{hi} is not within the {n} keys"
+            )));
+        }
+        let mut offsets = Vec::with_capacity(spans.len());
+        let mut layer_at = Vec::with_capacity(layers);
+        let mut at = 0usize;
+        for l in 0..layers {
+            let mut size = 0usize;
+            for &(lo, hi) in &spans[l * n..][..n] {
+                offsets.push(size);
+                size += hi - lo;
+            }
+            layer_at.push((at, size));
+            at += size * heads;
+        }
+        if data.len() != at {
+            return Err(crate::Error::Invalid(format!(
+                "{} weights for rows that hold {at}",
+                data.len()
+            )));
+        }
+        Ok(Trace {
+            tokens,
+            layers,
+            heads,
+            kv_heads,
+            causal,
+            value_norms: Vec::new(),
+            rows: Rows {
+                spans: spans
+                    .into_iter()
+                    .map(|(lo, hi)| (lo as u32, hi as u32))
+                    .collect(),
+                offsets,
+                layer_at,
+                data,
+            },
+        })
+    }
+
     /// Tokens.
     pub fn len(&self) -> usize {
         self.tokens.len()
@@ -37,26 +130,73 @@ impl Trace {
     pub fn is_empty(&self) -> bool {
         self.tokens.is_empty()
     }
-    /// The weights query `q` gives every key in `(layer, head)`.
-    pub fn row(&self, layer: usize, head: usize, q: usize) -> &[f32] {
-        let n = self.len();
-        &self.attention[((layer * self.heads + head) * n + q) * n..][..n]
+    /// The keys `lo..hi` query `q` of `layer` can see (its stored span).
+    pub fn span(&self, layer: usize, q: usize) -> (usize, usize) {
+        let (lo, hi) = self.rows.spans[layer * self.len() + q];
+        (lo as usize, hi as usize)
     }
-    /// The `[query][key]` matrix of `(layer, head)`.
-    pub fn matrix(&self, layer: usize, head: usize) -> &[f32] {
+    /// The stored part of row `q` of `(layer, head)`: where it starts, and its weights.
+    pub fn row_span(&self, layer: usize, head: usize, q: usize) -> (usize, &[f32]) {
         let n = self.len();
-        &self.attention[(layer * self.heads + head) * n * n..][..n * n]
+        let (lo, hi) = self.span(layer, q);
+        let (base, size) = self.rows.layer_at[layer];
+        let at = base + head * size + self.rows.offsets[layer * n + q];
+        (lo, &self.rows.data[at..at + (hi - lo)])
+    }
+    /// The weight query `q` gives key `k` in `(layer, head)`.
+    pub fn weight(&self, layer: usize, head: usize, q: usize, k: usize) -> f32 {
+        let (lo, w) = self.row_span(layer, head, q);
+        k.checked_sub(lo)
+            .and_then(|i| w.get(i))
+            .copied()
+            .unwrap_or(0.0)
+    }
+    /// Row `q` of `(layer, head)` over every key into `out` (`len()` long).
+    pub fn row_into(&self, layer: usize, head: usize, q: usize, out: &mut [f32]) {
+        let (lo, w) = self.row_span(layer, head, q);
+        out.fill(0.0);
+        out[lo..lo + w.len()].copy_from_slice(w);
+    }
+    /// Row `q` of `(layer, head)` over every key.
+    pub fn row(&self, layer: usize, head: usize, q: usize) -> Vec<f32> {
+        let mut out = vec![0.0; self.len()];
+        self.row_into(layer, head, q, &mut out);
+        out
+    }
+    /// The `[query][key]` matrix of `(layer, head)`, every key.
+    pub fn matrix(&self, layer: usize, head: usize) -> Vec<f32> {
+        let n = self.len();
+        let mut m = vec![0.0f32; n * n];
+        for (q, row) in m.chunks_exact_mut(n.max(1)).enumerate() {
+            self.row_into(layer, head, q, row);
+        }
+        m
     }
     /// The mean over heads of `layer`'s `[query][key]` matrices.
     pub fn head_mean(&self, layer: usize) -> Vec<f32> {
         let n = self.len();
         let mut m = vec![0.0f32; n * n];
+        let heads = self.heads as f32;
         for h in 0..self.heads {
-            for (a, b) in m.iter_mut().zip(self.matrix(layer, h)) {
-                *a += b / self.heads as f32;
+            for q in 0..n {
+                let (lo, w) = self.row_span(layer, h, q);
+                for (a, b) in m[q * n + lo..][..w.len()].iter_mut().zip(w) {
+                    *a += b / heads;
+                }
             }
         }
         m
+    }
+    /// Every weight, `[layer][head][query][key]`, every key (for small traces: `n²` per head).
+    pub fn to_dense(&self) -> Vec<f32> {
+        (0..self.layers)
+            .flat_map(|l| (0..self.heads).map(move |h| (l, h)))
+            .flat_map(|(l, h)| self.matrix(l, h))
+            .collect()
+    }
+    /// The weights stored (what the trace holds in memory, in floats).
+    pub fn stored(&self) -> usize {
+        self.rows.data.len()
     }
 }
 
@@ -146,7 +286,7 @@ impl GenerationTrace {
             kv_heads: self.kv_heads,
             query_pos: (0..self.steps()).map(|i| self.prompt_len - 1 + i).collect(),
             keys: self.keys(),
-            data: &self.rows,
+            data: aggregate::GridData::Dense(&self.rows),
         }
     }
 }

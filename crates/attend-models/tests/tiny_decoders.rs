@@ -36,6 +36,11 @@ const EXACT_ATTENTION: f32 = 1e-5;
 /// ~0.02 (measured: see the test's output); 0.05 leaves room and is still far below what a
 /// missing window, bias or soft-cap changes (> 0.3).
 const FAST_TOL: f32 = 0.05;
+/// The fast path's attention weights on the Q8_0 files: the 8-bit activations move the
+/// projections' outputs and so each score by up to ~0.02, which moves a weight by at most
+/// about that times itself; measured 0.0055 at worst (the test prints it). 0.02 leaves room;
+/// on F32 files the fast path is exact.
+const FAST_ATTENTION: f32 = 0.02;
 
 fn dir() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tiny")
@@ -203,6 +208,83 @@ fn qwen2_q8_0_biases_on_a_quantised_file() {
 #[test]
 fn phi3_q8_0_fused_projections_split_in_quantised_rows() {
     check("phi3-q8_0", "phi3");
+}
+
+/// `explain` — every layer × head × query × key from one forward pass, each row kept only
+/// over the keys it sees — equals transformers' `output_attentions` on the first prompt, in
+/// exact mode within 1e-5 (and the fast path's rows within `FAST_ATTENTION` on the Q8_0
+/// files); the rows sum to 1 and stop at the window; the value
+/// norms equal `‖W_o[:, h] · v_j‖` computed with torch on the same weights.
+#[test]
+fn explain_gives_every_row_as_transformers_does() {
+    for name in [
+        "llama3",
+        "mistral",
+        "qwen2",
+        "qwen3",
+        "phi3",
+        "gemma2",
+        "qwen2-q8_0",
+        "phi3-q8_0",
+    ] {
+        let g = golden(name);
+        let mut m = load_decoder(&dir().join(format!("{name}.gguf"))).unwrap();
+        let p = &g["prompts"][0];
+        let text = p["prompt"].as_str().unwrap();
+        let tokens = m.tokenizer.encode(text).unwrap();
+        for (exact, tol) in [(true, EXACT_ATTENTION), (false, FAST_ATTENTION)] {
+            m.exact = exact;
+            let (trace, logits) = m.explain_tokens(&tokens).unwrap();
+            let n = tokens.len();
+            assert_eq!(
+                (trace.len(), trace.layers, trace.heads),
+                (n, m.config.n_layers, m.config.n_heads)
+            );
+            assert_eq!(trace.kv_heads, m.config.n_kv_heads);
+            let want = &p["attention"];
+            let mut worst_att = 0.0f32;
+            for l in 0..trace.layers {
+                for h in 0..trace.heads {
+                    let d = worst(&trace.matrix(l, h), &want[l][h]);
+                    worst_att = worst_att.max(d);
+                    for q in 0..n {
+                        let (lo, w) = trace.row_span(l, h, q);
+                        let s: f32 = w.iter().sum();
+                        assert!((s - 1.0).abs() < 1e-4, "{name} {l} {h} {q}: {s}");
+                        if m.is_local(l) {
+                            assert_eq!(lo, (q + 1).saturating_sub(m.config.window));
+                        }
+                    }
+                }
+            }
+            assert!(
+                worst_att <= tol,
+                "{name} (exact {exact}): attention off by {worst_att}"
+            );
+            if !exact {
+                eprintln!("{name}: the fast path's attention within {worst_att:.2e}");
+            }
+            // its logits are the forward pass's
+            let id = ids(&p["top5_ids"])[0] as usize;
+            let want0 = floats(&p["top5_logits"])[0];
+            assert!((logits[id] - want0).abs() <= if exact { EXACT_LOGITS } else { FAST_TOL });
+            if exact {
+                let vn = flat(&p["value_norms"]);
+                assert_eq!(trace.value_norms.len(), vn.len(), "{name}");
+                let worst_vn = trace
+                    .value_norms
+                    .iter()
+                    .zip(&vn)
+                    .map(|(&a, &b)| ((a as f64 - b) / b.abs().max(1e-6)).abs())
+                    .fold(0.0, f64::max);
+                assert!(
+                    worst_vn < 1e-4,
+                    "{name}: value norms off by {worst_vn} (relative)"
+                );
+                eprintln!("{name}: explain within {worst_att:.2e}; value norms within {worst_vn:.1e} (relative)");
+            }
+        }
+    }
 }
 
 /// The windows decide: with every layer global, the long prompt's logits are far from the

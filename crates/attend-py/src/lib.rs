@@ -20,7 +20,7 @@ mod threads;
 use pyo3::prelude::*;
 
 use kernels::{backward, forward, weights, LayerCache};
-use models::{known_models, model_kind, toy_explain, CausalLM, Encoder, TokenStream};
+use models::{known_models, model_kind, CausalLM, Encoder, TokenStream};
 use page::Page;
 use threads::{get_num_threads, set_num_threads};
 
@@ -31,7 +31,6 @@ fn _attend(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(backward, m)?)?;
     m.add_function(wrap_pyfunction!(set_num_threads, m)?)?;
     m.add_function(wrap_pyfunction!(get_num_threads, m)?)?;
-    m.add_function(wrap_pyfunction!(toy_explain, m)?)?;
     m.add_function(wrap_pyfunction!(model_kind, m)?)?;
     m.add_function(wrap_pyfunction!(known_models, m)?)?;
     m.add_class::<LayerCache>()?;

@@ -31,6 +31,38 @@ fn identify(py: Python<'_>, name: &str) -> PyResult<Kind> {
         })
 }
 
+/// The dict an `Explanation` is made from: `tokens` ((id, text, start, end) tuples),
+/// `layers`, `heads`, `kv_heads`, `truncated`, `next` (a causal model's likeliest next
+/// tokens, or None) and `page` (the trace, behind the viewer and the queries; the weights
+/// are read from it on demand).
+fn explanation<'py>(
+    py: Python<'py>,
+    trace: attend_models::Trace,
+    truncated: bool,
+    next: Option<Vec<(String, f32)>>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("tokens", tokens_list(py, &trace.tokens)?)?;
+    d.set_item("layers", trace.layers)?;
+    d.set_item("heads", trace.heads)?;
+    d.set_item("kv_heads", trace.kv_heads)?;
+    d.set_item("truncated", truncated)?;
+    let subtitle = next.as_ref().map(|top| {
+        let list: Vec<String> = top.iter().map(|(t, p)| format!("{t} {p:.3}")).collect();
+        format!("next token (causal model): {}", list.join(" · "))
+    });
+    d.set_item("next", next)?;
+    d.set_item(
+        "page",
+        Page {
+            model: String::new(),
+            subtitle,
+            what: PageOf::Trace(trace),
+        },
+    )?;
+    Ok(d)
+}
+
 fn tokens_list<'py>(
     py: Python<'py>,
     toks: &[attend_models::TokenInfo],
@@ -86,21 +118,7 @@ impl Encoder {
         let (trace, tok) = py
             .detach(|| on_pool(|| inner.trace(&text)))
             .map_err(|e| model_err(py, e))?;
-        let d = PyDict::new(py);
-        d.set_item("tokens", tokens_list(py, &trace.tokens)?)?;
-        d.set_item("layers", trace.layers)?;
-        d.set_item("heads", trace.heads)?;
-        d.set_item("truncated", tok.truncated)?;
-        d.set_item("attention", PyArray1::from_vec(py, trace.attention.clone()))?;
-        d.set_item(
-            "page",
-            Page {
-                model: String::new(),
-                subtitle: None,
-                what: PageOf::Trace(trace),
-            },
-        )?;
-        Ok(d)
+        explanation(py, trace, tok.truncated, None)
     }
 
     #[getter]
@@ -177,6 +195,51 @@ impl CausalLM {
             .encode(text)
             .map_err(|e| model_err(py, e))?;
         tokens_list(py, &toks)
+    }
+
+    /// The attention of every layer × head × query × key over `text` (one forward pass), as
+    /// `attend explain --model` computes it, and the likeliest next tokens.
+    fn explain<'py>(&self, py: Python<'py>, text: &str) -> PyResult<Bound<'py, PyDict>> {
+        let lm = &*self.inner;
+        let tok = lm.tokenizer();
+        let tokens = tok.encode(text).map_err(|e| model_err(py, e))?;
+        if tokens.is_empty() {
+            return Err(raise(
+                py,
+                "InvalidArgument",
+                "the text has no tokens".into(),
+            ));
+        }
+        if let attend_models::generate::Context::Limit(max) = lm.context() {
+            if tokens.len() > max {
+                return Err(raise(
+                    py,
+                    "InvalidArgument",
+                    format!(
+                        "the text is {} tokens; this model reads at most {max}",
+                        tokens.len()
+                    ),
+                ));
+            }
+        }
+        let (trace, logits) = py
+            .detach(|| on_pool(|| lm.explain(&tokens)))
+            .map_err(|e| model_err(py, e))?;
+        let p = attend_models::nn::logits::softmax(&logits);
+        let next = attend_models::nn::logits::top_k(&logits, 3)
+            .into_iter()
+            .map(|(id, _)| (tok.display(id as u32), p[id]))
+            .collect();
+        explanation(py, trace, false, Some(next))
+    }
+
+    /// Computes with float32 activations (what transformers computes on the same file)
+    /// instead of 8-bit ones; returns whether the model has such a switch.
+    fn set_exact(&mut self, exact: bool) -> bool {
+        match Arc::get_mut(&mut self.inner) {
+            Some(m) => m.set_exact(exact),
+            None => false,
+        }
     }
 
     #[getter]
@@ -309,44 +372,6 @@ impl TokenStream {
             Err(_) => Ok(None),
         }
     }
-}
-
-/// Explains a toy model's answer: its trace over `text` (same dict as `Encoder.explain`).
-#[pyfunction]
-pub(crate) fn toy_explain<'py>(
-    py: Python<'py>,
-    name_or_path: &str,
-    text: &str,
-) -> PyResult<Bound<'py, PyDict>> {
-    let m = match open(py, name_or_path)? {
-        Model::Toy(m) => m,
-        _ => {
-            return Err(raise(
-                py,
-                "ModelError",
-                format!("`{name_or_path}` is not a model attend trained"),
-            ))
-        }
-    };
-    let tokens = m.config.vocab.encode(text).map_err(|e| model_err(py, e))?;
-    let (trace, _) = py
-        .detach(|| on_pool(|| m.trace(&tokens)))
-        .map_err(|e| model_err(py, e))?;
-    let d = PyDict::new(py);
-    d.set_item("tokens", tokens_list(py, &trace.tokens)?)?;
-    d.set_item("layers", trace.layers)?;
-    d.set_item("heads", trace.heads)?;
-    d.set_item("truncated", false)?;
-    d.set_item("attention", PyArray1::from_vec(py, trace.attention.clone()))?;
-    d.set_item(
-        "page",
-        Page {
-            model: name_or_path.to_string(),
-            subtitle: None,
-            what: PageOf::Trace(trace),
-        },
-    )?;
-    Ok(d)
 }
 
 /// What a name or path is, without loading it: "encoder", or "causal" (a GGUF decoder or a

@@ -131,6 +131,31 @@ impl Page {
         Ok(query::top(&w[q * n..][..n], k))
     }
 
+    /// Every weight, `[layer][head][query][key]` flat (`n²` floats per head).
+    fn dense<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyArray1<f32>>> {
+        let t = self.trace(py)?;
+        let v = py.detach(|| t.to_dense());
+        Ok(PyArray1::from_vec(py, v))
+    }
+
+    /// The `[query][key]` matrix of `(layer, head)`, flat.
+    fn matrix<'py>(
+        &self,
+        py: Python<'py>,
+        layer: usize,
+        head: usize,
+    ) -> PyResult<Bound<'py, PyArray1<f32>>> {
+        let t = self.trace(py)?;
+        if layer >= t.layers || head >= t.heads {
+            return Err(raise(
+                py,
+                "InvalidArgument",
+                format!("layer {layer}, head {head} out of range"),
+            ));
+        }
+        Ok(PyArray1::from_vec(py, t.matrix(layer, head)))
+    }
+
     /// `attend explain --format json`'s document, titled `model`.
     fn to_json(&self, py: Python<'_>, model: &str) -> PyResult<String> {
         Ok(query::explain_json(model, self.trace(py)?, None, None).to_string())

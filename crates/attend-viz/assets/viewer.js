@@ -33,15 +33,15 @@
   function decode(m) {
     if (m.ready) return m.ready;
     var count = (m.per_head ? L * H : L) * R;
-    m.ready = inflate(b64(m.data)).then(function (buf) {
-      var off = 0;
-      m.scales = new Float32Array(buf, off, count); off += 4 * count;
+    m.ready = Promise.all([inflate(b64(m.head)), inflate(b64(m.data))]).then(function (bufs) {
+      var head = bufs[0], buf = bufs[1], off = 0;
+      m.scales = new Float32Array(head, off, count); off += 4 * count;
       if (m.encoding === 'top') {
-        m.rest = new Float32Array(buf, off, count); off += 4 * count;
-        m.index = new Uint32Array(buf, off, count * m.top); off += 4 * count * m.top;
+        m.rest = new Float32Array(head, off, count); off += 4 * count;
+        m.index = new Uint32Array(head, off, count * m.top);
       }
       var n = count * (m.encoding === 'top' ? m.top : K);
-      m.values = m.bits === 16 ? new Uint16Array(buf, off, n) : new Uint8Array(buf, off, n);
+      m.values = m.bits === 16 ? new Uint16Array(buf, 0, n) : new Uint8Array(buf, 0, n);
       return m;
     });
     return m.ready;

@@ -3,9 +3,11 @@
 //! sum of the rest; zlib-compressed (the page inflates it with the browser's own
 //! `DecompressionStream`) and base64-encoded.
 //!
-//! Dense layout (little-endian): `scales: f32[m·r]`, then `values: u8|u16[m·r·k]`, a weight
-//! being `value · scale`. Top layout: `scales: f32[m·r]`, `rest: f32[m·r]` (the dropped
-//! weights' sum), `index: u32[m·r·t]`, `values: u8|u16[m·r·t]`.
+//! A map is written one matrix at a time ([`MapWriter`]), so a page never holds more than one
+//! matrix of floats besides what it has encoded. Two streams (little-endian): `head` holds
+//! `scales: f32[m·r]` (dense), or `scales: f32[m·r]`, `rest: f32[m·r]` (the dropped weights'
+//! sum) and `index: u32[m·r·t]` (top); `data` holds `values: u8|u16[m·r·k]` (dense) or
+//! `[m·r·t]` (top), a weight being `value · scale`.
 
 use std::io::Write;
 
@@ -33,7 +35,9 @@ pub struct Encoded {
     pub bits: u32,
     /// Weights kept per row (top encoding), else the row length.
     pub top: usize,
-    /// base64 of the zlib stream.
+    /// base64 of the zlib stream of the scales (and, top encoding, the rests and indices).
+    pub head: String,
+    /// base64 of the zlib stream of the values.
     pub data: String,
 }
 
@@ -71,60 +75,96 @@ fn quantise(w: f32, scale: f32) -> f32 {
     }
 }
 
-/// The bytes of `rows` rows of `keys` weights, every weight kept.
-pub fn dense_bytes(data: &[f32], keys: usize, bits: u32) -> Vec<u8> {
-    let rows = data.len() / keys.max(1);
-    let mut out = Vec::with_capacity(rows * 4 + data.len() * (bits as usize / 8));
-    let scales: Vec<f32> = data
-        .chunks_exact(keys.max(1))
-        .map(|r| row_scale(r, bits))
-        .collect();
-    for s in &scales {
-        out.extend_from_slice(&s.to_le_bytes());
-    }
-    for (row, &s) in data.chunks_exact(keys.max(1)).zip(&scales) {
-        for &w in row {
-            push_value(&mut out, quantise(w, s), bits);
-        }
-    }
-    out
+/// Writes one map's matrices, one at a time, in the dense or the top layout.
+pub struct MapWriter {
+    encoding: Encoding,
+    bits: u32,
+    keys: usize,
+    top: usize,
+    scales: Vec<u8>,
+    rest: Vec<u8>,
+    index: Vec<u8>,
+    values: ZlibEncoder<Vec<u8>>,
+    row: Vec<u8>,
 }
 
-/// The bytes of each row's `top` largest weights (ties: the earlier key) and the rest's sum.
-pub fn top_bytes(data: &[f32], keys: usize, top: usize, bits: u32) -> Vec<u8> {
-    let keys = keys.max(1);
-    let top = top.min(keys);
-    let rows = data.len() / keys;
-    let mut scales = Vec::with_capacity(rows);
-    let mut rest = Vec::with_capacity(rows);
-    let mut index: Vec<u32> = Vec::with_capacity(rows * top);
-    let mut kept: Vec<f32> = Vec::with_capacity(rows * top);
-    let mut order: Vec<usize> = Vec::with_capacity(keys);
-    for row in data.chunks_exact(keys) {
-        order.clear();
-        order.extend(0..keys);
-        order.sort_by(|&a, &b| row[b].total_cmp(&row[a]).then(a.cmp(&b)));
-        let chosen = &order[..top];
-        let total: f32 = row.iter().filter(|v| v.is_finite()).sum();
-        let kept_sum: f32 = chosen.iter().map(|&k| row[k]).sum();
-        scales.push(row_scale(row, bits));
-        rest.push((total - kept_sum).max(0.0));
-        index.extend(chosen.iter().map(|&k| k as u32));
-        kept.extend(chosen.iter().map(|&k| row[k]));
+impl MapWriter {
+    /// Every weight of rows of `keys`.
+    pub fn dense(keys: usize, bits: u32) -> MapWriter {
+        MapWriter::new(Encoding::Dense, keys, keys, bits)
     }
-    let mut out = Vec::new();
-    for s in scales.iter().chain(&rest) {
-        out.extend_from_slice(&s.to_le_bytes());
+
+    /// Each row's `top` largest weights and the rest's sum.
+    pub fn top(keys: usize, top: usize, bits: u32) -> MapWriter {
+        MapWriter::new(Encoding::Top, keys, top.min(keys), bits)
     }
-    for i in &index {
-        out.extend_from_slice(&i.to_le_bytes());
-    }
-    for (r, &s) in scales.iter().enumerate() {
-        for &w in &kept[r * top..][..top] {
-            push_value(&mut out, quantise(w, s), bits);
+
+    fn new(encoding: Encoding, keys: usize, top: usize, bits: u32) -> MapWriter {
+        MapWriter {
+            encoding,
+            bits,
+            keys: keys.max(1),
+            top,
+            scales: Vec::new(),
+            rest: Vec::new(),
+            index: Vec::new(),
+            values: ZlibEncoder::new(Vec::new(), Compression::new(6)),
+            row: Vec::new(),
         }
     }
-    out
+
+    /// Adds the rows of one matrix (`keys` weights each).
+    pub fn push(&mut self, matrix: &[f32]) {
+        let mut order: Vec<usize> = Vec::new();
+        for row in matrix.chunks_exact(self.keys) {
+            let scale = row_scale(row, self.bits);
+            self.scales.extend_from_slice(&scale.to_le_bytes());
+            self.row.clear();
+            match self.encoding {
+                Encoding::Dense => {
+                    for &w in row {
+                        push_value(&mut self.row, quantise(w, scale), self.bits);
+                    }
+                }
+                Encoding::Top => {
+                    order.clear();
+                    order.extend(0..self.keys);
+                    order.sort_by(|&a, &b| row[b].total_cmp(&row[a]).then(a.cmp(&b)));
+                    let chosen = &order[..self.top];
+                    let total: f32 = row.iter().filter(|v| v.is_finite()).sum();
+                    let kept: f32 = chosen.iter().map(|&k| row[k]).sum();
+                    self.rest
+                        .extend_from_slice(&(total - kept).max(0.0).to_le_bytes());
+                    for &k in chosen {
+                        self.index.extend_from_slice(&(k as u32).to_le_bytes());
+                        push_value(&mut self.row, quantise(row[k], scale), self.bits);
+                    }
+                }
+            }
+            // writing into a Vec cannot fail
+            let _ = self.values.write_all(&self.row);
+        }
+    }
+
+    /// Bytes written so far, compressed (what the page will hold, before base64).
+    pub fn compressed_len(&self) -> usize {
+        self.values.get_ref().len() + self.scales.len() + self.rest.len() + self.index.len()
+    }
+
+    /// The map.
+    pub fn finish(self) -> Encoded {
+        let values = self.values.finish().unwrap_or_default();
+        let mut head = self.scales;
+        head.extend_from_slice(&self.rest);
+        head.extend_from_slice(&self.index);
+        Encoded {
+            encoding: self.encoding,
+            bits: self.bits,
+            top: self.top,
+            head: pack(&head),
+            data: base64::engine::general_purpose::STANDARD.encode(values),
+        }
+    }
 }
 
 /// zlib, then base64.
@@ -138,22 +178,16 @@ pub fn pack(bytes: &[u8]) -> String {
 
 /// One map in the dense layout.
 pub fn dense(data: &[f32], keys: usize, bits: u32) -> Encoded {
-    Encoded {
-        encoding: Encoding::Dense,
-        bits,
-        top: keys,
-        data: pack(&dense_bytes(data, keys, bits)),
-    }
+    let mut w = MapWriter::dense(keys, bits);
+    w.push(data);
+    w.finish()
 }
 
 /// One map in the top layout.
 pub fn top(data: &[f32], keys: usize, top: usize, bits: u32) -> Encoded {
-    Encoded {
-        encoding: Encoding::Top,
-        bits,
-        top: top.min(keys),
-        data: pack(&top_bytes(data, keys, top, bits)),
-    }
+    let mut w = MapWriter::top(keys, top, bits);
+    w.push(data);
+    w.finish()
 }
 
 #[cfg(test)]
@@ -179,13 +213,13 @@ mod tests {
     fn dense_rows_round_trip_within_half_a_step() {
         let data = [0.5, 0.25, 0.25, 0.0, 0.9, 0.1, 0.0, 0.0, 0.0];
         for bits in [8, 16] {
-            let b = unpack(&dense(&data, 3, bits).data);
-            let scales = f32s(&b[..12]);
+            let e = dense(&data, 3, bits);
+            let scales = f32s(&unpack(&e.head));
+            let b = unpack(&e.data);
             let vals: Vec<f32> = if bits == 8 {
-                b[12..].iter().map(|&v| v as f32).collect()
+                b.iter().map(|&v| v as f32).collect()
             } else {
-                b[12..]
-                    .chunks_exact(2)
+                b.chunks_exact(2)
                     .map(|c| u16::from_le_bytes([c[0], c[1]]) as f32)
                     .collect()
             };
@@ -205,16 +239,17 @@ mod tests {
     #[test]
     fn top_keeps_the_largest_and_the_rest_sum() {
         let data = [0.1, 0.6, 0.05, 0.25];
-        let b = unpack(&top(&data, 4, 2, 8).data);
-        let scale = f32s(&b[0..4])[0];
-        let rest = f32s(&b[4..8])[0];
-        let idx: Vec<u32> = b[8..16]
+        let e = top(&data, 4, 2, 8);
+        let (h, b) = (unpack(&e.head), unpack(&e.data));
+        let scale = f32s(&h[0..4])[0];
+        let rest = f32s(&h[4..8])[0];
+        let idx: Vec<u32> = h[8..16]
             .chunks_exact(4)
             .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
             .collect();
         assert_eq!(idx, vec![1, 3]);
         assert!((rest - 0.15).abs() < 1e-6);
-        assert!((b[16] as f32 * scale - 0.6).abs() < 1e-6);
-        assert!((b[17] as f32 * scale - 0.25).abs() <= scale);
+        assert!((b[0] as f32 * scale - 0.6).abs() < 1e-6);
+        assert!((b[1] as f32 * scale - 0.25).abs() <= scale);
     }
 }

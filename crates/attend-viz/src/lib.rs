@@ -22,7 +22,7 @@
 pub mod encode;
 pub mod picture;
 
-use attend_models::trace::aggregate::{self, Grid, HeadStats};
+use attend_models::trace::aggregate::{self, HeadStats};
 use attend_models::{GenerationTrace, Trace};
 use serde::Serialize;
 
@@ -126,56 +126,107 @@ struct Data {
     notes: Vec<String>,
 }
 
-/// The raw matrices and the aggregations to encode: `(id, label, per_head, probabilities,
-/// data)`.
-type Source = (&'static str, &'static str, bool, bool, Vec<f32>);
-
-fn head_means(grid: &Grid<'_>) -> Vec<f32> {
-    (0..grid.layers).flat_map(|l| grid.head_mean(l)).collect()
+/// One map to encode: its id and label, whether it has a matrix per head (else per layer),
+/// whether its rows are probabilities, how many matrices, and the matrices themselves, made
+/// one at a time and handed to a sink (so that a page never holds them all; a second pass
+/// makes them again).
+struct Source<'a> {
+    id: &'static str,
+    label: &'static str,
+    per_head: bool,
+    probabilities: bool,
+    matrices: usize,
+    make: Matrices<'a>,
 }
 
-/// Encodes every source within `budget` bytes: dense first (16 bits when small); past the
-/// budget, each row's largest weights, as many as fit.
+/// Makes a map's matrices, in order, handing each to the sink it is given.
+type Matrices<'a> = Box<dyn Fn(&mut dyn FnMut(&[f32])) + 'a>;
+
+/// The matrices of `(layer, head)` pairs, in order, from `f`.
+fn per_head<'a>(
+    layers: usize,
+    heads: usize,
+    f: impl Fn(usize, usize) -> Vec<f32> + 'a,
+) -> Matrices<'a> {
+    Box::new(move |sink| {
+        for l in 0..layers {
+            for h in 0..heads {
+                sink(&f(l, h));
+            }
+        }
+    })
+}
+
+/// Encodes every source within `budget` bytes: dense (16 bits when small) when that fits;
+/// past the budget, each row's largest weights, as many as fit. `rows` rows of `keys` per
+/// matrix.
 fn encode_maps(
-    sources: Vec<Source>,
+    sources: Vec<Source<'_>>,
+    rows: usize,
     keys: usize,
     budget: usize,
     notes: &mut Vec<String>,
 ) -> Vec<Map> {
-    let total: usize = sources.iter().map(|s| s.4.len()).sum();
+    let total: usize = sources.iter().map(|s| s.matrices * rows * keys).sum();
     let bits = if total <= SIXTEEN_BIT_LIMIT { 16 } else { 8 };
-    let dense: Vec<encode::Encoded> = sources
-        .iter()
-        .map(|s| encode::dense(&s.4, keys, bits))
-        .collect();
-    let size: usize = dense.iter().map(|e| e.data.len()).sum();
-    let encoded = if size <= budget || keys <= 8 {
-        dense
+    // dense, unless even a 16-fold compression could not bring it within the budget; given up
+    // as soon as the compressed bytes pass it
+    let hopeless = total * (bits as usize / 8) / 16 > budget;
+    let dense = if hopeless && keys > 8 {
+        None
     } else {
-        // keep `t` of `keys` per row: the dense size scaled by t/keys, with index overhead
-        let rows: usize = total / keys.max(1);
-        let per_weight = 5.0 * 1.37; // u32 index + u8 value, base64
-        let t = ((budget as f64 / (rows as f64 * per_weight)) as usize).clamp(8, keys);
-        notes.push(format!(
-            "This page would have been {:.1} MiB, over its {:.0} MiB budget: each row keeps its \
-             {t} largest weights of {keys}, and the sum of the others (the remainder) is shown \
-             with it.",
-            size as f64 / (1 << 20) as f64,
-            budget as f64 / (1 << 20) as f64
-        ));
-        sources
-            .iter()
-            .map(|s| encode::top(&s.4, keys, t, 8))
-            .collect()
+        let mut done = Vec::with_capacity(sources.len());
+        let mut used = 0usize;
+        let mut over = false;
+        for s in &sources {
+            let mut w = encode::MapWriter::dense(keys, bits);
+            (s.make)(&mut |m| {
+                if !over {
+                    w.push(m);
+                    over = used + w.compressed_len() > budget && keys > 8;
+                }
+            });
+            if over {
+                break;
+            }
+            let e = w.finish();
+            used += e.head.len() + e.data.len();
+            over = used > budget && keys > 8;
+            done.push(e);
+        }
+        (!over).then_some(done)
+    };
+    let encoded = match dense {
+        Some(d) => d,
+        None => {
+            // keep `t` of `keys` per row: index (u32) and value (u8), base64
+            let all_rows: usize = sources.iter().map(|s| s.matrices * rows).sum();
+            let per_weight = 5.0 * 1.37;
+            let t = ((budget as f64 / (all_rows as f64 * per_weight)) as usize).clamp(8, keys);
+            notes.push(format!(
+                "This page would have been over its {:.0} MiB budget: each row keeps its {t} \
+                 largest weights of {keys}, and the sum of the others (the remainder) is shown \
+                 with it.",
+                budget as f64 / (1 << 20) as f64
+            ));
+            sources
+                .iter()
+                .map(|s| {
+                    let mut w = encode::MapWriter::top(keys, t, 8);
+                    (s.make)(&mut |m| w.push(m));
+                    w.finish()
+                })
+                .collect()
+        }
     };
     sources
         .into_iter()
         .zip(encoded)
-        .map(|((id, label, per_head, probabilities, _), encoded)| Map {
-            id,
-            label,
-            per_head,
-            probabilities,
+        .map(|(s, encoded)| Map {
+            id: s.id,
+            label: s.label,
+            per_head: s.per_head,
+            probabilities: s.probabilities,
             encoded,
         })
         .collect()
@@ -197,59 +248,73 @@ pub fn trace_page(trace: &Trace, opts: &Options) -> Result<String> {
     if n == 0 || trace.layers == 0 || trace.heads == 0 {
         return Err(Error::Empty("the trace has no tokens or no heads".into()));
     }
-    if trace.attention.len() != trace.layers * trace.heads * n * n {
-        return Err(Error::Invalid(format!(
-            "the trace holds {} weights; {} layers × {} heads × {n}² expected",
-            trace.attention.len(),
-            trace.layers,
-            trace.heads
-        )));
-    }
+    let (layers, heads) = (trace.layers, trace.heads);
     let grid = trace.grid();
     let sinks = grid.sinks();
     let mut notes = Vec::new();
     let mut sources: Vec<Source> = vec![
-        ("raw", "raw weights", true, true, trace.attention.clone()),
-        ("mean", "mean of heads", false, true, head_means(&grid)),
-        (
-            "rollout",
-            "attention rollout (Abnar & Zuidema 2020)",
-            false,
-            true,
-            trace.rollout(),
-        ),
+        Source {
+            id: "raw",
+            label: "raw weights",
+            per_head: true,
+            probabilities: true,
+            matrices: layers * heads,
+            make: per_head(layers, heads, |l, h| trace.matrix(l, h)),
+        },
+        Source {
+            id: "mean",
+            label: "mean of heads",
+            per_head: false,
+            probabilities: true,
+            matrices: layers,
+            make: Box::new(|sink| (0..layers).for_each(|l| sink(&trace.head_mean(l)))),
+        },
+        Source {
+            id: "rollout",
+            label: "attention rollout (Abnar & Zuidema 2020)",
+            per_head: false,
+            probabilities: true,
+            matrices: layers,
+            make: Box::new(|sink| trace.rollout_each(|_, r| sink(r))),
+        },
     ];
     if trace.has_value_norms() {
-        let per_head: Vec<f32> = (0..trace.layers)
-            .flat_map(|l| (0..trace.heads).map(move |h| (l, h)))
-            .flat_map(|(l, h)| trace.value_weighted(l, h).unwrap_or_default())
-            .collect();
-        let vgrid = Grid {
-            data: &per_head,
-            ..grid.clone()
-        };
-        let mean = head_means(&vgrid);
-        sources.push((
-            "value",
-            "value-weighted norm ‖α·f(x)‖ (Kobayashi et al. 2020)",
-            true,
-            false,
-            per_head,
-        ));
-        sources.push((
-            "value-mean",
-            "value-weighted norm, mean of heads",
-            false,
-            false,
-            mean,
-        ));
+        sources.push(Source {
+            id: "value",
+            label: "value-weighted norm ‖α·f(x)‖ (Kobayashi et al. 2020)",
+            per_head: true,
+            probabilities: false,
+            matrices: layers * heads,
+            make: per_head(layers, heads, |l, h| {
+                trace.value_weighted(l, h).unwrap_or_default()
+            }),
+        });
+        sources.push(Source {
+            id: "value-mean",
+            label: "value-weighted norm, mean of heads",
+            per_head: false,
+            probabilities: false,
+            matrices: layers,
+            make: Box::new(|sink| {
+                for l in 0..layers {
+                    let mut m = vec![0.0f32; n * n];
+                    for h in 0..heads {
+                        let v = trace.value_weighted(l, h).unwrap_or_default();
+                        m.iter_mut()
+                            .zip(&v)
+                            .for_each(|(a, b)| *a += b / heads as f32);
+                    }
+                    sink(&m);
+                }
+            }),
+        });
     } else {
         notes.push(
             "Value-weighted norms are not available: this model did not give its value vectors."
                 .into(),
         );
     }
-    let maps = encode_maps(sources, n, opts.budget, &mut notes);
+    let maps = encode_maps(sources, n, n, opts.budget, &mut notes);
     let data = Data {
         version: 1,
         model: opts.model.clone(),
@@ -290,12 +355,26 @@ pub fn generation_page(gen: &GenerationTrace, logprobs: &[f32], opts: &Options) 
          value-weighted norms need every row of every layer, which generation does not keep.",
         gen.prompt_len
     )];
+    let (layers, heads, keys) = (gen.layers, gen.heads, gen.keys());
     let sources: Vec<Source> = vec![
-        ("raw", "raw weights", true, true, gen.rows.clone()),
-        ("mean", "mean of heads", false, true, head_means(&grid)),
+        Source {
+            id: "raw",
+            label: "raw weights",
+            per_head: true,
+            probabilities: true,
+            matrices: layers * heads,
+            make: per_head(layers, heads, |l, h| grid.matrix(l, h)),
+        },
+        Source {
+            id: "mean",
+            label: "mean of heads",
+            per_head: false,
+            probabilities: true,
+            matrices: layers,
+            make: Box::new(|sink| (0..layers).for_each(|l| sink(&grid.head_mean(l)))),
+        },
     ];
-    let keys = gen.keys();
-    let maps = encode_maps(sources, keys, opts.budget, &mut notes);
+    let maps = encode_maps(sources, steps, keys, opts.budget, &mut notes);
     let generated = (0..steps)
         .map(|i| Generated {
             text: gen.tokens[gen.prompt_len + i].text.clone(),
@@ -372,19 +451,14 @@ mod tests {
         for _ in 0..2 * 2 {
             att.extend([0.8, 0.1, 0.1, 0.7, 0.2, 0.1, 0.75, 0.15, 0.1]);
         }
-        Trace {
-            tokens: vec![
-                tok("[CLS]", 0, 0),
-                tok("a<b", 0, 3),
-                tok("</script>", 4, 13),
-            ],
-            layers: 2,
-            heads: 2,
-            attention: att,
-            kv_heads: 2,
-            causal: false,
-            value_norms: vec![1.0; 2 * 2 * n],
-        }
+        let tokens = vec![
+            tok("[CLS]", 0, 0),
+            tok("a<b", 0, 3),
+            tok("</script>", 4, 13),
+        ];
+        let mut t = Trace::dense(tokens, (2, 2, 2), false, att).unwrap();
+        t.value_norms = vec![1.0; 2 * 2 * n];
+        t
     }
 
     #[test]
@@ -416,17 +490,16 @@ mod tests {
     #[test]
     fn over_budget_rows_keep_their_largest_weights() {
         let n = 64;
-        let mut t = small();
-        t.tokens = (0..n).map(|i| tok(&format!("t{i}"), i, i + 1)).collect();
-        t.value_norms.clear();
+        let tokens = (0..n).map(|i| tok(&format!("t{i}"), i, i + 1)).collect();
         // pseudo-random rows (incompressible enough to pass a tiny budget)
         let mut x = 1u32;
-        t.attention = (0..4 * n * n)
+        let att = (0..4 * n * n)
             .map(|_| {
                 x = x.wrapping_mul(1664525).wrapping_add(1013904223);
                 (x >> 8) as f32 / (1u32 << 24) as f32 / n as f32
             })
             .collect();
+        let t = Trace::dense(tokens, (2, 2, 2), false, att).unwrap();
         let mut o = Options::new("m");
         o.budget = 4096;
         let html = trace_page(&t, &o).unwrap();
@@ -448,13 +521,7 @@ mod tests {
         let html = generation_page(&g, &[-0.5, -1.0], &Options::new("m")).unwrap();
         assert!(html.contains("\"kind\":\"generation\""));
         assert!(html.contains("\"query_pos\":[1,2]"));
-        assert!(trace_page(
-            &Trace {
-                tokens: vec![],
-                ..small()
-            },
-            &Options::new("m")
-        )
-        .is_err());
+        let empty = Trace::dense(vec![], (2, 2, 2), false, vec![]).unwrap();
+        assert!(trace_page(&empty, &Options::new("m")).is_err());
     }
 }

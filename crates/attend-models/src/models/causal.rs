@@ -6,7 +6,8 @@
 
 use attend::KvCache;
 
-use crate::tokenize::Tokenizer;
+use crate::tokenize::{TokenInfo, Tokenizer};
+use crate::trace::Trace;
 use crate::Result;
 
 /// How far a model can see.
@@ -26,6 +27,9 @@ pub enum AttnCapture {
     None,
     /// The last position's attention, every layer × head: `[layer][head][key]`.
     LastRow,
+    /// Every position's attention, every layer × head, each row kept to the keys it can see
+    /// (an explanation of the whole text), with the value norms of every head.
+    All,
 }
 
 /// What one step returns.
@@ -72,4 +76,8 @@ pub trait CausalLm: Send + Sync {
     /// Runs `tokens` at positions `cache.len()..`, appending their keys and values to
     /// `cache`; the logits of the last one and, when asked, its attention.
     fn step(&self, tokens: &[u32], cache: &mut KvCache, capture: AttnCapture) -> Result<Step>;
+    /// The attention of every layer × head × query × key over `tokens` (run from position 0
+    /// in one forward pass), with the value norms the aggregations need, and the logits of
+    /// the last position (what the model predicts next).
+    fn explain(&self, tokens: &[TokenInfo]) -> Result<(Trace, Vec<f32>)>;
 }

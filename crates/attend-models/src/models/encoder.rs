@@ -221,15 +221,14 @@ impl SentenceEncoder {
         let tok = self.tokenize(text)?;
         let out = self.model.forward(&[tok.ids()], true)?;
         let c = &self.model.config;
-        let trace = Trace {
-            tokens: tok.tokens.clone(),
-            layers: c.num_hidden_layers,
-            heads: c.num_attention_heads,
-            attention: out.attention.into_iter().next().unwrap_or_default(),
-            kv_heads: c.num_attention_heads,
-            causal: false,
-            value_norms: out.value_norms.into_iter().next().unwrap_or_default(),
-        };
+        let heads = c.num_attention_heads;
+        let mut trace = Trace::dense(
+            tok.tokens.clone(),
+            (c.num_hidden_layers, heads, heads),
+            false,
+            out.attention.into_iter().next().unwrap_or_default(),
+        )?;
+        trace.value_norms = out.value_norms.into_iter().next().unwrap_or_default();
         Ok((trace, tok))
     }
 }

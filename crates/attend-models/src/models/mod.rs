@@ -142,11 +142,22 @@ pub fn identify(arg: &str) -> Result<(Kind, Source)> {
         }
         return match decoder::gguf::single_gguf(p) {
             Ok(_) => Ok((Kind::Causal, path)),
-            Err(Error::Invalid(what)) => Err(Error::Invalid(format!(
-                "{what}, no BERT model (config.json and model.safetensors) and no checkpoint of \
-                 a model attend trained"
-            ))),
-            Err(e) => Err(e),
+            // several .gguf files: say so
+            Err(Error::Invalid(what)) if what.contains("name one") => Err(Error::Invalid(what)),
+            Err(_) => {
+                let config = p.join("config.json");
+                let why = match std::fs::metadata(&config) {
+                    Err(e) => format!("no config.json ({e})"),
+                    Ok(_) => "a config.json but no model.safetensors".into(),
+                };
+                Err(Error::Format {
+                    path: p.to_path_buf(),
+                    what: format!(
+                        "holds no model attend reads: {why}, no .gguf file, and no checkpoint \
+                         of `attend train`"
+                    ),
+                })
+            }
         };
     }
     if !meta.is_file() {

@@ -122,7 +122,16 @@ pub struct Grid<'a> {
     /// Keys per row.
     pub keys: usize,
     /// The weights.
-    pub data: &'a [f32],
+    pub data: GridData<'a>,
+}
+
+/// Where a [`Grid`]'s weights are.
+#[derive(Clone, Copy, Debug)]
+pub enum GridData<'a> {
+    /// `[layer][head][row][key]`, every key.
+    Dense(&'a [f32]),
+    /// A trace's compact rows.
+    Trace(&'a Trace),
 }
 
 impl Grid<'_> {
@@ -131,10 +140,34 @@ impl Grid<'_> {
         self.query_pos.len()
     }
 
-    /// The `[row][key]` matrix of `(layer, head)`.
-    pub fn matrix(&self, layer: usize, head: usize) -> &[f32] {
-        let size = self.rows() * self.keys;
-        &self.data[(layer * self.heads + head) * size..][..size]
+    /// Calls `f(row, lo, weights)` for every row of `(layer, head)`: the stored weights of
+    /// keys `lo..lo + weights.len()` (the others are 0).
+    pub fn each_row(&self, layer: usize, head: usize, mut f: impl FnMut(usize, usize, &[f32])) {
+        match self.data {
+            GridData::Dense(d) => {
+                let size = self.rows() * self.keys;
+                let m = &d[(layer * self.heads + head) * size..][..size];
+                for (r, row) in m.chunks_exact(self.keys.max(1)).enumerate() {
+                    f(r, 0, row);
+                }
+            }
+            GridData::Trace(t) => {
+                for q in 0..self.rows() {
+                    let (lo, w) = t.row_span(layer, head, q);
+                    f(q, lo, w);
+                }
+            }
+        }
+    }
+
+    /// The `[row][key]` matrix of `(layer, head)`, every key.
+    pub fn matrix(&self, layer: usize, head: usize) -> Vec<f32> {
+        let k = self.keys;
+        let mut m = vec![0.0f32; self.rows() * k];
+        self.each_row(layer, head, |r, lo, w| {
+            m[r * k + lo..][..w.len()].copy_from_slice(w)
+        });
+        m
     }
 
     /// The key/value head query head `h` reads.
@@ -145,11 +178,15 @@ impl Grid<'_> {
 
     /// The mean over heads of `layer`'s matrices.
     pub fn head_mean(&self, layer: usize) -> Vec<f32> {
-        let mut m = vec![0.0f32; self.rows() * self.keys];
+        let k = self.keys;
+        let mut m = vec![0.0f32; self.rows() * k];
+        let heads = self.heads as f32;
         for h in 0..self.heads {
-            for (a, b) in m.iter_mut().zip(self.matrix(layer, h)) {
-                *a += b / self.heads as f32;
-            }
+            self.each_row(layer, h, |r, lo, w| {
+                for (a, b) in m[r * k + lo..][..w.len()].iter_mut().zip(w) {
+                    *a += b / heads;
+                }
+            });
         }
         m
     }
@@ -161,14 +198,14 @@ impl Grid<'_> {
         let n = self.keys;
         let mut sum = vec![0.0f64; n];
         let mut seen = vec![0usize; n];
-        for row in self.matrix(layer, head).chunks_exact(n.max(1)) {
+        self.each_row(layer, head, |_, lo, row| {
             for (k, &w) in row.iter().enumerate() {
                 if w > 0.0 {
-                    sum[k] += w as f64;
-                    seen[k] += 1;
+                    sum[lo + k] += w as f64;
+                    seen[lo + k] += 1;
                 }
             }
-        }
+        });
         sum.iter()
             .zip(&seen)
             .map(|(s, &c)| if c == 0 { 0.0 } else { (s / c as f64) as f32 })
@@ -200,30 +237,31 @@ impl Grid<'_> {
 
     /// Per-head statistics (the head atlas), with `sinks` for the sink share.
     pub fn head_stats(&self, sinks: &[usize]) -> Vec<HeadStats> {
-        let n = self.keys.max(1);
+        let n = self.keys;
         let mut out = Vec::with_capacity(self.layers * self.heads);
         for layer in 0..self.layers {
             for head in 0..self.heads {
-                let m = self.matrix(layer, head);
                 let (mut ent, mut sink, mut prev, mut dist) = (0.0f64, 0.0f64, 0.0f64, 0.0f64);
                 let mut prev_rows = 0usize;
-                for (row, &q) in m.chunks_exact(n).zip(&self.query_pos) {
-                    for (k, &w) in row.iter().enumerate() {
+                self.each_row(layer, head, |r, lo, row| {
+                    let q = self.query_pos[r];
+                    for (i, &w) in row.iter().enumerate() {
                         if w > 0.0 {
                             ent -= w as f64 * (w as f64).log2();
                         }
-                        dist += w as f64 * q.abs_diff(k) as f64;
+                        dist += w as f64 * q.abs_diff(lo + i) as f64;
                     }
+                    let at = |k: usize| k.checked_sub(lo).and_then(|i| row.get(i)).copied();
                     sink += sinks
                         .iter()
-                        .filter_map(|&s| row.get(s))
-                        .map(|&w| w as f64)
+                        .filter_map(|&s| at(s))
+                        .map(|w| w as f64)
                         .sum::<f64>();
-                    if q > 0 && q - 1 < row.len() {
-                        prev += row[q - 1] as f64;
+                    if q > 0 && q - 1 < n {
+                        prev += at(q - 1).unwrap_or(0.0) as f64;
                         prev_rows += 1;
                     }
-                }
+                });
                 let rows = self.rows().max(1) as f64;
                 out.push(HeadStats {
                     layer,
@@ -249,7 +287,7 @@ impl Trace {
             kv_heads: self.kv_heads,
             query_pos: (0..self.len()).collect(),
             keys: self.len(),
-            data: &self.attention,
+            data: GridData::Trace(self),
         }
     }
 
@@ -261,8 +299,15 @@ impl Trace {
     /// sum to 1), `R_0 = Ā_0` and `R_l = Ā_l · R_{l−1}`; `[layer][query][key]`, the layer-`l`
     /// entry being the flow from the input tokens up to layer `l`'s output.
     pub fn rollout(&self) -> Vec<f32> {
+        let mut out = Vec::with_capacity(self.layers * self.n() * self.n());
+        self.rollout_each(|_, r| out.extend_from_slice(r));
+        out
+    }
+
+    /// [`Trace::rollout`] one layer at a time: `f(layer, R_layer)` (so that only two `n × n`
+    /// matrices are held at once).
+    pub fn rollout_each(&self, mut f: impl FnMut(usize, &[f32])) {
         let n = self.n();
-        let mut out = Vec::with_capacity(self.layers * n * n);
         let mut r: Option<Vec<f32>> = None;
         for l in 0..self.layers {
             let mut a = self.head_mean(l);
@@ -276,10 +321,9 @@ impl Trace {
                 None => a,
                 Some(prev) => matmul(&a, prev, n),
             };
-            out.extend_from_slice(&next);
+            f(l, &next);
             r = Some(next);
         }
-        out
     }
 
     /// Whether value-weighted norms can be computed (the model gave its value norms).
@@ -295,7 +339,7 @@ impl Trace {
         }
         let n = self.n();
         let norms = &self.value_norms[(layer * self.heads + head) * n..][..n];
-        let mut m = self.matrix(layer, head).to_vec();
+        let mut m = self.matrix(layer, head);
         for row in m.chunks_exact_mut(n) {
             row.iter_mut().zip(norms).for_each(|(w, f)| *w *= f);
         }
@@ -348,15 +392,8 @@ mod tests {
 
     /// Two layers, one head, three tokens; rows sum to 1.
     fn trace(attention: Vec<f32>, layers: usize, heads: usize) -> Trace {
-        Trace {
-            tokens: vec![tok("[CLS]", 0, 0), tok("a", 0, 1), tok("b", 2, 3)],
-            layers,
-            heads,
-            attention,
-            kv_heads: heads,
-            causal: false,
-            value_norms: Vec::new(),
-        }
+        let tokens = vec![tok("[CLS]", 0, 0), tok("a", 0, 1), tok("b", 2, 3)];
+        Trace::dense(tokens, (layers, heads, heads), false, attention).unwrap()
     }
 
     #[test]

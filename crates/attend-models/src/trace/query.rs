@@ -53,7 +53,7 @@ impl Trace {
     pub fn weights(&self, layer: usize, head: HeadSel) -> Vec<f32> {
         match head {
             HeadSel::Mean => self.head_mean(layer),
-            HeadSel::One(h) => self.matrix(layer, h).to_vec(),
+            HeadSel::One(h) => self.matrix(layer, h),
         }
     }
 }
@@ -94,14 +94,11 @@ pub struct Comparison {
 pub fn compare(trace: &Trace, q: usize, a: usize, b: usize) -> Comparison {
     let mut rows: Vec<Versus> = (0..trace.layers)
         .flat_map(|l| (0..trace.heads).map(move |h| (l, h)))
-        .map(|(l, h)| {
-            let r = trace.row(l, h, q);
-            Versus {
-                layer: l,
-                head: h,
-                a: r[a],
-                b: r[b],
-            }
+        .map(|(l, h)| Versus {
+            layer: l,
+            head: h,
+            a: trace.weight(l, h, q, a),
+            b: trace.weight(l, h, q, b),
         })
         .collect();
     rows.sort_by(|x, y| (y.a - y.b).abs().total_cmp(&(x.a - x.b).abs()));
@@ -125,10 +122,10 @@ pub fn explain_json(
     versus: Option<&Comparison>,
 ) -> Value {
     let n = trace.len();
-    let att: Vec<Vec<Vec<&[f32]>>> = (0..trace.layers)
+    let att: Vec<Vec<Vec<Vec<f32>>>> = (0..trace.layers)
         .map(|l| {
             (0..trace.heads)
-                .map(|h| trace.matrix(l, h).chunks(n.max(1)).collect())
+                .map(|h| (0..n).map(|q| trace.row(l, h, q)).collect())
                 .collect()
         })
         .collect();

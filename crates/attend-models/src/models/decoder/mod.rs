@@ -43,8 +43,10 @@ use crate::nn::norm::rms_norm;
 use crate::nn::rope::{Rope, RopeTable};
 use crate::quant::{Activation, QMatrix};
 use crate::tokenize::gguf::{apply_chat_template, GgufTokenizer, SpmStyle};
-use crate::tokenize::Tokenizer;
+use crate::tokenize::{TokenInfo, Tokenizer};
+use crate::trace::Trace;
 use crate::Result;
+use attend_kernels::gemm::sgemm_strided;
 
 /// One decoder layer's tensors.
 struct DecoderLayer {
@@ -90,6 +92,21 @@ pub struct Forward {
     /// With [`AttnCapture::LastRow`]: `[layer][head][key]` flattened, keys = every position
     /// from 0 (0 where a local layer's window does not reach).
     pub attention: Vec<f32>,
+    /// With [`AttnCapture::All`]: every row of every layer and head.
+    pub rows: AllRows,
+}
+
+/// Every row of a forward pass, compact (what [`crate::Trace::from_spans`] takes): each
+/// position's row only over the keys it can see.
+#[derive(Clone, Debug, Default)]
+pub struct AllRows {
+    /// `[layer][query]`: the keys `lo..hi` (absolute positions) the query sees.
+    pub spans: Vec<(usize, usize)>,
+    /// `[layer][head][query][lo..hi]`.
+    pub data: Vec<f32>,
+    /// `[layer][head][key]`: `‖f_h(x_k)‖`, key `k`'s value vector through head `h`'s slice
+    /// of the output projection (Kobayashi et al. 2020), from the weights the model ran.
+    pub value_norms: Vec<f32>,
 }
 
 impl Decoder {
@@ -260,6 +277,7 @@ impl Decoder {
             }
         }
         let mut attention = Vec::new();
+        let mut all = AllRows::default();
         for (l, layer) in self.layers.iter().enumerate() {
             let rope = match &local_rope {
                 Some(r) if c.local[l] => r,
@@ -267,8 +285,13 @@ impl Decoder {
             };
             // x += [post_attention_norm](self_attn(input_layernorm(x)))
             let h = rms_norm(&x, &layer.attn_norm, c.eps);
+            let captured = Captured {
+                what: capture,
+                last: &mut attention,
+                all: &mut all,
+            };
             let a = self
-                .attention(layer, &h, n, rope, cache, l, capture, &mut attention)
+                .attention(layer, &h, rope, cache, l, captured)
                 .map_err(|e| e.at(|| format!("layer {l}")))?;
             residual(&mut x, &a, layer.post_attn_norm.as_deref(), c.eps);
             // x += [post_feedforward_norm](mlp(pre_feedforward_norm(x)))
@@ -290,7 +313,11 @@ impl Decoder {
                 .iter_mut()
                 .for_each(|v| *v = cap * crate::nn::activations::tanh(*v / cap));
         }
-        Ok(Forward { logits, attention })
+        Ok(Forward {
+            logits,
+            attention,
+            rows: all,
+        })
     }
 
     /// The attention of layer `l`: Q, K, V projections (with their biases), the per-head
@@ -298,20 +325,19 @@ impl Decoder {
     /// every cached position (through the window on a local layer, soft-capped where the
     /// model caps) on the fused kernel, the output projection. With
     /// [`AttnCapture::LastRow`], the last position's probabilities over every position (0
-    /// where the window does not reach) are appended to `attention`.
-    #[allow(clippy::too_many_arguments)]
+    /// where the window does not reach) are appended to `captured.last`; with
+    /// [`AttnCapture::All`], every position's, over the keys it sees, to `captured.all`.
     fn attention(
         &self,
         layer: &DecoderLayer,
         h: &[f32],
-        n: usize,
         rope: &RopeTable,
         cache: &mut KvCache,
         l: usize,
-        capture: AttnCapture,
-        attention: &mut Vec<f32>,
+        captured: Captured<'_>,
     ) -> Result<Vec<f32>> {
         let c = &self.config;
+        let n = h.len() / c.dim; // (n, dim)
         let (hd, vd) = (c.head_dim, c.v_head_dim);
         let (q_w, kv_w, v_w) = (c.n_heads * hd, c.n_kv_heads * hd, c.n_kv_heads * vd);
         let a = self.acts(h, c.dim, || format!("layer {l}, attention input"))?;
@@ -359,15 +385,42 @@ impl Decoder {
         let mut o = vec![0.0; n * c.n_heads * vd]; // (n, heads, v_head_dim)
         let mut lse = vec![0.0; c.n_heads * n]; // (heads, n)
         lc.attend_into(&params(n), &q, &mut o, &mut lse)?;
-        if capture == AttnCapture::LastRow {
-            let last_lse: Vec<f32> = (0..c.n_heads).map(|h| lse[h * n + n - 1]).collect();
-            let live =
-                lc.probabilities_from_lse(&params(1), &q[(n - 1) * q_w..], &last_lse, None)?;
-            // every position's column, the forgotten ones 0
-            let first = lc.first();
-            for row in live.chunks_exact(keys) {
-                attention.extend(std::iter::repeat_n(0.0, first));
-                attention.extend_from_slice(row);
+        match captured.what {
+            AttnCapture::None => {}
+            AttnCapture::LastRow => {
+                let last_lse: Vec<f32> = (0..c.n_heads).map(|h| lse[h * n + n - 1]).collect();
+                let live =
+                    lc.probabilities_from_lse(&params(1), &q[(n - 1) * q_w..], &last_lse, None)?;
+                // every position's column, the forgotten ones 0
+                let first = lc.first();
+                for row in live.chunks_exact(keys) {
+                    captured.last.extend(std::iter::repeat_n(0.0, first));
+                    captured.last.extend_from_slice(row);
+                }
+            }
+            AttnCapture::All => {
+                // every query's probabilities over the live keys, from the same log-sum-exp,
+                // kept only over the keys each query sees (its causal span, or its window)
+                let probs = lc.probabilities_from_lse(&params(n), &q, &lse, None)?;
+                let (first, all) = (lc.first(), captured.all);
+                let spans: Vec<(usize, usize)> = (0..n)
+                    .map(|i| {
+                        let p = pos0 + i;
+                        let lo = if local {
+                            (p + 1).saturating_sub(c.window)
+                        } else {
+                            0
+                        };
+                        (lo.max(first), p + 1)
+                    })
+                    .collect();
+                for head in probs.chunks_exact(n * keys) {
+                    for (row, &(lo, hi)) in head.chunks_exact(keys).zip(&spans) {
+                        all.data.extend_from_slice(&row[lo - first..hi - first]);
+                    }
+                }
+                all.spans.extend(spans);
+                all.value_norms.extend(self.value_norms(layer, &v, n)?);
             }
         }
         let mut out = vec![0.0; n * c.dim]; // (n, dim)
@@ -376,6 +429,60 @@ impl Decoder {
         })?;
         layer.o.matmul(&self.file, &a, &mut out)?;
         Ok(out)
+    }
+
+    /// `‖f_h(x_j)‖` for every query head `h` and token `j` of one layer, `[head][token]`: the
+    /// value vector `v_j` of the head's key/value head through the head's slice of the output
+    /// projection (dequantised: the weights the model ran), without the projection's bias.
+    fn value_norms(&self, layer: &DecoderLayer, v: &[f32], n: usize) -> Result<Vec<f32>> {
+        let c = &self.config;
+        let (vd, width) = (c.v_head_dim, c.n_heads * c.v_head_dim);
+        let o = matrix(&self.file, layer.o.info())?;
+        let mut w = vec![0.0f32; c.dim * width]; // (dim, heads · v_head_dim)
+        for (r, row) in w.chunks_exact_mut(width).enumerate() {
+            o.dequantize_row(r, row)?;
+        }
+        let group = c.n_heads / c.n_kv_heads;
+        let mut out = Vec::with_capacity(c.n_heads * n);
+        let mut y = vec![0.0f32; n * c.dim]; // (n, dim)
+        for h in 0..c.n_heads {
+            let kv = h / group;
+            // y[j][r] = Σ_d v[j][kv][d] · w[r][h·vd + d]
+            sgemm_strided(
+                (n, c.dim, vd),
+                &v[kv * vd..],
+                (c.n_kv_heads * vd, 1),
+                &w[h * vd..],
+                (1, width),
+                &mut y,
+                false,
+            );
+            out.extend(y.chunks_exact(c.dim).map(|r| {
+                r.iter()
+                    .map(|&x| (x as f64) * (x as f64))
+                    .sum::<f64>()
+                    .sqrt() as f32
+            }));
+        }
+        Ok(out)
+    }
+
+    /// The attention of every layer × head × query × key of `tokens`, from position 0, and
+    /// the last position's logits: one forward pass capturing every row.
+    pub fn explain_tokens(&self, tokens: &[TokenInfo]) -> Result<(Trace, Vec<f32>)> {
+        let ids: Vec<u32> = tokens.iter().map(|t| t.id).collect();
+        let mut cache = self.new_cache()?;
+        let f = self.forward(&ids, &mut cache, false, AttnCapture::All)?;
+        let c = &self.config;
+        let mut trace = Trace::from_spans(
+            tokens.to_vec(),
+            (c.n_layers, c.n_heads, c.n_kv_heads),
+            true,
+            f.rows.spans,
+            f.rows.data,
+        )?;
+        trace.value_norms = f.rows.value_norms;
+        Ok((trace, f.logits))
     }
 
     /// The MLP: `down(act(gate(h)) · up(h))`, or `down(act(up(h)))` without a gate.
@@ -402,6 +509,13 @@ impl Decoder {
         layer.down.matmul(&self.file, &a, &mut out)?;
         Ok(out)
     }
+}
+
+/// Where a forward pass puts the attention it captures.
+struct Captured<'a> {
+    what: AttnCapture,
+    last: &'a mut Vec<f32>,
+    all: &'a mut AllRows,
 }
 
 /// `u = act(g) · u` with a gate, `u = act(u)` without.
@@ -467,6 +581,10 @@ impl CausalLm for Decoder {
 
     fn new_cache(&self) -> Result<KvCache> {
         Decoder::new_cache(self)
+    }
+
+    fn explain(&self, tokens: &[TokenInfo]) -> Result<(Trace, Vec<f32>)> {
+        self.explain_tokens(tokens)
     }
 
     fn step(&self, tokens: &[u32], cache: &mut KvCache, capture: AttnCapture) -> Result<Step> {

@@ -585,15 +585,13 @@ impl ToyModel {
         }
         let vocab = c.vocab.len();
         let last = acts.logits[(n - 1) * vocab..].to_vec();
-        let trace = Trace {
-            tokens: tokens.to_vec(),
-            layers: c.layers,
-            heads: c.heads,
+        let mut trace = Trace::dense(
+            tokens.to_vec(),
+            (c.layers, c.heads, c.heads),
+            true,
             attention,
-            kv_heads: c.heads,
-            causal: true,
-            value_norms,
-        };
+        )?;
+        trace.value_norms = value_norms;
         Ok((trace, last))
     }
 
@@ -636,8 +634,12 @@ impl CausalLm for ToyModel {
         ToyModel::new_cache(self)
     }
 
+    fn explain(&self, tokens: &[crate::TokenInfo]) -> Result<(Trace, Vec<f32>)> {
+        self.trace(tokens)
+    }
+
     fn step(&self, tokens: &[u32], cache: &mut KvCache, capture: AttnCapture) -> Result<Step> {
-        let (logits, attention) = self.decode(tokens, cache, capture == AttnCapture::LastRow)?;
+        let (logits, attention) = self.decode(tokens, cache, capture != AttnCapture::None)?;
         Ok(Step { logits, attention })
     }
 }
