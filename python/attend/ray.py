@@ -206,9 +206,11 @@ class Explainer:
         }
         if self.compare is not None:
             try:
-                q, a, b = (ex.index(t) for t in self.compare)
-                m = ex.attention[:, :, q, a] - ex.attention[:, :, q, b]
-                r["margin"] = m.reshape(-1).astype(np.float32).tolist()
+                # the weights of the two keys from the trace itself (no dense copy of it)
+                m = np.zeros((ex.layers, ex.heads), np.float32)
+                for row in ex.compare(*self.compare):
+                    m[row["layer"], row["head"]] = np.float32(row["a"]) - np.float32(row["b"])
+                r["margin"] = m.reshape(-1).tolist()
             except attend.InvalidArgument as e:
                 r["error"] = str(e)
         return r

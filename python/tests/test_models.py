@@ -143,12 +143,36 @@ def test_any_gguf_loads_by_path_and_generates_as_the_cli(name):
     g = lm.generate(SENTENCE, max_tokens=5)
     theirs = json.loads(cli("generate", "--model", path, "--format", "json", "--max-tokens", "5", SENTENCE))
     assert g.ids == [t["id"] for t in theirs["tokens"]]
+    ex = lm.explain(SENTENCE)
+    cli_json = json.loads(cli("explain", "--model", path, "--format", "json", SENTENCE))
+    np.testing.assert_allclose(ex.attention, np.array(cli_json["attention"], np.float32), atol=1e-6)
     e = lm.generate(SENTENCE, max_tokens=3, explain=True)
     assert e.ids == g.ids[:3]
     n = len(lm._m.tokenize(SENTENCE))
     for i, a in enumerate(e.attention):
         assert a.shape == (lm.layers, lm.heads, n + i)
         np.testing.assert_allclose(a.sum(-1), 1.0, atol=1e-4)
+
+
+def test_a_decoder_explains_as_the_cli_does(smollm2):
+    ex = smollm2.explain(SENTENCE)
+    theirs = json.loads(cli("explain", "--model", "smollm2", "--format", "json", SENTENCE))
+    mine = json.loads(ex.to_json())
+    assert mine["tokens"] == theirs["tokens"] and ex.layers == 30 and ex.heads == 9 and ex.kv_heads == 3
+    np.testing.assert_allclose(ex.attention, np.array(theirs["attention"], np.float32), atol=1e-6)
+    n = len(ex)
+    assert ex.attention.shape == (30, 9, n, n)
+    np.testing.assert_allclose(ex.attention.sum(-1), 1.0, atol=1e-4)
+    assert np.all(np.triu(ex.attention[3, 2], 1) == 0.0), "causal: nothing after a query"
+    np.testing.assert_array_equal(ex.head(3, 2), ex.attention[3, 2])
+    assert [t for t, _ in ex.next] == [t["text"] for t in theirs["next"]]
+    rows = ex.compare("it", "animal", "road")
+    assert len(rows) == 270
+    cmp = json.loads(cli("explain", "--model", "smollm2", "--format", "json", "--token", "it",
+                         "--compare", "animal", "road", SENTENCE))["compare"]["rows"]
+    assert [(r["layer"], r["head"]) for r in rows[:5]] == [(r["layer"], r["head"]) for r in cmp[:5]]
+    assert len(ex.atlas()["entropy"]) == 270
+    assert "<iframe" in ex._repr_html_()
 
 
 def test_a_path_that_is_no_model_says_so(tmp_path):

@@ -43,6 +43,9 @@ before(async () => {
   files.genHtml = join(dir, 'gen.html');
   attend(['generate', '--max-tokens', '6', PROMPT, '-o', files.genHtml]);
   files.genJson = JSON.parse(attend(['generate', '--max-tokens', '6', '--explain', '--format', 'json', PROMPT]).toString());
+  files.decHtml = join(dir, 'smollm2-explain.html');
+  attend(['explain', '--model', 'smollm2', '--compare', 'animal', 'road', TEXT, '-o', files.decHtml]);
+  files.decJson = JSON.parse(attend(['explain', '--model', 'smollm2', '--format', 'json', TEXT]).toString());
   files.toyHtml = join(dir, 'toy.html');
   attend(['explain', '--model', 'toy-winograd', TOY, '-o', files.toyHtml]);
   browser = await chromium.launch({
@@ -133,6 +136,49 @@ test('row() equals explain --format json for every head and query, to the stored
     });
   }
   assert.ok(worst < 1e-4, `16-bit rows are within ${worst}`);
+  await context.close();
+});
+
+test('a decoder\'s page (SmolLM2 explain): row() equals explain --format json; GQA heads name their key/value head', async () => {
+  const { page, context, seen } = await open(fileUrl(files.decHtml));
+  assert.deepEqual(seen.requests, []);
+  assert.deepEqual(seen.errors, []);
+  const got = await page.evaluate(() => {
+    const v = window.attendViewer, out = [];
+    for (let l = 0; l < v.layers; l++) for (let h = 0; h < v.heads; h++) for (let q = 0; q < v.tokens.length; q++) {
+      out.push([v.row(l, h, q), v.precision(l, h, q)]);
+    }
+    return { out, layers: v.layers, heads: v.heads, tokens: v.tokens, view: document.body.dataset.view || null };
+  });
+  const J = files.decJson;
+  assert.equal(got.layers, 30);
+  assert.equal(got.heads, 9);
+  assert.deepEqual(got.tokens, J.tokens.map((t) => t.text));
+  let i = 0, worst = 0;
+  for (let l = 0; l < 30; l++) for (let h = 0; h < 9; h++) for (let q = 0; q < J.tokens.length; q++) {
+    const [row, prec] = got.out[i++];
+    row.forEach((w, k) => {
+      const d = Math.abs(w - J.attention[l][h][q][k]);
+      worst = Math.max(worst, d);
+      assert.ok(d <= prec + 1e-7, `layer ${l} head ${h} query ${q} key ${k}: ${w} vs ${J.attention[l][h][q][k]}`);
+      if (k > q) assert.equal(w, 0, 'causal: nothing after the query');
+    });
+  }
+  assert.ok(worst < 1e-4, `rows within ${worst}`);
+  // the atlas lists every head with the key/value head it shares (9 query heads, 3 kv heads)
+  await page.evaluate(() => window.attendViewer.show('atlas'));
+  assert.equal(await page.locator('#av-atlas-table tbody tr').count(), 270);
+  const header = (await page.locator('#av-atlas-table th').allTextContents()).join(' ');
+  assert.match(header, /kv/i);
+  // the comparison it was made with opens, and rollout and value norms exist for a decoder
+  await page.evaluate(() => window.attendViewer.show('compare'));
+  assert.equal(await page.locator('#av-compare-table tbody tr').count(), 270);
+  for (const map of ['rollout', 'value']) {
+    await page.evaluate((m) => window.attendViewer.set({ view: 'model', map: m }), map);
+    assert.ok(await page.locator('canvas.thumb').count() >= 30, map);
+  }
+  await screenshot(page, 'decoder-atlas.png');
+  assert.deepEqual(seen.errors, []);
   await context.close();
 });
 

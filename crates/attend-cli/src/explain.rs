@@ -152,7 +152,10 @@ impl Report for HtmlReport {
         opts.budget = crate::input::page_budget(args.page_mib)?;
         opts.compare = ex.versus.as_ref().map(|c| (c.query, c.a, c.b));
         opts.subtitle = ex.prediction.as_ref().map(|top| {
-            let list: Vec<String> = top.iter().map(|(t, p)| format!("{t} {p:.3}")).collect();
+            let list: Vec<String> = top
+                .iter()
+                .map(|(t, p)| format!("{} {p:.3}", shown(t)))
+                .collect();
             format!("next token (causal model): {}", list.join(" · "))
         });
         Ok(attend_viz::trace_page(&ex.trace, &opts)?.into_bytes())
@@ -289,7 +292,7 @@ fn explain(args: &ExplainArgs, text: &str) -> Result<Explained> {
             let p = softmax(&logits);
             let top = top_k(&logits, 3)
                 .into_iter()
-                .map(|(id, _)| (shown(&tok.display(id as u32)), p[id]))
+                .map(|(id, _)| (tok.display(id as u32), p[id]))
                 .collect::<Vec<_>>();
             (trace, Some(top))
         }
@@ -420,7 +423,10 @@ impl Report for TextReport {
             .collect();
         writeln!(out, "tokens: {}", toks.join(" "))?;
         if let Some(top) = &ex.prediction {
-            let list: Vec<String> = top.iter().map(|(t, p)| format!("{t} {p:.3}")).collect();
+            let list: Vec<String> = top
+                .iter()
+                .map(|(t, p)| format!("{} {p:.3}", shown(t)))
+                .collect();
             writeln!(out, "next token (causal model): {}", list.join(" · "))?;
         }
         if let Some(c) = &ex.versus {

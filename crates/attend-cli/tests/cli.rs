@@ -1091,3 +1091,65 @@ fn any_tiny_gguf_generates_and_explains() {
     }
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// `explain` on decoders: every layer × head × query × key, causal (nothing after a query),
+/// each local layer's rows inside its window, the comparison table over every head, and every
+/// format (text, JSON, SVG, PNG, HTML).
+#[test]
+fn explain_on_decoders() {
+    let tiny = concat!(env!("CARGO_MANIFEST_DIR"), "/../attend-models/tests/tiny");
+    let text = "Once upon a time, in a small village, there lived an old baker and his cat.";
+    let gemma2 = format!("{tiny}/gemma2.gguf");
+    let o = attend(&["explain", "--model", &gemma2, "--format", "json", text], None);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let n = v["tokens"].as_array().unwrap().len();
+    assert!(n > 16, "{n} tokens cross the window of 8");
+    assert_eq!((v["layers"].as_u64(), v["heads"].as_u64()), (Some(3), Some(4)));
+    assert!(v["next"].as_array().is_some_and(|a| a.len() == 3));
+    for l in 0..3 {
+        for h in 0..4 {
+            for q in 0..n {
+                let row: Vec<f64> = v["attention"][l][h][q]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|x| x.as_f64().unwrap())
+                    .collect();
+                assert!((row.iter().sum::<f64>() - 1.0).abs() < 1e-4);
+                assert!(row[q + 1..].iter().all(|&w| w == 0.0), "causal");
+                // Gemma 2: layers 0 and 2 attend through a window of 8 keys
+                if l != 1 && q >= 8 {
+                    assert!(row[..q + 1 - 8].iter().all(|&w| w == 0.0), "layer {l}");
+                }
+            }
+        }
+    }
+    let dir = tmp_dir("explain-decoders");
+    let smollm2 = [
+        "explain",
+        "--model",
+        "smollm2",
+        "The animal didn't cross the road because it was tired",
+    ];
+    let o = attend(
+        &[&smollm2[..], &["--token", "it", "--compare", "animal", "road"]].concat(),
+        None,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("next token (causal model):"), "{out}");
+    assert!(out.contains("of 270 heads"), "{out}");
+    for ext in ["svg", "png", "html"] {
+        let f = dir.join(format!("smollm2.{ext}"));
+        let o = attend(&[&smollm2[..], &["-o", f.to_str().unwrap()]].concat(), None);
+        assert!(o.status.success(), "{ext}: {}", stderr(&o));
+        assert!(std::fs::metadata(&f).unwrap().len() > 1000, "{ext}");
+    }
+    // --exact on an encoder is a usage error; a text with no tokens too (Qwen adds no BOS)
+    let o = attend(&["explain", "--exact", "a cat"], None);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let o = attend(&["explain", "--model", &format!("{tiny}/qwen2.gguf"), ""], None);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    std::fs::remove_dir_all(&dir).ok();
+}
