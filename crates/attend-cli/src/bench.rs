@@ -134,6 +134,8 @@ pub fn run(args: &BenchArgs, threads: usize) -> Result<()> {
         "gemma3-pp512",
         "gemma3-tg64",
         "gemma3-tg64-d2048",
+        "smollm2-explain-512",
+        "gemma3-explain-512",
         "train-winograd",
         "train-text",
     ];
@@ -242,8 +244,8 @@ pub fn sentences(n: usize) -> Vec<String> {
 /// The decoders with language-model cases (`MODEL-pp128` … `MODEL-tg64-d2048`).
 const LM_MODELS: [&str; 2] = ["smollm2", "gemma3"];
 
-fn lm_case_names(model: &str) -> [String; 4] {
-    ["pp128", "pp512", "tg64", "tg64-d2048"].map(|c| format!("{model}-{c}"))
+fn lm_case_names(model: &str) -> [String; 5] {
+    ["pp128", "pp512", "tg64", "tg64-d2048", "explain-512"].map(|c| format!("{model}-{c}"))
 }
 
 /// The token ids of the language-model cases (bench/llamacpp.py uses the same).
@@ -280,6 +282,56 @@ fn lm_cases(
         out.emit(
             json!({"case": name, "impl": "attend", "threads": threads,
                    "tokens_per_s": round(n as f64 / t.median_ms * 1e3)}),
+            &t,
+        )?;
+    }
+    let name = format!("{model}-explain-512");
+    if wanted(&name) {
+        // every layer × head × query × key of a 512-token prompt, against the plain forward
+        // of the same prompt, in turns; and the viewer page made from it
+        let toks = lm_tokens(512);
+        let infos: Vec<attend_models::TokenInfo> = toks
+            .iter()
+            .enumerate()
+            .map(|(i, &id)| attend_models::TokenInfo {
+                id,
+                text: format!("t{i}"),
+                start: i,
+                end: i + 1,
+            })
+            .collect();
+        let (mut plain, mut explain) = (Vec::new(), Vec::new());
+        let reps = if args.quick { 1 } else { 4 };
+        let mut trace = None;
+        for _ in 0..reps {
+            let t0 = Instant::now();
+            m.new_cache()
+                .and_then(|mut c| m.step(&toks, &mut c, AttnCapture::None))?;
+            plain.push(t0.elapsed().as_secs_f64() * 1e3);
+            let t0 = Instant::now();
+            trace = Some(m.explain(&infos)?.0);
+            explain.push(t0.elapsed().as_secs_f64() * 1e3);
+        }
+        let trace = trace.expect("at least one run");
+        let t0 = Instant::now();
+        let page = attend_viz::trace_page(&trace, &attend_viz::Options::new(model))?;
+        let page_ms = t0.elapsed().as_secs_f64() * 1e3;
+        let median = |v: &mut Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        let (p, e) = (median(&mut plain), median(&mut explain));
+        let t = Timing {
+            median_ms: e,
+            min_ms: explain[0],
+            max_ms: explain[explain.len() - 1],
+        };
+        out.emit(
+            json!({"case": name, "impl": "attend", "threads": threads,
+                   "tokens_per_s": round(512.0 / e * 1e3), "forward_ms": round(p),
+                   "explain_over_forward": round(e / p), "page_ms": round(page_ms),
+                   "page_mib": round(page.len() as f64 / (1 << 20) as f64),
+                   "trace_mib": round(trace.stored() as f64 * 4.0 / (1 << 20) as f64)}),
             &t,
         )?;
     }

@@ -1100,12 +1100,18 @@ fn explain_on_decoders() {
     let tiny = concat!(env!("CARGO_MANIFEST_DIR"), "/../attend-models/tests/tiny");
     let text = "Once upon a time, in a small village, there lived an old baker and his cat.";
     let gemma2 = format!("{tiny}/gemma2.gguf");
-    let o = attend(&["explain", "--model", &gemma2, "--format", "json", text], None);
+    let o = attend(
+        &["explain", "--model", &gemma2, "--format", "json", text],
+        None,
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let n = v["tokens"].as_array().unwrap().len();
     assert!(n > 16, "{n} tokens cross the window of 8");
-    assert_eq!((v["layers"].as_u64(), v["heads"].as_u64()), (Some(3), Some(4)));
+    assert_eq!(
+        (v["layers"].as_u64(), v["heads"].as_u64()),
+        (Some(3), Some(4))
+    );
     assert!(v["next"].as_array().is_some_and(|a| a.len() == 3));
     for l in 0..3 {
         for h in 0..4 {
@@ -1133,7 +1139,11 @@ fn explain_on_decoders() {
         "The animal didn't cross the road because it was tired",
     ];
     let o = attend(
-        &[&smollm2[..], &["--token", "it", "--compare", "animal", "road"]].concat(),
+        &[
+            &smollm2[..],
+            &["--token", "it", "--compare", "animal", "road"],
+        ]
+        .concat(),
         None,
     );
     assert!(o.status.success(), "{}", stderr(&o));
@@ -1149,7 +1159,10 @@ fn explain_on_decoders() {
     // --exact on an encoder is a usage error; a text with no tokens too (Qwen adds no BOS)
     let o = attend(&["explain", "--exact", "a cat"], None);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
-    let o = attend(&["explain", "--model", &format!("{tiny}/qwen2.gguf"), ""], None);
+    let o = attend(
+        &["explain", "--model", &format!("{tiny}/qwen2.gguf"), ""],
+        None,
+    );
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -113,9 +113,15 @@ fn gemma3_rows_past_the_window_stop_at_it_on_local_layers() {
                 d = d.max(worst(&row, &p["rows"][l][h][i]));
                 let before: f32 = row[..q + 1 - window].iter().sum();
                 if m.config.local[l] {
-                    assert_eq!(before, 0.0, "layer {l} head {h} query {q}: sees past the window");
+                    assert_eq!(
+                        before, 0.0,
+                        "layer {l} head {h} query {q}: sees past the window"
+                    );
                 } else {
-                    assert!(before > 0.0, "layer {l} head {h} query {q}: global, yet windowed");
+                    assert!(
+                        before > 0.0,
+                        "layer {l} head {h} query {q}: global, yet windowed"
+                    );
                 }
             }
         }

@@ -58,19 +58,10 @@ pub fn without_sinks(weights: &[f32], keys: usize, sinks: &[usize]) -> Vec<f32> 
     out
 }
 
-/// Matrix product of two `n × n` row-major matrices.
+/// Matrix product of two `n × n` row-major matrices (the kernels' GEMM, in parallel).
 fn matmul(a: &[f32], b: &[f32], n: usize) -> Vec<f32> {
     let mut c = vec![0.0f32; n * n];
-    for i in 0..n {
-        let ci = &mut c[i * n..][..n];
-        for (k, &aik) in a[i * n..][..n].iter().enumerate() {
-            if aik != 0.0 {
-                ci.iter_mut()
-                    .zip(&b[k * n..][..n])
-                    .for_each(|(c, b)| *c += aik * b);
-            }
-        }
-    }
+    attend_kernels::gemm::sgemm_strided((n, n, n), a, (n, 1), b, (n, 1), &mut c, false);
     c
 }
 
