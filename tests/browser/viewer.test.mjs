@@ -391,7 +391,7 @@ test('the page in a sandboxed iframe srcdoc, as attend\'s Python package shows i
 // ---- attend serve -----------------------------------------------------------------------------
 
 async function startServer() {
-  const child = spawn(bin, ['serve', '--port', '0', '--model', 'minilm', '--model', 'toy-winograd', '--queue', '1'], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const child = spawn(bin, ['serve', '--port', '0', '--model', 'minilm', '--model', 'toy-winograd', '--model', 'smollm2', '--queue', '1', '--max-tokens', '8'], { stdio: ['ignore', 'ignore', 'pipe'] });
   let log = '';
   const url = await new Promise((ok, fail) => {
     const timer = setTimeout(() => fail(new Error('serve did not start: ' + log)), 60000);
@@ -425,6 +425,23 @@ test('attend serve: a text gets the page, bad requests a 4xx JSON error, concurr
       assert.equal(typeof e.error, 'string');
     }
     assert.equal((await fetch(url + 'nothing')).status, 404);
+    // a decoder: explained by default (every layer × head over the text), continued on request
+    const data = (h) => JSON.parse(h.slice(h.indexOf('id="attend-data">') + 17, h.indexOf('</script>', h.indexOf('id="attend-data">'))));
+    const ex = await post(JSON.stringify({ model: 'smollm2', text: TEXT }));
+    assert.equal(ex.status, 200);
+    const exd = data(await ex.text());
+    assert.equal(exd.kind, 'trace');
+    assert.equal(exd.layers, 30);
+    assert.match(exd.subtitle, /next token/);
+    const gen = await post(JSON.stringify({ model: 'smollm2', text: PROMPT, mode: 'generate', max_tokens: 3 }));
+    assert.equal(gen.status, 200);
+    const gd = data(await gen.text());
+    assert.equal(gd.kind, 'generation');
+    assert.ok(gd.generated.length >= 1 && gd.generated.length <= 3);
+    for (const [body, status] of [[{ model: 'smollm2', text: 'x', mode: 'dance' }, 400], [{ model: 'smollm2', text: 'x', mode: 'generate', max_tokens: 99 }, 400],
+      [{ model: 'smollm2', text: 'x', mode: 'generate', max_tokens: 0 }, 400]]) {
+      assert.equal((await post(JSON.stringify(body))).status, status, JSON.stringify(body));
+    }
     // concurrent requests: each is answered, 200 or 503 (queue of 1), and the server lives on
     const all = await Promise.all([...Array(10).keys()].map((i) => post(JSON.stringify(i % 2 ? { model: 'minilm', text: TEXT + ' ' + i } : { model: 'toy-winograd', text: TOY }))));
     const codes = all.map((r) => r.status);

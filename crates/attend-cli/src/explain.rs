@@ -3,9 +3,8 @@
 use std::io::Write;
 
 use anyhow::Result;
-use attend_models::generate::Context;
 use attend_models::models::Kind;
-use attend_models::nn::logits::{softmax, top_k};
+use attend_models::nn::logits::top_k;
 use attend_models::trace::aggregate::without_sinks;
 use attend_models::trace::query::{self, Comparison, HeadSel, Versus};
 use attend_models::Trace;
@@ -274,26 +273,8 @@ fn explain(args: &ExplainArgs, text: &str) -> Result<Explained> {
                     args.model
                 );
             }
-            let tok = lm.tokenizer();
-            let tokens = tok.encode(text).map_err(usage_if_text)?;
-            if tokens.is_empty() {
-                return Err(crate::usage!("the text has no tokens"));
-            }
-            if let Context::Limit(max) = lm.context() {
-                if tokens.len() > max {
-                    return Err(crate::usage!(
-                        "the text is {} tokens; `{}` reads at most {max}",
-                        tokens.len(),
-                        args.model
-                    ));
-                }
-            }
-            let (trace, logits) = lm.explain(&tokens).map_err(usage_if_text)?;
-            let p = softmax(&logits);
-            let top = top_k(&logits, 3)
-                .into_iter()
-                .map(|(id, _)| (tok.display(id as u32), p[id]))
-                .collect::<Vec<_>>();
+            let (trace, top) = attend_models::models::causal::explain_text(lm.as_ref(), text, 3)
+                .map_err(usage_if_text)?;
             (trace, Some(top))
         }
     };

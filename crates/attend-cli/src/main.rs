@@ -30,7 +30,8 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Show which tokens each token attends to, in a real model (default: all-MiniLM-L6-v2).
+    /// Show which tokens each token attends to, in a real model (default: all-MiniLM-L6-v2;
+    /// --model takes decoders too: SmolLM2, Gemma 3, any GGUF attend reads).
     ///
     /// Defaults: the last layer, the mean over its heads, every token, the top 5.
     /// Example: attend explain "The animal didn't cross the road because it was tired"
@@ -90,12 +91,18 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Err(e) => {
-            // one line: clap's first (the error itself), and where to look for more
+            // one line: clap's first (the error itself) — with what it lists after a colon,
+            // such as the missing `<TEXT>` — and where to look for more
             let text = e.render().to_string();
-            let first = text
-                .lines()
-                .find(|l| !l.trim().is_empty())
-                .unwrap_or("error");
+            let mut lines = text.lines().filter(|l| !l.trim().is_empty());
+            let mut first = lines.next().unwrap_or("error").trim_end().to_string();
+            if first.ends_with(':') {
+                let listed: Vec<&str> = lines
+                    .take_while(|l| l.starts_with(' ') && !l.trim_start().starts_with("Usage"))
+                    .map(str::trim)
+                    .collect();
+                first = format!("{} {}", first, listed.join(", "));
+            }
             eprintln!("{first} (see --help)");
             return ExitCode::from(2);
         }

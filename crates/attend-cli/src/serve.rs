@@ -14,7 +14,6 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use attend_models::generate::{generate, CausalLm, GenToken, Sampler, SamplerConfig};
 use attend_models::models::Model;
-use attend_models::nn::logits::{softmax, top_k};
 use attend_models::{registry, SentenceEncoder};
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Request, State};
@@ -433,30 +432,11 @@ fn page_of(e: &Entry, text: &str, mode: Mode) -> Result<String, Failure> {
             viz(attend_viz::trace_page(&trace, &opts))
         }
         (Loaded::Causal(lm), Mode::Explain) => {
-            let tok = lm.tokenizer();
-            let tokens = tok.encode(text).map_err(|err| user(err.to_string()))?;
-            if tokens.is_empty() {
-                return Err(user("the text has no tokens".into()));
-            }
-            if let attend_models::generate::Context::Limit(max) = lm.context() {
-                if tokens.len() > max {
-                    return Err(user(format!(
-                        "the text is {} tokens; this model reads at most {max}",
-                        tokens.len()
-                    )));
-                }
-            }
-            let (trace, logits) = lm.explain(&tokens).map_err(|err| user(err.to_string()))?;
-            let p = softmax(&logits);
-            let top: Vec<String> = top_k(&logits, 3)
-                .into_iter()
-                .map(|(id, _)| {
-                    format!(
-                        "{} {:.3}",
-                        crate::explain::shown(&tok.display(id as u32)),
-                        p[id]
-                    )
-                })
+            let (trace, next) = attend_models::models::causal::explain_text(lm.as_ref(), text, 3)
+                .map_err(|err| user(err.to_string()))?;
+            let top: Vec<String> = next
+                .iter()
+                .map(|(t, p)| format!("{} {p:.3}", crate::explain::shown(t)))
                 .collect();
             opts.subtitle = Some(format!("next token (causal model): {}", top.join(" · ")));
             viz(attend_viz::trace_page(&trace, &opts))

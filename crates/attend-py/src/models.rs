@@ -201,35 +201,9 @@ impl CausalLM {
     /// `attend explain --model` computes it, and the likeliest next tokens.
     fn explain<'py>(&self, py: Python<'py>, text: &str) -> PyResult<Bound<'py, PyDict>> {
         let lm = &*self.inner;
-        let tok = lm.tokenizer();
-        let tokens = tok.encode(text).map_err(|e| model_err(py, e))?;
-        if tokens.is_empty() {
-            return Err(raise(
-                py,
-                "InvalidArgument",
-                "the text has no tokens".into(),
-            ));
-        }
-        if let attend_models::generate::Context::Limit(max) = lm.context() {
-            if tokens.len() > max {
-                return Err(raise(
-                    py,
-                    "InvalidArgument",
-                    format!(
-                        "the text is {} tokens; this model reads at most {max}",
-                        tokens.len()
-                    ),
-                ));
-            }
-        }
-        let (trace, logits) = py
-            .detach(|| on_pool(|| lm.explain(&tokens)))
+        let (trace, next) = py
+            .detach(|| on_pool(|| attend_models::models::causal::explain_text(lm, text, 3)))
             .map_err(|e| model_err(py, e))?;
-        let p = attend_models::nn::logits::softmax(&logits);
-        let next = attend_models::nn::logits::top_k(&logits, 3)
-            .into_iter()
-            .map(|(id, _)| (tok.display(id as u32), p[id]))
-            .collect();
         explanation(py, trace, false, Some(next))
     }
 

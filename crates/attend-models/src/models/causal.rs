@@ -81,3 +81,32 @@ pub trait CausalLm: Send + Sync {
     /// the last position (what the model predicts next).
     fn explain(&self, tokens: &[TokenInfo]) -> Result<(Trace, Vec<f32>)>;
 }
+
+/// Every layer × head × query × key of `text` in `lm` ([`CausalLm::explain`]), with the `k`
+/// likeliest next tokens as the tokenizer names them ([`Tokenizer::name`]) and their
+/// probabilities. A text with no
+/// tokens, or longer than the model reads, is refused before anything runs.
+pub fn explain_text(
+    lm: &dyn CausalLm,
+    text: &str,
+    k: usize,
+) -> Result<(Trace, Vec<(String, f32)>)> {
+    let tok = lm.tokenizer();
+    let tokens = tok.encode(text)?;
+    let max = match lm.context() {
+        Context::Limit(max) | Context::Window(max) => max,
+    };
+    if tokens.is_empty() || tokens.len() > max {
+        return Err(crate::Error::TextLength {
+            tokens: tokens.len(),
+            max,
+        });
+    }
+    let (trace, logits) = lm.explain(&tokens)?;
+    let p = crate::nn::logits::softmax(&logits);
+    let next = crate::nn::logits::top_k(&logits, k)
+        .into_iter()
+        .map(|(id, _)| (tok.name(id as u32), p[id]))
+        .collect();
+    Ok((trace, next))
+}

@@ -140,7 +140,8 @@ const SPM_SPACE: char = '\u{2581}';
 /// A GGUF file's tokenizer.
 pub struct GgufTokenizer {
     inner: Tokenizer,
-    /// Each id's bytes when decoded (byte-level alphabet undone; control tokens as their text).
+    /// Each id's bytes when decoded (byte-level alphabet undone; none for control tokens,
+    /// which add nothing to a text: their names are `tokens`).
     bytes: Vec<Vec<u8>>,
     /// Each id's text as stored.
     pub tokens: Vec<String>,
@@ -283,7 +284,7 @@ fn byte_level(tokens: &[String], types: &[u64], g: &Gguf) -> Result<(Tokenizer, 
         .zip(types)
         .map(|(t, &ty)| {
             if ty == TYPE_CONTROL {
-                t.as_bytes().to_vec()
+                Vec::new()
             } else {
                 // a character outside the alphabet (should not occur) keeps its UTF-8
                 t.chars()
@@ -398,7 +399,7 @@ fn sentencepiece(
         .zip(types)
         .map(|(t, &ty)| match ty {
             TYPE_BYTE => byte_token(t).map_or_else(|| t.as_bytes().to_vec(), |b| vec![b]),
-            TYPE_CONTROL => t.as_bytes().to_vec(),
+            TYPE_CONTROL => Vec::new(),
             _ => t.replace(SPM_SPACE, " ").into_bytes(),
         })
         .collect();
@@ -581,7 +582,7 @@ impl GgufTokenizer {
         for (&id, &(start, end)) in enc.get_ids().iter().zip(enc.get_offsets()) {
             out.push(TokenInfo {
                 id,
-                text: String::from_utf8_lossy(self.token_bytes(id)).into_owned(),
+                text: self.display(id),
                 start,
                 end,
             });
@@ -589,9 +590,18 @@ impl GgufTokenizer {
         Ok(out)
     }
 
-    /// The bytes token `id` stands for (empty for an unknown id).
+    /// The bytes token `id` adds to a text (empty for a control token or an unknown id).
     pub fn token_bytes(&self, id: u32) -> &[u8] {
         self.bytes.get(id as usize).map_or(&[], |b| b)
+    }
+
+    /// Token `id` as a person reads it: its text, or its name where it adds none (a control
+    /// token such as `<|im_end|>`).
+    pub fn display(&self, id: u32) -> String {
+        match self.token_bytes(id) {
+            [] => self.tokens.get(id as usize).cloned().unwrap_or_default(),
+            b => String::from_utf8_lossy(b).into_owned(),
+        }
     }
 
     /// Vocabulary size.
@@ -677,7 +687,7 @@ pub fn apply_chat_template(tok: &GgufTokenizer, user: &str) -> Result<String> {
     env.add_template("chat", template)
         .map_err(|e| Error::Tokenizer(format!("chat template: {e}")))?;
     let name = |id: Option<u32>| {
-        id.map(|i| String::from_utf8_lossy(tok.token_bytes(i)).into_owned())
+        id.and_then(|i| tok.tokens.get(i as usize).cloned())
             .unwrap_or_default()
     };
     let mut out = Capped {
@@ -744,6 +754,10 @@ impl super::Tokenizer for GgufTokenizer {
 
     fn token_bytes(&self, id: u32) -> std::borrow::Cow<'_, [u8]> {
         std::borrow::Cow::Borrowed(GgufTokenizer::token_bytes(self, id))
+    }
+
+    fn display(&self, id: u32) -> String {
+        GgufTokenizer::display(self, id)
     }
 
     fn vocab_size(&self) -> usize {

@@ -42,6 +42,13 @@ pub trait Tokenizer: Sync {
         String::from_utf8_lossy(&self.token_bytes(id)).into_owned()
     }
 
+    /// Token `id` as a list of tokens names it (the likeliest next tokens): the vocabulary's
+    /// own spelling where it has one (a word model's word, without the space that joins it to
+    /// a text), else [`Tokenizer::display`].
+    fn name(&self, id: u32) -> String {
+        self.display(id)
+    }
+
     /// Tokens in the vocabulary.
     fn vocab_size(&self) -> usize;
 }

@@ -146,6 +146,10 @@ impl super::Tokenizer for Vocab {
         }
     }
 
+    fn name(&self, id: u32) -> String {
+        self.token_text(id)
+    }
+
     fn vocab_size(&self) -> usize {
         self.len()
     }
