@@ -1,5 +1,5 @@
-//! The models: `Encoder`, `CausalLM` (and its `TokenStream`), `toy_explain`, and what a
-//! name or path is (`model_kind`, from `attend_models::models::identify`: the Python side
+//! The models: `Encoder`, `CausalLM` (and its `TokenStream`; `explain` for any causal
+//! model), and what a name or path is (`model_kind`, from `attend_models::models::identify`: the Python side
 //! looks at no extension or registry family itself).
 
 use std::sync::{Arc, Mutex};
