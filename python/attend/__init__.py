@@ -19,7 +19,7 @@ from ._kernels import (
     sdpa_backward,
     set_num_threads,
 )
-from ._models import CausalLM, Encoder, Explanation, Generation, load
+from ._models import CausalLM, Effect, Encoder, Explanation, Generation, load
 from .errors import AttendError, InvalidArgument, ModelError, ShapeError
 
 __all__ = [
@@ -34,6 +34,7 @@ __all__ = [
     "load",
     "Encoder",
     "CausalLM",
+    "Effect",
     "Explanation",
     "Generation",
     "AttendError",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import html
 import itertools
+import json
 import os
 import tempfile
 from typing import Dict, Iterator, List, Optional, Sequence, Union
@@ -14,7 +15,7 @@ import numpy as np
 from . import _attend
 from .errors import InvalidArgument
 
-__all__ = ["load", "Encoder", "CausalLM", "Explanation", "Generation"]
+__all__ = ["load", "Encoder", "CausalLM", "Explanation", "Effect", "Generation"]
 
 _ids = itertools.count()
 
@@ -166,6 +167,79 @@ def _write_atomic(path, text: str) -> None:
         raise
 
 
+class Effect:
+    """Attention beside its causal effect for one prediction (``CausalLM.effect``).
+
+    ``sources`` (token or word texts), ``positions``, ``delta`` (Δ log p(target) with each
+    source knocked out; negative: it supported the target), ``attention`` (the predicting
+    position's attention to it, mean of heads and layers), ``layer_attention``
+    (``[sources, layers]``), ``rollout``, ``head_delta`` (``[layers, heads]``, Δ log p with
+    each head ablated), ``spearman`` (rank correlation of attention and rollout with
+    |Δ log p|), ``target``, ``logp`` and ``top`` (the likeliest next token unedited)."""
+
+    def __init__(self, model: str, doc: dict):
+        self.model = model
+        self.doc = doc
+        src = doc["sources"]
+        self.tokens: List[str] = doc["tokens"]
+        self.sources: List[str] = [s["label"] for s in src]
+        self.positions: List[List[int]] = [s["positions"] for s in src]
+        self.delta = np.array([s["delta_logp"] for s in src], dtype=np.float32)
+        self.attention = np.array([s["attention"] for s in src], dtype=np.float32)
+        self.rollout = np.array([s["rollout"] for s in src], dtype=np.float32)
+        self.layer_attention = np.array([s["layer_attention"] for s in src], dtype=np.float32).reshape(
+            len(src), doc["layers"]
+        )
+        self.removes_edges = np.array([s["removes_edges"] for s in src], dtype=bool)
+        self.top_after: List[str] = [s["top"] for s in src]
+        hd = np.array(doc["head_delta_logp"], dtype=np.float32)
+        self.head_delta = hd.reshape(doc["layers"], doc["heads"]) if hd.size else hd.reshape(0, doc["heads"])
+        self.target: str = "".join(doc["target"])
+        self.logp: float = doc["logp"]
+        self.top = (doc["top"]["token"], doc["top"]["p"])
+        self.spearman: Dict[str, Optional[float]] = doc["spearman"]
+
+    def heads_by_effect(self, k: int = 10) -> List[tuple]:
+        """The ``k`` heads with the largest |Δ log p|: ``(layer, head, delta)``."""
+        return [(h["layer"], h["head"], h["delta_logp"]) for h in self.doc["heads_by_effect"][:k]]
+
+    def to_json(self) -> str:
+        return json.dumps(self.doc)
+
+    def _repr_html_(self) -> str:
+        esc = html.escape
+        amax = float(self.attention.max()) if self.attention.size else 1.0
+        dmax = float(np.abs(self.delta).max()) if self.delta.size else 1.0
+        amax, dmax = amax or 1.0, dmax or 1.0
+
+        def bar(x, m, colour):
+            w = 100.0 * min(abs(x) / m, 1.0)
+            return (f'<div style="background:{colour};height:10px;width:{w:.1f}px"></div>')
+
+        rows = []
+        for i, s in enumerate(self.sources):
+            d = self.delta[i]
+            rows.append(
+                f"<tr><td>{self.positions[i][0]}</td><td><code>{esc(s)}</code></td>"
+                f"<td>{self.attention[i]:.4f}</td><td>{bar(self.attention[i], amax, '#3b7dd8')}</td>"
+                f"<td>{d:+.3f}</td><td>{bar(d, dmax, '#d8563b' if d < 0 else '#3bb273')}</td>"
+                f"<td><code>{esc(self.top_after[i])}</code></td></tr>"
+            )
+        heads = "".join(
+            f"<li>layer {l} head {h}: {d:+.3f}</li>" for (l, h, d) in self.heads_by_effect(5)
+        )
+        rho = self.spearman
+        fmt = lambda r: "—" if r is None else f"{r:+.2f}"  # noqa: E731
+        return (
+            f"<div><b>{esc(self.model)}</b>: log p(<code>{esc(self.target)}</code>) = {self.logp:.3f}; "
+            f"Spearman with |Δ|: attention {fmt(rho['attention'])}, rollout {fmt(rho['rollout'])}"
+            "<table><tr><th>pos</th><th>source</th><th>attention</th><th></th><th>Δ log p</th><th></th>"
+            f"<th>top-1 after</th></tr>{''.join(rows)}</table>"
+            + (f"<p>heads by effect:</p><ul>{heads}</ul>" if heads else "")
+            + "</div>"
+        )
+
+
 class Encoder:
     """A BERT-family sentence encoder."""
 
@@ -294,6 +368,36 @@ class CausalLM:
         if not isinstance(text, str):
             raise TypeError("explain takes a string")
         return Explanation(self.name, self._m.explain(text))
+
+    def effect(
+        self,
+        text: str,
+        target: Optional[str] = None,
+        knockout: str = "later",
+        layers: Optional[Sequence[int]] = None,
+        words: bool = False,
+        heads: bool = True,
+        mean_ablation: bool = False,
+    ) -> "Effect":
+        """Does the attention matter? Each source token of ``text`` (each word with
+        ``words=True``) knocked out — its attention edges from every later position removed
+        (``knockout="later"``), or only from the predicting position
+        (``knockout="predicting"``, Geva et al. 2023), in every layer or in
+        ``layers=(first, end)`` — and each head ablated (its output zeroed, or replaced by its
+        mean over the text with ``mean_ablation=True``): the change of ``log p(target)``
+        (``target``: a continuation such as ``" tired"``, several tokens allowed; default the
+        model's likeliest next token), beside the attention the predicting position paid,
+        as ``attend effect`` computes it."""
+        if not isinstance(text, str):
+            raise TypeError("effect takes a string")
+        if target is not None and not isinstance(target, str):
+            raise TypeError("target must be a string")
+        span = None
+        if layers is not None:
+            a, b = (int(x) for x in layers)
+            span = (a, b)
+        doc = self._m.effect(text, target, str(knockout), span, bool(words), bool(heads), bool(mean_ablation))
+        return Effect(self.name, json.loads(doc))
 
     def set_exact(self, exact: bool = True) -> "CausalLM":
         """Float32 activations (what transformers computes on the same file) instead of 8-bit

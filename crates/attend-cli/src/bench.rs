@@ -136,6 +136,8 @@ pub fn run(args: &BenchArgs, threads: usize) -> Result<()> {
         "gemma3-tg64-d2048",
         "smollm2-explain-512",
         "gemma3-explain-512",
+        "smollm2-effect-32",
+        "gemma3-effect-32",
         "train-winograd",
         "train-text",
     ];
@@ -244,8 +246,70 @@ pub fn sentences(n: usize) -> Vec<String> {
 /// The decoders with language-model cases (`MODEL-pp128` … `MODEL-tg64-d2048`).
 const LM_MODELS: [&str; 2] = ["smollm2", "gemma3"];
 
-fn lm_case_names(model: &str) -> [String; 5] {
-    ["pp128", "pp512", "tg64", "tg64-d2048", "explain-512"].map(|c| format!("{model}-{c}"))
+fn lm_case_names(model: &str) -> [String; 6] {
+    [
+        "pp128",
+        "pp512",
+        "tg64",
+        "tg64-d2048",
+        "explain-512",
+        "effect-32",
+    ]
+    .map(|c| format!("{model}-{c}"))
+}
+
+/// `MODEL-effect-32`: a 32-token prompt (the ids of [`lm_tokens`]), every token knocked out
+/// and every head ablated, with the reuse of unchanged prefixes and residual streams against
+/// the naive loop that recomputes the whole prompt for each intervention, in turns
+/// (bench/effect_transformers.py times transformers with hooks on the same file and ids).
+fn effect_case(name: &str, model: &str, quick: bool, threads: usize, out: &mut Out) -> Result<()> {
+    use attend_models::trace::effect::EffectSpec;
+    let m = crate::input::causal(model)?;
+    let infos: Vec<attend_models::TokenInfo> = lm_tokens(32)
+        .into_iter()
+        .enumerate()
+        .map(|(i, id)| attend_models::TokenInfo {
+            id,
+            text: format!("t{i}"),
+            start: i,
+            end: i + 1,
+        })
+        .collect();
+    let (mut reuse, mut naive) = (Vec::new(), Vec::new());
+    let mut work = None;
+    for _ in 0..if quick { 1 } else { 3 } {
+        for (on, times) in [(true, &mut reuse), (false, &mut naive)] {
+            let spec = EffectSpec {
+                reuse: on,
+                ..EffectSpec::default()
+            };
+            let t0 = Instant::now();
+            let e = m.effect(&infos, &[], &spec)?;
+            times.push(t0.elapsed().as_secs_f64() * 1e3);
+            if on {
+                work = Some(e.work);
+            }
+        }
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (r, nv) = (median(&mut reuse), median(&mut naive));
+    let work = work.expect("one run at least");
+    let t = Timing {
+        median_ms: r,
+        min_ms: reuse[0],
+        max_ms: reuse[reuse.len() - 1],
+    };
+    let interventions = 32 + m.layers() * m.heads();
+    out.emit(
+        json!({"case": name, "impl": "attend", "threads": threads,
+               "interventions": interventions, "naive_ms": round(nv),
+               "naive_over_reuse": round(nv / r),
+               "work_ratio": round(work.naive as f64 / work.done as f64)}),
+        &t,
+    )
 }
 
 /// The token ids of the language-model cases (bench/llamacpp.py uses the same).
@@ -334,6 +398,10 @@ fn lm_cases(
                    "trace_mib": round(trace.stored() as f64 * 4.0 / (1 << 20) as f64)}),
             &t,
         )?;
+    }
+    let name = format!("{model}-effect-32");
+    if wanted(&name) {
+        effect_case(&name, model, args.quick, threads, out)?;
     }
     for depth in [1, 2048] {
         let name = if depth == 1 {

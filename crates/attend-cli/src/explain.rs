@@ -213,7 +213,7 @@ pub fn shown(text: &str) -> String {
 
 /// A text the model refuses (too long, words outside a toy vocabulary) is a usage error; any
 /// other failure is one.
-fn usage_if_text(e: attend_models::Error) -> anyhow::Error {
+pub fn usage_if_text(e: attend_models::Error) -> anyhow::Error {
     match e {
         attend_models::Error::TextLength { .. }
         | attend_models::Error::ContextExceeded { .. }

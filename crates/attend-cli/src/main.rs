@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 mod bench;
+mod effect;
 mod embed;
 mod explain;
 mod generate;
@@ -37,6 +38,12 @@ enum Command {
     /// Example: attend explain "The animal didn't cross the road because it was tired"
     /// --token it --compare animal road
     Explain(explain::ExplainArgs),
+    /// Does the attention matter? Knock out each token of a prompt and ablate each head of a
+    /// decoder, and see how the prediction's log-probability changes, beside the attention.
+    ///
+    /// Example: attend effect --target " tired" "The animal didn't cross the road because
+    /// it was"
+    Effect(effect::EffectArgs),
     /// Sentence embeddings (mean-pooled, normalised), or their cosine similarities.
     Embed(embed::EmbedArgs),
     /// Continue a prompt with a causal language model (default: SmolLM2-135M-Instruct, GGUF).
@@ -137,6 +144,7 @@ fn main() -> ExitCode {
     let result = pool.install(|| match cli.command {
         Command::Bench(args) => bench::run(&args, threads),
         Command::Explain(args) => explain::run(&args),
+        Command::Effect(args) => effect::run(&args),
         Command::Embed(args) => embed::run(&args),
         Command::Generate(args) => generate::run(&args),
         Command::Serve(args) => serve::run(&args, threads),

@@ -5,6 +5,7 @@
 pub use crate::tokenize::TokenInfo;
 
 pub mod aggregate;
+pub mod effect;
 pub mod query;
 
 /// Attention probabilities of every layer and head, `[layer][head][query][key]`, with the

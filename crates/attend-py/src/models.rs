@@ -207,6 +207,61 @@ impl CausalLM {
         explanation(py, trace, false, Some(next))
     }
 
+    /// What knocking out each source token (or word) of `text` and ablating each head do to
+    /// the log-probability of `target` (default: the likeliest next token), beside the
+    /// attention paid — `attend effect`'s JSON document.
+    #[pyo3(signature = (text, target=None, knockout="later", layers=None, words=false, heads=true, mean_ablation=false))]
+    #[allow(clippy::too_many_arguments)]
+    fn effect(
+        &self,
+        py: Python<'_>,
+        text: &str,
+        target: Option<String>,
+        knockout: &str,
+        layers: Option<(usize, usize)>,
+        words: bool,
+        heads: bool,
+        mean_ablation: bool,
+    ) -> PyResult<String> {
+        use attend_models::trace::effect::{Ablation, EffectSpec, Knockout};
+        let knockout = match knockout {
+            "later" => Knockout::Later,
+            "predicting" => Knockout::Predicting,
+            other => {
+                return Err(raise(
+                    py,
+                    "InvalidArgument",
+                    format!("knockout={other:?}: give \"later\" or \"predicting\""),
+                ))
+            }
+        };
+        let spec = EffectSpec {
+            knockout,
+            layers: layers.map(|(a, b)| a..b),
+            words,
+            groups: None,
+            heads,
+            ablation: if mean_ablation {
+                Ablation::Mean
+            } else {
+                Ablation::Zero
+            },
+            reuse: true,
+        };
+        let lm = &*self.inner;
+        let e = py
+            .detach(|| {
+                on_pool(|| {
+                    attend_models::models::causal::effect_text(lm, text, target.as_deref(), &spec)
+                })
+            })
+            .map_err(|e| model_err(py, e))?;
+        let mut v = e.to_json();
+        v["tokens"] =
+            serde_json::json!(e.tokens.iter().map(|t| t.text.as_str()).collect::<Vec<_>>());
+        Ok(v.to_string())
+    }
+
     /// Computes with float32 activations (what transformers computes on the same file)
     /// instead of 8-bit ones; returns whether the model has such a switch.
     fn set_exact(&mut self, exact: bool) -> bool {

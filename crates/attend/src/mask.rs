@@ -6,6 +6,9 @@
 //!   `p - left <= j <= p + right`. Causal is `right = 0`; a sliding window of width `w` is
 //!   `left = w - 1, right = 0`;
 //! - key padding: batch row `b` keeps keys `j < key_lengths[b]`;
+//! - a key list: keys that no query sees, strictly increasing indices into `0..s_kv` (a
+//!   knockout: what a token wrote is hidden from every query of the call, at the cost of one
+//!   list, never an `s_q × s_kv` matrix);
 //! - an explicit mask over `[s_q, s_kv]`, shared, per batch row or per head: boolean
 //!   (`true` = take part, as in PyTorch's SDPA) or additive (added to the scaled scores; `-inf`
 //!   removes a pair).
@@ -55,6 +58,8 @@ pub struct Mask<'a> {
     pub window_right: Option<usize>,
     /// Valid key length per batch row (key padding).
     pub key_lengths: Option<&'a [usize]>,
+    /// Keys no query sees (strictly increasing indices into `0..s_kv`).
+    pub hidden_keys: Option<&'a [usize]>,
     /// A boolean or additive mask.
     pub explicit: Option<Explicit<'a>>,
 }
@@ -101,6 +106,24 @@ impl<'a> Mask<'a> {
         self.key_lengths = Some(lengths);
         self
     }
+    /// Hides keys from every query (strictly increasing indices into `0..s_kv`; an empty
+    /// list hides nothing).
+    pub fn with_hidden_keys(mut self, keys: &'a [usize]) -> Self {
+        self.hidden_keys = Some(keys);
+        self
+    }
+    /// Whether key `j` is in the hidden list.
+    pub(crate) fn hides(&self, j: usize) -> bool {
+        self.hidden_keys
+            .is_some_and(|keys| keys.binary_search(&j).is_ok())
+    }
+    /// Whether a hidden key falls in `[t0, t1)`.
+    pub(crate) fn hides_any(&self, t0: usize, t1: usize) -> bool {
+        self.hidden_keys.is_some_and(|keys| {
+            let at = keys.partition_point(|&j| j < t0);
+            keys.get(at).is_some_and(|&j| j < t1)
+        })
+    }
     /// Adds a boolean mask (`true` = keep).
     pub fn with_bool(mut self, keep: &'a [bool], scope: MaskScope) -> Self {
         self.explicit = Some(Explicit::Bool { keep, scope });
@@ -116,6 +139,7 @@ impl<'a> Mask<'a> {
         self.window_left.is_none()
             && self.window_right.is_none()
             && self.key_lengths.is_none()
+            && self.hidden_keys.is_none_or(|k| k.is_empty())
             && self.explicit.is_none()
     }
 
@@ -142,6 +166,24 @@ impl<'a> Mask<'a> {
                     batch,
                     got,
                     s_kv: shape.s_kv,
+                });
+            }
+        }
+        if let Some(keys) = self.hidden_keys {
+            if let Some(w) = keys.windows(2).position(|w| w[0] >= w[1]) {
+                return Err(Error::InvalidParameter {
+                    name: "hidden_keys",
+                    reason: format!(
+                        "the hidden keys must be strictly increasing: {} is followed by {}",
+                        keys[w],
+                        keys[w + 1]
+                    ),
+                });
+            }
+            if let Some(&j) = keys.iter().find(|&&j| j >= shape.s_kv) {
+                return Err(Error::InvalidParameter {
+                    name: "hidden_keys",
+                    reason: format!("key {j} is hidden but there are {} keys", shape.s_kv),
                 });
             }
         }
@@ -234,7 +276,7 @@ impl<'a> Mask<'a> {
             return false;
         }
         let (lo, hi) = self.row_range(shape, b, i);
-        if j < lo || j >= hi {
+        if j < lo || j >= hi || self.hides(j) {
             return false;
         }
         match self.explicit {

@@ -82,7 +82,9 @@ impl<'a> Ctx<'a> {
         if !rows.iter().any(|r| r.lo < t1 && r.hi > t0 && r.lo < r.hi) {
             return None;
         }
-        let full = self.p.mask.explicit.is_none() && rows.iter().all(|r| r.lo <= t0 && r.hi >= t1);
+        let full = self.p.mask.explicit.is_none()
+            && !self.p.mask.hides_any(t0, t1)
+            && rows.iter().all(|r| r.lo <= t0 && r.hi >= t1);
         Some(full)
     }
 
@@ -139,7 +141,7 @@ impl<'a> Ctx<'a> {
             for jj in 0..nk {
                 let j = t0 + jj;
                 let x = &mut tile[at(r, jj)];
-                if j < row.lo || j >= row.hi {
+                if j < row.lo || j >= row.hi || self.p.mask.hides(j) {
                     *x = f32::NEG_INFINITY;
                     continue;
                 }

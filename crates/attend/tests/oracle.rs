@@ -71,6 +71,7 @@ fn kind_strategy() -> impl Strategy<Value = Kind> {
         (0usize..20, 0usize..20).prop_map(|(l, r)| Kind::Band(l, r)),
         Just(Kind::Padding),
         Just(Kind::CausalPadding),
+        Just(Kind::CausalHidden),
         prop_oneof![
             Just(MaskScope::Shared),
             Just(MaskScope::PerBatch),

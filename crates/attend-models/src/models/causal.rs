@@ -7,6 +7,7 @@
 use attend::KvCache;
 
 use crate::tokenize::{TokenInfo, Tokenizer};
+use crate::trace::effect::{Effect, EffectSpec};
 use crate::trace::Trace;
 use crate::Result;
 
@@ -80,6 +81,63 @@ pub trait CausalLm: Send + Sync {
     /// in one forward pass), with the value norms the aggregations need, and the logits of
     /// the last position (what the model predicts next).
     fn explain(&self, tokens: &[TokenInfo]) -> Result<(Trace, Vec<f32>)>;
+    /// What knocking out each source of `prompt` and ablating each head do to
+    /// `log p(target)` (`target`: token ids after the prompt; empty: the model's likeliest
+    /// next token), beside the attention paid ([`crate::trace::effect`]). Models without
+    /// interventions refuse.
+    fn effect(&self, prompt: &[TokenInfo], target: &[u32], spec: &EffectSpec) -> Result<Effect> {
+        let _ = (prompt, target, spec);
+        Err(crate::Error::Invalid(
+            "this model has no interventions (knockout and head ablation run on GGUF decoders)"
+                .into(),
+        ))
+    }
+}
+
+/// [`CausalLm::effect`] of `text`, with `target` (a continuation of `text`, e.g. `" tired"`)
+/// or the model's likeliest next token. The target's tokens are those that follow the
+/// prompt's when the two are tokenized together (or, where that changes the prompt's tokens,
+/// the target's own without the special tokens the tokenizer adds). A prompt with no tokens,
+/// an empty target, or a text longer than the model reads is refused before anything runs.
+pub fn effect_text(
+    lm: &dyn CausalLm,
+    text: &str,
+    target: Option<&str>,
+    spec: &EffectSpec,
+) -> Result<Effect> {
+    let tok = lm.tokenizer();
+    let prompt = tok.encode(text)?;
+    let ids: Vec<u32> = match target {
+        None => Vec::new(),
+        Some(t) => {
+            let joint = tok.encode(&format!("{text}{t}"))?;
+            let same =
+                joint.len() > prompt.len() && joint.iter().zip(&prompt).all(|(a, b)| a.id == b.id);
+            let ids: Vec<u32> = if same {
+                joint[prompt.len()..].iter().map(|t| t.id).collect()
+            } else {
+                tok.encode(t)?
+                    .into_iter()
+                    .filter(|t| t.end > t.start)
+                    .map(|t| t.id)
+                    .collect()
+            };
+            if ids.is_empty() {
+                return Err(crate::Error::Invalid(format!(
+                    "the target {t:?} has no tokens"
+                )));
+            }
+            ids
+        }
+    };
+    let max = match lm.context() {
+        Context::Limit(max) | Context::Window(max) => max,
+    };
+    let total = prompt.len() + ids.len().saturating_sub(1);
+    if prompt.is_empty() || total > max {
+        return Err(crate::Error::TextLength { tokens: total, max });
+    }
+    lm.effect(&prompt, &ids, spec)
 }
 
 /// Every layer × head × query × key of `text` in `lm` ([`CausalLm::explain`]), with the `k`

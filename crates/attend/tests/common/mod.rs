@@ -18,17 +18,20 @@ pub enum Kind {
     Band(usize, usize),
     Padding,
     CausalPadding,
+    /// Causal, with a list of keys no query sees (a knockout).
+    CausalHidden,
     Bool(MaskScope),
     Additive(MaskScope),
 }
 
-pub const ALL_KINDS: [Kind; 10] = [
+pub const ALL_KINDS: [Kind; 11] = [
     Kind::None,
     Kind::Causal,
     Kind::Window(5),
     Kind::Band(3, 9),
     Kind::Padding,
     Kind::CausalPadding,
+    Kind::CausalHidden,
     Kind::Bool(MaskScope::Shared),
     Kind::Bool(MaskScope::PerHead),
     Kind::Additive(MaskScope::PerBatch),
@@ -39,6 +42,7 @@ pub const ALL_KINDS: [Kind; 10] = [
 pub struct MaskData {
     pub kind: Kind,
     pub lengths: Vec<usize>,
+    pub hidden: Vec<usize>,
     pub keep: Vec<bool>,
     pub bias: Vec<f32>,
 }
@@ -54,6 +58,12 @@ impl MaskData {
         let lengths: Vec<usize> = (0..sh.b)
             .map(|b| (b * 37 + seed as usize * 13) % (sh.s_kv + 1))
             .collect();
+        // key 0, a run of three, and every 11th key from a seeded offset: whole tiles, tile
+        // edges and (with few keys) rows left with nothing
+        let mut hidden: Vec<usize> = (0..sh.s_kv)
+            .filter(|&j| j == 0 || (5..8).contains(&j) || (j + seed as usize).is_multiple_of(11))
+            .collect();
+        hidden.dedup();
         let mut keep = Vec::new();
         let mut bias = Vec::new();
         match kind {
@@ -87,6 +97,7 @@ impl MaskData {
         MaskData {
             kind,
             lengths,
+            hidden,
             keep,
             bias,
         }
@@ -100,6 +111,7 @@ impl MaskData {
             Kind::Band(l, r) => Mask::none().with_window(Some(l), Some(r)),
             Kind::Padding => Mask::none().with_key_lengths(&self.lengths),
             Kind::CausalPadding => Mask::causal().with_key_lengths(&self.lengths),
+            Kind::CausalHidden => Mask::causal().with_hidden_keys(&self.hidden),
             Kind::Bool(scope) => Mask::none().with_bool(&self.keep, scope),
             Kind::Additive(scope) => Mask::none().with_additive(&self.bias, scope),
         }
@@ -124,6 +136,7 @@ impl MaskData {
             Kind::Band(l, r) => (j64 >= pos - l as i64 && j64 <= pos + r as i64).then_some(0.0),
             Kind::Padding => (j < self.lengths[b]).then_some(0.0),
             Kind::CausalPadding => (j < self.lengths[b] && j64 <= pos).then_some(0.0),
+            Kind::CausalHidden => (j64 <= pos && !self.hidden.contains(&j)).then_some(0.0),
             Kind::Bool(scope) => self.keep[at(scope)].then_some(0.0),
             Kind::Additive(scope) => {
                 let x = self.bias[at(scope)];

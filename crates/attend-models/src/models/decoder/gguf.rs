@@ -259,7 +259,12 @@ impl Weights<'_> {
         } else {
             None
         };
-        Ok(Linear { info, tiled, bias })
+        Ok(Linear {
+            info,
+            tiled,
+            bias,
+            dense: Dense::default(),
+        })
     }
 
     /// The `n`-vector `name`, as `f32`.
@@ -287,6 +292,46 @@ pub struct Linear {
     info: TensorInfo,
     tiled: Option<TiledMatrix>,
     bias: Option<Vec<f32>>,
+    dense: Dense,
+}
+
+/// A matrix's weights dequantised to `f32`, made on the first product with exact activations
+/// and kept: exact mode then multiplies on the kernels' GEMM instead of dequantising every
+/// row again for every product (what the effect sweeps, hundreds of forward passes, need).
+/// Exact mode thus holds the model in float32, as transformers does.
+#[derive(Default)]
+pub struct Dense(std::sync::OnceLock<Vec<f32>>);
+
+impl Dense {
+    /// `out[t × rows + j] = row_j · xs[t]` for exact activations `xs` (`None`, nothing done,
+    /// for quantised ones: their products stay in the stored types).
+    pub fn matmul(&self, m: &QMatrix<'_>, xs: &[Activation], out: &mut [f32]) -> Result<bool> {
+        if xs.is_empty() || !xs.iter().all(Activation::is_exact) {
+            return Ok(false);
+        }
+        let (rows, cols) = (m.rows, m.cols);
+        if out.len() != xs.len() * rows || xs.iter().any(|x| x.f.len() != cols) {
+            return Err(Error::Invalid(format!(
+                "a product of {} activations with a {rows} × {cols} matrix",
+                xs.len()
+            )));
+        }
+        let w = match self.0.get() {
+            Some(w) => w,
+            None => {
+                let mut w = vec![0.0f32; rows * cols];
+                w.par_chunks_mut(cols)
+                    .enumerate()
+                    .try_for_each(|(r, row)| m.dequantize_row(r, row))?;
+                // (two threads racing here made the same values; the first is kept)
+                let _ = self.0.set(w);
+                self.0.get().expect("set above")
+            }
+        };
+        let x: Vec<f32> = xs.iter().flat_map(|x| x.f.iter().copied()).collect();
+        attend_kernels::gemm::matmul_bt(&x, w, out, xs.len(), cols, rows);
+        Ok(true)
+    }
 }
 
 impl Linear {
@@ -294,6 +339,7 @@ impl Linear {
     pub fn matmul(&self, file: &GgufFile, xs: &[Activation], out: &mut [f32]) -> Result<()> {
         let m = matrix(file, &self.info)?;
         match &self.tiled {
+            _ if self.dense.matmul(&m, xs, out)? => {}
             Some(t) if xs.len() >= TILED_MIN_ROWS => m.matmul_tiled(t, xs, out)?,
             _ => m.matmul(xs, out)?,
         }

@@ -29,12 +29,15 @@
 //! [`DecoderConfig`].
 
 pub mod config;
+pub mod effect;
 pub mod gguf;
+
+use std::ops::Range;
 
 use attend::{AttnParams, KvCache, Layout, Mask, Shape};
 
 pub use config::{Act, DecoderConfig, Defaults, FfnLayout, Norms};
-use gguf::{activations, check_tokens, matrix, Linear, Weights};
+use gguf::{activations, check_tokens, matrix, Dense, Linear, Weights};
 
 use crate::formats::gguf::{GgufFile, TensorInfo};
 use crate::models::causal::{AttnCapture, CausalLm, Context, Step};
@@ -77,6 +80,8 @@ pub struct Decoder {
     layers: Vec<DecoderLayer>,
     norm: Vec<f32>,
     output: TensorInfo,
+    /// The output projection in `f32`, once exact mode has used it.
+    output_dense: Dense,
     /// Multiply by unquantised `f32` activations (dequantising each weight row on the fly)
     /// instead of 8-bit ones: slow, and equal to the float32 reference implementations.
     pub exact: bool,
@@ -107,6 +112,56 @@ pub struct AllRows {
     /// `[layer][head][key]`: `‖f_h(x_k)‖`, key `k`'s value vector through head `h`'s slice
     /// of the output projection (Kobayashi et al. 2020), from the weights the model ran.
     pub value_norms: Vec<f32>,
+}
+
+/// An intervention on a forward pass (what [`effect`] sweeps); the default changes nothing.
+#[derive(Clone, Debug, Default)]
+pub struct Edit {
+    /// Knocked-out positions (strictly increasing, absolute): in [`Edit::layers`], no query
+    /// after one of them — and at or after [`Edit::from`] — reads its key. A query still reads
+    /// its own position and everything before it.
+    pub knockout: Vec<usize>,
+    /// The first query position the knockout applies to (0: every later position; the
+    /// predicting positions only: Geva et al.'s variant).
+    pub from: usize,
+    /// The layers the knockout applies in (all when `None`).
+    pub layers: Option<Range<usize>>,
+    /// A head whose output is replaced before the output projection.
+    pub head: Option<HeadEdit>,
+    /// Local layers keep every position in the cache (nothing forgotten behind the window,
+    /// which the mask still applies), so that the cache can be truncated back to any prefix.
+    pub keep_cache: bool,
+}
+
+/// One head's output replaced at every position, before the output projection.
+#[derive(Clone, Debug)]
+pub struct HeadEdit {
+    /// Its layer.
+    pub layer: usize,
+    /// Its query head.
+    pub head: usize,
+    /// What replaces it: zeros (`None`), or this `v_head_dim` vector (its mean over a text:
+    /// mean ablation).
+    pub value: Option<Vec<f32>>,
+}
+
+/// What a forward pass records for the interventions that follow it.
+#[derive(Clone, Debug, Default)]
+pub struct Record {
+    /// `[layer]`: the residual stream entering the layer, `(n, dim)`.
+    pub inputs: Vec<Vec<f32>>,
+    /// `[layer][head][v_head_dim]`: each head's output before the output projection, averaged
+    /// over the positions run.
+    pub head_means: Vec<f32>,
+}
+
+/// What one pass through layers is asked for.
+struct Pass<'a> {
+    capture: AttnCapture,
+    edit: &'a Edit,
+    /// The knocked-out keys hidden from this pass's queries (a subset of `edit.knockout`).
+    hidden: &'a [usize],
+    record: Option<&'a mut Record>,
 }
 
 impl Decoder {
@@ -197,6 +252,7 @@ impl Decoder {
             layers,
             norm,
             output,
+            output_dense: Dense::default(),
             file,
             exact: false,
             windowed: true,
@@ -261,63 +317,184 @@ impl Decoder {
         all_logits: bool,
         capture: AttnCapture,
     ) -> Result<Forward> {
-        let c = &self.config;
-        let n = tokens.len();
         let pos0 = cache.len();
+        let mut x = self.embed_tokens(tokens, pos0)?;
+        let pass = Pass {
+            capture,
+            edit: &Edit::default(),
+            hidden: &[],
+            record: None,
+        };
+        let (attention, rows) = self.layers_pass(&mut x, 0, pos0, cache, pass)?;
+        let n = tokens.len();
+        let logits = self.logits(&x, if all_logits { n } else { 1 })?;
+        Ok(Forward {
+            logits,
+            attention,
+            rows,
+        })
+    }
+
+    /// Runs `tokens` at positions `cache.len()..` under `edit`, recording into `record` when
+    /// given; returns the logits of the last `logit_rows` positions, `[rows, vocab]`. A
+    /// knockout splits the run where the set of hidden keys changes (after each knocked-out
+    /// position, and at [`Edit::from`]), so that every call to the kernel hides one key list
+    /// from all its queries.
+    pub fn forward_edited(
+        &self,
+        tokens: &[u32],
+        cache: &mut KvCache,
+        logit_rows: usize,
+        edit: &Edit,
+        mut record: Option<&mut Record>,
+    ) -> Result<Vec<f32>> {
+        let pos0 = cache.len();
+        let n = tokens.len();
+        let mut cuts: Vec<usize> = edit
+            .knockout
+            .iter()
+            .map(|&j| j + 1)
+            .chain([edit.from])
+            .filter(|&c| c > pos0 && c < pos0 + n)
+            .collect();
+        cuts.sort_unstable();
+        cuts.dedup();
+        let dim = self.config.dim;
+        let mut x_all = Vec::with_capacity(n * dim);
+        let mut start = pos0;
+        for end in cuts.into_iter().chain([pos0 + n]) {
+            let hidden: Vec<usize> = if start >= edit.from {
+                edit.knockout
+                    .iter()
+                    .copied()
+                    .filter(|&j| j < start)
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            let mut x = self.embed_tokens(&tokens[start - pos0..end - pos0], start)?;
+            let pass = Pass {
+                capture: AttnCapture::None,
+                edit,
+                hidden: &hidden,
+                record: record.as_deref_mut(),
+            };
+            self.layers_pass(&mut x, 0, start, cache, pass)?;
+            x_all.extend_from_slice(&x);
+            start = end;
+        }
+        self.logits(&x_all, logit_rows.min(n))
+    }
+
+    /// Runs the residual stream `x` — `(n, dim)` at positions `0..n`, entering layer `layer`
+    /// (as [`Record::inputs`] holds it) — through layers `layer..` under `edit`, with `cache`
+    /// empty (it is reset); the logits of the last `logit_rows` positions. Layers before
+    /// `layer` are not run: what an edit from `layer` on cannot change is not recomputed.
+    pub fn forward_from(
+        &self,
+        mut x: Vec<f32>,
+        layer: usize,
+        cache: &mut KvCache,
+        logit_rows: usize,
+        edit: &Edit,
+    ) -> Result<Vec<f32>> {
+        let n = x.len() / self.config.dim;
+        if x.len() != n * self.config.dim || n == 0 || layer >= self.config.n_layers {
+            return Err(crate::Error::Invalid(format!(
+                "a residual stream of {} floats entering layer {layer} does not fit this model \
+                 ({} layers of width {})",
+                x.len(),
+                self.config.n_layers,
+                self.config.dim
+            )));
+        }
+        cache.reset();
+        let pass = Pass {
+            capture: AttnCapture::None,
+            edit,
+            hidden: &[],
+            record: None,
+        };
+        self.layers_pass(&mut x, layer, 0, cache, pass)?;
+        self.logits(&x, logit_rows.min(n))
+    }
+
+    /// The embeddings of `tokens` at positions `pos0..` (× √width for Gemma, in float32 as
+    /// transformers does), `(n, dim)`, the tokens and positions checked first.
+    fn embed_tokens(&self, tokens: &[u32], pos0: usize) -> Result<Vec<f32>> {
+        let c = &self.config;
         check_tokens(tokens, pos0, c.context_length, c.vocab)?;
-        let (global_rope, local_rope) = self.ropes(pos0, n);
-        let dim = c.dim;
-        // embed_tokens (× √width for Gemma, in float32 as transformers does)
         let embed = self.mat(&self.embed)?;
-        let mut x = vec![0.0f32; n * dim]; // (n, dim)
-        for (row, &t) in x.chunks_exact_mut(dim).zip(tokens) {
+        let mut x = vec![0.0f32; tokens.len() * c.dim]; // (n, dim)
+        for (row, &t) in x.chunks_exact_mut(c.dim).zip(tokens) {
             embed.dequantize_row(t as usize, row)?;
             if c.embed_scale != 1.0 {
                 row.iter_mut().for_each(|v| *v *= c.embed_scale);
             }
         }
+        Ok(x)
+    }
+
+    /// Layers `first..` over `x` (positions `pos0..`), in place; the attention captured.
+    fn layers_pass(
+        &self,
+        x: &mut [f32],
+        first: usize,
+        pos0: usize,
+        cache: &mut KvCache,
+        mut pass: Pass<'_>,
+    ) -> Result<(Vec<f32>, AllRows)> {
+        let c = &self.config;
+        let n = x.len() / c.dim;
+        let (global_rope, local_rope) = self.ropes(pos0, n);
         let mut attention = Vec::new();
         let mut all = AllRows::default();
-        for (l, layer) in self.layers.iter().enumerate() {
+        for (l, layer) in self.layers.iter().enumerate().skip(first) {
             let rope = match &local_rope {
                 Some(r) if c.local[l] => r,
                 _ => &global_rope,
             };
+            if let Some(r) = pass.record.as_deref_mut() {
+                r.inputs.push(x.to_vec());
+            }
             // x += [post_attention_norm](self_attn(input_layernorm(x)))
-            let h = rms_norm(&x, &layer.attn_norm, c.eps);
+            let h = rms_norm(x, &layer.attn_norm, c.eps);
             let captured = Captured {
-                what: capture,
+                what: pass.capture,
                 last: &mut attention,
                 all: &mut all,
             };
             let a = self
-                .attention(layer, &h, rope, cache, l, captured)
+                .attention(layer, &h, rope, cache, l, captured, &mut pass)
                 .map_err(|e| e.at(|| format!("layer {l}")))?;
-            residual(&mut x, &a, layer.post_attn_norm.as_deref(), c.eps);
+            residual(x, &a, layer.post_attn_norm.as_deref(), c.eps);
             // x += [post_feedforward_norm](mlp(pre_feedforward_norm(x)))
-            let h = rms_norm(&x, &layer.ffn_norm, c.eps);
+            let h = rms_norm(x, &layer.ffn_norm, c.eps);
             let m = self.mlp(layer, &h, n, l)?;
-            residual(&mut x, &m, layer.post_ffn_norm.as_deref(), c.eps);
+            residual(x, &m, layer.post_ffn_norm.as_deref(), c.eps);
         }
-        let rows = if all_logits {
-            &x[..]
-        } else {
-            &x[(n - 1) * dim..]
-        };
-        let h = rms_norm(rows, &self.norm, c.eps);
+        Ok((attention, all))
+    }
+
+    /// The logits of the last `rows` rows of the residual stream `x`: final norm, output
+    /// projection, final soft-cap; `[rows, vocab]`.
+    fn logits(&self, x: &[f32], rows: usize) -> Result<Vec<f32>> {
+        let c = &self.config;
+        let dim = c.dim;
+        let n = x.len() / dim;
+        let h = rms_norm(&x[(n - rows.min(n)) * dim..], &self.norm, c.eps);
         let a = self.acts(&h, dim, || "the final norm".into())?;
         let mut logits = vec![0.0; a.len() * c.vocab]; // (rows, vocab)
-        self.mat(&self.output)?.matmul(&a, &mut logits)?;
+        let out = self.mat(&self.output)?;
+        if !self.output_dense.matmul(&out, &a, &mut logits)? {
+            out.matmul(&a, &mut logits)?;
+        }
         if let Some(cap) = c.final_softcap {
             logits
                 .iter_mut()
                 .for_each(|v| *v = cap * crate::nn::activations::tanh(*v / cap));
         }
-        Ok(Forward {
-            logits,
-            attention,
-            rows: all,
-        })
+        Ok(logits)
     }
 
     /// The attention of layer `l`: Q, K, V projections (with their biases), the per-head
@@ -327,6 +504,7 @@ impl Decoder {
     /// [`AttnCapture::LastRow`], the last position's probabilities over every position (0
     /// where the window does not reach) are appended to `captured.last`; with
     /// [`AttnCapture::All`], every position's, over the keys it sees, to `captured.all`.
+    #[allow(clippy::too_many_arguments)]
     fn attention(
         &self,
         layer: &DecoderLayer,
@@ -335,6 +513,7 @@ impl Decoder {
         cache: &mut KvCache,
         l: usize,
         captured: Captured<'_>,
+        pass: &mut Pass<'_>,
     ) -> Result<Vec<f32>> {
         let c = &self.config;
         let n = h.len() / c.dim; // (n, dim)
@@ -358,16 +537,35 @@ impl Decoder {
         let local = self.is_local(l);
         let lc = cache.layer_mut(l)?;
         let pos0 = lc.end();
-        let mask = if local {
+        let band = if local {
             // the first new query sees back to `pos0 + 1 - window`; nothing before it is
             // needed again
-            lc.forget_before((pos0 + 1).saturating_sub(c.window));
+            if !pass.edit.keep_cache {
+                lc.forget_before((pos0 + 1).saturating_sub(c.window));
+            }
             Mask::sliding_window(c.window)
         } else {
             Mask::causal()
         };
         lc.append(&k, &v, n, Layout::Bshd)?;
         let keys = lc.len();
+        // knocked-out keys, as indices of the live keys, where this layer knocks out
+        let knocks = pass.edit.layers.as_ref().is_none_or(|r| r.contains(&l));
+        let first_live = lc.first();
+        let hidden: Vec<usize> = if knocks {
+            pass.hidden
+                .iter()
+                .filter(|&&j| j >= first_live)
+                .map(|&j| j - first_live)
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let mask = if hidden.is_empty() {
+            band
+        } else {
+            band.with_hidden_keys(&hidden)
+        };
         let params = |s_q| {
             let p = AttnParams::new(
                 Shape::new(1, c.n_heads, s_q, keys, hd)
@@ -385,6 +583,30 @@ impl Decoder {
         let mut o = vec![0.0; n * c.n_heads * vd]; // (n, heads, v_head_dim)
         let mut lse = vec![0.0; c.n_heads * n]; // (heads, n)
         lc.attend_into(&params(n), &q, &mut o, &mut lse)?;
+        if let Some(r) = pass.record.as_deref_mut() {
+            // each head's output averaged over the positions (for mean ablation)
+            let mut means = vec![0.0f64; c.n_heads * vd];
+            for row in o.chunks_exact(c.n_heads * vd) {
+                means.iter_mut().zip(row).for_each(|(m, &x)| *m += x as f64);
+            }
+            r.head_means
+                .extend(means.into_iter().map(|m| (m / n as f64) as f32));
+        }
+        if let Some(e) = pass.edit.head.as_ref().filter(|e| e.layer == l) {
+            if e.head >= c.n_heads || e.value.as_ref().is_some_and(|v| v.len() != vd) {
+                return Err(crate::Error::Invalid(format!(
+                    "head {} of layer {l} cannot be ablated: the layer has {} heads of {vd} values",
+                    e.head, c.n_heads
+                )));
+            }
+            for row in o.chunks_exact_mut(c.n_heads * vd) {
+                let slot = &mut row[e.head * vd..(e.head + 1) * vd];
+                match &e.value {
+                    Some(v) => slot.copy_from_slice(v),
+                    None => slot.fill(0.0),
+                }
+            }
+        }
         match captured.what {
             AttnCapture::None => {}
             AttnCapture::LastRow => {
@@ -585,6 +807,15 @@ impl CausalLm for Decoder {
 
     fn explain(&self, tokens: &[TokenInfo]) -> Result<(Trace, Vec<f32>)> {
         self.explain_tokens(tokens)
+    }
+
+    fn effect(
+        &self,
+        prompt: &[TokenInfo],
+        target: &[u32],
+        spec: &crate::trace::effect::EffectSpec,
+    ) -> Result<crate::trace::effect::Effect> {
+        Decoder::effect(self, prompt, target, spec)
     }
 
     fn step(&self, tokens: &[u32], cache: &mut KvCache, capture: AttnCapture) -> Result<Step> {

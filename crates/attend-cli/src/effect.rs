@@ -1,0 +1,280 @@
+//! `attend effect`: does the attention matter? Each source token (or word) knocked out and
+//! each head ablated, the change of the prediction's log-probability beside the attention the
+//! predicting position paid.
+
+use std::io::Write;
+
+use anyhow::Result;
+use attend_models::trace::effect::{Ablation, Effect, EffectSpec, Knockout};
+
+use crate::explain::shown;
+
+/// Output formats of `attend effect`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum EffectFormat {
+    /// Tables on the terminal.
+    Text,
+    /// One JSON document (`sources`, `head_delta_logp`, `heads_by_effect`, `spearman`, …).
+    Json,
+}
+
+/// Which edges a knockout removes (`--knockout`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum KnockoutArg {
+    /// Into the source from every later position: nothing after it reads it.
+    Later,
+    /// Only from the predicting positions (Geva et al. 2023).
+    Predicting,
+}
+
+/// Arguments of `attend effect`.
+#[derive(clap::Args, Debug)]
+pub struct EffectArgs {
+    /// Model: a name (`attend models`), a `.gguf` file (or a folder holding one) of a decoder
+    /// attend reads.
+    #[arg(long, default_value = "smollm2")]
+    model: String,
+    /// The continuation whose log-probability is measured, e.g. " tired" (several tokens: the
+    /// sum of their log-probabilities) [default: the model's likeliest next token].
+    #[arg(long)]
+    target: Option<String>,
+    /// Which attention edges a knockout removes.
+    #[arg(long, value_enum, default_value_t = KnockoutArg::Later)]
+    knockout: KnockoutArg,
+    /// Knock out only in these layers: `A..B` (B excluded) or one layer `L` [default: all].
+    #[arg(long)]
+    layers: Option<String>,
+    /// Knock out whole words (their tokens together) instead of tokens.
+    #[arg(long)]
+    words: bool,
+    /// Replace an ablated head's output by its mean over the text instead of zeros.
+    #[arg(long)]
+    mean_ablation: bool,
+    /// Skip the head ablations (knockouts only).
+    #[arg(long)]
+    no_heads: bool,
+    /// How many heads to list, largest effect first.
+    #[arg(long, default_value_t = 10)]
+    top: usize,
+    /// Float32 activations (what transformers computes on the same file) instead of 8-bit
+    /// ones; slower.
+    #[arg(long)]
+    exact: bool,
+    /// Output format [default: from the extension of -o (.json), else text].
+    #[arg(long, value_enum)]
+    format: Option<EffectFormat>,
+    /// Write to this file instead of standard output.
+    #[arg(short = 'o', long = "output")]
+    output: Option<std::path::PathBuf>,
+    /// The prompt (`-` reads standard input); the prediction is what follows it.
+    text: String,
+}
+
+/// `A..B` or `L` as a range of layers (checked against the model when it is known).
+fn parse_layers(s: &str) -> Result<std::ops::Range<usize>> {
+    let bad = || crate::usage!("--layers {s}: give A..B (B excluded) or one layer L");
+    match s.split_once("..") {
+        Some((a, b)) => {
+            let a = a.trim().parse::<usize>().map_err(|_| bad())?;
+            let b = b.trim().parse::<usize>().map_err(|_| bad())?;
+            if a >= b {
+                return Err(bad());
+            }
+            Ok(a..b)
+        }
+        None => {
+            let l = s.trim().parse::<usize>().map_err(|_| bad())?;
+            Ok(l..l + 1)
+        }
+    }
+}
+
+/// Runs `attend effect`.
+pub fn run(args: &EffectArgs) -> Result<()> {
+    let format = args.format.unwrap_or_else(|| {
+        match args
+            .output
+            .as_ref()
+            .and_then(|p| p.extension())
+            .and_then(|e| e.to_str())
+            .map(str::to_ascii_lowercase)
+            .as_deref()
+        {
+            Some("json") => EffectFormat::Json,
+            _ => EffectFormat::Text,
+        }
+    });
+    let layers = args.layers.as_deref().map(parse_layers).transpose()?;
+    let text = if args.text == "-" {
+        crate::input::texts_within(&[], crate::input::MAX_ONE_TEXT)?.join("\n")
+    } else {
+        args.text.clone()
+    };
+    let mut lm = crate::input::causal(&args.model)?;
+    if let Some(r) = &layers {
+        if r.end > lm.layers() {
+            return Err(crate::usage!(
+                "--layers {}..{}: `{}` has layers 0..{}",
+                r.start,
+                r.end,
+                args.model,
+                lm.layers()
+            ));
+        }
+    }
+    if args.exact && !lm.set_exact(true) {
+        eprintln!(
+            "attend: --exact: `{}` computes in float32 already",
+            args.model
+        );
+    }
+    let spec = EffectSpec {
+        knockout: match args.knockout {
+            KnockoutArg::Later => Knockout::Later,
+            KnockoutArg::Predicting => Knockout::Predicting,
+        },
+        layers,
+        words: args.words,
+        groups: None,
+        heads: !args.no_heads,
+        ablation: if args.mean_ablation {
+            Ablation::Mean
+        } else {
+            Ablation::Zero
+        },
+        reuse: true,
+    };
+    let effect = attend_models::models::causal::effect_text(
+        lm.as_ref(),
+        &text,
+        args.target.as_deref(),
+        &spec,
+    )
+    .map_err(crate::explain::usage_if_text)?;
+    let bytes = match format {
+        EffectFormat::Json => {
+            let mut v = effect.to_json();
+            v["model"] = serde_json::json!(args.model);
+            v["tokens"] = serde_json::json!(effect
+                .tokens
+                .iter()
+                .map(|t| t.text.as_str())
+                .collect::<Vec<_>>());
+            format!("{v}\n").into_bytes()
+        }
+        EffectFormat::Text => text_report(&args.model, &effect, args.top)?,
+    };
+    crate::output::write(args.output.as_deref(), &bytes)
+}
+
+/// A bar of `width` cells for a share in 0..=1.
+fn bar(x: f32, width: usize) -> String {
+    let cells = (x.clamp(0.0, 1.0) * width as f32).round() as usize;
+    "█".repeat(cells) + &" ".repeat(width - cells)
+}
+
+fn text_report(model: &str, e: &Effect, top: usize) -> Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    let out = &mut buf;
+    let q = e.predicting();
+    let target: String = e.target.concat();
+    writeln!(
+        out,
+        "model {model} · {} layers × {} heads · {} prompt tokens",
+        e.layers,
+        e.heads,
+        e.tokens.len()
+    )?;
+    writeln!(
+        out,
+        "prediction after \"{}\" (token {q}): {} log p = {:.3} (p = {:.3}){}; likeliest next: {} ({:.3})",
+        shown(&e.tokens[q].text),
+        format_args!("\"{target}\""),
+        e.logp,
+        e.logp.exp(),
+        if e.target_is_top {
+            " — the model's own likeliest token"
+        } else {
+            ""
+        },
+        shown(&e.top.0),
+        e.top.1
+    )?;
+    let edges = match e.spec.knockout {
+        Knockout::Later => "from every later position",
+        Knockout::Predicting => "from the predicting position",
+    };
+    let layers = match &e.spec.layers {
+        Some(r) => format!("layers {}..{}", r.start, r.end),
+        None => format!("all {} layers", e.layers),
+    };
+    writeln!(
+        out,
+        "\nknockout of each {} (its attention edges {edges}, {layers}) beside the attention token {q} pays it",
+        if e.spec.words { "word" } else { "token" },
+    )?;
+    let max_att = e.sources.iter().map(|s| s.attention).fold(0.0f32, f32::max);
+    let max_d = e
+        .sources
+        .iter()
+        .map(|s| s.delta.abs())
+        .fold(0.0f32, f32::max);
+    writeln!(
+        out,
+        "{:>4} {:<14} {:>9} {:>8} {:<12} {:>9} {:<12} top-1 after",
+        "pos", "source", "attention", "rollout", "", "Δ log p", ""
+    )?;
+    for s in &e.sources {
+        let delta = if s.removes_edges {
+            format!("{:>9.3}", s.delta)
+        } else {
+            format!("{:>9}", "—")
+        };
+        writeln!(
+            out,
+            "{:>4} {:<14} {:>9.4} {:>8.4} {} {delta} {} {}",
+            s.positions[0],
+            shown(&s.label),
+            s.attention,
+            s.rollout,
+            bar(s.attention / max_att.max(f32::MIN_POSITIVE), 12),
+            bar(s.delta.abs() / max_d.max(f32::MIN_POSITIVE), 12),
+            if s.removes_edges {
+                shown(&s.top)
+            } else {
+                "(read by no later position)".into()
+            },
+        )?;
+    }
+    let rho = |r: Option<f32>| r.map_or("—".to_string(), |r| format!("{r:+.2}"));
+    writeln!(
+        out,
+        "Spearman rank correlation with |Δ log p|: attention (mean of layers and heads) {}, rollout {}",
+        rho(e.spearman_attention()),
+        rho(e.spearman_rollout())
+    )?;
+    if !e.head_delta.is_empty() {
+        writeln!(
+            out,
+            "\nheads by effect ({} ablation: its output replaced by {} before the output projection), top {top} of {}:",
+            match e.spec.ablation {
+                Ablation::Zero => "zero",
+                Ablation::Mean => "mean",
+            },
+            match e.spec.ablation {
+                Ablation::Zero => "zeros",
+                Ablation::Mean => "its mean over the text",
+            },
+            e.head_delta.len()
+        )?;
+        for (l, h, d) in e.heads_by_effect().into_iter().take(top) {
+            writeln!(out, "  layer {l:>2} head {h:>2}  Δ log p {d:+.3}")?;
+        }
+    }
+    writeln!(
+        out,
+        "\n(work: {} token×layer passes; recomputing the text for every intervention would be {})",
+        e.work.done, e.work.naive
+    )?;
+    Ok(buf)
+}
