@@ -349,8 +349,10 @@ mod tests {
                 m.dequantize_row(j, &mut row).unwrap();
                 for (t, x) in ex.iter().enumerate() {
                     let d: f32 = row.iter().zip(&x.f).map(|(a, b)| a * b).sum();
-                    assert_eq!(exact[t * rows + j], d);
                     let scale: f32 = row.iter().zip(&x.f).map(|(a, b)| (a * b).abs()).sum();
+                    // (summed in sixteen partial sums: the order differs, the rounding with it)
+                    let e = exact[t * rows + j];
+                    assert!((e - d).abs() <= 1e-6 * scale, "{ty:?}: exact {e} vs {d}");
                     assert!((want[t * rows + j] - d).abs() <= 0.02 * scale);
                 }
             }
