@@ -24,30 +24,15 @@ import os
 import sys
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
 
 sys.path.insert(0, os.path.dirname(__file__))
+from golden_explain import load, r7  # noqa: E402
 from golden_gemma3 import LONG  # noqa: E402
 from tiny_decoders import SPEC, load_back  # noqa: E402
 
 PROMPT = "The animal didn't cross the road because it was"
 TINY = ["llama3", "mistral", "qwen2", "qwen3", "phi3", "gemma2"]
 TINY_DIR = os.path.join(os.path.dirname(__file__), "..", "crates", "attend-models", "tests", "tiny")
-
-
-def r7(x):
-    return float("%.7g" % x)
-
-
-def load(path):
-    if os.path.isdir(path):
-        path = os.path.join(path, [f for f in os.listdir(path) if f.endswith(".gguf")][0])
-    folder, name = os.path.dirname(path), os.path.basename(path)
-    tok = AutoTokenizer.from_pretrained(folder, gguf_file=name)
-    model = AutoModelForCausalLM.from_pretrained(
-        folder, gguf_file=name, dtype=torch.float32, attn_implementation="eager"
-    ).eval()
-    return tok, model, name
 
 
 def layers_of(model):
