@@ -74,3 +74,7 @@ class CausalLM:
         self, prompt: List[int], max_tokens: int, temperature: float = ..., top_k: Optional[int] = ...,
         top_p: Optional[float] = ..., seed: Optional[int] = ..., explain: bool = ...,
     ) -> TokenStream: ...
+    def effect(
+        self, text: str, target: Optional[str] = ..., knockout: str = ..., layers: Optional[Tuple[int, int]] = ...,
+        words: bool = ..., heads: bool = ..., mean_ablation: bool = ...,
+    ) -> Tuple[str, Page]: ...

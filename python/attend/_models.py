@@ -177,9 +177,10 @@ class Effect:
     each head ablated), ``spearman`` (rank correlation of attention and rollout with
     |Δ log p|), ``target``, ``logp`` and ``top`` (the likeliest next token unedited)."""
 
-    def __init__(self, model: str, doc: dict):
+    def __init__(self, model: str, doc: dict, page=None):
         self.model = model
         self.doc = doc
+        self._page = page
         src = doc["sources"]
         self.tokens: List[str] = doc["tokens"]
         self.sources: List[str] = [s["label"] for s in src]
@@ -206,7 +207,22 @@ class Effect:
     def to_json(self) -> str:
         return json.dumps(self.doc)
 
+    def html(self) -> str:
+        """The viewer of the prompt opened on its effect view (per-source bars of attention
+        and Δ log p, the head-ablation grid; click a head to open it): one self-contained page,
+        as ``attend effect --format html`` writes it."""
+        if self._page is None:
+            raise InvalidArgument("this Effect was made from JSON alone and has no attention to show")
+        return self._page.html(self.model, None)
+
+    def save_html(self, path) -> None:
+        """Writes :meth:`html` to ``path`` (whole or not at all)."""
+        _write_atomic(path, self.html())
+
     def _repr_html_(self) -> str:
+        return self._table() + (_frame(self.html()) if self._page is not None else "")
+
+    def _table(self) -> str:
         esc = html.escape
         amax = float(self.attention.max()) if self.attention.size else 1.0
         dmax = float(np.abs(self.delta).max()) if self.delta.size else 1.0
@@ -396,8 +412,8 @@ class CausalLM:
         if layers is not None:
             a, b = (int(x) for x in layers)
             span = (a, b)
-        doc = self._m.effect(text, target, str(knockout), span, bool(words), bool(heads), bool(mean_ablation))
-        return Effect(self.name, json.loads(doc))
+        doc, page = self._m.effect(text, target, str(knockout), span, bool(words), bool(heads), bool(mean_ablation))
+        return Effect(self.name, json.loads(doc), page)
 
     def set_exact(self, exact: bool = True) -> "CausalLM":
         """Float32 activations (what transformers computes on the same file) instead of 8-bit

@@ -27,7 +27,7 @@ import ray  # noqa: F401  (this module is Ray's integration: importing it import
 
 import attend
 
-__all__ = ["Embedder", "Explainer", "embed_parquet", "DEFAULT_MAX_CHARS"]
+__all__ = ["Embedder", "Explainer", "Effects", "embed_parquet", "DEFAULT_MAX_CHARS"]
 
 #: Texts longer than this many characters are refused into the error column (the encoder
 #: would truncate them at its token limit anyway; a runaway row should not cost a batch).
@@ -239,6 +239,105 @@ class Explainer:
                 "entropy": pa.array(cols["entropy"], f32),
                 "sink_share": pa.array(cols["sink_share"], f32),
                 "margin": pa.array(cols["margin"], f32),
+                self.error_column: pa.array(errors, pa.string()),
+            },
+        )
+
+
+class Effects:
+    """Attention beside its causal effect per text, for ``Dataset.map_batches`` on a causal
+    model (``CausalLM.effect``: each token knocked out, each head ablated; the prediction is
+    the model's likeliest next token, or the text of ``target_column`` when given). Per row:
+    ``target`` and ``logp`` (the prediction measured), the ``k`` sources with the largest
+    |Δ log p| (``top_sources``, their ``top_source_delta`` and ``top_source_attention``: the
+    predicting position's attention to them), the ``k`` heads with the largest |Δ log p|
+    (``top_head_layer``, ``top_head_head``, ``top_head_delta``), ``spearman_attention`` (rank
+    correlation of attention and |Δ log p|; null where undefined) and ``head_delta`` (the whole
+    ``layers × heads`` grid, layer-major, for statistics over the corpus). A refused text gets
+    nulls and the reason in ``error``."""
+
+    def __init__(
+        self,
+        model: str = "smollm2",
+        column: str = "text",
+        target_column: Optional[str] = None,
+        k: int = 5,
+        words: bool = False,
+        knockout: str = "later",
+        heads: bool = True,
+        threads: int = 1,
+        max_chars: int = 4_000,
+        error_column: str = "error",
+    ):
+        if isinstance(k, bool) or int(k) < 1:
+            raise attend.InvalidArgument(f"k must be a positive count, not {k!r}")
+        attend.set_num_threads(int(threads))
+        self.model = attend.load(model)
+        if not isinstance(self.model, attend.CausalLM):
+            raise attend.InvalidArgument(f"`{model}` is not a causal language model: effects need one")
+        self.column, self.target_column, self.k = column, target_column, int(k)
+        self.words, self.knockout, self.heads = bool(words), str(knockout), bool(heads)
+        self.max_chars, self.error_column = int(max_chars), error_column
+
+    _COLUMNS = ("target", "logp", "top_sources", "top_source_delta", "top_source_attention",
+                "top_head_layer", "top_head_head", "top_head_delta", "spearman_attention", "head_delta")
+
+    def _one(self, text: str, target: Optional[str]) -> Dict[str, Any]:
+        e = self.model.effect(text, target=target, knockout=self.knockout, words=self.words, heads=self.heads)
+        live = np.flatnonzero(e.removes_edges)
+        order = live[np.argsort(-np.abs(e.delta[live]), kind="stable")][: self.k]
+        heads = e.heads_by_effect(self.k)
+        return {
+            "target": e.target,
+            "logp": float(e.logp),
+            "top_sources": [e.sources[i] for i in order],
+            "top_source_delta": [float(e.delta[i]) for i in order],
+            "top_source_attention": [float(e.attention[i]) for i in order],
+            "top_head_layer": [int(l) for l, _, _ in heads],
+            "top_head_head": [int(h) for _, h, _ in heads],
+            "top_head_delta": [float(d) for _, _, d in heads],
+            "spearman_attention": e.spearman["attention"],
+            "head_delta": e.head_delta.reshape(-1).tolist(),
+        }
+
+    def __call__(self, batch):
+        import pyarrow as pa
+
+        table = _table(batch)
+        texts, errors = _texts(table, self.column, self.max_chars)
+        targets: List[Optional[str]] = [None] * len(texts)
+        if self.target_column is not None:
+            if self.target_column not in table.column_names:
+                raise attend.InvalidArgument(f"the batch has no column `{self.target_column}`; its columns are {', '.join(table.column_names)}")
+            targets = table[self.target_column].to_pylist()
+        cols: Dict[str, List[Any]] = {c: [] for c in self._COLUMNS}
+        for i, t in enumerate(texts):
+            r: Dict[str, Any] = {c: None for c in self._COLUMNS}
+            if t is not None:
+                tg = targets[i]
+                if tg is not None and not isinstance(tg, str):
+                    errors[i] = f"the target is a {type(tg).__name__}, not a string"
+                else:
+                    try:
+                        r = self._one(t, tg)
+                    except attend.AttendError as e:
+                        errors[i] = str(e)
+            for c in cols:
+                cols[c].append(r[c])
+        f32, i32 = pa.list_(pa.float32()), pa.list_(pa.int32())
+        return _with(
+            table,
+            {
+                "target": pa.array(cols["target"], pa.string()),
+                "logp": pa.array(cols["logp"], pa.float32()),
+                "top_sources": pa.array(cols["top_sources"], pa.list_(pa.string())),
+                "top_source_delta": pa.array(cols["top_source_delta"], f32),
+                "top_source_attention": pa.array(cols["top_source_attention"], f32),
+                "top_head_layer": pa.array(cols["top_head_layer"], i32),
+                "top_head_head": pa.array(cols["top_head_head"], i32),
+                "top_head_delta": pa.array(cols["top_head_delta"], f32),
+                "spearman_attention": pa.array(cols["spearman_attention"], pa.float32()),
+                "head_delta": pa.array(cols["head_delta"], f32),
                 self.error_column: pa.array(errors, pa.string()),
             },
         )

@@ -199,3 +199,44 @@ def test_model_errors():
         attend.load("toy-winograd").generate("x", max_tokens=0)
     with pytest.raises(TypeError):
         attend.load("toy-winograd").generate(3)
+
+
+PROMPT = "The animal didn't cross the road because it was"
+
+
+def test_effect_equals_the_cli_and_opens_in_the_viewer(tmp_path):
+    path = os.path.join(TINY, "llama3.gguf")
+    lm = attend.load(path)
+    e = lm.effect(PROMPT, target=" tired")
+    theirs = json.loads(cli("effect", "--model", path, "--target", " tired", "--format", "json", PROMPT))
+    assert e.tokens == theirs["tokens"] and e.sources == [s["label"] for s in theirs["sources"]]
+    assert e.target == "".join(theirs["target"]) and e.logp == pytest.approx(theirs["logp"], abs=1e-5)
+    np.testing.assert_allclose(e.delta, [s["delta_logp"] for s in theirs["sources"]], atol=1e-4)
+    np.testing.assert_allclose(e.attention, [s["attention"] for s in theirs["sources"]], atol=1e-6)
+    assert e.head_delta.shape == (lm.layers, lm.heads)
+    np.testing.assert_allclose(e.head_delta.reshape(-1), theirs["head_delta_logp"], atol=1e-4)
+    assert e.layer_attention.shape == (len(e.sources), lm.layers)
+    # the last prompt token is read by no later position unless the target has several tokens
+    assert e.removes_edges[:-1].all() and e.removes_edges[-1] == (len(theirs["target"]) > 1)
+    top = lm.effect(PROMPT, heads=False)
+    assert not top.removes_edges[-1] and top.delta[-1] == 0.0 and top.target == top.top[0]
+    (l, h, d) = e.heads_by_effect(1)[0]
+    assert abs(e.head_delta[l, h]) == pytest.approx(np.abs(e.head_delta).max()) and d == pytest.approx(e.head_delta[l, h])
+    # words (sub-word pieces together), no heads
+    w = lm.effect(PROMPT, target=" tired", words=True, heads=False)
+    assert "".join(w.sources) == "".join(e.sources) and len(w.sources) <= len(e.sources)
+    assert [p for ps in w.positions for p in ps] == list(range(len(e.tokens)))
+    assert w.head_delta.shape == (0, lm.heads)
+    # the viewer page with its effect view, in a notebook too
+    page = e.html()
+    assert '"effect":{' in page and "http://" not in page and "<iframe" in e._repr_html_()
+    e.save_html(tmp_path / "e.html")
+    assert (tmp_path / "e.html").read_text(encoding="utf-8") == page
+    with pytest.raises(attend.InvalidArgument, match="knockout"):
+        lm.effect(PROMPT, knockout="sideways")
+    with pytest.raises(attend.InvalidArgument, match="layers"):
+        lm.effect(PROMPT, layers=(0, lm.layers + 1))
+    with pytest.raises(attend.InvalidArgument, match="no tokens"):
+        lm.effect(PROMPT, target="")
+    with pytest.raises(attend.InvalidArgument, match="interventions"):
+        attend.load("toy-winograd").effect("it =")

@@ -227,3 +227,35 @@ def test_usage_errors_are_clear(minilm):
     e = ar.Embedder()
     with pytest.raises(ValueError, match="no column `text`"):
         e(pa.table({"body": ["x"]}))
+
+
+def test_effects_per_text_in_map_batches(cluster):
+    path = os.path.join(os.path.dirname(__file__), "..", "..", "crates", "attend-models", "tests", "tiny", "llama3.gguf")
+    path = os.path.abspath(path)
+    rows = [
+        {"text": "The animal didn't cross the road because it was", "target": " tired"},
+        {"text": "a cat sat on the", "target": None},
+        {"text": None, "target": None},
+    ]
+    out = ray.data.from_items(rows).map_batches(
+        ar.Effects,
+        fn_constructor_kwargs={"model": path, "target_column": "target", "k": 3},
+        concurrency=1,
+        num_cpus=1,
+        batch_format="pyarrow",
+    ).take_all()
+    lm = attend.load(path)
+    for r, src in zip(out[:2], rows[:2]):
+        e = lm.effect(src["text"], target=src["target"])
+        assert r["error"] is None and r["target"] == e.target
+        live = np.flatnonzero(e.removes_edges)
+        want = live[np.argsort(-np.abs(e.delta[live]), kind="stable")][:3]
+        assert r["top_sources"] == [e.sources[i] for i in want]
+        np.testing.assert_allclose(r["top_source_delta"], e.delta[want], atol=1e-4)
+        np.testing.assert_allclose(r["head_delta"], e.head_delta.reshape(-1), atol=1e-4)
+        assert [(a, b) for a, b in zip(r["top_head_layer"], r["top_head_head"])] == [(l, h) for l, h, _ in e.heads_by_effect(3)]
+    assert out[2]["error"] == "the text is missing (null)" and out[2]["head_delta"] is None
+    direct = ar.Effects(model=path, target_column="target", heads=False)(pa.table({"text": ["a cat"], "target": [3]}))
+    assert direct["error"].to_pylist() == ["the target is a int, not a string"]
+    with pytest.raises(attend.InvalidArgument, match="causal"):
+        ar.Effects(model="minilm")

@@ -24,6 +24,8 @@ const TEXT = "The animal didn't cross the road because it was tired";
 const PROMPT = "The animal didn't cross the road because it was";
 const WORDS = 'Tokenization splits unbelievably long words';
 const TOY = "The dog didn't cross the street because it was tired. it =";
+// tokens that are markup: the effect view must show them as text
+const HOSTILE = 'The </script><b>animal</b> didn\'t cross the road because it was';
 
 function attend(args, file) {
   const out = execFileSync(bin, args, { maxBuffer: 1 << 30 });
@@ -48,6 +50,12 @@ before(async () => {
   files.decJson = JSON.parse(attend(['explain', '--model', 'smollm2', '--format', 'json', TEXT]).toString());
   files.toyHtml = join(dir, 'toy.html');
   attend(['explain', '--model', 'toy-winograd', TOY, '-o', files.toyHtml]);
+  // attend effect: the page (opened on its effect view) and the JSON of the same prompt
+  files.effectHtml = join(dir, 'effect.html');
+  attend(['effect', '--model', 'smollm2', '--target', ' tired', PROMPT, '-o', files.effectHtml]);
+  files.effectJson = JSON.parse(attend(['effect', '--model', 'smollm2', '--target', ' tired', '--format', 'json', PROMPT]).toString());
+  files.effectWordsHtml = join(dir, 'effect-words.html');
+  attend(['effect', '--model', 'smollm2', '--words', '--no-heads', '--knockout', 'predicting', '--layers', '5..20', HOSTILE, '-o', files.effectWordsHtml]);
   browser = await chromium.launch({
     executablePath: chromiumPath,
     args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update',
@@ -386,6 +394,167 @@ test('the page in a sandboxed iframe srcdoc, as attend\'s Python package shows i
   assert.deepEqual(errors, []);
   assert.deepEqual(requests, []);
   await context.close();
+});
+
+// ---- the effect view (attend effect) ----------------------------------------------------------
+
+const close = (a, b, tol = 1e-6) => Math.abs(a - b) <= tol;
+
+test('an effect page opens on its effect view; window.attendViewer.effect equals effect --format json', async () => {
+  const { page, context, seen } = await open(fileUrl(files.effectHtml));
+  assert.deepEqual(seen.requests, []);
+  assert.deepEqual(seen.errors, []);
+  const J = files.effectJson;
+  const v = await page.evaluate(() => {
+    const a = window.attendViewer;
+    const heads = [];
+    for (let l = 0; l < a.layers; l++) for (let h = 0; h < a.heads; h++) heads.push(a.effectHead(l, h));
+    return { view: a.state.view, effect: a.effect, heads, tokens: a.tokens,
+      options: [...document.querySelectorAll('#av-view option')].map((o) => o.value) };
+  });
+  assert.equal(v.view, 'effect');
+  assert.ok(v.options.includes('effect'));
+  assert.ok(await page.locator('#av-effect').isVisible());
+  assert.ok(!(await page.locator('#av-model').isVisible()));
+  // the page is the trace of the prompt; the effect is the JSON without model and tokens
+  assert.deepEqual(v.tokens, J.tokens.map((t) => (typeof t === 'string' ? t : t.text)));
+  const E = v.effect;
+  for (const k of Object.keys(J)) if (k !== 'model' && k !== 'tokens') assert.ok(k in E, `effect.${k}`);
+  assert.deepEqual(E.target, J.target);
+  assert.deepEqual(E.target_ids, J.target_ids);
+  assert.equal(E.target_is_top, J.target_is_top);
+  assert.ok(close(E.logp, J.logp));
+  assert.equal(E.predicting_position, J.predicting_position);
+  assert.equal(E.predicting_position, v.tokens.length - 1);
+  assert.equal(E.knockout, J.knockout);
+  assert.deepEqual(E.knockout_layers, J.knockout_layers);
+  assert.equal(E.sources.length, J.sources.length);
+  E.sources.forEach((s, i) => {
+    const w = J.sources[i];
+    assert.equal(s.label, w.label);
+    assert.deepEqual(s.positions, w.positions);
+    assert.equal(s.removes_edges, w.removes_edges);
+    assert.equal(s.top, w.top);
+    assert.ok(close(s.delta_logp, w.delta_logp), `source ${i} Δ ${s.delta_logp} vs ${w.delta_logp}`);
+    assert.ok(close(s.attention, w.attention) && close(s.rollout, w.rollout), `source ${i} attention`);
+    s.layer_attention.forEach((x, l) => assert.ok(close(x, w.layer_attention[l]), `source ${i} layer ${l}`));
+  });
+  assert.ok(J.sources.some((s) => s.removes_edges && s.delta_logp !== 0), 'some knockout changes the prediction');
+  // the ablation grid: every head, through effectHead too
+  assert.equal(J.head_delta_logp.length, J.layers * J.heads);
+  assert.equal(E.head_delta_logp.length, J.head_delta_logp.length);
+  J.head_delta_logp.forEach((d, i) => {
+    assert.ok(close(E.head_delta_logp[i], d), `head ${i}`);
+    assert.ok(close(v.heads[i], d), `effectHead ${i}`);
+  });
+  assert.deepEqual(E.heads_by_effect.map((x) => [x.layer, x.head]), J.heads_by_effect.map((x) => [x.layer, x.head]));
+  for (const k of ['attention', 'rollout']) {
+    assert.ok(J.spearman[k] === null ? E.spearman[k] === null : close(E.spearman[k], J.spearman[k]), `spearman ${k}`);
+  }
+  // what is shown: the header names the prediction, a row per source with its Δ, "—" where
+  // the knockout removes no edge, the grid and the top heads
+  const head = await page.locator('#av-e-head').textContent();
+  assert.ok(head.includes('tired'));
+  assert.ok(head.includes(Math.abs(J.logp).toFixed(3)));
+  assert.match(head, /Spearman/);
+  const rows = page.locator('#av-e-sources tbody tr');
+  assert.equal(await rows.count(), J.sources.length);
+  for (let i = 0; i < J.sources.length; i++) {
+    const s = J.sources[i], text = await rows.nth(i).textContent();
+    if (s.removes_edges) assert.ok(text.includes(Math.abs(s.delta_logp).toFixed(3)), `row ${i}: ${text}`);
+    else assert.match(text, /—/, `row ${i}`);
+  }
+  assert.ok(await page.locator('#av-e-grid').isVisible());
+  assert.ok(await page.locator('#av-e-heads tbody tr').count() > 0);
+  // sorted by |Δ|: largest first, the sources whose knockout changes nothing last
+  await page.locator('#av-e-sources th', { hasText: 'Δ log p' }).click();
+  const order = await page.locator('#av-e-sources tbody tr').evaluateAll((trs) => trs.map((t) => +t.dataset.source));
+  const want = J.sources.map((s, i) => i).sort((a, b) => {
+    const x = J.sources[a], y = J.sources[b];
+    return (y.removes_edges - x.removes_edges) || Math.abs(y.delta_logp) - Math.abs(x.delta_logp) || a - b;
+  });
+  assert.deepEqual(order, want);
+  // one layer's attention instead of the mean over layers
+  await page.locator('#av-e-layer').selectOption('12');
+  const shown = await page.evaluate(() => window.attendViewer.effectAttention());
+  shown.forEach((x, i) => assert.ok(close(x, J.sources[i].layer_attention[12])));
+  assert.match(await page.locator('#av-e-sources th').allTextContents().then((t) => t.join(' ')), /layer 12/);
+  await page.locator('#av-e-layer').selectOption('mean');
+  await page.locator('#av-e-sources th', { hasText: 'pos' }).click();
+  await screenshot(page, 'effect-view.png');
+  assert.deepEqual(seen.errors, []);
+  assert.deepEqual(seen.requests, []);
+  await context.close();
+});
+
+test('effect view: hovering an ablation-grid cell names it; clicking it opens that head', async () => {
+  const { page, context, seen } = await open(fileUrl(files.effectHtml));
+  const J = files.effectJson;
+  const c = await page.evaluate(() => window.attendViewer.effectCell(3, 4));
+  await page.mouse.move(c.x, c.y);
+  const hover = await page.locator('#av-e-hover').textContent();
+  assert.match(hover, /layer 3, head 4: Δ log p/);
+  assert.ok(hover.includes(Math.abs(J.head_delta_logp[3 * J.heads + 4]).toFixed(3)), hover);
+  await page.mouse.click(c.x, c.y);
+  let s = await page.evaluate(() => ({ ...window.attendViewer.state }));
+  assert.equal(s.view, 'head');
+  assert.equal(s.layer, 3);
+  assert.equal(s.head, 4);
+  assert.equal(s.map, 'raw');
+  assert.ok(await page.locator('#av-head').isVisible());
+  assert.ok(!(await page.locator('#av-effect').isVisible()));
+  // back, and a row of the largest effects opens its head
+  await page.locator('#av-view').selectOption('effect');
+  assert.ok(await page.locator('#av-effect').isVisible());
+  const first = (await page.locator('#av-e-heads tbody tr').first().locator('td').allTextContents()).map((t) => t.trim());
+  assert.deepEqual(first.slice(0, 2).map(Number), [J.heads_by_effect[0].layer, J.heads_by_effect[0].head]);
+  await page.locator('#av-e-heads tbody tr').first().click();
+  s = await page.evaluate(() => ({ ...window.attendViewer.state }));
+  assert.deepEqual([s.view, s.layer, s.head], ['head', J.heads_by_effect[0].layer, J.heads_by_effect[0].head]);
+  assert.deepEqual(seen.errors, []);
+  assert.deepEqual(seen.requests, []);
+  await context.close();
+});
+
+test('effect view: words, no head ablation, markup tokens shown as text', async () => {
+  const { page, context, seen } = await open(fileUrl(files.effectWordsHtml), { width: 900, height: 800 });
+  assert.deepEqual(seen.requests, []);
+  assert.deepEqual(seen.errors, []);
+  const E = await page.evaluate(() => window.attendViewer.effect);
+  assert.equal(E.unit, 'word');
+  assert.equal(E.knockout, 'predicting');
+  assert.deepEqual(E.knockout_layers, [5, 20]);
+  assert.deepEqual(E.head_delta_logp, []);
+  assert.equal(await page.evaluate(() => window.attendViewer.effectHead(0, 0)), null);
+  assert.match(await page.locator('#av-e-gridnote').textContent(), /not ablated/);
+  assert.ok(!(await page.locator('#av-e-grid').isVisible()));
+  const head = await page.locator('#av-e-head').textContent();
+  assert.match(head, /layers 5–19/);
+  assert.match(head, /predicting position only/);
+  // the tokens are text: no element came from them, and the prompt reads back whole
+  assert.equal(await page.locator('#av-e-text b, #av-e-sources b, #av-e-text script, #av-e-sources script').count(), 0);
+  const text = await page.locator('#av-e-text').textContent();
+  assert.equal(text, HOSTILE + E.target.join(''));
+  assert.equal(await page.locator('#av-e-sources tbody tr').count(), E.sources.length);
+  assert.deepEqual(seen.errors, []);
+  await context.close();
+});
+
+test('ordinary pages have no effect view, and attendViewer.effect is null', async () => {
+  for (const f of [files.minilmHtml, files.decHtml, files.genHtml]) {
+    const { page, context, seen } = await open(fileUrl(f));
+    const v = await page.evaluate(() => ({ effect: window.attendViewer.effect, head: window.attendViewer.effectHead(0, 0),
+      view: window.attendViewer.state.view, options: [...document.querySelectorAll('#av-view option')].map((o) => o.value) }));
+    assert.equal(v.effect ?? null, null, f);
+    assert.equal(v.head, null);
+    assert.ok(!v.options.includes('effect'), f);
+    assert.notEqual(v.view, 'effect');
+    await assert.rejects(page.evaluate(() => window.attendViewer.show('effect')), /no effect view/);
+    assert.ok(!(await page.locator('#av-effect').isVisible()));
+    assert.deepEqual(seen.errors, []);
+    assert.deepEqual(seen.requests, []);
+    await context.close();
+  }
 });
 
 // ---- attend serve -----------------------------------------------------------------------------

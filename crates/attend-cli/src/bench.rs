@@ -264,7 +264,7 @@ fn lm_case_names(model: &str) -> [String; 6] {
 /// (bench/effect_transformers.py times transformers with hooks on the same file and ids).
 fn effect_case(name: &str, model: &str, quick: bool, threads: usize, out: &mut Out) -> Result<()> {
     use attend_models::trace::effect::EffectSpec;
-    let m = crate::input::causal(model)?;
+    let mut m = crate::input::causal(model)?;
     let infos: Vec<attend_models::TokenInfo> = lm_tokens(32)
         .into_iter()
         .enumerate()
@@ -297,6 +297,16 @@ fn effect_case(name: &str, model: &str, quick: bool, threads: usize, out: &mut O
     };
     let (r, nv) = (median(&mut reuse), median(&mut naive));
     let work = work.expect("one run at least");
+    // float32 activations, what transformers computes (one run: the comparison's other side)
+    let exact_ms = if !quick && m.set_exact(true) {
+        let t0 = Instant::now();
+        m.effect(&infos, &[], &EffectSpec::default())?;
+        let ms = t0.elapsed().as_secs_f64() * 1e3;
+        m.set_exact(false);
+        Some(round(ms))
+    } else {
+        None
+    };
     let t = Timing {
         median_ms: r,
         min_ms: reuse[0],
@@ -305,7 +315,7 @@ fn effect_case(name: &str, model: &str, quick: bool, threads: usize, out: &mut O
     let interventions = 32 + m.layers() * m.heads();
     out.emit(
         json!({"case": name, "impl": "attend", "threads": threads,
-               "interventions": interventions, "naive_ms": round(nv),
+               "interventions": interventions, "naive_ms": round(nv), "exact_ms": exact_ms,
                "naive_over_reuse": round(nv / r),
                "work_ratio": round(work.naive as f64 / work.done as f64)}),
         &t,

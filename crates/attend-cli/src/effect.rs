@@ -16,6 +16,12 @@ pub enum EffectFormat {
     Text,
     /// One JSON document (`sources`, `head_delta_logp`, `heads_by_effect`, `spearman`, …).
     Json,
+    /// The viewer, opened on its effect view (one self-contained page).
+    Html,
+    /// Per-source bars of attention and effect, and the head-ablation grid.
+    Svg,
+    /// The same picture as PNG.
+    Png,
 }
 
 /// Which edges a knockout removes (`--knockout`).
@@ -60,7 +66,8 @@ pub struct EffectArgs {
     /// ones; slower.
     #[arg(long)]
     exact: bool,
-    /// Output format [default: from the extension of -o (.json), else text].
+    /// Output format [default: from the extension of -o (.json, .html, .svg, .png), else
+    /// text].
     #[arg(long, value_enum)]
     format: Option<EffectFormat>,
     /// Write to this file instead of standard output.
@@ -101,9 +108,25 @@ pub fn run(args: &EffectArgs) -> Result<()> {
             .as_deref()
         {
             Some("json") => EffectFormat::Json,
+            Some("html" | "htm") => EffectFormat::Html,
+            Some("svg") => EffectFormat::Svg,
+            Some("png") => EffectFormat::Png,
             _ => EffectFormat::Text,
         }
     });
+    if matches!(format, EffectFormat::Png | EffectFormat::Html)
+        && args.output.is_none()
+        && std::io::IsTerminal::is_terminal(&std::io::stdout())
+    {
+        return Err(crate::usage!(
+            "--format {} writes a file: give -o FILE or redirect standard output",
+            if format == EffectFormat::Png {
+                "png"
+            } else {
+                "html"
+            }
+        ));
+    }
     let layers = args.layers.as_deref().map(parse_layers).transpose()?;
     let text = if args.text == "-" {
         crate::input::texts_within(&[], crate::input::MAX_ONE_TEXT)?.join("\n")
@@ -163,6 +186,21 @@ pub fn run(args: &EffectArgs) -> Result<()> {
             format!("{v}\n").into_bytes()
         }
         EffectFormat::Text => text_report(&args.model, &effect, args.top)?,
+        EffectFormat::Html => {
+            let mut opts = attend_viz::Options::new(&args.model);
+            opts.subtitle = Some(effect.headline());
+            opts.effect = Some(effect.to_json());
+            attend_viz::trace_page(&effect.trace, &opts)?.into_bytes()
+        }
+        EffectFormat::Svg | EffectFormat::Png => {
+            let title = format!("{} · does the attention matter?", args.model);
+            let svg = attend_viz::picture::effect_svg(&title, &effect);
+            if format == EffectFormat::Png {
+                attend_viz::picture::svg_to_png(&svg)?
+            } else {
+                svg.into_bytes()
+            }
+        }
     };
     crate::output::write(args.output.as_deref(), &bytes)
 }

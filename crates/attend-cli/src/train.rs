@@ -146,7 +146,7 @@ pub fn run(args: &TrainArgs, threads: usize) -> Result<()> {
         let p = trainer.evaluate()?;
         if winograd_task {
             let ev = evaluate_winograd(&trainer.model, 400)?;
-            eprintln!("untrained: {}", describe(&ev));
+            eprintln!("untrained: {}", describe(&ev, trainer.model.config.heads));
             notes["untrained"] = serde_json::to_value(&ev)?;
         } else {
             eprintln!("untrained: held-out loss {:.3}", p.loss);
@@ -266,7 +266,7 @@ fn summarise(
     );
     if winograd_task {
         let ev = evaluate_winograd(&trainer.model, 400)?;
-        println!("{}", describe(&ev));
+        println!("{}", describe(&ev, trainer.model.config.heads));
         notes["held_out"] = serde_json::to_value(&ev)?;
     } else {
         println!(
@@ -428,12 +428,36 @@ fn build(args: &TrainArgs, common: &Common) -> Result<(Trainer, serde_json::Valu
     Ok((trainer, notes))
 }
 
-fn describe(ev: &WinogradEval) -> String {
+/// `heads`: per layer (the index of `ev.ablated_accuracy`).
+fn describe(ev: &WinogradEval, heads: usize) -> String {
+    let at = ev.head.0 * heads + ev.head.1;
+    let ablation = match (ev.ablated_accuracy.get(at), ev.ablated_two_way.get(at)) {
+        (Some(a), Some(t)) => {
+            let others: Vec<f32> = ev
+                .ablated_accuracy
+                .iter()
+                .enumerate()
+                .filter(|&(i, _)| i != at)
+                .map(|(_, &a)| a)
+                .collect();
+            let lo = others.iter().copied().fold(f32::INFINITY, f32::min);
+            let hi = others.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            format!(
+                "\n  that head ablated (its output zeroed): accuracy {:.1}% (the referent over the \
+                 other noun: {:.1}%); any other head ablated: {:.1}%–{:.1}%",
+                a * 100.0,
+                t * 100.0,
+                lo * 100.0,
+                hi * 100.0
+            )
+        }
+        _ => String::new(),
+    };
     format!(
         "held-out referent accuracy {:.1}% (the referent over the other noun: {:.1}%; chance 50%) \
          on {} texts\n  most decisive head of each text (explain --compare): weight on the referent \
          {:.3}, on the other noun {:.3}; it favours the referent in {:.1}% of texts\n  best single \
-         head: layer {} head {}, weight on the referent {:.3}, on the other noun {:.3}",
+         head: layer {} head {}, weight on the referent {:.3}, on the other noun {:.3}{ablation}",
         ev.accuracy * 100.0,
         ev.two_way * 100.0,
         ev.examples,

@@ -387,3 +387,35 @@ fn cached_generation_matches_full_forwards_and_passes_the_context() {
     assert_eq!(got.len(), 60, "generation goes past the context");
     assert!(got.iter().collect::<std::collections::HashSet<_>>().len() > 1);
 }
+
+/// Does the weight matter? On the shipped `toy-winograd`, each head ablated in turn (its output
+/// zeroed before the output projection) on 400 held-out texts. The head that attends most to
+/// the referent (chosen on training texts) is not the one the answer depends on: without it the
+/// model still answers ≥ 95% right, while ablating some head of the first layer costs more than
+/// 20 points (measured: 97.5% and 70.3% of 100%; the README's worked example).
+#[test]
+fn ablating_the_decisive_head_of_toy_winograd() {
+    let shipped = embedded::get("toy-winograd").unwrap().unwrap();
+    let ev = evaluate_winograd(&shipped.model, 400).unwrap();
+    let heads = shipped.model.config.heads;
+    let at = ev.head.0 * heads + ev.head.1;
+    eprintln!(
+        "decisive head {:?}: accuracy {} → {} (two-way {} → {}); every head ablated: {:?}",
+        ev.head,
+        ev.accuracy,
+        ev.ablated_accuracy[at],
+        ev.two_way,
+        ev.ablated_two_way[at],
+        ev.ablated_accuracy
+    );
+    assert_eq!(
+        ev.ablated_accuracy.len(),
+        shipped.model.config.layers * heads
+    );
+    assert!(ev.accuracy >= 0.95, "{ev:?}");
+    assert!(ev.ablated_accuracy[at] >= 0.95, "{ev:?}");
+    let worst = ev.ablated_accuracy.iter().copied().fold(1.0f32, f32::min);
+    assert!(worst < ev.accuracy - 0.2, "{ev:?}");
+    let first_layer = &ev.ablated_accuracy[..heads];
+    assert!(first_layer.contains(&worst), "{ev:?}");
+}

@@ -58,6 +58,7 @@ fn explanation<'py>(
             model: String::new(),
             subtitle,
             what: PageOf::Trace(trace),
+            effect: None,
         },
     )?;
     Ok(d)
@@ -209,7 +210,8 @@ impl CausalLM {
 
     /// What knocking out each source token (or word) of `text` and ablating each head do to
     /// the log-probability of `target` (default: the likeliest next token), beside the
-    /// attention paid — `attend effect`'s JSON document.
+    /// attention paid: `attend effect`'s JSON document, and the viewer page of the text with
+    /// its effect view.
     #[pyo3(signature = (text, target=None, knockout="later", layers=None, words=false, heads=true, mean_ablation=false))]
     #[allow(clippy::too_many_arguments)]
     fn effect(
@@ -222,7 +224,7 @@ impl CausalLM {
         words: bool,
         heads: bool,
         mean_ablation: bool,
-    ) -> PyResult<String> {
+    ) -> PyResult<(String, Page)> {
         use attend_models::trace::effect::{Ablation, EffectSpec, Knockout};
         let knockout = match knockout {
             "later" => Knockout::Later,
@@ -256,10 +258,17 @@ impl CausalLM {
                 })
             })
             .map_err(|e| model_err(py, e))?;
-        let mut v = e.to_json();
+        let effect = e.to_json();
+        let mut v = effect.clone();
         v["tokens"] =
             serde_json::json!(e.tokens.iter().map(|t| t.text.as_str()).collect::<Vec<_>>());
-        Ok(v.to_string())
+        let page = Page {
+            model: String::new(),
+            subtitle: Some(e.headline()),
+            what: PageOf::Trace(e.trace),
+            effect: Some(effect),
+        };
+        Ok((v.to_string(), page))
     }
 
     /// Computes with float32 activations (what transformers computes on the same file)
@@ -336,6 +345,7 @@ impl CausalLM {
                 model: String::new(),
                 subtitle: None,
                 what: PageOf::Generation(g, toks.iter().map(|g| g.logprob).collect()),
+                effect: None,
             })
         } else {
             None

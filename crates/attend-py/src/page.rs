@@ -16,6 +16,9 @@ pub(crate) struct Page {
     pub(crate) model: String,
     pub(crate) subtitle: Option<String>,
     pub(crate) what: PageOf,
+    /// Knockouts and head ablations of the same text (`attend effect`'s JSON): the page's
+    /// effect view.
+    pub(crate) effect: Option<serde_json::Value>,
 }
 
 impl Page {
@@ -57,6 +60,7 @@ impl Page {
         let mut opts = attend_viz::Options::new(model.as_deref().unwrap_or(&self.model));
         opts.compare = compare;
         opts.subtitle = self.subtitle.clone();
+        opts.effect = self.effect.clone();
         let what = &self.what;
         py.detach(|| match what {
             PageOf::Trace(t) => attend_viz::trace_page(t, &opts),

@@ -7,8 +7,11 @@
   var D = JSON.parse(document.getElementById('attend-data').textContent);
   var L = D.layers, H = D.heads, K = D.keys, R = D.query_pos.length;
   var $ = function (id) { return document.getElementById(id); };
-  var state = { view: D.kind === 'generation' ? 'gen' : 'model', map: 'raw', layer: L - 1, head: 'mean',
-    sinks: false, words: false, query: null, step: 0, sortC: null, sortA: null };
+  // the effect of knocking out each source and ablating each head (`attend effect` pages only)
+  var E = D.effect || null;
+  var state = { view: E ? 'effect' : D.kind === 'generation' ? 'gen' : 'model', map: 'raw', layer: L - 1, head: 'mean',
+    sinks: false, words: false, query: null, step: 0, sortC: null, sortA: null,
+    elayer: 'mean', erollout: true, sortE: null, sortEH: null };
   var rowOf = {};
   D.query_pos.forEach(function (p, r) { rowOf[p] = r; });
   if (D.compare && rowOf[D.compare.query] !== undefined) state.query = rowOf[D.compare.query];
@@ -164,6 +167,7 @@
     o.value = value; o.textContent = text; sel.appendChild(o);
   }
   var views = [['model', 'model: every head'], ['head', 'head'], ['token', 'token']];
+  if (E) views.unshift(['effect', 'effect: knockouts and ablations']);
   if (D.kind === 'generation') views.push(['gen', 'generation']);
   views.push(['compare', 'compare'], ['atlas', 'head atlas']);
   views.forEach(function (v) { option($('av-view'), v[0], v[1]); });
@@ -190,8 +194,16 @@
     $('av-map').value = state.map;
     $('av-layersel').value = String(state.layer);
     $('av-headsel').value = String(state.head);
-    $('av-headsel').disabled = !maps[state.map].per_head;
-    $('av-layersel').disabled = state.view === 'model' || state.view === 'atlas' || state.view === 'compare';
+    $('av-headsel').disabled = !maps[state.map].per_head || state.view === 'effect';
+    $('av-layersel').disabled = state.view === 'model' || state.view === 'atlas' || state.view === 'compare' || state.view === 'effect';
+    // the effect view reads only the effect's numbers: the aggregation, sinks and words do not apply
+    $('av-map').disabled = state.view === 'effect';
+    $('av-sinks').disabled = !D.sinks.length || state.view === 'effect';
+    $('av-words').disabled = state.view === 'effect';
+    if (E) {
+      $('av-e-layer').value = String(state.elayer);
+      $('av-e-rollout').checked = state.erollout;
+    }
     $('av-sinks').checked = state.sinks;
     $('av-words').checked = state.words;
   }
@@ -470,18 +482,356 @@
     sortable($('av-atlas-table'), cols, rows, 'sortA', function (r) { set({ view: 'head', layer: r[0], head: r[1], map: 'raw' }); });
   }
 
+  // ---- effect view --------------------------------------------------------------------------
+  // Every number comes from D.effect (what `attend effect --format json` prints); the page's
+  // maps are only used by the other views.
+  var egeo = null, ehover = null;
+  var NEG = [178, 24, 43], POS = [27, 120, 55];
+  // white → red (Δ < 0: the source or head supported the target) or → green (Δ > 0), by the
+  // square root of |Δ| / dmax, as the attention colours
+  function dcolour(d, dmax) {
+    var t = Math.sqrt(Math.min(1, Math.abs(d) / (dmax || 1))), e = d < 0 ? NEG : POS;
+    return [Math.round(255 + (e[0] - 255) * t), Math.round(255 + (e[1] - 255) * t), Math.round(255 + (e[2] - 255) * t)];
+  }
+  function signed(d, n) { return (d > 0 ? '+' : d < 0 ? '−' : '±') + Math.abs(d).toFixed(n === undefined ? 3 : n); }
+  function prob(p) { return p >= 0.001 ? p.toFixed(3) : p.toExponential(1); }
+  // a token as a chip's text: whitespace kept, line breaks and tabs made visible
+  function chipText(s) { return String(s).replace(/\r?\n/g, '↵').replace(/\t/g, '⇥'); }
+  function el(tag, cls, text) {
+    var e = document.createElement(tag);
+    if (cls) e.className = cls;
+    if (text !== undefined) e.textContent = text;
+    return e;
+  }
+  function chip(s, cls) { return el('span', 'chip' + (cls ? ' ' + cls : ''), chipText(s)); }
+  function targetText() { return E.target.join(''); }
+  function layersText() {
+    var k = E.knockout_layers;
+    if (!k) return 'all ' + E.layers + ' layers';
+    return k[1] - k[0] === 1 ? 'layer ' + k[0] : 'layers ' + k[0] + '–' + (k[1] - 1);
+  }
+  function shownAttention(s) { return state.elayer === 'mean' ? s.attention : s.layer_attention[state.elayer]; }
+  // Spearman's rank correlation, ties at their mean rank (as attend's Rust code); null with
+  // fewer than three pairs or no spread
+  function ranks(x) {
+    var order = x.map(function (_, i) { return i; }).sort(function (i, j) { return x[i] - x[j]; });
+    var r = new Array(x.length), i = 0;
+    while (i < order.length) {
+      var j = i;
+      while (j + 1 < order.length && x[order[j + 1]] === x[order[i]]) j++;
+      for (var k = i; k <= j; k++) r[order[k]] = (i + j) / 2 + 1;
+      i = j + 1;
+    }
+    return r;
+  }
+  function spearman(a, b) {
+    if (a.length !== b.length || a.length < 3) return null;
+    var ra = ranks(a), rb = ranks(b), m = (a.length + 1) / 2, sab = 0, saa = 0, sbb = 0;
+    for (var i = 0; i < a.length; i++) {
+      var x = ra[i] - m, y = rb[i] - m;
+      sab += x * y; saa += x * x; sbb += y * y;
+    }
+    return saa > 0 && sbb > 0 ? sab / Math.sqrt(saa * sbb) : null;
+  }
+  function rho(v) { return v === null || v === undefined ? 'n/a' : signed(v, 2); }
+
+  function effectHeader() {
+    var h = $('av-e-head');
+    h.innerHTML = '';
+    var p1 = el('div', 'pred');
+    p1.appendChild(document.createTextNode('After '));
+    p1.appendChild(chip(D.tokens[E.predicting_position]));
+    p1.appendChild(document.createTextNode(' (position ' + E.predicting_position + ') the target '));
+    p1.appendChild(chip(targetText(), 'target'));
+    p1.appendChild(el('b', null, '  log p = ' + signed(E.logp).replace('+', '')));
+    p1.appendChild(document.createTextNode(' (p = ' + prob(Math.exp(E.logp)) + ')' +
+      (E.target.length > 1 ? ', the sum over its ' + E.target.length + ' tokens' : '') + ' · '));
+    if (E.target_is_top) {
+      p1.appendChild(el('span', 'tag', "the model's own top token"));
+    } else {
+      p1.appendChild(document.createTextNode('not the model\'s top token, which is '));
+      p1.appendChild(chip(E.top.token));
+      p1.appendChild(document.createTextNode(' (p = ' + prob(E.top.p) + ')'));
+    }
+    h.appendChild(p1);
+    var live = E.sources.filter(function (s) { return s.removes_edges; });
+    h.appendChild(el('div', 'how', 'Knockout of each ' + E.unit + ': its attention edges from ' +
+      (E.knockout === 'predicting' ? 'the predicting position only' : 'every later position') + ', in ' + layersText() +
+      ' · heads: ' + (E.head_delta_logp.length ? E.ablation + ' ablation, one at a time' : 'not ablated')));
+    var p3 = el('div', 'how');
+    p3.appendChild(document.createTextNode('Spearman rank correlation with |Δ log p| (the ' + live.length + ' ' + E.unit +
+      's whose knockout removes edges): '));
+    p3.appendChild(el('b', null, 'attention ' + rho(E.spearman.attention)));
+    p3.appendChild(document.createTextNode(' (mean of layers) · '));
+    p3.appendChild(el('b', null, 'rollout ' + rho(E.spearman.rollout)));
+    if (state.elayer !== 'mean') {
+      p3.appendChild(document.createTextNode(' · '));
+      p3.appendChild(el('b', null, 'layer ' + state.elayer + '\'s attention ' +
+        rho(spearman(live.map(shownAttention), live.map(function (s) { return Math.abs(s.delta_logp); })))));
+    }
+    h.appendChild(p3);
+  }
+  // the prompt, each token shaded by its source's Δ, the target after it
+  function effectText(dmax) {
+    var t = $('av-e-text'), of = {};
+    t.innerHTML = '';
+    E.sources.forEach(function (s, i) { s.positions.forEach(function (p) { of[p] = i; }); });
+    D.tokens.forEach(function (tok, p) {
+      var sp = el('span', 'tk', tok), i = of[p];
+      sp.dataset.pos = p;
+      if (p === E.predicting_position) sp.className += ' q';
+      if (i !== undefined) {
+        var s = E.sources[i];
+        sp.dataset.source = i;
+        if (s.removes_edges) {
+          var c = dcolour(s.delta_logp, dmax);
+          sp.style.background = css(c);
+          if (Math.sqrt(Math.abs(s.delta_logp) / dmax) > 0.6) sp.style.color = '#fff';
+          sp.title = show(s.label) + ' knocked out: Δ log p ' + signed(s.delta_logp);
+        } else {
+          sp.title = show(s.label) + ': read by no later position, its knockout changes nothing';
+        }
+      }
+      t.appendChild(sp);
+    });
+    t.appendChild(el('span', 'tk next', targetText()));
+  }
+  function highlightSource(i, on) {
+    document.querySelectorAll('#av-e-text span[data-source="' + i + '"], #av-e-sources tr[data-source="' + i + '"]')
+      .forEach(function (e) { e.classList.toggle('hl', on); });
+  }
+  function bar(frac, colourCss, text, cls) {
+    var td = el('td', 'barcell' + (cls ? ' ' + cls : '')), bc = el('div', 'bc');
+    var wrap = el('div', 'bar');
+    var f = el('div', 'fill');
+    f.style.width = Math.max(0, Math.min(100, 100 * frac)).toFixed(1) + '%';
+    f.style.background = colourCss;
+    wrap.appendChild(f);
+    bc.appendChild(el('span', 'num', text));
+    bc.appendChild(wrap);
+    td.appendChild(bc);
+    return td;
+  }
+  function dbar(d, dmax) {
+    var td = el('td', 'barcell'), bc = el('div', 'bc');
+    var wrap = el('div', 'dbar'), f = el('div', 'fill');
+    var w = Math.min(50, 50 * Math.abs(d) / (dmax || 1));
+    f.style.width = w.toFixed(1) + '%';
+    f.style.left = (d < 0 ? 50 - w : 50).toFixed(1) + '%';
+    f.style.background = css(d < 0 ? NEG : POS);
+    wrap.appendChild(el('div', 'axis'));
+    wrap.appendChild(f);
+    bc.appendChild(el('span', 'num ' + (d < 0 ? 'neg' : d > 0 ? 'pos' : ''), signed(d)));
+    bc.appendChild(wrap);
+    td.appendChild(bc);
+    return td;
+  }
+  function sourceTable(dmax) {
+    var table = $('av-e-sources'), s = state.sortE || { key: 'pos', desc: false };
+    var amax = 0, rmax = 0;
+    E.sources.forEach(function (x) { amax = Math.max(amax, shownAttention(x)); rmax = Math.max(rmax, x.rollout); });
+    var key = {
+      pos: function (x) { return x.positions[0]; },
+      attention: shownAttention,
+      rollout: function (x) { return x.rollout; },
+      // the sources whose knockout changes nothing go last either way
+      delta: function (x) { return x.removes_edges ? Math.abs(x.delta_logp) : (s.desc ? -1 : Infinity); }
+    };
+    var idx = E.sources.map(function (_, i) { return i; });
+    idx.sort(function (i, j) {
+      var a = key[s.key](E.sources[i]), b = key[s.key](E.sources[j]);
+      return (a < b ? -1 : a > b ? 1 : 0) * (s.desc ? -1 : 1) || i - j;
+    });
+    var cols = [['pos', E.unit === 'word' ? 'positions' : 'pos', true], [null, E.unit, false],
+      ['attention', state.elayer === 'mean' ? 'attention (mean of layers × heads)' : 'attention (layer ' + state.elayer + ', mean of heads)', true]];
+    if (state.erollout) cols.push(['rollout', 'rollout', true]);
+    cols.push(['delta', 'Δ log p(' + show(targetText()) + ') knocked out', true], [null, 'top-1 after', false]);
+    table.innerHTML = '';
+    var thead = el('thead'), tr = el('tr');
+    cols.forEach(function (c, ci) {
+      var th = el('th', c[0] ? 'sort' : null, c[1]);
+      if (c[0] && c[0] === s.key && (c[0] !== 'pos' || ci === 0)) th.textContent += s.desc ? ' ▾' : ' ▴';
+      if (c[0]) {
+        th.onclick = function () {
+          set({ sortE: { key: c[0], desc: s.key === c[0] ? !s.desc : c[0] !== 'pos' } });
+        };
+      }
+      tr.appendChild(th);
+    });
+    thead.appendChild(tr);
+    table.appendChild(thead);
+    var tbody = el('tbody');
+    idx.forEach(function (i) {
+      var x = E.sources[i], row = el('tr', x.removes_edges ? null : 'dead');
+      row.dataset.source = i;
+      var pos = x.positions.length > 1 ? x.positions[0] + '–' + x.positions[x.positions.length - 1] : String(x.positions[0]);
+      row.appendChild(el('td', 'pos', pos));
+      var lab = el('td', 'lab');
+      lab.appendChild(chip(x.label));
+      row.appendChild(lab);
+      var a = shownAttention(x);
+      row.appendChild(bar(amax ? a / amax : 0, '#3f6fb0', a.toFixed(3)));
+      if (state.erollout) row.appendChild(bar(rmax ? x.rollout / rmax : 0, '#8a7bbf', x.rollout.toFixed(3)));
+      if (x.removes_edges) {
+        row.appendChild(dbar(x.delta_logp, dmax));
+        var top = el('td', 'lab');
+        top.appendChild(chip(x.top, x.top === E.top.token ? 'same' : 'changed'));
+        top.title = x.top === E.top.token ? 'the same top-1 as without the knockout' : 'a different top-1 than without the knockout (' + show(E.top.token) + ')';
+        row.appendChild(top);
+      } else {
+        var none = el('td', 'barcell none', '—');
+        none.title = 'read by no later position: the knockout removes no attention edge and changes nothing';
+        row.appendChild(none);
+        row.appendChild(el('td', 'lab none', '—'));
+      }
+      row.onmouseenter = function () { highlightSource(i, true); };
+      row.onmouseleave = function () { highlightSource(i, false); };
+      tbody.appendChild(row);
+    });
+    table.appendChild(tbody);
+  }
+  function gridMax() {
+    var m = 0;
+    E.head_delta_logp.forEach(function (d) { m = Math.max(m, Math.abs(d)); });
+    return m || 1;
+  }
+  function drawGrid() {
+    var c = $('av-e-grid'), dpr = window.devicePixelRatio || 1, dmax = gridMax();
+    var cw = Math.max(10, Math.min(30, Math.floor(300 / E.heads))), ch = Math.max(6, Math.min(18, Math.floor(560 / E.layers)));
+    var left = 52, top = 18, w = left + E.heads * cw + 1, hgt = top + E.layers * ch + 1;
+    c.width = Math.round(w * dpr); c.height = Math.round(hgt * dpr);
+    c.style.width = w + 'px'; c.style.height = hgt + 'px';
+    var ctx = c.getContext('2d');
+    ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+    ctx.fillStyle = '#fff'; ctx.fillRect(0, 0, w, hgt);
+    for (var l = 0; l < E.layers; l++) for (var h = 0; h < E.heads; h++) {
+      ctx.fillStyle = css(dcolour(E.head_delta_logp[l * E.heads + h], dmax));
+      ctx.fillRect(left + h * cw, top + l * ch, cw, ch);
+    }
+    ctx.strokeStyle = '#ccd'; ctx.lineWidth = 1;
+    ctx.strokeRect(left + 0.5, top + 0.5, E.heads * cw, E.layers * ch);
+    ctx.fillStyle = '#555'; ctx.font = '11px sans-serif'; ctx.textBaseline = 'middle';
+    var every = ch >= 11 ? 1 : ch >= 6 ? 2 : 5;
+    ctx.textAlign = 'right';
+    for (l = 0; l < E.layers; l += every) ctx.fillText((l === 0 ? 'layer ' : '') + l, left - 4, top + l * ch + ch / 2);
+    ctx.textAlign = 'center';
+    var hevery = cw >= 16 ? 1 : 2;
+    for (h = 0; h < E.heads; h += hevery) ctx.fillText(String(h), left + h * cw + cw / 2, top / 2 + 1);
+    ctx.textAlign = 'right';
+    ctx.fillText('head', left - 4, top / 2 + 1);
+    if (ehover) {
+      ctx.strokeStyle = '#111'; ctx.lineWidth = 2;
+      ctx.strokeRect(left + ehover.h * cw + 1, top + ehover.l * ch + 1, cw - 2, ch - 2);
+    }
+    egeo = { left: left, top: top, cw: cw, ch: ch };
+    // the scale: −max … 0 … +max
+    var s = $('av-e-scale'), sx = s.getContext('2d');
+    sx.clearRect(0, 0, s.width, s.height);
+    for (var x = 0; x < 220; x++) {
+      sx.fillStyle = css(dcolour((x / 219 * 2 - 1) * dmax, dmax));
+      sx.fillRect(20 + x, 4, 1, 14);
+    }
+    sx.strokeStyle = '#999'; sx.strokeRect(20.5, 4.5, 219, 13);
+    sx.fillStyle = '#333'; sx.font = '11px sans-serif'; sx.textAlign = 'center';
+    [-1, -0.5, 0, 0.5, 1].forEach(function (t) { sx.fillText(t === 0 ? '0' : signed(t * dmax, 2), 20 + 110 * (t + 1), 30); });
+    sx.fillStyle = '#777'; sx.font = '10px sans-serif';
+    sx.textAlign = 'left'; sx.fillText('supported the target', 20, 42);
+    sx.textAlign = 'right'; sx.fillText('worked against it', 240, 42);
+  }
+  function gridAt(e) {
+    if (!egeo) return null;
+    var b = $('av-e-grid').getBoundingClientRect(), x = e.clientX - b.left - egeo.left, y = e.clientY - b.top - egeo.top;
+    var h = Math.floor(x / egeo.cw), l = Math.floor(y / egeo.ch);
+    return x >= 0 && y >= 0 && h < E.heads && l < E.layers ? { l: l, h: h } : null;
+  }
+  function gridHoverText(at) {
+    if (!at) return 'Hover a cell; click it to open that head.';
+    var d = E.head_delta_logp[at.l * E.heads + at.h];
+    var rank = 0;
+    E.head_delta_logp.forEach(function (v) { if (Math.abs(v) > Math.abs(d)) rank++; });
+    return 'layer ' + at.l + ', head ' + at.h + ': Δ log p ' + signed(d) + '\n' +
+      (d < 0 ? 'ablating it lowers' : d > 0 ? 'ablating it raises' : 'ablating it leaves') + ' log p(' + show(targetText()) + ')' +
+      ' · #' + (rank + 1) + ' of ' + E.head_delta_logp.length + ' by |Δ|\nclick to open the head';
+  }
+  if (E) {
+    $('av-e-grid').addEventListener('mousemove', function (e) {
+      var at = gridAt(e);
+      if ((at && ehover && at.l === ehover.l && at.h === ehover.h) || (!at && !ehover)) return;
+      ehover = at;
+      $('av-e-hover').textContent = gridHoverText(at);
+      drawGrid();
+    });
+    $('av-e-grid').addEventListener('mouseleave', function () { ehover = null; $('av-e-hover').textContent = gridHoverText(null); drawGrid(); });
+    $('av-e-grid').addEventListener('click', function (e) {
+      var at = gridAt(e);
+      if (at) set({ view: 'head', layer: at.l, head: at.h, map: 'raw' });
+    });
+    option($('av-e-layer'), 'mean', 'mean of all layers');
+    for (var el0 = 0; el0 < E.layers; el0++) option($('av-e-layer'), el0, 'layer ' + el0);
+    $('av-e-layer').onchange = function () { set({ elayer: this.value === 'mean' ? 'mean' : +this.value }); };
+    $('av-e-rollout').onchange = function () { set({ erollout: this.checked }); };
+  }
+  function effectNotes() {
+    var target = show(targetText()), n = [];
+    n.push('Δ log p is log p(' + target + ') with the intervention minus without it (natural log). Negative: the prediction needed that ' +
+      E.unit + ' or head (red); positive: it was working against ' + target + ' (green).');
+    n.push('A knockout removes the attention edges into the ' + (E.unit === 'word' ? 'word\'s tokens' : 'token') + ' from ' +
+      (E.knockout === 'predicting' ? 'the predicting position only (Geva et al. 2023)' : 'every later position, so nothing after it reads it') +
+      ', in ' + layersText() + ' (the keys are masked, so each softmax spreads over the rest). A source read by no later position ' +
+      'removes no edge: shown “—”.');
+    if (E.head_delta_logp.length) {
+      n.push('Head ablation replaces one head\'s output by ' + (E.ablation === 'mean' ? 'its mean over the text\'s positions' : 'zeros') +
+        ' before the output projection, at every position, one head at a time.');
+    }
+    n.push('Attention: the weight the predicting position gives the ' + E.unit + ' (mean over heads' +
+      (E.unit === 'word' ? ', summed over the word\'s tokens' : '') + '), averaged over layers or in the layer chosen; ' +
+      'rollout (Abnar & Zuidema) at the last layer. Bars are scaled to their column\'s largest value, Δ to the largest |Δ| of the sources; ' +
+      'the head grid has its own scale. Spearman: the rank correlation of each with |Δ log p| over the sources whose knockout removes edges.');
+    if (E.work) {
+      n.push('The sweep ran ' + E.work.token_layers + ' token × layer passes (recomputing the whole text for every intervention: ' +
+        E.work.naive_token_layers + ').');
+    }
+    $('av-e-notes').innerHTML = '';
+    n.forEach(function (t) { $('av-e-notes').appendChild(el('p', null, t)); });
+  }
+  function drawEffect() {
+    var dmax = 0;
+    E.sources.forEach(function (s) { if (s.removes_edges) dmax = Math.max(dmax, Math.abs(s.delta_logp)); });
+    dmax = dmax || 1;
+    effectHeader();
+    effectText(dmax);
+    sourceTable(dmax);
+    var heads = E.head_delta_logp.length > 0;
+    $('av-e-gridwrap').style.display = heads ? '' : 'none';
+    $('av-e-top').style.display = heads ? '' : 'none';
+    $('av-e-gridnote').textContent = heads
+      ? 'Δ log p(' + show(targetText()) + ') with one head ' + (E.ablation === 'mean' ? 'mean-' : 'zero-') + 'ablated: layers down, heads across.'
+      : 'The heads were not ablated for this page (attend effect --no-heads): only the knockouts were run.';
+    if (heads) {
+      drawGrid();
+      var list = E.heads_by_effect.slice(0, 12);
+      $('av-e-topt').textContent = 'Largest head effects (' + list.length + ' of ' + E.head_delta_logp.length + ')';
+      sortable($('av-e-heads'), [{ name: 'layer', sort: 3, desc: true }, { name: 'head' },
+        { name: 'Δ log p', fmt: function (v) { return signed(v); } }, { name: '|Δ|', fmt: function (v) { return v.toFixed(3); } }],
+      list.map(function (x) { return [x.layer, x.head, x.delta_logp, Math.abs(x.delta_logp)]; }), 'sortEH',
+      function (r) { set({ view: 'head', layer: r[0], head: r[1], map: 'raw' }); });
+    }
+    effectNotes();
+  }
+
   // ---- state --------------------------------------------------------------------------------
   var ready = false;
   function draw() {
     syncControls();
     if (!ready) return;
-    ['model', 'head', 'token', 'gen', 'compare', 'atlas'].forEach(function (v) {
+    ['effect', 'model', 'head', 'token', 'gen', 'compare', 'atlas'].forEach(function (v) {
       $('av-' + v).classList.toggle('on', v === state.view);
     });
-    var f = { model: drawModel, head: drawHead, token: drawToken, gen: drawGen, compare: drawCompare, atlas: drawAtlas }[state.view];
+    var f = { effect: drawEffect, model: drawModel, head: drawHead, token: drawToken, gen: drawGen, compare: drawCompare, atlas: drawAtlas }[state.view];
     f();
   }
   function set(o) {
+    if (o.view === 'effect' && !E) return Promise.reject(new Error('this page has no effect view (it is made by `attend effect`)'));
     if (o.map !== undefined && !maps[o.map]) {
       return Promise.reject(new Error('no aggregation `' + o.map + '` in this page; it has ' + D.maps.map(function (m) { return m.id; }).join(', ')));
     }
@@ -536,6 +886,22 @@
       return { x: b.left + geo.left + (k + 0.5) * geo.cw, y: b.top + geo.top + (q + 0.5) * geo.ch };
     },
     colour: colour,
+    // `attend effect`'s numbers (null on other pages): the JSON of `attend effect --format json`
+    // without `model` and `tokens`
+    effect: E,
+    // Δ log p(target) with head (layer, head) ablated; null when heads were not ablated
+    effectHead: function (layer, head) {
+      if (!E || !E.head_delta_logp.length || layer < 0 || layer >= E.layers || head < 0 || head >= E.heads) return null;
+      return E.head_delta_logp[layer * E.heads + head];
+    },
+    // the attention each source is shown with now (the layer mean, or the selected layer's)
+    effectAttention: function () { return E ? E.sources.map(shownAttention) : null; },
+    // viewport coordinates of the centre of the ablation grid's cell (layer, head)
+    effectCell: function (layer, head) {
+      if (!egeo) return null;
+      var b = $('av-e-grid').getBoundingClientRect();
+      return { x: b.left + egeo.left + (head + 0.5) * egeo.cw, y: b.top + egeo.top + (layer + 0.5) * egeo.ch };
+    },
     paintedAt: null
   };
   api.ready = decode(maps.raw).then(function () {

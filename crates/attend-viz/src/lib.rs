@@ -9,8 +9,9 @@
 //! here in Rust (mean of heads, rollout, value-weighted norms) switched in the page.
 //!
 //! The page defines `window.attendViewer` (see the README): `tokens`, `layers`, `heads`,
-//! `row(layer, head, query)`, `generated`, and `ready` (a promise resolved once the weights
-//! are decoded).
+//! `row(layer, head, query)`, `generated`, `effect` (a page made with [`Options::effect`]:
+//! knockouts and head ablations beside the attention, shown in its effect view), and `ready`
+//! (a promise resolved once the weights are decoded).
 //!
 //! [`picture`] draws the static heatmaps (SVG, and PNG through `resvg`) and the training
 //! curves.
@@ -60,6 +61,9 @@ pub struct Options {
     pub budget: usize,
     /// A line shown under the title (the prediction, say).
     pub subtitle: Option<String>,
+    /// Knockouts and head ablations of the same text ([`attend_models::trace::effect`]): the
+    /// page gains an effect view and opens on it.
+    pub effect: Option<serde_json::Value>,
 }
 
 impl Options {
@@ -70,6 +74,7 @@ impl Options {
             compare: None,
             budget: DEFAULT_BUDGET,
             subtitle: None,
+            effect: None,
         }
     }
 }
@@ -124,6 +129,7 @@ struct Data {
     maps: Vec<Map>,
     compare: Option<Compare>,
     notes: Vec<String>,
+    effect: Option<serde_json::Value>,
 }
 
 /// One map to encode: its id and label, whether it has a matrix per head (else per layer),
@@ -336,6 +342,7 @@ pub fn trace_page(trace: &Trace, opts: &Options) -> Result<String> {
         maps,
         compare: check_compare(opts, n)?,
         notes,
+        effect: opts.effect.clone(),
     };
     Ok(page(&data))
 }
@@ -403,6 +410,7 @@ pub fn generation_page(gen: &GenerationTrace, logprobs: &[f32], opts: &Options) 
         maps,
         compare: check_compare(opts, gen.tokens.len())?,
         notes,
+        effect: None,
     };
     Ok(page(&data))
 }

@@ -129,6 +129,209 @@ pub fn heatmaps_svg(title: &str, tokens: &[TokenInfo], panels: &[(String, Vec<f3
     s
 }
 
+/// Red (negative) → white → green (positive), for `d` in [−1, 1]: a change of log p.
+fn diverging(d: f32) -> String {
+    let t = d.clamp(-1.0, 1.0).abs().sqrt();
+    let (r, g, b) = if d < 0.0 {
+        (200.0, 40.0, 40.0)
+    } else {
+        (30.0, 140.0, 70.0)
+    };
+    let lerp = |to: f32| (255.0 + (to - 255.0) * t).round() as u8;
+    format!("#{:02x}{:02x}{:02x}", lerp(r), lerp(g), lerp(b))
+}
+
+/// The effect picture: for each source, the attention the predicting position paid it (mean of
+/// heads and layers, blue) beside the change of log p(target) its knockout made (red: it
+/// supported the target; green: it worked against it), and the head-ablation grid (layers ×
+/// heads, same colours). Every number is read from `e`.
+pub fn effect_svg(title: &str, e: &attend_models::trace::effect::Effect) -> String {
+    let n = e.sources.len();
+    let row_h = 18.0f32;
+    let label_w = 8.0
+        * e.sources
+            .iter()
+            .map(|s| s.label.chars().count())
+            .max()
+            .unwrap_or(4)
+            .clamp(4, 18) as f32;
+    let bar_w = 160.0f32;
+    let (ax, dx) = (20.0 + label_w + 40.0, 20.0 + label_w + 40.0 + bar_w + 90.0);
+    let top_w = dx + 2.0 * bar_w + 180.0;
+    let list_h = 110.0 + row_h * n as f32;
+    let cell = if e.heads > 0 {
+        (420.0 / e.heads as f32)
+            .min(480.0 / e.layers.max(1) as f32)
+            .clamp(6.0, 22.0)
+    } else {
+        0.0
+    };
+    let grid_h = if e.head_delta.is_empty() {
+        0.0
+    } else {
+        70.0 + cell * e.layers as f32
+    };
+    let width = top_w.max(120.0 + cell * e.heads as f32 + 120.0);
+    let height = list_h + grid_h + 20.0;
+    let mut s = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width:.0}\" height=\"{height:.0}\" \
+         font-family=\"DejaVu Sans, Arial, sans-serif\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
+         <text x=\"10\" y=\"22\" font-size=\"16\" font-weight=\"bold\">{}</text>\n\
+         <text x=\"10\" y=\"42\" font-size=\"12\">{}</text>\n",
+        esc(title),
+        esc(&e.headline())
+    );
+    let rho = |r: Option<f32>| r.map_or("—".to_string(), |r| format!("{r:+.2}"));
+    let what = match e.spec.knockout {
+        attend_models::trace::effect::Knockout::Later => "from every later position",
+        attend_models::trace::effect::Knockout::Predicting => "from the predicting position",
+    };
+    s += &format!(
+        "<text x=\"10\" y=\"60\" font-size=\"12\">knockout of each {}: its attention edges {what}{}; \
+         Spearman with |Δ log p|: attention {}, rollout {}</text>\n",
+        if e.spec.words { "word" } else { "token" },
+        e.spec
+            .layers
+            .as_ref()
+            .map_or(String::new(), |r| format!(", layers {}..{}", r.start, r.end)),
+        rho(e.spearman_attention()),
+        rho(e.spearman_rollout())
+    );
+    let y0 = 92.0;
+    s += &format!(
+        "<text x=\"{ax:.1}\" y=\"{:.1}\" font-size=\"11\" fill=\"#555\">attention from {} (mean)</text>\n\
+         <text x=\"{dx:.1}\" y=\"{:.1}\" font-size=\"11\" fill=\"#555\">Δ log p when knocked out</text>\n\
+         <text x=\"{:.1}\" y=\"{:.1}\" font-size=\"11\" fill=\"#555\">→ top-1 after</text>\n",
+        y0 - 8.0,
+        esc(&format!("{:?}", e.tokens[e.predicting()].text)),
+        y0 - 8.0,
+        dx + 2.0 * bar_w + 8.0,
+        y0 - 8.0,
+    );
+    let amax = e
+        .sources
+        .iter()
+        .map(|s| s.attention)
+        .fold(0.0f32, f32::max)
+        .max(f32::MIN_POSITIVE);
+    let dmax = e
+        .sources
+        .iter()
+        .map(|s| s.delta.abs())
+        .fold(0.0f32, f32::max)
+        .max(f32::MIN_POSITIVE);
+    let mid = dx + bar_w;
+    s += &format!(
+        "<line x1=\"{mid:.1}\" y1=\"{:.1}\" x2=\"{mid:.1}\" y2=\"{:.1}\" stroke=\"#999\"/>\n",
+        y0 - 4.0,
+        y0 + row_h * n as f32
+    );
+    for (i, src) in e.sources.iter().enumerate() {
+        let y = y0 + row_h * i as f32;
+        let grey = if src.removes_edges { "#222" } else { "#aaa" };
+        s += &format!(
+            "<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"12\" text-anchor=\"end\" fill=\"{grey}\">{}</text>\n",
+            20.0 + label_w,
+            y + 13.0,
+            esc(&src.label)
+        );
+        let aw = bar_w * src.attention / amax;
+        s += &format!(
+            "<rect x=\"{ax:.1}\" y=\"{:.1}\" width=\"{aw:.1}\" height=\"12\" fill=\"#3b6fb6\"><title>{:.4}</title></rect>\n\
+             <text x=\"{:.1}\" y=\"{:.1}\" font-size=\"10\" fill=\"#333\">{:.3}</text>\n",
+            y + 3.0,
+            src.attention,
+            ax + aw + 4.0,
+            y + 13.0,
+            src.attention
+        );
+        if !src.removes_edges {
+            s += &format!(
+                "<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"10\" fill=\"#aaa\">— (read by no later position)</text>\n",
+                mid + 4.0,
+                y + 13.0
+            );
+            continue;
+        }
+        let w = bar_w * src.delta.abs() / dmax;
+        let x = if src.delta < 0.0 { mid - w } else { mid };
+        s += &format!(
+            "<rect x=\"{x:.1}\" y=\"{:.1}\" width=\"{w:.1}\" height=\"12\" fill=\"{}\"><title>{:+.4}</title></rect>\n\
+             <text x=\"{:.1}\" y=\"{:.1}\" font-size=\"10\" fill=\"#333\">{:+.3} → {}</text>\n",
+            y + 3.0,
+            diverging(src.delta.signum()),
+            src.delta,
+            dx + 2.0 * bar_w + 8.0,
+            y + 13.0,
+            src.delta,
+            esc(&format!("{:?}", src.top))
+        );
+    }
+    if !e.head_delta.is_empty() {
+        let gy = list_h + 30.0;
+        let hmax = e
+            .head_delta
+            .iter()
+            .map(|d| d.abs())
+            .fold(0.0f32, f32::max)
+            .max(f32::MIN_POSITIVE);
+        s += &format!(
+            "<text x=\"10\" y=\"{:.1}\" font-size=\"12\">heads ablated ({}): Δ log p, layers down, heads across (largest |Δ| {hmax:.3})</text>\n",
+            gy - 14.0,
+            match e.spec.ablation {
+                attend_models::trace::effect::Ablation::Zero => "output zeroed",
+                attend_models::trace::effect::Ablation::Mean => "output replaced by its mean",
+            }
+        );
+        let gx = 70.0;
+        for h in 0..e.heads {
+            if e.heads <= 16 || h % 5 == 0 {
+                s += &format!(
+                    "<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"9\" text-anchor=\"middle\">{h}</text>\n",
+                    gx + cell * (h as f32 + 0.5),
+                    gy - 2.0
+                );
+            }
+        }
+        for l in 0..e.layers {
+            let y = gy + cell * l as f32;
+            if e.layers <= 16 || l % 5 == 0 {
+                s += &format!(
+                    "<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"9\" text-anchor=\"end\">layer {l}</text>\n",
+                    gx - 4.0,
+                    y + cell * 0.75
+                );
+            }
+            for h in 0..e.heads {
+                let d = e.head_delta[l * e.heads + h];
+                s += &format!(
+                    "<rect x=\"{:.1}\" y=\"{y:.1}\" width=\"{cell:.1}\" height=\"{cell:.1}\" fill=\"{}\" stroke=\"#eee\" stroke-width=\"0.5\"><title>layer {l} head {h}: {d:+.4}</title></rect>\n",
+                    gx + cell * h as f32,
+                    diverging(d / hmax)
+                );
+            }
+        }
+        // the scale
+        let sx = gx + cell * e.heads as f32 + 30.0;
+        for i in 0..=20 {
+            let d = 1.0 - i as f32 / 10.0;
+            s += &format!(
+                "<rect x=\"{sx:.1}\" y=\"{:.1}\" width=\"14\" height=\"8\" fill=\"{}\"/>\n",
+                gy + i as f32 * 8.0,
+                diverging(d)
+            );
+        }
+        for (i, v) in [(0, hmax), (10, 0.0), (20, -hmax)] {
+            s += &format!(
+                "<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"9\">{v:+.3}</text>\n",
+                sx + 18.0,
+                gy + i as f32 * 8.0 + 7.0
+            );
+        }
+    }
+    s + "</svg>\n"
+}
+
 /// DejaVu Sans, subset to Latin, Greek, Cyrillic and punctuation (scripts/make_font.py), so that
 /// labels render on machines with no fonts installed.
 const FONT: &[u8] = include_bytes!("../assets/DejaVuSans-subset.ttf");

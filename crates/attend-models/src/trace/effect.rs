@@ -99,7 +99,7 @@ pub struct Work {
 }
 
 /// A prediction, each source's knockout and each head's ablation.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug)]
 pub struct Effect {
     /// The prompt's tokens.
     pub tokens: Vec<TokenInfo>,
@@ -126,12 +126,39 @@ pub struct Effect {
     pub head_delta: Vec<f32>,
     /// The sweep's work.
     pub work: Work,
+    /// The unedited attention of the prompt (what the viewer shows beside the effect).
+    pub trace: Trace,
 }
 
 impl Effect {
     /// The predicting position (the last prompt token), whose attention is shown.
     pub fn predicting(&self) -> usize {
         self.tokens.len() - 1
+    }
+
+    /// One line naming the prediction measured: the target, its log-probability, and the
+    /// likeliest next token (a page's subtitle).
+    pub fn headline(&self) -> String {
+        let q = self.predicting();
+        let p = self.logp.exp();
+        format!(
+            "after …{:?}: log p({:?}) = {:.3} (p = {}){}; likeliest next {:?} ({:.3})",
+            self.tokens[q].text,
+            self.target.concat(),
+            self.logp,
+            if p >= 0.001 {
+                format!("{p:.3}")
+            } else {
+                format!("{p:.1e}")
+            },
+            if self.target_is_top {
+                ", the model's own top token"
+            } else {
+                ""
+            },
+            self.top.0,
+            self.top.1
+        )
     }
 
     /// Spearman's rank correlation of the sources' attention (mean over layers and heads)

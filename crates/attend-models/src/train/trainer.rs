@@ -240,6 +240,13 @@ pub struct WinogradEval {
     pub head_correct: f32,
     /// Its mean weight on the other noun, held-out.
     pub head_other: f32,
+    /// `[layer × head]`: held-out accuracy with that head ablated (its output zeroed before
+    /// the output projection): does the weight [`WinogradEval::head`] pays matter?
+    #[serde(default)]
+    pub ablated_accuracy: Vec<f32>,
+    /// The same, the referent over the other noun.
+    #[serde(default)]
+    pub ablated_two_way: Vec<f32>,
 }
 
 /// Per example: the answer position's logits, and the weights each layer × head gives the
@@ -258,6 +265,16 @@ fn answer_rows(
     model: &ToyModel,
     examples: &[winograd::Example],
     attention: bool,
+) -> Result<Vec<AnswerRow>> {
+    answer_rows_ablating(model, examples, attention, None)
+}
+
+/// [`answer_rows`] with a head ablated ([`ToyModel::forward_ablating`]; no weights).
+fn answer_rows_ablating(
+    model: &ToyModel,
+    examples: &[winograd::Example],
+    attention: bool,
+    ablate: Option<(usize, usize)>,
 ) -> Result<Vec<AnswerRow>> {
     let vocab = &model.config.vocab;
     let (layers, heads) = (model.config.layers, model.config.heads);
@@ -282,7 +299,12 @@ fn answer_rows(
             flat.extend_from_slice(r);
             flat.extend(std::iter::repeat_n(pad, t - r.len()));
         }
-        let (att, logits) = if attention {
+        let (att, logits) = if let Some(head) = ablate {
+            (
+                Vec::new(),
+                model.forward_ablating(&flat, b, t, head)?.logits,
+            )
+        } else if attention {
             model.attention_of(&flat, b, t)?
         } else {
             (Vec::new(), model.forward(&flat, b, t)?.logits)
@@ -296,7 +318,7 @@ fn answer_rows(
                 return Err(Error::Invalid(format!("nouns not found in {:?}", e.prompt)));
             };
             let mut weights = Vec::with_capacity(layers * heads);
-            for l in (0..layers).filter(|_| attention) {
+            for l in (0..layers).filter(|_| attention && ablate.is_none()) {
                 for h in 0..heads {
                     let row = &att[(((l * b + i) * heads + h) * t + q) * t..][..t];
                     weights.push((row[pa], row[po]));
@@ -351,6 +373,17 @@ pub fn evaluate_winograd(model: &ToyModel, n: usize) -> Result<WinogradEval> {
         wo += r.weights[best].1 as f64;
     }
     let k = held.len().max(1) as f64;
+    // each head ablated in turn: the same held-out texts' accuracy without it
+    let (mut ablated_accuracy, mut ablated_two_way) = (Vec::new(), Vec::new());
+    let examples = winograd::held_out_set(n);
+    for l in 0..layers {
+        for h in 0..heads {
+            let rows = answer_rows_ablating(model, &examples, false, Some((l, h)))?;
+            let (a, t) = scores(&rows, v);
+            ablated_accuracy.push(a);
+            ablated_two_way.push(t);
+        }
+    }
     Ok(WinogradEval {
         examples: held.len(),
         accuracy: (right as f64 / k) as f32,
@@ -362,7 +395,24 @@ pub fn evaluate_winograd(model: &ToyModel, n: usize) -> Result<WinogradEval> {
         head: (best / heads, best % heads),
         head_correct: (wc / k) as f32,
         head_other: (wo / k) as f32,
+        ablated_accuracy,
+        ablated_two_way,
     })
+}
+
+/// Accuracy (the referent the likeliest token) and two-way accuracy (the referent over the
+/// other noun) of answer rows.
+fn scores(rows: &[AnswerRow], v: usize) -> (f32, f32) {
+    let (mut right, mut two) = (0usize, 0usize);
+    for r in rows {
+        let top = (0..v)
+            .max_by(|&a, &b| r.logits[a].total_cmp(&r.logits[b]))
+            .unwrap_or(0);
+        right += (top as u32 == r.answer) as usize;
+        two += (r.logits[r.answer as usize] > r.logits[r.other as usize]) as usize;
+    }
+    let k = rows.len().max(1) as f32;
+    (right as f32 / k, two as f32 / k)
 }
 
 /// Held-out referent accuracy alone (no attention probabilities), on

@@ -210,6 +210,7 @@ impl Decoder {
             sources,
             head_delta,
             work,
+            trace,
         })
     }
 }

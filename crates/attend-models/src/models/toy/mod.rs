@@ -341,6 +341,38 @@ impl ToyModel {
         t: usize,
         acts: &mut Activations,
     ) -> Result<()> {
+        self.forward_with(tokens, b, t, acts, None)
+    }
+
+    /// [`ToyModel::forward`] with head `(layer, head)` ablated: its output zeroed at every
+    /// position before the output projection (what its attention contributes removed).
+    pub fn forward_ablating(
+        &self,
+        tokens: &[u32],
+        b: usize,
+        t: usize,
+        head: (usize, usize),
+    ) -> Result<Activations> {
+        let c = &self.config;
+        if head.0 >= c.layers || head.1 >= c.heads {
+            return Err(Error::Invalid(format!(
+                "head {head:?} is not one of the model's {} layers × {} heads",
+                c.layers, c.heads
+            )));
+        }
+        let mut acts = Activations::default();
+        self.forward_with(tokens, b, t, &mut acts, Some(head))?;
+        Ok(acts)
+    }
+
+    fn forward_with(
+        &self,
+        tokens: &[u32],
+        b: usize,
+        t: usize,
+        acts: &mut Activations,
+        ablate: Option<(usize, usize)>,
+    ) -> Result<()> {
         let c = &self.config;
         let (d, m, vocab) = (c.dim, c.mlp, c.vocab.len());
         let n = b * t;
@@ -372,7 +404,8 @@ impl ToyModel {
         sized(tmp, n * d);
         let qkv = &mut acts.qkv;
         sized(qkv, n * 3 * d);
-        for (ls, a) in s.layers.iter().zip(acts.layers.iter_mut()) {
+        let hd = c.head_dim();
+        for (l, (ls, a)) in s.layers.iter().zip(acts.layers.iter_mut()).enumerate() {
             for (v, len) in [
                 (&mut a.h1, n * d),
                 (&mut a.xhat1, n * d),
@@ -399,6 +432,11 @@ impl ToyModel {
             linear_fwd(&a.h1, &p[ls.wqkv.clone()], None, qkv, n, d);
             split_qkv(qkv, d, &mut a.q, &mut a.k, &mut a.v);
             attend::fused::forward_into(&ap, &a.q, &a.k, &a.v, &mut a.o, &mut a.lse)?;
+            if let Some((_, h)) = ablate.filter(|&(al, _)| al == l) {
+                // [b·t, heads·hd] (BSHD): the head's columns of every row
+                a.o.chunks_exact_mut(d)
+                    .for_each(|row| row[h * hd..(h + 1) * hd].fill(0.0));
+            }
             linear_fwd(&a.o, &p[ls.wo.clone()], None, tmp, n, d);
             x.iter_mut().zip(tmp.iter()).for_each(|(x, t)| *x += t);
             let ln2 = (&mut a.h2[..], &mut a.xhat2[..], &mut a.rstd2[..]);
@@ -667,6 +705,29 @@ pub(crate) fn tiny(layers: usize) -> ToyModel {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Ablating a head (its output zeroed before the output projection) is the model whose
+    /// output projection ignores that head's columns: checked against that edited model.
+    #[test]
+    fn an_ablated_head_is_its_columns_of_wo_zeroed() {
+        let m = tiny(2);
+        let (d, hd) = (m.config.dim, m.config.head_dim());
+        let ids = [1, 2, 3, 4, 5];
+        for (l, h) in [(0, 1), (1, 0)] {
+            let cut = m.forward_ablating(&ids, 1, 5, (l, h)).unwrap().logits;
+            let mut edited = m.clone();
+            let wo = edited.slots.layers[l].wo.clone();
+            for row in edited.params[wo].chunks_exact_mut(d) {
+                row[h * hd..(h + 1) * hd].fill(0.0);
+            }
+            let want = edited.forward(&ids, 1, 5).unwrap().logits;
+            for (a, b) in cut.iter().zip(&want) {
+                assert!((a - b).abs() < 1e-5, "{a} {b}");
+            }
+            assert!(cut != m.forward(&ids, 1, 5).unwrap().logits);
+        }
+        assert!(m.forward_ablating(&ids, 1, 5, (2, 0)).is_err());
+    }
 
     /// Padding after a sequence changes nothing before it (causal attention).
     #[test]
