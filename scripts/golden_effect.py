@@ -18,6 +18,13 @@ a test can show the goldens tell the two apart.
     pip install torch transformers gguf sentencepiece
     python3 scripts/golden_effect.py "$(attend fetch smollm2)" "$(attend fetch gemma3)"
     python3 scripts/golden_effect.py SMOLLM2 GEMMA3 --only mistral   # one model, the rest kept
+    python3 scripts/golden_effect.py SMOLLM2 GEMMA3 --only minilm --minilm "$(attend fetch minilm)"
+
+The encoder (MiniLM, `minilm`): transformers' BertModel on the same safetensors, eager
+attention; a knockout of S puts the mask's minimum at (i, j) for j in S and every query i (its
+own row included), a head ablation zeroes the head's slice of the input of
+`attention.output.dense`; the measure is 1 − cos between the edited and the unedited sentence
+embedding (mean pooling, L2-normalised, as the model's sentence-transformers modules say).
 """
 import json
 import os
@@ -144,8 +151,80 @@ def case(model, tok, text, target_text=None, sources=None, variants=("later",), 
     return rec
 
 
+def minilm_doc(path):
+    from transformers import AutoTokenizer, BertModel
+
+    tok = AutoTokenizer.from_pretrained(path)
+    model = BertModel.from_pretrained(path, attn_implementation="eager").float().eval()
+    L, H = model.config.num_hidden_layers, model.config.num_attention_heads
+    vd = model.config.hidden_size // H
+
+    def embed(ids):
+        with torch.no_grad():
+            h = model(torch.tensor([ids])).last_hidden_state[0].double()
+        v = h.mean(dim=0)
+        return v / v.norm()
+
+    def hide(sources, layer_range):
+        handles = []
+        for l, layer in enumerate(model.encoder.layer):
+            if layer_range is not None and not (layer_range[0] <= l < layer_range[1]):
+                continue
+
+            def pre(mod, args, kwargs):
+                hs = kwargs.get("hidden_states", args[0] if args else None)
+                s = hs.shape[1]
+                mask = torch.zeros((1, 1, s, s), dtype=hs.dtype)
+                for j in sources:
+                    mask[..., :, j] = torch.finfo(hs.dtype).min
+                kwargs["attention_mask"] = mask
+                return args, kwargs
+
+            handles.append(layer.attention.self.register_forward_pre_hook(pre, with_kwargs=True))
+        return handles
+
+    def ablate(l, h):
+        def pre(mod, args):
+            x = args[0].clone()
+            x[..., h * vd:(h + 1) * vd] = 0.0
+            return (x,)
+
+        return [model.encoder.layer[l].attention.output.dense.register_forward_pre_hook(pre)]
+
+    def run(ids, clean, handles):
+        try:
+            v = embed(ids)
+        finally:
+            for hd in handles:
+                hd.remove()
+        return 1.0 - float(v @ clean)
+
+    text = "The animal didn't cross the road because it was tired"
+    ids = tok(text)["input_ids"]
+    clean = embed(ids)
+    # the hook itself: with nothing hidden it must give the unedited embedding
+    assert run(ids, clean, hide([], None)) < 1e-12
+    n = len(ids)
+    cases = [{
+        "text": text, "tokens": tok.convert_ids_to_tokens(ids), "layers": None,
+        "tokens_delta": [r7(run(ids, clean, hide([j], None))) for j in range(n)],
+        "groups": [[2, 3], [4, 5, 6]],
+        "groups_delta": [r7(run(ids, clean, hide(g, None))) for g in ([2, 3], [4, 5, 6])],
+        "heads": [r7(run(ids, clean, ablate(l, h))) for l in range(L) for h in range(H)],
+    }, {
+        "text": text, "layers": [2, 4],
+        "tokens_delta": [r7(run(ids, clean, hide([j], (2, 4)))) for j in range(n)],
+    }]
+    return {"dir": "minilm", "cases": cases}
+
+
 def main():
     args = sys.argv[1:]
+    minilm = os.path.expanduser("~/.cache/attend/minilm-0.1.0")
+    if "--minilm" in args:
+        i = args.index("--minilm")
+        minilm = args[i + 1]
+        del args[i:i + 2]
     only = set()
     if "--only" in args:
         i = args.index("--only")
@@ -178,6 +257,9 @@ def main():
             case(model, tok, text, target_text=" and the cat", variants=("later", "predicting")),
         ]}
         print(name, "done", file=sys.stderr)
+    if not only or "minilm" in only:
+        doc["minilm"] = minilm_doc(minilm)
+        print("minilm done", file=sys.stderr)
     if only:
         write_doc(doc, out)
         return

@@ -168,7 +168,9 @@ def _write_atomic(path, text: str) -> None:
 
 
 class Effect:
-    """Attention beside its causal effect for one prediction (``CausalLM.effect``).
+    """Attention beside its causal effect for one prediction (``CausalLM.effect``) or one
+    sentence embedding (``Encoder.effect``: ``delta`` is then 1 − cos to the unedited
+    embedding, ``measure == "embedding"``, and there is no target).
 
     ``sources`` (token or word texts), ``positions``, ``delta`` (Δ log p(target) with each
     source knocked out; negative: it supported the target), ``attention`` (the predicting
@@ -181,11 +183,12 @@ class Effect:
         self.model = model
         self.doc = doc
         self._page = page
+        self.measure: str = doc.get("measure", "logp")
         src = doc["sources"]
         self.tokens: List[str] = doc["tokens"]
         self.sources: List[str] = [s["label"] for s in src]
         self.positions: List[List[int]] = [s["positions"] for s in src]
-        self.delta = np.array([s["delta_logp"] for s in src], dtype=np.float32)
+        self.delta = np.array([s["delta"] for s in src], dtype=np.float32)
         self.attention = np.array([s["attention"] for s in src], dtype=np.float32)
         self.rollout = np.array([s["rollout"] for s in src], dtype=np.float32)
         self.layer_attention = np.array([s["layer_attention"] for s in src], dtype=np.float32).reshape(
@@ -193,7 +196,7 @@ class Effect:
         )
         self.removes_edges = np.array([s["removes_edges"] for s in src], dtype=bool)
         self.top_after: List[str] = [s["top"] for s in src]
-        hd = np.array(doc["head_delta_logp"], dtype=np.float32)
+        hd = np.array(doc["head_delta"], dtype=np.float32)
         self.head_delta = hd.reshape(doc["layers"], doc["heads"]) if hd.size else hd.reshape(0, doc["heads"])
         self.target: str = "".join(doc["target"])
         self.logp: float = doc["logp"]
@@ -202,7 +205,7 @@ class Effect:
 
     def heads_by_effect(self, k: int = 10) -> List[tuple]:
         """The ``k`` heads with the largest |Δ log p|: ``(layer, head, delta)``."""
-        return [(h["layer"], h["head"], h["delta_logp"]) for h in self.doc["heads_by_effect"][:k]]
+        return [(h["layer"], h["head"], h["delta"]) for h in self.doc["heads_by_effect"][:k]]
 
     def to_json(self) -> str:
         return json.dumps(self.doc)
@@ -247,9 +250,11 @@ class Effect:
         rho = self.spearman
         fmt = lambda r: "—" if r is None else f"{r:+.2f}"  # noqa: E731
         return (
-            f"<div><b>{esc(self.model)}</b>: log p(<code>{esc(self.target)}</code>) = {self.logp:.3f}; "
-            f"Spearman with |Δ|: attention {fmt(rho['attention'])}, rollout {fmt(rho['rollout'])}"
-            "<table><tr><th>pos</th><th>source</th><th>attention</th><th></th><th>Δ log p</th><th></th>"
+            f"<div><b>{esc(self.model)}</b>: "
+            + (f"log p(<code>{esc(self.target)}</code>) = {self.logp:.3f}; " if self.measure == "logp"
+               else "the sentence embedding; ")
+            + f"Spearman with |Δ|: attention {fmt(rho['attention'])}, rollout {fmt(rho['rollout'])}"
+            + f"<table><tr><th>pos</th><th>source</th><th>attention</th><th></th><th>{esc(self.doc.get('delta_name', 'Δ log p'))}</th><th></th>"
             f"<th>top-1 after</th></tr>{''.join(rows)}</table>"
             + (f"<p>heads by effect:</p><ul>{heads}</ul>" if heads else "")
             + "</div>"
@@ -279,6 +284,21 @@ class Encoder:
             raise InvalidArgument("no text to embed")
         flat, dim = self._m.embed(texts)
         return flat.reshape(len(texts), dim)
+
+    def effect(self, text: str, layers: Optional[Sequence[int]] = None, words: bool = False, heads: bool = True) -> "Effect":
+        """Does the attention matter to the sentence embedding? Each token of ``text`` (each
+        word with ``words=True``) knocked out — its key hidden from every query, in every layer
+        or in ``layers=(first, end)`` — and each head zero-ablated: ``delta`` is 1 − cos between
+        the edited and the unedited embedding, beside the attention the token receives (mean
+        over every query and head), as ``attend effect --model minilm`` computes it."""
+        if not isinstance(text, str):
+            raise TypeError("effect takes a string")
+        span = None
+        if layers is not None:
+            a, b = (int(x) for x in layers)
+            span = (a, b)
+        doc, page = self._m.effect(text, span, bool(words), bool(heads))
+        return Effect(self.name, json.loads(doc), page)
 
     def explain(self, text: str) -> Explanation:
         """The attention of every layer and head over ``text``."""

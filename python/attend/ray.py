@@ -245,9 +245,10 @@ class Explainer:
 
 
 class Effects:
-    """Attention beside its causal effect per text, for ``Dataset.map_batches`` on a causal
+    """Attention beside its causal effect per text, for ``Dataset.map_batches``: on a causal
     model (``CausalLM.effect``: each token knocked out, each head ablated; the prediction is
-    the model's likeliest next token, or the text of ``target_column`` when given). Per row:
+    the model's likeliest next token, or the text of ``target_column`` when given), or on an
+    encoder (``Encoder.effect``: Δ is 1 − cos on the sentence embedding; no target). Per row:
     ``target`` and ``logp`` (the prediction measured), the ``k`` sources with the largest
     |Δ log p| (``top_sources``, their ``top_source_delta`` and ``top_source_attention``: the
     predicting position's attention to them), the ``k`` heads with the largest |Δ log p|
@@ -273,8 +274,13 @@ class Effects:
             raise attend.InvalidArgument(f"k must be a positive count, not {k!r}")
         attend.set_num_threads(int(threads))
         self.model = attend.load(model)
-        if not isinstance(self.model, attend.CausalLM):
-            raise attend.InvalidArgument(f"`{model}` is not a causal language model: effects need one")
+        self.causal = isinstance(self.model, attend.CausalLM)
+        if not self.causal and not isinstance(self.model, attend.Encoder):
+            raise attend.InvalidArgument(f"`{model}` has no interventions: effects run on GGUF decoders and encoders")
+        if not self.causal and (target_column is not None or knockout != "later"):
+            raise attend.InvalidArgument(
+                f"`{model}` is a sentence encoder, which predicts nothing: no target or knockout kind "
+                "(its effects are 1 − cos on the sentence embedding)")
         self.column, self.target_column, self.k = column, target_column, int(k)
         self.words, self.knockout, self.heads = bool(words), str(knockout), bool(heads)
         self.max_chars, self.error_column = int(max_chars), error_column
@@ -283,13 +289,16 @@ class Effects:
                 "top_head_layer", "top_head_head", "top_head_delta", "spearman_attention", "head_delta")
 
     def _one(self, text: str, target: Optional[str]) -> Dict[str, Any]:
-        e = self.model.effect(text, target=target, knockout=self.knockout, words=self.words, heads=self.heads)
+        if self.causal:
+            e = self.model.effect(text, target=target, knockout=self.knockout, words=self.words, heads=self.heads)
+        else:
+            e = self.model.effect(text, words=self.words, heads=self.heads)
         live = np.flatnonzero(e.removes_edges)
         order = live[np.argsort(-np.abs(e.delta[live]), kind="stable")][: self.k]
         heads = e.heads_by_effect(self.k)
         return {
-            "target": e.target,
-            "logp": float(e.logp),
+            "target": e.target if self.causal else None,
+            "logp": float(e.logp) if self.causal else None,
             "top_sources": [e.sources[i] for i in order],
             "top_source_delta": [float(e.delta[i]) for i in order],
             "top_source_attention": [float(e.attention[i]) for i in order],

@@ -61,6 +61,20 @@ def _data(page):
     return json.loads(page[start : page.index("</script>", start)])
 
 
+def test_an_encoders_effect_equals_the_cli(minilm):
+    e = minilm.effect(SENTENCE)
+    theirs = json.loads(cli("effect", "--model", "minilm", "--format", "json", SENTENCE))
+    assert e.measure == theirs["measure"] == "embedding" and e.tokens == theirs["tokens"]
+    np.testing.assert_allclose(e.delta, [s["delta"] for s in theirs["sources"]], atol=1e-6)
+    np.testing.assert_allclose(e.head_delta.reshape(-1), theirs["head_delta"], atol=1e-6)
+    assert e.head_delta.shape == (6, 12) and (e.delta >= -1e-6).all()
+    # [CLS] carries the most (mean pooling, yet every token reads it)
+    assert e.sources[int(np.argmax(e.delta))] == "[CLS]"
+    assert '"measure":"embedding"' in e.html()
+    with pytest.raises(attend.InvalidArgument, match="layers"):
+        minilm.effect(SENTENCE, layers=(0, 9))
+
+
 def test_the_notebook_viewer_is_the_cli_page(minilm, tmp_path):
     ex = minilm.explain(SENTENCE)
     page = ex.html()

@@ -257,5 +257,13 @@ def test_effects_per_text_in_map_batches(cluster):
     assert out[2]["error"] == "the text is missing (null)" and out[2]["head_delta"] is None
     direct = ar.Effects(model=path, target_column="target", heads=False)(pa.table({"text": ["a cat"], "target": [3]}))
     assert direct["error"].to_pylist() == ["the target is a int, not a string"]
-    with pytest.raises(attend.InvalidArgument, match="causal"):
-        ar.Effects(model="minilm")
+    with pytest.raises(attend.InvalidArgument, match="sentence encoder"):
+        ar.Effects(model="minilm", target_column="target")
+    # an encoder: the effect on the sentence embedding
+    out = ray.data.from_items([{"text": "The animal didn't cross the road because it was tired"}]).map_batches(
+        ar.Effects, fn_constructor_kwargs={"model": "minilm", "k": 2}, concurrency=1, num_cpus=1, batch_format="pyarrow",
+    ).take_all()
+    e = attend.load("minilm").effect("The animal didn't cross the road because it was tired")
+    assert out[0]["error"] is None and out[0]["target"] is None and out[0]["logp"] is None
+    np.testing.assert_allclose(out[0]["head_delta"], e.head_delta.reshape(-1), atol=1e-6)
+    assert out[0]["top_sources"] == [e.sources[i] for i in np.argsort(-np.abs(e.delta), kind="stable")[:2]]

@@ -5,7 +5,7 @@
 use std::io::Write;
 
 use anyhow::Result;
-use attend_models::trace::effect::{Ablation, Effect, EffectSpec, Knockout};
+use attend_models::trace::effect::{Ablation, Effect, EffectSpec, Knockout, Measure};
 
 use crate::explain::shown;
 
@@ -133,24 +133,6 @@ pub fn run(args: &EffectArgs) -> Result<()> {
     } else {
         args.text.clone()
     };
-    let mut lm = crate::input::causal(&args.model)?;
-    if let Some(r) = &layers {
-        if r.end > lm.layers() {
-            return Err(crate::usage!(
-                "--layers {}..{}: `{}` has layers 0..{}",
-                r.start,
-                r.end,
-                args.model,
-                lm.layers()
-            ));
-        }
-    }
-    if args.exact && !lm.set_exact(true) {
-        eprintln!(
-            "attend: --exact: `{}` computes in float32 already",
-            args.model
-        );
-    }
     let spec = EffectSpec {
         knockout: match args.knockout {
             KnockoutArg::Later => Knockout::Later,
@@ -167,13 +149,56 @@ pub fn run(args: &EffectArgs) -> Result<()> {
         },
         reuse: true,
     };
-    let effect = attend_models::models::causal::effect_text(
-        lm.as_ref(),
-        &text,
-        args.target.as_deref(),
-        &spec,
-    )
-    .map_err(crate::explain::usage_if_text)?;
+    let model_layers = |n: usize| -> Result<()> {
+        match &spec.layers {
+            Some(r) if r.end > n => Err(crate::usage!(
+                "--layers {}..{}: `{}` has layers 0..{n}",
+                r.start,
+                r.end,
+                args.model
+            )),
+            _ => Ok(()),
+        }
+    };
+    let effect = if crate::input::identify(&args.model)? == attend_models::models::Kind::Encoder {
+        // an encoder: the effect on the sentence embedding
+        for (given, what) in [
+            (args.target.is_some(), "--target"),
+            (
+                args.knockout == KnockoutArg::Predicting,
+                "--knockout predicting",
+            ),
+            (args.mean_ablation, "--mean-ablation"),
+        ] {
+            if given {
+                return Err(crate::usage!(
+                    "{what}: `{}` is a sentence encoder, which predicts nothing; its effects are \
+                     measured on the sentence embedding (1 − cos)",
+                    args.model
+                ));
+            }
+        }
+        let enc = crate::input::encoder(&args.model)?;
+        model_layers(enc.model.config.num_hidden_layers)?;
+        enc.effect(&text, &spec)
+            .map_err(crate::explain::usage_if_text)?
+    } else {
+        let mut lm = crate::input::causal(&args.model)?;
+        model_layers(lm.layers())?;
+        if args.exact && !lm.set_exact(true) {
+            eprintln!(
+                "attend: --exact: `{}` computes in float32 already",
+                args.model
+            );
+        }
+        attend_models::models::causal::effect_text(
+            lm.as_ref(),
+            &text,
+            args.target.as_deref(),
+            &spec,
+        )
+        .map_err(crate::explain::usage_if_text)?
+    };
     let bytes = match format {
         EffectFormat::Json => {
             let mut v = effect.to_json();
@@ -215,32 +240,43 @@ fn text_report(model: &str, e: &Effect, top: usize) -> Result<Vec<u8>> {
     let mut buf = Vec::new();
     let out = &mut buf;
     let q = e.predicting();
+    let encoder = e.measure == Measure::Embedding;
     let target: String = e.target.concat();
     writeln!(
         out,
-        "model {model} · {} layers × {} heads · {} prompt tokens",
+        "model {model} · {} layers × {} heads · {} {} tokens",
         e.layers,
         e.heads,
-        e.tokens.len()
+        e.tokens.len(),
+        if encoder { "text" } else { "prompt" }
     )?;
-    writeln!(
-        out,
-        "prediction after \"{}\" (token {q}): {} log p = {:.3} (p = {:.3}){}; likeliest next: {} ({:.3})",
-        shown(&e.tokens[q].text),
-        format_args!("\"{target}\""),
-        e.logp,
-        e.logp.exp(),
-        if e.target_is_top {
-            " — the model's own likeliest token"
-        } else {
-            ""
-        },
-        shown(&e.top.0),
-        e.top.1
-    )?;
-    let edges = match e.spec.knockout {
-        Knockout::Later => "from every later position",
-        Knockout::Predicting => "from the predicting position",
+    if encoder {
+        writeln!(
+            out,
+            "effect on the sentence embedding: 1 − cos between the edited and the unedited one \
+             (0: unchanged; the attention beside it is the mean over every query)"
+        )?;
+    } else {
+        writeln!(
+            out,
+            "prediction after \"{}\" (token {q}): {} log p = {:.3} (p = {:.3}){}; likeliest next: {} ({:.3})",
+            shown(&e.tokens[q].text),
+            format_args!("\"{target}\""),
+            e.logp,
+            e.logp.exp(),
+            if e.target_is_top {
+                " — the model's own likeliest token"
+            } else {
+                ""
+            },
+            shown(&e.top.0),
+            e.top.1
+        )?;
+    }
+    let edges = match (e.spec.knockout, encoder) {
+        (_, true) => "from every position",
+        (Knockout::Later, _) => "from every later position",
+        (Knockout::Predicting, _) => "from the predicting position",
     };
     let layers = match &e.spec.layers {
         Some(r) => format!("layers {}..{}", r.start, r.end),
@@ -248,8 +284,13 @@ fn text_report(model: &str, e: &Effect, top: usize) -> Result<Vec<u8>> {
     };
     writeln!(
         out,
-        "\nknockout of each {} (its attention edges {edges}, {layers}) beside the attention token {q} pays it",
+        "\nknockout of each {} (its attention edges {edges}, {layers}) beside the attention {}",
         if e.spec.words { "word" } else { "token" },
+        if encoder {
+            "it receives".to_string()
+        } else {
+            format!("token {q} pays it")
+        }
     )?;
     let max_att = e.sources.iter().map(|s| s.attention).fold(0.0f32, f32::max);
     let max_d = e
@@ -259,11 +300,20 @@ fn text_report(model: &str, e: &Effect, top: usize) -> Result<Vec<u8>> {
         .fold(0.0f32, f32::max);
     writeln!(
         out,
-        "{:>4} {:<14} {:>9} {:>8} {:<12} {:>9} {:<12} top-1 after",
-        "pos", "source", "attention", "rollout", "", "Δ log p", ""
+        "{:>4} {:<14} {:>9} {:>8} {:<12} {:>9} {:<12} {}",
+        "pos",
+        "source",
+        "attention",
+        "rollout",
+        "",
+        e.delta_name(),
+        "",
+        if encoder { "" } else { "top-1 after" }
     )?;
     for s in &e.sources {
-        let delta = if s.removes_edges {
+        let delta = if s.removes_edges && encoder {
+            format!("{:>9.5}", s.delta)
+        } else if s.removes_edges {
             format!("{:>9.3}", s.delta)
         } else {
             format!("{:>9}", "—")
@@ -277,17 +327,19 @@ fn text_report(model: &str, e: &Effect, top: usize) -> Result<Vec<u8>> {
             s.rollout,
             bar(s.attention / max_att.max(f32::MIN_POSITIVE), 12),
             bar(s.delta.abs() / max_d.max(f32::MIN_POSITIVE), 12),
-            if s.removes_edges {
-                shown(&s.top)
-            } else {
-                "(read by no later position)".into()
+            match (s.removes_edges, encoder) {
+                (true, true) => String::new(),
+                (true, false) => shown(&s.top),
+                (false, true) => "(the whole text: nothing left to read)".into(),
+                (false, false) => "(read by no later position)".into(),
             },
         )?;
     }
     let rho = |r: Option<f32>| r.map_or("—".to_string(), |r| format!("{r:+.2}"));
     writeln!(
         out,
-        "Spearman rank correlation with |Δ log p|: attention (mean of layers and heads) {}, rollout {}",
+        "Spearman rank correlation with |{}|: attention (mean of layers and heads) {}, rollout {}",
+        e.delta_name(),
         rho(e.spearman_attention()),
         rho(e.spearman_rollout())
     )?;
@@ -306,13 +358,27 @@ fn text_report(model: &str, e: &Effect, top: usize) -> Result<Vec<u8>> {
             e.head_delta.len()
         )?;
         for (l, h, d) in e.heads_by_effect().into_iter().take(top) {
-            writeln!(out, "  layer {l:>2} head {h:>2}  Δ log p {d:+.3}")?;
+            if encoder {
+                writeln!(out, "  layer {l:>2} head {h:>2}  1 − cos {d:.5}")?;
+            } else {
+                writeln!(out, "  layer {l:>2} head {h:>2}  Δ log p {d:+.3}")?;
+            }
         }
     }
-    writeln!(
-        out,
-        "\n(work: {} token×layer passes; recomputing the text for every intervention would be {})",
-        e.work.done, e.work.naive
-    )?;
+    if encoder {
+        writeln!(
+            out,
+            "\n(work: {} token×layer passes; an encoder reuses nothing: every position reads \
+             every key)",
+            e.work.done
+        )?;
+    } else {
+        writeln!(
+            out,
+            "\n(work: {} token×layer passes; recomputing the text for every intervention would \
+             be {})",
+            e.work.done, e.work.naive
+        )?;
+    }
     Ok(buf)
 }

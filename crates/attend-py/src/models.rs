@@ -122,10 +122,49 @@ impl Encoder {
         explanation(py, trace, tok.truncated, None)
     }
 
+    /// What knocking out each token (or word) of `text` and ablating each head do to its
+    /// sentence embedding (1 − cos to the unedited one), beside the attention each token
+    /// receives: `attend effect`'s JSON document, and the viewer page with its effect view.
+    #[pyo3(signature = (text, layers=None, words=false, heads=true))]
+    fn effect(
+        &self,
+        py: Python<'_>,
+        text: &str,
+        layers: Option<(usize, usize)>,
+        words: bool,
+        heads: bool,
+    ) -> PyResult<(String, Page)> {
+        let spec = attend_models::trace::effect::EffectSpec {
+            layers: layers.map(|(a, b)| a..b),
+            words,
+            heads,
+            ..Default::default()
+        };
+        let inner = &self.inner;
+        let e = py
+            .detach(|| on_pool(|| inner.effect(text, &spec)))
+            .map_err(|e| model_err(py, e))?;
+        Ok(effect_page(e))
+    }
+
     #[getter]
     fn max_len(&self) -> usize {
         self.inner.max_len
     }
+}
+
+/// An effect's JSON document (with its tokens) and its viewer page.
+fn effect_page(e: attend_models::trace::effect::Effect) -> (String, Page) {
+    let effect = e.to_json();
+    let mut v = effect.clone();
+    v["tokens"] = serde_json::json!(e.tokens.iter().map(|t| t.text.as_str()).collect::<Vec<_>>());
+    let page = Page {
+        model: String::new(),
+        subtitle: Some(e.headline()),
+        what: PageOf::Trace(e.trace),
+        effect: Some(effect),
+    };
+    (v.to_string(), page)
 }
 
 /// A causal language model: SmolLM2 and the GGUF decoders attend runs, or a toy model.
@@ -258,17 +297,7 @@ impl CausalLM {
                 })
             })
             .map_err(|e| model_err(py, e))?;
-        let effect = e.to_json();
-        let mut v = effect.clone();
-        v["tokens"] =
-            serde_json::json!(e.tokens.iter().map(|t| t.text.as_str()).collect::<Vec<_>>());
-        let page = Page {
-            model: String::new(),
-            subtitle: Some(e.headline()),
-            what: PageOf::Trace(e.trace),
-            effect: Some(effect),
-        };
-        Ok((v.to_string(), page))
+        Ok(effect_page(e))
     }
 
     /// Computes with float32 activations (what transformers computes on the same file)

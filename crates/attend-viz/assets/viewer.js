@@ -557,7 +557,7 @@
     var live = E.sources.filter(function (s) { return s.removes_edges; });
     h.appendChild(el('div', 'how', 'Knockout of each ' + E.unit + ': its attention edges from ' +
       (E.knockout === 'predicting' ? 'the predicting position only' : 'every later position') + ', in ' + layersText() +
-      ' · heads: ' + (E.head_delta_logp.length ? E.ablation + ' ablation, one at a time' : 'not ablated')));
+      ' · heads: ' + (E.head_delta.length ? E.ablation + ' ablation, one at a time' : 'not ablated')));
     var p3 = el('div', 'how');
     p3.appendChild(document.createTextNode('Spearman rank correlation with |Δ log p| (the ' + live.length + ' ' + E.unit +
       's whose knockout removes edges): '));
@@ -567,7 +567,7 @@
     if (state.elayer !== 'mean') {
       p3.appendChild(document.createTextNode(' · '));
       p3.appendChild(el('b', null, 'layer ' + state.elayer + '\'s attention ' +
-        rho(spearman(live.map(shownAttention), live.map(function (s) { return Math.abs(s.delta_logp); })))));
+        rho(spearman(live.map(shownAttention), live.map(function (s) { return Math.abs(s.delta); })))));
     }
     h.appendChild(p3);
   }
@@ -584,10 +584,10 @@
         var s = E.sources[i];
         sp.dataset.source = i;
         if (s.removes_edges) {
-          var c = dcolour(s.delta_logp, dmax);
+          var c = dcolour(s.delta, dmax);
           sp.style.background = css(c);
-          if (Math.sqrt(Math.abs(s.delta_logp) / dmax) > 0.6) sp.style.color = '#fff';
-          sp.title = show(s.label) + ' knocked out: Δ log p ' + signed(s.delta_logp);
+          if (Math.sqrt(Math.abs(s.delta) / dmax) > 0.6) sp.style.color = '#fff';
+          sp.title = show(s.label) + ' knocked out: Δ log p ' + signed(s.delta);
         } else {
           sp.title = show(s.label) + ': read by no later position, its knockout changes nothing';
         }
@@ -635,7 +635,7 @@
       attention: shownAttention,
       rollout: function (x) { return x.rollout; },
       // the sources whose knockout changes nothing go last either way
-      delta: function (x) { return x.removes_edges ? Math.abs(x.delta_logp) : (s.desc ? -1 : Infinity); }
+      delta: function (x) { return x.removes_edges ? Math.abs(x.delta) : (s.desc ? -1 : Infinity); }
     };
     var idx = E.sources.map(function (_, i) { return i; });
     idx.sort(function (i, j) {
@@ -673,7 +673,7 @@
       row.appendChild(bar(amax ? a / amax : 0, '#3f6fb0', a.toFixed(3)));
       if (state.erollout) row.appendChild(bar(rmax ? x.rollout / rmax : 0, '#8a7bbf', x.rollout.toFixed(3)));
       if (x.removes_edges) {
-        row.appendChild(dbar(x.delta_logp, dmax));
+        row.appendChild(dbar(x.delta, dmax));
         var top = el('td', 'lab');
         top.appendChild(chip(x.top, x.top === E.top.token ? 'same' : 'changed'));
         top.title = x.top === E.top.token ? 'the same top-1 as without the knockout' : 'a different top-1 than without the knockout (' + show(E.top.token) + ')';
@@ -692,7 +692,7 @@
   }
   function gridMax() {
     var m = 0;
-    E.head_delta_logp.forEach(function (d) { m = Math.max(m, Math.abs(d)); });
+    E.head_delta.forEach(function (d) { m = Math.max(m, Math.abs(d)); });
     return m || 1;
   }
   function drawGrid() {
@@ -705,7 +705,7 @@
     ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
     ctx.fillStyle = '#fff'; ctx.fillRect(0, 0, w, hgt);
     for (var l = 0; l < E.layers; l++) for (var h = 0; h < E.heads; h++) {
-      ctx.fillStyle = css(dcolour(E.head_delta_logp[l * E.heads + h], dmax));
+      ctx.fillStyle = css(dcolour(E.head_delta[l * E.heads + h], dmax));
       ctx.fillRect(left + h * cw, top + l * ch, cw, ch);
     }
     ctx.strokeStyle = '#ccd'; ctx.lineWidth = 1;
@@ -746,12 +746,12 @@
   }
   function gridHoverText(at) {
     if (!at) return 'Hover a cell; click it to open that head.';
-    var d = E.head_delta_logp[at.l * E.heads + at.h];
+    var d = E.head_delta[at.l * E.heads + at.h];
     var rank = 0;
-    E.head_delta_logp.forEach(function (v) { if (Math.abs(v) > Math.abs(d)) rank++; });
+    E.head_delta.forEach(function (v) { if (Math.abs(v) > Math.abs(d)) rank++; });
     return 'layer ' + at.l + ', head ' + at.h + ': Δ log p ' + signed(d) + '\n' +
       (d < 0 ? 'ablating it lowers' : d > 0 ? 'ablating it raises' : 'ablating it leaves') + ' log p(' + show(targetText()) + ')' +
-      ' · #' + (rank + 1) + ' of ' + E.head_delta_logp.length + ' by |Δ|\nclick to open the head';
+      ' · #' + (rank + 1) + ' of ' + E.head_delta.length + ' by |Δ|\nclick to open the head';
   }
   if (E) {
     $('av-e-grid').addEventListener('mousemove', function (e) {
@@ -779,7 +779,7 @@
       (E.knockout === 'predicting' ? 'the predicting position only (Geva et al. 2023)' : 'every later position, so nothing after it reads it') +
       ', in ' + layersText() + ' (the keys are masked, so each softmax spreads over the rest). A source read by no later position ' +
       'removes no edge: shown “—”.');
-    if (E.head_delta_logp.length) {
+    if (E.head_delta.length) {
       n.push('Head ablation replaces one head\'s output by ' + (E.ablation === 'mean' ? 'its mean over the text\'s positions' : 'zeros') +
         ' before the output projection, at every position, one head at a time.');
     }
@@ -796,12 +796,12 @@
   }
   function drawEffect() {
     var dmax = 0;
-    E.sources.forEach(function (s) { if (s.removes_edges) dmax = Math.max(dmax, Math.abs(s.delta_logp)); });
+    E.sources.forEach(function (s) { if (s.removes_edges) dmax = Math.max(dmax, Math.abs(s.delta)); });
     dmax = dmax || 1;
     effectHeader();
     effectText(dmax);
     sourceTable(dmax);
-    var heads = E.head_delta_logp.length > 0;
+    var heads = E.head_delta.length > 0;
     $('av-e-gridwrap').style.display = heads ? '' : 'none';
     $('av-e-top').style.display = heads ? '' : 'none';
     $('av-e-gridnote').textContent = heads
@@ -810,10 +810,10 @@
     if (heads) {
       drawGrid();
       var list = E.heads_by_effect.slice(0, 12);
-      $('av-e-topt').textContent = 'Largest head effects (' + list.length + ' of ' + E.head_delta_logp.length + ')';
+      $('av-e-topt').textContent = 'Largest head effects (' + list.length + ' of ' + E.head_delta.length + ')';
       sortable($('av-e-heads'), [{ name: 'layer', sort: 3, desc: true }, { name: 'head' },
         { name: 'Δ log p', fmt: function (v) { return signed(v); } }, { name: '|Δ|', fmt: function (v) { return v.toFixed(3); } }],
-      list.map(function (x) { return [x.layer, x.head, x.delta_logp, Math.abs(x.delta_logp)]; }), 'sortEH',
+      list.map(function (x) { return [x.layer, x.head, x.delta, Math.abs(x.delta)]; }), 'sortEH',
       function (r) { set({ view: 'head', layer: r[0], head: r[1], map: 'raw' }); });
     }
     effectNotes();
@@ -891,8 +891,8 @@
     effect: E,
     // Δ log p(target) with head (layer, head) ablated; null when heads were not ablated
     effectHead: function (layer, head) {
-      if (!E || !E.head_delta_logp.length || layer < 0 || layer >= E.layers || head < 0 || head >= E.heads) return null;
-      return E.head_delta_logp[layer * E.heads + head];
+      if (!E || !E.head_delta.length || layer < 0 || layer >= E.layers || head < 0 || head >= E.heads) return null;
+      return E.head_delta[layer * E.heads + head];
     },
     // the attention each source is shown with now (the layer mean, or the selected layer's)
     effectAttention: function () { return E ? E.sources.map(shownAttention) : null; },

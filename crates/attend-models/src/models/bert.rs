@@ -10,7 +10,7 @@
 
 use std::path::Path;
 
-use attend::{fused, AttnParams, Layout, Shape};
+use attend::{fused, AttnParams, Layout, Mask, Shape};
 use rayon::prelude::*;
 use serde::Deserialize;
 
@@ -201,6 +201,24 @@ pub struct BertOutput {
     pub value_norms: Vec<Vec<f32>>,
 }
 
+/// An intervention on one sequence of a batch ([`BertModel::forward_edited`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EncoderEdit {
+    /// Positions no query reads (strictly increasing): their keys are hidden from every
+    /// query, their own included, through the kernel's mask.
+    pub hidden: Vec<usize>,
+    /// The layers the knockout applies in (all when `None`).
+    pub layers: Option<std::ops::Range<usize>>,
+    /// A head `(layer, head)` whose output is zeroed before the attention output projection.
+    pub head: Option<(usize, usize)>,
+}
+
+impl EncoderEdit {
+    fn hides_in(&self, layer: usize) -> bool {
+        !self.hidden.is_empty() && self.layers.as_ref().is_none_or(|r| r.contains(&layer))
+    }
+}
+
 /// Resolves the weights of one model, names under a prefix, shapes checked.
 struct Loader<'a> {
     weights: &'a Weights,
@@ -310,6 +328,48 @@ impl BertModel {
 
     /// Runs the encoder over `seqs` (token ids, each at most `max_position_embeddings` long).
     pub fn forward(&self, seqs: &[Vec<u32>], want_attention: bool) -> Result<BertOutput> {
+        self.forward_with(seqs, want_attention, &[])
+    }
+
+    /// [`BertModel::forward`] with one [`EncoderEdit`] per sequence (no attention kept).
+    pub fn forward_edited(&self, seqs: &[Vec<u32>], edits: &[EncoderEdit]) -> Result<BertOutput> {
+        let c = &self.config;
+        if edits.len() != seqs.len() {
+            return Err(Error::Invalid(format!(
+                "{} edits for {} sequences",
+                edits.len(),
+                seqs.len()
+            )));
+        }
+        for (s, e) in seqs.iter().zip(edits) {
+            let bad_keys = e.hidden.windows(2).any(|w| w[0] >= w[1])
+                || e.hidden.last().is_some_and(|&j| j >= s.len())
+                || e.hidden.len() >= s.len();
+            let bad_layers = e
+                .layers
+                .as_ref()
+                .is_some_and(|r| r.start >= r.end || r.end > c.num_hidden_layers);
+            let bad_head = e
+                .head
+                .is_some_and(|(l, h)| l >= c.num_hidden_layers || h >= c.num_attention_heads);
+            if bad_keys || bad_layers || bad_head {
+                return Err(Error::Invalid(format!(
+                    "the edit {e:?} does not fit a sequence of {} tokens and {} layers × {} heads                      (hidden positions strictly increasing, fewer than the tokens)",
+                    s.len(),
+                    c.num_hidden_layers,
+                    c.num_attention_heads
+                )));
+            }
+        }
+        self.forward_with(seqs, false, edits)
+    }
+
+    fn forward_with(
+        &self,
+        seqs: &[Vec<u32>],
+        want_attention: bool,
+        edits: &[EncoderEdit],
+    ) -> Result<BertOutput> {
         let c = &self.config;
         let (hd, nh) = (c.hidden_size, c.num_attention_heads);
         let total: usize = seqs.iter().map(Vec::len).sum();
@@ -358,9 +418,20 @@ impl BertModel {
         let mut value_norms: Vec<Vec<f32>> = vec![Vec::new(); attention.len()];
         crate::nn::check_finite(&x, || "the embeddings".into())?;
         for (l, layer) in self.layers.iter().enumerate() {
-            let (o, v) = self
-                .self_attention(&layer.attention, &x, seqs, &mut attention)
+            let (mut o, v) = self
+                .self_attention(&layer.attention, &x, seqs, &mut attention, edits, l)
                 .map_err(|e| e.at(|| format!("layer {l}")))?;
+            // a head ablated: its columns of `o` ([Σ len, heads, head_dim]) zeroed
+            let mut start = 0;
+            for (s, e) in seqs.iter().zip(edits) {
+                if let Some((_, h)) = e.head.filter(|&(el, _)| el == l) {
+                    let dh = hd / nh;
+                    o[start * hd..(start + s.len()) * hd]
+                        .chunks_exact_mut(hd)
+                        .for_each(|row| row[h * dh..(h + 1) * dh].fill(0.0));
+                }
+                start += s.len();
+            }
             if want_attention {
                 self.value_norms(&layer.attention_output.dense, &v, seqs, &mut value_norms)?;
             }
@@ -420,6 +491,8 @@ impl BertModel {
         x: &[f32],
         seqs: &[Vec<u32>],
         attention: &mut [Vec<f32>],
+        edits: &[EncoderEdit],
+        layer: usize,
     ) -> Result<(Vec<f32>, Vec<f32>)> {
         let c = &self.config;
         let (hd, nh) = (c.hidden_size, c.num_attention_heads);
@@ -433,16 +506,23 @@ impl BertModel {
         let mut chunks = Vec::with_capacity(seqs.len());
         let mut rest = o.as_mut_slice();
         let mut start = 0;
-        for s in seqs {
+        for (i, s) in seqs.iter().enumerate() {
             let (head, tail) = rest.split_at_mut(s.len() * hd);
-            chunks.push((start, s.len(), head));
+            let hidden = edits
+                .get(i)
+                .filter(|e| e.hides_in(layer))
+                .map(|e| e.hidden.as_slice());
+            chunks.push((start, s.len(), head, hidden));
             start += s.len();
             rest = tail;
         }
         let probs: Vec<Result<Vec<f32>>> = chunks
             .into_par_iter()
-            .map(|(start, n, out)| {
-                let params = AttnParams::new(Shape::new(1, nh, n, n, dh)).layout(Layout::Bshd);
+            .map(|(start, n, out, hidden)| {
+                let mut params = AttnParams::new(Shape::new(1, nh, n, n, dh)).layout(Layout::Bshd);
+                if let Some(keys) = hidden {
+                    params = params.mask(Mask::none().with_hidden_keys(keys));
+                }
                 let r = start * hd..(start + n) * hd;
                 let (qs, ks, vs) = (&q[r.clone()], &k[r.clone()], &v[r]);
                 let mut lse = vec![0.0f32; nh * n];

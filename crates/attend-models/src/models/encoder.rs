@@ -232,3 +232,144 @@ impl SentenceEncoder {
         Ok((trace, tok))
     }
 }
+
+impl SentenceEncoder {
+    /// Attention beside its causal effect on the sentence embedding: each source of `text`
+    /// (token, or word with [`EffectSpec::words`]) knocked out — its key hidden from every
+    /// query, its own included, in the chosen layers — and each head zero-ablated, the change
+    /// measured as `1 − cos` between the edited and the unedited embedding. The attention
+    /// shown beside it is the one the pooled positions pay: `[CLS]`'s with CLS pooling, the
+    /// mean over every query otherwise. Interventions run as batches of packed sequences;
+    /// nothing is reused (every position reads a knocked-out key, so every position changes).
+    pub fn effect(
+        &self,
+        text: &str,
+        spec: &crate::trace::effect::EffectSpec,
+    ) -> Result<crate::trace::effect::Effect> {
+        use super::bert::EncoderEdit;
+        use crate::trace::effect::{
+            attention_from, sources_of, Ablation, Effect, Knockout, Measure, Source, Work,
+        };
+        let c = &self.model.config;
+        if spec.knockout == Knockout::Predicting {
+            return Err(Error::Invalid(
+                "an encoder predicts nothing: its knockouts remove a token's edges from every \
+                 position (knockout `later`)"
+                    .into(),
+            ));
+        }
+        if spec.heads && spec.ablation == Ablation::Mean {
+            return Err(Error::Invalid(
+                "mean ablation is for causal models; an encoder's heads are zero-ablated".into(),
+            ));
+        }
+        if let Some(r) = &spec.layers {
+            if r.start >= r.end || r.end > c.num_hidden_layers {
+                return Err(Error::Invalid(format!(
+                    "knockout layers {}..{} are not a range of this model's {} layers",
+                    r.start, r.end, c.num_hidden_layers
+                )));
+            }
+        }
+        let (trace, tok) = self.trace(text)?;
+        let ids = tok.ids();
+        let n = ids.len();
+        let dim = c.hidden_size;
+        let groups = sources_of(&tok.tokens, spec)?;
+        let queries: Vec<usize> = match self.pooling {
+            Pooling::Cls => vec![0],
+            Pooling::Mean | Pooling::Max => (0..n).collect(),
+        };
+        let (per_layer, rollout) = attention_from(&trace, &queries, &groups);
+
+        // the unedited embedding, then every intervention as one packed sequence each
+        let clean = self.pool(&self.model.forward(&[ids.clone()], false)?.hidden, dim);
+        let mut edits: Vec<EncoderEdit> = Vec::new();
+        // a source covering every token would leave the queries nothing to read
+        let live: Vec<bool> = groups.iter().map(|g| g.len() < n).collect();
+        for (g, _) in groups.iter().zip(&live).filter(|(_, &l)| l) {
+            edits.push(EncoderEdit {
+                hidden: g.clone(),
+                layers: spec.layers.clone(),
+                head: None,
+            });
+        }
+        let knockouts = edits.len();
+        if spec.heads {
+            for l in 0..c.num_hidden_layers {
+                for h in 0..c.num_attention_heads {
+                    edits.push(EncoderEdit {
+                        head: Some((l, h)),
+                        ..EncoderEdit::default()
+                    });
+                }
+            }
+        }
+        let mut deltas = Vec::with_capacity(edits.len());
+        for chunk in edits.chunks(BATCH) {
+            let seqs = vec![ids.clone(); chunk.len()];
+            let out = self.model.forward_edited(&seqs, chunk)?;
+            for i in 0..chunk.len() {
+                let v = self.pool(&out.hidden[i * n * dim..(i + 1) * n * dim], dim);
+                deltas.push(1.0 - cosine(&clean, &v));
+            }
+        }
+        let layers = c.num_hidden_layers;
+        let mut knocked = deltas[..knockouts].iter();
+        let sources = groups
+            .iter()
+            .zip(per_layer)
+            .zip(rollout)
+            .zip(&live)
+            .map(|(((g, la), r), &removes)| Source {
+                label: g.iter().map(|&i| tok.tokens[i].text.as_str()).collect(),
+                positions: g.clone(),
+                attention: la.iter().sum::<f32>() / layers as f32,
+                layer_attention: la,
+                rollout: r,
+                delta: if removes {
+                    knocked.next().copied().unwrap_or(0.0)
+                } else {
+                    0.0
+                },
+                top: String::new(),
+                removes_edges: removes,
+            })
+            .collect();
+        let passes = edits.len() * n * layers;
+        Ok(Effect {
+            measure: Measure::Embedding,
+            tokens: tok.tokens.clone(),
+            target_ids: Vec::new(),
+            target: Vec::new(),
+            target_is_top: false,
+            logp: 0.0,
+            top: (String::new(), 0.0),
+            spec: spec.clone(),
+            layers,
+            heads: c.num_attention_heads,
+            sources,
+            head_delta: deltas[knockouts..].to_vec(),
+            work: Work {
+                done: passes,
+                naive: passes,
+            },
+            trace,
+        })
+    }
+}
+
+/// Cosine similarity, in f64.
+fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    let (mut ab, mut aa, mut bb) = (0.0f64, 0.0f64, 0.0f64);
+    for (x, y) in a.iter().zip(b) {
+        let (x, y) = (*x as f64, *y as f64);
+        ab += x * y;
+        aa += x * x;
+        bb += y * y;
+    }
+    if aa == 0.0 || bb == 0.0 {
+        return 0.0;
+    }
+    (ab / (aa * bb).sqrt()) as f32
+}

@@ -19,6 +19,16 @@ pub enum Knockout {
     Predicting,
 }
 
+/// What an effect measures.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Measure {
+    /// The change of `log p(target)` (a causal model's prediction).
+    #[default]
+    LogProb,
+    /// `1 − cos` between the edited and the unedited sentence embedding (an encoder).
+    Embedding,
+}
+
 /// What replaces an ablated head's output.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Ablation {
@@ -80,7 +90,8 @@ pub struct Source {
     /// Rollout (Abnar & Zuidema) from the predicting position at the last layer.
     pub rollout: f32,
     /// `log p(target)` with the source knocked out, minus the unedited one (negative: the
-    /// source supported the target). 0 where the knockout removes no edge.
+    /// source supported the target); for an encoder, `1 − cos` of the edited embedding with
+    /// the unedited one. 0 where the knockout removes no edge.
     pub delta: f32,
     /// The likeliest next token with the source knocked out.
     pub top: String,
@@ -101,6 +112,8 @@ pub struct Work {
 /// A prediction, each source's knockout and each head's ablation.
 #[derive(Clone, Debug)]
 pub struct Effect {
+    /// What `delta` and `head_delta` measure.
+    pub measure: Measure,
     /// The prompt's tokens.
     pub tokens: Vec<TokenInfo>,
     /// The target's token ids (one or more tokens after the prompt).
@@ -121,8 +134,8 @@ pub struct Effect {
     pub heads: usize,
     /// The sources, in text order.
     pub sources: Vec<Source>,
-    /// `[layer][head]`: Δ log p(target) with the head ablated (empty when heads were not
-    /// ablated).
+    /// `[layer][head]`: Δ log p(target) (an encoder: `1 − cos`) with the head ablated (empty
+    /// when heads were not ablated).
     pub head_delta: Vec<f32>,
     /// The sweep's work.
     pub work: Work,
@@ -131,14 +144,30 @@ pub struct Effect {
 }
 
 impl Effect {
-    /// The predicting position (the last prompt token), whose attention is shown.
+    /// The predicting position (the last prompt token), whose attention is shown (an
+    /// encoder: the last token; its attention shown is the mean over every query).
     pub fn predicting(&self) -> usize {
         self.tokens.len() - 1
+    }
+
+    /// The name of what `delta` measures, for tables and legends.
+    pub fn delta_name(&self) -> &'static str {
+        match self.measure {
+            Measure::LogProb => "Δ log p",
+            Measure::Embedding => "1 − cos",
+        }
     }
 
     /// One line naming the prediction measured: the target, its log-probability, and the
     /// likeliest next token (a page's subtitle).
     pub fn headline(&self) -> String {
+        if self.measure == Measure::Embedding {
+            return format!(
+                "the sentence embedding of {} tokens: each change measured as 1 − cos to the \
+                 unedited embedding",
+                self.tokens.len()
+            );
+        }
         let q = self.predicting();
         let p = self.logp.exp();
         format!(
@@ -196,28 +225,44 @@ impl Effect {
     /// the viewer and Python read).
     pub fn to_json(&self) -> serde_json::Value {
         use serde_json::json;
+        let logp = self.measure == Measure::LogProb;
         let sources: Vec<serde_json::Value> = self
             .sources
             .iter()
             .map(|s| {
-                json!({
+                let mut v = json!({
                     "label": s.label,
                     "positions": s.positions,
                     "attention": s.attention,
                     "layer_attention": s.layer_attention,
                     "rollout": s.rollout,
-                    "delta_logp": s.delta,
+                    "delta": s.delta,
                     "top": s.top,
                     "removes_edges": s.removes_edges,
-                })
+                });
+                if logp {
+                    v["delta_logp"] = json!(s.delta);
+                }
+                v
             })
             .collect();
         let heads: Vec<serde_json::Value> = self
             .heads_by_effect()
             .into_iter()
-            .map(|(l, h, d)| json!({"layer": l, "head": h, "delta_logp": d}))
+            .map(|(l, h, d)| {
+                if logp {
+                    json!({"layer": l, "head": h, "delta": d, "delta_logp": d})
+                } else {
+                    json!({"layer": l, "head": h, "delta": d})
+                }
+            })
             .collect();
-        json!({
+        let mut doc = json!({
+            "measure": match self.measure {
+                Measure::LogProb => "logp",
+                Measure::Embedding => "embedding",
+            },
+            "delta_name": self.delta_name(),
             "target": self.target,
             "target_ids": self.target_ids,
             "target_is_top": self.target_is_top,
@@ -237,40 +282,55 @@ impl Effect {
             "layers": self.layers,
             "heads": self.heads,
             "sources": sources,
-            "head_delta_logp": self.head_delta,
+            "head_delta": self.head_delta,
             "heads_by_effect": heads,
             "spearman": {
                 "attention": self.spearman_attention(),
                 "rollout": self.spearman_rollout(),
             },
             "work": {"token_layers": self.work.done, "naive_token_layers": self.work.naive},
-        })
+        });
+        if logp {
+            doc["head_delta_logp"] = json!(self.head_delta);
+        }
+        doc
     }
 }
 
-/// Attention from query `q` of `trace` to each of `groups` (lists of key positions):
-/// `([group][layer]` mean over heads summed over the group's keys, `[group]` rollout at the
-/// last layer`)`.
-pub fn attention_from(trace: &Trace, q: usize, groups: &[Vec<usize>]) -> (Vec<Vec<f32>>, Vec<f32>) {
-    let heads = trace.heads.max(1);
+/// Attention from queries `qs` of `trace` (averaged over them) to each of `groups` (lists of
+/// key positions): `([group][layer]` mean over heads summed over the group's keys, `[group]`
+/// rollout at the last layer`)`.
+pub fn attention_from(
+    trace: &Trace,
+    qs: &[usize],
+    groups: &[Vec<usize>],
+) -> (Vec<Vec<f32>>, Vec<f32>) {
+    let per = (trace.heads * qs.len()).max(1) as f32;
     let per_layer: Vec<Vec<f32>> = groups
         .iter()
         .map(|g| {
             (0..trace.layers)
                 .map(|l| {
-                    let sum: f32 = (0..trace.heads)
-                        .map(|h| g.iter().map(|&k| trace.weight(l, h, q, k)).sum::<f32>())
-                        .sum();
-                    sum / heads as f32
+                    let mut sum = 0.0f32;
+                    for h in 0..trace.heads {
+                        for &q in qs {
+                            sum += g.iter().map(|&k| trace.weight(l, h, q, k)).sum::<f32>();
+                        }
+                    }
+                    sum / per
                 })
                 .collect()
         })
         .collect();
     let n = trace.len();
-    let mut last = Vec::new();
+    let mut last = vec![0.0f32; n];
     trace.rollout_each(|l, r| {
         if l + 1 == trace.layers {
-            last = r[q * n..(q + 1) * n].to_vec();
+            for &q in qs {
+                last.iter_mut()
+                    .zip(&r[q * n..(q + 1) * n])
+                    .for_each(|(a, b)| *a += b / qs.len().max(1) as f32);
+            }
         }
     });
     let rollout = groups
@@ -278,6 +338,35 @@ pub fn attention_from(trace: &Trace, q: usize, groups: &[Vec<usize>]) -> (Vec<Ve
         .map(|g| g.iter().map(|&k| last.get(k).copied().unwrap_or(0.0)).sum())
         .collect();
     (per_layer, rollout)
+}
+
+/// The sources `spec` asks for over `prompt`'s tokens: its own groups (checked: strictly
+/// increasing positions of the prompt), every word, or every token.
+pub fn sources_of(prompt: &[TokenInfo], spec: &EffectSpec) -> crate::Result<Vec<Vec<usize>>> {
+    let n = prompt.len();
+    if let Some(g) = &spec.groups {
+        if let Some(bad) = g.iter().find(|g| {
+            g.is_empty() || g.windows(2).any(|w| w[0] >= w[1]) || g.iter().any(|&p| p >= n)
+        }) {
+            return Err(crate::Error::Invalid(format!(
+                "the source {bad:?} is not a strictly increasing list of positions of the \
+                 {n}-token prompt"
+            )));
+        }
+        Ok(g.clone())
+    } else if spec.words {
+        let w = crate::trace::aggregate::words(prompt);
+        let mut g: Vec<Vec<usize>> = Vec::new();
+        for (i, &wi) in w.iter().enumerate() {
+            match g.get_mut(wi) {
+                Some(v) => v.push(i),
+                None => g.push(vec![i]),
+            }
+        }
+        Ok(g)
+    } else {
+        Ok((0..n).map(|i| vec![i]).collect())
+    }
 }
 
 /// Spearman's rank correlation (ties get their mean rank); `None` with fewer than three

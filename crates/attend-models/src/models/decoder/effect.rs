@@ -14,8 +14,9 @@
 use crate::models::decoder::{Decoder, Edit, HeadEdit, Record};
 use crate::nn::logits::{argmax, log_sum_exp};
 use crate::tokenize::{TokenInfo, Tokenizer};
-use crate::trace::aggregate::words;
-use crate::trace::effect::{attention_from, Ablation, Effect, EffectSpec, Knockout, Source, Work};
+use crate::trace::effect::{
+    attention_from, sources_of, Ablation, Effect, EffectSpec, Knockout, Measure, Source, Work,
+};
 use crate::{Error, Result};
 
 impl Decoder {
@@ -85,31 +86,9 @@ impl Decoder {
         let mut work = Work::default();
 
         // the sources and the attention paid to them
-        let groups: Vec<Vec<usize>> = if let Some(g) = &spec.groups {
-            if let Some(bad) = g.iter().find(|g| {
-                g.is_empty() || g.windows(2).any(|w| w[0] >= w[1]) || g.iter().any(|&p| p >= n)
-            }) {
-                return Err(Error::Invalid(format!(
-                    "the source {bad:?} is not a strictly increasing list of positions of the \
-                     {n}-token prompt"
-                )));
-            }
-            g.clone()
-        } else if spec.words {
-            let w = words(prompt);
-            let mut g: Vec<Vec<usize>> = Vec::new();
-            for (i, &wi) in w.iter().enumerate() {
-                match g.get_mut(wi) {
-                    Some(v) => v.push(i),
-                    None => g.push(vec![i]),
-                }
-            }
-            g
-        } else {
-            (0..n).map(|i| vec![i]).collect()
-        };
+        let groups = sources_of(prompt, spec)?;
         let q = n - 1;
-        let (per_layer, rollout) = attention_from(&trace, q, &groups);
+        let (per_layer, rollout) = attention_from(&trace, &[q], &groups);
 
         // knockouts, the one whose first changed position is last first
         let from = match spec.knockout {
@@ -198,6 +177,7 @@ impl Decoder {
             }
         }
         Ok(Effect {
+            measure: Measure::LogProb,
             tokens: prompt.to_vec(),
             target: target.iter().map(|&id| tok.name(id)).collect(),
             target_ids: target,
