@@ -56,6 +56,10 @@ before(async () => {
   files.effectJson = JSON.parse(attend(['effect', '--model', 'smollm2', '--target', ' tired', '--format', 'json', PROMPT]).toString());
   files.effectWordsHtml = join(dir, 'effect-words.html');
   attend(['effect', '--model', 'smollm2', '--words', '--no-heads', '--knockout', 'predicting', '--layers', '5..20', HOSTILE, '-o', files.effectWordsHtml]);
+  // an encoder's effect: on the sentence embedding (1 − cos), no target
+  files.effectEncHtml = join(dir, 'effect-minilm.html');
+  attend(['effect', '--model', 'minilm', TEXT, '-o', files.effectEncHtml]);
+  files.effectEncJson = JSON.parse(attend(['effect', '--model', 'minilm', '--format', 'json', TEXT]).toString());
   browser = await chromium.launch({
     executablePath: chromiumPath,
     args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update',
@@ -537,6 +541,94 @@ test('effect view: words, no head ablation, markup tokens shown as text', async 
   assert.equal(text, HOSTILE + E.target.join(''));
   assert.equal(await page.locator('#av-e-sources tbody tr').count(), E.sources.length);
   assert.deepEqual(seen.errors, []);
+  await context.close();
+});
+
+test('an encoder\'s effect page (MiniLM): 1 − cos on the sentence embedding, equal to effect --format json', async () => {
+  const { page, context, seen } = await open(fileUrl(files.effectEncHtml));
+  assert.deepEqual(seen.requests, []);
+  assert.deepEqual(seen.errors, []);
+  const J = files.effectEncJson;
+  assert.equal(J.measure, 'embedding');
+  assert.deepEqual(J.target, []);
+  const v = await page.evaluate(() => {
+    const a = window.attendViewer;
+    const heads = [];
+    for (let l = 0; l < a.layers; l++) for (let h = 0; h < a.heads; h++) heads.push(a.effectHead(l, h));
+    return { view: a.state.view, effect: a.effect, heads, tokens: a.tokens, layers: a.layers, heads_: a.heads };
+  });
+  assert.equal(v.view, 'effect');
+  assert.ok(await page.locator('#av-effect').isVisible());
+  assert.ok(!(await page.locator('#av-model').isVisible()));
+  assert.deepEqual(v.tokens, J.tokens);
+  assert.deepEqual([v.layers, v.heads_], [6, 12]);
+  const E = v.effect;
+  for (const k of Object.keys(J)) if (k !== 'model' && k !== 'tokens') assert.ok(k in E, `effect.${k}`);
+  assert.equal(E.measure, 'embedding');
+  assert.equal(E.delta_name, J.delta_name);
+  assert.equal(E.sources.length, J.sources.length);
+  E.sources.forEach((s, i) => {
+    const w = J.sources[i];
+    assert.equal(s.label, w.label);
+    assert.deepEqual(s.positions, w.positions);
+    assert.equal(s.removes_edges, w.removes_edges);
+    assert.ok(close(s.delta, w.delta), `source ${i} 1 − cos ${s.delta} vs ${w.delta}`);
+    assert.ok(s.delta >= 0, `source ${i}`);
+    assert.ok(close(s.attention, w.attention) && close(s.rollout, w.rollout), `source ${i} attention`);
+  });
+  assert.ok(J.sources.some((s) => s.delta > 0), 'some knockout moves the embedding');
+  assert.equal(J.head_delta.length, J.layers * J.heads);
+  assert.equal(E.head_delta.length, J.head_delta.length);
+  J.head_delta.forEach((d, i) => {
+    assert.ok(close(E.head_delta[i], d), `head ${i}`);
+    assert.ok(close(v.heads[i], d), `effectHead ${i}`);
+  });
+  // what is shown: 1 − cos on the embedding, never a log p, a target or a top-1
+  const text = await page.locator('#av-effect').innerText();
+  assert.ok(text.includes('1 − cos'), text);
+  assert.ok(!/log p/.test(text), text);
+  assert.ok(!/top-1/.test(text));
+  assert.match(await page.locator('#av-e-head').textContent(), /sentence embedding/);
+  assert.match(await page.locator('#av-e-head').textContent(), /every position \(its own included\)/);
+  assert.equal(await page.locator('#av-e-text').textContent(), J.tokens.join(''));
+  assert.equal(await page.locator('#av-e-text .next, #av-e-text .q').count(), 0);
+  const titles = await page.locator('#av-e-sources th').allTextContents();
+  assert.ok(titles.some((t) => t.startsWith(J.delta_name)), titles.join(' | '));
+  const rows = page.locator('#av-e-sources tbody tr');
+  assert.equal(await rows.count(), J.sources.length);
+  for (let i = 0; i < J.sources.length; i++) {
+    assert.ok((await rows.nth(i).textContent()).includes(J.sources[i].delta.toFixed(4)), `row ${i}`);
+  }
+  // sorted by 1 − cos: largest first
+  await page.locator('#av-e-sources th', { hasText: '1 − cos' }).click();
+  const order = await page.locator('#av-e-sources tbody tr').evaluateAll((trs) => trs.map((t) => +t.dataset.source));
+  assert.deepEqual(order, J.sources.map((s, i) => i).sort((a, b) => J.sources[b].delta - J.sources[a].delta || a - b));
+  await page.locator('#av-e-sources th', { hasText: 'pos' }).click();
+  // the largest head effects, by size
+  const first = (await page.locator('#av-e-heads tbody tr').first().locator('td').allTextContents()).map((t) => t.trim());
+  assert.deepEqual(first, [String(J.heads_by_effect[0].layer), String(J.heads_by_effect[0].head), J.heads_by_effect[0].delta.toFixed(4)]);
+  await screenshot(page, 'effect-minilm.png');
+  assert.deepEqual(seen.errors, []);
+  assert.deepEqual(seen.requests, []);
+  await context.close();
+});
+
+test('an encoder\'s effect view: a grid cell names its 1 − cos and rank; clicking it opens that head', async () => {
+  const { page, context, seen } = await open(fileUrl(files.effectEncHtml));
+  const J = files.effectEncJson;
+  const d = J.head_delta[2 * J.heads + 7];
+  const rank = J.head_delta.filter((x) => x > d).length + 1;
+  const c = await page.evaluate(() => window.attendViewer.effectCell(2, 7));
+  await page.mouse.move(c.x, c.y);
+  const hover = await page.locator('#av-e-hover').textContent();
+  assert.ok(hover.startsWith(`layer 2, head 7: 1 − cos ${d.toFixed(4)} · #${rank} of ${J.head_delta.length} by size`), hover);
+  await page.mouse.click(c.x, c.y);
+  const s = await page.evaluate(() => ({ ...window.attendViewer.state }));
+  assert.deepEqual([s.view, s.layer, s.head, s.map], ['head', 2, 7, 'raw']);
+  assert.ok(await page.locator('#av-head').isVisible());
+  assert.ok(!(await page.locator('#av-effect').isVisible()));
+  assert.deepEqual(seen.errors, []);
+  assert.deepEqual(seen.requests, []);
   await context.close();
 });
 

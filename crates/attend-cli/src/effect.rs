@@ -259,11 +259,15 @@ fn text_report(model: &str, e: &Effect, top: usize) -> Result<Vec<u8>> {
     } else {
         writeln!(
             out,
-            "prediction after \"{}\" (token {q}): {} log p = {:.3} (p = {:.3}){}; likeliest next: {} ({:.3})",
+            "prediction after \"{}\" (token {q}): {} log p = {:.3} (p = {}){}; likeliest next: {} ({:.3})",
             shown(&e.tokens[q].text),
             format_args!("\"{target}\""),
             e.logp,
-            e.logp.exp(),
+            if e.logp.exp() >= 0.001 {
+                format!("{:.3}", e.logp.exp())
+            } else {
+                format!("{:.1e}", e.logp.exp())
+            },
             if e.target_is_top {
                 " — the model's own likeliest token"
             } else {

@@ -487,13 +487,20 @@
   // maps are only used by the other views.
   var egeo = null, ehover = null;
   var NEG = [178, 24, 43], POS = [27, 120, 55];
-  // white → red (Δ < 0: the source or head supported the target) or → green (Δ > 0), by the
-  // square root of |Δ| / dmax, as the attention colours
+  // what the interventions change: a decoder's log p of the target ("logp": Δ log p, signed) or
+  // an encoder's sentence embedding ("embedding": 1 − cos, ≥ 0, no target, no prediction)
+  var ENC = !!E && E.measure === 'embedding';
+  var DNAME = E ? E.delta_name || (ENC ? '1 − cos' : 'Δ log p') : '';
+  // decoders: white → red (Δ < 0: the source or head supported the target) or → green (Δ > 0);
+  // encoders: white → red (1 − cos has no sign, larger = mattered more); by the square root of
+  // |Δ| / dmax, as the attention colours
   function dcolour(d, dmax) {
-    var t = Math.sqrt(Math.min(1, Math.abs(d) / (dmax || 1))), e = d < 0 ? NEG : POS;
+    var t = Math.sqrt(Math.min(1, Math.abs(d) / (dmax || 1))), e = ENC || d < 0 ? NEG : POS;
     return [Math.round(255 + (e[0] - 255) * t), Math.round(255 + (e[1] - 255) * t), Math.round(255 + (e[2] - 255) * t)];
   }
   function signed(d, n) { return (d > 0 ? '+' : d < 0 ? '−' : '±') + Math.abs(d).toFixed(n === undefined ? 3 : n); }
+  // a Δ as the page writes it: signed to 3 decimals (log p), or 4 decimals (1 − cos: 0.003–0.5)
+  function dtext(d) { return ENC ? d.toFixed(4) : signed(d); }
   function prob(p) { return p >= 0.001 ? p.toFixed(3) : p.toExponential(1); }
   // a token as a chip's text: whitespace kept, line breaks and tabs made visible
   function chipText(s) { return String(s).replace(/\r?\n/g, '↵').replace(/\t/g, '⇥'); }
@@ -538,6 +545,7 @@
   function effectHeader() {
     var h = $('av-e-head');
     h.innerHTML = '';
+    if (ENC) { encoderHeader(h); return; }
     var p1 = el('div', 'pred');
     p1.appendChild(document.createTextNode('After '));
     p1.appendChild(chip(D.tokens[E.predicting_position]));
@@ -559,7 +567,7 @@
       (E.knockout === 'predicting' ? 'the predicting position only' : 'every later position') + ', in ' + layersText() +
       ' · heads: ' + (E.head_delta.length ? E.ablation + ' ablation, one at a time' : 'not ablated')));
     var p3 = el('div', 'how');
-    p3.appendChild(document.createTextNode('Spearman rank correlation with |Δ log p| (the ' + live.length + ' ' + E.unit +
+    p3.appendChild(document.createTextNode('Spearman rank correlation with |' + DNAME + '| (the ' + live.length + ' ' + E.unit +
       's whose knockout removes edges): '));
     p3.appendChild(el('b', null, 'attention ' + rho(E.spearman.attention)));
     p3.appendChild(document.createTextNode(' (mean of layers) · '));
@@ -571,7 +579,33 @@
     }
     h.appendChild(p3);
   }
-  // the prompt, each token shaded by its source's Δ, the target after it
+  // an encoder predicts nothing: the interventions are measured on its sentence embedding
+  function encoderHeader(h) {
+    var p1 = el('div', 'pred');
+    p1.appendChild(document.createTextNode('Effect on the sentence embedding: '));
+    p1.appendChild(el('b', 'plain', DNAME));
+    p1.appendChild(document.createTextNode(' between the edited and the unedited embedding'));
+    p1.appendChild(el('span', 'sub2', ' · 0: unchanged, larger: the ' + E.unit + ' or head mattered more'));
+    h.appendChild(p1);
+    var live = E.sources.filter(function (s) { return s.removes_edges; });
+    h.appendChild(el('div', 'how', 'Knockout of each ' + E.unit + ': its key' + (E.unit === 'word' ? 's' : '') +
+      ' hidden from every position (its own included), in ' + layersText() +
+      ' · heads: ' + (E.head_delta.length ? E.ablation + ' ablation, one at a time' : 'not ablated')));
+    var p3 = el('div', 'how');
+    p3.appendChild(document.createTextNode('Spearman rank correlation with |' + DNAME + '| (the ' + live.length + ' ' + E.unit +
+      's whose knockout removes edges): '));
+    p3.appendChild(el('b', null, 'attention ' + rho(E.spearman.attention)));
+    p3.appendChild(document.createTextNode(' (mean of queries, layers and heads) · '));
+    p3.appendChild(el('b', null, 'rollout ' + rho(E.spearman.rollout)));
+    if (state.elayer !== 'mean') {
+      p3.appendChild(document.createTextNode(' · '));
+      p3.appendChild(el('b', null, 'layer ' + state.elayer + '\'s attention ' +
+        rho(spearman(live.map(shownAttention), live.map(function (s) { return Math.abs(s.delta); })))));
+    }
+    h.appendChild(p3);
+  }
+  // the prompt, each token shaded by its source's Δ, the target after it (decoders; an
+  // encoder's text has no predicting position and no target)
   function effectText(dmax) {
     var t = $('av-e-text'), of = {};
     t.innerHTML = '';
@@ -579,7 +613,7 @@
     D.tokens.forEach(function (tok, p) {
       var sp = el('span', 'tk', tok), i = of[p];
       sp.dataset.pos = p;
-      if (p === E.predicting_position) sp.className += ' q';
+      if (!ENC && p === E.predicting_position) sp.className += ' q';
       if (i !== undefined) {
         var s = E.sources[i];
         sp.dataset.source = i;
@@ -587,14 +621,15 @@
           var c = dcolour(s.delta, dmax);
           sp.style.background = css(c);
           if (Math.sqrt(Math.abs(s.delta) / dmax) > 0.6) sp.style.color = '#fff';
-          sp.title = show(s.label) + ' knocked out: Δ log p ' + signed(s.delta);
+          sp.title = show(s.label) + ' knocked out: ' + DNAME + ' ' + dtext(s.delta);
         } else {
-          sp.title = show(s.label) + ': read by no later position, its knockout changes nothing';
+          sp.title = show(s.label) + (ENC ? ': the whole text, its knockout would leave nothing to read'
+            : ': read by no later position, its knockout changes nothing');
         }
       }
       t.appendChild(sp);
     });
-    t.appendChild(el('span', 'tk next', targetText()));
+    if (!ENC) t.appendChild(el('span', 'tk next', targetText()));
   }
   function highlightSource(i, on) {
     document.querySelectorAll('#av-e-text span[data-source="' + i + '"], #av-e-sources tr[data-source="' + i + '"]')
@@ -613,6 +648,8 @@
     return td;
   }
   function dbar(d, dmax) {
+    // 1 − cos: a bar from 0, in the one hue
+    if (ENC) return bar(Math.abs(d) / (dmax || 1), css(NEG), dtext(d), 'enc');
     var td = el('td', 'barcell'), bc = el('div', 'bc');
     var wrap = el('div', 'dbar'), f = el('div', 'fill');
     var w = Math.min(50, 50 * Math.abs(d) / (dmax || 1));
@@ -643,10 +680,14 @@
       return (a < b ? -1 : a > b ? 1 : 0) * (s.desc ? -1 : 1) || i - j;
     });
     var cols = [['pos', E.unit === 'word' ? 'positions' : 'pos', true], [null, E.unit, false],
-      ['attention', state.elayer === 'mean' ? 'attention (mean of layers × heads)' : 'attention (layer ' + state.elayer + ', mean of heads)', true]];
-    if (state.erollout) cols.push(['rollout', 'rollout', true]);
-    cols.push(['delta', 'Δ log p(' + show(targetText()) + ') knocked out', true], [null, 'top-1 after', false]);
+      ['attention', ENC
+        ? (state.elayer === 'mean' ? 'attention (mean of queries × layers × heads)' : 'attention (layer ' + state.elayer + ', mean of queries × heads)')
+        : (state.elayer === 'mean' ? 'attention (mean of layers × heads)' : 'attention (layer ' + state.elayer + ', mean of heads)'), true]];
+    if (state.erollout) cols.push(['rollout', ENC ? 'rollout (mean of queries)' : 'rollout', true]);
+    if (ENC) cols.push(['delta', DNAME + ' knocked out', true]);
+    else cols.push(['delta', 'Δ log p(' + show(targetText()) + ') knocked out', true], [null, 'top-1 after', false]);
     table.innerHTML = '';
+    table.classList.toggle('enc', ENC);
     var thead = el('thead'), tr = el('tr');
     cols.forEach(function (c, ci) {
       var th = el('th', c[0] ? 'sort' : null, c[1]);
@@ -672,7 +713,9 @@
       var a = shownAttention(x);
       row.appendChild(bar(amax ? a / amax : 0, '#3f6fb0', a.toFixed(3)));
       if (state.erollout) row.appendChild(bar(rmax ? x.rollout / rmax : 0, '#8a7bbf', x.rollout.toFixed(3)));
-      if (x.removes_edges) {
+      if (x.removes_edges && ENC) {
+        row.appendChild(dbar(x.delta, dmax));
+      } else if (x.removes_edges) {
         row.appendChild(dbar(x.delta, dmax));
         var top = el('td', 'lab');
         top.appendChild(chip(x.top, x.top === E.top.token ? 'same' : 'changed'));
@@ -680,9 +723,10 @@
         row.appendChild(top);
       } else {
         var none = el('td', 'barcell none', '—');
-        none.title = 'read by no later position: the knockout removes no attention edge and changes nothing';
+        none.title = ENC ? 'the whole text: its knockout would hide every key, leaving nothing to read'
+          : 'read by no later position: the knockout removes no attention edge and changes nothing';
         row.appendChild(none);
-        row.appendChild(el('td', 'lab none', '—'));
+        if (!ENC) row.appendChild(el('td', 'lab none', '—'));
       }
       row.onmouseenter = function () { highlightSource(i, true); };
       row.onmouseleave = function () { highlightSource(i, false); };
@@ -724,9 +768,10 @@
       ctx.strokeRect(left + ehover.h * cw + 1, top + ehover.l * ch + 1, cw - 2, ch - 2);
     }
     egeo = { left: left, top: top, cw: cw, ch: ch };
-    // the scale: −max … 0 … +max
     var s = $('av-e-scale'), sx = s.getContext('2d');
     sx.clearRect(0, 0, s.width, s.height);
+    if (ENC) { encoderScale(sx, dmax); return; }
+    // the scale: −max … 0 … +max
     for (var x = 0; x < 220; x++) {
       sx.fillStyle = css(dcolour((x / 219 * 2 - 1) * dmax, dmax));
       sx.fillRect(20 + x, 4, 1, 14);
@@ -737,6 +782,19 @@
     sx.fillStyle = '#777'; sx.font = '10px sans-serif';
     sx.textAlign = 'left'; sx.fillText('supported the target', 20, 42);
     sx.textAlign = 'right'; sx.fillText('worked against it', 240, 42);
+  }
+  // an encoder's scale: 0 … max in the one hue
+  function encoderScale(sx, dmax) {
+    for (var x = 0; x < 220; x++) {
+      sx.fillStyle = css(dcolour(x / 219 * dmax, dmax));
+      sx.fillRect(20 + x, 4, 1, 14);
+    }
+    sx.strokeStyle = '#999'; sx.strokeRect(20.5, 4.5, 219, 13);
+    sx.fillStyle = '#333'; sx.font = '11px sans-serif'; sx.textAlign = 'center';
+    [0, 0.25, 0.5, 0.75, 1].forEach(function (t) { sx.fillText(t === 0 ? '0' : (t * dmax).toFixed(4), 20 + 219 * t, 30); });
+    sx.fillStyle = '#777'; sx.font = '10px sans-serif';
+    sx.textAlign = 'left'; sx.fillText('unchanged', 20, 42);
+    sx.textAlign = 'right'; sx.fillText('changed the embedding most', 240, 42);
   }
   function gridAt(e) {
     if (!egeo) return null;
@@ -749,6 +807,10 @@
     var d = E.head_delta[at.l * E.heads + at.h];
     var rank = 0;
     E.head_delta.forEach(function (v) { if (Math.abs(v) > Math.abs(d)) rank++; });
+    if (ENC) {
+      return 'layer ' + at.l + ', head ' + at.h + ': ' + DNAME + ' ' + dtext(d) + ' · #' + (rank + 1) + ' of ' +
+        E.head_delta.length + ' by size\nclick to open the head';
+    }
     return 'layer ' + at.l + ', head ' + at.h + ': Δ log p ' + signed(d) + '\n' +
       (d < 0 ? 'ablating it lowers' : d > 0 ? 'ablating it raises' : 'ablating it leaves') + ' log p(' + show(targetText()) + ')' +
       ' · #' + (rank + 1) + ' of ' + E.head_delta.length + ' by |Δ|\nclick to open the head';
@@ -772,6 +834,7 @@
     $('av-e-rollout').onchange = function () { set({ erollout: this.checked }); };
   }
   function effectNotes() {
+    if (ENC) { encoderNotes(); return; }
     var target = show(targetText()), n = [];
     n.push('Δ log p is log p(' + target + ') with the intervention minus without it (natural log). Negative: the prediction needed that ' +
       E.unit + ' or head (red); positive: it was working against ' + target + ' (green).');
@@ -794,6 +857,31 @@
     $('av-e-notes').innerHTML = '';
     n.forEach(function (t) { $('av-e-notes').appendChild(el('p', null, t)); });
   }
+  function encoderNotes() {
+    var n = [], words = E.unit === 'word';
+    n.push('1 − cos is one minus the cosine similarity between the sentence embedding with the intervention and without it: ' +
+      '0 when the embedding is unchanged, larger when the ' + E.unit + ' or head mattered more to it. It has no sign, so one colour: ' +
+      'white at 0, red at the largest.');
+    n.push('A knockout hides the ' + (words ? 'word\'s tokens\' keys' : 'token\'s key') + ' from every query, ' +
+      (words ? 'the word\'s own rows' : 'its own row') + ' included, in ' + layersText() +
+      ' (the keys are masked, so each softmax spreads over the rest). ' +
+      'Only a source covering the whole text would leave nothing to read: shown “—”.');
+    if (E.head_delta.length) {
+      n.push('Head ablation replaces one head\'s output by ' + (E.ablation === 'mean' ? 'its mean over the text\'s positions' : 'zeros') +
+        ' before the output projection, at every position, one head at a time.');
+    }
+    n.push('Attention: the weight the ' + E.unit + ' receives, the mean over every query (its own included) and the heads' +
+      (words ? ', summed over the word\'s tokens' : '') + ', averaged over layers or in the layer chosen; ' +
+      'rollout (Abnar & Zuidema) at the last layer, averaged over the queries likewise. Bars are scaled to their column\'s largest value, ' +
+      '1 − cos to the largest of the sources; the head grid has its own scale. Spearman: the rank correlation of each with 1 − cos ' +
+      'over the sources whose knockout removes edges.');
+    if (E.work) {
+      n.push('The sweep ran ' + E.work.token_layers + ' token × layer passes: an encoder reuses nothing, since every position reads ' +
+        'every key, so each intervention recomputes the whole text.');
+    }
+    $('av-e-notes').innerHTML = '';
+    n.forEach(function (t) { $('av-e-notes').appendChild(el('p', null, t)); });
+  }
   function drawEffect() {
     var dmax = 0;
     E.sources.forEach(function (s) { if (s.removes_edges) dmax = Math.max(dmax, Math.abs(s.delta)); });
@@ -805,16 +893,22 @@
     $('av-e-gridwrap').style.display = heads ? '' : 'none';
     $('av-e-top').style.display = heads ? '' : 'none';
     $('av-e-gridnote').textContent = heads
-      ? 'Δ log p(' + show(targetText()) + ') with one head ' + (E.ablation === 'mean' ? 'mean-' : 'zero-') + 'ablated: layers down, heads across.'
+      ? (ENC ? DNAME : 'Δ log p(' + show(targetText()) + ')') + ' with one head ' + (E.ablation === 'mean' ? 'mean-' : 'zero-') + 'ablated: layers down, heads across.'
       : 'The heads were not ablated for this page (attend effect --no-heads): only the knockouts were run.';
     if (heads) {
       drawGrid();
       var list = E.heads_by_effect.slice(0, 12);
       $('av-e-topt').textContent = 'Largest head effects (' + list.length + ' of ' + E.head_delta.length + ')';
-      sortable($('av-e-heads'), [{ name: 'layer', sort: 3, desc: true }, { name: 'head' },
-        { name: 'Δ log p', fmt: function (v) { return signed(v); } }, { name: '|Δ|', fmt: function (v) { return v.toFixed(3); } }],
-      list.map(function (x) { return [x.layer, x.head, x.delta, Math.abs(x.delta)]; }), 'sortEH',
-      function (r) { set({ view: 'head', layer: r[0], head: r[1], map: 'raw' }); });
+      var open = function (r) { set({ view: 'head', layer: r[0], head: r[1], map: 'raw' }); };
+      if (ENC) {
+        // 1 − cos is its own size: no |Δ| column
+        sortable($('av-e-heads'), [{ name: 'layer', sort: 2, desc: true }, { name: 'head' }, { name: DNAME, fmt: dtext }],
+          list.map(function (x) { return [x.layer, x.head, x.delta]; }), 'sortEH', open);
+      } else {
+        sortable($('av-e-heads'), [{ name: 'layer', sort: 3, desc: true }, { name: 'head' },
+          { name: 'Δ log p', fmt: function (v) { return signed(v); } }, { name: '|Δ|', fmt: function (v) { return v.toFixed(3); } }],
+        list.map(function (x) { return [x.layer, x.head, x.delta, Math.abs(x.delta)]; }), 'sortEH', open);
+      }
     }
     effectNotes();
   }
@@ -889,7 +983,7 @@
     // `attend effect`'s numbers (null on other pages): the JSON of `attend effect --format json`
     // without `model` and `tokens`
     effect: E,
-    // Δ log p(target) with head (layer, head) ablated; null when heads were not ablated
+    // the Δ with head (layer, head) ablated (Δ log p, or 1 − cos on encoders); null when heads were not ablated
     effectHead: function (layer, head) {
       if (!E || !E.head_delta.length || layer < 0 || layer >= E.layers || head < 0 || head >= E.heads) return null;
       return E.head_delta[layer * E.heads + head];

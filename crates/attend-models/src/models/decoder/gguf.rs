@@ -300,7 +300,7 @@ pub struct Linear {
 /// row again for every product (what the effect sweeps, hundreds of forward passes, need).
 /// Exact mode thus holds the model in float32, as transformers does.
 #[derive(Default)]
-pub struct Dense(std::sync::OnceLock<Vec<f32>>);
+pub struct Dense(std::sync::OnceLock<attend_kernels::PackedMatrix>);
 
 impl Dense {
     /// `out[t × rows + j] = row_j · xs[t]` for exact activations `xs` (`None`, nothing done,
@@ -323,13 +323,16 @@ impl Dense {
                 w.par_chunks_mut(cols)
                     .enumerate()
                     .try_for_each(|(r, row)| m.dequantize_row(r, row))?;
-                // (two threads racing here made the same values; the first is kept)
-                let _ = self.0.set(w);
+                // packed once for the GEMM (a product of a few rows would otherwise repack
+                // the whole matrix each time); two threads racing here made the same values,
+                // the first is kept
+                let packed = attend_kernels::PackedMatrix::pack(&w, rows, cols)?;
+                let _ = self.0.set(packed);
                 self.0.get().expect("set above")
             }
         };
         let x: Vec<f32> = xs.iter().flat_map(|x| x.f.iter().copied()).collect();
-        attend_kernels::gemm::matmul_bt(&x, w, out, xs.len(), cols, rows);
+        attend_kernels::gemm::matmul_packed(&x, xs.len(), w, out, false)?;
         Ok(true)
     }
 }
