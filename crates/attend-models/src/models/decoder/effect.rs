@@ -19,6 +19,9 @@ use crate::trace::effect::{
 };
 use crate::{Error, Result};
 
+/// Most rows of the residual stream one batch of head ablations runs at once.
+const BATCH_ROWS: usize = 4096;
+
 impl Decoder {
     /// The effect on `log p(target)` — the target's tokens following `prompt`; the model's own
     /// likeliest next token when `target` is empty — of knocking out each source of `prompt`
@@ -140,39 +143,57 @@ impl Decoder {
             })
             .collect();
 
-        // head ablations, from the clean residual stream entering the head's layer
+        // head ablations, from the clean residual stream entering the head's layer; with
+        // reuse, a layer's heads run as one batch (the weights read once for all of them)
         let mut head_delta = Vec::new();
         if spec.heads {
             let vd = c.v_head_dim;
             let mut scratch = self.new_cache()?;
+            let mut batch_caches = Vec::new();
+            // sequences per batch: a layer's heads, fewer for a long text (rows bounded)
+            let per_batch = (BATCH_ROWS / total).clamp(1, c.n_heads);
             for l in 0..layers {
-                for h in 0..c.n_heads {
-                    let value = match spec.ablation {
-                        Ablation::Zero => None,
-                        Ablation::Mean => {
-                            let at = (l * c.n_heads + h) * vd;
-                            Some(record.head_means[at..at + vd].to_vec())
+                let edits: Vec<HeadEdit> = (0..c.n_heads)
+                    .map(|h| HeadEdit {
+                        layer: l,
+                        head: h,
+                        value: match spec.ablation {
+                            Ablation::Zero => None,
+                            Ablation::Mean => {
+                                let at = (l * c.n_heads + h) * vd;
+                                Some(record.head_means[at..at + vd].to_vec())
+                            }
+                        },
+                    })
+                    .collect();
+                if spec.reuse {
+                    for chunk in edits.chunks(per_batch) {
+                        let runs = self.forward_from_heads(
+                            &record.inputs[l],
+                            l,
+                            &mut batch_caches,
+                            t,
+                            chunk,
+                        )?;
+                        for logits in runs {
+                            work.done += total * (layers - l);
+                            work.naive += total * layers;
+                            head_delta.push(logp(&logits) - base);
                         }
-                    };
-                    let edit = Edit {
-                        head: Some(HeadEdit {
-                            layer: l,
-                            head: h,
-                            value,
-                        }),
-                        keep_cache: true,
-                        ..Edit::default()
-                    };
-                    let logits = if spec.reuse {
-                        work.done += total * (layers - l);
-                        self.forward_from(record.inputs[l].clone(), l, &mut scratch, t, &edit)?
-                    } else {
+                    }
+                } else {
+                    for e in edits {
+                        let edit = Edit {
+                            head: Some(e),
+                            keep_cache: true,
+                            ..Edit::default()
+                        };
                         work.done += total * layers;
+                        work.naive += total * layers;
                         scratch.reset();
-                        self.forward_edited(&ids, &mut scratch, t, &edit, None)?
-                    };
-                    work.naive += total * layers;
-                    head_delta.push(logp(&logits) - base);
+                        let logits = self.forward_edited(&ids, &mut scratch, t, &edit, None)?;
+                        head_delta.push(logp(&logits) - base);
+                    }
                 }
             }
         }

@@ -162,6 +162,9 @@ struct Pass<'a> {
     /// The knocked-out keys hidden from this pass's queries (a subset of `edit.knockout`).
     hidden: &'a [usize],
     record: Option<&'a mut Record>,
+    /// Several sequences at once (the rows of each after the other, one cache each), each with
+    /// its own head edit in place of `edit.head`; empty: one sequence.
+    batch: &'a [HeadEdit],
 }
 
 impl Decoder {
@@ -324,8 +327,10 @@ impl Decoder {
             edit: &Edit::default(),
             hidden: &[],
             record: None,
+            batch: &[],
         };
-        let (attention, rows) = self.layers_pass(&mut x, 0, pos0, cache, pass)?;
+        let (attention, rows) =
+            self.layers_pass(&mut x, 0, pos0, std::slice::from_mut(cache), pass)?;
         let n = tokens.len();
         let logits = self.logits(&x, if all_logits { n } else { 1 })?;
         Ok(Forward {
@@ -378,8 +383,9 @@ impl Decoder {
                 edit,
                 hidden: &hidden,
                 record: record.as_deref_mut(),
+                batch: &[],
             };
-            self.layers_pass(&mut x, 0, start, cache, pass)?;
+            self.layers_pass(&mut x, 0, start, std::slice::from_mut(cache), pass)?;
             x_all.extend_from_slice(&x);
             start = end;
         }
@@ -414,9 +420,67 @@ impl Decoder {
             edit,
             hidden: &[],
             record: None,
+            batch: &[],
         };
-        self.layers_pass(&mut x, layer, 0, cache, pass)?;
+        self.layers_pass(&mut x, layer, 0, std::slice::from_mut(cache), pass)?;
         self.logits(&x, logit_rows.min(n))
+    }
+
+    /// [`Decoder::forward_from`] for several head edits at once: the residual stream `x`
+    /// entering `layer` run once per edit of `heads`, all as one batch (each linear layer
+    /// multiplies every sequence's rows together; each sequence attends within itself, over
+    /// its own cache of `caches`, grown to one per edit and reset); the logits of each run's
+    /// last `logit_rows` positions, `[edit][rows × vocab]`.
+    pub fn forward_from_heads(
+        &self,
+        x: &[f32],
+        layer: usize,
+        caches: &mut Vec<KvCache>,
+        logit_rows: usize,
+        heads: &[HeadEdit],
+    ) -> Result<Vec<Vec<f32>>> {
+        let c = &self.config;
+        let n = x.len() / c.dim;
+        if x.len() != n * c.dim || n == 0 || layer >= c.n_layers {
+            return Err(crate::Error::Invalid(format!(
+                "a residual stream of {} floats entering layer {layer} does not fit this model \
+                 ({} layers of width {})",
+                x.len(),
+                c.n_layers,
+                c.dim
+            )));
+        }
+        if heads.is_empty() {
+            return Ok(Vec::new());
+        }
+        while caches.len() < heads.len() {
+            caches.push(self.new_cache()?);
+        }
+        let caches = &mut caches[..heads.len()];
+        caches.iter_mut().for_each(KvCache::reset);
+        let mut xs = Vec::with_capacity(x.len() * heads.len());
+        for _ in heads {
+            xs.extend_from_slice(x);
+        }
+        let pass = Pass {
+            capture: AttnCapture::None,
+            edit: &Edit::default(),
+            hidden: &[],
+            record: None,
+            batch: heads,
+        };
+        self.layers_pass(&mut xs, layer, 0, caches, pass)?;
+        // the last rows of every run, through the output projection together
+        let rows = logit_rows.min(n);
+        let mut last = Vec::with_capacity(heads.len() * rows * c.dim);
+        for run in xs.chunks_exact(n * c.dim) {
+            last.extend_from_slice(&run[(n - rows) * c.dim..]);
+        }
+        let logits = self.logits(&last, heads.len() * rows)?;
+        Ok(logits
+            .chunks_exact(rows * c.vocab)
+            .map(<[f32]>::to_vec)
+            .collect())
     }
 
     /// The embeddings of `tokens` at positions `pos0..` (× √width for Gemma, in float32 as
@@ -441,12 +505,23 @@ impl Decoder {
         x: &mut [f32],
         first: usize,
         pos0: usize,
-        cache: &mut KvCache,
+        caches: &mut [KvCache],
         mut pass: Pass<'_>,
     ) -> Result<(Vec<f32>, AllRows)> {
         let c = &self.config;
         let n = x.len() / c.dim;
-        let (global_rope, local_rope) = self.ropes(pos0, n);
+        let seqs = caches.len().max(1);
+        if seqs > 1
+            && (pass.batch.len() != seqs
+                || pass.record.is_some()
+                || pass.capture != AttnCapture::None
+                || n % seqs != 0)
+        {
+            return Err(crate::Error::Invalid(
+                "a batch of sequences runs head edits only, one per sequence".into(),
+            ));
+        }
+        let (global_rope, local_rope) = self.ropes(pos0, n / seqs);
         let mut attention = Vec::new();
         let mut all = AllRows::default();
         for (l, layer) in self.layers.iter().enumerate().skip(first) {
@@ -465,7 +540,7 @@ impl Decoder {
                 all: &mut all,
             };
             let a = self
-                .attention(layer, &h, rope, cache, l, captured, &mut pass)
+                .attention(layer, &h, rope, caches, l, captured, &mut pass)
                 .map_err(|e| e.at(|| format!("layer {l}")))?;
             residual(x, &a, layer.post_attn_norm.as_deref(), c.eps);
             // x += [post_feedforward_norm](mlp(pre_feedforward_norm(x)))
@@ -510,7 +585,7 @@ impl Decoder {
         layer: &DecoderLayer,
         h: &[f32],
         rope: &RopeTable,
-        cache: &mut KvCache,
+        caches: &mut [KvCache],
         l: usize,
         captured: Captured<'_>,
         pass: &mut Pass<'_>,
@@ -532,119 +607,145 @@ impl Decoder {
         if let Some(w) = &layer.k_norm {
             k = rms_norm(&k, w, c.eps);
         }
-        rope.apply(&mut q, c.n_heads, hd);
-        rope.apply(&mut k, c.n_kv_heads, hd);
-        let local = self.is_local(l);
-        let lc = cache.layer_mut(l)?;
-        let pos0 = lc.end();
-        let band = if local {
-            // the first new query sees back to `pos0 + 1 - window`; nothing before it is
-            // needed again
-            if !pass.edit.keep_cache {
-                lc.forget_before((pos0 + 1).saturating_sub(c.window));
-            }
-            Mask::sliding_window(c.window)
-        } else {
-            Mask::causal()
-        };
-        lc.append(&k, &v, n, Layout::Bshd)?;
-        let keys = lc.len();
-        // knocked-out keys, as indices of the live keys, where this layer knocks out
-        let knocks = pass.edit.layers.as_ref().is_none_or(|r| r.contains(&l));
-        let first_live = lc.first();
-        let hidden: Vec<usize> = if knocks {
-            pass.hidden
-                .iter()
-                .filter(|&&j| j >= first_live)
-                .map(|&j| j - first_live)
-                .collect()
-        } else {
-            Vec::new()
-        };
-        let mask = if hidden.is_empty() {
-            band
-        } else {
-            band.with_hidden_keys(&hidden)
-        };
-        let params = |s_q| {
-            let p = AttnParams::new(
-                Shape::new(1, c.n_heads, s_q, keys, hd)
-                    .with_kv_heads(c.n_kv_heads)
-                    .with_value_dim(vd),
-            )
-            .layout(Layout::Bshd)
-            .mask(mask)
-            .scale(c.scale);
-            match c.attn_softcap {
-                Some(cap) => p.softcap(cap),
-                None => p,
-            }
-        };
-        let mut o = vec![0.0; n * c.n_heads * vd]; // (n, heads, v_head_dim)
-        let mut lse = vec![0.0; c.n_heads * n]; // (heads, n)
-        lc.attend_into(&params(n), &q, &mut o, &mut lse)?;
-        if let Some(r) = pass.record.as_deref_mut() {
-            // each head's output averaged over the positions (for mean ablation)
-            let mut means = vec![0.0f64; c.n_heads * vd];
-            for row in o.chunks_exact(c.n_heads * vd) {
-                means.iter_mut().zip(row).for_each(|(m, &x)| *m += x as f64);
-            }
-            r.head_means
-                .extend(means.into_iter().map(|m| (m / n as f64) as f32));
+        // each sequence of a batch at the same positions
+        let total = n;
+        let seqs = caches.len().max(1);
+        let n = total / seqs;
+        for (qs, ks) in q
+            .chunks_exact_mut(n * q_w)
+            .zip(k.chunks_exact_mut(n * kv_w))
+        {
+            rope.apply(qs, c.n_heads, hd);
+            rope.apply(ks, c.n_kv_heads, hd);
         }
-        if let Some(e) = pass.edit.head.as_ref().filter(|e| e.layer == l) {
-            if e.head >= c.n_heads || e.value.as_ref().is_some_and(|v| v.len() != vd) {
-                return Err(crate::Error::Invalid(format!(
+        let local = self.is_local(l);
+        let mut o_all = vec![0.0; total * c.n_heads * vd]; // (n, heads, v_head_dim) per sequence
+        for (s, cache) in caches.iter_mut().enumerate() {
+            let (q, k, v) = (
+                &q[s * n * q_w..(s + 1) * n * q_w],
+                &k[s * n * kv_w..(s + 1) * n * kv_w],
+                &v[s * n * v_w..(s + 1) * n * v_w],
+            );
+            let o = &mut o_all[s * n * c.n_heads * vd..(s + 1) * n * c.n_heads * vd];
+            let lc = cache.layer_mut(l)?;
+            let pos0 = lc.end();
+            let band = if local {
+                // the first new query sees back to `pos0 + 1 - window`; nothing before it is
+                // needed again
+                if !pass.edit.keep_cache {
+                    lc.forget_before((pos0 + 1).saturating_sub(c.window));
+                }
+                Mask::sliding_window(c.window)
+            } else {
+                Mask::causal()
+            };
+            lc.append(k, v, n, Layout::Bshd)?;
+            let keys = lc.len();
+            // knocked-out keys, as indices of the live keys, where this layer knocks out
+            let knocks = pass.edit.layers.as_ref().is_none_or(|r| r.contains(&l));
+            let first_live = lc.first();
+            let hidden: Vec<usize> = if knocks {
+                pass.hidden
+                    .iter()
+                    .filter(|&&j| j >= first_live)
+                    .map(|&j| j - first_live)
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            let mask = if hidden.is_empty() {
+                band
+            } else {
+                band.with_hidden_keys(&hidden)
+            };
+            let params = |s_q| {
+                let p = AttnParams::new(
+                    Shape::new(1, c.n_heads, s_q, keys, hd)
+                        .with_kv_heads(c.n_kv_heads)
+                        .with_value_dim(vd),
+                )
+                .layout(Layout::Bshd)
+                .mask(mask)
+                .scale(c.scale);
+                match c.attn_softcap {
+                    Some(cap) => p.softcap(cap),
+                    None => p,
+                }
+            };
+            let mut lse = vec![0.0; c.n_heads * n]; // (heads, n)
+            lc.attend_into(&params(n), q, o, &mut lse)?;
+            if let Some(r) = pass.record.as_deref_mut() {
+                // each head's output averaged over the positions (for mean ablation)
+                let mut means = vec![0.0f64; c.n_heads * vd];
+                for row in o.chunks_exact(c.n_heads * vd) {
+                    means.iter_mut().zip(row).for_each(|(m, &x)| *m += x as f64);
+                }
+                r.head_means
+                    .extend(means.into_iter().map(|m| (m / n as f64) as f32));
+            }
+            let head = match pass.batch.get(s) {
+                Some(e) => Some(e),
+                None => pass.edit.head.as_ref(),
+            };
+            if let Some(e) = head.filter(|e| e.layer == l) {
+                if e.head >= c.n_heads || e.value.as_ref().is_some_and(|v| v.len() != vd) {
+                    return Err(crate::Error::Invalid(format!(
                     "head {} of layer {l} cannot be ablated: the layer has {} heads of {vd} values",
                     e.head, c.n_heads
                 )));
-            }
-            for row in o.chunks_exact_mut(c.n_heads * vd) {
-                let slot = &mut row[e.head * vd..(e.head + 1) * vd];
-                match &e.value {
-                    Some(v) => slot.copy_from_slice(v),
-                    None => slot.fill(0.0),
                 }
-            }
-        }
-        match captured.what {
-            AttnCapture::None => {}
-            AttnCapture::LastRow => {
-                let last_lse: Vec<f32> = (0..c.n_heads).map(|h| lse[h * n + n - 1]).collect();
-                let live =
-                    lc.probabilities_from_lse(&params(1), &q[(n - 1) * q_w..], &last_lse, None)?;
-                // every position's column, the forgotten ones 0
-                let first = lc.first();
-                for row in live.chunks_exact(keys) {
-                    captured.last.extend(std::iter::repeat_n(0.0, first));
-                    captured.last.extend_from_slice(row);
-                }
-            }
-            AttnCapture::All => {
-                // every query's probabilities over the live keys, from the same log-sum-exp,
-                // kept only over the keys each query sees (its causal span, or its window)
-                let probs = lc.probabilities_from_lse(&params(n), &q, &lse, None)?;
-                let (first, all) = (lc.first(), captured.all);
-                let spans: Vec<(usize, usize)> = (0..n)
-                    .map(|i| {
-                        let p = pos0 + i;
-                        let lo = if local {
-                            (p + 1).saturating_sub(c.window)
-                        } else {
-                            0
-                        };
-                        (lo.max(first), p + 1)
-                    })
-                    .collect();
-                for head in probs.chunks_exact(n * keys) {
-                    for (row, &(lo, hi)) in head.chunks_exact(keys).zip(&spans) {
-                        all.data.extend_from_slice(&row[lo - first..hi - first]);
+                for row in o.chunks_exact_mut(c.n_heads * vd) {
+                    let slot = &mut row[e.head * vd..(e.head + 1) * vd];
+                    match &e.value {
+                        Some(v) => slot.copy_from_slice(v),
+                        None => slot.fill(0.0),
                     }
                 }
-                all.spans.extend(spans);
-                all.value_norms.extend(self.value_norms(layer, &v, n)?);
+            }
+            match captured.what {
+                AttnCapture::None => {}
+                AttnCapture::LastRow => {
+                    let last_lse: Vec<f32> = (0..c.n_heads).map(|h| lse[h * n + n - 1]).collect();
+                    let live = lc.probabilities_from_lse(
+                        &params(1),
+                        &q[(n - 1) * q_w..],
+                        &last_lse,
+                        None,
+                    )?;
+                    // every position's column, the forgotten ones 0
+                    let first = lc.first();
+                    for row in live.chunks_exact(keys) {
+                        captured.last.extend(std::iter::repeat_n(0.0, first));
+                        captured.last.extend_from_slice(row);
+                    }
+                }
+                AttnCapture::All => {
+                    // every query's probabilities over the live keys, from the same log-sum-exp,
+                    // kept only over the keys each query sees (its causal span, or its window)
+                    let probs = lc.probabilities_from_lse(&params(n), q, &lse, None)?;
+                    let (first, all) = (lc.first(), &mut *captured.all);
+                    let spans: Vec<(usize, usize)> = (0..n)
+                        .map(|i| {
+                            let p = pos0 + i;
+                            let lo = if local {
+                                (p + 1).saturating_sub(c.window)
+                            } else {
+                                0
+                            };
+                            (lo.max(first), p + 1)
+                        })
+                        .collect();
+                    for head in probs.chunks_exact(n * keys) {
+                        for (row, &(lo, hi)) in head.chunks_exact(keys).zip(&spans) {
+                            all.data.extend_from_slice(&row[lo - first..hi - first]);
+                        }
+                    }
+                    all.spans.extend(spans);
+                    all.value_norms.extend(self.value_norms(layer, v, n)?);
+                }
             }
         }
+        let (n, o) = (total, o_all);
         let mut out = vec![0.0; n * c.dim]; // (n, dim)
         let a = self.acts(&o, c.n_heads * vd, || {
             format!("layer {l}, attention output")
