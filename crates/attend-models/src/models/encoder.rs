@@ -283,7 +283,7 @@ impl SentenceEncoder {
         let (per_layer, rollout) = attention_from(&trace, &queries, &groups);
 
         // the unedited embedding, then every intervention as one packed sequence each
-        let clean = self.pool(&self.model.forward(&[ids.clone()], false)?.hidden, dim);
+        let clean = self.pool(&self.model.forward(std::slice::from_ref(&ids), false)?.hidden, dim);
         let mut edits: Vec<EncoderEdit> = Vec::new();
         // a source covering every token would leave the queries nothing to read
         let live: Vec<bool> = groups.iter().map(|g| g.len() < n).collect();

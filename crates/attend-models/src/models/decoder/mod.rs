@@ -515,7 +515,7 @@ impl Decoder {
             && (pass.batch.len() != seqs
                 || pass.record.is_some()
                 || pass.capture != AttnCapture::None
-                || n % seqs != 0)
+                || !n.is_multiple_of(seqs))
         {
             return Err(crate::Error::Invalid(
                 "a batch of sequences runs head edits only, one per sequence".into(),
