@@ -199,8 +199,13 @@ class Effect:
         hd = np.array(doc["head_delta"], dtype=np.float32)
         self.head_delta = hd.reshape(doc["layers"], doc["heads"]) if hd.size else hd.reshape(0, doc["heads"])
         self.target: str = "".join(doc["target"])
-        self.logp: float = doc["logp"]
-        self.top = (doc["top"]["token"], doc["top"]["p"])
+        #: log p(target) and the likeliest next token unedited (``None`` for an encoder)
+        self.logp: Optional[float] = doc["logp"]
+        self.top: Optional[tuple] = (doc["top"]["token"], doc["top"]["p"]) if doc["top"] else None
+        #: whose attention ``attention`` is: ``"predicting"``, ``"cls"`` or ``"every_query"``
+        self.attention_from: str = doc.get("attention_from", "predicting")
+        #: whether the text was cut at the model's length limit (encoders truncate)
+        self.truncated: bool = bool(doc.get("truncated", False))
         self.spearman: Dict[str, Optional[float]] = doc["spearman"]
 
     def heads_by_effect(self, k: int = 10) -> List[tuple]:
@@ -227,6 +232,7 @@ class Effect:
 
     def _table(self) -> str:
         esc = html.escape
+        decoder = self.measure == "logp"
         amax = float(self.attention.max()) if self.attention.size else 1.0
         dmax = float(np.abs(self.delta).max()) if self.delta.size else 1.0
         amax, dmax = amax or 1.0, dmax or 1.0
@@ -237,25 +243,31 @@ class Effect:
 
         rows = []
         for i, s in enumerate(self.sources):
-            d = self.delta[i]
+            d = float(self.delta[i])
+            shown = f"{d:+.3f}" if decoder else f"{d:.4f}"
+            colour = "#d8563b" if (d < 0 or not decoder) else "#3bb273"
             rows.append(
                 f"<tr><td>{self.positions[i][0]}</td><td><code>{esc(s)}</code></td>"
                 f"<td>{self.attention[i]:.4f}</td><td>{bar(self.attention[i], amax, '#3b7dd8')}</td>"
-                f"<td>{d:+.3f}</td><td>{bar(d, dmax, '#d8563b' if d < 0 else '#3bb273')}</td>"
-                f"<td><code>{esc(self.top_after[i])}</code></td></tr>"
+                f"<td>{shown if self.removes_edges[i] else '—'}</td><td>{bar(d, dmax, colour)}</td>"
+                + (f"<td><code>{esc(self.top_after[i])}</code></td>" if decoder else "")
+                + "</tr>"
             )
         heads = "".join(
-            f"<li>layer {l} head {h}: {d:+.3f}</li>" for (l, h, d) in self.heads_by_effect(5)
+            f"<li>layer {l} head {h}: {d:+.3f}</li>" if decoder else f"<li>layer {l} head {h}: {d:.4f}</li>"
+            for (l, h, d) in self.heads_by_effect(5)
         )
         rho = self.spearman
         fmt = lambda r: "—" if r is None else f"{r:+.2f}"  # noqa: E731
+        name = esc(self.doc.get("delta_name", "Δ log p"))
         return (
             f"<div><b>{esc(self.model)}</b>: "
-            + (f"log p(<code>{esc(self.target)}</code>) = {self.logp:.3f}; " if self.measure == "logp"
-               else "the sentence embedding; ")
-            + f"Spearman with |Δ|: attention {fmt(rho['attention'])}, rollout {fmt(rho['rollout'])}"
-            + f"<table><tr><th>pos</th><th>source</th><th>attention</th><th></th><th>{esc(self.doc.get('delta_name', 'Δ log p'))}</th><th></th>"
-            f"<th>top-1 after</th></tr>{''.join(rows)}</table>"
+            + (f"log p(<code>{esc(self.target)}</code>) = {self.logp:.3f}; " if decoder
+               else "the sentence embedding (1 − cos to the unedited one); ")
+            + f"Spearman with |{name}|: attention {fmt(rho['attention'])}, rollout {fmt(rho['rollout'])}"
+            + f"<table><tr><th>pos</th><th>source</th><th>attention</th><th></th><th>{name}</th><th></th>"
+            + ("<th>top-1 after</th>" if decoder else "")
+            + f"</tr>{''.join(rows)}</table>"
             + (f"<p>heads by effect:</p><ul>{heads}</ul>" if heads else "")
             + "</div>"
         )
@@ -290,7 +302,8 @@ class Encoder:
         word with ``words=True``) knocked out — its key hidden from every query, in every layer
         or in ``layers=(first, end)`` — and each head zero-ablated: ``delta`` is 1 − cos between
         the edited and the unedited embedding, beside the attention the token receives (mean
-        over every query and head), as ``attend effect --model minilm`` computes it."""
+        over every query and head; ``[CLS]``'s with CLS pooling), as ``attend effect --model
+        minilm`` computes it."""
         if not isinstance(text, str):
             raise TypeError("effect takes a string")
         span = None

@@ -250,10 +250,11 @@ class Effects:
     the model's likeliest next token, or the text of ``target_column`` when given), or on an
     encoder (``Encoder.effect``: Δ is 1 − cos on the sentence embedding; no target). Per row:
     ``target`` and ``logp`` (the prediction measured), the ``k`` sources with the largest
-    |Δ log p| (``top_sources``, their ``top_source_delta`` and ``top_source_attention``: the
-    predicting position's attention to them), the ``k`` heads with the largest |Δ log p|
+    |Δ| (``top_sources``, their ``top_source_delta`` and ``top_source_attention``: the
+    attention paid them, by the predicting position or, for an encoder, by the queries its
+    embedding pools), the ``k`` heads with the largest |Δ|
     (``top_head_layer``, ``top_head_head``, ``top_head_delta``), ``spearman_attention`` (rank
-    correlation of attention and |Δ log p|; null where undefined) and ``head_delta`` (the whole
+    correlation of attention and |Δ|; null where undefined) and ``head_delta`` (the whole
     ``layers × heads`` grid, layer-major, for statistics over the corpus). A refused text gets
     nulls and the reason in ``error``."""
 
@@ -276,6 +277,10 @@ class Effects:
         self.model = attend.load(model)
         self.causal = isinstance(self.model, attend.CausalLM)
         if not self.causal and not isinstance(self.model, attend.Encoder):
+            raise attend.InvalidArgument(f"`{model}` has no interventions: effects run on GGUF decoders and encoders")
+        if knockout not in ("later", "predicting"):
+            raise attend.InvalidArgument(f'knockout={knockout!r}: give "later" or "predicting"')
+        if self.causal and not self.model._m.has_interventions:
             raise attend.InvalidArgument(f"`{model}` has no interventions: effects run on GGUF decoders and encoders")
         if not self.causal and (target_column is not None or knockout != "later"):
             raise attend.InvalidArgument(

@@ -259,6 +259,10 @@ def test_effects_per_text_in_map_batches(cluster):
     assert direct["error"].to_pylist() == ["the target is a int, not a string"]
     with pytest.raises(attend.InvalidArgument, match="sentence encoder"):
         ar.Effects(model="minilm", target_column="target")
+    with pytest.raises(attend.InvalidArgument, match="no interventions"):
+        ar.Effects(model="toy-winograd")
+    with pytest.raises(attend.InvalidArgument, match="knockout"):
+        ar.Effects(model=path, knockout="sideways")
     # an encoder: the effect on the sentence embedding
     out = ray.data.from_items([{"text": "The animal didn't cross the road because it was tired"}]).map_batches(
         ar.Effects, fn_constructor_kwargs={"model": "minilm", "k": 2}, concurrency=1, num_cpus=1, batch_format="pyarrow",

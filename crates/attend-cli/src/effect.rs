@@ -5,7 +5,9 @@
 use std::io::Write;
 
 use anyhow::Result;
-use attend_models::trace::effect::{Ablation, Effect, EffectSpec, Knockout, Measure};
+use attend_models::trace::effect::{
+    Ablation, AttentionFrom, Effect, EffectSpec, Knockout, Measure,
+};
 
 use crate::explain::shown;
 
@@ -14,7 +16,7 @@ use crate::explain::shown;
 pub enum EffectFormat {
     /// Tables on the terminal.
     Text,
-    /// One JSON document (`sources`, `head_delta_logp`, `heads_by_effect`, `spearman`, …).
+    /// One JSON document (`sources`, `head_delta`, `heads_by_effect`, `spearman`, …).
     Json,
     /// The viewer, opened on its effect view (one self-contained page).
     Html,
@@ -180,8 +182,22 @@ pub fn run(args: &EffectArgs) -> Result<()> {
         }
         let enc = crate::input::encoder(&args.model)?;
         model_layers(enc.model.config.num_hidden_layers)?;
-        enc.effect(&text, &spec)
-            .map_err(crate::explain::usage_if_text)?
+        if args.exact {
+            eprintln!(
+                "attend: --exact: `{}` computes in float32 already",
+                args.model
+            );
+        }
+        let e = enc
+            .effect(&text, &spec)
+            .map_err(crate::explain::usage_if_text)?;
+        if e.truncated {
+            eprintln!(
+                "attend: the text was truncated to the model's {} tokens",
+                enc.max_len
+            );
+        }
+        e
     } else {
         let mut lm = crate::input::causal(&args.model)?;
         model_layers(lm.layers())?;
@@ -254,7 +270,11 @@ fn text_report(model: &str, e: &Effect, top: usize) -> Result<Vec<u8>> {
         writeln!(
             out,
             "effect on the sentence embedding: 1 − cos between the edited and the unedited one \
-             (0: unchanged; the attention beside it is the mean over every query)"
+             (0: unchanged; the attention beside it is {})",
+            match e.attention_from {
+                AttentionFrom::First => "the one [CLS] pays, which the embedding pools",
+                _ => "the mean over every query",
+            }
         )?;
     } else {
         writeln!(
@@ -290,7 +310,9 @@ fn text_report(model: &str, e: &Effect, top: usize) -> Result<Vec<u8>> {
         out,
         "\nknockout of each {} (its attention edges {edges}, {layers}) beside the attention {}",
         if e.spec.words { "word" } else { "token" },
-        if encoder {
+        if e.attention_from == AttentionFrom::First {
+            "[CLS] pays it".to_string()
+        } else if encoder {
             "it receives".to_string()
         } else {
             format!("token {q} pays it")

@@ -442,13 +442,20 @@ fn describe(ev: &WinogradEval, heads: usize) -> String {
                 .collect();
             let lo = others.iter().copied().fold(f32::INFINITY, f32::min);
             let hi = others.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let rest = if others.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "; any other head ablated: {:.1}%–{:.1}%",
+                    lo * 100.0,
+                    hi * 100.0
+                )
+            };
             format!(
                 "\n  that head ablated (its output zeroed): accuracy {:.1}% (the referent over the \
-                 other noun: {:.1}%); any other head ablated: {:.1}%–{:.1}%",
+                 other noun: {:.1}%){rest}",
                 a * 100.0,
                 t * 100.0,
-                lo * 100.0,
-                hi * 100.0
             )
         }
         _ => String::new(),

@@ -1166,3 +1166,113 @@ fn explain_on_decoders() {
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// `attend effect` on an encoder and on a decoder, as a user runs it: the encoder's report and
+/// pictures speak of 1 − cos (no target, no top-1), its decoder-only options are usage errors,
+/// the toy model (no interventions) is refused, and the decoder's SVG and HTML name the target.
+#[test]
+fn effect_on_an_encoder_and_a_decoder() {
+    const TEXT: &str = "The animal didn't cross the road because it was tired";
+    let o = attend(&["effect", "--model", "minilm", "--top", "3", TEXT], None);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = String::from_utf8(o.stdout).unwrap();
+    assert!(
+        text.contains("1 − cos") && !text.contains("log p"),
+        "{text}"
+    );
+    assert!(
+        text.contains("[CLS]") && text.contains("layer  5 head 11"),
+        "{text}"
+    );
+    let d = tmp_dir("effect");
+    let svg = d.join("m.svg");
+    let o = attend(
+        &[
+            "effect",
+            "--model",
+            "minilm",
+            TEXT,
+            "-o",
+            svg.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let svg = std::fs::read_to_string(&svg).unwrap();
+    // (the picture draws the minus sign as a hyphen-minus: its embedded font has no U+2212)
+    assert!(svg.starts_with("<svg") && svg.contains("1 - cos when knocked out"));
+    assert!(
+        !svg.contains("log p") && !svg.contains("top-1"),
+        "decoder words in the encoder's picture"
+    );
+    let png = d.join("m.png");
+    let o = attend(
+        &[
+            "effect",
+            "--model",
+            "minilm",
+            "--no-heads",
+            TEXT,
+            "-o",
+            png.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(std::fs::read(&png).unwrap().starts_with(b"\x89PNG"));
+    for bad in [
+        vec!["effect", "--model", "minilm", "--target", " x", TEXT],
+        vec![
+            "effect",
+            "--model",
+            "minilm",
+            "--knockout",
+            "predicting",
+            TEXT,
+        ],
+        vec!["effect", "--model", "minilm", "--mean-ablation", TEXT],
+        vec!["effect", "--model", "minilm", "--layers", "2..9", TEXT],
+        vec!["effect", "--model", "minilm", "--layers", "3..1", TEXT],
+        vec!["effect", "--model", "toy-winograd", "it ="],
+        vec!["effect", "--model", "smollm2", ""],
+    ] {
+        let o = attend(&bad, None);
+        assert_eq!(o.status.code(), Some(2), "{bad:?}: {}", stderr(&o));
+        assert_eq!(
+            stderr(&o).trim().lines().count(),
+            1,
+            "{bad:?}: {}",
+            stderr(&o)
+        );
+    }
+    // a decoder: the target's name in the picture, the page opens on its effect view
+    let prompt = "The animal didn't cross the road because it was";
+    let svg = d.join("s.svg");
+    let o = attend(
+        &[
+            "effect",
+            "--no-heads",
+            "--target",
+            " tired",
+            prompt,
+            "-o",
+            svg.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let svg = std::fs::read_to_string(&svg).unwrap();
+    assert!(svg.contains("Δ log p when knocked out") && svg.contains("tired"));
+    let html = d.join("s.html");
+    let o = attend(
+        &["effect", "--no-heads", prompt, "-o", html.to_str().unwrap()],
+        None,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v = page_data(&std::fs::read_to_string(&html).unwrap());
+    assert_eq!(v["effect"]["measure"], "logp");
+    assert_eq!(
+        v["effect"]["sources"].as_array().unwrap().len(),
+        v["tokens"].as_array().unwrap().len()
+    );
+}

@@ -241,6 +241,9 @@ fn reuse_computes_what_recomputing_does() {
                 )
                 .unwrap();
             assert!(a.work.done < b.work.done && b.work.done == b.work.naive);
+            assert_eq!(a.sources.len(), b.sources.len());
+            assert_eq!(a.head_delta.len(), b.head_delta.len());
+            assert_eq!(a.head_delta.len(), a.layers * a.heads);
             for (x, y) in a.sources.iter().zip(&b.sources) {
                 assert!(
                     (x.delta - y.delta).abs() < 1e-4,
@@ -320,4 +323,86 @@ fn minilm_knocks_out_and_ablates_as_transformers_with_hooks() {
         ..EffectSpec::default()
     };
     assert!(enc.effect("a b", &bad).is_err());
+}
+
+/// The batched head ablations (`forward_from_heads`: several sequences through the linear
+/// layers together, each over its own cache) are the one-at-a-time ones (`forward_from`), for
+/// batches of one, two and an uneven split, on a windowed model (Mistral's tiny GGUF, window
+/// 8) with a text longer than its window; edits below the starting layer are refused.
+#[test]
+fn batched_head_ablations_are_the_single_ones() {
+    use attend_models::models::decoder::{Edit, HeadEdit, Record};
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tiny/mistral.gguf");
+    let m = load_decoder(&path).unwrap();
+    let ids: Vec<u32> = m
+        .tokenizer
+        .encode("the cat sat on the mat because it was tired and the dog ran off to the river")
+        .unwrap()
+        .iter()
+        .map(|t| t.id)
+        .collect();
+    assert!(ids.len() > 8);
+    let mut cache = m.new_cache().unwrap();
+    let mut record = Record::default();
+    let keep = Edit {
+        keep_cache: true,
+        ..Edit::default()
+    };
+    m.forward_edited(&ids, &mut cache, 1, &keep, Some(&mut record))
+        .unwrap();
+    let layers = record.inputs.len();
+    let heads = 4;
+    for l in [0, layers - 1] {
+        let edits: Vec<HeadEdit> = (0..heads)
+            .map(|h| HeadEdit {
+                layer: l,
+                head: h,
+                value: None,
+            })
+            .collect();
+        let single: Vec<Vec<f32>> = edits
+            .iter()
+            .map(|e| {
+                let edit = Edit {
+                    head: Some(e.clone()),
+                    keep_cache: true,
+                    ..Edit::default()
+                };
+                let mut c = m.new_cache().unwrap();
+                m.forward_from(record.inputs[l].clone(), l, &mut c, 2, &edit)
+                    .unwrap()
+            })
+            .collect();
+        let mut caches = Vec::new();
+        for split in [1, 2, 3, 4] {
+            let mut got = Vec::new();
+            for chunk in edits.chunks(split) {
+                got.extend(
+                    m.forward_from_heads(&record.inputs[l], l, &mut caches, 2, chunk)
+                        .unwrap(),
+                );
+            }
+            assert_eq!(got.len(), heads);
+            for (h, (a, b)) in got.iter().zip(&single).enumerate() {
+                assert_eq!(a.len(), b.len());
+                let worst = a
+                    .iter()
+                    .zip(b)
+                    .map(|(x, y)| (x - y).abs())
+                    .fold(0.0, f32::max);
+                assert!(
+                    worst < 1e-4,
+                    "layer {l} head {h}, batches of {split}: {worst}"
+                );
+            }
+        }
+    }
+    let below = HeadEdit {
+        layer: 0,
+        head: 0,
+        value: None,
+    };
+    assert!(m
+        .forward_from_heads(&record.inputs[1], 1, &mut Vec::new(), 1, &[below])
+        .is_err());
 }

@@ -300,6 +300,12 @@ impl CausalLM {
         Ok(effect_page(e))
     }
 
+    /// Whether `effect` runs (GGUF decoders) or refuses (the toy models).
+    #[getter]
+    fn has_interventions(&self) -> bool {
+        self.inner.has_interventions()
+    }
+
     /// Computes with float32 activations (what transformers computes on the same file)
     /// instead of 8-bit ones; returns whether the model has such a switch.
     fn set_exact(&mut self, exact: bool) -> bool {

@@ -490,6 +490,8 @@
   // what the interventions change: a decoder's log p of the target ("logp": Δ log p, signed) or
   // an encoder's sentence embedding ("embedding": 1 − cos, ≥ 0, no target, no prediction)
   var ENC = !!E && E.measure === 'embedding';
+  // whose attention an encoder's sources show: [CLS]'s (CLS pooling) or the mean over every query
+  var QS = E && E.attention_from === 'cls' ? 'from [CLS]' : 'mean of queries';
   var DNAME = E ? E.delta_name || (ENC ? '1 − cos' : 'Δ log p') : '';
   // decoders: white → red (Δ < 0: the source or head supported the target) or → green (Δ > 0);
   // encoders: white → red (1 − cos has no sign, larger = mattered more); by the square root of
@@ -595,7 +597,7 @@
     p3.appendChild(document.createTextNode('Spearman rank correlation with |' + DNAME + '| (the ' + live.length + ' ' + E.unit +
       's whose knockout removes edges): '));
     p3.appendChild(el('b', null, 'attention ' + rho(E.spearman.attention)));
-    p3.appendChild(document.createTextNode(' (mean of queries, layers and heads) · '));
+    p3.appendChild(document.createTextNode(' (' + QS + ', layers and heads) · '));
     p3.appendChild(el('b', null, 'rollout ' + rho(E.spearman.rollout)));
     if (state.elayer !== 'mean') {
       p3.appendChild(document.createTextNode(' · '));
@@ -681,9 +683,9 @@
     });
     var cols = [['pos', E.unit === 'word' ? 'positions' : 'pos', true], [null, E.unit, false],
       ['attention', ENC
-        ? (state.elayer === 'mean' ? 'attention (mean of queries × layers × heads)' : 'attention (layer ' + state.elayer + ', mean of queries × heads)')
+        ? (state.elayer === 'mean' ? 'attention (' + QS + ' × layers × heads)' : 'attention (layer ' + state.elayer + ', ' + QS + ' × heads)')
         : (state.elayer === 'mean' ? 'attention (mean of layers × heads)' : 'attention (layer ' + state.elayer + ', mean of heads)'), true]];
-    if (state.erollout) cols.push(['rollout', ENC ? 'rollout (mean of queries)' : 'rollout', true]);
+    if (state.erollout) cols.push(['rollout', ENC ? 'rollout (' + QS + ')' : 'rollout', true]);
     if (ENC) cols.push(['delta', DNAME + ' knocked out', true]);
     else cols.push(['delta', 'Δ log p(' + show(targetText()) + ') knocked out', true], [null, 'top-1 after', false]);
     table.innerHTML = '';
@@ -870,7 +872,7 @@
       n.push('Head ablation replaces one head\'s output by ' + (E.ablation === 'mean' ? 'its mean over the text\'s positions' : 'zeros') +
         ' before the output projection, at every position, one head at a time.');
     }
-    n.push('Attention: the weight the ' + E.unit + ' receives, the mean over every query (its own included) and the heads' +
+    n.push('Attention: the weight the ' + E.unit + ' receives, ' + (E.attention_from === 'cls' ? 'from [CLS] (the embedding pools [CLS]), the mean over' : 'the mean over every query (its own included) and') + ' the heads' +
       (words ? ', summed over the word\'s tokens' : '') + ', averaged over layers or in the layer chosen; ' +
       'rollout (Abnar & Zuidema) at the last layer, averaged over the queries likewise. Bars are scaled to their column\'s largest value, ' +
       '1 − cos to the largest of the sources; the head grid has its own scale. Spearman: the rank correlation of each with 1 − cos ' +

@@ -146,6 +146,11 @@ fn diverging(d: f32) -> String {
 /// supported the target; green: it worked against it), and the head-ablation grid (layers ×
 /// heads, same colours). Every number is read from `e`.
 pub fn effect_svg(title: &str, e: &attend_models::trace::effect::Effect) -> String {
+    use attend_models::trace::effect::{AttentionFrom, Measure};
+    let encoder = e.measure == Measure::Embedding;
+    let dname = e.delta_name();
+    // an encoder's 1 − cos has no sign: one hue (red, as a large change)
+    let hue = |d: f32| if encoder { -d.abs() } else { d };
     let n = e.sources.len();
     let row_h = 18.0f32;
     let label_w = 8.0
@@ -158,7 +163,7 @@ pub fn effect_svg(title: &str, e: &attend_models::trace::effect::Effect) -> Stri
     let bar_w = 160.0f32;
     let (ax, dx) = (20.0 + label_w + 40.0, 20.0 + label_w + 40.0 + bar_w + 90.0);
     let top_w = dx + 2.0 * bar_w + 180.0;
-    let list_h = 110.0 + row_h * n as f32;
+    let list_h = 124.0 + row_h * n as f32;
     let cell = if e.heads > 0 {
         (420.0 / e.heads as f32)
             .min(480.0 / e.layers.max(1) as f32)
@@ -182,13 +187,15 @@ pub fn effect_svg(title: &str, e: &attend_models::trace::effect::Effect) -> Stri
         esc(&e.headline())
     );
     let rho = |r: Option<f32>| r.map_or("—".to_string(), |r| format!("{r:+.2}"));
-    let what = match e.spec.knockout {
-        attend_models::trace::effect::Knockout::Later => "from every later position",
-        attend_models::trace::effect::Knockout::Predicting => "from the predicting position",
+    let what = match (e.spec.knockout, encoder) {
+        (_, true) => "from every position",
+        (attend_models::trace::effect::Knockout::Later, _) => "from every later position",
+        (attend_models::trace::effect::Knockout::Predicting, _) => "from the predicting position",
     };
     s += &format!(
-        "<text x=\"10\" y=\"60\" font-size=\"12\">knockout of each {}: its attention edges {what}{}; \
-         Spearman with |Δ log p|: attention {}, rollout {}</text>\n",
+        "<text x=\"10\" y=\"60\" font-size=\"12\">knockout of each {}: its attention edges {what}{}</text>\n\
+         <text x=\"10\" y=\"76\" font-size=\"12\">Spearman rank correlation with |{dname}|: attention \
+         (mean of heads and layers) {}, rollout {}</text>\n",
         if e.spec.words { "word" } else { "token" },
         e.spec
             .layers
@@ -197,16 +204,21 @@ pub fn effect_svg(title: &str, e: &attend_models::trace::effect::Effect) -> Stri
         rho(e.spearman_attention()),
         rho(e.spearman_rollout())
     );
-    let y0 = 92.0;
+    let y0 = 106.0;
     s += &format!(
-        "<text x=\"{ax:.1}\" y=\"{:.1}\" font-size=\"11\" fill=\"#555\">attention from {} (mean)</text>\n\
-         <text x=\"{dx:.1}\" y=\"{:.1}\" font-size=\"11\" fill=\"#555\">Δ log p when knocked out</text>\n\
-         <text x=\"{:.1}\" y=\"{:.1}\" font-size=\"11\" fill=\"#555\">→ top-1 after</text>\n",
+        "<text x=\"{ax:.1}\" y=\"{:.1}\" font-size=\"11\" fill=\"#555\">attention {}</text>\n\
+         <text x=\"{dx:.1}\" y=\"{:.1}\" font-size=\"11\" fill=\"#555\">{dname} when knocked out</text>\n\
+         <text x=\"{:.1}\" y=\"{:.1}\" font-size=\"11\" fill=\"#555\">{}</text>\n",
         y0 - 8.0,
-        esc(&format!("{:?}", e.tokens[e.predicting()].text)),
+        esc(&match e.attention_from {
+            AttentionFrom::Predicting => format!("from {:?}", e.tokens[e.predicting()].text),
+            AttentionFrom::First => "from [CLS]".to_string(),
+            AttentionFrom::EveryQuery => "received".to_string(),
+        }),
         y0 - 8.0,
         dx + 2.0 * bar_w + 8.0,
         y0 - 8.0,
+        if encoder { "" } else { "→ top-1 after" },
     );
     let amax = e
         .sources
@@ -220,7 +232,7 @@ pub fn effect_svg(title: &str, e: &attend_models::trace::effect::Effect) -> Stri
         .map(|s| s.delta.abs())
         .fold(0.0f32, f32::max)
         .max(f32::MIN_POSITIVE);
-    let mid = dx + bar_w;
+    let mid = if encoder { dx } else { dx + bar_w };
     s += &format!(
         "<line x1=\"{mid:.1}\" y1=\"{:.1}\" x2=\"{mid:.1}\" y2=\"{:.1}\" stroke=\"#999\"/>\n",
         y0 - 4.0,
@@ -247,24 +259,45 @@ pub fn effect_svg(title: &str, e: &attend_models::trace::effect::Effect) -> Stri
         );
         if !src.removes_edges {
             s += &format!(
-                "<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"10\" fill=\"#aaa\">— (read by no later position)</text>\n",
+                "<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"10\" fill=\"#aaa\">— ({})</text>\n",
                 mid + 4.0,
-                y + 13.0
+                y + 13.0,
+                if encoder {
+                    "the whole text: nothing left to read"
+                } else {
+                    "read by no later position"
+                }
             );
             continue;
         }
         let w = bar_w * src.delta.abs() / dmax;
-        let x = if src.delta < 0.0 { mid - w } else { mid };
+        // (an encoder's bars all grow right, from the left edge)
+        let x = if encoder {
+            dx
+        } else if src.delta < 0.0 {
+            mid - w
+        } else {
+            mid
+        };
+        let w = if encoder { 2.0 * w } else { w };
         s += &format!(
             "<rect x=\"{x:.1}\" y=\"{:.1}\" width=\"{w:.1}\" height=\"12\" fill=\"{}\"><title>{:+.4}</title></rect>\n\
-             <text x=\"{:.1}\" y=\"{:.1}\" font-size=\"10\" fill=\"#333\">{:+.3} → {}</text>\n",
+             <text x=\"{:.1}\" y=\"{:.1}\" font-size=\"10\" fill=\"#333\">{} {}</text>\n",
             y + 3.0,
-            diverging(src.delta.signum()),
+            diverging(hue(src.delta).signum()),
             src.delta,
             dx + 2.0 * bar_w + 8.0,
             y + 13.0,
-            src.delta,
-            esc(&format!("{:?}", src.top))
+            if encoder {
+                format!("{:.4}", src.delta)
+            } else {
+                format!("{:+.3}", src.delta)
+            },
+            if encoder {
+                String::new()
+            } else {
+                esc(&format!("→ {:?}", src.top))
+            }
         );
     }
     if !e.head_delta.is_empty() {
@@ -276,7 +309,7 @@ pub fn effect_svg(title: &str, e: &attend_models::trace::effect::Effect) -> Stri
             .fold(0.0f32, f32::max)
             .max(f32::MIN_POSITIVE);
         s += &format!(
-            "<text x=\"10\" y=\"{:.1}\" font-size=\"12\">heads ablated ({}): Δ log p, layers down, heads across (largest |Δ| {hmax:.3})</text>\n",
+            "<text x=\"10\" y=\"{:.1}\" font-size=\"12\">heads ablated ({}): {dname}, layers down, heads across (largest |Δ| {hmax:.4})</text>\n",
             gy - 14.0,
             match e.spec.ablation {
                 attend_models::trace::effect::Ablation::Zero => "output zeroed",
@@ -307,21 +340,31 @@ pub fn effect_svg(title: &str, e: &attend_models::trace::effect::Effect) -> Stri
                 s += &format!(
                     "<rect x=\"{:.1}\" y=\"{y:.1}\" width=\"{cell:.1}\" height=\"{cell:.1}\" fill=\"{}\" stroke=\"#eee\" stroke-width=\"0.5\"><title>layer {l} head {h}: {d:+.4}</title></rect>\n",
                     gx + cell * h as f32,
-                    diverging(d / hmax)
+                    diverging(hue(d) / hmax)
                 );
             }
         }
         // the scale
         let sx = gx + cell * e.heads as f32 + 30.0;
-        for i in 0..=20 {
-            let d = 1.0 - i as f32 / 10.0;
+        let steps = if encoder { 10 } else { 20 };
+        for i in 0..=steps {
+            let d = if encoder {
+                -(1.0 - i as f32 / 10.0)
+            } else {
+                1.0 - i as f32 / 10.0
+            };
             s += &format!(
                 "<rect x=\"{sx:.1}\" y=\"{:.1}\" width=\"14\" height=\"8\" fill=\"{}\"/>\n",
                 gy + i as f32 * 8.0,
                 diverging(d)
             );
         }
-        for (i, v) in [(0, hmax), (10, 0.0), (20, -hmax)] {
+        let ticks: &[(usize, f32)] = if encoder {
+            &[(0, hmax), (10, 0.0)]
+        } else {
+            &[(0, hmax), (10, 0.0), (20, -hmax)]
+        };
+        for &(i, v) in ticks {
             s += &format!(
                 "<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"9\">{v:+.3}</text>\n",
                 sx + 18.0,
@@ -329,7 +372,9 @@ pub fn effect_svg(title: &str, e: &attend_models::trace::effect::Effect) -> Stri
             );
         }
     }
-    s + "</svg>\n"
+    // (the embedded font has no U+2212: the minus sign drawn as a hyphen-minus, so that no
+    // fallback font is picked for it)
+    (s + "</svg>\n").replace('\u{2212}', "-")
 }
 
 /// DejaVu Sans, subset to Latin, Greek, Cyrillic and punctuation (scripts/make_font.py), so that

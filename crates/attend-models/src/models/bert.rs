@@ -354,7 +354,8 @@ impl BertModel {
                 .is_some_and(|(l, h)| l >= c.num_hidden_layers || h >= c.num_attention_heads);
             if bad_keys || bad_layers || bad_head {
                 return Err(Error::Invalid(format!(
-                    "the edit {e:?} does not fit a sequence of {} tokens and {} layers × {} heads                      (hidden positions strictly increasing, fewer than the tokens)",
+                    "the edit {e:?} does not fit a sequence of {} tokens and {} layers × {} heads \
+                     (hidden positions strictly increasing, fewer than the tokens)",
                     s.len(),
                     c.num_hidden_layers,
                     c.num_attention_heads

@@ -87,11 +87,22 @@ pub trait CausalLm: Send + Sync {
     /// interventions refuse.
     fn effect(&self, prompt: &[TokenInfo], target: &[u32], spec: &EffectSpec) -> Result<Effect> {
         let _ = (prompt, target, spec);
-        Err(crate::Error::Invalid(
-            "this model has no interventions (knockout and head ablation run on GGUF decoders)"
-                .into(),
-        ))
+        Err(no_interventions())
     }
+
+    /// Whether [`CausalLm::effect`] runs (GGUF decoders) or refuses (the toy models).
+    fn has_interventions(&self) -> bool {
+        false
+    }
+}
+
+/// What a model without interventions answers.
+fn no_interventions() -> crate::Error {
+    crate::Error::Invalid(
+        "this model has no interventions (knockout and head ablation run on GGUF decoders \
+         and sentence encoders)"
+            .into(),
+    )
 }
 
 /// [`CausalLm::effect`] of `text`, with `target` (a continuation of `text`, e.g. `" tired"`)
@@ -105,6 +116,9 @@ pub fn effect_text(
     target: Option<&str>,
     spec: &EffectSpec,
 ) -> Result<Effect> {
+    if !lm.has_interventions() {
+        return Err(no_interventions());
+    }
     let tok = lm.tokenizer();
     let prompt = tok.encode(text)?;
     let ids: Vec<u32> = match target {

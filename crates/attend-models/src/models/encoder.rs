@@ -248,7 +248,8 @@ impl SentenceEncoder {
     ) -> Result<crate::trace::effect::Effect> {
         use super::bert::EncoderEdit;
         use crate::trace::effect::{
-            attention_from, sources_of, Ablation, Effect, Knockout, Measure, Source, Work,
+            attention_from, sources_of, Ablation, AttentionFrom, Effect, Knockout, Measure, Source,
+            Work,
         };
         let c = &self.model.config;
         if spec.knockout == Knockout::Predicting {
@@ -283,7 +284,13 @@ impl SentenceEncoder {
         let (per_layer, rollout) = attention_from(&trace, &queries, &groups);
 
         // the unedited embedding, then every intervention as one packed sequence each
-        let clean = self.pool(&self.model.forward(std::slice::from_ref(&ids), false)?.hidden, dim);
+        let clean = self.pool(
+            &self
+                .model
+                .forward(std::slice::from_ref(&ids), false)?
+                .hidden,
+            dim,
+        );
         let mut edits: Vec<EncoderEdit> = Vec::new();
         // a source covering every token would leave the queries nothing to read
         let live: Vec<bool> = groups.iter().map(|g| g.len() < n).collect();
@@ -311,7 +318,8 @@ impl SentenceEncoder {
             let out = self.model.forward_edited(&seqs, chunk)?;
             for i in 0..chunk.len() {
                 let v = self.pool(&out.hidden[i * n * dim..(i + 1) * n * dim], dim);
-                deltas.push(1.0 - cosine(&clean, &v));
+                // (a cosine a rounding above 1 is no change)
+                deltas.push((1.0 - cosine(&clean, &v)).max(0.0));
             }
         }
         let layers = c.num_hidden_layers;
@@ -339,6 +347,11 @@ impl SentenceEncoder {
         let passes = edits.len() * n * layers;
         Ok(Effect {
             measure: Measure::Embedding,
+            attention_from: match self.pooling {
+                Pooling::Cls => AttentionFrom::First,
+                Pooling::Mean | Pooling::Max => AttentionFrom::EveryQuery,
+            },
+            truncated: tok.truncated,
             tokens: tok.tokens.clone(),
             target_ids: Vec::new(),
             target: Vec::new(),

@@ -29,6 +29,29 @@ pub enum Measure {
     Embedding,
 }
 
+/// Whose attention is shown beside the effect.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum AttentionFrom {
+    /// The predicting position (a causal model).
+    #[default]
+    Predicting,
+    /// The first token, `[CLS]` (an encoder with CLS pooling).
+    First,
+    /// The mean over every query (an encoder pooling every position).
+    EveryQuery,
+}
+
+impl AttentionFrom {
+    /// How the JSON names it.
+    pub fn name(self) -> &'static str {
+        match self {
+            AttentionFrom::Predicting => "predicting",
+            AttentionFrom::First => "cls",
+            AttentionFrom::EveryQuery => "every_query",
+        }
+    }
+}
+
 /// What replaces an ablated head's output.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Ablation {
@@ -114,6 +137,10 @@ pub struct Work {
 pub struct Effect {
     /// What `delta` and `head_delta` measure.
     pub measure: Measure,
+    /// Whose attention the sources' `attention` and `rollout` are.
+    pub attention_from: AttentionFrom,
+    /// Whether the text was cut at the model's length limit (an encoder truncates).
+    pub truncated: bool,
     /// The prompt's tokens.
     pub tokens: Vec<TokenInfo>,
     /// The target's token ids (one or more tokens after the prompt).
@@ -209,7 +236,7 @@ impl Effect {
         spearman(&a, &b)
     }
 
-    /// Heads sorted by |Δ log p|, largest first: `(layer, head, Δ)`.
+    /// Heads sorted by |Δ| (Δ log p, or 1 − cos), largest first: `(layer, head, Δ)`.
     pub fn heads_by_effect(&self) -> Vec<(usize, usize, f32)> {
         let mut out: Vec<(usize, usize, f32)> = self
             .head_delta
@@ -221,11 +248,13 @@ impl Effect {
         out
     }
 
-    /// The effect as a JSON value (what `attend explain --effect --format json` prints and
+    /// The effect as a JSON value (what `attend effect --format json` prints and
     /// the viewer and Python read).
     pub fn to_json(&self) -> serde_json::Value {
         use serde_json::json;
         let logp = self.measure == Measure::LogProb;
+        // (what an encoder has no notion of is null)
+        let only = |v: serde_json::Value| if logp { v } else { serde_json::Value::Null };
         let sources: Vec<serde_json::Value> = self
             .sources
             .iter()
@@ -263,15 +292,18 @@ impl Effect {
                 Measure::Embedding => "embedding",
             },
             "delta_name": self.delta_name(),
+            "attention_from": self.attention_from.name(),
+            "truncated": self.truncated,
             "target": self.target,
             "target_ids": self.target_ids,
-            "target_is_top": self.target_is_top,
-            "logp": self.logp,
-            "top": {"token": self.top.0, "p": self.top.1},
-            "predicting_position": self.predicting(),
-            "knockout": match self.spec.knockout {
-                Knockout::Later => "later",
-                Knockout::Predicting => "predicting",
+            "target_is_top": only(json!(self.target_is_top)),
+            "logp": only(json!(self.logp)),
+            "top": only(json!({"token": self.top.0, "p": self.top.1})),
+            "predicting_position": only(json!(self.predicting())),
+            "knockout": match (self.spec.knockout, logp) {
+                (_, false) => "every",
+                (Knockout::Later, _) => "later",
+                (Knockout::Predicting, _) => "predicting",
             },
             "knockout_layers": self.spec.layers.as_ref().map(|r| [r.start, r.end]),
             "unit": if self.spec.words { "word" } else { "token" },

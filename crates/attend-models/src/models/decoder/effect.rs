@@ -15,7 +15,8 @@ use crate::models::decoder::{Decoder, Edit, HeadEdit, Record};
 use crate::nn::logits::{argmax, log_sum_exp};
 use crate::tokenize::{TokenInfo, Tokenizer};
 use crate::trace::effect::{
-    attention_from, sources_of, Ablation, Effect, EffectSpec, Knockout, Measure, Source, Work,
+    attention_from, sources_of, Ablation, AttentionFrom, Effect, EffectSpec, Knockout, Measure,
+    Source, Work,
 };
 use crate::{Error, Result};
 
@@ -199,6 +200,8 @@ impl Decoder {
         }
         Ok(Effect {
             measure: Measure::LogProb,
+            attention_from: AttentionFrom::Predicting,
+            truncated: false,
             tokens: prompt.to_vec(),
             target: target.iter().map(|&id| tok.name(id)).collect(),
             target_ids: target,

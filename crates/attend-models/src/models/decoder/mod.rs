@@ -453,6 +453,15 @@ impl Decoder {
         if heads.is_empty() {
             return Ok(Vec::new());
         }
+        if let Some(e) = heads
+            .iter()
+            .find(|e| e.layer < layer || e.layer >= c.n_layers)
+        {
+            return Err(crate::Error::Invalid(format!(
+                "head {} of layer {} is not in the layers {layer}..{} this run covers",
+                e.head, e.layer, c.n_layers
+            )));
+        }
         while caches.len() < heads.len() {
             caches.push(self.new_cache()?);
         }
@@ -510,7 +519,10 @@ impl Decoder {
     ) -> Result<(Vec<f32>, AllRows)> {
         let c = &self.config;
         let n = x.len() / c.dim;
-        let seqs = caches.len().max(1);
+        let seqs = caches.len();
+        if seqs == 0 {
+            return Err(crate::Error::Invalid("a pass needs a cache".into()));
+        }
         if seqs > 1
             && (pass.batch.len() != seqs
                 || pass.record.is_some()
@@ -867,6 +879,10 @@ fn residual(x: &mut [f32], y: &[f32], post: Option<&[f32]>, eps: f32) {
 impl CausalLm for Decoder {
     fn layers(&self) -> usize {
         self.config.n_layers
+    }
+
+    fn has_interventions(&self) -> bool {
+        true
     }
 
     fn heads(&self) -> usize {
