@@ -7,6 +7,7 @@ import html
 import itertools
 import json
 import os
+import secrets
 import tempfile
 from typing import Dict, Iterator, List, Optional, Sequence, Union
 
@@ -142,12 +143,49 @@ class Explanation:
         _write_atomic(path, self.html(compare))
 
 
+# The frame's height before its viewer has said how tall it is (and where no script runs, as in
+# an untrusted notebook), and the bounds of what a viewer's message can set.
+_FRAME_HEIGHT = 600
+_FRAME_MIN, _FRAME_MAX = 300, 4000
+
+# The host's half of the sizing: the viewer (viewer.js) posts {attendViewer: 'height', height}
+# to its parent after each draw and on resize; this sets the height of the one frame whose
+# window sent it (event.source: the sandboxed page cannot know the frame's id, and no other
+# frame's messages count), within the bounds, and answers {attendViewer: 'sizing'} so that the
+# viewer drops its viewport-relative caps. It stops listening once the frame is gone.
+# tests/browser/viewer.test.mjs reads this text from this file.
+_FRAME_SCRIPT = """(function () {
+  var id = '__ID__', s = document.currentScript, f = s && s.previousElementSibling;
+  if (!f || f.id !== id) f = document.getElementById(id);
+  if (!f) return;
+  function on(e) {
+    if (!f.isConnected) { window.removeEventListener('message', on); return; }
+    var d = e.data;
+    if (e.source !== f.contentWindow || !d || d.attendViewer !== 'height') return;
+    var h = Number(d.height);
+    if (!isFinite(h) || h <= 0) return;
+    f.style.height = Math.round(Math.min(__MAX__, Math.max(__MIN__, h))) + 'px';
+    e.source.postMessage({ attendViewer: 'sizing' }, '*');
+  }
+  window.addEventListener('message', on);
+})();"""
+
+
 def _frame(page: str) -> str:
     """A page inside a notebook: its own sandboxed frame (scripts run, nothing else leaks in
-    or out; two viewers in one notebook never interfere)."""
+    or out; two viewers in one notebook never interfere), sized to its content by the script
+    beside it (the viewer posts its height; see ``_FRAME_SCRIPT``)."""
+    # unique across kernels too: an output of an earlier session may still hold attend-0
+    fid = f"attend-{next(_ids)}-{secrets.token_hex(4)}"
+    script = (
+        _FRAME_SCRIPT.replace("__ID__", fid)
+        .replace("__MIN__", str(_FRAME_MIN))
+        .replace("__MAX__", str(_FRAME_MAX))
+    )
     return (
-        f"<iframe id='attend-{next(_ids)}' sandbox='allow-scripts' srcdoc=\"{html.escape(page, quote=True)}\" "
-        "style='width:100%;height:780px;border:1px solid #ddd' title='attend viewer'></iframe>"
+        f"<iframe id='{fid}' name='{fid}' sandbox='allow-scripts' srcdoc=\"{html.escape(page, quote=True)}\" "
+        f"style='width:100%;height:{_FRAME_HEIGHT}px;border:1px solid #ddd' title='attend viewer'></iframe>"
+        f"<script>{script}</script>"
     )
 
 

@@ -47,6 +47,11 @@ pub struct ExplainArgs {
     /// Only this query token: its text (first match, case-insensitive) or its index.
     #[arg(long)]
     token: Option<String>,
+    /// Words instead of tokens: sub-word pieces merged, a word's weight as a key the sum over
+    /// its pieces and its row the mean of theirs (the page's words toggle). Also chosen, with a
+    /// note, when a --token or --compare argument is a word that spans several pieces.
+    #[arg(long)]
+    words: bool,
     /// How many attended tokens to list per query.
     #[arg(long, default_value_t = 5)]
     top: usize,
@@ -119,7 +124,12 @@ fn head_name(h: HeadSel, heads: usize) -> String {
 
 /// What `explain` computed, ready to print in any format.
 struct Explained {
+    /// The trace shown: tokens, or words ([`Explained::words`]).
     trace: Trace,
+    /// Whether `trace` is the word-level one (and the token positions each word starts at).
+    words: Option<Vec<usize>>,
+    /// The token-level trace (the page merges words itself).
+    tokens: Option<Trace>,
     /// A causal model's three most likely next tokens.
     prediction: Option<Vec<(String, f32)>>,
     layers: Vec<usize>,
@@ -149,7 +159,10 @@ impl Report for HtmlReport {
     fn render(&self, args: &ExplainArgs, ex: &Explained) -> Result<Vec<u8>> {
         let mut opts = attend_viz::Options::new(&args.model);
         opts.budget = crate::input::page_budget(args.page_mib)?;
-        opts.compare = ex.versus.as_ref().map(|c| (c.query, c.a, c.b));
+        // the page merges words itself, from the tokens: positions are the words' first tokens
+        let at = |i: usize| ex.words.as_ref().map_or(i, |first| first[i]);
+        opts.compare = ex.versus.as_ref().map(|c| (at(c.query), at(c.a), at(c.b)));
+        opts.words = ex.words.is_some();
         opts.subtitle = ex.prediction.as_ref().map(|top| {
             let list: Vec<String> = top
                 .iter()
@@ -157,7 +170,8 @@ impl Report for HtmlReport {
                 .collect();
             format!("next token (causal model): {}", list.join(" · "))
         });
-        Ok(attend_viz::trace_page(&ex.trace, &opts)?.into_bytes())
+        let trace = ex.tokens.as_ref().unwrap_or(&ex.trace);
+        Ok(attend_viz::trace_page(trace, &opts)?.into_bytes())
     }
 }
 
@@ -279,6 +293,56 @@ fn explain(args: &ExplainArgs, text: &str) -> Result<Explained> {
         }
     };
     let causal = prediction.is_some();
+    // words: asked for, or needed by a --token / --compare argument that is a word of several
+    // pieces (and no token)
+    let asked: Vec<&str> = args
+        .token
+        .iter()
+        .chain(args.compare.iter().flatten())
+        .map(String::as_str)
+        .collect();
+    let mut words = args.words;
+    let mut token_trace = None;
+    let mut first_pieces = None;
+    let word_level = if words
+        || asked
+            .iter()
+            .any(|w| query::find_token(&trace.tokens, w).is_none())
+    {
+        Some(attend_models::trace::aggregate::word_trace(&trace)?)
+    } else {
+        None
+    };
+    if let Some(wt) = &word_level {
+        let spans_pieces = asked.iter().find(|w| {
+            query::find_token(&trace.tokens, w).is_none()
+                && query::find_token(&wt.tokens, w).is_some()
+        });
+        if !words {
+            if let Some(w) = spans_pieces {
+                eprintln!(
+                    "attend: `{w}` is a word of several tokens: shown as words (--words: {})",
+                    attend_models::trace::aggregate::WORD_RULE
+                );
+                words = true;
+            }
+        }
+    }
+    let trace = match word_level {
+        Some(wt) if words => {
+            let ids = attend_models::trace::aggregate::words(&trace.tokens);
+            let mut first = Vec::new();
+            for (i, &w) in ids.iter().enumerate() {
+                if w == first.len() {
+                    first.push(i);
+                }
+            }
+            first_pieces = Some(first);
+            token_trace = Some(trace);
+            wt
+        }
+        _ => trace,
+    };
     if args.compare.is_some() && args.token.is_none() && !causal {
         return Err(crate::usage!(
             "--compare A B needs --token T: the token whose attention is compared"
@@ -308,6 +372,8 @@ fn explain(args: &ExplainArgs, text: &str) -> Result<Explained> {
     };
     Ok(Explained {
         trace,
+        words: first_pieces,
+        tokens: token_trace,
         prediction,
         layers,
         heads,
@@ -318,12 +384,16 @@ fn explain(args: &ExplainArgs, text: &str) -> Result<Explained> {
 
 impl Report for JsonReport {
     fn render(&self, args: &ExplainArgs, ex: &Explained) -> Result<Vec<u8>> {
-        let v = query::explain_json(
+        let mut v = query::explain_json(
             &args.model,
             &ex.trace,
             ex.prediction.as_deref(),
             ex.versus.as_ref(),
         );
+        v["unit"] = serde_json::json!(if ex.words.is_some() { "word" } else { "token" });
+        if ex.words.is_some() {
+            v["word_rule"] = serde_json::json!(attend_models::trace::aggregate::WORD_RULE);
+        }
         Ok(format!("{v}\n").into_bytes())
     }
 }
@@ -362,7 +432,16 @@ impl Report for PictureReport {
                 ));
             }
         }
-        let mut title = format!("{} · attention of {} tokens", args.model, trace.len());
+        let mut title = format!(
+            "{} · attention of {} {}",
+            args.model,
+            trace.len(),
+            if ex.words.is_some() {
+                "words (pieces merged: keys summed, queries averaged)"
+            } else {
+                "tokens"
+            }
+        );
         if args.hide_sinks {
             let names: Vec<String> = sinks
                 .iter()
@@ -390,19 +469,36 @@ impl Report for TextReport {
         let out = &mut buf;
         writeln!(
             out,
-            "model {} · {} layers × {} heads · {} tokens",
+            "model {} · {} layers × {} heads · {} {}",
             args.model,
             trace.layers,
             trace.heads,
-            trace.len()
+            trace.len(),
+            if ex.words.is_some() {
+                "words"
+            } else {
+                "tokens"
+            }
         )?;
+        if ex.words.is_some() {
+            writeln!(out, "({})", attend_models::trace::aggregate::WORD_RULE)?;
+        }
         let toks: Vec<String> = trace
             .tokens
             .iter()
             .enumerate()
             .map(|(i, t)| format!("{i}:{}", t.text))
             .collect();
-        writeln!(out, "tokens: {}", toks.join(" "))?;
+        writeln!(
+            out,
+            "{}: {}",
+            if ex.words.is_some() {
+                "words"
+            } else {
+                "tokens"
+            },
+            toks.join(" ")
+        )?;
         if let Some(top) = &ex.prediction {
             let list: Vec<String> = top
                 .iter()

@@ -1276,3 +1276,54 @@ fn effect_on_an_encoder_and_a_decoder() {
         v["tokens"].as_array().unwrap().len()
     );
 }
+
+/// Words in the CLI: `--words` merges sub-word pieces (keys summed, queries averaged) in the
+/// table, the JSON and the picture; a `--token` that is a word of several pieces chooses words
+/// by itself, with a note; rows of the word view still sum to 1.
+#[test]
+fn words_in_explain() {
+    const TEXT: &str = "The unbelievably exhausted animal didn't cross the road";
+    let o = attend(&["explain", TEXT, "--token", "unbelievably"], None);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("a word of several tokens"),
+        "{}",
+        stderr(&o)
+    );
+    let text = String::from_utf8(o.stdout).unwrap();
+    assert!(
+        text.contains("words: 0:[CLS] 1:the 2:unbelievably"),
+        "{text}"
+    );
+    assert!(text.contains("2 unbelievably →"), "{text}");
+    let o = attend(&["explain", "--words", "--format", "json", TEXT], None);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["unit"], "word");
+    let words: Vec<&str> = v["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["text"].as_str().unwrap())
+        .collect();
+    assert!(words.contains(&"unbelievably"), "{words:?}");
+    for row in v["attention"][5][3].as_array().unwrap() {
+        let s: f64 = row
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .sum();
+        assert!((s - 1.0).abs() < 1e-4, "{s}");
+    }
+    let o = attend(&["explain", "--format", "json", TEXT], None);
+    let t: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(t["unit"], "token");
+    assert!(t["tokens"].as_array().unwrap().len() > words.len());
+    let o = attend(&["explain", "--words", "--format", "svg", TEXT], None);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("words (pieces merged"));
+    // a word of no piece and no token is still a usage error naming the tokens
+    let o = attend(&["explain", TEXT, "--token", "zebra"], None);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+}

@@ -9,7 +9,10 @@
   var $ = function (id) { return document.getElementById(id); };
   // the effect of knocking out each source and ablating each head (`attend effect` pages only)
   var E = D.effect || null;
-  var state = { view: E ? 'effect' : D.kind === 'generation' ? 'gen' : 'model', map: 'raw', layer: L - 1, head: 'mean',
+  // layer: a number, or 'all' (the mean over the layers of what each shows). A generation opens
+  // on the mean of every layer × head, the number `attend generate --explain` prints per token.
+  var state = { view: E ? 'effect' : D.kind === 'generation' ? 'gen' : 'model', map: 'raw',
+    layer: D.kind === 'generation' ? 'all' : L - 1, head: 'mean',
     sinks: false, words: false, query: null, step: 0, sortC: null, sortA: null,
     elayer: 'mean', erollout: true, sortE: null, sortEH: null };
   var rowOf = {};
@@ -62,11 +65,19 @@
   }
   // the weight a stored row dropped (top encoding), or 0
   function restOf(m, mi, r) { return m.encoding === 'top' ? m.rest[mi * R + r] : 0; }
+  // the same for a shown layer (a number, or 'all': the mean over the layers)
+  function restAt(m, l, h, r) {
+    if (l !== 'all') return restOf(m, matrixIndex(m, l, h), r);
+    if (m.id === 'rollout') return restOf(m, matrixIndex(m, L - 1, h), r);
+    var s = 0;
+    for (var ll = 0; ll < L; ll++) s += restOf(m, matrixIndex(m, ll, h), r);
+    return s / L;
+  }
   function restNote(mx, a, l, h) {
     var m = mx.m;
     if (m.encoding !== 'top' || state.words) return '';
     var r = mx.g.rows[a][0];
-    return '\n  (not stored: the other keys, together ' + fmt(restOf(m, matrixIndex(m, l, h), r)) + ')';
+    return '\n  (not stored: the other keys, together ' + fmt(restAt(m, l, h, r)) + ')';
   }
   function visible(r) { return D.kind === 'generation' ? D.query_pos[r] + 1 : K; }
 
@@ -80,7 +91,19 @@
     return m;
   }
   function matrixIndex(m, l, h) { return m.per_head ? l * H + (h === 'mean' ? 0 : h) : l; }
+  // layer 'all': the mean over the layers of the row each layer shows (sinks hidden per layer,
+  // as each layer's row is shown). Rollout already composes the layers: its 'all' is the last layer.
   function shownRow(m, l, h, r) {
+    if (l === 'all') {
+      if (m.id === 'rollout') return shownRow(m, L - 1, h, r);
+      var acc = new Float64Array(K), ll, j;
+      for (ll = 0; ll < L; ll++) {
+        var x = shownRow(m, ll, h, r);
+        for (j = 0; j < K; j++) acc[j] += x[j];
+      }
+      for (j = 0; j < K; j++) acc[j] /= L;
+      return acc;
+    }
     var row = storedRow(m, matrixIndex(m, l, h), r);
     if (state.sinks && D.sinks.length) {
       D.sinks.forEach(function (s) { if (s < K) row[s] = 0; });
@@ -160,6 +183,11 @@
   function fmt(w) { return w >= 0.001 || w === 0 ? w.toFixed(3) : w.toExponential(1); }
   function esc(s) { return String(s).replace(/[&<>"]/g, function (c) { return { '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;' }[c]; }); }
   function show(s) { return JSON.stringify(String(s)); }
+  // the shown layer in words
+  function layerText(l) {
+    if (l !== 'all') return 'layer ' + l;
+    return state.map === 'rollout' ? 'rollout through all ' + L + ' layers (layer ' + (L - 1) + ')' : 'mean of all ' + L + ' layers';
+  }
 
   // ---- controls -----------------------------------------------------------------------------
   function option(sel, value, text) {
@@ -172,6 +200,7 @@
   views.push(['compare', 'compare'], ['atlas', 'head atlas']);
   views.forEach(function (v) { option($('av-view'), v[0], v[1]); });
   D.maps.forEach(function (m) { if (m.id !== 'value-mean') option($('av-map'), m.id, m.label); });
+  option($('av-layersel'), 'all', 'all (mean of layers)');
   for (var l = 0; l < L; l++) option($('av-layersel'), l, String(l));
   option($('av-headsel'), 'mean', 'mean');
   for (var h = 0; h < H; h++) option($('av-headsel'), h, String(h));
@@ -184,6 +213,9 @@
   $('av-sinks').disabled = !D.sinks.length;
   var notes = D.notes.slice();
   notes.unshift('Sinks: ' + D.sink_rule + '. Hiding them zeroes their columns and renormalises each row over the other keys; nothing is hidden unless you ask.');
+  notes.push('Layer “all”: the mean over the ' + L + ' layers of what each layer shows; with head “mean”, the mean of every layer × head' +
+    (D.kind === 'generation' ? ' (the weights `attend generate --explain` prints per token, which this page opens on)' : '') +
+    (maps.rollout ? '. Rollout already composes the layers, so its “all” is the rollout at the last layer' : '') + '.');
   notes.push('Words: sub-word pieces are merged into words by summing the weights over a word\'s keys and averaging over its queries.');
   notes.push('Weights are stored in ' + maps.raw.bits + ' bits per weight, each row scaled by its largest weight; ' +
     'row() gives them back to within half a step (the row maximum / ' + (maps.raw.bits === 16 ? 65535 : 255) + ' / 2).');
@@ -192,6 +224,7 @@
   function syncControls() {
     $('av-view').value = state.view;
     $('av-map').value = state.map;
+    $('av-layersel').options[0].textContent = state.map === 'rollout' ? 'all (rollout to the last layer)' : 'all (mean of layers)';
     $('av-layersel').value = String(state.layer);
     $('av-headsel').value = String(state.head);
     $('av-headsel').disabled = !maps[state.map].per_head || state.view === 'effect';
@@ -209,7 +242,7 @@
   }
   $('av-view').onchange = function () { set({ view: this.value }); };
   $('av-map').onchange = function () { set({ map: this.value }); };
-  $('av-layersel').onchange = function () { set({ layer: +this.value }); };
+  $('av-layersel').onchange = function () { set({ layer: this.value === 'all' ? 'all' : +this.value }); };
   $('av-headsel').onchange = function () { set({ head: this.value === 'mean' ? 'mean' : +this.value }); };
   $('av-sinks').onchange = function () { set({ sinks: this.checked }); };
   $('av-words').onchange = function () { set({ words: this.checked }); };
@@ -308,7 +341,7 @@
     }
     geo = { mx: mx, cw: cw, ch: ch, left: left, top: top };
     drawScale(mx.vmax);
-    $('av-hover').textContent = 'layer ' + state.layer + ', ' + (m.per_head ? 'head ' + state.head : m.label) +
+    $('av-hover').textContent = layerText(state.layer) + ', ' + (m.per_head ? 'head ' + state.head : m.label) +
       (state.sinks ? ' · sinks hidden' : '') + '\nHover a cell or a token label.';
   }
   function topList(vals, labelFn, n) {
@@ -382,7 +415,7 @@
     var mx = matrix(state.map, state.layer, state.head);
     var r = state.query === null ? R - 1 : state.query, a = rowGroupOf(mx, r), w = shownKeys(mx, a);
     spans($('av-token-text'), D.tokens.length, w, mx.vmax, D.query_pos[r], null);
-    $('av-token-list').textContent = 'query ' + show(rowLabel(mx.g, a)) + ' · layer ' + state.layer + ', ' +
+    $('av-token-list').textContent = 'query ' + show(rowLabel(mx.g, a)) + ' · ' + layerText(state.layer) + ', ' +
       (mx.m.per_head ? 'head ' + state.head : mx.m.label) + ':\n' + topList(w, function (i) { return labelOf(mx.g.keys[i]); }, 8) +
       restNote(mx, a, state.layer, state.head);
   }
@@ -404,7 +437,7 @@
       (gt.logprob !== null && gt.logprob !== undefined ? ' (log p ' + gt.logprob.toFixed(2) + ')' : '');
     spans($('av-gen-text'), pos + 2, w, mx.vmax, pos, pos + 1);
     $('av-gen-list').textContent = 'position ' + pos + ' (' + show(D.tokens[pos]) + ') predicted ' + show(gt.text) +
-      ', attending to (layer ' + state.layer + ', ' + (mx.m.per_head ? 'head ' + state.head : mx.m.label) + '):\n' +
+      ', attending to (' + layerText(state.layer) + ', ' + (mx.m.per_head ? 'head ' + state.head : mx.m.label) + '):\n' +
       topList(Array.prototype.slice.call(w, 0, state.words ? w.length : pos + 1), function (i) { return labelOf(mx.g.keys[i]); }, 8);
   }
   $('av-step').oninput = function () { set({ step: +this.value }); };
@@ -915,16 +948,48 @@
     effectNotes();
   }
 
+  // ---- inside a frame (attend's notebook view) ----------------------------------------------
+  // The page tells its host how tall it is, after each draw and whenever it changes size; the
+  // host (python/attend/_models.py `_frame`) sets the frame's height from the messages of that
+  // frame only, and answers {attendViewer: 'sizing'}. The frame is sandboxed without
+  // same-origin: messages are all that cross. Other hosts (attend serve) ignore them.
+  var framed = window.parent !== window, postedHeight = 0;
+  function contentHeight() {
+    var b = root.getBoundingClientRect(), cs = window.getComputedStyle(document.body);
+    // the root's bottom in the document, and the body's margin under it (not the viewport:
+    // documentElement.scrollHeight never goes below the frame's own height, so it could not shrink)
+    return Math.ceil(b.bottom + window.pageYOffset + (parseFloat(cs.marginBottom) || 0));
+  }
+  function postHeight() {
+    if (!framed) return;
+    var h = contentHeight();
+    if (h === postedHeight) return;
+    postedHeight = h;
+    try {
+      window.parent.postMessage({ attendViewer: 'height', id: window.name || null, height: h }, '*');
+    } catch (e) { /* a host that takes no messages keeps its own height */ }
+  }
+  if (framed) {
+    if (typeof ResizeObserver !== 'undefined') new ResizeObserver(postHeight).observe(root);
+    window.addEventListener('resize', postHeight);
+    window.addEventListener('message', function (e) {
+      // a host that follows the page's height: a canvas capped at 82vh of the frame would grow
+      // with the frame that grows with it, so the cap goes
+      if (e.source === window.parent && e.data && e.data.attendViewer === 'sizing') root.classList.add('sized');
+    });
+  }
+
   // ---- state --------------------------------------------------------------------------------
   var ready = false;
   function draw() {
     syncControls();
-    if (!ready) return;
+    if (!ready) { postHeight(); return; }
     ['effect', 'model', 'head', 'token', 'gen', 'compare', 'atlas'].forEach(function (v) {
       $('av-' + v).classList.toggle('on', v === state.view);
     });
     var f = { effect: drawEffect, model: drawModel, head: drawHead, token: drawToken, gen: drawGen, compare: drawCompare, atlas: drawAtlas }[state.view];
     f();
+    postHeight();
   }
   function set(o) {
     if (o.view === 'effect' && !E) return Promise.reject(new Error('this page has no effect view (it is made by `attend effect`)'));

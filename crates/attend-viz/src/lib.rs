@@ -64,6 +64,8 @@ pub struct Options {
     /// Knockouts and head ablations of the same text ([`attend_models::trace::effect`]): the
     /// page gains an effect view and opens on it.
     pub effect: Option<serde_json::Value>,
+    /// Open with sub-word pieces merged into words (the words toggle on).
+    pub words: bool,
 }
 
 impl Options {
@@ -75,6 +77,7 @@ impl Options {
             budget: DEFAULT_BUDGET,
             subtitle: None,
             effect: None,
+            words: false,
         }
     }
 }
@@ -130,6 +133,8 @@ struct Data {
     compare: Option<Compare>,
     notes: Vec<String>,
     effect: Option<serde_json::Value>,
+    /// Open with the words toggle on.
+    open_words: bool,
 }
 
 /// One map to encode: its id and label, whether it has a matrix per head (else per layer),
@@ -343,6 +348,7 @@ pub fn trace_page(trace: &Trace, opts: &Options) -> Result<String> {
         compare: check_compare(opts, n)?,
         notes,
         effect: opts.effect.clone(),
+        open_words: opts.words,
     };
     Ok(page(&data))
 }
@@ -411,6 +417,7 @@ pub fn generation_page(gen: &GenerationTrace, logprobs: &[f32], opts: &Options) 
         compare: check_compare(opts, gen.tokens.len())?,
         notes,
         effect: None,
+        open_words: opts.words,
     };
     Ok(page(&data))
 }

@@ -37,21 +37,37 @@ pub fn heatmaps_svg(title: &str, tokens: &[TokenInfo], panels: &[(String, Vec<f3
     } else {
         (720 / n).clamp(6, 24)
     } as f32;
-    let label_w = 9.0
+    // labels stay legible: at least 8 px, every `step`-th one where cells are smaller
+    let font = (cell * 0.8).clamp(8.0, 12.0);
+    let step = ((font * 1.15) / cell).ceil().max(1.0) as usize;
+    let label = |t: &TokenInfo| -> String {
+        let s: String = t.text.chars().take(14).collect();
+        if t.text.chars().count() > 14 {
+            s + "…"
+        } else {
+            s
+        }
+    };
+    let label_w = 7.0
         * tokens
             .iter()
             .map(|t| t.text.chars().count())
             .max()
             .unwrap_or(1)
-            .min(14) as f32;
-    let font = (cell * 0.8).clamp(6.0, 12.0);
-    let show_labels = cell >= 6.0;
-    let pw = label_w + cell * n as f32 + 20.0;
-    let ph = label_w + cell * n as f32 + 36.0;
+            .clamp(3, 15) as f32
+        + 14.0;
+    // the colour scale fitted to the largest weight shown (and printed on the scale)
+    let vmax = panels
+        .iter()
+        .flat_map(|(_, w)| w.iter().copied())
+        .fold(0.0f32, f32::max)
+        .max(f32::MIN_POSITIVE);
+    let pw = label_w + cell * n as f32 + 24.0;
+    let ph = label_w + cell * n as f32 + 40.0;
     let cols = if panels.len() > 1 { 4 } else { 1 };
     let rows = panels.len().div_ceil(cols);
-    let width = pw * cols as f32 + 100.0;
-    let height = ph * rows as f32 + 50.0;
+    let width = pw * cols as f32 + 110.0;
+    let height = (ph * rows as f32 + 50.0).max(320.0);
     let mut s = format!(
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width:.0}\" height=\"{height:.0}\" \
          font-family=\"DejaVu Sans, Arial, sans-serif\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
@@ -61,31 +77,40 @@ pub fn heatmaps_svg(title: &str, tokens: &[TokenInfo], panels: &[(String, Vec<f3
     for (p, (name, w)) in panels.iter().enumerate() {
         let ox = 10.0 + (p % cols) as f32 * pw;
         let oy = 40.0 + (p / cols) as f32 * ph;
-        let gx = ox + label_w;
+        let gx = ox + label_w + 14.0;
         let gy = oy + 20.0 + label_w;
+        let side = cell * n as f32;
         s += &format!(
             "<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"12\">{}</text>\n",
             gx,
             oy + 12.0,
             esc(name)
         );
+        // axis titles: keys along the top, queries down the left
+        s += &format!(
+            "<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"10\" fill=\"#666\" text-anchor=\"end\">key →</text>\n\
+             <text transform=\"translate({:.1},{:.1}) rotate(-90)\" font-size=\"10\" fill=\"#666\" text-anchor=\"end\">query →</text>\n",
+            gx + side,
+            oy + 12.0,
+            ox + 8.0,
+            gy
+        );
         for (i, t) in tokens.iter().enumerate() {
-            if !show_labels {
-                break;
+            if i % step != 0 {
+                continue;
             }
-            let c = i as f32 * cell + cell * 0.75;
-            // keys along the top, rotated; queries down the left
+            let c = i as f32 * cell + cell / 2.0 + font * 0.35;
             s += &format!(
                 "<text transform=\"translate({:.1},{:.1}) rotate(-60)\" font-size=\"{font:.1}\">{}</text>\n",
                 gx + i as f32 * cell + cell * 0.6,
                 gy - 4.0,
-                esc(&t.text)
+                esc(&label(t))
             );
             s += &format!(
                 "<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"{font:.1}\" text-anchor=\"end\">{}</text>\n",
                 gx - 4.0,
                 gy + c,
-                esc(&t.text)
+                esc(&label(t))
             );
         }
         for q in 0..tokens.len() {
@@ -95,15 +120,15 @@ pub fn heatmaps_svg(title: &str, tokens: &[TokenInfo], panels: &[(String, Vec<f3
                     "<rect x=\"{:.1}\" y=\"{:.1}\" width=\"{cell:.1}\" height=\"{cell:.1}\" fill=\"{}\"><title>{} → {}: {v:.4}</title></rect>\n",
                     gx + k as f32 * cell,
                     gy + q as f32 * cell,
-                    colour(v),
+                    colour(v / vmax),
                     esc(&tokens[q].text),
                     esc(&tokens[k].text)
                 );
             }
         }
     }
-    // colour scale
-    let sx = width - 70.0;
+    // colour scale, fitted: 0 to the largest weight shown
+    let sx = width - 80.0;
     for i in 0..=20 {
         let w = 1.0 - i as f32 / 20.0;
         s += &format!(
@@ -112,19 +137,16 @@ pub fn heatmaps_svg(title: &str, tokens: &[TokenInfo], panels: &[(String, Vec<f3
             colour(w)
         );
     }
+    for (y, v) in [(58.0, vmax), (158.0, vmax / 2.0), (258.0, 0.0)] {
+        s += &format!(
+            "<text x=\"{:.1}\" y=\"{y:.0}\" font-size=\"10\">{v:.3}</text>\n",
+            sx + 20.0
+        );
+    }
     s += &format!(
-        "<text x=\"{:.1}\" y=\"58\" font-size=\"10\">1.0</text>\n",
-        sx + 20.0
+        "<text x=\"{sx:.1}\" y=\"30\" font-size=\"10\">weight</text>\n\
+         <text x=\"{sx:.1}\" y=\"42\" font-size=\"9\" fill=\"#666\">(0 to max shown)</text>\n"
     );
-    s += &format!(
-        "<text x=\"{:.1}\" y=\"158\" font-size=\"10\">0.5</text>\n",
-        sx + 20.0
-    );
-    s += &format!(
-        "<text x=\"{:.1}\" y=\"258\" font-size=\"10\">0.0</text>\n",
-        sx + 20.0
-    );
-    s += &format!("<text x=\"{sx:.1}\" y=\"42\" font-size=\"10\">weight</text>\n");
     s += "</svg>\n";
     s
 }

@@ -96,6 +96,74 @@ pub fn words(tokens: &[TokenInfo]) -> Vec<usize> {
     out
 }
 
+/// How a word-level view merges sub-word pieces: the viewer's words toggle, `attend explain
+/// --words` and [`word_trace`] all follow it.
+pub const WORD_RULE: &str = "sub-word pieces merged into words: a word's weight as a key is \
+     the sum over its pieces, its row as a query the mean over its pieces' rows";
+
+/// A word's text from its pieces: joined, the `##` of a continuation piece dropped.
+pub fn word_text(pieces: &[&TokenInfo]) -> String {
+    pieces
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            if i > 0 {
+                t.text.strip_prefix("##").unwrap_or(&t.text)
+            } else {
+                t.text.as_str()
+            }
+        })
+        .collect()
+}
+
+/// `trace` with words for tokens ([`words`], [`WORD_RULE`]): each word's key weight the sum
+/// over its pieces, each word's row the mean of its pieces' rows — every layer and head, dense
+/// (a word's first piece may not see its later pieces in a causal model; the mean is over what
+/// each piece saw). The value norms are not carried over (they belong to single keys).
+pub fn word_trace(trace: &Trace) -> crate::Result<Trace> {
+    let w = words(&trace.tokens);
+    let nw = w.last().map_or(0, |&x| x + 1);
+    let mut members: Vec<Vec<usize>> = vec![Vec::new(); nw];
+    for (i, &wi) in w.iter().enumerate() {
+        members[wi].push(i);
+    }
+    let tokens: Vec<TokenInfo> = members
+        .iter()
+        .map(|m| {
+            let pieces: Vec<&TokenInfo> = m.iter().map(|&i| &trace.tokens[i]).collect();
+            TokenInfo {
+                id: pieces[0].id,
+                text: word_text(&pieces),
+                start: pieces[0].start,
+                end: pieces[pieces.len() - 1].end,
+            }
+        })
+        .collect();
+    let n = trace.len();
+    let mut att = Vec::with_capacity(trace.layers * trace.heads * nw * nw);
+    for l in 0..trace.layers {
+        for h in 0..trace.heads {
+            let m = trace.matrix(l, h);
+            for q in &members {
+                let mut row = vec![0.0f32; nw];
+                for &qi in q {
+                    for (k, &wk) in w.iter().enumerate() {
+                        row[wk] += m[qi * n + k];
+                    }
+                }
+                row.iter_mut().for_each(|v| *v /= q.len() as f32);
+                att.extend(row);
+            }
+        }
+    }
+    Trace::dense(
+        tokens,
+        (trace.layers, trace.heads, trace.kv_heads),
+        trace.causal,
+        att,
+    )
+}
+
 /// Rectangular attention of every layer and head, `[layer][head][row][key]`: the rows of a
 /// full [`Trace`] (every token a query), or the rows a KV cache produced during generation
 /// (one per generated token, keys padded with zeros). Sinks and head statistics are computed
@@ -385,6 +453,43 @@ mod tests {
     fn trace(attention: Vec<f32>, layers: usize, heads: usize) -> Trace {
         let tokens = vec![tok("[CLS]", 0, 0), tok("a", 0, 1), tok("b", 2, 3)];
         Trace::dense(tokens, (layers, heads, heads), false, attention).unwrap()
+    }
+
+    /// Words: "un ##bel ##ievably" is one word; its key weight is the sum over its pieces,
+    /// its row the mean of theirs; rows still sum to 1.
+    #[test]
+    fn a_word_trace_sums_keys_and_averages_queries() {
+        let tokens = vec![
+            tok("[CLS]", 0, 0),
+            tok("un", 0, 2),
+            tok("##bel", 2, 5),
+            tok("##ievably", 5, 12),
+            tok("tired", 13, 18),
+        ];
+        // one layer, one head, 5 × 5 rows
+        let att: Vec<f32> = vec![
+            1.0, 0.0, 0.0, 0.0, 0.0, //
+            0.5, 0.5, 0.0, 0.0, 0.0, //
+            0.2, 0.3, 0.5, 0.0, 0.0, //
+            0.1, 0.2, 0.3, 0.4, 0.0, //
+            0.1, 0.1, 0.1, 0.1, 0.6, //
+        ];
+        let t = Trace::dense(tokens, (1, 1, 1), true, att).unwrap();
+        let w = word_trace(&t).unwrap();
+        let texts: Vec<&str> = w.tokens.iter().map(|t| t.text.as_str()).collect();
+        assert_eq!(texts, ["[CLS]", "unbelievably", "tired"]);
+        assert_eq!((w.tokens[1].start, w.tokens[1].end), (0, 12));
+        let m = w.matrix(0, 0);
+        // the word's row: the mean of rows 1..=3 with keys 1..=3 summed
+        let want = [(0.5 + 0.2 + 0.1) / 3.0, (0.5 + 0.8 + 0.9) / 3.0, 0.0];
+        for (a, b) in m[3..6].iter().zip(want) {
+            assert!((a - b).abs() < 1e-6, "{a} {b}");
+        }
+        // "tired" as a query gives the word the sum of its pieces
+        assert!((m[7] - 0.3).abs() < 1e-6 && (m[8] - 0.6).abs() < 1e-6);
+        for r in m.chunks(3) {
+            assert!((r.iter().sum::<f32>() - 1.0).abs() < 1e-6);
+        }
     }
 
     #[test]
