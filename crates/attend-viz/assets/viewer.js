@@ -958,7 +958,9 @@
     var b = root.getBoundingClientRect(), cs = window.getComputedStyle(document.body);
     // the root's bottom in the document, and the body's margin under it (not the viewport:
     // documentElement.scrollHeight never goes below the frame's own height, so it could not shrink)
-    return Math.ceil(b.bottom + window.pageYOffset + (parseFloat(cs.marginBottom) || 0));
+    var h = b.bottom + window.pageYOffset + (parseFloat(cs.marginBottom) || 0);
+    // and a horizontal scrollbar's height, where the page is wider than the frame
+    return Math.ceil(h + Math.max(0, window.innerHeight - document.documentElement.clientHeight));
   }
   function postHeight() {
     if (!framed) return;

@@ -554,6 +554,54 @@ pub fn loss_curve_svg(
     s + "</svg>\n"
 }
 
+/// What a PNG shows for a character no font on this machine draws: a visible box rather
+/// than a blank (CJK labels on a machine without CJK fonts, say), with a note at the bottom.
+pub const PLACEHOLDER: char = '□';
+
+/// `svg` with every character that no face of `db` covers replaced by [`PLACEHOLDER`] (or `?`
+/// where not even that is covered), and a line saying so.
+fn placeholders(svg: &str, db: &resvg::usvg::fontdb::Database) -> String {
+    let covered = |c: char| {
+        db.faces().any(|f| {
+            db.with_face_data(f.id, |data, index| {
+                ttf_parser::Face::parse(data, index)
+                    .ok()
+                    .and_then(|face| face.glyph_index(c))
+                    .is_some()
+            })
+            .unwrap_or(false)
+        })
+    };
+    let wanted: std::collections::BTreeSet<char> = svg
+        .chars()
+        .filter(|c| !c.is_ascii() && !c.is_whitespace())
+        .collect();
+    let missing: std::collections::BTreeSet<char> =
+        wanted.into_iter().filter(|&c| !covered(c)).collect();
+    if missing.is_empty() {
+        return svg.to_string();
+    }
+    let ph = if covered(PLACEHOLDER) {
+        PLACEHOLDER
+    } else {
+        '?'
+    };
+    let mut out: String = svg
+        .chars()
+        .map(|c| if missing.contains(&c) { ph } else { c })
+        .collect();
+    if let Some(at) = out.rfind("</svg>") {
+        let note = format!(
+            "<text x=\"10\" y=\"99%\" font-size=\"10\" fill=\"#666\">{ph}</text>\n\
+             <text x=\"24\" y=\"99%\" font-size=\"10\" fill=\"#666\">: {} character(s) no font \
+             here draws (CJK: install fonts-noto-cjk, or open the SVG or HTML)</text>\n",
+            missing.len()
+        );
+        out.insert_str(at, &note);
+    }
+    out
+}
+
 /// Rasterises an SVG made by [`heatmaps_svg`] to PNG bytes: the embedded font first, the system's
 /// fonts as fallbacks for other scripts (CJK, emoji) where present.
 pub fn svg_to_png(svg: &str) -> Result<Vec<u8>> {
@@ -562,7 +610,8 @@ pub fn svg_to_png(svg: &str) -> Result<Vec<u8>> {
     db.load_font_data(FONT.to_vec());
     db.load_system_fonts();
     db.set_sans_serif_family("DejaVu Sans");
-    let tree = resvg::usvg::Tree::from_str(svg, &opt)
+    let svg = placeholders(svg, db);
+    let tree = resvg::usvg::Tree::from_str(&svg, &opt)
         .map_err(|e| Error::Render(format!("the SVG cannot be read: {e}")))?;
     let size = tree.size().to_int_size();
     let mut pixmap =
@@ -628,5 +677,20 @@ mod tests {
             .filter(|&(px, py)| pix.pixel(px, py).unwrap().red() < 128)
             .count();
         assert!(ink > 20, "no label drawn ({ink} dark pixels)");
+    }
+
+    /// A character no face draws becomes a visible placeholder, with a note; what the fonts
+    /// draw is left alone.
+    #[test]
+    fn characters_without_a_font_get_a_placeholder() {
+        let mut db = resvg::usvg::fontdb::Database::new();
+        db.load_font_data(FONT.to_vec());
+        let svg = "<svg xmlns=\"http://www.w3.org/2000/svg\"><text>東京 café</text></svg>";
+        let out = placeholders(svg, &db);
+        assert!(!out.contains('東') && !out.contains('京'), "{out}");
+        assert!(out.contains("café"), "{out}");
+        assert!(out.contains("2 character(s) no font"), "{out}");
+        let plain = "<svg xmlns=\"http://www.w3.org/2000/svg\"><text>the café</text></svg>";
+        assert_eq!(placeholders(plain, &db), plain);
     }
 }
