@@ -38,8 +38,9 @@ enum Command {
     /// Example: attend explain "The animal didn't cross the road because it was tired"
     /// --token it --compare animal road
     Explain(explain::ExplainArgs),
-    /// Does the attention matter? Knock out each token of a prompt and ablate each head of a
-    /// decoder, and see how the prediction's log-probability changes, beside the attention.
+    /// Does the attention matter? Knock out each token and ablate each head, and see how a
+    /// decoder's prediction (its log-probability) or an encoder's sentence embedding (1 − cos)
+    /// changes, beside the attention.
     ///
     /// Example: attend effect --target " tired" "The animal didn't cross the road because
     /// it was"
