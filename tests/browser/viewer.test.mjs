@@ -379,24 +379,191 @@ test('a toy model page (causal, with value norms) and a narrow viewport', async 
   await context.close();
 });
 
-test('the page in a sandboxed iframe srcdoc, as attend\'s Python package shows it in a notebook', async () => {
-  // python/attend/_models.py `_frame`: html.escape(page, quote=True) into srcdoc, sandbox=allow-scripts
-  const page = readFileSync(files.minilmHtml, 'utf8');
+// python/attend/_models.py `_frame`, as a notebook shows a page: the sandboxed iframe (the page
+// html.escape'd into srcdoc) and, beside it, the script that sizes it, whose text and numbers
+// are read from that file (python/tests/test_models.py checks that `_frame` writes this markup).
+const framePy = readFileSync(join(here, '../../python/attend/_models.py'), 'utf8');
+const FRAME = {
+  script: framePy.match(/_FRAME_SCRIPT = """([\s\S]*?)"""/)[1],
+  height: +framePy.match(/_FRAME_HEIGHT = (\d+)/)[1],
+  min: +framePy.match(/_FRAME_MIN, _FRAME_MAX = (\d+), (\d+)/)[1],
+  max: +framePy.match(/_FRAME_MIN, _FRAME_MAX = (\d+), (\d+)/)[2],
+};
+function notebookFrame(page, id) {
   const esc = page.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;').replace(/'/g, '&#x27;');
-  const host = join(dir, 'notebook.html');
-  writeFileSync(host, `<!doctype html><p>a notebook cell</p><iframe id="f" sandbox="allow-scripts" srcdoc="${esc}" style="width:100%;height:780px"></iframe>`);
-  const context = await browser.newContext({ viewport: { width: 1300, height: 900 } });
+  const script = FRAME.script.replace('__ID__', id).replace('__MIN__', String(FRAME.min)).replace('__MAX__', String(FRAME.max));
+  return `<iframe id='${id}' name='${id}' sandbox='allow-scripts' srcdoc="${esc}" ` +
+    `style='width:100%;height:${FRAME.height}px;border:1px solid #ddd' title='attend viewer'></iframe><script>${script}</script>`;
+}
+// A host page (a notebook) with the given cells, every request but its own file counted.
+async function notebook(name, body, viewport = { width: 1300, height: 900 }) {
+  const host = join(dir, name);
+  writeFileSync(host, `<!doctype html><html><body>${body}</body></html>`);
+  const context = await browser.newContext({ viewport });
   const tab = await context.newPage();
   const errors = [], requests = [];
   tab.on('pageerror', (e) => errors.push(e.message));
   tab.on('console', (m) => { if (m.type() === 'error') errors.push(m.text()); });
   tab.on('request', (r) => { if (r.url() !== fileUrl(host) && !r.url().startsWith('about:')) requests.push(r.url()); });
   await tab.goto(fileUrl(host));
-  const frame = tab.frameLocator('#f');
+  return { tab, context, errors, requests };
+}
+// the viewer's frame by its iframe's name (`_frame` names it as its id)
+const viewerFrame = (tab, id) => tab.frames().find((f) => f.name() === id);
+// the iframe's height, and the height of the page inside it (its root's bottom and the body's margin)
+async function heights(tab, id) {
+  const frame = await tab.evaluate((id) => document.getElementById(id).clientHeight, id);
+  const inner = await viewerFrame(tab, id).evaluate(() => ({
+    content: Math.ceil(document.getElementById('attend-root').getBoundingClientRect().bottom + window.scrollY +
+      parseFloat(getComputedStyle(document.body).marginBottom)),
+    scroll: document.documentElement.scrollHeight, viewport: window.innerHeight,
+  }));
+  return { frame, ...inner };
+}
+// waits until the iframe holds its page (within the frame's bounds), and returns the heights
+async function settled(tab, id) {
+  let h;
+  for (let i = 0; i < 100; i++) {
+    h = await heights(tab, id);
+    if (h.frame !== FRAME.height && h.frame === Math.min(FRAME.max, Math.max(FRAME.min, h.content))) return h;
+    await tab.waitForTimeout(50);
+  }
+  assert.fail(`frame ${id} never took its page's height: ${JSON.stringify(h)}`);
+}
+
+test('the page in a sandboxed iframe srcdoc, as attend\'s Python package shows it in a notebook', async () => {
+  const { tab, context, errors, requests } = await notebook('notebook.html',
+    '<p>a notebook cell</p>' + notebookFrame(readFileSync(files.minilmHtml, 'utf8'), 'attend-0-0a1b2c3d'));
+  const frame = tab.frameLocator('#attend-0-0a1b2c3d');
   await frame.locator('canvas.thumb').first().waitFor();
   assert.equal(await frame.locator('canvas.thumb').count(), 72);
+  const h = await settled(tab, 'attend-0-0a1b2c3d');
+  assert.ok(h.scroll <= h.viewport, `nothing scrolls inside the frame: ${JSON.stringify(h)}`);
   assert.deepEqual(errors, []);
   assert.deepEqual(requests, []);
+  await context.close();
+});
+
+test('a notebook frame sizes itself to its page: a generation shorter, a 30-layer model view taller, each by its own messages', async () => {
+  const gen = 'attend-1-00000001', dec = 'attend-2-00000002';
+  // a frame that is not a viewer, to post a height of its own
+  const other = '<iframe id="other" name="other" sandbox="allow-scripts" srcdoc="&lt;p&gt;not a viewer&lt;/p&gt;" style="height:60px"></iframe>';
+  const { tab, context, errors, requests } = await notebook('notebook-sized.html',
+    '<p>In [1]: lm.generate(…, explain=True)</p>' + notebookFrame(readFileSync(files.genHtml, 'utf8'), gen) +
+    '<p>In [2]: lm.explain(…)</p>' + notebookFrame(readFileSync(files.decHtml, 'utf8'), dec) +
+    '<p>In [3]:</p>' + other);
+  await tab.frameLocator('#' + dec).locator('canvas.thumb').first().waitFor();
+  // the generation: the text, its scrubber and the notes, no blank under them
+  const g = await settled(tab, gen);
+  assert.ok(g.frame < 780 && g.frame >= FRAME.min, `generation frame ${g.frame}px`);
+  assert.ok(g.scroll <= g.viewport, `nothing scrolls inside: ${JSON.stringify(g)}`);
+  assert.equal(await viewerFrame(tab, gen).evaluate(() => window.attendViewer.state.view), 'gen');
+  // SmolLM2's model view: 30 rows of 9 heads, all shown
+  const d = await settled(tab, dec);
+  assert.ok(d.frame > 780, `model view frame ${d.frame}px`);
+  assert.ok(d.scroll <= d.viewport, `nothing scrolls inside: ${JSON.stringify(d)}`);
+  // the frame follows the view: 270 atlas rows (up to the bound), then one head
+  const f = viewerFrame(tab, dec);
+  await f.evaluate(() => window.attendViewer.show('atlas'));
+  const atlas = await settled(tab, dec);
+  assert.equal(atlas.frame, FRAME.max, `the atlas is taller than the bound: ${JSON.stringify(atlas)}`);
+  await f.evaluate(() => window.attendViewer.open(3, 4));
+  const head = await settled(tab, dec);
+  assert.ok(head.frame < atlas.frame && head.scroll <= head.viewport, JSON.stringify(head));
+  // a message from another frame moves neither; the generation's frame kept its height throughout
+  await viewerFrame(tab, 'other').evaluate(() => parent.postMessage({ attendViewer: 'height', id: 'attend-1-00000001', height: 3210 }, '*'));
+  await tab.waitForTimeout(300);
+  assert.equal((await heights(tab, gen)).frame, g.frame);
+  assert.equal((await heights(tab, dec)).frame, head.frame);
+  if (shots) await tab.screenshot({ path: join(shots, 'notebook-frames.png'), fullPage: true });
+  assert.deepEqual(errors, []);
+  assert.deepEqual(requests, []);
+  await context.close();
+});
+
+test('a generation opens on layer "all", head "mean": each row is the mean of every layer × head, as generate --explain prints', async () => {
+  const { page, context, seen } = await open(fileUrl(files.genHtml));
+  const J = files.genJson;
+  const v = await page.evaluate(() => {
+    const a = window.attendViewer;
+    return { state: { ...a.state }, select: document.getElementById('av-layersel').value,
+      options: [...document.querySelectorAll('#av-layersel option')].map((o) => [o.value, o.textContent]),
+      rows: a.generated.map((g) => a.displayed('all', 'mean', g.position)),
+      head4: a.generated.map((g) => a.displayed('all', 4, g.position)),
+      list: document.getElementById('av-gen-list').textContent };
+  });
+  assert.deepEqual([v.state.view, v.state.layer, v.state.head, v.select], ['gen', 'all', 'mean', 'all']);
+  assert.deepEqual(v.options[0], ['all', 'all (mean of layers)']);
+  assert.equal(v.options.length, 31);
+  const mean = (rows) => rows[0].map((_, k) => rows.reduce((s, r) => s + r[k], 0) / rows.length);
+  let worst = 0;
+  J.tokens.forEach((t, i) => {
+    const want = mean(t.attention.flat()), got = v.rows[i];
+    want.forEach((w, k) => { worst = Math.max(worst, Math.abs(got[k] - w)); });
+    got.slice(want.length).forEach((w) => assert.equal(w, 0, 'causal: nothing after the query'));
+    // what the CLI prints: its top weights, the same numbers
+    t.attended.forEach((x) => assert.ok(Math.abs(got[x.pos] - x.weight) <= 1e-4, `token ${i} ${x.text}@${x.pos}: ${got[x.pos]} vs ${x.weight}`));
+    // one head in every layer
+    const want4 = mean(t.attention.map((l) => l[4]));
+    want4.forEach((w, k) => assert.ok(Math.abs(v.head4[i][k] - w) <= 1e-4, `token ${i} head 4 key ${k}`));
+  });
+  assert.ok(worst <= 1e-4, `rows within ${worst}`);
+  // and the page says it: the first token's list, the CLI's first weight to 3 decimals
+  assert.match(v.list, /mean of all 30 layers, mean of heads/);
+  const first = J.tokens[0].attended[0];
+  const quoted = JSON.stringify(first.text).replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+  const shown = +v.list.match(new RegExp('\\n\\s*' + quoted + '\\s+([0-9.]+)'))[1];
+  assert.ok(Math.abs(shown - first.weight) <= 0.0005 + 1e-4, `${shown} vs ${first.weight}`);
+  await screenshot(page, 'generation-all-layers.png');
+  // the scrubber walks the tokens on the same layer
+  await page.locator('#av-step').fill('3');
+  assert.match(await page.locator('#av-gen-list').textContent(), /mean of all 30 layers/);
+  await page.evaluate(() => window.attendViewer.show('head'));
+  assert.match(await page.locator('#av-hover').textContent(), /^mean of all 30 layers, mean of heads/);
+  assert.deepEqual(seen.errors, []);
+  assert.deepEqual(seen.requests, []);
+  await context.close();
+});
+
+test('layer "all" on a trace page: the head, token and rollout views; a trace still opens on its last layer', async () => {
+  const { page, context, seen } = await open(fileUrl(files.decHtml));
+  const J = files.decJson.attention, L = 30, H = 9, Q = files.decJson.tokens.length;
+  assert.equal(await page.evaluate(() => window.attendViewer.state.layer), L - 1);
+  await page.evaluate(() => window.attendViewer.set({ view: 'head', head: 'mean' }));
+  await page.locator('#av-layersel').selectOption('all');
+  assert.equal(await page.evaluate(() => window.attendViewer.state.layer), 'all');
+  assert.match(await page.locator('#av-hover').textContent(), /^mean of all 30 layers, mean of heads/);
+  const got = await page.evaluate((Q) => [...Array(Q).keys()].map((q) => window.attendViewer.displayed('all', 'mean', q)), Q);
+  for (let q = 0; q < Q; q++) for (let k = 0; k < Q; k++) {
+    let want = 0;
+    for (let l = 0; l < L; l++) for (let h = 0; h < H; h++) want += J[l][h][q][k];
+    want /= L * H;
+    assert.ok(Math.abs(got[q][k] - want) <= 1e-4, `query ${q} key ${k}: ${got[q][k]} vs ${want}`);
+  }
+  await screenshot(page, 'head-view-all-layers.png');
+  // hidden sinks: the mean of the layers' renormalised rows
+  await page.evaluate(() => window.attendViewer.set({ sinks: true, head: 2 }));
+  const s = await page.evaluate((L) => ({ all: window.attendViewer.displayed('all', 2, 9),
+    per: [...Array(L).keys()].map((l) => window.attendViewer.displayed(l, 2, 9)) }), L);
+  s.all.forEach((w, k) => assert.ok(Math.abs(w - s.per.reduce((a, r) => a + r[k], 0) / L) < 1e-6, `key ${k}`));
+  assert.equal(s.all[0], 0);
+  assert.ok(Math.abs(s.all.reduce((a, b) => a + b, 0) - 1) < 1e-4);
+  // the token view reads the same layer
+  await page.evaluate(() => window.attendViewer.set({ view: 'token', sinks: false }));
+  assert.match(await page.locator('#av-token-list').textContent(), /mean of all 30 layers, head 2/);
+  // rollout composes the layers already: its "all" is the last layer's
+  await page.evaluate(() => window.attendViewer.set({ view: 'head', map: 'rollout' }));
+  const r = await page.evaluate(() => [window.attendViewer.displayed('all', 'mean', 9), window.attendViewer.displayed(29, 'mean', 9)]);
+  assert.deepEqual(r[0], r[1]);
+  assert.equal(await page.locator('#av-layersel option[value="all"]').textContent(), 'all (rollout to the last layer)');
+  assert.match(await page.locator('#av-hover').textContent(), /rollout through all 30 layers \(layer 29\)/);
+  assert.match(await page.locator('#av-notes').textContent(), /its “all” is the rollout at the last layer/);
+  // a thumbnail opens its own layer
+  await page.evaluate(() => window.attendViewer.set({ view: 'model', map: 'raw' }));
+  await page.locator('canvas.thumb[data-layer="7"][data-head="1"]').click();
+  assert.deepEqual(await page.evaluate(() => [window.attendViewer.state.layer, document.getElementById('av-layersel').value]), [7, '7']);
+  assert.deepEqual(seen.errors, []);
+  assert.deepEqual(seen.requests, []);
   await context.close();
 });
 

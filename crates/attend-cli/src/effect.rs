@@ -64,6 +64,10 @@ pub struct EffectArgs {
     /// How many heads to list, largest effect first.
     #[arg(long, default_value_t = 10)]
     top: usize,
+    /// Encoders: read up to this many tokens (at most the model's position table) instead of
+    /// the length it was trained on.
+    #[arg(long)]
+    max_len: Option<usize>,
     /// Float32 activations (what transformers computes on the same file) instead of 8-bit
     /// ones; slower.
     #[arg(long)]
@@ -180,7 +184,7 @@ pub fn run(args: &EffectArgs) -> Result<()> {
                 ));
             }
         }
-        let enc = crate::input::encoder(&args.model)?;
+        let enc = crate::input::encoder_reading(&args.model, args.max_len)?;
         model_layers(enc.model.config.num_hidden_layers)?;
         if args.exact {
             eprintln!(
@@ -192,13 +196,16 @@ pub fn run(args: &EffectArgs) -> Result<()> {
             .effect(&text, &spec)
             .map_err(crate::explain::usage_if_text)?;
         if e.truncated {
-            eprintln!(
-                "attend: the text was truncated to the model's {} tokens",
-                enc.max_len
-            );
+            eprintln!("{}", crate::input::truncated_warning(&enc, "the text"));
         }
         e
     } else {
+        if args.max_len.is_some() {
+            return Err(crate::usage!(
+                "--max-len is for encoders; `{}` reads up to its context length",
+                args.model
+            ));
+        }
         let mut lm = crate::input::causal(&args.model)?;
         model_layers(lm.layers())?;
         if args.exact && !lm.set_exact(true) {

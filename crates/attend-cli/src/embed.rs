@@ -19,6 +19,10 @@ pub struct EmbedArgs {
     /// Print the cosine-similarity matrix of the inputs instead of the vectors.
     #[arg(long)]
     similarity: bool,
+    /// Read up to this many tokens per text (at most the model's position table, 512 for
+    /// MiniLM) instead of the length it was trained on (256 for MiniLM).
+    #[arg(long)]
+    max_len: Option<usize>,
     /// Texts; none or `-` reads standard input, one text per line.
     texts: Vec<String>,
 }
@@ -31,14 +35,13 @@ pub fn run(a: &EmbedArgs) -> Result<()> {
             "no text to embed: give texts as arguments or lines on standard input"
         ));
     }
-    let enc = crate::input::encoder(&a.model)?;
+    let enc = crate::input::encoder_reading(&a.model, a.max_len)?;
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
     let e = enc.embed(&refs)?;
     for &i in &e.truncated {
         eprintln!(
-            "warning: text {} is longer than {} tokens and was truncated",
-            i + 1,
-            enc.max_len
+            "{}",
+            crate::input::truncated_warning(&enc, &format!("text {}", i + 1))
         );
     }
     let cos = |x: &[f32], y: &[f32]| {

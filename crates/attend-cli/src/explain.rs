@@ -52,6 +52,10 @@ pub struct ExplainArgs {
     /// note, when a --token or --compare argument is a word that spans several pieces.
     #[arg(long)]
     words: bool,
+    /// Encoders: read up to this many tokens (at most the model's position table, 512 for
+    /// MiniLM) instead of the length it was trained on (256 for MiniLM).
+    #[arg(long)]
+    max_len: Option<usize>,
     /// How many attended tokens to list per query.
     #[arg(long, default_value_t = 5)]
     top: usize,
@@ -269,17 +273,20 @@ fn explain(args: &ExplainArgs, text: &str) -> Result<Explained> {
                     "--exact is for causal models (an encoder computes in float32 already)"
                 ));
             }
-            let enc = crate::input::encoder(&args.model)?;
+            let enc = crate::input::encoder_reading(&args.model, args.max_len)?;
             let (trace, tok) = enc.trace(text)?;
             if tok.truncated {
-                eprintln!(
-                    "warning: the text is longer than {} tokens; it was truncated",
-                    enc.max_len
-                );
+                eprintln!("{}", crate::input::truncated_warning(&enc, "the text"));
             }
             (trace, None)
         }
         Kind::Causal | Kind::Toy => {
+            if args.max_len.is_some() {
+                return Err(crate::usage!(
+                    "--max-len is for encoders; `{}` reads up to its context length",
+                    args.model
+                ));
+            }
             let mut lm = crate::input::causal(&args.model)?;
             if args.exact && !lm.set_exact(true) {
                 eprintln!(

@@ -88,6 +88,35 @@ pub fn encoder(model: &str) -> Result<SentenceEncoder> {
     }
 }
 
+/// [`encoder`], reading up to `max_len` tokens when given (`--max-len`: 2 up to the model's
+/// position table) instead of its configured `max_seq_length`.
+pub fn encoder_reading(model: &str, max_len: Option<usize>) -> Result<SentenceEncoder> {
+    let mut enc = encoder(model)?;
+    if let Some(n) = max_len {
+        enc.set_max_len(n)
+            .map_err(|e| crate::usage!("--max-len {n}: {e}"))?;
+    }
+    Ok(enc)
+}
+
+/// The warning for a text `what` an encoder cut at its length, saying how far `--max-len` can
+/// take it where the model's positions allow more.
+pub fn truncated_warning(enc: &SentenceEncoder, what: &str) -> String {
+    let most = enc.max_positions();
+    let hint = if enc.max_len < most {
+        format!(
+            "; the model was trained on {} but its positions allow {most}: --max-len {most}",
+            enc.max_len
+        )
+    } else {
+        String::new()
+    };
+    format!(
+        "warning: {what} is longer than the {} tokens the model reads and was truncated{hint}",
+        enc.max_len
+    )
+}
+
 /// A causal language model (a GGUF decoder or a model attend trained) by name or path.
 pub fn causal(model: &str) -> Result<Box<dyn CausalLm>> {
     if identify(model)? == Kind::Encoder {

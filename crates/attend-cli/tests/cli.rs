@@ -1327,3 +1327,38 @@ fn words_in_explain() {
     let o = attend(&["explain", TEXT, "--token", "zebra"], None);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
 }
+
+/// The length limit stated where it bites, with the option the model allows: MiniLM cuts at
+/// the 256 tokens it was trained on and says `--max-len 512` reads up to its position table;
+/// past that is a usage error.
+#[test]
+fn encoders_say_where_the_length_limit_bites() {
+    let long = "the animal crossed the road ".repeat(60); // ~300 tokens
+    let o = attend(&["explain", "--format", "json", &long], None);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--max-len 512"), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["tokens"].as_array().unwrap().len(), 256);
+    let o = attend(
+        &["explain", "--max-len", "512", "--format", "json", &long],
+        None,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("truncated"), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(v["tokens"].as_array().unwrap().len() > 256);
+    let o = attend(&["embed", "--max-len", "513", "x"], None);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let o = attend(
+        &[
+            "explain",
+            "--model",
+            "toy-winograd",
+            "--max-len",
+            "9",
+            "it =",
+        ],
+        None,
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+}

@@ -143,6 +143,26 @@ impl SentenceEncoder {
         })
     }
 
+    /// Reads up to `max_len` tokens (special tokens included) instead of the length its
+    /// sentence-transformers configuration gives (`max_seq_length`, what it was trained on):
+    /// at least 2, at most the model's position table.
+    pub fn set_max_len(&mut self, max_len: usize) -> Result<()> {
+        let most = self.model.config.max_position_embeddings;
+        if !(2..=most).contains(&max_len) {
+            return Err(Error::Invalid(format!(
+                "a length of {max_len} tokens: this model reads 2 to {most} (its position table)"
+            )));
+        }
+        self.tokenizer.set_max_len(max_len)?;
+        self.max_len = max_len;
+        Ok(())
+    }
+
+    /// The longest input its position table allows.
+    pub fn max_positions(&self) -> usize {
+        self.model.config.max_position_embeddings
+    }
+
     /// Tokenizes one text, special tokens added, truncated at [`SentenceEncoder::max_len`].
     pub fn tokenize(&self, text: &str) -> Result<Tokenized> {
         self.tokenizer.tokenize(text)

@@ -54,6 +54,17 @@ impl HfTokenizer {
         Ok(HfTokenizer { inner })
     }
 
+    /// Cuts texts at `max_len` tokens from now on.
+    pub fn set_max_len(&mut self, max_len: usize) -> Result<()> {
+        self.inner
+            .with_truncation(Some(tokenizers::TruncationParams {
+                max_length: max_len,
+                ..Default::default()
+            }))
+            .map_err(|e| Error::Tokenizer(e.to_string()))?;
+        Ok(())
+    }
+
     /// Tokenizes `text`, saying whether it was truncated.
     pub fn tokenize(&self, text: &str) -> Result<Tokenized> {
         let enc = self
