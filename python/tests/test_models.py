@@ -102,6 +102,43 @@ def test_the_notebook_viewer_is_the_cli_page(minilm, tmp_path):
     np.testing.assert_allclose(atlas["sink_share"], [h["sink_share"] for h in d["atlas"]], rtol=1e-6)
 
 
+def test_the_notebook_frame_sizes_itself():
+    """`_frame`'s markup: the sandboxed page and, beside it, the listener that sets the frame's
+    height from that frame's own messages (tests/browser/viewer.test.mjs builds this markup
+    from the same text and checks it in Chromium)."""
+    import html
+    import re
+
+    from attend import _models
+
+    page = "<!doctype html><p class='x'>it's \"a\" page & more</p><script>1 < 2</script>"
+    out = _models._frame(page)
+    m = re.fullmatch(
+        r"<iframe id='(attend-\d+-[0-9a-f]{8})' name='\1' sandbox='allow-scripts' srcdoc=\"([^\"]*)\" "
+        r"style='width:100%;height:(\d+)px;border:1px solid #ddd' title='attend viewer'></iframe>"
+        r"<script>(.*)</script>",
+        out,
+        re.S,
+    )
+    assert m, out
+    fid, srcdoc, height, script = m.groups()
+    assert html.unescape(srcdoc) == page and "'" not in srcdoc
+    assert "allow-same-origin" not in out  # the page stays in its sandbox
+    assert int(height) == _models._FRAME_HEIGHT == 600
+    assert (_models._FRAME_MIN, _models._FRAME_MAX) == (300, 4000)
+    want = _models._FRAME_SCRIPT.replace("__ID__", fid).replace("__MIN__", "300").replace("__MAX__", "4000")
+    assert script == want and "__" not in script
+    # it listens for the viewer's height message from that frame's window only, clamped
+    assert "addEventListener('message'" in script and "e.source !== f.contentWindow" in script
+    assert "d.attendViewer !== 'height'" in script and "Math.min(4000, Math.max(300, h))" in script
+    assert f"var id = '{fid}'" in script
+    # and the viewer posts it (the page's script, as every attend page carries it)
+    viewer = open(os.path.join(ROOT, "crates", "attend-viz", "assets", "viewer.js"), encoding="utf-8").read()
+    assert "attendViewer: 'height'" in viewer and "postMessage" in viewer
+    # a distinct id per call
+    assert _models._frame(page).split("'")[1] != fid
+
+
 @pytest.fixture(scope="module")
 def smollm2():
     return attend.load("smollm2")

@@ -45,6 +45,9 @@ before(async () => {
   files.genHtml = join(dir, 'gen.html');
   attend(['generate', '--max-tokens', '6', PROMPT, '-o', files.genHtml]);
   files.genJson = JSON.parse(attend(['generate', '--max-tokens', '6', '--explain', '--format', 'json', PROMPT]).toString());
+  // (pages without --compare, which open on the model view)
+  files.decPlainHtml = join(dir, 'smollm2-plain.html');
+  attend(['explain', '--model', 'smollm2', TEXT, '-o', files.decPlainHtml]);
   files.decHtml = join(dir, 'smollm2-explain.html');
   attend(['explain', '--model', 'smollm2', '--compare', 'animal', 'road', TEXT, '-o', files.decHtml]);
   files.decJson = JSON.parse(attend(['explain', '--model', 'smollm2', '--format', 'json', TEXT]).toString());
@@ -121,7 +124,10 @@ test('the MiniLM page loads from file:// with no request and no console error', 
   assert.deepEqual(api.t, files.minilmJson.tokens.map((t) => t.text));
   assert.equal(api.l, 6);
   assert.equal(api.h, 12);
-  assert.ok(api.p > 0, 'the model view was painted');
+  assert.ok(api.p > 0, 'the first view was painted');
+  // (the page was made with --compare: it opens on the comparison asked for)
+  assert.equal(await page.evaluate(() => window.attendViewer.state.view), 'compare');
+  await page.evaluate(() => window.attendViewer.show('model'));
   assert.equal(await page.locator('canvas.thumb').count(), 72);
   await screenshot(page, 'model-view.png');
   await context.close();
@@ -196,6 +202,7 @@ test('a decoder\'s page (SmolLM2 explain): row() equals explain --format json; G
 
 test('clicking a thumbnail opens that head, and hovering lists the top weights', async () => {
   const { page, context } = await open(fileUrl(files.minilmHtml));
+  await page.evaluate(() => window.attendViewer.show('model'));
   await page.locator('canvas.thumb[data-layer="2"][data-head="7"]').click();
   const s = await page.evaluate(() => ({ ...window.attendViewer.state }));
   assert.equal(s.view, 'head');
@@ -299,6 +306,27 @@ test('words: sub-word pieces merge (keys summed, queries averaged)', async () =>
   assert.ok(Math.abs(m1[0] - (J[1][0] + J[2][0]) / 2) < 1e-4);
   assert.deepEqual(seen.errors, []);
   await context.close();
+});
+
+test('a page opens on what was asked: --compare on the comparison, --words with words on; the atlas shades its numbers', async () => {
+  const wordsPage = join(dir, 'words-on.html');
+  attend(['explain', '--words', WORDS, '-o', wordsPage]);
+  const { page, context, seen } = await open(fileUrl(wordsPage));
+  const s = await page.evaluate(() => ({ view: window.attendViewer.state.view, words: window.attendViewer.state.words,
+    box: document.getElementById('av-words').checked }));
+  assert.deepEqual(s, { view: 'model', words: true, box: true });
+  await context.close();
+  const c = await open(fileUrl(files.minilmHtml));
+  const v = await c.page.evaluate(() => ({ view: window.attendViewer.state.view,
+    rows: document.querySelectorAll('#av-compare-table tbody tr').length }));
+  assert.deepEqual(v, { view: 'compare', rows: 72 });
+  await c.page.evaluate(() => window.attendViewer.show('atlas'));
+  const shaded = await c.page.evaluate(() => [...document.querySelectorAll('#av-atlas-table tbody td')]
+    .filter((td) => td.style.background.includes('linear-gradient')).length);
+  assert.equal(shaded, 72 * 4, 'entropy, sink share, previous token and distance cells carry a bar');
+  assert.deepEqual(seen.requests.concat(c.seen.requests), []);
+  assert.deepEqual(seen.errors.concat(c.seen.errors), []);
+  await c.context.close();
 });
 
 test('a SmolLM2 generation: rows and generated tokens equal generate --format json', async () => {
@@ -433,7 +461,7 @@ async function settled(tab, id) {
 
 test('the page in a sandboxed iframe srcdoc, as attend\'s Python package shows it in a notebook', async () => {
   const { tab, context, errors, requests } = await notebook('notebook.html',
-    '<p>a notebook cell</p>' + notebookFrame(readFileSync(files.minilmHtml, 'utf8'), 'attend-0-0a1b2c3d'));
+    '<p>a notebook cell</p>' + notebookFrame(readFileSync(files.wordsHtml, 'utf8'), 'attend-0-0a1b2c3d'));
   const frame = tab.frameLocator('#attend-0-0a1b2c3d');
   await frame.locator('canvas.thumb').first().waitFor();
   assert.equal(await frame.locator('canvas.thumb').count(), 72);
@@ -450,7 +478,7 @@ test('a notebook frame sizes itself to its page: a generation shorter, a 30-laye
   const other = '<iframe id="other" name="other" sandbox="allow-scripts" srcdoc="&lt;p&gt;not a viewer&lt;/p&gt;" style="height:60px"></iframe>';
   const { tab, context, errors, requests } = await notebook('notebook-sized.html',
     '<p>In [1]: lm.generate(…, explain=True)</p>' + notebookFrame(readFileSync(files.genHtml, 'utf8'), gen) +
-    '<p>In [2]: lm.explain(…)</p>' + notebookFrame(readFileSync(files.decHtml, 'utf8'), dec) +
+    '<p>In [2]: lm.explain(…)</p>' + notebookFrame(readFileSync(files.decPlainHtml, 'utf8'), dec) +
     '<p>In [3]:</p>' + other);
   await tab.frameLocator('#' + dec).locator('canvas.thumb').first().waitFor();
   // the generation: the text, its scrubber and the notes, no blank under them

@@ -11,9 +11,10 @@
   var E = D.effect || null;
   // layer: a number, or 'all' (the mean over the layers of what each shows). A generation opens
   // on the mean of every layer × head, the number `attend generate --explain` prints per token.
-  var state = { view: E ? 'effect' : D.kind === 'generation' ? 'gen' : 'model', map: 'raw',
+  // the page opens on what was asked: the effect, a comparison (`--compare A B`), a generation
+  var state = { view: E ? 'effect' : D.compare ? 'compare' : D.kind === 'generation' ? 'gen' : 'model', map: 'raw',
     layer: D.kind === 'generation' ? 'all' : L - 1, head: 'mean',
-    sinks: false, words: false, query: null, step: 0, sortC: null, sortA: null,
+    sinks: false, words: !!D.open_words, query: null, step: 0, sortC: null, sortA: null,
     elayer: 'mean', erollout: true, sortE: null, sortEH: null };
   var rowOf = {};
   D.query_pos.forEach(function (p, r) { rowOf[p] = r; });
@@ -459,7 +460,13 @@
       return '<th data-col="' + i + '">' + esc(c.name) + (s.col === i ? (s.desc ? ' ▾' : ' ▴') : '') + '</th>';
     }).join('') + '</tr></thead><tbody>' + sorted.map(function (r, i) {
       return '<tr data-i="' + rows.indexOf(r) + '">' + cols.map(function (c, j) {
-        return '<td>' + esc(c.fmt ? c.fmt(r[j], i) : r[j]) + '</td>';
+        // a column with `bar` shades its cell by the value's share of the column's largest
+        var style = '';
+        if (c.bar) {
+          var pct = Math.max(0, Math.min(100, 100 * r[j] / (c.bar || 1)));
+          style = ' style="background:linear-gradient(90deg,#cddff4 ' + pct.toFixed(1) + '%,transparent ' + pct.toFixed(1) + '%)"';
+        }
+        return '<td' + style + '>' + esc(c.fmt ? c.fmt(r[j], i) : r[j]) + '</td>';
       }).join('') + '</tr>';
     }).join('') + '</tbody>';
     table.innerHTML = html;
@@ -509,9 +516,11 @@
     var gqa = D.kv_heads < H;
     var rows = D.atlas.map(function (s) { return [s.layer, s.head, s.kv_head, s.entropy, s.sink_share, s.prev_token, s.distance]; });
     var f = function (v) { return v.toFixed(3); };
+    var most = function (i) { return rows.reduce(function (m, r) { return Math.max(m, r[i]); }, 0) || 1; };
     var cols = [{ name: 'layer' }, { name: 'head' }, { name: gqa ? 'kv head (shared)' : 'kv head' },
-      { name: 'entropy (bits)', fmt: f }, { name: 'sink share', fmt: f }, { name: 'previous token', fmt: f },
-      { name: 'mean distance', fmt: function (v) { return v.toFixed(2); } }];
+      { name: 'entropy (bits)', fmt: f, bar: most(3) }, { name: 'sink share', fmt: f, bar: 1 },
+      { name: 'previous token', fmt: f, bar: 1 },
+      { name: 'mean distance', fmt: function (v) { return v.toFixed(2); }, bar: most(6) }];
     sortable($('av-atlas-table'), cols, rows, 'sortA', function (r) { set({ view: 'head', layer: r[0], head: r[1], map: 'raw' }); });
   }
 
