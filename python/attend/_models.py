@@ -8,7 +8,6 @@ import itertools
 import json
 import os
 import secrets
-import tempfile
 from typing import Dict, Iterator, List, Optional, Sequence, Union
 
 import numpy as np
@@ -190,19 +189,10 @@ def _frame(page: str) -> str:
 
 
 def _write_atomic(path, text: str) -> None:
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".attend-", suffix=".partial")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    """The page to ``path`` through attend's one output writer (the CLI's ``-o``): a regular
+    file replaced whole, keeping its mode; a new file ``0666 & ~umask``; a link written through;
+    a device or FIFO written in place; a folder refused with ``OSError``."""
+    _attend.write_output(os.fspath(path), text.encode("utf-8"))
 
 
 class Effect:

@@ -395,6 +395,9 @@ def embed_parquet(
     if "://" not in dst and os.path.isdir(dst) and os.listdir(dst):
         # Ray appends to a folder: a second run would mix its rows with the first's
         raise attend.InvalidArgument(f"{dst} already holds files: give embed_parquet a new or empty folder")
+    if "://" not in dst and os.path.lexists(dst) and not os.path.isdir(dst):
+        # Ray writes a folder of parts: a file (or anything else) at dst would be replaced
+        raise attend.InvalidArgument(f"{dst} is not a folder: give embed_parquet a new or empty folder")
     if not ray.is_initialized():
         ray.init()
     ctx = DataContext.get_current()

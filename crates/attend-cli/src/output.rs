@@ -1,13 +1,14 @@
-//! Writing a command's output: to standard output, or to a file written whole or not at all.
+//! Writing a command's output: to standard output, or through the one writer of attend's
+//! outputs ([`attend_models::formats::output`]), which looks at what is at the path first.
 
 use std::io::Write;
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 
-/// Writes `bytes` to `path` (a temporary file in the same folder, renamed into place, so that
-/// a failure never leaves a damaged file and the old one stays until the new one is whole), or
-/// to standard output.
+/// Writes `bytes` to `path` (`-` is standard output; a regular file is replaced whole or not
+/// at all, keeping its mode; a link is written through; a device or FIFO in place), or to
+/// standard output when there is no path.
 pub fn write(path: Option<&Path>, bytes: &[u8]) -> Result<()> {
     match path {
         Some(p) => write_file(p, bytes),
@@ -20,18 +21,7 @@ pub fn write(path: Option<&Path>, bytes: &[u8]) -> Result<()> {
     }
 }
 
-/// [`write`] to a file.
+/// [`write`] to a path.
 pub fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
-    let name = path
-        .file_name()
-        .with_context(|| format!("writing {}: not a file name", path.display()))?;
-    let mut tmp_name = std::ffi::OsString::from(".");
-    tmp_name.push(name);
-    tmp_name.push(format!(".partial-{}", std::process::id()));
-    let tmp = path.with_file_name(tmp_name);
-    let done = std::fs::write(&tmp, bytes).and_then(|_| std::fs::rename(&tmp, path));
-    if done.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    done.with_context(|| format!("writing {}", path.display()))
+    Ok(attend_models::formats::output::write_output(path, bytes)?)
 }

@@ -246,18 +246,22 @@ async fn index(State(app): State<Arc<App>>) -> Response {
         .models
         .iter()
         .map(|e| {
-            let n = esc(&e.name);
+            let n = attend_viz::escape_html(&e.name);
             format!(
                 "<option value=\"{n}\" data-kind=\"{}\">{n} ({})</option>",
                 e.kind, e.kind
             )
         })
         .collect();
-    let page = INDEX
-        .replace("{{OPTIONS}}", &options)
-        .replace("{{MAX}}", &app.max_chars.to_string())
-        .replace("{{MAXTOK}}", &app.max_tokens.to_string())
-        .replace("{{DEFTOK}}", &app.max_tokens.min(24).to_string());
+    let page = attend_viz::fill_template(
+        INDEX,
+        &[
+            ("OPTIONS", &options),
+            ("MAX", &app.max_chars.to_string()),
+            ("MAXTOK", &app.max_tokens.to_string()),
+            ("DEFTOK", &app.max_tokens.min(24).to_string()),
+        ],
+    );
     (
         [
             (header::CONTENT_TYPE, "text/html; charset=utf-8"),
@@ -266,13 +270,6 @@ async fn index(State(app): State<Arc<App>>) -> Response {
         page,
     )
         .into_response()
-}
-
-fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
 }
 
 /// `POST /api/view` with `{"model": NAME, "text": TEXT}`: the viewer page. The whole

@@ -193,3 +193,13 @@ impl Page {
         Ok(d)
     }
 }
+
+/// Writes `data` to `path` with attend's one output writer (`attend_models::formats::output`):
+/// a regular file replaced whole, keeping its mode; a new file `0666 & ~umask`; a link written
+/// through; a device or FIFO in place; `-` standard output. Raises `OSError` naming the path.
+#[pyfunction]
+pub(crate) fn write_output(py: Python<'_>, path: std::path::PathBuf, data: &[u8]) -> PyResult<()> {
+    let data = data.to_vec();
+    py.detach(|| attend_models::formats::output::write_output(&path, &data))
+        .map_err(|e| pyo3::exceptions::PyOSError::new_err(e.to_string()))
+}

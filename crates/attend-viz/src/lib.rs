@@ -426,11 +426,44 @@ const TEMPLATE: &str = include_str!("../assets/viewer.html");
 const CSS: &str = include_str!("../assets/viewer.css");
 const JS: &str = include_str!("../assets/viewer.js");
 
-fn esc(s: &str) -> String {
+/// `s` safe inside HTML text or a double-quoted attribute.
+pub fn escape_html(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
         .replace('"', "&quot;")
+}
+
+/// Fills a template's `{{NAME}}` placeholders in one pass over the template: a value is copied
+/// as it is and never searched again, so data that happens to contain `{{JS}}` (a prompt, a
+/// model's path) stays data. A placeholder with no value is left as it is.
+pub fn fill_template(template: &str, values: &[(&str, &str)]) -> String {
+    let extra: usize = values.iter().map(|(_, v)| v.len()).sum();
+    let mut out = String::with_capacity(template.len() + extra);
+    let mut rest = template;
+    while let Some(open) = rest.find("{{") {
+        out.push_str(&rest[..open]);
+        let after = &rest[open + 2..];
+        let value = after.find("}}").and_then(|close| {
+            let name = &after[..close];
+            values
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| (*v, close))
+        });
+        match value {
+            Some((v, close)) => {
+                out.push_str(v);
+                rest = &after[close + 2..];
+            }
+            None => {
+                out.push_str("{{");
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 fn page(data: &Data) -> String {
@@ -439,11 +472,15 @@ fn page(data: &Data) -> String {
         .unwrap_or_else(|_| "{}".into())
         .replace('<', "\\u003c");
     let title = format!("attend · {} · {} tokens", data.model, data.tokens.len());
-    TEMPLATE
-        .replacen("{{TITLE}}", &esc(&title), 1)
-        .replacen("{{CSS}}", CSS, 1)
-        .replacen("{{DATA}}", &json, 1)
-        .replacen("{{JS}}", JS, 1)
+    fill_template(
+        TEMPLATE,
+        &[
+            ("TITLE", &escape_html(&title)),
+            ("CSS", CSS),
+            ("DATA", &json),
+            ("JS", JS),
+        ],
+    )
 }
 
 #[cfg(test)]
@@ -538,5 +575,27 @@ mod tests {
         assert!(html.contains("\"query_pos\":[1,2]"));
         let empty = Trace::dense(vec![], (2, 2, 2), false, vec![]).unwrap();
         assert!(trace_page(&empty, &Options::new("m")).is_err());
+    }
+
+    #[test]
+    fn placeholders_in_the_data_stay_data() {
+        // A prompt or model name holding the template's own placeholders: the script is
+        // pasted once, in its place, and the text survives as typed.
+        let prompt = vec![tok("say", 0, 3), tok(" {{JS}}", 3, 10)];
+        let r0 = [0.5f32, 0.5];
+        let g = GenerationTrace::new(prompt, vec![(tok("{{DATA}}", 10, 18), &r0[..])], (1, 1, 1))
+            .unwrap();
+        let mut o = Options::new("m {{CSS}} {{TITLE}}");
+        o.subtitle = Some("prompt: say {{JS}} now".into());
+        let html = generation_page(&g, &[-0.5], &o).unwrap();
+        assert_eq!(html.matches(JS).count(), 1);
+        assert_eq!(html.matches(CSS).count(), 1);
+        assert!(html.contains("say {{JS}} now"));
+        assert!(html.contains("{{DATA}}"));
+        assert!(html.trim_end().ends_with("</html>"));
+        assert_eq!(
+            fill_template("a{{X}}b{{Y}}c{{", &[("X", "{{Y}}"), ("Y", "2")]),
+            "a{{Y}}b2c{{"
+        );
     }
 }

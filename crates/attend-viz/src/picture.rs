@@ -3,14 +3,8 @@
 
 use attend_models::TokenInfo;
 
+use crate::escape_html as esc;
 use crate::{Error, Result};
-
-fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
 
 /// White → deep blue, for a weight in [0, 1].
 fn colour(w: f32) -> String {

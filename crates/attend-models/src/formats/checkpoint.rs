@@ -8,7 +8,6 @@ use std::path::Path;
 
 use safetensors::{Dtype, SafeTensors};
 
-use crate::error::io;
 use crate::{Error, Result};
 
 /// A safetensors file of float32 tensors `(name, shape, values)`.
@@ -93,24 +92,9 @@ pub fn check_recorded(
     Ok(())
 }
 
-/// Writes `bytes` to `path` whole or not at all: a temporary name in the same folder
-/// (`.NAME.partial`), renamed into place; removed again on any failure.
+/// Writes `bytes` to `path` whole or not at all ([`super::output::write_output`]).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let name = path.file_name().map_or_else(
-        || std::ffi::OsString::from("out"),
-        std::ffi::OsStr::to_os_string,
-    );
-    let mut tmp_name = std::ffi::OsString::from(".");
-    tmp_name.push(&name);
-    tmp_name.push(".partial");
-    let tmp = path.with_file_name(tmp_name);
-    let done = std::fs::write(&tmp, bytes)
-        .map_err(io(&tmp))
-        .and_then(|_| std::fs::rename(&tmp, path).map_err(io(path)));
-    if done.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    done
+    super::output::write_output(path, bytes)
 }
 
 #[cfg(test)]
