@@ -400,10 +400,10 @@ class CausalLM:
     def heads(self) -> int:
         return self._m.heads
 
-    def _prompt(self, prompt: str):
+    def _prompt(self, prompt: str, control_tokens: bool = False):
         if not isinstance(prompt, str):
             raise TypeError("the prompt must be a string")
-        toks = self._m.tokenize(prompt)
+        toks = self._m.tokenize(prompt, bool(control_tokens))
         if not toks:
             raise InvalidArgument("the prompt is empty")
         return [t[0] for t in toks], [t[1] for t in toks]
@@ -417,10 +417,12 @@ class CausalLM:
         top_p: Optional[float] = None,
         seed: Optional[int] = None,
         explain: bool = False,
+        control_tokens: bool = False,
     ) -> Generation:
         """Continues ``prompt`` (greedy by default; ``temperature``, ``top_k``, ``top_p`` and
-        ``seed`` sample), as ``attend generate`` does."""
-        ids, texts = self._prompt(prompt)
+        ``seed`` sample), as ``attend generate`` does. Control tokens typed in the prompt
+        (``<|im_start|>``, ``<start_of_turn>``) are text unless ``control_tokens=True``."""
+        ids, texts = self._prompt(prompt, control_tokens)
         items, page = self._m.generate(ids, _count(max_tokens), float(temperature), top_k, top_p, seed, bool(explain))
         return Generation(self.name, texts, items, self.layers, self.heads, page)
 
@@ -432,19 +434,21 @@ class CausalLM:
         top_k: Optional[int] = None,
         top_p: Optional[float] = None,
         seed: Optional[int] = None,
+        control_tokens: bool = False,
     ) -> Iterator[str]:
         """The same generation, yielding each token's text as it is made."""
-        ids, _ = self._prompt(prompt)
+        ids, _ = self._prompt(prompt, control_tokens)
         for t in self._m.stream(ids, _count(max_tokens), float(temperature), top_k, top_p, seed, False):
             yield t["text"]
 
-    def explain(self, text: str) -> Explanation:
+    def explain(self, text: str, control_tokens: bool = False) -> Explanation:
         """The attention of every layer × head × query × key over ``text`` (one forward pass
         on attend's kernel, as ``attend explain --model`` computes it), and the likeliest
-        next tokens (``Explanation.next``)."""
+        next tokens (``Explanation.next``). Control tokens typed in ``text`` are text unless
+        ``control_tokens=True``."""
         if not isinstance(text, str):
             raise TypeError("explain takes a string")
-        return Explanation(self.name, self._m.explain(text))
+        return Explanation(self.name, self._m.explain(text, bool(control_tokens)))
 
     def effect(
         self,
@@ -455,6 +459,7 @@ class CausalLM:
         words: bool = False,
         heads: bool = True,
         mean_ablation: bool = False,
+        control_tokens: bool = False,
     ) -> "Effect":
         """Does the attention matter? Each source token of ``text`` (each word with
         ``words=True``) knocked out — its attention edges from every later position removed
@@ -473,7 +478,9 @@ class CausalLM:
         if layers is not None:
             a, b = (int(x) for x in layers)
             span = (a, b)
-        doc, page = self._m.effect(text, target, str(knockout), span, bool(words), bool(heads), bool(mean_ablation))
+        doc, page = self._m.effect(
+            text, target, str(knockout), span, bool(words), bool(heads), bool(mean_ablation), bool(control_tokens)
+        )
         return Effect(self.name, json.loads(doc), page)
 
     def set_exact(self, exact: bool = True) -> "CausalLM":

@@ -72,6 +72,11 @@ pub struct EffectArgs {
     /// ones; slower.
     #[arg(long)]
     exact: bool,
+    /// Causal models: parse control tokens typed in the text (`<|im_start|>`,
+    /// `<start_of_turn>`), for a prompt written in the model's own format; without it they are
+    /// text.
+    #[arg(long)]
+    control_tokens: bool,
     /// Output format [default: from the extension of -o (.json, .html, .svg, .png), else
     /// text].
     #[arg(long, value_enum)]
@@ -184,6 +189,12 @@ pub fn run(args: &EffectArgs) -> Result<()> {
                 ));
             }
         }
+        if args.control_tokens {
+            return Err(crate::usage!(
+                "--control-tokens is for causal models (an encoder reads [CLS] and [SEP] it \
+                 adds itself; typed ones are text)"
+            ));
+        }
         let enc = crate::input::encoder_reading(&args.model, args.max_len)?;
         model_layers(enc.model.config.num_hidden_layers)?;
         if args.exact {
@@ -219,6 +230,7 @@ pub fn run(args: &EffectArgs) -> Result<()> {
             &text,
             args.target.as_deref(),
             &spec,
+            args.control_tokens,
         )
         .map_err(crate::explain::usage_if_text)?
     };

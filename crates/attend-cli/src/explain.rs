@@ -38,6 +38,11 @@ pub struct ExplainArgs {
     /// instead of 8-bit ones; slower.
     #[arg(long)]
     exact: bool,
+    /// Causal models: parse control tokens typed in the text (`<|im_start|>`,
+    /// `<start_of_turn>`), for a prompt written in the model's own format; without it they are
+    /// text.
+    #[arg(long)]
+    control_tokens: bool,
     /// Layer to show: a number from 0, or `all` [default: the last layer].
     #[arg(long)]
     layer: Option<String>,
@@ -273,6 +278,12 @@ fn explain(args: &ExplainArgs, text: &str) -> Result<Explained> {
                     "--exact is for causal models (an encoder computes in float32 already)"
                 ));
             }
+            if args.control_tokens {
+                return Err(crate::usage!(
+                    "--control-tokens is for causal models (an encoder reads [CLS] and [SEP] \
+                     it adds itself; typed ones are text)"
+                ));
+            }
             let enc = crate::input::encoder_reading(&args.model, args.max_len)?;
             let (trace, tok) = enc.trace(text)?;
             if tok.truncated {
@@ -294,8 +305,13 @@ fn explain(args: &ExplainArgs, text: &str) -> Result<Explained> {
                     args.model
                 );
             }
-            let (trace, top) = attend_models::models::causal::explain_text(lm.as_ref(), text, 3)
-                .map_err(usage_if_text)?;
+            let (trace, top) = attend_models::models::causal::explain_text(
+                lm.as_ref(),
+                text,
+                3,
+                args.control_tokens,
+            )
+            .map_err(usage_if_text)?;
             (trace, Some(top))
         }
     };

@@ -48,6 +48,12 @@ pub struct GenerateArgs {
     /// Wrap the prompt in the model's chat template (one user message).
     #[arg(long)]
     chat: bool,
+
+    /// Parse control tokens typed in the prompt (`<|im_start|>`, `<start_of_turn>`), for a
+    /// prompt written in the model's own format. Without it they are text, and --chat keeps the
+    /// message text in any case.
+    #[arg(long, conflicts_with = "chat")]
+    control_tokens: bool,
     /// Multiply by float32 activations instead of 8-bit ones: slow (every weight row is
     /// dequantised per step), and what transformers computes on the same file.
     #[arg(long)]
@@ -227,7 +233,8 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
             heads - 1
         ));
     }
-    let text = match (args.chat, lm.chat(&prompt)) {
+    let tok = lm.tokenizer();
+    let (text, prompt_tokens) = match (args.chat, lm.chat(&prompt)) {
         (true, Some(t)) => t?,
         (true, None) => {
             return Err(crate::usage!(
@@ -236,14 +243,20 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
                 args.model
             ))
         }
-        (false, _) => prompt,
+        (false, _) => {
+            let toks = if args.control_tokens {
+                tok.encode_with_control(&prompt)
+            } else {
+                tok.encode(&prompt)
+            };
+            let toks = toks.map_err(|e| match e {
+                // a word list that does not know a word: the user's text
+                attend_models::Error::Invalid(_) => crate::usage!("{e}"),
+                other => other.into(),
+            })?;
+            (prompt, toks)
+        }
     };
-    let tok = lm.tokenizer();
-    let prompt_tokens = tok.encode(&text).map_err(|e| match e {
-        // a word list that does not know a word: the user's text
-        attend_models::Error::Invalid(_) => crate::usage!("{e}"),
-        other => other.into(),
-    })?;
     let prompt_ids: Vec<u32> = prompt_tokens.iter().map(|t| t.id).collect();
     if prompt_ids.is_empty() {
         return Err(crate::usage!("the prompt is empty"));

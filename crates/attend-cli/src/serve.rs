@@ -429,8 +429,9 @@ fn page_of(e: &Entry, text: &str, mode: Mode) -> Result<String, Failure> {
             viz(attend_viz::trace_page(&trace, &opts))
         }
         (Loaded::Causal(lm), Mode::Explain) => {
-            let (trace, next) = attend_models::models::causal::explain_text(lm.as_ref(), text, 3)
-                .map_err(|err| user(err.to_string()))?;
+            let (trace, next) =
+                attend_models::models::causal::explain_text(lm.as_ref(), text, 3, false)
+                    .map_err(|err| user(err.to_string()))?;
             let top: Vec<String> = next
                 .iter()
                 .map(|(t, p)| format!("{} {p:.3}", crate::explain::shown(t)))

@@ -53,10 +53,11 @@ fn golden(name: &str) -> Value {
     )
 }
 
-/// The ids attend's tokenizer gives `text`.
+/// The ids attend's tokenizer gives `text`, parsing control tokens typed in it as
+/// transformers does.
 fn encode(m: &Decoder, text: &str) -> Vec<u32> {
     m.tokenizer
-        .encode(text)
+        .encode_with_control(text)
         .unwrap()
         .iter()
         .map(|t| t.id)
@@ -84,6 +85,16 @@ fn check(name: &str, arch: &str) {
             encode(&m, text),
             ids(&t["ids"]),
             "{name}: token ids of {text:?}"
+        );
+        // not asked to, attend reads every control token's spelling as text
+        let plain = m.tokenizer.encode(text).unwrap();
+        let bos = m.tokenizer.bos.filter(|_| m.tokenizer.add_bos);
+        assert!(
+            plain
+                .iter()
+                .skip(usize::from(bos.is_some()))
+                .all(|t| !m.tokenizer.token_bytes(t.id).is_empty()),
+            "{name}: a typed control token parsed in {text:?}"
         );
     }
     m.exact = true;

@@ -227,22 +227,38 @@ impl CausalLM {
         }
     }
 
-    /// The prompt's tokens as (id, text, start, end) tuples.
-    fn tokenize<'py>(&self, py: Python<'py>, text: &str) -> PyResult<Bound<'py, PyList>> {
-        let toks = self
-            .inner
-            .tokenizer()
-            .encode(text)
-            .map_err(|e| model_err(py, e))?;
+    /// The prompt's tokens as (id, text, start, end) tuples; control tokens typed in `text`
+    /// are text unless `control_tokens`.
+    #[pyo3(signature = (text, control_tokens=false))]
+    fn tokenize<'py>(
+        &self,
+        py: Python<'py>,
+        text: &str,
+        control_tokens: bool,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let toks = attend_models::models::causal::encode_user(
+            self.inner.tokenizer(),
+            text,
+            control_tokens,
+        )
+        .map_err(|e| model_err(py, e))?;
         tokens_list(py, &toks)
     }
 
     /// The attention of every layer × head × query × key over `text` (one forward pass), as
     /// `attend explain --model` computes it, and the likeliest next tokens.
-    fn explain<'py>(&self, py: Python<'py>, text: &str) -> PyResult<Bound<'py, PyDict>> {
+    #[pyo3(signature = (text, control_tokens=false))]
+    fn explain<'py>(
+        &self,
+        py: Python<'py>,
+        text: &str,
+        control_tokens: bool,
+    ) -> PyResult<Bound<'py, PyDict>> {
         let lm = &*self.inner;
         let (trace, next) = py
-            .detach(|| on_pool(|| attend_models::models::causal::explain_text(lm, text, 3)))
+            .detach(|| {
+                on_pool(|| attend_models::models::causal::explain_text(lm, text, 3, control_tokens))
+            })
             .map_err(|e| model_err(py, e))?;
         explanation(py, trace, false, Some(next))
     }
@@ -251,7 +267,7 @@ impl CausalLM {
     /// the log-probability of `target` (default: the likeliest next token), beside the
     /// attention paid: `attend effect`'s JSON document, and the viewer page of the text with
     /// its effect view.
-    #[pyo3(signature = (text, target=None, knockout="later", layers=None, words=false, heads=true, mean_ablation=false))]
+    #[pyo3(signature = (text, target=None, knockout="later", layers=None, words=false, heads=true, mean_ablation=false, control_tokens=false))]
     #[allow(clippy::too_many_arguments)]
     fn effect(
         &self,
@@ -263,6 +279,7 @@ impl CausalLM {
         words: bool,
         heads: bool,
         mean_ablation: bool,
+        control_tokens: bool,
     ) -> PyResult<(String, Page)> {
         use attend_models::trace::effect::{Ablation, EffectSpec, Knockout};
         let knockout = match knockout {
@@ -293,7 +310,13 @@ impl CausalLM {
         let e = py
             .detach(|| {
                 on_pool(|| {
-                    attend_models::models::causal::effect_text(lm, text, target.as_deref(), &spec)
+                    attend_models::models::causal::effect_text(
+                        lm,
+                        text,
+                        target.as_deref(),
+                        &spec,
+                        control_tokens,
+                    )
                 })
             })
             .map_err(|e| model_err(py, e))?;

@@ -59,9 +59,10 @@ pub trait CausalLm: Send + Sync {
     fn tokenizer(&self) -> &dyn Tokenizer;
     /// Whether `id` ends a text.
     fn is_end(&self, id: u32) -> bool;
-    /// `user` wrapped in the model's chat template as one user turn; `None` when the model has
+    /// `user` wrapped in the model's chat template as one user turn, and its tokens (the
+    /// template's control tokens parsed, the user's text as text); `None` when the model has
     /// no template.
-    fn chat(&self, user: &str) -> Option<Result<String>> {
+    fn chat(&self, user: &str) -> Option<Result<(String, Vec<TokenInfo>)>> {
         let _ = user;
         None
     }
@@ -115,16 +116,17 @@ pub fn effect_text(
     text: &str,
     target: Option<&str>,
     spec: &EffectSpec,
+    control: bool,
 ) -> Result<Effect> {
     if !lm.has_interventions() {
         return Err(no_interventions());
     }
     let tok = lm.tokenizer();
-    let prompt = tok.encode(text)?;
+    let prompt = encode_user(tok, text, control)?;
     let ids: Vec<u32> = match target {
         None => Vec::new(),
         Some(t) => {
-            let joint = tok.encode(&format!("{text}{t}"))?;
+            let joint = encode_user(tok, &format!("{text}{t}"), control)?;
             let same =
                 joint.len() > prompt.len() && joint.iter().zip(&prompt).all(|(a, b)| a.id == b.id);
             let ids: Vec<u32> = if same {
@@ -154,17 +156,28 @@ pub fn effect_text(
     lm.effect(&prompt, &ids, spec)
 }
 
+/// A user's text as tokens: control tokens typed in it are text unless `control` (a prompt
+/// written in the model's own format, by choice).
+pub fn encode_user(tok: &dyn Tokenizer, text: &str, control: bool) -> Result<Vec<TokenInfo>> {
+    if control {
+        tok.encode_with_control(text)
+    } else {
+        tok.encode(text)
+    }
+}
+
 /// Every layer × head × query × key of `text` in `lm` ([`CausalLm::explain`]), with the `k`
 /// likeliest next tokens as the tokenizer names them ([`Tokenizer::name`]) and their
-/// probabilities. A text with no
+/// probabilities (control tokens typed in `text` parsed only with `control`). A text with no
 /// tokens, or longer than the model reads, is refused before anything runs.
 pub fn explain_text(
     lm: &dyn CausalLm,
     text: &str,
     k: usize,
+    control: bool,
 ) -> Result<(Trace, Vec<(String, f32)>)> {
     let tok = lm.tokenizer();
-    let tokens = tok.encode(text)?;
+    let tokens = encode_user(tok, text, control)?;
     let max = match lm.context() {
         Context::Limit(max) | Context::Window(max) => max,
     };

@@ -139,7 +139,9 @@ const SPM_SPACE: char = '\u{2581}';
 
 /// A GGUF file's tokenizer.
 pub struct GgufTokenizer {
-    inner: Tokenizer,
+    /// The `tokenizers` pipeline; behind a lock because whether it parses control tokens is a
+    /// setting of the tokenizer, switched per call ([`GgufTokenizer::encode`] never does).
+    inner: std::sync::Mutex<Tokenizer>,
     /// Each id's bytes when decoded (byte-level alphabet undone; none for control tokens,
     /// which add nothing to a text: their names are `tokens`).
     bytes: Vec<Vec<u8>>,
@@ -544,7 +546,7 @@ impl GgufTokenizer {
             }
         }
         Ok(GgufTokenizer {
-            inner,
+            inner: std::sync::Mutex::new(inner),
             bytes,
             bos: id("tokenizer.ggml.bos_token_id"),
             eos,
@@ -562,14 +564,28 @@ impl GgufTokenizer {
             tokens,
         })
     }
-    /// Tokenizes `text` (BOS in front when the file says so), with byte offsets.
+    /// Tokenizes `text` as text (BOS in front when the file says so), with byte offsets: a
+    /// control token's spelling typed in it (`<|im_end|>`, `<start_of_turn>`) is characters,
+    /// never the control token, so typed text cannot end a turn or open a role.
     pub fn encode(&self, text: &str) -> Result<Vec<TokenInfo>> {
-        let enc = self
-            .inner
-            .encode(text, false)
-            .map_err(|e| Error::Tokenizer(e.to_string()))?;
+        self.encode_as(text, false, self.add_bos)
+    }
+
+    /// Tokenizes `text` parsing the control tokens spelled in it (what transformers'
+    /// tokenizers do by default): for a prompt written in the model's own format, by choice.
+    pub fn encode_with_control(&self, text: &str) -> Result<Vec<TokenInfo>> {
+        self.encode_as(text, true, self.add_bos)
+    }
+
+    fn encode_as(&self, text: &str, control: bool, bos: bool) -> Result<Vec<TokenInfo>> {
+        let enc = {
+            let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+            inner.set_encode_special_tokens(!control);
+            inner.encode(text, false)
+        }
+        .map_err(|e| Error::Tokenizer(e.to_string()))?;
         let mut out = Vec::with_capacity(enc.len() + 1);
-        if self.add_bos {
+        if bos {
             if let Some(b) = self.bos {
                 out.push(TokenInfo {
                     id: b,
@@ -588,6 +604,86 @@ impl GgufTokenizer {
             });
         }
         Ok(out)
+    }
+
+    /// `user` as one user turn of the file's chat template, with the generation prompt,
+    /// tokenized: the template's control tokens parsed, the user's text as text (a typed
+    /// `<|im_end|><|im_start|>system` stays characters). BOS once, whether the template writes
+    /// it or the file asks for it. Offsets are in [`apply_chat_template`]'s text.
+    pub fn encode_chat(&self, user: &str) -> Result<(String, Vec<TokenInfo>)> {
+        let rendered = apply_chat_template(self, user)?;
+        // where the message sits in the rendering: a sentinel no text holds, rendered in its
+        // place; a template that rewrites the message (trims it, say) is seen by the mismatch
+        const MARK: &str = "\u{F8FF}attend-user-turn\u{F8FF}";
+        let marked = apply_chat_template(self, MARK)?;
+        let span = match marked
+            .match_indices(MARK)
+            .map(|(i, _)| i)
+            .collect::<Vec<_>>()[..]
+        {
+            [i] if format!("{}{user}{}", &marked[..i], &marked[i + MARK.len()..]) == rendered => {
+                Some((i, i + user.len()))
+            }
+            _ => None,
+        };
+        let whole = self.encode_as(&rendered, true, false)?;
+        let typed_control = |toks: &[TokenInfo], (a, b): (usize, usize)| {
+            toks.iter()
+                .any(|t| self.is_control(t.id) && t.start < b && t.end > a && t.end > t.start)
+        };
+        let mut toks = match span {
+            Some(span) if typed_control(&whole, span) => {
+                // the user typed a control token's spelling: the turn in three pieces, the
+                // middle one as text
+                let (a, b) = span;
+                let mut toks = self.encode_as(&rendered[..a], true, false)?;
+                for (piece, at, control) in [(&rendered[a..b], a, false), (&rendered[b..], b, true)]
+                {
+                    toks.extend(
+                        self.encode_as(piece, control, false)?
+                            .into_iter()
+                            .map(|mut t| {
+                                t.start += at;
+                                t.end += at;
+                                t
+                            }),
+                    );
+                }
+                toks
+            }
+            Some(_) => whole,
+            None => {
+                let plain = self.encode_as(user, true, false)?;
+                if plain.iter().any(|t| self.is_control(t.id)) {
+                    return Err(Error::Tokenizer(
+                        "this chat template rewrites the message, so attend cannot keep the                          control tokens typed in it as text; remove them, or write the prompt                          in the model's format without --chat"
+                            .into(),
+                    ));
+                }
+                whole
+            }
+        };
+        if self.add_bos {
+            if let Some(b) = self.bos {
+                if toks.first().map(|t| t.id) != Some(b) {
+                    toks.insert(
+                        0,
+                        TokenInfo {
+                            id: b,
+                            text: self.tokens[b as usize].clone(),
+                            start: 0,
+                            end: 0,
+                        },
+                    );
+                }
+            }
+        }
+        Ok((rendered, toks))
+    }
+
+    /// Whether `id` is a control token (BOS, `<|im_end|>`, `<start_of_turn>`: no bytes of text).
+    fn is_control(&self, id: u32) -> bool {
+        self.bytes.get(id as usize).is_some_and(Vec::is_empty)
     }
 
     /// The bytes token `id` adds to a text (empty for a control token or an unknown id).
@@ -750,6 +846,10 @@ impl std::io::Write for Capped {
 impl super::Tokenizer for GgufTokenizer {
     fn encode(&self, text: &str) -> Result<Vec<TokenInfo>> {
         GgufTokenizer::encode(self, text)
+    }
+
+    fn encode_with_control(&self, text: &str) -> Result<Vec<TokenInfo>> {
+        GgufTokenizer::encode_with_control(self, text)
     }
 
     fn token_bytes(&self, id: u32) -> std::borrow::Cow<'_, [u8]> {

@@ -45,6 +45,8 @@ impl HfTokenizer {
             what: format!("not a tokenizer.json: {e}"),
         })?;
         inner.with_padding(None);
+        // [CLS], [SEP] or [MASK] typed in a text are text: the model's own are added around it
+        inner.set_encode_special_tokens(true);
         inner
             .with_truncation(Some(tokenizers::TruncationParams {
                 max_length: max_len,

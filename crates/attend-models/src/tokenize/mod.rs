@@ -32,7 +32,14 @@ pub mod vocab;
 pub trait Tokenizer: Sync {
     /// The tokens of `text`, with the special tokens the model adds (BOS, `[CLS]` … `[SEP]`),
     /// each with its byte offsets in `text`.
+    /// Control tokens' spellings typed in `text` are text, never control tokens.
     fn encode(&self, text: &str) -> Result<Vec<TokenInfo>>;
+
+    /// [`Tokenizer::encode`], parsing the control tokens spelled in `text` (a prompt written
+    /// in the model's own format, by choice). Tokenizers without control tokens: the same.
+    fn encode_with_control(&self, text: &str) -> Result<Vec<TokenInfo>> {
+        self.encode(text)
+    }
 
     /// The bytes token `id` adds to a generated text (empty for control tokens).
     fn token_bytes(&self, id: u32) -> Cow<'_, [u8]>;

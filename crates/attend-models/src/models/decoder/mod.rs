@@ -45,7 +45,7 @@ use crate::nn::activations::{gelu_tanh, silu};
 use crate::nn::norm::rms_norm;
 use crate::nn::rope::{Rope, RopeTable};
 use crate::quant::{Activation, QMatrix};
-use crate::tokenize::gguf::{apply_chat_template, GgufTokenizer, SpmStyle};
+use crate::tokenize::gguf::{GgufTokenizer, SpmStyle};
 use crate::tokenize::{TokenInfo, Tokenizer};
 use crate::trace::Trace;
 use crate::Result;
@@ -905,12 +905,12 @@ impl CausalLm for Decoder {
         self.tokenizer.stop_ids.contains(&id)
     }
 
-    fn chat(&self, user: &str) -> Option<Result<String>> {
+    fn chat(&self, user: &str) -> Option<Result<(String, Vec<TokenInfo>)>> {
         // a file with a template is an instruction-tuned model; a base model carries none
         self.tokenizer
             .chat_template
             .as_ref()
-            .map(|_| apply_chat_template(&self.tokenizer, user))
+            .map(|_| self.tokenizer.encode_chat(user))
     }
 
     fn set_exact(&mut self, exact: bool) -> bool {
