@@ -1396,3 +1396,105 @@ fn encoders_say_where_the_length_limit_bites() {
     );
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
 }
+
+/// `-o` looks at what is at the path: a link is written through and stays a link, a file
+/// keeps its mode, `-` is standard output, a device stays a device, a folder is refused with
+/// nothing lost; a FIFO given as a model is refused at once, never opened (it would block).
+#[cfg(unix)]
+#[test]
+fn outputs_and_model_paths_respect_what_is_there() {
+    use std::os::unix::fs::{symlink, FileTypeExt, PermissionsExt};
+    let d = tmp_dir("paths");
+    let text = "the cat sat";
+    let run = |args: &[&str]| -> Output {
+        Command::new(env!("CARGO_BIN_EXE_attend"))
+            .args(args)
+            .current_dir(&d)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    // a link, written through
+    std::fs::write(d.join("real.json"), "old").unwrap();
+    symlink("real.json", d.join("link.json")).unwrap();
+    let o = run(&["explain", text, "-o", "link.json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(std::fs::symlink_metadata(d.join("link.json"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    let v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(d.join("real.json")).unwrap()).unwrap();
+    assert_eq!(v["model"], "minilm");
+    // a 0644 page stays 0644
+    let page = d.join("page.html");
+    std::fs::write(&page, "old").unwrap();
+    std::fs::set_permissions(&page, std::fs::Permissions::from_mode(0o644)).unwrap();
+    assert!(run(&["explain", text, "-o", "page.html"]).status.success());
+    assert_eq!(
+        std::fs::metadata(&page).unwrap().permissions().mode() & 0o777,
+        0o644
+    );
+    // `-` is standard output, not a file named `-`
+    let o = run(&["explain", text, "--format", "json", "-o", "-"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(serde_json::from_slice::<serde_json::Value>(&o.stdout).is_ok());
+    assert!(!d.join("-").exists());
+    // a device stays a device
+    assert!(
+        run(&["explain", text, "--format", "json", "-o", "/dev/null"])
+            .status
+            .success()
+    );
+    assert!(std::fs::metadata("/dev/null")
+        .unwrap()
+        .file_type()
+        .is_char_device());
+    // a folder: refused, its files untouched
+    std::fs::create_dir_all(d.join("out.json")).unwrap();
+    std::fs::write(d.join("out.json/keep"), "mine").unwrap();
+    let o = run(&["explain", text, "-o", "out.json"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("is a folder"), "{}", stderr(&o));
+    assert_eq!(std::fs::read(d.join("out.json/keep")).unwrap(), b"mine");
+    // a FIFO as a model, or inside a model's folder: refused, not waited on
+    let fifo_ok = Command::new("mkfifo")
+        .arg(d.join("m.gguf"))
+        .status()
+        .is_ok_and(|s| s.success());
+    if fifo_ok {
+        std::fs::create_dir_all(d.join("folder")).unwrap();
+        Command::new("mkfifo")
+            .arg(d.join("folder/model.gguf"))
+            .status()
+            .unwrap();
+        for model in ["m.gguf", "./folder"] {
+            let mut child = Command::new(env!("CARGO_BIN_EXE_attend"))
+                .args(["generate", "--model", model, "hi"])
+                .current_dir(&d)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            let t0 = std::time::Instant::now();
+            let status = loop {
+                if let Some(s) = child.try_wait().unwrap() {
+                    break s;
+                }
+                if t0.elapsed() > std::time::Duration::from_secs(20) {
+                    let _ = child.kill();
+                    panic!("attend blocked on the FIFO {model}");
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            };
+            let mut err = String::new();
+            std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+            assert!(!status.success());
+            assert!(err.contains("not a regular file"), "{model}: {err}");
+        }
+    } else {
+        eprintln!("skipped the FIFO part: mkfifo is not available");
+    }
+    std::fs::remove_dir_all(&d).unwrap();
+}

@@ -288,6 +288,42 @@ fn malformed_files_are_refused_with_the_offset_and_the_problem() {
     );
 }
 
+/// A tensor whose declared type or size makes its bytes run into the next one's (a Q5_0
+/// tensor retyped Q8_0, say) is refused at load, naming both, not found later as a NaN.
+#[test]
+fn overlapping_tensors_are_refused() {
+    // 16 f32 (64 bytes) at 0 run into `w` at 32
+    let b = build(&Spec {
+        tensors: vec![
+            ("norm.weight".into(), vec![16], 0, 0),
+            ("w".into(), vec![32, 2], 8, 32),
+        ],
+        ..Default::default()
+    });
+    refuse(
+        &b,
+        "tensor `norm.weight` (its declared type and sizes make 64 bytes) runs into tensor `w`",
+    );
+    // two tensors at the same offset, listed in either order
+    let b = build(&Spec {
+        tensors: vec![
+            ("w".into(), vec![32, 2], 8, 32),
+            ("v".into(), vec![4], 0, 32),
+        ],
+        ..Default::default()
+    });
+    refuse(&b, "runs into tensor");
+    // the Q8_0 matrix retyped F16 (32 × 2 × 2 = 128 bytes) runs past the file
+    let b = build(&Spec {
+        tensors: vec![
+            ("norm.weight".into(), vec![4], 0, 0),
+            ("w".into(), vec![32, 2], 1, 32),
+        ],
+        ..Default::default()
+    });
+    refuse(&b, "runs past the end");
+}
+
 #[test]
 fn every_truncation_and_random_mutations_never_panic() {
     let good = build(&Spec::default());
@@ -404,4 +440,71 @@ fn files_name_themselves_in_errors() {
         "{e}"
     );
     std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Tokenizer metadata is checked against the vocabulary before anything trusts it (on a real
+/// tiny Qwen 2 file, each key broken in memory): a special token's id out of range, a type
+/// or score that is no type or score, arrays of the wrong length, an empty vocabulary — each
+/// refused naming the key.
+#[test]
+fn tokenizer_metadata_out_of_range_is_refused_naming_the_key() {
+    use attend_models::formats::gguf::Value;
+    use attend_models::tokenize::gguf::{GgufTokenizer, SpmStyle};
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tiny/qwen2.gguf");
+    let good = Gguf::parse(&std::fs::read(&path).unwrap()).unwrap();
+    assert!(GgufTokenizer::from_gguf(&good, SpmStyle::Llama).is_ok());
+    let n = good
+        .get("tokenizer.ggml.tokens")
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .len();
+    let broken = |key: &str, v: Option<Value>, want: &str| {
+        let mut g = Gguf::parse(&std::fs::read(&path).unwrap()).unwrap();
+        match v {
+            Some(v) => g.metadata.insert(key.into(), v),
+            None => g.metadata.remove(key),
+        };
+        let e = GgufTokenizer::from_gguf(&g, SpmStyle::Llama)
+            .err()
+            .unwrap_or_else(|| panic!("{key} accepted"))
+            .to_string();
+        assert!(e.contains(want), "{key}: `{e}` does not say `{want}`");
+    };
+    for id in ["bos", "eos", "unknown", "padding"] {
+        let key = format!("tokenizer.ggml.{id}_token_id");
+        broken(&key, Some(Value::U32(1_000_000_000)), &key);
+        broken(&key, Some(Value::I32(-5)), &key);
+    }
+    let types = |t: Value| Value::Array(vec![t; n]);
+    broken(
+        "tokenizer.ggml.token_type",
+        Some(types(Value::I32(99))),
+        "type",
+    );
+    broken(
+        "tokenizer.ggml.token_type",
+        Some(types(Value::I32(-5))),
+        "type",
+    );
+    broken(
+        "tokenizer.ggml.token_type",
+        Some(Value::Array(vec![Value::I32(1); n - 1])),
+        "tokenizer.ggml.token_type",
+    );
+    broken(
+        "tokenizer.ggml.scores",
+        Some(Value::Array(vec![Value::F32(0.0); n - 1])),
+        "tokenizer.ggml.scores",
+    );
+    broken(
+        "tokenizer.ggml.scores",
+        Some(Value::Array(vec![Value::F32(f32::NAN); n])),
+        "tokenizer.ggml.scores",
+    );
+    broken(
+        "tokenizer.ggml.tokens",
+        Some(Value::Array(vec![])),
+        "`tokenizer.ggml.tokens` is empty",
+    );
 }

@@ -402,6 +402,26 @@ impl Gguf {
                 len: len as usize,
             });
         }
+        // each tensor's bytes are its own: a type or a size that makes one run into the next
+        // (a retyped tensor, a forged offset) is refused here, not found later as a NaN
+        let mut extents: Vec<(usize, usize, &str)> = tensors
+            .iter()
+            .map(|t| (t.start, t.start + t.len, t.name.as_str()))
+            .collect();
+        extents.sort_unstable();
+        for w in extents.windows(2) {
+            let ((_, end, a), (start, _, b)) = (w[0], w[1]);
+            if end > start {
+                return Err(GgufError {
+                    offset: data_start,
+                    what: format!(
+                        "tensor `{a}` (its declared type and sizes make {} bytes) runs into \
+                         tensor `{b}` at byte {start}: a tensor's type or size is wrong",
+                        end - w[0].0
+                    ),
+                });
+            }
+        }
         Ok(Gguf {
             version,
             metadata,

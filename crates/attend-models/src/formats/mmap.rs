@@ -11,12 +11,7 @@ use crate::error::{io, Result};
 
 /// Maps `path` read-only.
 pub(crate) fn map(path: &Path) -> Result<memmap2::Mmap> {
-    if path.is_dir() {
-        return Err(crate::Error::Format {
-            path: path.to_path_buf(),
-            what: "is a folder, not a weights file".into(),
-        });
-    }
+    super::check_regular(path)?;
     let file = File::open(path).map_err(io(path))?;
     // SAFETY: the map is read-only and private to this process; the model files live in
     // attend's cache (or a folder the user named), which attend never writes while a model is

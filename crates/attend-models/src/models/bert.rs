@@ -273,7 +273,7 @@ impl BertModel {
     /// product.
     pub fn load(dir: &Path) -> Result<BertModel> {
         let cfg_path = dir.join("config.json");
-        let text = std::fs::read_to_string(&cfg_path).map_err(crate::error::io(&cfg_path))?;
+        let text = crate::formats::read_regular_text(&cfg_path)?;
         let config: BertConfig = serde_json::from_str(&text).map_err(|e| Error::Format {
             path: cfg_path.clone(),
             what: format!("not a BERT config: {e}"),

@@ -9,7 +9,7 @@ use rayon::prelude::*;
 use serde_json::Value;
 
 use super::bert::BertModel;
-use crate::error::{io, Error, Result};
+use crate::error::{Error, Result};
 use crate::formats::fields::Fields;
 use crate::tokenize::hf::{HfTokenizer, Tokenized};
 use crate::trace::Trace;
@@ -59,7 +59,7 @@ fn read_json(path: &Path) -> Result<Option<Value>> {
     if !path.exists() {
         return Ok(None);
     }
-    let text = std::fs::read_to_string(path).map_err(io(path))?;
+    let text = crate::formats::read_regular_text(path)?;
     serde_json::from_str(&text)
         .map(Some)
         .map_err(|e| Error::Format {

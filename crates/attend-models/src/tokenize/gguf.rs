@@ -208,6 +208,67 @@ fn strings(g: &Gguf, key: &str) -> Result<Vec<String>> {
         .collect()
 }
 
+/// The token types (llama.cpp's: 0 undefined, 1 normal, 2 unknown, 3 control, 4 user-defined,
+/// 5 unused, 6 byte; all normal when the array is absent), after checking every piece of
+/// tokenizer metadata against the vocabulary before anything trusts it: a special token's id
+/// in range, one type and one score per token, each of them valid.
+fn checked_metadata(g: &Gguf, n: usize) -> Result<Vec<u64>> {
+    if n == 0 {
+        return Err(Error::Tokenizer(
+            "`tokenizer.ggml.tokens` is empty: the file has no vocabulary".into(),
+        ));
+    }
+    const TYPES: &str = "tokenizer.ggml.token_type";
+    let types: Vec<u64> = match g.get(TYPES) {
+        None => vec![1; n],
+        Some(v) => {
+            let a = v
+                .as_array()
+                .ok_or_else(|| Error::Tokenizer(format!("`{TYPES}` is not an array")))?;
+            a.iter()
+                .enumerate()
+                .map(|(i, v)| {
+                    v.as_u64().filter(|&t| t <= 6).ok_or_else(|| {
+                        Error::Tokenizer(format!(
+                            "`{TYPES}` gives token {i} the type {v:?}; types are 0 to 6"
+                        ))
+                    })
+                })
+                .collect::<Result<_>>()?
+        }
+    };
+    if types.len() != n {
+        return Err(Error::Tokenizer(format!(
+            "`{TYPES}` holds {} types for {n} tokens",
+            types.len()
+        )));
+    }
+    if g.get("tokenizer.ggml.scores").is_some() {
+        floats(g, "tokenizer.ggml.scores", n)?;
+    }
+    for what in [
+        "bos",
+        "eos",
+        "unknown",
+        "padding",
+        "seperator",
+        "cls",
+        "mask",
+        "eot",
+        "eom",
+    ] {
+        let key = format!("tokenizer.ggml.{what}_token_id");
+        if let Some(v) = g.get(&key) {
+            if !v.as_u64().is_some_and(|i| (i as usize) < n) {
+                return Err(Error::Tokenizer(format!(
+                    "`{key}` is {v:?}, not a token of the {n} in the vocabulary"
+                )));
+            }
+        }
+    }
+    Ok(types)
+}
+
 /// The byte-level BPE of a `gpt2` file, and each id's bytes.
 fn byte_level(tokens: &[String], types: &[u64], g: &Gguf) -> Result<(Tokenizer, Vec<Vec<u8>>)> {
     let merges = file_merges(g)?;
@@ -503,10 +564,7 @@ impl GgufTokenizer {
             )));
         }
         let tokens = strings(g, "tokenizer.ggml.tokens")?;
-        let types: Vec<u64> = match g.get("tokenizer.ggml.token_type").and_then(Value::as_array) {
-            Some(a) => a.iter().map(|v| v.as_u64().unwrap_or(1)).collect(),
-            None => vec![1; tokens.len()],
-        };
+        let types = checked_metadata(g, tokens.len())?;
         if types.len() != tokens.len() {
             return Err(Error::Tokenizer(format!(
                 "{} token types for {} tokens",

@@ -40,6 +40,7 @@ impl HfTokenizer {
                 ),
             });
         }
+        crate::formats::check_regular(path)?;
         let mut inner = tokenizers::Tokenizer::from_file(path).map_err(|e| Error::Format {
             path: path.to_path_buf(),
             what: format!("not a tokenizer.json: {e}"),

@@ -49,12 +49,12 @@ impl Checkpoint {
     /// Reads a checkpoint folder, with its training state and optimiser when present.
     pub fn load(dir: &Path) -> Result<Checkpoint> {
         let cfg_path = dir.join("config.json");
-        let config = std::fs::read(&cfg_path).map_err(io(&cfg_path))?;
+        let config = crate::formats::read_regular(&cfg_path)?;
         let st_path = dir.join("model.safetensors");
-        let weights = std::fs::read(&st_path).map_err(io(&st_path))?;
+        let weights = crate::formats::read_regular(&st_path)?;
         let opt_path = dir.join("optimizer.safetensors");
         let optim = if opt_path.exists() {
-            Some(std::fs::read(&opt_path).map_err(io(&opt_path))?)
+            Some(crate::formats::read_regular(&opt_path)?)
         } else {
             None
         };

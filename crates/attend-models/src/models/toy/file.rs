@@ -14,7 +14,6 @@ use safetensors::SafeTensors;
 use serde::{Deserialize, Serialize};
 
 use super::{ToyConfig, ToyModel};
-use crate::error::io;
 use crate::formats::checkpoint::{check_recorded, f32_tensors, read_f32};
 use crate::{Error, Result};
 
@@ -56,7 +55,7 @@ pub struct ToyFile {
 impl ToyFile {
     /// Whether `dir` holds a toy model's `config.json`.
     pub fn is_toy_dir(dir: &Path) -> bool {
-        std::fs::read(dir.join("config.json"))
+        crate::formats::read_regular(&dir.join("config.json"))
             .ok()
             .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
             .is_some_and(|v| v["architecture"] == ARCHITECTURE)
@@ -65,9 +64,9 @@ impl ToyFile {
     /// Reads `config.json` and `model.safetensors` of the folder `dir`.
     pub fn load(dir: &Path) -> Result<ToyFile> {
         let cfg_path = dir.join("config.json");
-        let config = std::fs::read(&cfg_path).map_err(io(&cfg_path))?;
+        let config = crate::formats::read_regular(&cfg_path)?;
         let st_path = dir.join("model.safetensors");
-        let weights = std::fs::read(&st_path).map_err(io(&st_path))?;
+        let weights = crate::formats::read_regular(&st_path)?;
         Self::from_bytes(&config, &weights, dir)
     }
 
