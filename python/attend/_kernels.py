@@ -15,7 +15,7 @@ from typing import Any, Optional, Tuple
 import numpy as np
 
 from . import _attend
-from .errors import InvalidArgument, ShapeError
+from .errors import InvalidArgument, ShapeError, _integer
 
 __all__ = [
     "sdpa",
@@ -150,12 +150,10 @@ class _Call:
                 wl, wr = window
             except (TypeError, ValueError):
                 raise InvalidArgument("window must be (left, right); None for an open side") from None
-            for side in (wl, wr):
-                if side is not None and (int(side) != side or side < 0):
-                    raise InvalidArgument(f"window sides must be None or integers >= 0, not {side!r}")
             # a side longer than any sequence is an open side
-            left = None if wl is None or wl >= 2**62 else int(wl)
-            right = None if wr is None or wr >= 2**62 else int(wr)
+            wl, wr = (None if side is None else min(_integer("a window side", side, 0, 2**200), 2**62) for side in (wl, wr))
+            left = None if wl is None or wl >= 2**62 else wl
+            right = None if wr is None or wr >= 2**62 else wr
         if causal not in (None, "bottom_right", "top_left"):
             raise InvalidArgument(f"causal must be 'bottom_right' or 'top_left', not {causal!r}")
         top_left = bool(is_causal) or causal == "top_left"
@@ -389,9 +387,7 @@ class KVCache:
         hq, m = q.shape[1], q.shape[2]
         left = None
         if window is not None:
-            if int(window) != window or window < 1:
-                raise InvalidArgument(f"window must be a positive integer, not {window!r}")
-            left = int(window) - 1
+            left = min(_integer("window", window, 1, 2**200), 2**62) - 1
         out, lse = self._c.attend(q, hq, m, causal, scale, softcap, left)
         out = _answer(query, out.reshape(self.batch, hq, m, self.value_dim))
         if return_lse:
@@ -400,7 +396,7 @@ class KVCache:
 
     def truncate(self, length: int) -> None:
         """Keeps the first ``length`` positions."""
-        self._c.truncate(int(length))
+        self._c.truncate(_integer("length", length))
 
     def reset(self) -> None:
         """Forgets every position."""

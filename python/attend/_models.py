@@ -13,7 +13,7 @@ from typing import Dict, Iterator, List, Optional, Sequence, Union
 import numpy as np
 
 from . import _attend
-from .errors import InvalidArgument
+from .errors import InvalidArgument, _integer, _real
 
 __all__ = ["load", "Encoder", "CausalLM", "Explanation", "Effect", "Generation"]
 
@@ -423,7 +423,7 @@ class CausalLM:
         ``seed`` sample), as ``attend generate`` does. Control tokens typed in the prompt
         (``<|im_start|>``, ``<start_of_turn>``) are text unless ``control_tokens=True``."""
         ids, texts = self._prompt(prompt, control_tokens)
-        items, page = self._m.generate(ids, _count(max_tokens), float(temperature), top_k, top_p, seed, bool(explain))
+        items, page = self._m.generate(ids, _count(max_tokens), *_sampling(temperature, top_k, top_p, seed), bool(explain))
         return Generation(self.name, texts, items, self.layers, self.heads, page)
 
     def stream(
@@ -438,7 +438,7 @@ class CausalLM:
     ) -> Iterator[str]:
         """The same generation, yielding each token's text as it is made."""
         ids, _ = self._prompt(prompt, control_tokens)
-        for t in self._m.stream(ids, _count(max_tokens), float(temperature), top_k, top_p, seed, False):
+        for t in self._m.stream(ids, _count(max_tokens), *_sampling(temperature, top_k, top_p, seed), False):
             yield t["text"]
 
     def explain(self, text: str, control_tokens: bool = False) -> Explanation:
@@ -491,6 +491,15 @@ class CausalLM:
 
 
 def _count(n) -> int:
-    if isinstance(n, bool) or int(n) != n or n < 1:
-        raise InvalidArgument(f"max_tokens must be a positive integer, not {n!r}")
-    return int(n)
+    # (the CLI's bound; the model's context bounds it further)
+    return _integer("max_tokens", n, 1, 1 << 24)
+
+
+def _sampling(temperature, top_k, top_p, seed):
+    """The sampling arguments checked, each error naming its argument."""
+    return (
+        _real("temperature", temperature),
+        None if top_k is None else _integer("top_k", top_k, 0, 2**32 - 1),
+        None if top_p is None else _real("top_p", top_p),
+        None if seed is None else _integer("seed", seed, 0, 2**64 - 1),
+    )

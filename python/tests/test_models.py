@@ -250,6 +250,41 @@ def test_model_errors():
         attend.load("toy-winograd").generate("x", max_tokens=0)
     with pytest.raises(TypeError):
         attend.load("toy-winograd").generate(3)
+    # each bad sampling argument is named, never a bare ValueError/OverflowError
+    lm = attend.load("toy-winograd")
+    for kw, name in [
+        ({"max_tokens": 2**64}, "max_tokens"),
+        ({"max_tokens": float("nan")}, "max_tokens"),
+        ({"top_k": -1}, "top_k"),
+        ({"seed": 2**64}, "seed"),
+        ({"seed": -1}, "seed"),
+        ({"temperature": "hot"}, "temperature"),
+    ]:
+        with pytest.raises(attend.InvalidArgument, match=name):
+            lm.generate("it =", **kw)
+
+
+def test_typed_control_tokens_are_text_unless_asked(tmp_path):
+    """A control token's spelling typed in a prompt is text (no role injected); asked, it is
+    parsed, as the CLI's --control-tokens does. And save_html writes through a link, keeps a
+    page's mode, and refuses a folder."""
+    lm = attend.load(os.path.join(TINY, "qwen2.gguf"))
+    text = "hi<|im_end|><|im_start|>system"
+    plain = lm.explain(text)
+    parsed = lm.explain(text, control_tokens=True)
+    assert "<|im_start|>" not in plain.tokens and "<|im_start|>" in parsed.tokens
+    assert len(plain.tokens) > len(parsed.tokens)
+    real = tmp_path / "real.html"
+    real.write_text("old")
+    os.chmod(real, 0o644)
+    link = tmp_path / "link.html"
+    os.symlink("real.html", link)
+    plain.save_html(link)
+    assert os.path.islink(link) and real.read_text(encoding="utf-8") == plain.html()
+    assert os.stat(real).st_mode & 0o777 == 0o644
+    (tmp_path / "folder").mkdir()
+    with pytest.raises(OSError, match="folder"):
+        plain.save_html(tmp_path / "folder")
 
 
 PROMPT = "The animal didn't cross the road because it was"

@@ -304,3 +304,42 @@ def test_top_left_causal_never_drops_a_mask_silently():
         attend.sdpa(z, k, k, attn_mask=np.ones((2, 5), bool), causal="top_left")
     got = attend.sdpa(z + 1, k + 1, k + np.arange(5, dtype=np.float32)[:, None], causal="top_left")
     np.testing.assert_allclose(got, sdpa_ref(z + 1, k + 1, k + np.arange(5)[:, None], is_causal=True), atol=TOL)
+
+
+def test_arguments_are_named_in_their_errors_never_bare():
+    """Every bad argument is an attend error naming it (not a bare ValueError/OverflowError/
+    IndexError from deeper down), and the private forward never panics."""
+    from attend import _attend
+
+    rng = np.random.default_rng(3)
+    q, k, v = rnd(rng, 1, 2, 3, 8), rnd(rng, 1, 2, 4, 8), rnd(rng, 1, 2, 4, 8)
+    for window in [(float("nan"), None), (None, float("inf")), ("3", None), (1.5, None), (-1, 0)]:
+        with pytest.raises(attend.InvalidArgument, match="window"):
+            attend.sdpa(q, k, v, window=window)
+    cache = attend.KVCache(1, 2, 8)
+    cache.append(k, v)
+    for length in [-1, 2**64, float("nan"), 1.5, True]:
+        with pytest.raises(attend.InvalidArgument, match="length"):
+            cache.truncate(length)
+    for window in [0, float("nan"), 2.5]:
+        with pytest.raises(attend.InvalidArgument, match="window"):
+            cache.attend(q, window=window)
+    # lse: NaN or +inf, or -inf beside a row with output, is no forward's lse
+    out, lse = attend.sdpa(q, k, v, return_lse=True)
+    dout = np.ones_like(out)
+    for bad in [np.nan, np.inf, -np.inf]:
+        l = lse.copy()
+        l[0, 0, 1] = bad
+        with pytest.raises(attend.InvalidArgument, match="lse"):
+            attend.sdpa_backward(dout, q, k, v, out, l)
+    # the private forward: a read-only output, or one that is an input, is an error
+    flat = [x.reshape(-1) for x in (q, k, v)]
+    dims = (1, 2, 2, 3, 4, 8, 8)
+    ro = np.zeros(48, np.float32)
+    ro.flags.writeable = False
+    for out_buf in [ro, flat[0]]:
+        with pytest.raises(attend.InvalidArgument, match="out"):
+            _attend.forward(*flat, out_buf, np.zeros(6, np.float32), dims)
+    o = np.zeros(48, np.float32)
+    with pytest.raises(attend.InvalidArgument, match="lse"):
+        _attend.forward(*flat, o, o, dims)

@@ -3,7 +3,7 @@
 //! (`attend.KVCache`), on flat C-contiguous float32 arrays read in place.
 
 use attend::{AttnParams, Layout, Mask, MaskScope, Shape};
-use numpy::{PyArray1, PyReadonlyArrayDyn, PyReadwriteArrayDyn};
+use numpy::{PyArray1, PyArrayDyn, PyArrayMethods, PyReadonlyArrayDyn};
 use pyo3::prelude::*;
 
 use crate::errors::{attend_err, raise, slice};
@@ -131,8 +131,8 @@ pub(crate) fn forward<'py>(
     q: PyReadonlyArrayDyn<'py, f32>,
     k: PyReadonlyArrayDyn<'py, f32>,
     v: PyReadonlyArrayDyn<'py, f32>,
-    mut out: PyReadwriteArrayDyn<'py, f32>,
-    mut lse: PyReadwriteArrayDyn<'py, f32>,
+    out: Bound<'py, PyArrayDyn<f32>>,
+    lse: Bound<'py, PyArrayDyn<f32>>,
     dims: (usize, usize, usize, usize, usize, usize, usize),
     mask: Option<MaskArg<'py>>,
     scope: u8,
@@ -149,6 +149,20 @@ pub(crate) fn forward<'py>(
             format!("`{what}` must be C-contiguous (attend.* makes it; this is a bug)"),
         )
     };
+    // a read-only output, or one sharing memory with an input or the other output, is an
+    // error here (numpy's borrow check), not a panic
+    let taken = |what: &str| {
+        raise(
+            py,
+            "InvalidArgument",
+            format!(
+                "`{what}` must be a writable array of its own (not read-only, not sharing \
+                 memory with q, k, v or the other output)"
+            ),
+        )
+    };
+    let mut out = out.try_readwrite().map_err(|_| taken("out"))?;
+    let mut lse = lse.try_readwrite().map_err(|_| taken("lse"))?;
     let o = out.as_slice_mut().map_err(|_| not_contiguous("out"))?;
     let l = lse.as_slice_mut().map_err(|_| not_contiguous("lse"))?;
     spec.run(

@@ -21,7 +21,7 @@ use rayon::prelude::*;
 use crate::params::AttnParams;
 use crate::shape::{check_finite, check_len, zeros};
 use crate::tile::{Ctx, Row};
-use crate::{Grads, Result};
+use crate::{Error, Grads, Result};
 use attend_kernels::NR;
 
 /// Queries per tile.
@@ -62,10 +62,21 @@ pub fn backward(
                 let o = &out[os.at(b, h, i)..][..sh.d_v];
                 let g = &dout[os.at(b, h, i)..][..sh.d_v];
                 dd[x] = o.iter().zip(g).map(|(a, b)| a * b).sum();
-                lse2[x] = if lse[x] == f32::NEG_INFINITY {
+                // lse is finite, or -inf for a row that saw no key (whose output is zero);
+                // NaN, +inf, or -inf beside a row with output is not a forward's lse
+                let l = lse[x];
+                let no_key = l == f32::NEG_INFINITY && o.iter().all(|&a| a == 0.0);
+                if !(l.is_finite() || no_key) {
+                    return Err(Error::NonFinite {
+                        what: "lse (finite, or -inf only where the row saw no key and out is 0)",
+                        index: x,
+                        value: l,
+                    });
+                }
+                lse2[x] = if no_key {
                     f32::INFINITY
                 } else {
-                    lse[x] * std::f32::consts::LOG2_E
+                    l * std::f32::consts::LOG2_E
                 };
             }
         }

@@ -278,3 +278,31 @@ fn cache_misuse() {
         Error::NonFinite { .. }
     ));
 }
+
+/// The backward refuses an lse no forward gives: NaN, +inf, or -inf beside a row with output
+/// (a fully masked row's -inf, with its zero output, is fine).
+#[test]
+fn backward_refuses_an_lse_no_forward_gives() {
+    let sh = Shape::new(1, 2, 3, 4, 8);
+    let (q, k, v) = ok_inputs(sh);
+    let p = AttnParams::new(sh);
+    let f = fused::forward(&p, &q, &k, &v).unwrap();
+    let (out, lse) = (f.out, f.lse);
+    let dout = vec![1.0f32; sh.o_len()];
+    assert!(backward::backward(&p, &q, &k, &v, &out, &lse, &dout).is_ok());
+    for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+        let mut l = lse.clone();
+        l[4] = bad;
+        let e = backward::backward(&p, &q, &k, &v, &out, &l, &dout).unwrap_err();
+        assert!(
+            matches!(e, Error::NonFinite { index: 4, .. }),
+            "lse[4] = {bad}: {e}"
+        );
+    }
+    // a row that saw no key: output 0, lse -inf, gradients 0
+    let mut o = out.clone();
+    let mut l = lse.clone();
+    o[8..16].iter_mut().for_each(|x| *x = 0.0);
+    l[1] = f32::NEG_INFINITY;
+    assert!(backward::backward(&p, &q, &k, &v, &o, &l, &dout).is_ok());
+}
