@@ -1,13 +1,27 @@
 //! `attend serve`: a local web app — a text box and a model picker — answering each text with
 //! the viewer page (`attend-viz`) of what the model computed.
 //!
-//! Bounded by construction: a request body of at most [`MAX_BODY`] bytes, a text of at most
-//! `--max-chars` characters, one model run at a time per model with at most `--queue` waiting
-//! (503 past that), and a deadline per request (504). A bad request is a 4xx with a JSON
-//! `{"error": …}`; a handler never panics on what a client sends. Loopback by default.
+//! Bounded by construction: a request body of at most [`MAX_BODY`] bytes (a larger
+//! `Content-Length` is 413 before any byte is read), a text of at most `--max-chars`
+//! characters, one model run at a time per model with at most `--queue` waiting (503 past
+//! that), and a deadline per request (504). A bad request is a 4xx with a JSON
+//! `{"error": …}`; a handler never panics on what a client sends.
+//!
+//! Hostile clients cannot hold it: headers must arrive within [`HEADER_TIMEOUT`], a connection
+//! lives at most the deadline plus [`HEADER_TIMEOUT`], at most `--max-connections` are open
+//! (past that the oldest idle one is closed to make room, or the newcomer is answered 503), a
+//! run whose client has gone is skipped if it has not started and stopped at its next layer
+//! or token if it has, and Ctrl-C or SIGTERM stops it within [`SHUTDOWN_GRACE`].
+//!
+//! Other sites cannot drive it: a request's `Host` must be a loopback name (`localhost`,
+//! `127.0.0.1`, `[::1]`), the bound address, or a name given with `--allow-host` (DNS
+//! rebinding); an `Origin`, when sent, must be such a host too (another site's form or
+//! script); `POST /api/view` takes `application/json` only (a plain form post cannot send
+//! it). Loopback by default; the address and port are checked before any model loads.
 
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::collections::VecDeque;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -25,6 +39,10 @@ use serde_json::json;
 
 /// The largest request body accepted (a JSON object holding one text).
 pub const MAX_BODY: usize = 256 << 10;
+/// Time a client has to send a request's line and headers (on a new or an idle connection).
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time the server gives open connections and runs to finish once it is told to stop.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
 /// Arguments of `attend serve`.
 #[derive(clap::Args, Debug)]
@@ -51,6 +69,14 @@ pub struct ServeArgs {
     /// Seconds a request may take before it is answered 504.
     #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..=3600))]
     timeout: u64,
+    /// Connections open at once; past that the oldest idle one is closed to make room (or
+    /// the new one is answered 503 when none is idle).
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=4096))]
+    max_connections: u64,
+    /// A host name (besides loopback names and the bound address) that requests may name in
+    /// `Host` and `Origin` (repeatable): for a server reached through a DNS name.
+    #[arg(long = "allow-host")]
+    allow_hosts: Vec<String>,
 }
 
 /// A loaded model.
@@ -76,6 +102,10 @@ struct Entry {
     model: Loaded,
     gate: Mutex<()>,
     waiting: AtomicUsize,
+    /// The request whose run holds the gate (0: none).
+    running: AtomicU64,
+    /// The model's flag that stops its running pass at the next layer.
+    interrupt: Option<Arc<AtomicBool>>,
 }
 
 struct App {
@@ -84,6 +114,9 @@ struct App {
     max_tokens: usize,
     queue: usize,
     timeout: Duration,
+    max_connections: usize,
+    hosts: Hosts,
+    next_request: AtomicU64,
     pool: rayon::ThreadPool,
 }
 
@@ -126,6 +159,24 @@ fn default_models() -> Vec<String> {
 
 /// Runs `attend serve` until Ctrl-C or SIGTERM.
 pub fn run(args: &ServeArgs, threads: usize) -> Result<()> {
+    // the address first: a bad --host or a port in use is said before any model loads
+    let ip: IpAddr = args.host.parse().map_err(|_| {
+        crate::usage!(
+            "--host {} is not an IP address (give 127.0.0.1, ::1 or 0.0.0.0)",
+            args.host
+        )
+    })?;
+    let listener = std::net::TcpListener::bind((ip, args.port))
+        .with_context(|| format!("listening on {ip} port {}", args.port))?;
+    listener.set_nonblocking(true)?;
+    let hosts = Hosts {
+        bound: ip,
+        extra: args
+            .allow_hosts
+            .iter()
+            .map(|h| h.to_ascii_lowercase())
+            .collect(),
+    };
     let names = if args.models.is_empty() {
         default_models()
     } else {
@@ -138,26 +189,29 @@ pub fn run(args: &ServeArgs, threads: usize) -> Result<()> {
         }
         let (kind, model) = load(name)?;
         eprintln!("attend serve: model `{name}` ({kind}) loaded");
+        let interrupt = match &model {
+            Loaded::Causal(lm) => lm.interrupt(),
+            Loaded::Encoder(_) => None,
+        };
         models.push(Entry {
             name: name.clone(),
             kind,
             model,
             gate: Mutex::new(()),
             waiting: AtomicUsize::new(0),
+            running: AtomicU64::new(0),
+            interrupt,
         });
     }
-    let ip: std::net::IpAddr = args.host.parse().map_err(|_| {
-        crate::usage!(
-            "--host {} is not an IP address (give 127.0.0.1, ::1 or 0.0.0.0)",
-            args.host
-        )
-    })?;
     let app = Arc::new(App {
         models,
         max_chars: args.max_chars as usize,
         max_tokens: args.max_tokens as usize,
         queue: args.queue as usize,
         timeout: Duration::from_secs(args.timeout),
+        max_connections: args.max_connections as usize,
+        hosts,
+        next_request: AtomicU64::new(1),
         pool: rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
             .build()
@@ -169,13 +223,180 @@ pub fn run(args: &ServeArgs, threads: usize) -> Result<()> {
         .enable_all()
         .build()
         .context("starting the server")?;
-    runtime.block_on(serve(app, SocketAddr::new(ip, args.port)))
+    let done = runtime.block_on(serve(app, listener));
+    // runs still going past the grace are dropped with the process, not waited for
+    runtime.shutdown_timeout(SHUTDOWN_GRACE);
+    done
 }
 
-async fn serve(app: Arc<App>, addr: SocketAddr) -> Result<()> {
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("listening on {addr}"))?;
+/// Which `Host` and `Origin` values a request may carry.
+struct Hosts {
+    bound: IpAddr,
+    extra: Vec<String>,
+}
+
+impl Hosts {
+    /// `host` (a `Host` header's value, a port allowed) names this server: a loopback name or
+    /// address, the bound address (any address literal when bound to all), or an allowed
+    /// name. Any other name is a page of another site reaching in through DNS rebinding.
+    fn allows(&self, host: &str) -> bool {
+        let host = host.trim().to_ascii_lowercase();
+        let name = match host.strip_prefix('[') {
+            // [v6] or [v6]:port
+            Some(rest) => match rest.split_once(']') {
+                Some((v6, port))
+                    if port.is_empty() || is_port(&port[1..]) && port.starts_with(':') =>
+                {
+                    v6.to_string()
+                }
+                _ => return false,
+            },
+            None => match host.rsplit_once(':') {
+                Some((name, port)) if is_port(port) => name.to_string(),
+                Some(_) => return false,
+                None => host.clone(),
+            },
+        };
+        if name.is_empty() {
+            return false;
+        }
+        if name == "localhost" || name.ends_with(".localhost") {
+            return true;
+        }
+        if let Ok(ip) = name.parse::<IpAddr>() {
+            return ip.is_loopback() || self.bound.is_unspecified() || ip == self.bound;
+        }
+        self.extra.iter().any(|h| *h == name)
+    }
+
+    /// An `Origin` header's value (`scheme://host[:port]`) is this server's.
+    fn allows_origin(&self, origin: &str) -> bool {
+        match origin.split_once("://") {
+            Some(("http" | "https", rest)) if !rest.contains('/') => self.allows(rest),
+            _ => false,
+        }
+    }
+}
+
+fn is_port(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 5 && s.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// Refuses what no page of this server sends: another `Host` (DNS rebinding), another
+/// `Origin` (a cross-site form or script).
+async fn guard(
+    State(app): State<Arc<App>>,
+    req: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_string)
+        .or_else(|| req.uri().authority().map(|a| a.to_string()));
+    match host {
+        None => {
+            return Failure(StatusCode::BAD_REQUEST, "a Host header is required".into())
+                .into_response()
+        }
+        Some(h) if !app.hosts.allows(&h) => {
+            return Failure(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "Host `{h}` is not this server's name: requests must name a loopback \
+                     address, the address it listens on, or a name given with --allow-host"
+                ),
+            )
+            .into_response()
+        }
+        Some(_) => {}
+    }
+    if let Some(origin) = req.headers().get(header::ORIGIN) {
+        let o = origin.to_str().unwrap_or("");
+        if !app.hosts.allows_origin(o) {
+            return Failure(
+                StatusCode::FORBIDDEN,
+                format!("requests from other sites are refused (Origin `{o}`)"),
+            )
+            .into_response();
+        }
+    }
+    next.run(req).await
+}
+
+/// The connections open, oldest first: each with its count of requests in progress and the
+/// signal that closes it.
+#[derive(Default)]
+struct Conns {
+    open: Mutex<VecDeque<(u64, Arc<Conn>)>>,
+    next: AtomicU64,
+}
+
+#[derive(Default)]
+struct Conn {
+    busy: AtomicUsize,
+    close: tokio::sync::Notify,
+}
+
+impl Conns {
+    fn len(&self) -> usize {
+        self.open.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Closes the oldest connection with no request in progress; whether there was one.
+    fn evict_idle(&self) -> bool {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        match open
+            .iter()
+            .position(|(_, c)| c.busy.load(Ordering::SeqCst) == 0)
+        {
+            Some(i) => {
+                if let Some((_, c)) = open.remove(i) {
+                    c.close.notify_one();
+                }
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn add(&self) -> (u64, Arc<Conn>) {
+        let id = self.next.fetch_add(1, Ordering::SeqCst);
+        let c = Arc::new(Conn::default());
+        self.open
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push_back((id, c.clone()));
+        (id, c)
+    }
+
+    fn remove(&self, id: u64) {
+        self.open
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|(i, _)| *i != id);
+    }
+}
+
+/// Counts a request in progress on its connection while it lives.
+struct Busy(Arc<Conn>);
+
+impl Busy {
+    fn new(c: &Arc<Conn>) -> Busy {
+        c.busy.fetch_add(1, Ordering::SeqCst);
+        Busy(c.clone())
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.busy.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+async fn serve(app: Arc<App>, listener: std::net::TcpListener) -> Result<()> {
+    let listener = tokio::net::TcpListener::from_std(listener).context("listening")?;
     let bound = listener.local_addr()?;
     if !bound.ip().is_loopback() {
         eprintln!(
@@ -189,15 +410,101 @@ async fn serve(app: Arc<App>, addr: SocketAddr) -> Result<()> {
         .route("/api/models", get(list_models))
         .route("/api/view", post(view))
         .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(app.clone(), guard))
         .layer(DefaultBodyLimit::max(MAX_BODY))
-        .with_state(app);
+        .with_state(app.clone());
     eprintln!("attend serve: listening on http://{bound}/ (Ctrl-C stops it)");
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown())
-        .await
-        .context("serving")?;
+    let conns = Arc::new(Conns::default());
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let lifetime = app.timeout + HEADER_TIMEOUT;
+    let stop = shutdown();
+    tokio::pin!(stop);
+    loop {
+        let stream = tokio::select! {
+            _ = &mut stop => break,
+            r = listener.accept() => match r {
+                Ok((s, _)) => s,
+                Err(_) => {
+                    // out of descriptors, say: make room, and take a breath
+                    conns.evict_idle();
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+            },
+        };
+        if conns.len() >= app.max_connections && !conns.evict_idle() {
+            tokio::spawn(refuse_busy(stream));
+            continue;
+        }
+        let (id, conn) = conns.add();
+        let router = router.clone();
+        let conns = conns.clone();
+        let mut stop_rx = stop_rx.clone();
+        tokio::spawn(async move {
+            let svc_conn = conn.clone();
+            let svc =
+                hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let busy = Busy::new(&svc_conn);
+                    let mut router = router.clone();
+                    async move {
+                        let r = tower_service::Service::call(&mut router, req).await;
+                        drop(busy);
+                        r
+                    }
+                });
+            let http = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), svc);
+            tokio::pin!(http);
+            let end = tokio::time::sleep(lifetime);
+            tokio::pin!(end);
+            let mut stopping = false;
+            loop {
+                tokio::select! {
+                    _ = http.as_mut() => break,
+                    // past its lifetime, or closed to make room: dropped, whatever it does
+                    _ = &mut end => break,
+                    _ = conn.close.notified() => break,
+                    _ = stop_rx.changed(), if !stopping => {
+                        stopping = true;
+                        http.as_mut().graceful_shutdown();
+                    }
+                }
+            }
+            conns.remove(id);
+        });
+    }
+    // stopping: no new connections; open ones finish their request or are dropped after the
+    // grace, and every model's running pass stops at its next layer
+    let _ = stop_tx.send(true);
+    for e in &app.models {
+        if let Some(f) = &e.interrupt {
+            f.store(true, Ordering::SeqCst);
+        }
+    }
+    let t0 = std::time::Instant::now();
+    while conns.len() > 0 && t0.elapsed() < SHUTDOWN_GRACE {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     eprintln!("attend serve: stopped");
     Ok(())
+}
+
+/// The answer to a connection past `--max-connections` when none can be closed for it.
+async fn refuse_busy(mut stream: tokio::net::TcpStream) {
+    use tokio::io::AsyncWriteExt;
+    let body = json!({
+        "error": "the server has too many connections open; try again shortly",
+        "status": 503
+    })
+    .to_string();
+    let answer = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(answer.as_bytes())).await;
 }
 
 async fn shutdown() {
@@ -276,6 +583,32 @@ async fn index(State(app): State<Arc<App>>) -> Response {
 /// request — reading the body included — has the deadline.
 async fn view(State(app): State<Arc<App>>, req: Request) -> Response {
     let deadline = app.timeout;
+    // JSON only: a form on another site can post text/plain or a form encoding, not this
+    let json_body = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+    if !json_body {
+        return Failure(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "POST /api/view takes a JSON body with `Content-Type: application/json`".into(),
+        )
+        .into_response();
+    }
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY as u64) {
+        return Failure(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the request body is over {} KiB", MAX_BODY >> 10),
+        )
+        .into_response();
+    }
     let work = async move {
         let body = axum::body::to_bytes(req.into_body(), MAX_BODY)
             .await
@@ -389,13 +722,35 @@ async fn view_page(app: Arc<App>, body: Bytes) -> Result<String, Failure> {
             format!("model `{model}` is busy; try again shortly"),
         ));
     }
+    // dropped with this future (the client went away, or the deadline passed): the run is
+    // skipped if it has not started, and stopped at its next layer or token if it has
+    let abandon = Abandon {
+        app: app.clone(),
+        index,
+        id: app.next_request.fetch_add(1, Ordering::SeqCst),
+        gone: Arc::new(AtomicBool::new(false)),
+    };
+    let (id, gone) = (abandon.id, abandon.gone.clone());
     let worker = app.clone();
     let job = tokio::task::spawn_blocking(move || {
         let e = &worker.models[index];
         let out = {
             let _one = e.gate.lock().unwrap_or_else(|p| p.into_inner());
-            let run = std::panic::AssertUnwindSafe(|| page_of(e, &text, mode));
-            worker.pool.install(|| std::panic::catch_unwind(run))
+            e.running.store(id, Ordering::SeqCst);
+            if let Some(f) = &e.interrupt {
+                f.store(false, Ordering::SeqCst);
+            }
+            let out = if gone.load(Ordering::SeqCst) {
+                Ok(Err(Failure(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the client went away before the run began".into(),
+                )))
+            } else {
+                let run = std::panic::AssertUnwindSafe(|| page_of(e, &text, mode, &gone));
+                worker.pool.install(|| std::panic::catch_unwind(run))
+            };
+            e.running.store(0, Ordering::SeqCst);
+            out
         };
         e.waiting.fetch_sub(1, Ordering::SeqCst);
         match out {
@@ -406,9 +761,9 @@ async fn view_page(app: Arc<App>, body: Bytes) -> Result<String, Failure> {
             )),
         }
     });
-    // on the deadline this future is dropped; the run finishes in the background and frees
-    // its place in the queue then
-    match job.await {
+    let answer = job.await;
+    drop(abandon);
+    match answer {
         Ok(r) => r,
         Err(_) => Err(Failure(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -417,8 +772,30 @@ async fn view_page(app: Arc<App>, body: Bytes) -> Result<String, Failure> {
     }
 }
 
-/// The page for `text` in one model (runs on the model's pool, one at a time).
-fn page_of(e: &Entry, text: &str, mode: Mode) -> Result<String, Failure> {
+/// Marks a request's run abandoned when its handler is dropped: the run checks the mark before
+/// it begins and between tokens, and the model's interrupt stops a pass at its next layer.
+struct Abandon {
+    app: Arc<App>,
+    index: usize,
+    id: u64,
+    gone: Arc<AtomicBool>,
+}
+
+impl Drop for Abandon {
+    fn drop(&mut self) {
+        self.gone.store(true, Ordering::SeqCst);
+        let e = &self.app.models[self.index];
+        if e.running.load(Ordering::SeqCst) == self.id {
+            if let Some(f) = &e.interrupt {
+                f.store(true, Ordering::SeqCst);
+            }
+        }
+    }
+}
+
+/// The page for `text` in one model (runs on the model's pool, one at a time); `gone` stops a
+/// generation between tokens.
+fn page_of(e: &Entry, text: &str, mode: Mode, gone: &AtomicBool) -> Result<String, Failure> {
     let user = |m: String| Failure(StatusCode::UNPROCESSABLE_ENTITY, m);
     let fail = |m: String| Failure(StatusCode::INTERNAL_SERVER_ERROR, m);
     let viz = |r: attend_viz::Result<String>| r.map_err(|err| fail(err.to_string()));
@@ -439,7 +816,7 @@ fn page_of(e: &Entry, text: &str, mode: Mode) -> Result<String, Failure> {
             opts.subtitle = Some(format!("next token (causal model): {}", top.join(" · ")));
             viz(attend_viz::trace_page(&trace, &opts))
         }
-        (Loaded::Causal(lm), Mode::Generate(n)) => generation(n, lm.as_ref(), text, opts),
+        (Loaded::Causal(lm), Mode::Generate(n)) => generation(n, lm.as_ref(), text, opts, gone),
     }
 }
 
@@ -448,6 +825,7 @@ fn generation(
     lm: &dyn CausalLm,
     text: &str,
     mut opts: attend_viz::Options,
+    gone: &AtomicBool,
 ) -> Result<String, Failure> {
     let user = |m: String| Failure(StatusCode::UNPROCESSABLE_ENTITY, m);
     let fail = |m: String| Failure(StatusCode::INTERNAL_SERVER_ERROR, m);
@@ -464,7 +842,7 @@ fn generation(
     let mut kept: Vec<GenToken> = Vec::new();
     let mut on_token = |g: &GenToken| {
         kept.push(g.clone());
-        true
+        !gone.load(Ordering::SeqCst)
     };
     generate(lm, &ids, max_tokens, &mut sampler, true, &mut on_token)
         .map_err(|e| user(e.to_string()))?;
@@ -509,7 +887,7 @@ generate and shows, for each new token, the row of the position that predicted i
   <button type="submit" id="go">explain</button>
 </form>
 <div id="status" role="status"></div>
-<iframe id="out" title="attention"></iframe>
+<iframe id="out" title="attention" sandbox="allow-scripts"></iframe>
 <script>
 var kinds = {};
 Array.prototype.forEach.call(document.getElementById('model').options, function (o) { kinds[o.value] = o.dataset.kind; });

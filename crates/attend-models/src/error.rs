@@ -97,6 +97,9 @@ pub enum Error {
         /// The value.
         value: f32,
     },
+    /// A run stopped by its [`crate::generate::CausalLm::interrupt`] flag.
+    #[error("the run was stopped before it finished")]
+    Interrupted,
     /// A request the model cannot serve (an empty batch, a position out of range, ...).
     #[error("{0}")]
     Invalid(String),

@@ -347,3 +347,18 @@ fn configs_are_read_from_the_files() {
     let c = load("qwen2");
     assert!(c.local.iter().all(|&l| !l) && c.window == 0);
 }
+
+/// A pass stops at its next layer when the model's interrupt flag is set (a server whose
+/// client went away), and runs again once it is cleared.
+#[test]
+fn the_interrupt_flag_stops_a_pass() {
+    use attend_models::generate::CausalLm;
+    let m = load_decoder(&dir().join("llama3.gguf")).expect("loading");
+    let tokens = m.tokenizer.encode("the cat sat on the mat").unwrap();
+    let flag = m.interrupt().expect("decoders have the flag");
+    flag.store(true, std::sync::atomic::Ordering::SeqCst);
+    let e = m.explain_tokens(&tokens).err().expect("interrupted");
+    assert!(matches!(e, attend_models::Error::Interrupted), "{e}");
+    flag.store(false, std::sync::atomic::Ordering::SeqCst);
+    assert!(m.explain_tokens(&tokens).is_ok());
+}

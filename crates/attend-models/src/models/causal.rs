@@ -91,6 +91,13 @@ pub trait CausalLm: Send + Sync {
         Err(no_interventions())
     }
 
+    /// A flag that, set from another thread, stops the model's running pass at its next layer
+    /// with [`crate::Error::Interrupted`] (the one who starts the next run clears it); `None`
+    /// for models whose passes are too short to need one.
+    fn interrupt(&self) -> Option<std::sync::Arc<std::sync::atomic::AtomicBool>> {
+        None
+    }
+
     /// Whether [`CausalLm::effect`] runs (GGUF decoders) or refuses (the toy models).
     fn has_interventions(&self) -> bool {
         false

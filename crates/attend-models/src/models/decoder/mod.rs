@@ -88,6 +88,10 @@ pub struct Decoder {
     /// Attend through the sliding window on local layers (true). Off, every layer sees the
     /// whole text: wrong for a windowed model, and there only to show what the window decides.
     pub windowed: bool,
+    /// Set from another thread, stops the pass running now at its next layer with
+    /// [`crate::Error::Interrupted`] (a server whose client went away); cleared by whoever
+    /// starts the next run.
+    pub interrupt: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// What a forward pass returns.
@@ -259,6 +263,7 @@ impl Decoder {
             file,
             exact: false,
             windowed: true,
+            interrupt: Default::default(),
         })
     }
 
@@ -537,6 +542,9 @@ impl Decoder {
         let mut attention = Vec::new();
         let mut all = AllRows::default();
         for (l, layer) in self.layers.iter().enumerate().skip(first) {
+            if self.interrupt.load(std::sync::atomic::Ordering::Relaxed) {
+                return Err(crate::Error::Interrupted);
+            }
             let rope = match &local_rope {
                 Some(r) if c.local[l] => r,
                 _ => &global_rope,
@@ -903,6 +911,10 @@ impl CausalLm for Decoder {
 
     fn is_end(&self, id: u32) -> bool {
         self.tokenizer.stop_ids.contains(&id)
+    }
+
+    fn interrupt(&self) -> Option<std::sync::Arc<std::sync::atomic::AtomicBool>> {
+        Some(self.interrupt.clone())
     }
 
     fn chat(&self, user: &str) -> Option<Result<(String, Vec<TokenInfo>)>> {
