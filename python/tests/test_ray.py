@@ -229,6 +229,18 @@ def test_usage_errors_are_clear(minilm):
         e(pa.table({"body": ["x"]}))
 
 
+def test_embed_parquet_never_replaces_a_file(tmp_path):
+    """The destination is a folder of parts: a file (or a link to one) there is refused, kept."""
+    mine = tmp_path / "mine.parquet"
+    mine.write_text("my data")
+    for dst in [mine, tmp_path / "link"]:
+        if dst.name == "link":
+            os.symlink(mine, dst)
+        with pytest.raises(attend.InvalidArgument, match="not a folder"):
+            ar.embed_parquet(str(tmp_path / "nothing.parquet"), str(dst))
+    assert mine.read_text() == "my data"
+
+
 def test_effects_per_text_in_map_batches(cluster):
     path = os.path.join(os.path.dirname(__file__), "..", "..", "crates", "attend-models", "tests", "tiny", "llama3.gguf")
     path = os.path.abspath(path)

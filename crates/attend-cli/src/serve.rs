@@ -266,7 +266,7 @@ impl Hosts {
         if let Ok(ip) = name.parse::<IpAddr>() {
             return ip.is_loopback() || self.bound.is_unspecified() || ip == self.bound;
         }
-        self.extra.iter().any(|h| *h == name)
+        self.extra.contains(&name)
     }
 
     /// An `Origin` header's value (`scheme://host[:port]`) is this server's.

@@ -85,6 +85,8 @@ fn usage_err(e: attend_models::Error) -> anyhow::Error {
 }
 
 fn read_text(file: &Path) -> Result<Vec<u8>> {
+    // a FIFO or a device would block or read without end: a training text is a file
+    attend_models::formats::check_regular(file)?;
     std::fs::read(file).with_context(|| format!("reading {}", file.display()))
 }
 

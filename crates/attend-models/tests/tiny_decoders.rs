@@ -357,7 +357,9 @@ fn the_interrupt_flag_stops_a_pass() {
     let tokens = m.tokenizer.encode("the cat sat on the mat").unwrap();
     let flag = m.interrupt().expect("decoders have the flag");
     flag.store(true, std::sync::atomic::Ordering::SeqCst);
-    let e = m.explain_tokens(&tokens).err().expect("interrupted");
+    let Err(e) = m.explain_tokens(&tokens) else {
+        panic!("the pass ran through a set interrupt flag")
+    };
     assert!(matches!(e, attend_models::Error::Interrupted), "{e}");
     flag.store(false, std::sync::atomic::Ordering::SeqCst);
     assert!(m.explain_tokens(&tokens).is_ok());

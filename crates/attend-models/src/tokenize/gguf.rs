@@ -259,7 +259,7 @@ fn checked_metadata(g: &Gguf, n: usize) -> Result<Vec<u64>> {
     ] {
         let key = format!("tokenizer.ggml.{what}_token_id");
         if let Some(v) = g.get(&key) {
-            if !v.as_u64().is_some_and(|i| (i as usize) < n) {
+            if v.as_u64().is_none_or(|i| (i as usize) >= n) {
                 return Err(Error::Tokenizer(format!(
                     "`{key}` is {v:?}, not a token of the {n} in the vocabulary"
                 )));
