@@ -471,10 +471,20 @@ fn tokenizer_metadata_out_of_range_is_refused_naming_the_key() {
             .to_string();
         assert!(e.contains(want), "{key}: `{e}` does not say `{want}`");
     };
-    for id in ["bos", "eos", "unknown", "padding"] {
+    for id in ["bos", "eos", "unknown", "eot"] {
         let key = format!("tokenizer.ggml.{id}_token_id");
         broken(&key, Some(Value::U32(1_000_000_000)), &key);
         broken(&key, Some(Value::I32(-5)), &key);
+    }
+    // an id attend does not use (padding), out of range as some converted files have it:
+    // ignored, as llama.cpp ignores it
+    let mut g = Gguf::parse(&std::fs::read(&path).unwrap()).unwrap();
+    g.metadata.insert(
+        "tokenizer.ggml.padding_token_id".into(),
+        Value::U32(1 << 30),
+    );
+    if let Err(e) = GgufTokenizer::from_gguf(&g, SpmStyle::Llama) {
+        panic!("an unused padding id refused: {e}");
     }
     let types = |t: Value| Value::Array(vec![t; n]);
     broken(

@@ -93,8 +93,31 @@ fn check(name: &str, arch: &str) {
             plain
                 .iter()
                 .skip(usize::from(bos.is_some()))
-                .all(|t| !m.tokenizer.token_bytes(t.id).is_empty()),
+                .all(|t| !m.tokenizer.is_control(t.id)),
             "{name}: a typed control token parsed in {text:?}"
+        );
+    }
+    // every turn marker the vocabulary has, typed: text, unless asked
+    let markers: Vec<&String> = m
+        .tokenizer
+        .tokens
+        .iter()
+        .enumerate()
+        .filter(|&(i, s)| m.tokenizer.is_control(i as u32) && s.len() > 2)
+        .map(|(_, s)| s)
+        .collect();
+    for s in markers {
+        let typed = format!("a{s}b");
+        let bos = usize::from(m.tokenizer.add_bos && m.tokenizer.bos.is_some());
+        let plain = m.tokenizer.encode(&typed).unwrap();
+        assert!(
+            plain[bos..].iter().all(|t| !m.tokenizer.is_control(t.id)),
+            "{name}: typed {s} parsed"
+        );
+        let parsed = m.tokenizer.encode_with_control(&typed).unwrap();
+        assert!(
+            parsed[bos..].iter().any(|t| m.tokenizer.is_control(t.id)),
+            "{name}: {s} not parsed when asked"
         );
     }
     m.exact = true;

@@ -17,59 +17,89 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{io, Error, Result};
 
-/// How many symbolic links [`write_output`] follows before it calls the path a loop (Linux's
-/// own limit).
-const MAX_LINKS: usize = 40;
-
 /// Writes `bytes` to `path` by the rules of this module.
 pub fn write_output(path: &Path, bytes: &[u8]) -> Result<()> {
     if let Some(fd) = standard_stream(path) {
         return write_stream(fd, bytes).map_err(io(path));
     }
-    let mut target = path.to_path_buf();
-    for _ in 0..MAX_LINKS {
-        let meta = match fs::symlink_metadata(&target) {
-            Ok(m) => m,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return replace(&target, None, bytes).map_err(io(&target));
-            }
-            Err(e) => return Err(io(&target)(e)),
-        };
-        let kind = meta.file_type();
-        if kind.is_symlink() {
-            let link = fs::read_link(&target).map_err(io(&target))?;
-            target = match target.parent() {
-                Some(dir) if link.is_relative() => dir.join(link),
-                _ => link,
-            };
-            continue;
+    let own = match fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return replace(path, None, bytes).map_err(io(path));
         }
-        if kind.is_file() {
-            return replace(&target, Some(&meta), bytes).map_err(io(&target));
-        }
-        if kind.is_dir() {
-            return Err(refused(&target, "is a folder; name a file inside it"));
-        }
-        if is_socket(&kind) {
-            return Err(refused(
-                &target,
-                "is a socket; attend writes files, devices and FIFOs",
-            ));
-        }
-        // A device, a FIFO or a terminal: written in place, never replaced.
+        Err(e) => return Err(io(path)(e)),
+    };
+    if !own.file_type().is_symlink() {
+        return write_kind(path, &own, bytes);
+    }
+    // A link: the kernel follows it (its loop limit, and its protection against links
+    // planted in shared folders such as /tmp, `fs.protected_symlinks`), opening it as `>`
+    // would — which also creates a dangling link's target — before the target is replaced.
+    if in_descriptor_folder(path) {
+        // /dev/fd/N, /proc/self/fd/N: an open descriptor (a pipe, a file opened with `>>`):
+        // written through it, appending, never replaced
         let mut f = OpenOptions::new()
-            .write(true)
-            .open(&target)
-            .map_err(io(&target))?;
+            .append(true)
+            .open(path)
+            .map_err(io(path))?;
         return f
             .write_all(bytes)
             .and_then(|()| f.flush())
-            .map_err(io(&target));
+            .map_err(io(path));
     }
-    Err(refused(
-        path,
-        &format!("more than {MAX_LINKS} symbolic links (a loop?)"),
-    ))
+    let followed = match fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(path)
+                .map_err(io(path))?;
+            fs::metadata(path).map_err(io(path))?
+        }
+        Err(e) => return Err(io(path)(e)),
+    };
+    if !followed.is_file() {
+        return write_kind(path, &followed, bytes);
+    }
+    OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(io(path))?;
+    let target = fs::canonicalize(path).map_err(io(path))?;
+    replace(&target, Some(&followed), bytes).map_err(io(&target))
+}
+
+/// Writes to what `path` is (`meta`, links followed): a regular file replaced, a folder or a
+/// socket refused, anything else (a device, a FIFO, a terminal) written in place.
+fn write_kind(path: &Path, meta: &fs::Metadata, bytes: &[u8]) -> Result<()> {
+    let kind = meta.file_type();
+    if kind.is_file() {
+        return replace(path, Some(meta), bytes).map_err(io(path));
+    }
+    if kind.is_dir() {
+        return Err(refused(path, "is a folder; name a file inside it"));
+    }
+    if is_socket(&kind) {
+        return Err(refused(
+            path,
+            "is a socket; attend writes files, devices and FIFOs",
+        ));
+    }
+    let mut f = OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(io(path))?;
+    f.write_all(bytes)
+        .and_then(|()| f.flush())
+        .map_err(io(path))
+}
+
+/// Whether `path` names an open descriptor (`/dev/fd/N`, `/proc/self/fd/N`, `/proc/PID/fd/N`).
+fn in_descriptor_folder(path: &Path) -> bool {
+    let s = path.to_string_lossy();
+    s.starts_with("/dev/fd/") || (s.starts_with("/proc/") && s.contains("/fd/"))
 }
 
 fn refused(path: &Path, what: &str) -> Error {
@@ -125,11 +155,13 @@ fn replace(path: &Path, old: Option<&fs::Metadata>, bytes: &[u8]) -> io::Result<
     };
     let (tmp, mut file) = temporary(&dir, name)?;
     let done = (|| {
-        file.write_all(bytes)?;
+        // the old mode first: a private file's new content is never readable by others
         if let Some(old) = old {
             keep_mode_and_owner(&file, old)?;
         }
-        file.flush()?;
+        file.write_all(bytes)?;
+        // on disk before it takes the name: a crash leaves the old file or the new, whole
+        file.sync_all()?;
         drop(file);
         fs::rename(&tmp, path)
     })();
@@ -201,6 +233,13 @@ mod tests {
             .collect()
     }
 
+    /// The process's umask, from /proc (no call reads it without changing it).
+    fn umask() -> Option<u32> {
+        let status = fs::read_to_string("/proc/self/status").ok()?;
+        let line = status.lines().find(|l| l.starts_with("Umask:"))?;
+        u32::from_str_radix(line.split_whitespace().nth(1)?, 8).ok()
+    }
+
     #[test]
     fn a_regular_file_is_replaced_keeping_its_mode() {
         let d = dir("mode");
@@ -223,18 +262,15 @@ mod tests {
     }
 
     #[test]
-    fn a_new_file_gets_the_umask_mode_not_0600() {
+    fn a_new_file_gets_0666_less_the_umask() {
         let d = dir("new");
         let p = d.join("fresh.json");
         write_output(&p, b"{}").unwrap();
         let mode = fs::metadata(&p).unwrap().permissions().mode() & 0o777;
-        // 0666 & ~umask: whatever the umask, the group/other read bits follow it, and a
-        // usual umask (022, 002) leaves them readable.
-        assert_eq!(mode & 0o600, 0o600);
-        assert_ne!(
-            mode, 0o600,
-            "mode {mode:o}: the mkstemp 0600 would hide the file"
-        );
+        match umask() {
+            Some(u) => assert_eq!(mode, 0o666 & !u, "mode {mode:o}, umask {u:o}"),
+            None => assert_eq!(mode & 0o600, 0o600),
+        }
     }
 
     #[test]
@@ -242,6 +278,7 @@ mod tests {
         let d = dir("link");
         let target = d.join("real.svg");
         fs::write(&target, "old").unwrap();
+        fs::set_permissions(&target, fs::Permissions::from_mode(0o640)).unwrap();
         let link = d.join("link.svg");
         symlink("real.svg", &link).unwrap();
         write_output(&link, b"new").unwrap();
@@ -250,7 +287,16 @@ mod tests {
             .file_type()
             .is_symlink());
         assert_eq!(fs::read(&target).unwrap(), b"new");
-        // A dangling link creates its target.
+        assert_eq!(
+            fs::metadata(&target).unwrap().permissions().mode() & 0o777,
+            0o640
+        );
+        // a link to a link, relative through a folder
+        fs::create_dir_all(d.join("sub")).unwrap();
+        symlink("../link.svg", d.join("sub/again.svg")).unwrap();
+        write_output(&d.join("sub/again.svg"), b"newer").unwrap();
+        assert_eq!(fs::read(&target).unwrap(), b"newer");
+        // a dangling link creates its target
         let dangling = d.join("dangling.svg");
         symlink("later.svg", &dangling).unwrap();
         write_output(&dangling, b"made").unwrap();
@@ -259,10 +305,11 @@ mod tests {
             .unwrap()
             .file_type()
             .is_symlink());
-        // A loop is an error, not a hang.
+        // a loop is an error, not a hang
         symlink("loop-b", d.join("loop-a")).unwrap();
         symlink("loop-a", d.join("loop-b")).unwrap();
         assert!(write_output(&d.join("loop-a"), b"x").is_err());
+        assert!(leftovers(&d).is_empty());
     }
 
     #[test]
@@ -273,6 +320,21 @@ mod tests {
         let d = dir("folder");
         let e = write_output(&d, b"x").unwrap_err().to_string();
         assert!(e.contains("is a folder"), "{e}");
+        assert!(leftovers(&d).is_empty());
+    }
+
+    /// An open descriptor named by /dev/fd/N or /proc/self/fd/N is written through, appending
+    /// (a file opened with `>>` keeps what it had), never replaced.
+    #[test]
+    fn an_open_descriptor_is_appended_to() {
+        use std::os::fd::AsRawFd;
+        let d = dir("fd");
+        let p = d.join("log.txt");
+        fs::write(&p, "kept ").unwrap();
+        let f = OpenOptions::new().append(true).open(&p).unwrap();
+        let named = PathBuf::from(format!("/proc/self/fd/{}", f.as_raw_fd()));
+        write_output(&named, b"added").unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"kept added");
         assert!(leftovers(&d).is_empty());
     }
 
@@ -295,10 +357,36 @@ mod tests {
     }
 
     #[test]
-    fn a_failed_write_leaves_the_old_file() {
+    fn a_missing_folder_is_an_error_that_leaves_nothing() {
         let d = dir("fail");
         let p = d.join("missing-folder").join("x.json");
         assert!(write_output(&p, b"x").is_err());
         assert!(leftovers(&d).is_empty());
+    }
+
+    /// A link another user planted in a shared, sticky folder (as in /tmp) is not followed
+    /// where the kernel would not follow it (`fs.protected_symlinks`): the file it points at
+    /// keeps its content. The planted link is made by giving it to `nobody` (root only).
+    #[test]
+    fn a_planted_link_in_a_sticky_folder_is_not_followed_past_the_kernel() {
+        let protected =
+            fs::read_to_string("/proc/sys/fs/protected_symlinks").is_ok_and(|v| v.trim() == "1");
+        let ours = dir("planted");
+        let victim = ours.join("victim");
+        fs::write(&victim, "precious").unwrap();
+        let link = Path::new("/tmp").join(format!("attend-planted-{}", std::process::id()));
+        let _ = fs::remove_file(&link);
+        symlink(&victim, &link).unwrap();
+        // our own link in /tmp is followed (the kernel allows a link's owner)
+        write_output(&link, b"ours").unwrap();
+        assert_eq!(fs::read(&victim).unwrap(), b"ours");
+        let planted = std::os::unix::fs::lchown(&link, Some(65534), Some(65534)).is_ok();
+        if protected && planted {
+            let e = write_output(&link, b"attack").unwrap_err().to_string();
+            assert_eq!(fs::read(&victim).unwrap(), b"ours", "{e}");
+        } else {
+            eprintln!("skipped the planted case: not root, or fs.protected_symlinks is off");
+        }
+        let _ = fs::remove_file(&link);
     }
 }

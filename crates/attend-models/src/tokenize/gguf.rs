@@ -147,6 +147,8 @@ pub struct GgufTokenizer {
     bytes: Vec<Vec<u8>>,
     /// Each id's text as stored.
     pub tokens: Vec<String>,
+    /// Whether each id is a control token ([`GgufTokenizer::is_control`]).
+    control: Vec<bool>,
     /// Beginning-of-sequence id.
     pub bos: Option<u32>,
     /// End-of-sequence id.
@@ -208,6 +210,14 @@ fn strings(g: &Gguf, key: &str) -> Result<Vec<String>> {
         .collect()
 }
 
+/// Whether a user-defined token is spelled like a control token (`<|user|>`, `<|end|>`,
+/// `<s>`): some converters label a model's turn markers user-defined (Phi-3's), and a marker a
+/// user can type is a role a user can inject, so attend treats these as control tokens.
+fn marks_a_turn(s: &str) -> bool {
+    let bracketed = s.len() > 2 && s.starts_with('<') && s.ends_with('>');
+    bracketed && !s.contains(char::is_whitespace)
+}
+
 /// The token types (llama.cpp's: 0 undefined, 1 normal, 2 unknown, 3 control, 4 user-defined,
 /// 5 unused, 6 byte; all normal when the array is absent), after checking every piece of
 /// tokenizer metadata against the vocabulary before anything trusts it: a special token's id
@@ -246,17 +256,9 @@ fn checked_metadata(g: &Gguf, n: usize) -> Result<Vec<u64>> {
     if g.get("tokenizer.ggml.scores").is_some() {
         floats(g, "tokenizer.ggml.scores", n)?;
     }
-    for what in [
-        "bos",
-        "eos",
-        "unknown",
-        "padding",
-        "seperator",
-        "cls",
-        "mask",
-        "eot",
-        "eom",
-    ] {
+    // (the ids attend uses; a padding or mask id out of range, which some converted files
+    // carry, is ignored as llama.cpp ignores it)
+    for what in ["bos", "eos", "unknown", "eot"] {
         let key = format!("tokenizer.ggml.{what}_token_id");
         if let Some(v) = g.get(&key) {
             if v.as_u64().is_none_or(|i| (i as usize) >= n) {
@@ -338,7 +340,7 @@ fn byte_level(tokens: &[String], types: &[u64], g: &Gguf) -> Result<(Tokenizer, 
         .filter(|(s, &t)| {
             t == TYPE_USER_DEFINED || (t == TYPE_CONTROL && s.chars().all(|c| map.contains_key(&c)))
         })
-        .map(|(s, &t)| AddedToken::from(s.clone(), t == TYPE_CONTROL))
+        .map(|(s, &t)| AddedToken::from(s.clone(), t == TYPE_CONTROL || marks_a_turn(s)))
         .collect();
     inner.add_special_tokens(&special);
 
@@ -454,7 +456,7 @@ fn sentencepiece(
         .zip(types)
         .zip(&spelled)
         .filter(|((s, &t), sp)| t == TYPE_USER_DEFINED && s == sp)
-        .map(|((s, _), _)| AddedToken::from(s.clone(), false).normalized(false))
+        .map(|((s, _), _)| AddedToken::from(s.clone(), marks_a_turn(s)).normalized(false))
         .collect();
     inner.add_tokens(&user);
     let bytes = tokens
@@ -619,6 +621,11 @@ impl GgufTokenizer {
                 .and_then(Value::as_str)
                 .map(str::to_string),
             stop_ids,
+            control: tokens
+                .iter()
+                .zip(&types)
+                .map(|(s, &t)| t == TYPE_CONTROL || (t == TYPE_USER_DEFINED && marks_a_turn(s)))
+                .collect(),
             tokens,
         })
     }
@@ -714,7 +721,9 @@ impl GgufTokenizer {
                 let plain = self.encode_as(user, true, false)?;
                 if plain.iter().any(|t| self.is_control(t.id)) {
                     return Err(Error::Tokenizer(
-                        "this chat template rewrites the message, so attend cannot keep the                          control tokens typed in it as text; remove them, or write the prompt                          in the model's format without --chat"
+                        "this chat template rewrites the message, so attend cannot keep the control \
+                         tokens typed in it as text; remove them, or write the prompt in the \
+                         model's format without --chat"
                             .into(),
                     ));
                 }
@@ -739,9 +748,10 @@ impl GgufTokenizer {
         Ok((rendered, toks))
     }
 
-    /// Whether `id` is a control token (BOS, `<|im_end|>`, `<start_of_turn>`: no bytes of text).
-    fn is_control(&self, id: u32) -> bool {
-        self.bytes.get(id as usize).is_some_and(Vec::is_empty)
+    /// Whether `id` is a control token (BOS, `<|im_end|>`, `<start_of_turn>`, and turn markers
+    /// a converter labelled user-defined, such as Phi-3's `<|user|>`).
+    pub fn is_control(&self, id: u32) -> bool {
+        self.control.get(id as usize).copied().unwrap_or(false)
     }
 
     /// The bytes token `id` adds to a text (empty for a control token or an unknown id).
