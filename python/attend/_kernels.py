@@ -151,7 +151,7 @@ class _Call:
             except (TypeError, ValueError):
                 raise InvalidArgument("window must be (left, right); None for an open side") from None
             # a side longer than any sequence is an open side
-            wl, wr = (None if side is None else min(_integer("a window side", side, 0, 2**200), 2**62) for side in (wl, wr))
+            wl, wr = (None if side is None else min(_integer("a window side", side, 0, 2**64 - 1), 2**62) for side in (wl, wr))
             left = None if wl is None or wl >= 2**62 else wl
             right = None if wr is None or wr >= 2**62 else wr
         if causal not in (None, "bottom_right", "top_left"):
@@ -387,7 +387,7 @@ class KVCache:
         hq, m = q.shape[1], q.shape[2]
         left = None
         if window is not None:
-            left = min(_integer("window", window, 1, 2**200), 2**62) - 1
+            left = min(_integer("window", window, 1, 2**64 - 1), 2**62) - 1
         out, lse = self._c.attend(q, hq, m, causal, scale, softcap, left)
         out = _answer(query, out.reshape(self.batch, hq, m, self.value_dim))
         if return_lse:

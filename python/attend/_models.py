@@ -192,6 +192,12 @@ def _write_atomic(path, text: str) -> None:
     """The page to ``path`` through attend's one output writer (the CLI's ``-o``): a regular
     file replaced whole, keeping its mode; a new file ``0666 & ~umask``; a link written through;
     a device or FIFO written in place; a folder refused with ``OSError``."""
+    if os.fspath(path) == "-":
+        # (Python's standard output: a notebook's cell, not the kernel's descriptor 1)
+        import sys
+
+        sys.stdout.write(text)
+        return
     _attend.write_output(os.fspath(path), text.encode("utf-8"))
 
 

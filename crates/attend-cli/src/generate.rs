@@ -234,7 +234,8 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
         ));
     }
     let tok = lm.tokenizer();
-    let (text, prompt_tokens) = match (args.chat, lm.chat(&prompt)) {
+    let chat = if args.chat { lm.chat(&prompt) } else { None };
+    let (text, prompt_tokens) = match (args.chat, chat) {
         (true, Some(t)) => t?,
         (true, None) => {
             return Err(crate::usage!(

@@ -102,8 +102,9 @@ struct Entry {
     model: Loaded,
     gate: Mutex<()>,
     waiting: AtomicUsize,
-    /// The request whose run holds the gate (0: none).
-    running: AtomicU64,
+    /// The request whose run holds the gate (0: none); read and written under its lock, with
+    /// the interrupt flag, so that a late client's leaving never stops the next run.
+    running: Mutex<u64>,
     /// The model's flag that stops its running pass at the next layer.
     interrupt: Option<Arc<AtomicBool>>,
 }
@@ -117,6 +118,8 @@ struct App {
     max_connections: usize,
     hosts: Hosts,
     next_request: AtomicU64,
+    /// Set when the server is told to stop: queued runs are skipped.
+    stopping: AtomicBool,
     pool: rayon::ThreadPool,
 }
 
@@ -199,7 +202,7 @@ pub fn run(args: &ServeArgs, threads: usize) -> Result<()> {
             model,
             gate: Mutex::new(()),
             waiting: AtomicUsize::new(0),
-            running: AtomicU64::new(0),
+            running: Mutex::new(0),
             interrupt,
         });
     }
@@ -212,6 +215,7 @@ pub fn run(args: &ServeArgs, threads: usize) -> Result<()> {
         max_connections: args.max_connections as usize,
         hosts,
         next_request: AtomicU64::new(1),
+        stopping: AtomicBool::new(false),
         pool: rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
             .build()
@@ -460,11 +464,22 @@ async fn serve(app: Arc<App>, listener: std::net::TcpListener) -> Result<()> {
             let end = tokio::time::sleep(lifetime);
             tokio::pin!(end);
             let mut stopping = false;
+            let mut extended = false;
             loop {
                 tokio::select! {
                     _ = http.as_mut() => break,
-                    // past its lifetime, or closed to make room: dropped, whatever it does
-                    _ = &mut end => break,
+                    // past its lifetime: an idle connection is dropped; one with a request in
+                    // progress (a keep-alive connection reused late) finishes that request,
+                    // within one more deadline, and closes
+                    _ = &mut end => {
+                        if extended || conn.busy.load(Ordering::SeqCst) == 0 {
+                            break;
+                        }
+                        extended = true;
+                        http.as_mut().graceful_shutdown();
+                        end.as_mut().reset(tokio::time::Instant::now() + lifetime);
+                    }
+                    // closed to make room
                     _ = conn.close.notified() => break,
                     _ = stop_rx.changed(), if !stopping => {
                         stopping = true;
@@ -478,6 +493,7 @@ async fn serve(app: Arc<App>, listener: std::net::TcpListener) -> Result<()> {
     // stopping: no new connections; open ones finish their request or are dropped after the
     // grace, and every model's running pass stops at its next layer
     let _ = stop_tx.send(true);
+    app.stopping.store(true, Ordering::SeqCst);
     for e in &app.models {
         if let Some(f) = &e.interrupt {
             f.store(true, Ordering::SeqCst);
@@ -573,6 +589,9 @@ async fn index(State(app): State<Arc<App>>) -> Response {
         [
             (header::CONTENT_TYPE, "text/html; charset=utf-8"),
             (header::CACHE_CONTROL, "no-store"),
+            // no other site may frame the app (clicks steered through an invisible frame)
+            (header::X_FRAME_OPTIONS, "DENY"),
+            (header::CONTENT_SECURITY_POLICY, "frame-ancestors 'none'"),
         ],
         page,
     )
@@ -603,21 +622,42 @@ async fn view(State(app): State<Arc<App>>, req: Request) -> Response {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
     if declared.is_some_and(|n| n > MAX_BODY as u64) {
-        return Failure(
+        // answered at once; what the client already sent (a little) is read first, so that
+        // closing does not reset the connection before the client reads the answer
+        let drain = axum::body::to_bytes(req.into_body(), 1 << 20);
+        let _ = tokio::time::timeout(Duration::from_millis(300), drain).await;
+        let mut r = Failure(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!("the request body is over {} KiB", MAX_BODY >> 10),
         )
         .into_response();
+        r.headers_mut().insert(
+            header::CONNECTION,
+            header::HeaderValue::from_static("close"),
+        );
+        return r;
     }
     let work = async move {
-        let body = axum::body::to_bytes(req.into_body(), MAX_BODY)
-            .await
-            .map_err(|_| {
-                Failure(
+        // the body has the headers' time limit: a trickling body holds no connection long
+        let read = axum::body::to_bytes(req.into_body(), MAX_BODY);
+        let body = match tokio::time::timeout(HEADER_TIMEOUT, read).await {
+            Ok(Ok(b)) => b,
+            Ok(Err(_)) => {
+                return Err(Failure(
                     StatusCode::PAYLOAD_TOO_LARGE,
                     format!("the request body is over {} KiB, or broken", MAX_BODY >> 10),
-                )
-            })?;
+                ))
+            }
+            Err(_) => {
+                return Err(Failure(
+                    StatusCode::REQUEST_TIMEOUT,
+                    format!(
+                        "the request body did not arrive within {} s",
+                        HEADER_TIMEOUT.as_secs()
+                    ),
+                ))
+            }
+        };
         view_page(app, body).await
     };
     let answer = match tokio::time::timeout(deadline, work).await {
@@ -736,20 +776,23 @@ async fn view_page(app: Arc<App>, body: Bytes) -> Result<String, Failure> {
         let e = &worker.models[index];
         let out = {
             let _one = e.gate.lock().unwrap_or_else(|p| p.into_inner());
-            e.running.store(id, Ordering::SeqCst);
-            if let Some(f) = &e.interrupt {
-                f.store(false, Ordering::SeqCst);
+            {
+                let mut running = e.running.lock().unwrap_or_else(|p| p.into_inner());
+                *running = id;
+                if let Some(f) = &e.interrupt {
+                    f.store(false, Ordering::SeqCst);
+                }
             }
-            let out = if gone.load(Ordering::SeqCst) {
+            let out = if gone.load(Ordering::SeqCst) || worker.stopping.load(Ordering::SeqCst) {
                 Ok(Err(Failure(
                     StatusCode::SERVICE_UNAVAILABLE,
-                    "the client went away before the run began".into(),
+                    "the client went away (or the server is stopping) before the run began".into(),
                 )))
             } else {
                 let run = std::panic::AssertUnwindSafe(|| page_of(e, &text, mode, &gone));
                 worker.pool.install(|| std::panic::catch_unwind(run))
             };
-            e.running.store(0, Ordering::SeqCst);
+            *e.running.lock().unwrap_or_else(|p| p.into_inner()) = 0;
             out
         };
         e.waiting.fetch_sub(1, Ordering::SeqCst);
@@ -785,7 +828,8 @@ impl Drop for Abandon {
     fn drop(&mut self) {
         self.gone.store(true, Ordering::SeqCst);
         let e = &self.app.models[self.index];
-        if e.running.load(Ordering::SeqCst) == self.id {
+        let running = e.running.lock().unwrap_or_else(|p| p.into_inner());
+        if *running == self.id {
             if let Some(f) = &e.interrupt {
                 f.store(true, Ordering::SeqCst);
             }
