@@ -643,10 +643,38 @@ impl GgufTokenizer {
     }
 
     fn encode_as(&self, text: &str, control: bool, bos: bool) -> Result<Vec<TokenInfo>> {
+        self.encode_piece(text, control, bos, false)
+    }
+
+    /// [`GgufTokenizer::encode_as`] of a piece of a longer text; `continuation`: not its
+    /// start, so a SentencePiece vocabulary that marks the start of a text with `▁` (Llama's
+    /// `Metaspace`, first piece only) does not mark this piece — it is tokenized as the same
+    /// characters are inside the whole text.
+    fn encode_piece(
+        &self,
+        text: &str,
+        control: bool,
+        bos: bool,
+        continuation: bool,
+    ) -> Result<Vec<TokenInfo>> {
         let enc = {
             let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
             inner.set_encode_special_tokens(!control);
-            inner.encode(text, false)
+            let first = match inner.get_pre_tokenizer() {
+                Some(PreTokenizerWrapper::Metaspace(m)) if continuation => Some(m.clone()),
+                _ => None,
+            };
+            match first {
+                Some(m) => {
+                    let mut inside = m.clone();
+                    inside.set_prepend_scheme(PrependScheme::Never);
+                    inner.with_pre_tokenizer(Some(PreTokenizerWrapper::Metaspace(inside)));
+                    let enc = inner.encode(text, false);
+                    inner.with_pre_tokenizer(Some(PreTokenizerWrapper::Metaspace(m)));
+                    enc
+                }
+                None => inner.encode(text, false),
+            }
         }
         .map_err(|e| Error::Tokenizer(e.to_string()))?;
         let mut out = Vec::with_capacity(enc.len() + 1);
@@ -705,7 +733,7 @@ impl GgufTokenizer {
                 for (piece, at, control) in [(&rendered[a..b], a, false), (&rendered[b..], b, true)]
                 {
                     toks.extend(
-                        self.encode_as(piece, control, false)?
+                        self.encode_piece(piece, control, false, true)?
                             .into_iter()
                             .map(|mut t| {
                                 t.start += at;
