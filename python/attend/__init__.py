@@ -7,6 +7,7 @@
 >>> m = attend.load("minilm")
 >>> ex = m.explain("The animal didn't cross the road because it was tired")
 >>> ex.top("it")
+>>> attend.view(my_attention, my_tokens)   # attention from anywhere, in attend's viewer
 """
 
 from ._attend import __version__
@@ -20,6 +21,7 @@ from ._kernels import (
     set_num_threads,
 )
 from ._models import CausalLM, Effect, Encoder, Explanation, Generation, load
+from ._view import view
 from .errors import AttendError, InvalidArgument, ModelError, ShapeError
 
 __all__ = [
@@ -32,6 +34,7 @@ __all__ = [
     "set_num_threads",
     "get_num_threads",
     "load",
+    "view",
     "Encoder",
     "CausalLM",
     "Effect",

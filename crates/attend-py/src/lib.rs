@@ -21,7 +21,7 @@ use pyo3::prelude::*;
 
 use kernels::{backward, forward, weights, LayerCache};
 use models::{known_models, model_kind, CausalLM, Encoder, TokenStream};
-use page::{write_output, Page};
+use page::{external_page, write_output, Page};
 use threads::{get_num_threads, set_num_threads};
 
 #[pymodule]
@@ -34,6 +34,7 @@ fn _attend(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(model_kind, m)?)?;
     m.add_function(wrap_pyfunction!(known_models, m)?)?;
     m.add_function(wrap_pyfunction!(write_output, m)?)?;
+    m.add_function(wrap_pyfunction!(external_page, m)?)?;
     m.add_class::<LayerCache>()?;
     m.add_class::<Encoder>()?;
     m.add_class::<CausalLM>()?;

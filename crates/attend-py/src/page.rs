@@ -203,3 +203,104 @@ pub(crate) fn write_output(py: Python<'_>, path: std::path::PathBuf, data: &[u8]
     py.detach(|| attend_models::formats::output::write_output(&path, &data))
         .map_err(|e| pyo3::exceptions::PyOSError::new_err(e.to_string()))
 }
+
+/// The viewer's data for attention computed elsewhere (`attend.view`): `attention` flat
+/// `[layer][head][query][key]` float32, checked by the caller (finite, rows summing to 1).
+/// Square (`queries == keys == len(tokens)`): a trace, as `explain` gives. Rectangular
+/// (`queries < keys`, `len(tokens) == keys + 1`): the rows of the last `queries` positions,
+/// each over the keys it saw, as generation's page shows them (row `r` predicted token
+/// `keys - queries + 1 + r`).
+#[pyfunction]
+#[pyo3(signature = (attention, tokens, layers, heads, kv_heads, queries, keys, causal))]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn external_page(
+    py: Python<'_>,
+    attention: numpy::PyReadonlyArrayDyn<'_, f32>,
+    tokens: Vec<String>,
+    layers: usize,
+    heads: usize,
+    kv_heads: usize,
+    queries: usize,
+    keys: usize,
+    causal: bool,
+) -> PyResult<Page> {
+    let a = crate::errors::slice(py, "attention", &attention)?;
+    let bad = |m: String| raise(py, "ShapeError", m);
+    let want = layers
+        .checked_mul(heads)
+        .and_then(|x| x.checked_mul(queries))
+        .and_then(|x| x.checked_mul(keys))
+        .ok_or_else(|| bad("the attention's sizes overflow".into()))?;
+    if a.len() != want {
+        return Err(bad(format!(
+            "attention has {} weights; {layers} × {heads} × {queries} × {keys} expected",
+            a.len()
+        )));
+    }
+    let mut at = 0;
+    let infos: Vec<attend_models::TokenInfo> = tokens
+        .into_iter()
+        .map(|t| {
+            let start = at;
+            at += t.len();
+            attend_models::TokenInfo {
+                id: 0,
+                text: t,
+                start,
+                end: at,
+            }
+        })
+        .collect();
+    let model_err = |e: attend_models::Error| raise(py, "ShapeError", e.to_string());
+    let what = if queries == keys {
+        if infos.len() != keys {
+            return Err(bad(format!(
+                "{} tokens for a {keys} × {keys} attention",
+                infos.len()
+            )));
+        }
+        PageOf::Trace(
+            attend_models::Trace::dense(infos, (layers, heads, kv_heads), causal, a.to_vec())
+                .map_err(model_err)?,
+        )
+    } else {
+        if queries > keys || infos.len() != keys + 1 {
+            return Err(bad(format!(
+                "rectangular rows ({queries} queries × {keys} keys) are the last queries of a \
+                 generation: give at most as many queries as keys and keys + 1 tokens (the \
+                 text with the last generated token), not {}",
+                infos.len()
+            )));
+        }
+        let prompt_len = keys - queries + 1;
+        // each step's row [layer][head][seen keys]
+        let rows: Vec<Vec<f32>> = (0..queries)
+            .map(|r| {
+                let seen = prompt_len + r;
+                let mut row = Vec::with_capacity(layers * heads * seen);
+                for lh in 0..layers * heads {
+                    let base = (lh * queries + r) * keys;
+                    row.extend_from_slice(&a[base..base + seen]);
+                }
+                row
+            })
+            .collect();
+        let prompt = infos[..prompt_len].to_vec();
+        let generated = infos[prompt_len..]
+            .iter()
+            .cloned()
+            .zip(rows.iter().map(Vec::as_slice))
+            .collect();
+        PageOf::Generation(
+            attend_models::GenerationTrace::new(prompt, generated, (layers, heads, kv_heads))
+                .map_err(model_err)?,
+            Vec::new(),
+        )
+    };
+    Ok(Page {
+        model: String::new(),
+        subtitle: None,
+        what,
+        effect: None,
+    })
+}
