@@ -472,6 +472,47 @@ test('the page in a sandboxed iframe srcdoc, as attend\'s Python package shows i
   await context.close();
 });
 
+// The lesson notebooks as `scripts/test` executed them (python/tests/test_notebooks.py writes
+// the executed copies to $ATTEND_NOTEBOOKS_OUT): every output, in order, as Jupyter's output
+// area holds it; each viewer frame draws its page, with no request and no error.
+const notebooksOut = process.env.ATTEND_NOTEBOOKS_OUT;
+const executed = notebooksOut && existsSync(join(notebooksOut, '2-attention-in-a-real-model.ipynb'))
+  ? join(notebooksOut, '2-attention-in-a-real-model.ipynb') : null;
+test('an executed lesson notebook: its viewer draws inside the output frame', {
+  skip: executed ? false : 'no executed notebook: run through scripts/test (ATTEND_NOTEBOOKS_OUT)',
+}, async () => {
+  const nb = JSON.parse(readFileSync(executed, 'utf8'));
+  const text = (v) => (Array.isArray(v) ? v.join('') : v || '');
+  const escape = (t) => t.replace(/&/g, '&amp;').replace(/</g, '&lt;');
+  let body = '', ids = [];
+  for (const cell of nb.cells) {
+    if (cell.cell_type !== 'code') continue;
+    body += `<pre class="input">${escape(text(cell.source))}</pre>`;
+    for (const out of cell.outputs) {
+      const data = out.data || {};
+      if (data['text/html']) {
+        const h = text(data['text/html']);
+        const m = h.match(/<iframe id='([^']+)'/);
+        if (m) ids.push(m[1]);
+        body += `<div class="output">${h}</div>`;
+      } else if (data['text/plain'] || out.text) {
+        body += `<pre class="output">${escape(text(data['text/plain'] || out.text))}</pre>`;
+      }
+    }
+  }
+  assert.ok(ids.length >= 1, 'the notebook shows a viewer');
+  const { tab, context, errors, requests } = await notebook('executed-notebook.html', body);
+  for (const id of ids) {
+    const frame = tab.frameLocator('#' + id);
+    await frame.locator('canvas.thumb').first().waitFor();
+    assert.equal(await frame.locator('canvas.thumb').count(), 72, 'MiniLM: 6 layers × 12 heads');
+  }
+  await screenshot(tab, 'notebook.png');
+  assert.deepEqual(errors, []);
+  assert.deepEqual(requests, []);
+  await context.close();
+});
+
 test('a notebook frame sizes itself to its page: a generation shorter, a 30-layer model view taller, each by its own messages', async () => {
   const gen = 'attend-1-00000001', dec = 'attend-2-00000002';
   // a frame that is not a viewer, to post a height of its own
