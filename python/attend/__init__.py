@@ -22,6 +22,7 @@ from ._kernels import (
 )
 from ._models import CausalLM, Effect, Encoder, Explanation, Generation, load
 from ._view import view
+from ._train import TrainingRun, train
 from .errors import AttendError, InvalidArgument, ModelError, ShapeError
 
 __all__ = [
@@ -35,6 +36,8 @@ __all__ = [
     "get_num_threads",
     "load",
     "view",
+    "train",
+    "TrainingRun",
     "Encoder",
     "CausalLM",
     "Effect",

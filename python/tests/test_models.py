@@ -326,3 +326,49 @@ def test_effect_equals_the_cli_and_opens_in_the_viewer(tmp_path):
         lm.effect(PROMPT, target="")
     with pytest.raises(attend.InvalidArgument, match="interventions"):
         attend.load("toy-winograd").effect("it =")
+
+
+def ck_notes(folder):
+    return json.loads((folder / "config.json").read_text())["notes"]
+
+
+def test_train_from_python_equals_the_cli_bit_for_bit(tmp_path):
+    """attend.train makes the run `attend train` makes: the same seed, the same weights and
+    losses, bit for bit; the result is a model attend.load reads, with its measures; a
+    stopped run (progress raising, as Ctrl-C does) leaves a checkpoint resume= continues to
+    the same end."""
+    cli("train", "winograd", "--steps", "40", "--eval-every", "20", "--seed", "3", "-o", str(tmp_path / "cli"))
+    seen = []
+    run = attend.train("winograd", steps=40, eval_every=20, seed=3, output=str(tmp_path / "py"), progress=False)
+    for f in ["model.safetensors", "optimizer.safetensors"]:
+        assert (tmp_path / "cli" / f).read_bytes() == (tmp_path / "py" / f).read_bytes(), f
+    theirs = json.loads((tmp_path / "cli" / "config.json").read_text())
+    np.testing.assert_array_equal(run.loss, np.array(theirs["training"]["losses"], dtype=np.float32))
+    assert list(run.eval_steps) == [e["step"] for e in theirs["training"]["evals"]]
+    assert ck_notes(tmp_path / "py")["held_out"] == theirs["notes"]["held_out"]
+    assert np.float32(run.held_out["accuracy"]) == np.float32(theirs["notes"]["held_out"]["accuracy"])
+    assert run.decisive_head == tuple(theirs["notes"]["held_out"]["head"])
+    assert ck_notes(tmp_path / "py")["untrained"] == theirs["notes"]["untrained"]
+    ex = run.model.explain("The dog didn't cross the street because it was tired. it =")
+    assert ex.layers == 2 and ex.heads == 4
+    # stopped at step 25 by the progress callback (KeyboardInterrupt is the same path), resumed
+    from attend import _attend
+
+    def stop(step, total, loss, ev):
+        seen.append(step)
+        if step == 25:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        _attend.train("winograd", str(tmp_path / "stop"), None, 128, 40, 3, None, None, None, None, None, 20, None, False, stop)
+    ck = json.loads((tmp_path / "stop" / "config.json").read_text())
+    assert ck["training"]["step"] == 25
+    again = attend.train("winograd", steps=40, eval_every=20, resume=str(tmp_path / "stop"), progress=False)
+    assert (tmp_path / "stop" / "model.safetensors").read_bytes() == (tmp_path / "py" / "model.safetensors").read_bytes()
+    assert len(again.loss) == 40
+    with pytest.raises(attend.InvalidArgument, match="already holds a checkpoint"):
+        attend.train("winograd", steps=5, output=str(tmp_path / "py"), progress=False)
+    with pytest.raises(attend.InvalidArgument, match="file="):
+        attend.train("text", steps=5, output=str(tmp_path / "t"), progress=False)
+    with pytest.raises(attend.InvalidArgument, match="steps"):
+        attend.train("winograd", steps=0, output=str(tmp_path / "z"), progress=False)

@@ -3,13 +3,10 @@
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 use anyhow::{Context, Result};
-use attend_models::models::toy::ToyConfig;
-use attend_models::tokenize::vocab::Vocab;
-use attend_models::train::trainer::{evaluate_winograd, fnv_hex, WinogradEval};
-use attend_models::train::{winograd, Checkpoint, EvalPoint, TaskSpec, Trainer};
+use attend_models::train::trainer::{evaluate_winograd, WinogradEval};
+use attend_models::train::{session, TaskSpec, Trainer};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
@@ -84,12 +81,6 @@ fn usage_err(e: attend_models::Error) -> anyhow::Error {
     crate::usage!("{e}")
 }
 
-fn read_text(file: &Path) -> Result<Vec<u8>> {
-    // a FIFO or a device would block or read without end: a training text is a file
-    attend_models::formats::check_regular(file)?;
-    std::fs::read(file).with_context(|| format!("reading {}", file.display()))
-}
-
 /// Runs `attend train`.
 pub fn run(args: &TrainArgs, threads: usize) -> Result<()> {
     let (common, is_text) = match &args.task {
@@ -159,22 +150,14 @@ pub fn run(args: &TrainArgs, threads: usize) -> Result<()> {
     save(&trainer, notes, &out_dir, threads)
 }
 
-/// What the loop measured.
-struct Run {
-    secs: f64,
-    steps: usize,
-    tokens: usize,
-    /// The held-out evaluation after the last step (kept in the training state).
-    final_point: EvalPoint,
-}
-
-/// Compute: every remaining step, with progress, evaluations and a checkpoint at each one.
+/// Compute: every remaining step (`session::run`), with progress, evaluations and a
+/// checkpoint at each one.
 fn train_loop(
     trainer: &mut Trainer,
     common: &Common,
     out_dir: &Path,
     notes: &serde_json::Value,
-) -> Result<Run> {
+) -> Result<session::Run> {
     let total = trainer.state.config.optim.steps;
     let bar = if std::io::stderr().is_terminal() {
         let b = ProgressBar::new(total as u64);
@@ -189,62 +172,52 @@ fn train_loop(
     } else {
         None
     };
-    let start = Instant::now();
-    let first_step = trainer.state.step;
-    let mut tokens = 0usize;
-    let mut recent = Vec::new();
-    while !trainer.done() {
-        let r = trainer.step()?;
-        tokens += r.tokens;
-        recent.push(r.loss);
-        let rate = tokens as f64 / start.elapsed().as_secs_f64().max(1e-9);
-        let at_eval = common.eval_every > 0 && r.step % common.eval_every == 0;
-        if let Some(b) = &bar {
-            let k = recent.len().min(20);
-            let mean = recent[recent.len() - k..].iter().sum::<f32>() / k as f32;
-            b.set_message(format!(
-                "loss {mean:.3} · {rate:.0} tokens/s · lr {:.1e}",
-                r.lr
-            ));
-            b.set_position(r.step as u64);
-        }
-        if at_eval && r.step < total {
-            let p = trainer.evaluate()?;
-            // a checkpoint at every evaluation: an interrupted run loses at most --eval-every steps
-            trainer
-                .checkpoint(notes.clone())
-                .save(out_dir)
-                .with_context(|| format!("saving the checkpoint to {}", out_dir.display()))?;
-            let line = format!(
-                "step {:>5}: training loss {:.3}, held-out loss {:.3}{} · {rate:.0} tokens/s",
-                r.step,
-                r.loss,
-                p.loss,
-                p.accuracy
-                    .map_or(String::new(), |a| format!(", accuracy {:.1}%", a * 100.0))
-            );
-            match &bar {
-                Some(b) => b.println(line),
-                None => eprintln!("{line}"),
+    let mut recent: Vec<f32> = Vec::new();
+    let mut last_loss = f32::NAN;
+    let mut on = |e: session::Event| {
+        match e {
+            session::Event::Step(r, rate) => {
+                recent.push(r.loss);
+                last_loss = r.loss;
+                if let Some(b) = &bar {
+                    let k = recent.len().min(20);
+                    let mean = recent[recent.len() - k..].iter().sum::<f32>() / k as f32;
+                    b.set_message(format!(
+                        "loss {mean:.3} · {rate:.0} tokens/s · lr {:.1e}",
+                        r.lr
+                    ));
+                    b.set_position(r.step as u64);
+                }
+            }
+            session::Event::Eval(p, rate) => {
+                let line = format!(
+                    "step {:>5}: training loss {:.3}, held-out loss {:.3}{} · {rate:.0} tokens/s",
+                    p.step,
+                    last_loss,
+                    p.loss,
+                    p.accuracy
+                        .map_or(String::new(), |a| format!(", accuracy {:.1}%", a * 100.0))
+                );
+                match &bar {
+                    Some(b) => b.println(line),
+                    None => eprintln!("{line}"),
+                }
             }
         }
-    }
+        true
+    };
+    let run = session::run(trainer, common.eval_every, out_dir, notes, &mut on)
+        .with_context(|| format!("training into {}", out_dir.display()))?;
     if let Some(b) = &bar {
         b.finish_and_clear();
     }
-    let secs = start.elapsed().as_secs_f64();
-    Ok(Run {
-        secs,
-        steps: trainer.state.step - first_step,
-        tokens,
-        final_point: trainer.evaluate()?,
-    })
+    Ok(run)
 }
 
 /// Print: the final evaluation and where the time went.
 fn summarise(
     trainer: &Trainer,
-    run: &Run,
+    run: &session::Run,
     _threads: usize,
     notes: &mut serde_json::Value,
 ) -> Result<()> {
@@ -351,83 +324,34 @@ fn save(
 }
 
 /// Load: a new trainer from the flags, or the one a checkpoint resumes, and the notes its
-/// `config.json` keeps besides the training state.
+/// `config.json` keeps besides the training state (`attend_models::train::session`, which
+/// Python's `attend.train` shares).
 fn build(args: &TrainArgs, common: &Common) -> Result<(Trainer, serde_json::Value)> {
-    // what config.json says of the run besides its state (untrained figures, how it was made)
-    let mut notes = json!({});
-    let trainer = match (&common.resume, &args.task) {
-        (Some(dir), task) => {
-            if common.layers.is_some()
-                || common.heads.is_some()
-                || common.dim.is_some()
-                || common.batch.is_some()
-                || common.lr.is_some()
-            {
-                return Err(crate::usage!(
-                    "--resume continues a run with its own shape and settings: only --steps, \
-                     --eval-every and -o may be given with it"
-                ));
-            }
-            let ck = Checkpoint::load(dir)
-                .with_context(|| format!("loading the checkpoint in {}", dir.display()))?;
-            let text = match (task, &ck.training) {
-                (Task::Text { file, .. }, Some(st))
-                    if matches!(st.config.task, TaskSpec::Text { .. }) =>
-                {
-                    Some(read_text(file)?)
-                }
-                (Task::Winograd { .. }, Some(st)) if st.config.task == TaskSpec::Winograd => None,
-                (_, Some(_)) => {
-                    return Err(crate::usage!(
-                        "{} was trained on another task",
-                        dir.display()
-                    ))
-                }
-                (_, None) => None,
-            };
-            notes = ck.notes.clone();
-            Trainer::resume(ck, common.steps, text).map_err(usage_err)?
-        }
-        (None, Task::Winograd { .. }) => {
-            let dim = common.dim.unwrap_or(64);
-            let cfg =
-                winograd::model_config(dim, common.layers.unwrap_or(2), common.heads.unwrap_or(4));
-            let steps = common.steps.unwrap_or(1000);
-            let tc = winograd::train_config(
-                steps,
-                common.seed,
-                common.batch.unwrap_or(64),
-                common.lr.unwrap_or(3e-3),
-            );
-            Trainer::new(cfg, tc, None).map_err(usage_err)?
-        }
-        (None, Task::Text { file, ctx, .. }) => {
-            let text = read_text(file)?;
-            let dim = common.dim.unwrap_or(128);
-            let cfg = ToyConfig {
-                dim,
-                layers: common.layers.unwrap_or(4),
-                heads: common.heads.unwrap_or(4),
-                mlp: 4 * dim,
-                ctx: *ctx,
-                vocab: Vocab::Bytes,
-            };
-            let steps = common.steps.unwrap_or(2000);
-            let mut tc = winograd::train_config(
-                steps,
-                common.seed,
-                common.batch.unwrap_or(32),
-                common.lr.unwrap_or(1e-3),
-            );
-            tc.task = TaskSpec::Text {
-                file: file.display().to_string(),
-                bytes: text.len(),
-                hash: fnv_hex(&text),
-            };
-            Trainer::new(cfg, tc, Some(text)).map_err(usage_err)?
-        }
+    let task = match &args.task {
+        Task::Winograd { .. } => session::Task::Winograd,
+        Task::Text { file, ctx, .. } => session::Task::Text {
+            file: file.clone(),
+            ctx: *ctx,
+        },
     };
-    Ok((trainer, notes))
+    let spec = session::RunSpec {
+        task,
+        steps: common.steps,
+        seed: common.seed,
+        layers: common.layers,
+        heads: common.heads,
+        dim: common.dim,
+        batch: common.batch,
+        lr: common.lr,
+        resume: common.resume.clone(),
+    };
+    session::build(&spec).map_err(|e| match e {
+        attend_models::Error::Invalid(_) => usage_err(e),
+        other => anyhow::Error::from(other).context(match &common.resume {
+            Some(dir) => format!("loading the checkpoint in {}", dir.display()),
+            None => "setting up the run".into(),
+        }),
+    })
 }
 
 /// `heads`: per layer (the index of `ev.ablated_accuracy`).

@@ -7,7 +7,7 @@
 //!
 //! One file per job: `errors` (Rust errors as Python exceptions), `threads` (the pool),
 //! `kernels` (attention on flat arrays), `models` (encoders, causal models, what a name is),
-//! `page` (the viewer and the explanation queries).
+//! `page` (the viewer and the explanation queries), `training` (`attend.train`).
 
 #![forbid(unsafe_code)]
 
@@ -16,6 +16,7 @@ mod kernels;
 mod models;
 mod page;
 mod threads;
+mod training;
 
 use pyo3::prelude::*;
 
@@ -23,6 +24,7 @@ use kernels::{backward, forward, weights, LayerCache};
 use models::{known_models, model_kind, CausalLM, Encoder, TokenStream};
 use page::{external_page, write_output, Page};
 use threads::{get_num_threads, set_num_threads};
+use training::train;
 
 #[pymodule]
 fn _attend(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -35,6 +37,7 @@ fn _attend(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(known_models, m)?)?;
     m.add_function(wrap_pyfunction!(write_output, m)?)?;
     m.add_function(wrap_pyfunction!(external_page, m)?)?;
+    m.add_function(wrap_pyfunction!(train, m)?)?;
     m.add_class::<LayerCache>()?;
     m.add_class::<Encoder>()?;
     m.add_class::<CausalLM>()?;

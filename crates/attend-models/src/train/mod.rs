@@ -14,6 +14,7 @@ pub mod backward;
 pub mod config;
 pub mod layers;
 pub mod optim;
+pub mod session;
 pub mod trainer;
 pub mod winograd;
 
