@@ -37,6 +37,11 @@ class TrainingRun:
         self.seconds: float = d["seconds"]
         self.tokens: int = d["tokens"]
         self._model = None
+        self._page: Optional[str] = d["page"]
+        self.probe = list(d["probe"])
+        self.snapshot_steps = list(d["snapshot_steps"])
+        n, L, H = len(self.probe), d["layers"], d["heads"]
+        self.snapshots: np.ndarray = d["snapshots"].reshape(len(self.snapshot_steps), L, H, n, n)
         if self.held_out:
             self.decisive_head = tuple(self.held_out["head"])
             self.decisive_weight = (self.held_out["head_correct"], self.held_out["head_other"])
@@ -49,6 +54,25 @@ class TrainingRun:
         if self._model is None:
             self._model = load(self.output)
         return self._model
+
+    def html(self) -> str:
+        """The training page (needs ``snapshots=``): the probe's attention at each snapshot
+        under a scrubber, the decisive head first, beside the loss curve — what
+        ``attend train --snapshots`` writes as training.html."""
+        if self._page is None:
+            raise InvalidArgument("train(..., snapshots=N) keeps the attention this page shows")
+        return self._page
+
+    def _repr_html_(self) -> Optional[str]:
+        from ._models import _frame
+
+        return None if self._page is None else _frame(self._page)
+
+    def save_html(self, path) -> None:
+        """Writes :meth:`html` to ``path`` (whole or not at all)."""
+        from ._models import _write_atomic
+
+        _write_atomic(path, self.html())
 
     def __repr__(self) -> str:
         last = f"{self.loss[-1]:.3f}" if len(self.loss) else "—"
@@ -105,6 +129,7 @@ def train(
     resume: Optional[str] = None,
     force: bool = False,
     progress: bool = True,
+    snapshots: int = 0,
 ) -> TrainingRun:
     """Trains a small transformer from scratch, as ``attend train`` does, with its options:
     ``task="winograd"`` (the built-in task in which an adjective decides what "it" refers to)
@@ -112,7 +137,9 @@ def train(
     ``steps``, ``seed``, ``layers``, ``heads``, ``dim``, ``batch``, ``lr`` (the task's
     defaults when None); a held-out evaluation and a checkpoint in ``output`` (default
     ``attend-winograd`` / ``attend-text``) every ``eval_every`` steps; ``resume=`` a checkpoint
-    folder to go on from (to ``steps`` in all); ``force=True`` to replace a checkpoint.
+    folder to go on from (to ``steps`` in all); ``force=True`` to replace a checkpoint;
+    ``snapshots=N``: the probe sentence's attention kept N times over the run (and before it),
+    shown by the result's page (``html()``, the notebook frame): attention being learned.
 
     The same seed gives the same weights as the CLI, bit for bit. The GIL is released while it
     computes; Ctrl-C (KeyboardInterrupt, or the notebook's stop button) stops it after the
@@ -147,6 +174,7 @@ def train(
             None if resume is None else os.fspath(resume),
             bool(force),
             bar,
+            _integer("snapshots", snapshots, 0, 1000),
         )
     finally:
         if bar is not None:

@@ -372,3 +372,35 @@ def test_train_from_python_equals_the_cli_bit_for_bit(tmp_path):
         attend.train("text", steps=5, output=str(tmp_path / "t"), progress=False)
     with pytest.raises(attend.InvalidArgument, match="steps"):
         attend.train("winograd", steps=0, output=str(tmp_path / "z"), progress=False)
+
+
+def test_training_snapshots_equal_the_checkpoints_at_those_steps(tmp_path):
+    """attend.train(..., snapshots=2) keeps the probe's attention at steps 0, 10 and 20: the
+    last equals the final model's, the middle one the checkpoint of a run stopped at step 10
+    (same seed and length), and the page stores them within 1/65535."""
+    import base64
+
+    run = attend.train("winograd", steps=20, eval_every=10, seed=5, snapshots=2, output=str(tmp_path / "a"), progress=False)
+    assert run.snapshot_steps == [0, 10, 20]
+    probe = "The dog didn't cross the street because it was tired. it ="
+    np.testing.assert_array_equal(run.snapshots[-1], run.model.explain(probe).attention)
+
+    def stop(step, total, loss, ev):
+        if step == 10 and ev is None:
+            raise KeyboardInterrupt
+
+    from attend import _attend
+
+    with pytest.raises(KeyboardInterrupt):
+        _attend.train("winograd", str(tmp_path / "b"), None, 128, 20, 5, None, None, None, None, None, 10, None, False, stop)
+    np.testing.assert_array_equal(run.snapshots[1], attend.load(str(tmp_path / "b")).explain(probe).attention)
+    html = run.html()
+    start = html.index('id="attend-data">') + len('id="attend-data">')
+    d = json.loads(html[start : html.index("</script>", start)])
+    assert d["kind"] == "training" and d["steps"] == [0, 10, 20] and d["tokens"] == run.probe
+    stored = np.frombuffer(base64.b64decode(d["maps"]), dtype="<u2").astype(np.float32) / 65535
+    np.testing.assert_allclose(stored.reshape(run.snapshots.shape), run.snapshots, atol=0.6 / 65535)
+    assert tuple(d["head"]) == run.decisive_head
+    assert "<iframe" in run._repr_html_()
+    with pytest.raises(attend.InvalidArgument, match="snapshots"):
+        attend.train("winograd", steps=5, output=str(tmp_path / "c"), progress=False).html()

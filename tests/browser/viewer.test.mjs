@@ -63,6 +63,10 @@ before(async () => {
   files.effectEncHtml = join(dir, 'effect-minilm.html');
   attend(['effect', '--model', 'minilm', TEXT, '-o', files.effectEncHtml]);
   files.effectEncJson = JSON.parse(attend(['effect', '--model', 'minilm', '--format', 'json', TEXT]).toString());
+  // a training run with snapshots: training.html, and the final model's attention of the probe
+  files.trainDir = join(dir, 'train');
+  attend(['train', 'winograd', '--steps', '30', '--eval-every', '10', '--snapshots', '3', '-o', files.trainDir]);
+  files.trainJson = JSON.parse(attend(['explain', '--model', files.trainDir, '--format', 'json', TOY]).toString());
   browser = await chromium.launch({
     executablePath: chromiumPath,
     args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update',
@@ -883,6 +887,29 @@ test('ordinary pages have no effect view, and attendViewer.effect is null', asyn
     assert.deepEqual(seen.requests, []);
     await context.close();
   }
+});
+
+test('the training page: the probe\'s attention at each snapshot, scrubbed and played; the last equals the saved model\'s', async () => {
+  const { page, context, seen } = await open(fileUrl(join(files.trainDir, 'training.html')));
+  const t = await page.evaluate(() => window.attendViewer.training.steps);
+  assert.deepEqual(t, [0, 10, 20, 30]);
+  const J = files.trainJson;
+  for (let l = 0; l < J.layers; l++) {
+    for (let h = 0; h < J.heads; h++) {
+      const rows = await page.evaluate(([l, h]) => window.attendViewer.training.map(3, l, h), [l, h]);
+      rows.forEach((row, q) => row.forEach((w, k) => assert.ok(Math.abs(w - J.attention[l][h][q][k]) <= 0.6 / 65535, `${l} ${h} ${q} ${k}`)));
+    }
+  }
+  // scrub to the first snapshot, then play to the end
+  await page.locator('#av-step').fill('0');
+  assert.match(await page.locator('#av-step-label').textContent(), /^step 0 of 30/);
+  await page.locator('#av-play').click();
+  await page.waitForFunction(() => document.getElementById('av-step-label').textContent.startsWith('step 30 of 30'), null, { timeout: 10000 });
+  assert.equal((await page.evaluate(() => window.attendViewer.training.shown())).snap, 3);
+  await screenshot(page, 'training-view.png');
+  assert.deepEqual(seen.requests, []);
+  assert.deepEqual(seen.errors, []);
+  await context.close();
 });
 
 // ---- attend serve -----------------------------------------------------------------------------

@@ -75,6 +75,10 @@ struct Common {
     /// Replace a checkpoint already in the output folder.
     #[arg(long)]
     force: bool,
+    /// Keep the probe sentence's attention this many times over the run (and before it):
+    /// `training.html` in the output folder shows it forming, beside the loss curve.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=1000))]
+    snapshots: u64,
 }
 
 fn usage_err(e: attend_models::Error) -> anyhow::Error {
@@ -147,7 +151,20 @@ pub fn run(args: &TrainArgs, threads: usize) -> Result<()> {
     }
     let run = train_loop(&mut trainer, common, &out_dir, &notes)?;
     summarise(&trainer, &run, threads, &mut notes)?;
-    save(&trainer, notes, &out_dir, threads)
+    let decisive = notes["held_out"]["head"]
+        .as_array()
+        .and_then(|a| Some((a.first()?.as_u64()? as usize, a.get(1)?.as_u64()? as usize)));
+    save(&trainer, notes, &out_dir, threads)?;
+    if !run.snapshots.is_empty() {
+        let page = attend_viz::training::run_page(&trainer, &run.snapshots, decisive)?;
+        crate::output::write_file(&out_dir.join("training.html"), page.as_bytes())?;
+        eprintln!(
+            "{} snapshots of the probe's attention: {}",
+            run.snapshots.len(),
+            out_dir.join("training.html").display()
+        );
+    }
+    Ok(())
 }
 
 /// Compute: every remaining step (`session::run`), with progress, evaluations and a
@@ -206,7 +223,11 @@ fn train_loop(
         }
         true
     };
-    let run = session::run(trainer, common.eval_every, out_dir, notes, &mut on)
+    let every = session::snapshot_interval(
+        common.snapshots as usize,
+        total.saturating_sub(trainer.state.step),
+    );
+    let run = session::run(trainer, common.eval_every, every, out_dir, notes, &mut on)
         .with_context(|| format!("training into {}", out_dir.display()))?;
     if let Some(b) = &bar {
         b.finish_and_clear();

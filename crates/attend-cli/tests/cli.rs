@@ -1498,3 +1498,92 @@ fn outputs_and_model_paths_respect_what_is_there() {
     }
     std::fs::remove_dir_all(&d).unwrap();
 }
+
+/// `train --snapshots`: training.html holds the probe's attention at the snapshot steps, the
+/// last equal to what `explain --model` of the saved model gives (within the page's 16 bits).
+#[test]
+fn training_snapshots_make_a_page() {
+    let d = tmp_dir("snapshots");
+    let out = d.join("run");
+    let o = attend(
+        &[
+            "train",
+            "winograd",
+            "--steps",
+            "20",
+            "--eval-every",
+            "10",
+            "--snapshots",
+            "2",
+            "-o",
+            out.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("3 snapshots"), "{}", stderr(&o));
+    let html = std::fs::read_to_string(out.join("training.html")).unwrap();
+    let start = html.find("id=\"attend-data\">").unwrap() + "id=\"attend-data\">".len();
+    let end = start + html[start..].find("</script>").unwrap();
+    let v: serde_json::Value = serde_json::from_str(&html[start..end]).unwrap();
+    assert_eq!(v["kind"], "training");
+    assert_eq!(v["steps"], serde_json::json!([0, 10, 20]));
+    let o = attend(
+        &[
+            "explain",
+            "--model",
+            out.to_str().unwrap(),
+            "--format",
+            "json",
+            "--layer",
+            "all",
+            "The dog didn't cross the street because it was tired. it =",
+        ],
+        None,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let ex: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let n = v["tokens"].as_array().unwrap().len();
+    assert_eq!(ex["tokens"].as_array().unwrap().len(), n);
+    // the page's last snapshot, decoded (base64 of little-endian u16, w × 65535)
+    let b64 = v["maps"].as_str().unwrap().as_bytes();
+    let val = |c: u8| match c {
+        b'A'..=b'Z' => c - b'A',
+        b'a'..=b'z' => c - b'a' + 26,
+        b'0'..=b'9' => c - b'0' + 52,
+        b'+' => 62,
+        _ => 63,
+    } as u32;
+    let mut bytes = Vec::new();
+    for chunk in b64.chunks(4) {
+        let pad = chunk.iter().filter(|&&c| c == b'=').count();
+        let x = chunk
+            .iter()
+            .map(|&c| if c == b'=' { 0 } else { val(c) })
+            .fold(0u32, |a, v| (a << 6) | v);
+        bytes.extend_from_slice(&x.to_be_bytes()[1..4 - pad]);
+    }
+    let w: Vec<f32> = bytes
+        .chunks(2)
+        .map(|b| u16::from_le_bytes([b[0], b[1]]) as f32 / 65535.0)
+        .collect();
+    let (layers, heads) = (2, 4);
+    let per = layers * heads * n * n;
+    assert_eq!(w.len(), 3 * per);
+    let last = &w[2 * per..];
+    for l in 0..layers {
+        for h in 0..heads {
+            for q in 0..n {
+                for k in 0..n {
+                    let want = ex["attention"][l][h][q][k].as_f64().unwrap() as f32;
+                    let got = last[((l * heads + h) * n + q) * n + k];
+                    assert!(
+                        (got - want).abs() <= 0.6 / 65535.0,
+                        "{l} {h} {q} {k}: {got} vs {want}"
+                    );
+                }
+            }
+        }
+    }
+    std::fs::remove_dir_all(&d).unwrap();
+}

@@ -18,7 +18,7 @@ use crate::errors::{model_err, raise};
 /// folder `attend.load` reads). `progress(step, total, loss, eval)` is called after every step
 /// (`eval`: `(held-out loss, accuracy or None)` at an evaluation, else None).
 #[pyfunction]
-#[pyo3(signature = (task, output, file=None, ctx=128, steps=None, seed=1, layers=None, heads=None, dim=None, batch=None, lr=None, eval_every=100, resume=None, force=false, progress=None))]
+#[pyo3(signature = (task, output, file=None, ctx=128, steps=None, seed=1, layers=None, heads=None, dim=None, batch=None, lr=None, eval_every=100, resume=None, force=false, progress=None, snapshots=0))]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn train<'py>(
     py: Python<'py>,
@@ -37,6 +37,7 @@ pub(crate) fn train<'py>(
     resume: Option<PathBuf>,
     force: bool,
     progress: Option<Py<PyAny>>,
+    snapshots: usize,
 ) -> PyResult<Bound<'py, PyDict>> {
     let invalid = |m: String| raise(py, "InvalidArgument", m);
     let task = match (task, file) {
@@ -118,7 +119,8 @@ pub(crate) fn train<'py>(
                 }
             })
         };
-        py.detach(|| session::run(&mut trainer, eval_every, output, notes, &mut on))
+        let every = session::snapshot_interval(snapshots, total.saturating_sub(trainer.state.step));
+        py.detach(|| session::run(&mut trainer, eval_every, every, output, notes, &mut on))
     }
     .map_err(|e| model_err(py, e))?;
     if let Some(e) = interrupted.or(callback_err) {
@@ -134,6 +136,27 @@ pub(crate) fn train<'py>(
     } else {
         None
     };
+    // the probe's attention as it formed: the training page, and the weights
+    let page = if run.snapshots.is_empty() {
+        None
+    } else {
+        let decisive = held_out.as_ref().map(|ev| ev.head);
+        Some(
+            py.detach(|| attend_viz::training::run_page(&trainer, &run.snapshots, decisive))
+                .map_err(|e| raise(py, "InvalidArgument", e.to_string()))?,
+        )
+    };
+    let snapshot_steps: Vec<usize> = run.snapshots.iter().map(|s| s.step).collect();
+    let snapshot_weights: Vec<f32> = run
+        .snapshots
+        .iter()
+        .flat_map(|s| s.trace.to_dense())
+        .collect();
+    let probe: Vec<String> = run
+        .snapshots
+        .first()
+        .map(|s| s.trace.tokens.iter().map(|t| t.text.clone()).collect())
+        .unwrap_or_default();
     notes["made_with"] = serde_json::json!(format!(
         "attend.train({:?}, seed={}, steps={total})",
         if winograd { "winograd" } else { "text" },
@@ -171,5 +194,10 @@ pub(crate) fn train<'py>(
     d.set_item("seconds", run.secs)?;
     d.set_item("tokens", run.tokens)?;
     d.set_item("heads", trainer.model.config.heads)?;
+    d.set_item("layers", trainer.model.config.layers)?;
+    d.set_item("page", page)?;
+    d.set_item("snapshot_steps", snapshot_steps)?;
+    d.set_item("snapshots", PyArray1::from_vec(py, snapshot_weights))?;
+    d.set_item("probe", probe)?;
     Ok(d)
 }

@@ -22,6 +22,7 @@
 
 pub mod encode;
 pub mod picture;
+pub mod training;
 
 use attend_models::trace::aggregate::{self, HeadStats};
 use attend_models::{GenerationTrace, Trace};
@@ -423,7 +424,7 @@ pub fn generation_page(gen: &GenerationTrace, logprobs: &[f32], opts: &Options) 
 }
 
 const TEMPLATE: &str = include_str!("../assets/viewer.html");
-const CSS: &str = include_str!("../assets/viewer.css");
+pub(crate) const CSS: &str = include_str!("../assets/viewer.css");
 const JS: &str = include_str!("../assets/viewer.js");
 
 /// `s` safe inside HTML text or a double-quoted attribute.

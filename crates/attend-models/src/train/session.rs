@@ -14,6 +14,15 @@ use crate::models::toy::ToyConfig;
 use crate::tokenize::vocab::Vocab;
 use crate::{Error, Result};
 
+/// Snapshots asked as a count over the steps still to run: every how many steps (0: none).
+pub fn snapshot_interval(snapshots: usize, remaining: usize) -> usize {
+    if snapshots == 0 {
+        0
+    } else {
+        remaining.div_ceil(snapshots).max(1)
+    }
+}
+
 /// What to learn.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Task {
@@ -164,6 +173,30 @@ pub enum Event<'a> {
     Eval(&'a EvalPoint, f64),
 }
 
+/// The sentence whose attention a Winograd run's snapshots keep.
+pub const WINOGRAD_PROBE: &str = "The dog didn't cross the street because it was tired. it =";
+
+/// The probe's attention at one step: every layer × head × query × key.
+pub struct Snapshot {
+    /// After this many steps.
+    pub step: usize,
+    /// The probe's attention then.
+    pub trace: crate::Trace,
+}
+
+/// The probe a run's snapshots show: the Winograd sentence, or a text run's first bytes (at
+/// most its context, and 64).
+pub fn probe(trainer: &Trainer) -> Result<Vec<crate::TokenInfo>> {
+    let c = &trainer.model.config;
+    let mut tokens = match &trainer.state.config.task {
+        TaskSpec::Winograd => c.vocab.encode(WINOGRAD_PROBE)?,
+        TaskSpec::Text { .. } => c.vocab.encode(&trainer.text_head(c.ctx.min(64)))?,
+    };
+    // (a byte that is no UTF-8 becomes three bytes of U+FFFD: the context still bounds it)
+    tokens.truncate(c.ctx.clamp(1, 64));
+    Ok(tokens)
+}
+
 /// What a run measured.
 pub struct Run {
     /// Seconds.
@@ -177,15 +210,20 @@ pub struct Run {
     /// Whether the caller stopped it before the end (a checkpoint holds the step it
     /// stopped at: resume it to go on).
     pub stopped: bool,
+    /// The probe's attention every `snapshot_every` steps (and before the first step of a
+    /// new run, and after the last).
+    pub snapshots: Vec<Snapshot>,
 }
 
 /// Every remaining step of `trainer`, a held-out evaluation and a checkpoint in `out_dir`
-/// every `eval_every` steps (0: only at the end), `on` told of each; `on` returning false
-/// stops the run after the step (a checkpoint is saved there). The final checkpoint is the
-/// caller's to save (with its notes).
+/// every `eval_every` steps (0: only at the end), the probe's attention every
+/// `snapshot_every` steps (0: none), `on` told of each; `on` returning false stops the run
+/// after the step (a checkpoint is saved there). The final checkpoint is the caller's to save
+/// (with its notes).
 pub fn run(
     trainer: &mut Trainer,
     eval_every: usize,
+    snapshot_every: usize,
     out_dir: &Path,
     notes: &serde_json::Value,
     on: &mut dyn FnMut(Event) -> bool,
@@ -195,8 +233,28 @@ pub fn run(
     let first_step = trainer.state.step;
     let mut tokens = 0usize;
     let mut stopped = false;
+    let probe = if snapshot_every > 0 {
+        Some(probe(trainer)?)
+    } else {
+        None
+    };
+    let mut snapshots = Vec::new();
+    let snap = |trainer: &Trainer, snapshots: &mut Vec<Snapshot>| -> Result<()> {
+        if let Some(p) = &probe {
+            let (trace, _) = trainer.model.trace(p)?;
+            snapshots.push(Snapshot {
+                step: trainer.state.step,
+                trace,
+            });
+        }
+        Ok(())
+    };
+    snap(trainer, &mut snapshots)?;
     while !trainer.done() {
         let r = trainer.step()?;
+        if snapshot_every > 0 && (r.step % snapshot_every == 0 || r.step == total) {
+            snap(trainer, &mut snapshots)?;
+        }
         tokens += r.tokens;
         let rate = tokens as f64 / start.elapsed().as_secs_f64().max(1e-9);
         let go_on = on(Event::Step(&r, rate));
@@ -222,5 +280,6 @@ pub fn run(
         tokens,
         final_point: trainer.evaluate()?,
         stopped,
+        snapshots,
     })
 }

@@ -634,6 +634,17 @@ impl Trainer {
         })
     }
 
+    /// The first `n` bytes of a text run's held-out tenth (a probe to watch), as text; empty
+    /// for the Winograd task.
+    pub fn text_head(&self, n: usize) -> String {
+        match &self.data {
+            Data::Text { held, .. } => {
+                String::from_utf8_lossy(&held[..n.min(held.len())]).into_owned()
+            }
+            Data::Winograd { .. } => String::new(),
+        }
+    }
+
     /// Held-out loss: the Winograd held-out texts, or fixed windows of the text's last tenth.
     pub fn held_out_loss(&self) -> Result<f32> {
         let vocab = self.model.config.vocab.len();
