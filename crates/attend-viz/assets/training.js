@@ -9,6 +9,8 @@
   var raw = atob(D.maps), u16 = new Uint16Array(raw.length / 2);
   for (var i = 0; i < u16.length; i++) u16[i] = raw.charCodeAt(2 * i) | (raw.charCodeAt(2 * i + 1) << 8);
   var state = { snap: S - 1, layer: D.head[0], head: D.head[1], timer: null };
+  // a space or a line break as a visible mark (byte-level probes)
+  function shown(t) { return t.replace(/ /g, '␣').replace(/\n/g, '↵').replace(/\t/g, '⇥'); }
 
   function map(s, l, h) {
     var at = ((s * L + l) * H + h) * N * N, out = new Float32Array(N * N);
@@ -30,8 +32,9 @@
   $('av-title').textContent = D.model + ' · attention being learned';
   $('av-subtitle').textContent = (D.subtitle ? D.subtitle + ' · ' : '') + 'probe: ' + D.tokens.join(' ').slice(0, 160);
   $('av-notes').innerHTML = '<p class="note">Each snapshot is the probe\'s attention after that many training steps, ' +
-    'computed by the model as it was then (the checkpoint of that step gives the same rows). The page opens on the ' +
-    'task\'s decisive head. Weights are stored in 16 bits (within 1/65535).</p>';
+    'computed by the model as it was then (the checkpoint of that step gives the same rows). ' +
+    (D.decisive ? 'The page opens on the task\'s decisive head (the best single head over the held-out sentences). ' : '') +
+    'Weights are stored in 16 bits (within 1/65535).</p>';
 
   var geo = null;
   function drawMap() {
@@ -43,9 +46,9 @@
     g.font = '11px system-ui, sans-serif'; g.fillStyle = '#222';
     for (var i = 0; i < N; i++) {
       g.textAlign = 'right'; g.textBaseline = 'middle';
-      g.fillText(D.tokens[i].slice(0, 14), left - 4, top + (i + 0.5) * cell);
+      g.fillText(shown(D.tokens[i]).slice(0, 14), left - 4, top + (i + 0.5) * cell);
       g.save(); g.translate(left + (i + 0.5) * cell, top - 4); g.rotate(-Math.PI / 3);
-      g.textAlign = 'left'; g.fillText(D.tokens[i].slice(0, 14), 0, 0); g.restore();
+      g.textAlign = 'left'; g.fillText(shown(D.tokens[i]).slice(0, 14), 0, 0); g.restore();
       for (var k = 0; k < N; k++) {
         g.fillStyle = colour(m[i * N + k]);
         g.fillRect(left + k * cell, top + i * cell, cell, cell);
@@ -83,7 +86,7 @@
     D.evals.forEach(function (e) { if (e[0] <= at) ev = e; });
     $('av-step-label').textContent = 'step ' + at + ' of ' + D.losses.length + (ev ? ' · held-out loss ' + ev[1].toFixed(3) +
       (ev[2] === null ? '' : ', accuracy ' + (100 * ev[2]).toFixed(1) + '%') + ' (step ' + ev[0] + ')' : '') +
-      (state.layer === D.head[0] && state.head === D.head[1] ? ' · layer ' + D.head[0] + ' head ' + D.head[1] + ': the decisive head' : '');
+      (D.decisive && state.layer === D.head[0] && state.head === D.head[1] ? ' · layer ' + D.head[0] + ' head ' + D.head[1] + ': the decisive head' : '');
   }
   function draw() { drawMap(); drawLoss(); label(); }
   function set(o) {

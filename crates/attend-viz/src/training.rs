@@ -47,6 +47,8 @@ struct Data<'a> {
     losses: &'a [f32],
     evals: &'a [(usize, f32, Option<f32>)],
     head: (usize, usize),
+    /// `head` is the task's decisive head (else just where the page opens).
+    decisive: bool,
 }
 
 /// The training page of `view`.
@@ -69,10 +71,10 @@ pub fn training_page(view: &TrainingView, opts: &Options) -> Result<String> {
             bytes.extend_from_slice(&q.to_le_bytes());
         }
     }
-    let head = view
+    let decisive = view
         .head
-        .filter(|&(l, h)| l < view.layers && h < view.heads)
-        .unwrap_or((view.layers - 1, 0));
+        .filter(|&(l, h)| l < view.layers && h < view.heads);
+    let head = decisive.unwrap_or((view.layers - 1, 0));
     let data = Data {
         kind: "training",
         model: &opts.model,
@@ -86,6 +88,7 @@ pub fn training_page(view: &TrainingView, opts: &Options) -> Result<String> {
         losses: view.losses,
         evals: &view.evals,
         head,
+        decisive: decisive.is_some(),
     };
     let json = serde_json::to_string(&data)
         .map_err(|e| Error::Invalid(e.to_string()))?
