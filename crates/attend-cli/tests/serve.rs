@@ -21,9 +21,14 @@ impl Drop for Server {
 }
 
 fn start(args: &[&str]) -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_attend"))
-        .args(["serve", "--port", "0"])
-        .args(args)
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_attend"));
+    cmd.args(["serve", "--port", "0"]).args(args);
+    start_command(cmd)
+}
+
+/// Starts `cmd` (an `attend serve --port 0`) and reads the port it listens on from its log.
+fn start_command(mut cmd: Command) -> Server {
+    let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -151,26 +156,11 @@ fn held_connections_do_not_stop_a_real_request() {
         eprintln!("skipped: no sh with ulimit here");
         return;
     }
-    let mut child = Command::new("sh")
-        .arg("-c")
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
         .arg("ulimit -n 64 && exec \"$0\" serve --port 0 --model toy-winograd --max-connections 16")
-        .arg(env!("CARGO_BIN_EXE_attend"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap());
-    let port: u16 = loop {
-        let mut line = String::new();
-        assert!(lines.read_line(&mut line).unwrap() > 0, "serve ended");
-        if let Some(rest) = line.split("listening on http://").nth(1) {
-            let addr = rest.split('/').next().unwrap();
-            break addr.rsplit(':').next().unwrap().parse().unwrap();
-        }
-    };
-    std::thread::spawn(move || for _ in lines.lines() {});
-    let s = Server { child, port };
+        .arg(env!("CARGO_BIN_EXE_attend"));
+    let s = start_command(cmd);
     let p = s.port;
     let mut held: Vec<TcpStream> = Vec::new();
     for i in 0..100 {

@@ -122,3 +122,15 @@ pub fn first_step(
     }
     (worst, worst_gap)
 }
+
+/// The control tokens among `toks` (by `tok.is_control`), in order.
+#[allow(dead_code)]
+pub fn control_ids(
+    tok: &attend_models::tokenize::gguf::GgufTokenizer,
+    toks: &[attend_models::TokenInfo],
+) -> Vec<u32> {
+    toks.iter()
+        .filter(|t| tok.is_control(t.id))
+        .map(|t| t.id)
+        .collect()
+}
