@@ -1,5 +1,9 @@
-//! `attend bench`: the standard kernel cases of BENCH.md, as JSON lines or a table, next to an
-//! sgemm (the `gemm` crate) and a memory-copy baseline measured in the same run.
+//! `attend bench`: the standard kernel cases of bench/README.md, as JSON lines or a table, next
+//! to the machine's limits measured in the same run — `peak-fma` (the panel micro-kernel alone
+//! in L1, per instruction set, every thread) and `copy-512MiB` (memory bandwidth, every
+//! thread) — and an sgemm (the `gemm` crate). Kernel cases carry their share of `peak-fma`
+//! (`of_peak_fma`), decode cases their share of the copy bandwidth (`of_copy`); every line
+//! carries the instruction set its kernels ran (`isa`).
 
 use std::io::Write;
 use std::time::Instant;
@@ -23,6 +27,29 @@ pub struct BenchArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
+    /// Run every kernel on this instruction set (generic, avx2, avx512) instead of the best
+    /// this processor has.
+    #[arg(long, value_parser = ["generic", "avx2", "avx512"])]
+    isa: Option<String>,
+}
+
+/// The instruction set a `--isa` name means.
+fn isa_named(name: &str) -> attend::Isa {
+    match name {
+        "avx2" => attend::Isa::Avx2,
+        "avx512" => attend::Isa::Avx512,
+        _ => attend::Isa::Scalar,
+    }
+}
+
+/// How the JSON names an instruction set.
+fn isa_name(isa: attend::Isa) -> &'static str {
+    match isa {
+        attend::Isa::Scalar => "generic",
+        attend::Isa::Avx2 => "avx2",
+        attend::Isa::Avx512 => "avx512",
+        attend::Isa::Auto => isa_name(attend::Isa::detected()),
+    }
 }
 
 struct Timing {
@@ -58,11 +85,34 @@ fn time(quick: bool, budget_s: f64, mut f: impl FnMut()) -> Timing {
 struct Out {
     format: Format,
     stdout: std::io::Stdout,
+    /// `peak-fma` of the instruction set the kernels run, GFLOP/s, once measured.
+    peak: Option<f64>,
+    /// `copy-512MiB`, GB/s (bytes read and written), once measured.
+    copy: Option<f64>,
 }
 
 impl Out {
     fn emit(&mut self, mut v: serde_json::Value, t: &Timing) -> Result<()> {
         let obj = v.as_object_mut().context("bench record")?;
+        if !obj.contains_key("isa") {
+            obj.insert("isa".into(), json!(isa_name(attend::Isa::detected())));
+        }
+        let case = obj.get("case").and_then(|c| c.as_str()).unwrap_or("");
+        let limit = case != "peak-fma" && case != "copy-512MiB" && case != "sgemm-2048";
+        if let (true, Some(peak), Some(g)) = (
+            limit,
+            self.peak,
+            obj.get("gflops").and_then(serde_json::Value::as_f64),
+        ) {
+            obj.insert("of_peak_fma".into(), json!(round(g / peak)));
+        }
+        if let (true, Some(copy), Some(g)) = (
+            limit,
+            self.copy,
+            obj.get("gbps").and_then(serde_json::Value::as_f64),
+        ) {
+            obj.insert("of_copy".into(), json!(round(g / copy)));
+        }
         obj.insert("median_ms".into(), json!(round(t.median_ms)));
         obj.insert("min_ms".into(), json!(round(t.min_ms)));
         obj.insert("max_ms".into(), json!(round(t.max_ms)));
@@ -91,6 +141,7 @@ impl Out {
                             "max_ms",
                             "gflops",
                             "gbps",
+                            "isa",
                         ]
                         .contains(&k.as_str())
                     })
@@ -120,8 +171,21 @@ fn round(x: f64) -> f64 {
 
 /// Runs the benchmark.
 pub fn run(args: &BenchArgs, threads: usize) -> Result<()> {
+    if let Some(name) = &args.isa {
+        attend_kernels::force_isa(isa_named(name)).map_err(|_| {
+            crate::usage!(
+                "--isa {name}: this processor runs {}",
+                attend::Isa::available()
+                    .into_iter()
+                    .map(isa_name)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })?;
+    }
     let all = cases::standard();
     let baselines = [
+        "peak-fma",
         "sgemm-2048",
         "copy-512MiB",
         "minilm-embed",
@@ -158,12 +222,54 @@ pub fn run(args: &BenchArgs, threads: usize) -> Result<()> {
     let mut out = Out {
         format: args.format,
         stdout: std::io::stdout(),
+        peak: None,
+        copy: None,
     };
     if args.format == Format::Text {
         eprintln!(
             "attend bench: {threads} threads, kernels: {:?}",
             attend::Isa::detected()
         );
+    }
+    // the limits first, so that every case after them can say its share: peak-fma whenever a
+    // kernel case runs, the copy bandwidth whenever a decode case does
+    let kernel_cases = all.iter().any(|c| wanted(c.name));
+    if wanted("peak-fma") || kernel_cases {
+        let active = attend::Isa::detected();
+        let isas: Vec<attend::Isa> = if wanted("peak-fma") && args.isa.is_none() {
+            attend::Isa::available()
+        } else {
+            vec![active]
+        };
+        for isa in isas {
+            let (gflops, t) = peak_fma(isa, args.quick)?;
+            if isa == active {
+                out.peak = Some(gflops);
+            }
+            out.emit(
+                json!({"case": "peak-fma", "impl": "panel-kernel-L1", "threads": threads,
+                       "isa": isa_name(isa), "gflops": round(gflops)}),
+                &t,
+            )?;
+        }
+    }
+    let decode_cases = all.iter().any(|c| wanted(c.name) && c.shape.s_q == 1);
+    if wanted("copy-512MiB") || decode_cases {
+        let n = 512 << 18; // 512 MiB of f32
+        let src = vec![1.0f32; n];
+        let mut dst = vec![0.0f32; n];
+        // every thread copies its share, as a kernel streaming memory would
+        let chunk = n.div_ceil(rayon::current_num_threads().max(1));
+        let t = time(args.quick, 2.0, || {
+            use rayon::prelude::*;
+            dst.par_chunks_mut(chunk)
+                .zip(std::hint::black_box(&src).par_chunks(chunk))
+                .for_each(|(d, s)| d.copy_from_slice(s));
+            std::hint::black_box(&mut dst);
+        });
+        let gbps = 2.0 * (n * 4) as f64 / t.median_ms / 1e6;
+        out.copy = Some(gbps);
+        out.emit(json!({"case": "copy-512MiB", "impl": "memcpy", "threads": threads, "gbps": round(gbps)}), &t)?;
     }
     if wanted("sgemm-2048") {
         let n = 2048;
@@ -173,17 +279,6 @@ pub fn run(args: &BenchArgs, threads: usize) -> Result<()> {
         let t = time(args.quick, 2.0, || sgemm(n, &a, &b, &mut c));
         let gflops = 2.0 * (n * n * n) as f64 / t.median_ms / 1e6;
         out.emit(json!({"case": "sgemm-2048", "impl": "gemm", "threads": threads, "gflops": round(gflops)}), &t)?;
-    }
-    if wanted("copy-512MiB") {
-        let n = 512 << 18; // 512 MiB of f32
-        let src = vec![1.0f32; n];
-        let mut dst = vec![0.0f32; n];
-        let t = time(args.quick, 2.0, || {
-            dst.copy_from_slice(std::hint::black_box(&src));
-            std::hint::black_box(&mut dst);
-        });
-        let gbps = 2.0 * (n * 4) as f64 / t.median_ms / 1e6;
-        out.emit(json!({"case": "copy-512MiB", "impl": "memcpy", "threads": threads, "gbps": round(gbps)}), &t)?;
     }
     for case in all.iter().filter(|c| wanted(c.name)) {
         run_case(case, args.quick, threads, &mut out)?;
@@ -674,4 +769,35 @@ mod rss {
     pub fn reset_peak() {
         let _ = std::fs::write("/proc/self/clear_refs", "5");
     }
+}
+
+/// The panel micro-kernel alone, in L1, on every thread of the pool: six rows of A against
+/// two 16-wide panels of B over 128 keys (3 KiB + 16 KiB per thread), a million times over —
+/// the most multiply-adds per second `isa`'s kernels can do here. GFLOP/s and the timing.
+fn peak_fma(isa: attend::Isa, quick: bool) -> Result<(f64, Timing)> {
+    use rayon::prelude::*;
+    let kern = isa.kern()?;
+    let (rows, panels, k) = (6usize, 2usize, 128usize);
+    let nr = attend_kernels::NR;
+    let reps = if quick { 2_000 } else { 20_000 };
+    let threads = rayon::current_num_threads().max(1);
+    let mut bufs: Vec<(Vec<f32>, Vec<f32>, Vec<f32>)> = (0..threads)
+        .map(|i| {
+            (
+                cases::fill(rows * k, 21 + i as u64),
+                cases::fill(panels * k * nr, 31 + i as u64),
+                vec![0.0f32; rows * panels * nr],
+            )
+        })
+        .collect();
+    let t = time(quick, 1.5, || {
+        bufs.par_iter_mut().for_each(|(a, b, c)| {
+            for _ in 0..reps {
+                kern.gemm_a(a, 0, k, rows, k, b, panels, c, panels * nr, true);
+            }
+            std::hint::black_box(&c);
+        });
+    });
+    let flops = 2.0 * (rows * k * panels * nr) as f64 * reps as f64 * threads as f64;
+    Ok((flops / t.median_ms / 1e6, t))
 }

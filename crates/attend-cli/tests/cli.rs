@@ -1587,3 +1587,40 @@ fn training_snapshots_make_a_page() {
     }
     std::fs::remove_dir_all(&d).unwrap();
 }
+
+/// `bench` measures the machine's limits in the same run and says each case's share of them:
+/// `peak-fma` per instruction set, the copy bandwidth, `of_peak_fma` on kernel cases, `of_copy`
+/// on decode cases, the instruction set on every line; `--isa` runs the kernels on one.
+#[test]
+fn bench_reports_shares_of_the_measured_limits() {
+    let lines = |args: &[&str]| -> Vec<serde_json::Value> {
+        let o = attend(
+            &[&["bench", "--quick", "--format", "json"], args].concat(),
+            None,
+        );
+        assert!(o.status.success(), "{}", stderr(&o));
+        String::from_utf8(o.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let v = lines(&[
+        "--case",
+        "peak-fma",
+        "--case",
+        "enc-512",
+        "--case",
+        "decode-8192",
+    ]);
+    assert!(v.iter().all(|r| r["isa"].is_string()), "{v:?}");
+    let peaks: Vec<&serde_json::Value> = v.iter().filter(|r| r["case"] == "peak-fma").collect();
+    assert!(peaks.iter().any(|r| r["isa"] == "generic"));
+    assert!(peaks.iter().all(|r| r["gflops"].as_f64().unwrap() > 0.0));
+    let enc = v.iter().find(|r| r["case"] == "enc-512").unwrap();
+    assert!(enc["of_peak_fma"].as_f64().unwrap() > 0.0);
+    let dec = v.iter().find(|r| r["case"] == "decode-8192").unwrap();
+    assert!(dec["of_copy"].as_f64().unwrap() > 0.0);
+    let g = lines(&["--isa", "generic", "--case", "enc-512"]);
+    assert!(g.iter().all(|r| r["isa"] == "generic"), "{g:?}");
+}

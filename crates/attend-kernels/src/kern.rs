@@ -108,8 +108,10 @@ impl Isa {
     }
 }
 
+/// What `Isa::Auto` resolves to, once: [`force_isa`]'s choice, else the best available.
+static BEST: OnceLock<&'static Table> = OnceLock::new();
+
 fn auto() -> Kern {
-    static BEST: OnceLock<&'static Table> = OnceLock::new();
     let t = BEST.get_or_init(|| {
         arch::ALL
             .iter()
@@ -118,6 +120,20 @@ fn auto() -> Kern {
             .unwrap_or(&arch::generic::TABLE)
     });
     Kern { t }
+}
+
+/// Makes `Isa::Auto` mean `isa` for the rest of the process (a benchmark run of one
+/// instruction set: `attend bench --isa avx2`). Must come before the first kernel call
+/// resolves `Auto`; an instruction set this processor lacks, or a second, different choice,
+/// is an error.
+pub fn force_isa(isa: Isa) -> Result<()> {
+    let want = isa.kern()?.t;
+    let got = BEST.get_or_init(|| want);
+    if std::ptr::eq(*got, want) {
+        Ok(())
+    } else {
+        Err(Error::IsaUnavailable(isa))
+    }
 }
 
 /// A resolved instruction set: holding one proves the processor runs its kernels.

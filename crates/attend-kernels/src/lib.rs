@@ -36,4 +36,4 @@ pub mod tiled;
 
 pub use error::{Error, Result};
 pub use gemm::{matmul_packed, matmul_packed_map, matmul_packed_with, Epilogue, PackedMatrix};
-pub use kern::{Features, Isa, Kern, NR};
+pub use kern::{force_isa, Features, Isa, Kern, NR};

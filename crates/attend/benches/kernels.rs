@@ -1,4 +1,4 @@
-//! `cargo bench -p attend`: the standard cases (BENCH.md) through criterion, fused against the
+//! `cargo bench -p attend`: the standard cases (bench/README.md) through criterion, fused against the
 //! reference where the reference is affordable. `attend bench --format json` prints the same
 //! cases as JSON lines with sgemm and memcpy baselines.
 

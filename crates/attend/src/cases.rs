@@ -1,4 +1,4 @@
-//! The standard benchmark cases (`../shared/BENCH.md`), as data shared by `cargo bench` and
+//! The standard benchmark cases (`bench/README.md`), as data shared by `cargo bench` and
 //! `attend bench`, with their inputs and FLOP counts. No timing or printing here.
 
 use crate::{AttnParams, Mask, Shape};
@@ -20,7 +20,7 @@ pub enum CaseMask {
 /// One benchmark case.
 #[derive(Clone, Copy, Debug)]
 pub struct Case {
-    /// Name, as in BENCH.md.
+    /// Name, as in bench/README.md.
     pub name: &'static str,
     /// Sizes.
     pub shape: Shape,
@@ -146,7 +146,7 @@ impl Case {
         per_head as f64 * sh.h as f64
     }
 
-    /// FLOPs: forward `4·d·pairs` (BENCH.md), backward 2.5× that.
+    /// FLOPs: forward `4·d·pairs` (bench/README.md), backward 2.5× that.
     pub fn flops(&self) -> f64 {
         let f = 4.0 * self.shape.d as f64 * self.pairs();
         if self.backward {
