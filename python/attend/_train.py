@@ -94,6 +94,9 @@ class _Progress:
         self.recent = []
 
     def __call__(self, step, total, loss, ev):
+        if self.bar is not None and self.bar.total != total:
+            self.bar.total = total
+            self.bar.refresh()
         if ev is not None:
             held, acc = ev
             line = f"step {step}: held-out loss {held:.3f}" + ("" if acc is None else f", accuracy {acc:.1%}")
@@ -153,7 +156,8 @@ def train(
         first = 0
         if resume is not None and os.path.exists(os.path.join(os.fspath(resume), "config.json")):
             try:
-                first = json.load(open(os.path.join(os.fspath(resume), "config.json")))["training"]["step"]
+                with open(os.path.join(os.fspath(resume), "config.json"), encoding="utf-8") as f:
+                    first = json.load(f)["training"]["step"]
             except (OSError, ValueError, KeyError, TypeError):
                 first = 0
         bar = _Progress(steps or (1000 if task == "winograd" else 2000), first)

@@ -36,6 +36,11 @@ def _stack(attention, batch: int) -> np.ndarray:
             raise ShapeError("the attention list is empty: give one array per layer")
         layers = []
         for i, a in enumerate(attention):
+            if a is None:
+                raise ShapeError(
+                    f"layer {i} is None: transformers gives no attention weights with its SDPA kernel; "
+                    "load the model with attn_implementation='eager'"
+                )
             a = _numpy(a, f"layer {i}")
             if a.ndim == 4:
                 if not 0 <= batch < a.shape[0]:
@@ -97,9 +102,11 @@ def view(
     layers, heads, queries, keys = a.shape
     if min(a.shape) == 0:
         raise ShapeError(f"attention is {a.shape}: every size must be at least 1")
-    if isinstance(tokens, str) or not all(isinstance(t, str) for t in tokens):
+    if isinstance(tokens, str):
         raise InvalidArgument("tokens must be a list of strings, one per position")
     tokens = list(tokens)
+    if not all(isinstance(t, str) for t in tokens):
+        raise InvalidArgument("tokens must be a list of strings, one per position")
     square = queries == keys
     want = keys if square else keys + 1
     if queries > keys:
@@ -150,13 +157,19 @@ def view(
             f"row (layer {l}, head {h}, query {q}) sums to {sums[l, h, q]:.6g}, not 1 "
             f"(off by {dev[l, h, q]:.3g}; atol={atol}): give attention probabilities (after the softmax)"
         )
-    flat = np.ascontiguousarray(np.where(masked, 0.0, a), dtype=np.float32).reshape(-1)
+    # (weights within atol below 0 are 0: the page takes logarithms of them)
+    flat = np.ascontiguousarray(np.where(masked, 0.0, np.maximum(a, 0.0)), dtype=np.float32).reshape(-1)
     page = _attend.external_page(flat, tokens, layers, heads, kv, queries, keys, bool(causal))
     if square:
+        # the offsets the page uses (crates/attend-py/src/page.rs `external_page`): UTF-8 bytes,
+        # a space between tokens except before a `##` piece or a token with its own space mark
         at, infos = 0, []
-        for t in tokens:
-            infos.append((0, t, at, at + len(t)))
-            at += len(t)
+        for i, t in enumerate(tokens):
+            if i and not (t.startswith("##") or t[:1] in (" ", "\u0120", "\u2581")):
+                at += 1
+            n = len(t.encode("utf-8"))
+            infos.append((0, t, at, at + n))
+            at += n
         return Explanation(
             model,
             {"tokens": infos, "layers": layers, "heads": heads, "kv_heads": kv, "truncated": False, "next": None, "page": page},

@@ -142,3 +142,16 @@ def test_transformers_minilm_attentions_equal_attends_own():
     np.testing.assert_allclose(theirs.attention, ours.attention, atol=1e-4)
     a, b = page_data(theirs.html()), page_data(ours.html())
     assert a["layers"] == b["layers"] and a["heads"] == b["heads"] and a["causal"] == b["causal"]
+
+
+def test_words_merge_only_the_pieces_of_a_word():
+    """The page's words (sum over keys, mean over queries) group `##` pieces with their word
+    and nothing else, as explain's do."""
+    toks = ["[CLS]", "the", "un", "##believ", "##ably", "tired", "dog", "[SEP]"]
+    a = rows(np.random.default_rng(6), 1, 2, 8, 8)
+    ex = attend.view(a, toks)
+    words = page_data(ex.html())["words"]
+    # one word index per token: the three pieces of "unbelievably" share one, every other token its own
+    assert len(set(words)) == 6 and words[2] == words[3] == words[4], words
+    gaps = [ex.token_info[i]["start"] - ex.token_info[i - 1]["end"] for i in range(1, len(toks))]
+    assert gaps == [1, 1, 0, 0, 1, 1, 1]

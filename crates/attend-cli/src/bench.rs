@@ -772,7 +772,7 @@ mod rss {
 }
 
 /// The panel micro-kernel alone, in L1, on every thread of the pool: six rows of A against
-/// two 16-wide panels of B over 128 keys (3 KiB + 16 KiB per thread), a million times over —
+/// two 16-wide panels of B over 128 keys (3 KiB + 16 KiB per thread), 20 000 times a run —
 /// the most multiply-adds per second `isa`'s kernels can do here. GFLOP/s and the timing.
 fn peak_fma(isa: attend::Isa, quick: bool) -> Result<(f64, Timing)> {
     use rayon::prelude::*;

@@ -76,8 +76,8 @@ enum Command {
         /// The model's name (see `attend models`).
         name: String,
     },
-    /// Measure the kernels on the standard cases (bench/README.md), with the machine's limits (peak-fma, copy bandwidth) measured in the same run
-    /// measured in the same run.
+    /// Measure the kernels on the standard cases (bench/README.md), with the machine's limits
+    /// (peak-fma, copy bandwidth) measured in the same run.
     Bench(bench::BenchArgs),
 }
 

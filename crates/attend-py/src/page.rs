@@ -237,10 +237,17 @@ pub(crate) fn external_page(
             a.len()
         )));
     }
+    // offsets as if the tokens were words of a text: a space between two tokens, except before
+    // a WordPiece continuation (`##…`) or a token that carries its own space mark (` `, `Ġ`,
+    // `▁`), so that the page's words merge exactly the pieces of a word
     let mut at = 0;
     let infos: Vec<attend_models::TokenInfo> = tokens
         .into_iter()
-        .map(|t| {
+        .enumerate()
+        .map(|(i, t)| {
+            if i > 0 && !joins_previous(&t) {
+                at += 1;
+            }
             let start = at;
             at += t.len();
             attend_models::TokenInfo {
@@ -303,4 +310,9 @@ pub(crate) fn external_page(
         what,
         effect: None,
     })
+}
+
+/// Whether token text `t` continues the previous token's word, or marks its own space.
+fn joins_previous(t: &str) -> bool {
+    t.starts_with("##") || t.starts_with([' ', '\u{120}', '\u{2581}'])
 }

@@ -136,6 +136,13 @@ pub(crate) fn train<'py>(
     } else {
         None
     };
+    notes["made_with"] = serde_json::json!(format!(
+        "attend.train({:?}, seed={}, steps={total})",
+        if winograd { "winograd" } else { "text" },
+        trainer.state.config.seed
+    ));
+    py.detach(|| trainer.checkpoint(notes.clone()).save(&output))
+        .map_err(|e| model_err(py, e))?;
     // the probe's attention as it formed: the training page, and the weights
     let page = if run.snapshots.is_empty() {
         None
@@ -157,13 +164,6 @@ pub(crate) fn train<'py>(
         .first()
         .map(|s| s.trace.tokens.iter().map(|t| t.text.clone()).collect())
         .unwrap_or_default();
-    notes["made_with"] = serde_json::json!(format!(
-        "attend.train({:?}, seed={}, steps={total})",
-        if winograd { "winograd" } else { "text" },
-        trainer.state.config.seed
-    ));
-    py.detach(|| trainer.checkpoint(notes).save(&output))
-        .map_err(|e| model_err(py, e))?;
     let d = PyDict::new(py);
     d.set_item(
         "losses",

@@ -60,8 +60,10 @@
   function drawLoss() {
     var c = $('av-t-loss'), g = c.getContext('2d'), W = c.width, Hh = c.height;
     var pad = { l: 44, r: 10, t: 18, b: 28 };
-    var n = D.losses.length, ys = D.losses.concat(D.evals.map(function (e) { return e[1]; }));
-    var ymax = Math.max.apply(null, ys.filter(isFinite)), ymin = 0;
+    var n = D.losses.length, ymax = 0, ymin = 0;
+    D.losses.forEach(function (v) { if (v !== null && isFinite(v) && v > ymax) ymax = v; });
+    D.evals.forEach(function (e) { if (e[1] !== null && isFinite(e[1]) && e[1] > ymax) ymax = e[1]; });
+    if (!(ymax > 0)) ymax = 1;
     var x = function (s) { return pad.l + (W - pad.l - pad.r) * s / Math.max(1, n); };
     var y = function (v) { return Hh - pad.b - (Hh - pad.t - pad.b) * (v - ymin) / Math.max(1e-9, ymax - ymin); };
     g.fillStyle = '#fff'; g.fillRect(0, 0, W, Hh);
@@ -73,17 +75,21 @@
     g.textAlign = 'left'; g.fillStyle = '#6b8fc7'; g.fillText('training loss', pad.l + 8, 0);
     g.fillStyle = '#c0392b'; g.fillText('● held-out loss', pad.l + 96, 0); g.fillStyle = '#444';
     g.strokeStyle = '#6b8fc7'; g.beginPath();
-    D.losses.forEach(function (v, i) { if (i === 0) g.moveTo(x(i + 1), y(v)); else g.lineTo(x(i + 1), y(v)); });
+    var started = false;
+    D.losses.forEach(function (v, i) {
+      if (v === null || !isFinite(v)) { started = false; return; }
+      if (!started) { g.moveTo(x(i + 1), y(v)); started = true; } else g.lineTo(x(i + 1), y(v));
+    });
     g.stroke();
     g.fillStyle = '#c0392b';
-    D.evals.forEach(function (e) { g.beginPath(); g.arc(x(e[0]), y(e[1]), 3, 0, 2 * Math.PI); g.fill(); });
+    D.evals.forEach(function (e) { if (e[1] === null || !isFinite(e[1])) return; g.beginPath(); g.arc(x(e[0]), y(e[1]), 3, 0, 2 * Math.PI); g.fill(); });
     var at = D.steps[state.snap];
     g.strokeStyle = '#08306b'; g.lineWidth = 2; g.beginPath(); g.moveTo(x(at), pad.t); g.lineTo(x(at), Hh - pad.b); g.stroke(); g.lineWidth = 1;
     g.textAlign = 'left'; g.fillStyle = '#08306b'; g.fillText('step ' + at, Math.min(x(at) + 4, W - 60), pad.t);
   }
   function label() {
     var at = D.steps[state.snap], ev = null;
-    D.evals.forEach(function (e) { if (e[0] <= at) ev = e; });
+    D.evals.forEach(function (e) { if (e[0] <= at && e[1] !== null) ev = e; });
     $('av-step-label').textContent = 'step ' + at + ' of ' + D.losses.length + (ev ? ' · held-out loss ' + ev[1].toFixed(3) +
       (ev[2] === null ? '' : ', accuracy ' + (100 * ev[2]).toFixed(1) + '%') + ' (step ' + ev[0] + ')' : '') +
       (D.decisive && state.layer === D.head[0] && state.head === D.head[1] ? ' · layer ' + D.head[0] + ' head ' + D.head[1] + ': the decisive head' : '');
@@ -116,6 +122,22 @@
     $('av-hover').textContent = JSON.stringify(D.tokens[q]) + ' → ' + JSON.stringify(D.tokens[k]) + ': ' + geo.m[q * N + k].toFixed(4) +
       ' (layer ' + state.layer + ', head ' + state.head + ', step ' + D.steps[state.snap] + ')';
   };
+  // in a notebook's frame (python/attend/_models.py `_frame`): the page's height, so that the
+  // frame takes it, as the viewer does
+  var root = document.getElementById('attend-root'), framed = window.parent !== window, posted = -1;
+  function postHeight() {
+    if (!framed) return;
+    var b = root.getBoundingClientRect(), cs = window.getComputedStyle(document.body);
+    var h = Math.ceil(b.bottom + window.pageYOffset + (parseFloat(cs.marginBottom) || 0) +
+      Math.max(0, window.innerHeight - document.documentElement.clientHeight));
+    if (h === posted) return;
+    posted = h;
+    try { window.parent.postMessage({ attendViewer: 'height', id: window.name || null, height: h }, '*'); } catch (e) { /* kept */ }
+  }
+  if (framed) {
+    if (typeof ResizeObserver !== 'undefined') new ResizeObserver(postHeight).observe(root);
+    window.addEventListener('resize', postHeight);
+  }
   var api = {
     training: {
       steps: D.steps.slice(),
@@ -130,6 +152,7 @@
     set: set
   };
   draw();
+  postHeight();
   api.ready = Promise.resolve(api);
   window.attendViewer = api;
 })();

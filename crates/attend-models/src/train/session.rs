@@ -257,7 +257,12 @@ pub fn run(
         }
         tokens += r.tokens;
         let rate = tokens as f64 / start.elapsed().as_secs_f64().max(1e-9);
-        let go_on = on(Event::Step(&r, rate));
+        if !on(Event::Step(&r, rate)) {
+            // stopped: the checkpoint of this step, and nothing more is computed or told
+            trainer.checkpoint(notes.clone()).save(out_dir)?;
+            stopped = true;
+            break;
+        }
         let at_eval = eval_every > 0 && r.step % eval_every == 0;
         if at_eval && r.step < total {
             let p = trainer.evaluate()?;
@@ -268,17 +273,17 @@ pub fn run(
                 break;
             }
         }
-        if !go_on {
-            trainer.checkpoint(notes.clone()).save(out_dir)?;
-            stopped = true;
-            break;
-        }
     }
+    let final_point = match (stopped, trainer.state.evals.last()) {
+        // (a stopped run is not evaluated again: the caller is waiting)
+        (true, Some(p)) => p.clone(),
+        _ => trainer.evaluate()?,
+    };
     Ok(Run {
         secs: start.elapsed().as_secs_f64(),
         steps: trainer.state.step - first_step,
         tokens,
-        final_point: trainer.evaluate()?,
+        final_point,
         stopped,
         snapshots,
     })
