@@ -213,8 +213,13 @@ impl Decoder {
                 ),
                 FfnLayout::FusedGateUp => {
                     let mut parts = w.split_linear(&p("ffn_up"), &[c.ffn_dim, c.ffn_dim], c.dim)?;
-                    let up = parts.pop().expect("two parts asked for");
-                    (parts.pop(), up)
+                    let (Some(up), Some(gate)) = (parts.pop(), parts.pop()) else {
+                        return Err(crate::Error::Invalid(format!(
+                            "{}: the fused gate/up tensor did not split in two",
+                            p("ffn_up")
+                        )));
+                    };
+                    (Some(gate), up)
                 }
                 FfnLayout::Plain => (None, w.linear(&p("ffn_up"), c.ffn_dim, c.dim)?),
             };
