@@ -161,15 +161,7 @@ def view(
     flat = np.ascontiguousarray(np.where(masked, 0.0, np.maximum(a, 0.0)), dtype=np.float32).reshape(-1)
     page = _attend.external_page(flat, tokens, layers, heads, kv, queries, keys, bool(causal))
     if square:
-        # the offsets the page uses (crates/attend-py/src/page.rs `external_page`): UTF-8 bytes,
-        # a space between tokens except before a `##` piece or a token with its own space mark
-        at, infos = 0, []
-        for i, t in enumerate(tokens):
-            if i and not (t.startswith("##") or t[:1] in (" ", "\u0120", "\u2581")):
-                at += 1
-            n = len(t.encode("utf-8"))
-            infos.append((0, t, at, at + n))
-            at += n
+        infos = page.token_infos()
         return Explanation(
             model,
             {"tokens": infos, "layers": layers, "heads": heads, "kv_heads": kv, "truncated": False, "next": None, "page": page},

@@ -242,7 +242,7 @@ pub fn run(args: &BenchArgs, threads: usize) -> Result<()> {
             vec![active]
         };
         for isa in isas {
-            let (gflops, t) = peak_fma(isa, args.quick)?;
+            let (gflops, t) = peak_fma(isa)?;
             if isa == active {
                 out.peak = Some(gflops);
             }
@@ -776,12 +776,11 @@ mod rss {
 /// The panel micro-kernel alone, in L1, on every thread of the pool: six rows of A against
 /// two 16-wide panels of B over 128 keys (3 KiB + 16 KiB per thread), 50 000 times a run —
 /// the most multiply-adds per second `isa`'s kernels can do here. GFLOP/s and the timing.
-fn peak_fma(isa: attend::Isa, quick: bool) -> Result<(f64, Timing)> {
+fn peak_fma(isa: attend::Isa) -> Result<(f64, Timing)> {
     let kern = isa.kern()?;
     let (rows, panels, k) = (6usize, 2usize, 128usize);
     let nr = attend_kernels::NR;
     // (warmed up and repeated even with --quick, as the copy: it is the yardstick)
-    let _ = quick;
     let reps = 50_000;
     let threads = rayon::current_num_threads().max(1);
     // every thread of the pool at once, each on its own buffers (a broadcast: no thread may

@@ -48,6 +48,15 @@ pub(crate) enum PageOf {
 
 #[pymethods]
 impl Page {
+    /// The page's tokens as (id, text, start, end) tuples (`attend.view` reads the offsets
+    /// `external_page` gave them here, rather than computing them again).
+    fn token_infos(&self) -> Vec<(u32, String, usize, usize)> {
+        self.tokens()
+            .iter()
+            .map(|t| (t.id, t.text.clone(), t.start, t.end))
+            .collect()
+    }
+
     /// The self-contained HTML page titled `model`; `compare` = (query, a, b) positions opens
     /// the comparison with that question.
     #[pyo3(signature = (model=None, compare=None))]
