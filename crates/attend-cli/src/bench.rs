@@ -792,7 +792,9 @@ fn peak_fma(isa: attend::Isa) -> Result<(f64, Timing)> {
             let b = cases::fill(panels * k * nr, 31 + i);
             let mut c = vec![0.0f32; rows * panels * nr];
             for _ in 0..reps {
-                kern.gemm_a(&a, 0, k, rows, k, &b, panels, &mut c, panels * nr, true);
+                let av = attend_kernels::MatRef::dense(&a, rows, k);
+                let cv = attend_kernels::MatMut::dense(&mut c, rows, panels * nr);
+                kern.gemm_a(av, &b, panels, cv, true);
             }
             std::hint::black_box(&c);
         });

@@ -17,7 +17,7 @@
 
 use rayon::prelude::*;
 
-use crate::{Error, Isa, Kern, Result, NR};
+use crate::{Error, Isa, Kern, MatMut, MatRef, Result, NR};
 
 /// Rows of `x` per task in the row-parallel schedule (a multiple of the micro-kernel's 6).
 const ROW_BLOCK: usize = 48;
@@ -57,7 +57,7 @@ impl PackedMatrix {
             .enumerate()
             .for_each(|(p, dst)| {
                 let rows = (n - p * NR).min(NR);
-                kern.pack_panels(w, p * NR * k, k, rows, k, dst);
+                kern.pack_panels(MatRef::new(w, p * NR * k, k, rows, k), dst);
             });
         Ok(PackedMatrix { data, n, k })
     }
@@ -252,18 +252,8 @@ fn rows_times_panels(
             let bp = w.panel(p, k0, len);
             let c0 = (p - p_base) * NR;
             if p < full {
-                kern.gemm_a(
-                    x,
-                    r0 * k + k0,
-                    k,
-                    rows,
-                    len,
-                    bp,
-                    1,
-                    &mut out[c0..],
-                    stride,
-                    acc,
-                );
+                let xv = MatRef::new(x, r0 * k + k0, k, rows, len);
+                kern.gemm_a(xv, bp, 1, MatMut::new(out, c0, stride, rows, NR), acc);
             } else {
                 // the ragged last panel: through a 16-wide scratch tile
                 let cols = n - p * NR;
@@ -272,7 +262,8 @@ fn rows_times_panels(
                         tail[r * NR..][..cols].copy_from_slice(&out[r * stride + c0..][..cols]);
                     }
                 }
-                kern.gemm_a(x, r0 * k + k0, k, rows, len, bp, 1, &mut tail[..], NR, acc);
+                let xv = MatRef::new(x, r0 * k + k0, k, rows, len);
+                kern.gemm_a(xv, bp, 1, MatMut::dense(&mut tail[..], rows, NR), acc);
                 for r in 0..rows {
                     out[r * stride + c0..][..cols].copy_from_slice(&tail[r * NR..][..cols]);
                 }

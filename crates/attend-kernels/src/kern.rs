@@ -17,6 +17,7 @@
 use std::sync::OnceLock;
 
 use crate::arch::{self, Table};
+use crate::mat::{MatMut, MatRef};
 use crate::quant::{BlockQ8, BlockQ8K, KBlocks, QBlocks};
 use crate::tiled::{TiledMatrix, TILE_ROWS};
 use crate::{Error, Result};
@@ -154,13 +155,12 @@ impl Default for Kern {
     }
 }
 
-/// Last index touched by `rows` rows of `len` elements at `off` with `stride`, plus one.
-fn span(off: usize, stride: usize, rows: usize, len: usize) -> usize {
-    if rows == 0 || len == 0 {
-        0
-    } else {
-        off + (rows - 1) * stride + len
-    }
+/// The bounds of a quantised product: whole weight rows of `per_row` blocks, activation rows
+/// of `per_row` blocks each, one output per (weight row, activation row).
+fn check_rows<T>(w_blocks: usize, per_row: usize, a: &[&[T]], out: &[f32]) {
+    assert!(per_row > 0 && w_blocks.is_multiple_of(per_row));
+    assert!(a.iter().all(|a| a.len() == per_row));
+    assert!(out.len() == w_blocks / per_row * a.len());
 }
 
 impl Kern {
@@ -174,136 +174,73 @@ impl Kern {
         self.t.isa
     }
 
-    /// `c[r*c_stride + p*16 + l] (+)= Σ_k a[a_off + r*a_stride + k] · bp[p*k_len*16 + k*16 + l]`
-    /// for `r < rows`, `p < panels`, `l < 16`; `acc` adds to `c` instead of overwriting it.
-    #[allow(clippy::too_many_arguments)]
+    /// `c[r][p·16 + l] (+)= Σ_k a[r][k] · bp[p·K·16 + k·16 + l]` for every row `r` of `a`
+    /// (`K = a.cols()` elements each), panel `p < panels` and lane `l < 16`: `bp` holds
+    /// `panels` packed panels of `K × 16` ([`Kern::pack_panels`]), `c` is `a.rows() ×
+    /// panels·16`; `acc` adds to `c` instead of overwriting it.
     #[inline]
-    pub fn gemm_a(
-        self,
-        a: &[f32],
-        a_off: usize,
-        a_stride: usize,
-        rows: usize,
-        k_len: usize,
-        bp: &[f32],
-        panels: usize,
-        c: &mut [f32],
-        c_stride: usize,
-        acc: bool,
-    ) {
-        assert!(span(a_off, a_stride, rows, k_len) <= a.len());
-        assert!(panels * k_len * NR <= bp.len());
-        assert!(span(0, c_stride, rows, panels * NR) <= c.len());
-        // SAFETY: the table proves the processor; the bounds the kernel touches are asserted.
-        unsafe {
-            (self.t.gemm_a)(
-                a, a_off, a_stride, rows, k_len, bp, panels, c, c_stride, acc,
-            )
-        }
+    pub fn gemm_a(self, a: MatRef<'_>, bp: &[f32], panels: usize, c: MatMut<'_>, acc: bool) {
+        assert!(panels * a.cols() * NR <= bp.len());
+        assert!(c.rows() == a.rows() && c.cols() == panels * NR);
+        // SAFETY: the table proves the processor; the views checked their extents, the
+        // panels and the shapes are asserted.
+        unsafe { (self.t.gemm_a)(a, bp, panels, c, acc) }
     }
 
-    /// `c[r*c_stride + l] += Σ_t a[a_off + t*a_stride + r] · b[b_off + t*b_stride + l]` for
-    /// `r < rows`, `t < t_len`, `l < panels*16`.
-    #[allow(clippy::too_many_arguments)]
+    /// `c[r][l] += Σ_t a[t][r] · b[t][l]`: `a` is `T × R`, `b` is `T × W` with `W` a multiple
+    /// of 16, `c` is `R × W`.
     #[inline]
-    pub fn gemm_b(
-        self,
-        a: &[f32],
-        a_off: usize,
-        a_stride: usize,
-        rows: usize,
-        t_len: usize,
-        b: &[f32],
-        b_off: usize,
-        b_stride: usize,
-        panels: usize,
-        c: &mut [f32],
-        c_stride: usize,
-    ) {
-        assert!(span(a_off, a_stride, t_len, rows) <= a.len());
-        assert!(span(b_off, b_stride, t_len, panels * NR) <= b.len());
-        assert!(span(0, c_stride, rows, panels * NR) <= c.len());
-        // SAFETY: the table proves the processor; the bounds the kernel touches are asserted.
-        unsafe {
-            (self.t.gemm_b)(
-                a, a_off, a_stride, rows, t_len, b, b_off, b_stride, panels, c, c_stride,
-            )
-        }
+    pub fn gemm_b(self, a: MatRef<'_>, b: MatRef<'_>, c: MatMut<'_>) {
+        assert!(a.rows() == b.rows() && b.cols().is_multiple_of(NR));
+        assert!(c.rows() == a.cols() && c.cols() == b.cols());
+        // SAFETY: as in `gemm_a`.
+        unsafe { (self.t.gemm_b)(a, b, c) }
     }
 
-    /// One online-softmax step over a tile `st[rows][width]` (rows: keys, lanes: queries),
-    /// scores in raw units and `c = scale·log2(e)`:
+    /// One online-softmax step over a tile `st` (rows: keys, lanes: queries; its width a
+    /// multiple of 16), scores in raw units and `c = scale·log2(e)`:
     /// `m' = max(m, c·max_r st)`, `alpha = 2^(m - m')`, `st = 2^(c·st - m')`,
     /// `l' = alpha·l + Σ_r st`. A lane whose `m'` is `-inf` gets `st = 0` and `alpha = 0`.
-    #[allow(clippy::too_many_arguments)]
     #[inline]
     pub fn softmax_cols(
         self,
-        st: &mut [f32],
-        rows: usize,
-        width: usize,
+        st: MatMut<'_>,
         c: f32,
         m: &mut [f32],
         l: &mut [f32],
         alpha: &mut [f32],
     ) {
-        assert!(width.is_multiple_of(NR) && rows * width <= st.len());
+        let width = st.cols();
+        assert!(width.is_multiple_of(NR));
         assert!(m.len() >= width && l.len() >= width && alpha.len() >= width);
-        // SAFETY: the table proves the processor; the bounds the kernel touches are asserted.
-        unsafe { (self.t.softmax_cols)(st, rows, width, c, m, l, alpha) }
+        // SAFETY: as in `gemm_a`.
+        unsafe { (self.t.softmax_cols)(st, c, m, l, alpha) }
     }
 
-    /// `x[r*stride + l] *= alpha[l]` for `r < rows`, `l < width`.
+    /// `x[r][l] *= alpha[l]` (the width of `x` a multiple of 16).
     #[inline]
-    pub fn scale_cols(
-        self,
-        x: &mut [f32],
-        rows: usize,
-        width: usize,
-        stride: usize,
-        alpha: &[f32],
-    ) {
-        assert!(width.is_multiple_of(NR) && span(0, stride, rows, width) <= x.len());
-        assert!(alpha.len() >= width);
-        // SAFETY: the table proves the processor; the bounds the kernel touches are asserted.
-        unsafe { (self.t.scale_cols)(x, rows, width, stride, alpha) }
+    pub fn scale_cols(self, x: MatMut<'_>, alpha: &[f32]) {
+        assert!(x.cols().is_multiple_of(NR) && alpha.len() >= x.cols());
+        // SAFETY: as in `gemm_a`.
+        unsafe { (self.t.scale_cols)(x, alpha) }
     }
 
-    /// `s[r*stride + l] = 2^(c·s[r*stride + l] - sub[r])` for `r < rows`, `l < width`
-    /// (`-inf` scores give exactly 0; `sub = +inf` zeroes a row).
+    /// `s[r][l] = 2^(c·s[r][l] - sub[r])` (the width of `s` a multiple of 16; `-inf` scores
+    /// give exactly 0; `sub = +inf` zeroes a row).
     #[inline]
-    pub fn exp_rows(
-        self,
-        s: &mut [f32],
-        rows: usize,
-        width: usize,
-        stride: usize,
-        c: f32,
-        sub: &[f32],
-    ) {
-        assert!(width.is_multiple_of(NR) && span(0, stride, rows, width) <= s.len());
-        assert!(sub.len() >= rows);
-        // SAFETY: the table proves the processor; the bounds the kernel touches are asserted.
-        unsafe { (self.t.exp_rows)(s, rows, width, stride, c, sub) }
+    pub fn exp_rows(self, s: MatMut<'_>, c: f32, sub: &[f32]) {
+        assert!(s.cols().is_multiple_of(NR) && sub.len() >= s.rows());
+        // SAFETY: as in `gemm_a`.
+        unsafe { (self.t.exp_rows)(s, c, sub) }
     }
 
-    /// Packs `n` rows of `dim` elements (`src[off + t*stride + e]`) transposed into panels of
-    /// 16 rows: `dst[(t/16)*dim*16 + e*16 + t%16]`, zero-padding the last panel.
+    /// Packs the rows of `src` (`n` rows of `dim` elements) transposed into panels of 16 rows:
+    /// `dst[(t/16)·dim·16 + e·16 + t%16] = src[t][e]`, zero-padding the last panel.
     #[inline]
-    pub fn pack_panels(
-        self,
-        src: &[f32],
-        off: usize,
-        stride: usize,
-        n: usize,
-        dim: usize,
-        dst: &mut [f32],
-    ) {
-        let panels = n.div_ceil(NR);
-        assert!(span(off, stride, n, dim) <= src.len());
-        assert!(panels * dim * NR <= dst.len());
-        // SAFETY: the table proves the processor; the bounds the kernel touches are asserted.
-        unsafe { (self.t.pack_panels)(src, off, stride, n, dim, dst) }
+    pub fn pack_panels(self, src: MatRef<'_>, dst: &mut [f32]) {
+        assert!(src.rows().div_ceil(NR) * src.cols() * NR <= dst.len());
+        // SAFETY: as in `gemm_a`.
+        unsafe { (self.t.pack_panels)(src, dst) }
     }
 
     /// `out[r·n + t] = Σ_blocks w_r · a[t]` for every weight row `r` of `w` (`per_row` blocks
@@ -311,9 +248,7 @@ impl Kern {
     /// each weight row's blocks are unpacked once for up to four activation rows.
     #[inline]
     pub fn dot_rows(self, w: QBlocks<'_>, per_row: usize, a: &[&[BlockQ8]], out: &mut [f32]) {
-        assert!(per_row > 0 && w.len().is_multiple_of(per_row));
-        assert!(a.iter().all(|a| a.len() == per_row));
-        assert!(out.len() == w.len() / per_row * a.len());
+        check_rows(w.len(), per_row, a, out);
         // SAFETY: the table proves the processor; every activation has one block per weight
         // block of a row and `out` one element per (row, activation), all the kernels touch.
         unsafe {
@@ -329,9 +264,7 @@ impl Kern {
     /// [`Kern::dot_rows`] for k-quant weights and `Q8_K` activations (256 elements a block).
     #[inline]
     pub fn dot_rows_k(self, w: KBlocks<'_>, per_row: usize, a: &[&[BlockQ8K]], out: &mut [f32]) {
-        assert!(per_row > 0 && w.len().is_multiple_of(per_row));
-        assert!(a.iter().all(|a| a.len() == per_row));
-        assert!(out.len() == w.len() / per_row * a.len());
+        check_rows(w.len(), per_row, a, out);
         // SAFETY: as in `dot_rows`.
         unsafe {
             match w {
@@ -348,11 +281,10 @@ impl Kern {
         self.t.tiled_native
     }
 
-    /// `out[t·stride + i] = row_{16g+i} · a[t]` for `i < lanes` (at most 16, and at most the
-    /// rows left in group `g`) and every activation row `t` of `a` (`m.blocks()` blocks each):
-    /// one group of [`TiledMatrix`] rows. `sums[t]` are `a[t]`'s sums per 16 (`d·Σq`, two a
-    /// block) when `m.halves()`, and empty otherwise.
-    #[allow(clippy::too_many_arguments)]
+    /// `out[t][i] = row_{16g+i} · a[t]` for `i < out.cols()` (at most 16, and at most the
+    /// rows left in group `g`) and every activation row `t` of `a` (`m.blocks()` blocks each,
+    /// `out.rows()` of them): one group of [`TiledMatrix`] rows. `sums[t]` are `a[t]`'s sums
+    /// per 16 (`d·Σq`, two a block) when `m.halves()`, and empty otherwise.
     #[inline]
     pub fn dot_tiled(
         self,
@@ -360,35 +292,19 @@ impl Kern {
         g: usize,
         a: &[&[BlockQ8]],
         sums: &[&[f32]],
-        out: &mut [f32],
-        stride: usize,
-        lanes: usize,
+        out: MatMut<'_>,
     ) {
+        let lanes = out.cols();
         assert!(g < m.groups() && lanes <= TILE_ROWS && g * TILE_ROWS + lanes <= m.rows());
         assert!(a.iter().all(|a| a.len() == m.blocks()));
         if m.halves() {
             assert!(sums.len() == a.len() && sums.iter().all(|s| s.len() == 2 * m.blocks()));
         }
-        assert!(a.is_empty() || (lanes <= stride || a.len() == 1));
-        assert!(span(0, stride, a.len(), lanes) <= out.len());
-        let (vals, scales) = m.group(g);
+        assert!(out.rows() == a.len() && (a.len() <= 1 || lanes <= out.stride()));
         // SAFETY: the table proves the processor; the group's values and scales are whole
         // (`TiledMatrix` made them), every activation and sum row is as long as the kernel
-        // reads, and `out` holds `lanes` elements at every `t·stride`.
-        unsafe {
-            (self.t.dot_tiled)(
-                vals,
-                scales,
-                m.bits(),
-                m.halves(),
-                m.blocks(),
-                a,
-                sums,
-                out,
-                stride,
-                lanes,
-            )
-        }
+        // reads, and the view `out` holds `lanes` elements of every row.
+        unsafe { (self.t.dot_tiled)(m.group(g), a, sums, out) }
     }
 
     /// `out[t] = Σ_blocks w · a[t]` for one quantised weight row and every activation row
@@ -465,15 +381,31 @@ mod tests {
     fn every_kernel_matches_its_scalar_twin() {
         for isa in Isa::available() {
             let k = isa.kern().unwrap();
-            for (rows, klen, panels) in [(1, 1, 1), (5, 7, 2), (6, 64, 4), (13, 33, 3), (7, 3, 1)] {
+            let shapes = [
+                (1, 1, 1),
+                (5, 7, 2),
+                (6, 64, 4),
+                (13, 33, 3),
+                (7, 3, 1),
+                (25, 16, 5),
+            ];
+            for (rows, klen, panels) in shapes {
                 let a = rnd(rows * klen + 5, 1);
                 let bp = rnd(panels * klen * NR, 2);
-                let mut c1 = vec![0.0; rows * (panels * NR + 3)];
+                let st = panels * NR + 3;
+                let mut c1 = vec![0.0; rows * st];
                 let mut c2 = c1.clone();
                 for acc in [false, true] {
-                    let st = panels * NR + 3;
-                    k.gemm_a(&a, 2, klen, rows, klen, &bp, panels, &mut c1, st, acc);
-                    generic_panel::gemm_a(&a, 2, klen, rows, klen, &bp, panels, &mut c2, st, acc);
+                    let av = MatRef::new(&a, 2, klen, rows, klen);
+                    k.gemm_a(
+                        av,
+                        &bp,
+                        panels,
+                        MatMut::new(&mut c1, 0, st, rows, panels * NR),
+                        acc,
+                    );
+                    let c = MatMut::new(&mut c2, 0, st, rows, panels * NR);
+                    generic_panel::gemm_a(av, &bp, panels, c, acc);
                     close(&c1, &c2, 1e-5);
                 }
 
@@ -481,72 +413,53 @@ mod tests {
                 let b = rnd(klen * panels * NR + 1, 4);
                 let mut c1 = rnd(rows * panels * NR, 5);
                 let mut c2 = c1.clone();
-                k.gemm_b(
-                    &a,
-                    1,
-                    rows + 1,
-                    rows,
-                    klen,
-                    &b,
-                    1,
-                    panels * NR,
-                    panels,
-                    &mut c1,
-                    panels * NR,
-                );
-                generic_panel::gemm_b(
-                    &a,
-                    1,
-                    rows + 1,
-                    rows,
-                    klen,
-                    &b,
-                    1,
-                    panels * NR,
-                    panels,
-                    &mut c2,
-                    panels * NR,
-                );
+                let av = MatRef::new(&a, 1, rows + 1, klen, rows);
+                let bv = MatRef::new(&b, 1, panels * NR, klen, panels * NR);
+                k.gemm_b(av, bv, MatMut::dense(&mut c1, rows, panels * NR));
+                generic_panel::gemm_b(av, bv, MatMut::dense(&mut c2, rows, panels * NR));
                 close(&c1, &c2, 1e-5);
 
                 let src = rnd(rows * 40 + 9, 6);
                 let mut d1 = vec![1.0; rows.div_ceil(NR) * klen * NR];
                 let mut d2 = vec![2.0; d1.len()];
-                k.pack_panels(&src, 3, 40, rows, klen.min(37), &mut d1);
-                generic_panel::pack_panels(&src, 3, 40, rows, klen.min(37), &mut d2);
+                let sv = MatRef::new(&src, 3, 40, rows, klen.min(37));
+                k.pack_panels(sv, &mut d1);
+                generic_panel::pack_panels(sv, &mut d2);
                 let used = rows.div_ceil(NR) * klen.min(37) * NR;
                 assert_eq!(&d1[..used], &d2[..used]);
             }
-            for rows in [1, 3, 64] {
+            for (rows, stride) in [(1, 32), (3, 48), (64, 32)] {
                 let width = 32;
-                let mut s1: Vec<f32> = rnd(rows * width, 7).iter().map(|x| x * 30.0).collect();
+                let mut s1: Vec<f32> = rnd(rows * stride, 7).iter().map(|x| x * 30.0).collect();
                 s1[0] = f32::NEG_INFINITY;
                 for r in 0..rows {
-                    s1[r * width + 5] = f32::NEG_INFINITY; // lane 5 fully masked
+                    s1[r * stride + 5] = f32::NEG_INFINITY; // lane 5 fully masked
                 }
                 let mut s2 = s1.clone();
                 let mut m1 = vec![f32::NEG_INFINITY; width];
                 m1[3] = 4.0;
                 let (mut l1, mut a1) = (vec![1.0; width], vec![0.0; width]);
                 let (mut m2, mut l2, mut a2) = (m1.clone(), l1.clone(), a1.clone());
-                k.softmax_cols(&mut s1, rows, width, 1.3, &mut m1, &mut l1, &mut a1);
-                generic_softmax::softmax_cols(&mut s2, rows, width, 1.3, &mut m2, &mut l2, &mut a2);
+                let t1 = MatMut::new(&mut s1, 0, stride, rows, width);
+                k.softmax_cols(t1, 1.3, &mut m1, &mut l1, &mut a1);
+                let t2 = MatMut::new(&mut s2, 0, stride, rows, width);
+                generic_softmax::softmax_cols(t2, 1.3, &mut m2, &mut l2, &mut a2);
                 close(&s1, &s2, 1e-6);
                 close(&l1, &l2, 1e-6);
                 close(&a1, &a2, 1e-6);
                 assert_eq!(m1, m2);
                 assert!(s1.iter().all(|x| x.is_finite()));
                 for r in 0..rows {
-                    assert_eq!(s1[r * width + 5], 0.0);
+                    assert_eq!(s1[r * stride + 5], 0.0);
                 }
-                let mut x1 = rnd(rows * width, 8);
+                let mut x1 = rnd(rows * stride, 8);
                 let mut x2 = x1.clone();
                 let sub: Vec<f32> = (0..rows).map(|r| r as f32 - 1.0).collect();
-                k.exp_rows(&mut x1, rows, width, width, 2.0, &sub);
-                generic_softmax::exp_rows(&mut x2, rows, width, width, 2.0, &sub);
+                k.exp_rows(MatMut::new(&mut x1, 0, stride, rows, width), 2.0, &sub);
+                generic_softmax::exp_rows(MatMut::new(&mut x2, 0, stride, rows, width), 2.0, &sub);
                 close(&x1, &x2, 1e-6);
-                k.scale_cols(&mut x1, rows, width, width, &a1);
-                generic_softmax::scale_cols(&mut x2, rows, width, width, &a2);
+                k.scale_cols(MatMut::new(&mut x1, 0, stride, rows, width), &a1);
+                generic_softmax::scale_cols(MatMut::new(&mut x2, 0, stride, rows, width), &a2);
                 close(&x1, &x2, 1e-6);
             }
         }
@@ -641,7 +554,7 @@ mod tests {
             let k = isa.kern().unwrap();
             let xs: Vec<f32> = (0..NR * 200).map(|i| -140.0 + i as f32 * 0.0537).collect();
             let mut s = xs.clone();
-            k.exp_rows(&mut s, 200, NR, NR, 1.0, &[0.0; 200]);
+            k.exp_rows(MatMut::dense(&mut s, 200, NR), 1.0, &[0.0; 200]);
             for (x, y) in xs.iter().zip(&s) {
                 let want = (*x as f64).exp2();
                 if *x < -126.0 {
@@ -654,10 +567,10 @@ mod tests {
                 }
             }
             let mut z = vec![f32::NEG_INFINITY; NR];
-            k.exp_rows(&mut z, 1, NR, NR, 1.0, &[0.0]);
+            k.exp_rows(MatMut::dense(&mut z, 1, NR), 1.0, &[0.0]);
             assert!(z.iter().all(|&v| v == 0.0));
             let mut z = vec![3.0; NR];
-            k.exp_rows(&mut z, 1, NR, NR, 1.0, &[f32::INFINITY]);
+            k.exp_rows(MatMut::dense(&mut z, 1, NR), 1.0, &[f32::INFINITY]);
             assert!(z.iter().all(|&v| v == 0.0));
         }
     }

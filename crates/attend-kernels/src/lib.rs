@@ -28,6 +28,7 @@ mod arch;
 mod error;
 pub mod gemm;
 mod kern;
+mod mat;
 pub mod math;
 pub mod quant;
 #[doc(hidden)]
@@ -37,3 +38,4 @@ pub mod tiled;
 pub use error::{Error, Result};
 pub use gemm::{matmul_packed, matmul_packed_map, matmul_packed_with, Epilogue, PackedMatrix};
 pub use kern::{force_isa, Features, Isa, Kern, NR};
+pub use mat::{Mat, MatMut, MatRef};

@@ -36,7 +36,7 @@ use crate::quant::{
     scale_min_k4, BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_0, BlockQ6K, BlockQ8,
     BlockQ8_0, KBlocks, QBlocks, QK,
 };
-use crate::{Error, Kern, Result};
+use crate::{Error, Kern, MatMut, Result};
 
 /// Rows interleaved in one tile.
 pub const TILE_ROWS: usize = 16;
@@ -64,6 +64,21 @@ impl Bits {
             Bits::Eight => 512,
         }
     }
+}
+
+/// One group of 16 repacked rows, as the kernels read it ([`crate::Kern::dot_tiled`]).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Group<'a> {
+    /// The values, `blocks` blocks of `bits.value_bytes()` bytes.
+    pub vals: &'a [u8],
+    /// The scales (and minimums), `blocks` blocks of 32 (or 64 when `halves`).
+    pub scales: &'a [f32],
+    /// Bits a value.
+    pub bits: Bits,
+    /// A scale per 16 values, not per 32.
+    pub halves: bool,
+    /// Blocks of 32 columns.
+    pub blocks: usize,
 }
 
 /// A weight matrix repacked in tiles of 16 rows (module docs).
@@ -125,14 +140,17 @@ impl TiledMatrix {
         self.vals.len() + 4 * self.scales.len()
     }
 
-    /// Group `g`'s values and scales.
-    pub(crate) fn group(&self, g: usize) -> (&[u8], &[f32]) {
+    /// Group `g` (rows `16g ..`).
+    pub(crate) fn group(&self, g: usize) -> Group<'_> {
         let vb = self.bits.value_bytes() * self.blocks();
         let sb = self.scales_per_block() * self.blocks();
-        (
-            &self.vals[g * vb..(g + 1) * vb],
-            &self.scales[g * sb..(g + 1) * sb],
-        )
+        Group {
+            vals: &self.vals[g * vb..(g + 1) * vb],
+            scales: &self.scales[g * sb..(g + 1) * sb],
+            bits: self.bits,
+            halves: self.halves,
+            blocks: self.blocks(),
+        }
     }
 
     /// Repacks a matrix of a 32-element type: `rows` rows of `w.len() / rows` blocks.
@@ -175,7 +193,7 @@ impl TiledMatrix {
     /// Row `r`'s values as `f32` (`scale·v − min`): what the repacked form multiplies by.
     pub fn dequantize_row(&self, r: usize, out: &mut [f32]) {
         let (g, i) = (r / TILE_ROWS, r % TILE_ROWS);
-        let (vals, scales) = self.group(g);
+        let Group { vals, scales, .. } = self.group(g);
         let (vb, sb) = (self.bits.value_bytes(), self.scales_per_block());
         for (b, o) in out.chunks_exact_mut(QK).enumerate().take(self.blocks()) {
             let v = &vals[b * vb..(b + 1) * vb];
@@ -457,7 +475,8 @@ pub fn tiled_matmul(kern: Kern, m: &TiledMatrix, xs: &[&[BlockQ8]], out: &mut [f
             .enumerate()
             .for_each(|(g, o)| {
                 let lanes = TILE_ROWS.min(m.rows - g * TILE_ROWS);
-                kern.dot_tiled(m, g, xs, &sums, o, TILE_ROWS, lanes);
+                let o = MatMut::new(o, 0, TILE_ROWS, n, lanes);
+                kern.dot_tiled(m, g, xs, &sums, o);
             });
         for (g, o) in tmp.chunks_exact(n * TILE_ROWS).enumerate() {
             let lanes = TILE_ROWS.min(m.rows - g * TILE_ROWS);
@@ -481,7 +500,8 @@ pub fn tiled_matmul(kern: Kern, m: &TiledMatrix, xs: &[&[BlockQ8]], out: &mut [f
             };
             for g in 0..m.groups() {
                 let lanes = TILE_ROWS.min(m.rows - g * TILE_ROWS);
-                kern.dot_tiled(m, g, a, s, &mut o[g * TILE_ROWS..], m.rows, lanes);
+                let o = MatMut::new(&mut o[..], g * TILE_ROWS, m.rows, a.len(), lanes);
+                kern.dot_tiled(m, g, a, s, o);
             }
         });
     Ok(())

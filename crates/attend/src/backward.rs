@@ -22,7 +22,7 @@ use crate::params::AttnParams;
 use crate::shape::{check_finite, check_len, zeros};
 use crate::tile::{Ctx, Row};
 use crate::{Error, Grads, Result};
-use attend_kernels::NR;
+use attend_kernels::{MatMut, MatRef, NR};
 
 /// Queries per tile.
 const BR: usize = 64;
@@ -195,8 +195,10 @@ impl Env<'_> {
             let t1 = (t0 + BC).min(c1);
             let nk = t1 - t0;
             let kpan = nk.div_ceil(NR);
-            kern.pack_panels(ctx.k, ctx.ks.at(b, hk, t0), ctx.ks.row, nk, d, &mut kp);
-            kern.pack_panels(ctx.v, ctx.vs.at(b, hk, t0), ctx.vs.row, nk, dv, &mut vp);
+            let keys = MatRef::new(ctx.k, ctx.ks.at(b, hk, t0), ctx.ks.row, nk, d);
+            kern.pack_panels(keys, &mut kp);
+            let values = MatRef::new(ctx.v, ctx.vs.at(b, hk, t0), ctx.vs.row, nk, dv);
+            kern.pack_panels(values, &mut vp);
             pack_row_panels(ctx.k, ctx.ks.at(b, hk, t0), ctx.ks.row, nk, d, &mut krp);
             dkt.fill(0.0);
             dvt.fill(0.0);
@@ -211,7 +213,9 @@ impl Env<'_> {
                     let x0 = (b * sh.h + h) * sh.s_q + i0;
                     // S = Q Kᵀ (queries as rows, keys in lanes), then P = exp(z - lse)
                     let q_off = ctx.qs.at(b, h, i0);
-                    kern.gemm_a(ctx.q, q_off, ctx.qs.row, n, d, &kp, kpan, &mut s, w, false);
+                    let queries = MatRef::new(ctx.q, q_off, ctx.qs.row, n, d);
+                    let sv = MatMut::new(&mut s, 0, w, n, kpan * NR);
+                    kern.gemm_a(queries, &kp, kpan, sv, false);
                     if let Some(cap) = ctx.p.softcap {
                         for (tv, sv) in tanh[..n * w].iter_mut().zip(&s[..n * w]) {
                             *tv = (sv * ctx.scale / cap).tanh();
@@ -221,14 +225,16 @@ impl Env<'_> {
                     for r in 0..n {
                         s[r * w + nk..r * w + kpan * NR].fill(f32::NEG_INFINITY);
                     }
-                    kern.exp_rows(&mut s, n, kpan * NR, w, ctx.c, &self.lse2[x0..x0 + n]);
+                    let sv = MatMut::new(&mut s, 0, w, n, kpan * NR);
+                    kern.exp_rows(sv, ctx.c, &self.lse2[x0..x0 + n]);
                     // dP = dO Vᵀ
                     let o_off = os.at(b, h, i0);
-                    kern.gemm_a(
-                        self.dout, o_off, os.row, n, dv, &vp, kpan, &mut dp, w, false,
-                    );
+                    let dout = MatRef::new(self.dout, o_off, os.row, n, dv);
+                    let dpv = MatMut::new(&mut dp, 0, w, n, kpan * NR);
+                    kern.gemm_a(dout, &vp, kpan, dpv, false);
                     // dvᵀ += dOᵀ P
-                    kern.gemm_b(self.dout, o_off, os.row, dv, n, &s, 0, w, kpan, &mut dvt, w);
+                    let p = MatRef::new(&s, 0, w, n, kpan * NR);
+                    kern.gemm_b(dout, p, MatMut::new(&mut dvt, 0, w, dv, kpan * NR));
                     // dz = P ∘ (dP - D)   (∘ (1 - tanh²) under a soft-cap)
                     for r in 0..n {
                         let di = self.dd[x0 + r];
@@ -243,10 +249,18 @@ impl Env<'_> {
                         }
                     }
                     // dkᵀ += Qᵀ dz
-                    kern.gemm_b(ctx.q, q_off, ctx.qs.row, d, n, &dp, 0, w, kpan, &mut dkt, w);
+                    let dz = MatRef::new(&dp, 0, w, n, kpan * NR);
+                    kern.gemm_b(queries, dz, MatMut::new(&mut dkt, 0, w, d, kpan * NR));
                     // dq += dz K   (K packed as row panels of 16 dims)
                     let dq = &mut part.dq[(hh * sh.s_q + i0) * d_pad..];
-                    kern.gemm_a(&dp, 0, w, n, nk, &krp, dpan, dq, d_pad, true);
+                    let dz = MatRef::new(&dp, 0, w, n, nk);
+                    kern.gemm_a(
+                        dz,
+                        &krp,
+                        dpan,
+                        MatMut::new(dq, 0, d_pad, n, dpan * NR),
+                        true,
+                    );
                 }
             }
             for jj in 0..nk {

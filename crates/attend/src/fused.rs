@@ -16,7 +16,7 @@ use crate::params::{AttnParams, Layout};
 use crate::shape::{check_finite, check_len, product, zeros};
 use crate::tile::{with_scratch, Acc, Ctx, Row};
 use crate::{Error, Output, Result};
-use attend_kernels::NR;
+use attend_kernels::{MatMut, MatRef, NR};
 
 /// Queries per task tile.
 pub(crate) const BR: usize = 64;
@@ -434,14 +434,14 @@ fn probability_tile(
         let nk = t1 - t0;
         if let Some(full) = ctx.classify(&rows, t0, t1) {
             let panels = nk.div_ceil(NR);
-            ctx.kern
-                .pack_panels(ctx.k, ctx.ks.at(b, hk, t0), ctx.ks.row, nk, sh.d, &mut kp);
-            let q_off = ctx.qs.at(b, h, i0);
-            ctx.kern.gemm_a(
-                ctx.q, q_off, ctx.qs.row, n, sh.d, &kp, panels, &mut s, w, false,
-            );
+            let keys = MatRef::new(ctx.k, ctx.ks.at(b, hk, t0), ctx.ks.row, nk, sh.d);
+            ctx.kern.pack_panels(keys, &mut kp);
+            let queries = MatRef::new(ctx.q, ctx.qs.at(b, h, i0), ctx.qs.row, n, sh.d);
+            let sv = MatMut::new(&mut s, 0, w, n, panels * NR);
+            ctx.kern.gemm_a(queries, &kp, panels, sv, false);
             ctx.finish_scores(b, &rows, t0, nk, full, &mut s, |r, jj| r * w + jj);
-            ctx.kern.exp_rows(&mut s, n, panels * NR, w, ctx.c, &sub);
+            let sv = MatMut::new(&mut s, 0, w, n, panels * NR);
+            ctx.kern.exp_rows(sv, ctx.c, &sub);
             for r in 0..n {
                 out[r * sh.s_kv + t0..][..nk].copy_from_slice(&s[r * w..][..nk]);
             }

@@ -15,7 +15,7 @@ use std::cell::RefCell;
 use crate::mask::ExplicitRow;
 use crate::params::{AttnParams, Strides};
 use crate::Result;
-use attend_kernels::{Kern, NR};
+use attend_kernels::{Kern, MatMut, MatRef, NR};
 
 /// Everything a fused kernel needs about one call.
 pub(crate) struct Ctx<'a> {
@@ -96,8 +96,8 @@ impl<'a> Ctx<'a> {
             .all(|w| w[1].h == w[0].h && w[1].i == w[0].i + 1);
         if uniform {
             let off = self.qs.at(b, rows[0].h, rows[0].i);
-            self.kern
-                .pack_panels(self.q, off, self.qs.row, rows.len(), d, qp);
+            let src = MatRef::new(self.q, off, self.qs.row, rows.len(), d);
+            self.kern.pack_panels(src, qp);
         } else {
             let panels = rows.len().div_ceil(NR);
             qp[..panels * d * NR].fill(0.0);
@@ -270,27 +270,21 @@ impl Acc {
         }
         // st[j][lane] = k_j · q_lane  (raw dot products)
         let k_off = ctx.ks.at(b, hk, t0);
-        ctx.kern
-            .gemm_a(ctx.k, k_off, ctx.ks.row, nk, sh.d, qp, panels, st, w, false);
+        let keys = MatRef::new(ctx.k, k_off, ctx.ks.row, nk, sh.d);
+        let scores = MatMut::new(st, 0, w, nk, w);
+        ctx.kern.gemm_a(keys, qp, panels, scores, false);
         ctx.finish_scores(b, rows, t0, nk, full, st, |r, jj| jj * w + r);
+        let scores = MatMut::new(st, 0, w, nk, w);
         ctx.kern
-            .softmax_cols(st, nk, w, ctx.c, &mut self.m, &mut self.l, alpha);
-        ctx.kern.scale_cols(&mut self.ot, sh.d_v, w, w, alpha);
+            .softmax_cols(scores, ctx.c, &mut self.m, &mut self.l, alpha);
+        let ot = MatMut::dense(&mut self.ot, sh.d_v, w);
+        ctx.kern.scale_cols(ot, alpha);
         // ot[c][lane] += Σ_j v_j[c] · p[j][lane]
         let v_off = ctx.vs.at(b, hk, t0);
-        ctx.kern.gemm_b(
-            ctx.v,
-            v_off,
-            ctx.vs.row,
-            sh.d_v,
-            nk,
-            st,
-            0,
-            w,
-            panels,
-            &mut self.ot,
-            w,
-        );
+        let values = MatRef::new(ctx.v, v_off, ctx.vs.row, nk, sh.d_v);
+        let probs = MatRef::dense(st, nk, w);
+        let ot = MatMut::dense(&mut self.ot, sh.d_v, w);
+        ctx.kern.gemm_b(values, probs, ot);
     }
 
     /// Merges another state of the same rows (the same queries over other keys) into this one.

@@ -4,35 +4,32 @@
 //! `table()` returns `None` otherwise), so holding one is the proof the `unsafe` entries need
 //! about the processor; the dispatcher (`kern.rs`) supplies the other half, the bounds.
 
+use crate::mat::{MatMut, MatRef};
 use crate::quant::{
     BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_0, BlockQ6K, BlockQ8, BlockQ8K, BlockQ8_0,
 };
-use crate::tiled::Bits;
+use crate::tiled::Group;
 use crate::Isa;
 
-/// `c[r*c_stride + p*16 + l] (+)= Σ_k a[a_off + r*a_stride + k] · bp[p*k_len*16 + k*16 + l]`.
-pub(crate) type GemmA =
-    unsafe fn(&[f32], usize, usize, usize, usize, &[f32], usize, &mut [f32], usize, bool);
-/// `c[r*c_stride + l] += Σ_t a[a_off + t*a_stride + r] · b[b_off + t*b_stride + l]`.
-pub(crate) type GemmB =
-    unsafe fn(&[f32], usize, usize, usize, usize, &[f32], usize, usize, usize, &mut [f32], usize);
+/// `c[r][p*16 + l] (+)= Σ_k a[r][k] · bp[p*k*16 + k*16 + l]`.
+pub(crate) type GemmA = unsafe fn(MatRef<'_>, &[f32], usize, MatMut<'_>, bool);
+/// `c[r][l] += Σ_t a[t][r] · b[t][l]`.
+pub(crate) type GemmB = unsafe fn(MatRef<'_>, MatRef<'_>, MatMut<'_>);
 /// One online-softmax step over a column tile.
-pub(crate) type SoftmaxCols =
-    unsafe fn(&mut [f32], usize, usize, f32, &mut [f32], &mut [f32], &mut [f32]);
-/// `x[r*stride + l] *= alpha[l]`.
-pub(crate) type ScaleCols = unsafe fn(&mut [f32], usize, usize, usize, &[f32]);
-/// `s[r*stride + l] = 2^(c·s - sub[r])`.
-pub(crate) type ExpRows = unsafe fn(&mut [f32], usize, usize, usize, f32, &[f32]);
+pub(crate) type SoftmaxCols = unsafe fn(MatMut<'_>, f32, &mut [f32], &mut [f32], &mut [f32]);
+/// `x[r][l] *= alpha[l]`.
+pub(crate) type ScaleCols = unsafe fn(MatMut<'_>, &[f32]);
+/// `s[r][l] = 2^(c·s - sub[r])`.
+pub(crate) type ExpRows = unsafe fn(MatMut<'_>, f32, &[f32]);
 /// Transposed packing into 16-lane panels.
-pub(crate) type PackPanels = unsafe fn(&[f32], usize, usize, usize, usize, &mut [f32]);
+pub(crate) type PackPanels = unsafe fn(MatRef<'_>, &mut [f32]);
 /// `out[r·n + t] = Σ w_r · a[t]` for every weight row `r` of `w` (`per_row` blocks each) and
 /// every activation row `t` of `a` (`n` of them, `per_row` blocks each).
 pub(crate) type DotRows<B> = unsafe fn(&[B], usize, &[&[BlockQ8]], &mut [f32]);
 /// [`DotRows`] for k-quant weights and [`BlockQ8K`] activations.
 pub(crate) type DotRowsK<B> = unsafe fn(&[B], usize, &[&[BlockQ8K]], &mut [f32]);
 /// One group of 16 repacked weight rows times activation rows (`crate::Kern::dot_tiled`).
-pub(crate) type DotTiled =
-    unsafe fn(&[u8], &[f32], Bits, bool, usize, &[&[BlockQ8]], &[&[f32]], &mut [f32], usize, usize);
+pub(crate) type DotTiled = unsafe fn(Group<'_>, &[&[BlockQ8]], &[&[f32]], MatMut<'_>);
 /// GELU (erf form) in place.
 pub(crate) type Gelu = unsafe fn(&mut [f32]);
 /// No NaN or infinity in the slice.
@@ -67,22 +64,23 @@ pub(crate) struct Table {
     pub lse: Lse,
 }
 
-/// The `Table` of the instruction set `$isa` from the modules `panel`, `softmax`, `quant` and
-/// `elementwise` where it is invoked: each ISA folder names its kernels the same way.
+/// The `Table` of the instruction set `$isa` from the modules `kernels` (the kernels written
+/// once, `arch/simd/`, compiled for it), `panel`, `quant` and `elementwise` where it is
+/// invoked: each ISA folder names its kernels the same way.
 macro_rules! table {
     ($isa:expr) => {
         crate::arch::Table {
             isa: $isa,
-            gemm_a: panel::gemm_a,
-            gemm_b: panel::gemm_b,
+            gemm_a: kernels::gemm_a,
+            gemm_b: kernels::gemm_b,
             pack_panels: panel::pack_panels,
-            softmax_cols: softmax::softmax_cols,
-            scale_cols: softmax::scale_cols,
-            exp_rows: softmax::exp_rows,
-            dot_q4_0: quant::dot_q4_0,
-            dot_q4_1: quant::dot_q4_1,
-            dot_q5_0: quant::dot_q5_0,
-            dot_q8_0: quant::dot_q8_0,
+            softmax_cols: kernels::softmax_cols,
+            scale_cols: kernels::scale_cols,
+            exp_rows: kernels::exp_rows,
+            dot_q4_0: kernels::dot_q4_0,
+            dot_q4_1: kernels::dot_q4_1,
+            dot_q5_0: kernels::dot_q5_0,
+            dot_q8_0: kernels::dot_q8_0,
             dot_q4_k: quant::dot_q4_k,
             dot_q5_k: quant::dot_q5_k,
             dot_q6_k: quant::dot_q6_k,
@@ -107,5 +105,7 @@ pub(crate) const ALL: &[fn() -> Option<&'static Table>] = &[
 ];
 
 pub(crate) mod generic;
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod simd;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86_64;

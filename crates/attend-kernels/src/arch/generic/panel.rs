@@ -2,24 +2,14 @@
 //! (same contracts, see `crate::Kern`). Written to be read; the dispatcher has checked the
 //! bounds.
 
+use crate::mat::{MatMut, MatRef};
 use crate::NR;
 
 /// See [`crate::Kern::gemm_a`].
-#[allow(clippy::too_many_arguments)]
-pub fn gemm_a(
-    a: &[f32],
-    a_off: usize,
-    a_stride: usize,
-    rows: usize,
-    k_len: usize,
-    bp: &[f32],
-    panels: usize,
-    c: &mut [f32],
-    c_stride: usize,
-    acc: bool,
-) {
-    for r in 0..rows {
-        let arow = &a[a_off + r * a_stride..][..k_len];
+pub fn gemm_a(a: MatRef<'_>, bp: &[f32], panels: usize, mut c: MatMut<'_>, acc: bool) {
+    let k_len = a.cols();
+    for r in 0..a.rows() {
+        let arow = a.row(r);
         for p in 0..panels {
             let panel = &bp[p * k_len * NR..][..k_len * NR];
             let mut sum = [0.0f32; NR];
@@ -28,7 +18,7 @@ pub fn gemm_a(
                     *s += av * panel[k * NR + l];
                 }
             }
-            let out = &mut c[r * c_stride + p * NR..][..NR];
+            let out = &mut c.row_mut(r)[p * NR..][..NR];
             for (o, s) in out.iter_mut().zip(sum) {
                 *o = if acc { *o + s } else { s };
             }
@@ -37,27 +27,11 @@ pub fn gemm_a(
 }
 
 /// See [`crate::Kern::gemm_b`].
-#[allow(clippy::too_many_arguments)]
-pub fn gemm_b(
-    a: &[f32],
-    a_off: usize,
-    a_stride: usize,
-    rows: usize,
-    t_len: usize,
-    b: &[f32],
-    b_off: usize,
-    b_stride: usize,
-    panels: usize,
-    c: &mut [f32],
-    c_stride: usize,
-) {
-    let width = panels * NR;
-    for t in 0..t_len {
-        let brow = &b[b_off + t * b_stride..][..width];
-        let arow = &a[a_off + t * a_stride..][..rows];
-        for (r, &av) in arow.iter().enumerate() {
-            let crow = &mut c[r * c_stride..][..width];
-            for (cv, &bv) in crow.iter_mut().zip(brow) {
+pub fn gemm_b(a: MatRef<'_>, b: MatRef<'_>, mut c: MatMut<'_>) {
+    for t in 0..a.rows() {
+        let brow = b.row(t);
+        for (r, &av) in a.row(t).iter().enumerate() {
+            for (cv, &bv) in c.row_mut(r).iter_mut().zip(brow) {
                 *cv += av * bv;
             }
         }
@@ -65,15 +39,14 @@ pub fn gemm_b(
 }
 
 /// See [`crate::Kern::pack_panels`].
-pub fn pack_panels(src: &[f32], off: usize, stride: usize, n: usize, dim: usize, dst: &mut [f32]) {
-    let panels = n.div_ceil(NR);
-    for p in 0..panels {
+pub fn pack_panels(src: MatRef<'_>, dst: &mut [f32]) {
+    let (n, dim) = (src.rows(), src.cols());
+    for p in 0..n.div_ceil(NR) {
         let panel = &mut dst[p * dim * NR..][..dim * NR];
         for lane in 0..NR {
             let t = p * NR + lane;
             if t < n {
-                let row = &src[off + t * stride..][..dim];
-                for (e, &x) in row.iter().enumerate() {
+                for (e, &x) in src.row(t).iter().enumerate() {
                     panel[e * NR + lane] = x;
                 }
             } else {

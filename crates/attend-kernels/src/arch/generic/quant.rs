@@ -1,38 +1,99 @@
 //! Quantised dot products, portable scalar Rust: the safe twins of every SIMD build (see
 //! `crate::Kern::dot` and the formulas in `crate::quant`).
 
+use crate::mat::MatMut;
 use crate::quant::{
     scales_mins_k4, BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_0, BlockQ6K, BlockQ8,
     BlockQ8K, BlockQ8_0,
 };
-use crate::tiled::{value, Bits};
+use crate::tiled::{value, Group};
+
+/// A 32-element block as the twins read it: its integers `q`, scale `d` and offset `m`, the
+/// weights being `d·q + m`.
+trait Ints32 {
+    fn ints(&self) -> [i32; 32];
+    fn scale_offset(&self) -> (f32, f32);
+}
+
+/// Element `j` of 16 bytes of nibbles: the low nibble of byte `j`, then the high ones.
+fn nibble(qs: &[u8; 16], j: usize) -> i32 {
+    (if j < 16 {
+        qs[j] & 0x0f
+    } else {
+        qs[j - 16] >> 4
+    }) as i32
+}
+
+impl Ints32 for BlockQ4_0 {
+    fn ints(&self) -> [i32; 32] {
+        std::array::from_fn(|j| nibble(&self.qs, j) - 8)
+    }
+    fn scale_offset(&self) -> (f32, f32) {
+        (self.scale(), 0.0)
+    }
+}
+
+impl Ints32 for BlockQ4_1 {
+    fn ints(&self) -> [i32; 32] {
+        std::array::from_fn(|j| nibble(&self.qs, j))
+    }
+    fn scale_offset(&self) -> (f32, f32) {
+        self.scale_min()
+    }
+}
+
+impl Ints32 for BlockQ5_0 {
+    fn ints(&self) -> [i32; 32] {
+        let qh = u32::from_le_bytes(self.qh);
+        std::array::from_fn(|j| (nibble(&self.qs, j) | (((qh >> j) & 1) << 4) as i32) - 16)
+    }
+    fn scale_offset(&self) -> (f32, f32) {
+        (self.scale(), 0.0)
+    }
+}
+
+impl Ints32 for BlockQ8_0 {
+    fn ints(&self) -> [i32; 32] {
+        self.qs.map(i32::from)
+    }
+    fn scale_offset(&self) -> (f32, f32) {
+        (self.scale(), 0.0)
+    }
+}
+
+/// [`crate::Kern::dot_rows`] for 32-element weights: `Σ d_w·d_a·(Σ q_w·q_a) + m·s` a block.
+fn dot32<B: Ints32>(w: &[B], per_row: usize, a: &[&[BlockQ8]], out: &mut [f32]) {
+    for (wr, o) in w.chunks_exact(per_row).zip(out.chunks_exact_mut(a.len())) {
+        for (o, a) in o.iter_mut().zip(a) {
+            let mut acc = 0.0f32;
+            for (b, a) in wr.iter().zip(a.iter()) {
+                let isum: i32 = b.ints().iter().zip(&a.q).map(|(&w, &q)| w * q as i32).sum();
+                let (d, m) = b.scale_offset();
+                acc += d * a.d * isum as f32 + m * a.s;
+            }
+            *o = acc;
+        }
+    }
+}
 
 /// [`crate::Kern::dot_rows`] for `Q4_0` weights.
 pub fn dot_q4_0(w: &[BlockQ4_0], per_row: usize, a: &[&[BlockQ8]], out: &mut [f32]) {
-    for (wr, o) in w.chunks_exact(per_row).zip(out.chunks_exact_mut(a.len())) {
-        row_q4_0(wr, a, o);
-    }
+    dot32(w, per_row, a, out)
 }
 
 /// [`crate::Kern::dot_rows`] for `Q4_1` weights.
 pub fn dot_q4_1(w: &[BlockQ4_1], per_row: usize, a: &[&[BlockQ8]], out: &mut [f32]) {
-    for (wr, o) in w.chunks_exact(per_row).zip(out.chunks_exact_mut(a.len())) {
-        row_q4_1(wr, a, o);
-    }
+    dot32(w, per_row, a, out)
 }
 
 /// [`crate::Kern::dot_rows`] for `Q8_0` weights.
 pub fn dot_q8_0(w: &[BlockQ8_0], per_row: usize, a: &[&[BlockQ8]], out: &mut [f32]) {
-    for (wr, o) in w.chunks_exact(per_row).zip(out.chunks_exact_mut(a.len())) {
-        row_q8_0(wr, a, o);
-    }
+    dot32(w, per_row, a, out)
 }
 
 /// [`crate::Kern::dot_rows`] for `Q5_0` weights.
 pub fn dot_q5_0(w: &[BlockQ5_0], per_row: usize, a: &[&[BlockQ8]], out: &mut [f32]) {
-    for (wr, o) in w.chunks_exact(per_row).zip(out.chunks_exact_mut(a.len())) {
-        row_q5_0(wr, a, o);
-    }
+    dot32(w, per_row, a, out)
 }
 
 /// The k-quant rows of `w` (`per_row` blocks each) times every activation row, one `row`
@@ -155,101 +216,22 @@ fn row_q6_k(w: &[BlockQ6K], a: &[BlockQ8K]) -> f32 {
     acc
 }
 
-/// `out[t] = Σ w · a[t]` for one `Q5_0` row.
-fn row_q5_0(w: &[BlockQ5_0], a: &[&[BlockQ8]], out: &mut [f32]) {
-    for (o, a) in out.iter_mut().zip(a) {
-        let mut acc = 0.0f32;
-        for (b, a) in w.iter().zip(a.iter()) {
-            let qh = u32::from_le_bytes(b.qh);
-            let (mut isum, mut qsum) = (0i32, 0i32);
-            for (j, &q) in b.qs.iter().enumerate() {
-                let lo = (q & 0x0f) as u32 | (((qh >> j) & 1) << 4);
-                let hi = (q >> 4) as u32 | (((qh >> (j + 16)) & 1) << 4);
-                isum += lo as i32 * a.q[j] as i32 + hi as i32 * a.q[j + 16] as i32;
-                qsum += a.q[j] as i32 + a.q[j + 16] as i32;
-            }
-            acc += b.scale() * a.d * (isum - 16 * qsum) as f32;
-        }
-        *o = acc;
-    }
-}
-
-/// `out[t] = Σ w · a[t]` for one `Q4_0` row.
-fn row_q4_0(w: &[BlockQ4_0], a: &[&[BlockQ8]], out: &mut [f32]) {
-    for (o, a) in out.iter_mut().zip(a) {
-        let mut acc = 0.0f32;
-        for (b, a) in w.iter().zip(a.iter()) {
-            let (mut isum, mut qsum) = (0i32, 0i32);
-            for (j, &q) in b.qs.iter().enumerate() {
-                isum += (q & 0x0f) as i32 * a.q[j] as i32;
-                isum += (q >> 4) as i32 * a.q[j + 16] as i32;
-                qsum += a.q[j] as i32 + a.q[j + 16] as i32;
-            }
-            acc += b.scale() * a.d * (isum - 8 * qsum) as f32;
-        }
-        *o = acc;
-    }
-}
-
-/// `out[t] = Σ w · a[t]` for one `Q4_1` row.
-fn row_q4_1(w: &[BlockQ4_1], a: &[&[BlockQ8]], out: &mut [f32]) {
-    for (o, a) in out.iter_mut().zip(a) {
-        let mut acc = 0.0f32;
-        for (b, a) in w.iter().zip(a.iter()) {
-            let (d, m) = b.scale_min();
-            let mut isum = 0i32;
-            for (j, &q) in b.qs.iter().enumerate() {
-                isum += (q & 0x0f) as i32 * a.q[j] as i32;
-                isum += (q >> 4) as i32 * a.q[j + 16] as i32;
-            }
-            acc += d * a.d * isum as f32 + m * a.s;
-        }
-        *o = acc;
-    }
-}
-
-/// `out[t] = Σ w · a[t]` for one `Q8_0` row.
-fn row_q8_0(w: &[BlockQ8_0], a: &[&[BlockQ8]], out: &mut [f32]) {
-    for (o, a) in out.iter_mut().zip(a) {
-        let mut acc = 0.0f32;
-        for (b, a) in w.iter().zip(a.iter()) {
-            let isum: i32 =
-                b.qs.iter()
-                    .zip(&a.q)
-                    .map(|(&w, &q)| w as i32 * q as i32)
-                    .sum();
-            acc += b.scale() * a.d * isum as f32;
-        }
-        *o = acc;
-    }
-}
-
 /// The portable twin is no SIMD build.
 pub(crate) const TILED_NATIVE: bool = false;
 
-/// [`crate::Kern::dot_tiled`]: one group of 16 repacked weight rows (`vals`, `scales`, `blocks`
-/// blocks of 32 columns) times every activation row of `a`, into `out[t·stride + i]` for
-/// `i < lanes`; `sums[t]` are the activations' sums per 16 (`d·Σq`) when the weights have a
-/// scale per 16 (`halves`). The same operations in the same order as the SIMD builds.
-#[allow(clippy::too_many_arguments)]
-pub fn dot_tiled(
-    vals: &[u8],
-    scales: &[f32],
-    bits: Bits,
-    halves: bool,
-    blocks: usize,
-    a: &[&[BlockQ8]],
-    sums: &[&[f32]],
-    out: &mut [f32],
-    stride: usize,
-    lanes: usize,
-) {
+/// [`crate::Kern::dot_tiled`]: one group of 16 repacked weight rows (`blocks` blocks of 32
+/// columns) times every activation row of `a`, into `out[t][i]` for `i < out.cols()`;
+/// `sums[t]` are the activations' sums per 16 (`d·Σq`) when the weights have a scale per 16
+/// (`halves`). The same operations in the same order as the SIMD builds.
+pub(crate) fn dot_tiled(grp: Group<'_>, a: &[&[BlockQ8]], sums: &[&[f32]], mut out: MatMut<'_>) {
+    let (vals, scales, bits, halves) = (grp.vals, grp.scales, grp.bits, grp.halves);
+    let lanes = out.cols();
     let vb = bits.value_bytes();
     let sb = if halves { 64 } else { 32 };
     for (t, a) in a.iter().enumerate() {
         for i in 0..lanes {
             let mut acc = 0.0f32;
-            for (b, blk) in a.iter().enumerate().take(blocks) {
+            for (b, blk) in a.iter().enumerate().take(grp.blocks) {
                 let v = &vals[b * vb..(b + 1) * vb];
                 let s = &scales[b * sb..(b + 1) * sb];
                 let mut dp = [0i32; 2];
@@ -266,7 +248,7 @@ pub fn dot_tiled(
                     acc = (-s[16 + i]).mul_add(blk.s, acc);
                 }
             }
-            out[t * stride + i] = acc;
+            out.row_mut(t)[i] = acc;
         }
     }
 }
@@ -277,10 +259,10 @@ pub fn dot_one(w: crate::quant::QBlocks<'_>, a: &[BlockQ8]) -> f32 {
     use crate::quant::QBlocks;
     let mut out = [0.0];
     match w {
-        QBlocks::Q4_0(w) => row_q4_0(w, &[a], &mut out),
-        QBlocks::Q4_1(w) => row_q4_1(w, &[a], &mut out),
-        QBlocks::Q5_0(w) => row_q5_0(w, &[a], &mut out),
-        QBlocks::Q8_0(w) => row_q8_0(w, &[a], &mut out),
+        QBlocks::Q4_0(w) => dot32(w, w.len(), &[a], &mut out),
+        QBlocks::Q4_1(w) => dot32(w, w.len(), &[a], &mut out),
+        QBlocks::Q5_0(w) => dot32(w, w.len(), &[a], &mut out),
+        QBlocks::Q8_0(w) => dot32(w, w.len(), &[a], &mut out),
     }
     out[0]
 }

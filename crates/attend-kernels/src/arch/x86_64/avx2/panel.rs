@@ -1,174 +1,27 @@
-//! AVX2 + FMA panel micro-kernels and packing (x86-64). Each has its scalar twin in
-//! `arch/generic/panel.rs`.
+//! AVX2 packing into panels (x86-64), also the AVX-512 build's; its scalar twin is
+//! `pack_panels` in `arch/generic/panel.rs`. (The panel micro-kernels are the generic ones of
+//! `arch/simd/panel.rs`.)
 //!
 //! # Safety (every `pub(crate) unsafe fn` here)
-//! The caller proves that the processor has AVX2 and FMA (it holds this instruction set's
-//! table) and that the bounds `crate::Kern`'s method of the same name asserts hold.
+//! The caller proves that the processor has AVX2 (it holds a table with this entry) and that
+//! the bounds `crate::Kern::pack_panels` asserts hold.
 
 use std::arch::x86_64::*;
 
+use crate::mat::MatRef;
 use crate::NR;
 
-/// Register rows of the `gemm_a` / `gemm_b` micro-kernels (6 rows × 16 lanes = 12 of the 16
-/// ymm registers as accumulators).
-const MR: usize = 6;
-
-#[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn gemm_a(
-    a: &[f32],
-    a_off: usize,
-    a_stride: usize,
-    rows: usize,
-    k_len: usize,
-    bp: &[f32],
-    panels: usize,
-    c: &mut [f32],
-    c_stride: usize,
-    acc: bool,
-) {
-    // SAFETY: the caller proves AVX2+FMA; the dispatcher checked that rows × k_len of
-    // `a` (from a_off, stride a_stride), panels × k_len × 16 of `bp` and rows × panels × 16
-    // of `c` (stride c_stride) are in bounds, which is all the micro-kernels touch.
+pub(crate) unsafe fn pack_panels(src: MatRef<'_>, dst: &mut [f32]) {
+    // SAFETY: AVX2 proven by the caller; the view's rows and ceil(n/16) × dim × 16 of `dst`
+    // checked by the dispatcher.
     unsafe {
-        let ap = a.as_ptr().add(a_off);
-        let cp = c.as_mut_ptr();
-        let mut r = 0;
-        while r < rows {
-            let n = (rows - r).min(MR);
-            for p in 0..panels {
-                let bpp = bp.as_ptr().add(p * k_len * NR);
-                let a0 = ap.add(r * a_stride);
-                let c0 = cp.add(r * c_stride + p * NR);
-                match n {
-                    6 => mk_a::<6>(a0, a_stride, k_len, bpp, c0, c_stride, acc),
-                    5 => mk_a::<5>(a0, a_stride, k_len, bpp, c0, c_stride, acc),
-                    4 => mk_a::<4>(a0, a_stride, k_len, bpp, c0, c_stride, acc),
-                    3 => mk_a::<3>(a0, a_stride, k_len, bpp, c0, c_stride, acc),
-                    2 => mk_a::<2>(a0, a_stride, k_len, bpp, c0, c_stride, acc),
-                    _ => mk_a::<1>(a0, a_stride, k_len, bpp, c0, c_stride, acc),
-                }
-            }
-            r += n;
-        }
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn gemm_b(
-    a: &[f32],
-    a_off: usize,
-    a_stride: usize,
-    rows: usize,
-    t_len: usize,
-    b: &[f32],
-    b_off: usize,
-    b_stride: usize,
-    panels: usize,
-    c: &mut [f32],
-    c_stride: usize,
-) {
-    // SAFETY: AVX2+FMA proven by the caller; the dispatcher checked t_len rows of `a` (rows
-    // elements each), t_len rows of `b` (panels × 16 each) and rows rows of `c`.
-    unsafe {
-        let ap = a.as_ptr().add(a_off);
-        let bp = b.as_ptr().add(b_off);
-        let cp = c.as_mut_ptr();
-        let mut r = 0;
-        while r < rows {
-            let n = (rows - r).min(MR);
-            for p in 0..panels {
-                let a0 = ap.add(r);
-                let b0 = bp.add(p * NR);
-                let c0 = cp.add(r * c_stride + p * NR);
-                match n {
-                    6 => mk_b::<6>(a0, a_stride, t_len, b0, b_stride, c0, c_stride),
-                    5 => mk_b::<5>(a0, a_stride, t_len, b0, b_stride, c0, c_stride),
-                    4 => mk_b::<4>(a0, a_stride, t_len, b0, b_stride, c0, c_stride),
-                    3 => mk_b::<3>(a0, a_stride, t_len, b0, b_stride, c0, c_stride),
-                    2 => mk_b::<2>(a0, a_stride, t_len, b0, b_stride, c0, c_stride),
-                    _ => mk_b::<1>(a0, a_stride, t_len, b0, b_stride, c0, c_stride),
-                }
-            }
-            r += n;
-        }
-    }
-}
-
-pub(crate) unsafe fn pack_panels(
-    src: &[f32],
-    off: usize,
-    stride: usize,
-    n: usize,
-    dim: usize,
-    dst: &mut [f32],
-) {
-    // SAFETY: AVX2 proven by the caller; n rows of dim elements of `src` from `off` and
-    // ceil(n/16) × dim × 16 of `dst` checked by the dispatcher.
-    unsafe { pack_panels_raw(src.as_ptr().add(off), stride, n, dim, dst.as_mut_ptr()) }
-}
-
-#[target_feature(enable = "avx2,fma")]
-unsafe fn mk_a<const R: usize>(
-    a: *const f32,
-    a_stride: usize,
-    k_len: usize,
-    bp: *const f32,
-    c: *mut f32,
-    c_stride: usize,
-    acc: bool,
-) {
-    let mut lo = [_mm256_setzero_ps(); R];
-    let mut hi = [_mm256_setzero_ps(); R];
-    if acc {
-        for r in 0..R {
-            lo[r] = _mm256_loadu_ps(c.add(r * c_stride));
-            hi[r] = _mm256_loadu_ps(c.add(r * c_stride + 8));
-        }
-    }
-    for k in 0..k_len {
-        let b0 = _mm256_loadu_ps(bp.add(k * NR));
-        let b1 = _mm256_loadu_ps(bp.add(k * NR + 8));
-        for r in 0..R {
-            let av = _mm256_broadcast_ss(&*a.add(r * a_stride + k));
-            lo[r] = _mm256_fmadd_ps(av, b0, lo[r]);
-            hi[r] = _mm256_fmadd_ps(av, b1, hi[r]);
-        }
-    }
-    for r in 0..R {
-        _mm256_storeu_ps(c.add(r * c_stride), lo[r]);
-        _mm256_storeu_ps(c.add(r * c_stride + 8), hi[r]);
-    }
-}
-
-#[target_feature(enable = "avx2,fma")]
-unsafe fn mk_b<const R: usize>(
-    a: *const f32,
-    a_stride: usize,
-    t_len: usize,
-    b: *const f32,
-    b_stride: usize,
-    c: *mut f32,
-    c_stride: usize,
-) {
-    let mut lo = [_mm256_setzero_ps(); R];
-    let mut hi = [_mm256_setzero_ps(); R];
-    for r in 0..R {
-        lo[r] = _mm256_loadu_ps(c.add(r * c_stride));
-        hi[r] = _mm256_loadu_ps(c.add(r * c_stride + 8));
-    }
-    for t in 0..t_len {
-        let b0 = _mm256_loadu_ps(b.add(t * b_stride));
-        let b1 = _mm256_loadu_ps(b.add(t * b_stride + 8));
-        let at = a.add(t * a_stride);
-        for r in 0..R {
-            let av = _mm256_broadcast_ss(&*at.add(r));
-            lo[r] = _mm256_fmadd_ps(av, b0, lo[r]);
-            hi[r] = _mm256_fmadd_ps(av, b1, hi[r]);
-        }
-    }
-    for r in 0..R {
-        _mm256_storeu_ps(c.add(r * c_stride), lo[r]);
-        _mm256_storeu_ps(c.add(r * c_stride + 8), hi[r]);
+        pack_panels_raw(
+            src.ptr(),
+            src.stride(),
+            src.rows(),
+            src.cols(),
+            dst.as_mut_ptr(),
+        )
     }
 }
 

@@ -1,16 +1,12 @@
-//! AVX2 quantised dot products (x86-64), each with its scalar twin in `arch/generic/quant.rs`.
+//! AVX2 k-quant dot products (x86-64), each with its scalar twin in `arch/generic/quant.rs`.
 //!
 //! The k-quants (`Q4_K`, `Q5_K`, `Q6_K` against `Q8_K` activations) keep every sum of a
 //! 256-element super-block in `i32` (`vpmaddubsw`, then `vpmaddwd` against the sub-blocks'
 //! scales), sum the lanes as integers, and only then scale: the same integers and the same
 //! float operations as the twins, so the results are the twins' bits.
 //!
-//! One 32-element block: the weights' 4-bit (or 8-bit) integers and the activation's `i8`s are
-//! multiplied and summed pairwise by `vpmaddubsw` (unsigned × signed → `i16`), widened by
-//! `vpmaddwd` against ones (→ 8 × `i32`), converted to `f32` and accumulated with the product
-//! of the two scales by one FMA. `Q4_1`'s offset `m` adds `m·s` per block, `s = d·Σq` being
-//! stored with the activation. Two accumulators per activation row (even and odd blocks), so
-//! that one FMA need not wait for the previous one.
+//! The 32-element types are the generic kernels of `arch/simd/quant.rs`; the helpers they
+//! share with the k-quants (`f16`, `nibbles`, `bits_to_bytes`, `hsum`) are here.
 //!
 //! # Safety (every `pub(crate) unsafe fn` here)
 //! The caller proves AVX2, FMA and F16C (it holds this instruction set's table) and that
@@ -25,14 +21,10 @@ pub(crate) use crate::arch::generic::quant::dot_tiled;
 /// Not a SIMD build.
 pub(crate) const TILED_NATIVE: bool = false;
 
-use crate::quant::{
-    scales_mins_k4, BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_0, BlockQ6K, BlockQ8,
-    BlockQ8K, BlockQ8_0,
-};
+use crate::quant::{scales_mins_k4, BlockQ4K, BlockQ5K, BlockQ6K, BlockQ8K};
 
-/// Every weight row of `$w` (`$per_row` blocks each) times every activation row of `$a`, four
-/// activation rows per pass over a weight row (`$k::<N>` for the last 1 to 3), into `$out`
-/// (`[rows × n]`).
+/// Every weight row of `w` (`per_row` blocks each) times every activation row of `a`, four
+/// activation rows per pass over a weight row (`row::<N>` for the last 1 to 3), into `out`.
 macro_rules! by_rows {
     ($k:ident, $w:expr, $per_row:expr, $a:expr, $out:expr) => {{
         let (w, per_row, a, out) = ($w, $per_row, $a, $out);
@@ -53,18 +45,6 @@ macro_rules! by_rows {
     }};
 }
 
-pub(crate) unsafe fn dot_q4_0(w: &[BlockQ4_0], per_row: usize, a: &[&[BlockQ8]], out: &mut [f32]) {
-    by_rows!(q4_0, w, per_row, a, out)
-}
-
-pub(crate) unsafe fn dot_q4_1(w: &[BlockQ4_1], per_row: usize, a: &[&[BlockQ8]], out: &mut [f32]) {
-    by_rows!(q4_1, w, per_row, a, out)
-}
-
-pub(crate) unsafe fn dot_q5_0(w: &[BlockQ5_0], per_row: usize, a: &[&[BlockQ8]], out: &mut [f32]) {
-    by_rows!(q5_0, w, per_row, a, out)
-}
-
 pub(crate) unsafe fn dot_q4_k(w: &[BlockQ4K], per_row: usize, a: &[&[BlockQ8K]], out: &mut [f32]) {
     by_rows!(q4_k, w, per_row, a, out)
 }
@@ -75,10 +55,6 @@ pub(crate) unsafe fn dot_q5_k(w: &[BlockQ5K], per_row: usize, a: &[&[BlockQ8K]],
 
 pub(crate) unsafe fn dot_q6_k(w: &[BlockQ6K], per_row: usize, a: &[&[BlockQ8K]], out: &mut [f32]) {
     by_rows!(q6_k, w, per_row, a, out)
-}
-
-pub(crate) unsafe fn dot_q8_0(w: &[BlockQ8_0], per_row: usize, a: &[&[BlockQ8]], out: &mut [f32]) {
-    by_rows!(q8_0, w, per_row, a, out)
 }
 
 #[inline]
@@ -98,14 +74,6 @@ pub(crate) unsafe fn nibbles(p: *const u8) -> __m256i {
     _mm256_set_m128i(hi, lo)
 }
 
-/// 8 × `i32` partial sums of `u8 w · i8 a` as `f32`.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn mul_sum(w: __m256i, a: __m256i) -> __m256 {
-    let pairs = _mm256_maddubs_epi16(w, a);
-    _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, _mm256_set1_epi16(1)))
-}
-
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn hsum(v: __m256) -> f32 {
@@ -113,59 +81,6 @@ pub(crate) unsafe fn hsum(v: __m256) -> f32 {
     let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
     let s = _mm_add_ss(s, _mm_movehdup_ps(s));
     _mm_cvtss_f32(s)
-}
-
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q4_1<const N: usize>(w: &[BlockQ4_1], a: [&[BlockQ8]; N]) -> [f32; N] {
-    let mut acc = [[_mm256_setzero_ps(); N]; 2];
-    let mut off = [[0.0f32; N]; 2];
-    for (i, blk) in w.iter().enumerate() {
-        let (dw, m) = (f16(blk.d), f16(blk.m));
-        let qw = nibbles(blk.qs.as_ptr());
-        for t in 0..N {
-            let b = a[t].get_unchecked(i);
-            let qa = _mm256_loadu_si256(b.q.as_ptr() as *const __m256i);
-            let s = _mm256_set1_ps(dw * b.d);
-            acc[i & 1][t] = _mm256_fmadd_ps(s, mul_sum(qw, qa), acc[i & 1][t]);
-            off[i & 1][t] += m * b.s;
-        }
-    }
-    std::array::from_fn(|t| hsum(_mm256_add_ps(acc[0][t], acc[1][t])) + off[0][t] + off[1][t])
-}
-
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q4_0<const N: usize>(w: &[BlockQ4_0], a: [&[BlockQ8]; N]) -> [f32; N] {
-    let mut acc = [[_mm256_setzero_ps(); N]; 2];
-    for (i, blk) in w.iter().enumerate() {
-        let dw = f16(blk.d);
-        let qw = nibbles(blk.qs.as_ptr());
-        for t in 0..N {
-            let b = a[t].get_unchecked(i);
-            let qa = _mm256_loadu_si256(b.q.as_ptr() as *const __m256i);
-            // (q - 8)·a = q·a - 8·a: the nibbles stay unsigned for vpmaddubsw
-            let v = _mm256_sub_ps(mul_sum(qw, qa), mul_sum(_mm256_set1_epi8(8), qa));
-            acc[i & 1][t] = _mm256_fmadd_ps(_mm256_set1_ps(dw * b.d), v, acc[i & 1][t]);
-        }
-    }
-    std::array::from_fn(|t| hsum(_mm256_add_ps(acc[0][t], acc[1][t])))
-}
-
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q8_0<const N: usize>(w: &[BlockQ8_0], a: [&[BlockQ8]; N]) -> [f32; N] {
-    let mut acc = [[_mm256_setzero_ps(); N]; 2];
-    for (i, blk) in w.iter().enumerate() {
-        let dw = f16(blk.d);
-        let qw = _mm256_loadu_si256(blk.qs.as_ptr() as *const __m256i);
-        // signed × signed: |w| (unsigned) times a with w's sign
-        let aw = _mm256_sign_epi8(qw, qw);
-        for t in 0..N {
-            let b = a[t].get_unchecked(i);
-            let qa = _mm256_loadu_si256(b.q.as_ptr() as *const __m256i);
-            let v = mul_sum(aw, _mm256_sign_epi8(qa, qw));
-            acc[i & 1][t] = _mm256_fmadd_ps(_mm256_set1_ps(dw * b.d), v, acc[i & 1][t]);
-        }
-    }
-    std::array::from_fn(|t| hsum(_mm256_add_ps(acc[0][t], acc[1][t])))
 }
 
 /// Byte `j` all ones where bit `j` of `bits` is set, else zero.
@@ -194,27 +109,6 @@ unsafe fn hsum_i32(v: __m256i) -> i32 {
     _mm_cvtsi128_si32(s)
 }
 
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q5_0<const N: usize>(w: &[BlockQ5_0], a: [&[BlockQ8]; N]) -> [f32; N] {
-    let mut acc = [[_mm256_setzero_ps(); N]; 2];
-    for (i, blk) in w.iter().enumerate() {
-        let dw = f16(blk.d);
-        let fifth = _mm256_and_si256(
-            bits_to_bytes(u32::from_le_bytes(blk.qh)),
-            _mm256_set1_epi8(0x10),
-        );
-        let qw = _mm256_or_si256(nibbles(blk.qs.as_ptr()), fifth);
-        for t in 0..N {
-            let b = a[t].get_unchecked(i);
-            let qa = _mm256_loadu_si256(b.q.as_ptr() as *const __m256i);
-            // (q − 16)·a = q·a − 16·a: the five bits stay unsigned for vpmaddubsw
-            let v = _mm256_sub_ps(mul_sum(qw, qa), mul_sum(_mm256_set1_epi8(16), qa));
-            acc[i & 1][t] = _mm256_fmadd_ps(_mm256_set1_ps(dw * b.d), v, acc[i & 1][t]);
-        }
-    }
-    std::array::from_fn(|t| hsum(_mm256_add_ps(acc[0][t], acc[1][t])))
-}
-
 /// `Σ_j m_j (bsum_2j + bsum_2j+1)`: the minimums' integer part of a `Q4_K` / `Q5_K` block.
 #[inline]
 fn k4_mins(m: &[u8; 8], b: &BlockQ8K) -> i32 {
@@ -223,53 +117,26 @@ fn k4_mins(m: &[u8; 8], b: &BlockQ8K) -> i32 {
         .sum()
 }
 
-/// What the `Q4_K` / `Q5_K` row kernel reads of a block.
+/// What the `Q4_K` / `Q5_K` row kernel reads of a block: `(d, dmin, scales, qs, qh)`, the
+/// fifth bits `qh` only when `FIVE`.
 trait K4 {
     /// Whether the block has fifth bits.
     const FIVE: bool;
-    fn d(&self) -> [u8; 2];
-    fn dmin(&self) -> [u8; 2];
-    fn scales(&self) -> &[u8; 12];
-    fn qs(&self) -> &[u8; 128];
-    /// The fifth bits (only read when `FIVE`).
-    fn qh(&self) -> &[u8; 32];
+    #[allow(clippy::type_complexity)]
+    fn parts(&self) -> ([u8; 2], [u8; 2], &[u8; 12], &[u8; 128], &[u8; 32]);
 }
 
 impl K4 for BlockQ4K {
     const FIVE: bool = false;
-    fn d(&self) -> [u8; 2] {
-        self.d
-    }
-    fn dmin(&self) -> [u8; 2] {
-        self.dmin
-    }
-    fn scales(&self) -> &[u8; 12] {
-        &self.scales
-    }
-    fn qs(&self) -> &[u8; 128] {
-        &self.qs
-    }
-    fn qh(&self) -> &[u8; 32] {
-        &[0; 32]
+    fn parts(&self) -> ([u8; 2], [u8; 2], &[u8; 12], &[u8; 128], &[u8; 32]) {
+        (self.d, self.dmin, &self.scales, &self.qs, &[0; 32])
     }
 }
 
 impl K4 for BlockQ5K {
     const FIVE: bool = true;
-    fn d(&self) -> [u8; 2] {
-        self.d
-    }
-    fn dmin(&self) -> [u8; 2] {
-        self.dmin
-    }
-    fn scales(&self) -> &[u8; 12] {
-        &self.scales
-    }
-    fn qs(&self) -> &[u8; 128] {
-        &self.qs
-    }
-    fn qh(&self) -> &[u8; 32] {
-        &self.qh
+    fn parts(&self) -> ([u8; 2], [u8; 2], &[u8; 12], &[u8; 128], &[u8; 32]) {
+        (self.d, self.dmin, &self.scales, &self.qs, &self.qh)
     }
 }
 
@@ -281,16 +148,17 @@ unsafe fn k4_row<B: K4, const N: usize>(w: &[B], a: [&[BlockQ8K]; N]) -> [f32; N
     let m4 = _mm256_set1_epi8(0x0f);
     let one = _mm256_set1_epi8(1);
     for (i, blk) in w.iter().enumerate() {
-        let (d, dmin) = (f16(blk.d()), f16(blk.dmin()));
-        let (sc, m) = scales_mins_k4(blk.scales());
+        let (d, dmin, scales, qs, qh) = blk.parts();
+        let (d, dmin) = (f16(d), f16(dmin));
+        let (sc, m) = scales_mins_k4(scales);
         let mut sumi = [_mm256_setzero_si256(); N];
         let mut hb = if B::FIVE {
-            _mm256_loadu_si256(blk.qh().as_ptr() as *const __m256i)
+            _mm256_loadu_si256(qh.as_ptr() as *const __m256i)
         } else {
             _mm256_setzero_si256()
         };
         for c in 0..4 {
-            let raw = _mm256_loadu_si256(blk.qs().as_ptr().add(32 * c) as *const __m256i);
+            let raw = _mm256_loadu_si256(qs.as_ptr().add(32 * c) as *const __m256i);
             let mut lo = _mm256_and_si256(raw, m4);
             let mut hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4);
             if B::FIVE {
