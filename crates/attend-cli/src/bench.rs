@@ -253,7 +253,11 @@ pub fn run(args: &BenchArgs, threads: usize) -> Result<()> {
             )?;
         }
     }
-    let decode_cases = all.iter().any(|c| wanted(c.name) && c.shape.s_q == 1);
+    // (and the generation cases: each token streams the weights)
+    let decode_cases = all.iter().any(|c| wanted(c.name) && c.shape.s_q == 1)
+        || LM_MODELS
+            .iter()
+            .any(|m| wanted(&format!("{m}-tg64")) || wanted(&format!("{m}-tg64-d2048")));
     if wanted("copy-512MiB") || decode_cases {
         let n = 512 << 18; // 512 MiB of f32
         let src = vec![1.0f32; n];
@@ -526,12 +530,15 @@ fn lm_cases(
         // the prompt is set-up, untimed; the case is the 64 single-token steps after it
         let mut runs = Vec::new();
         let reps = if args.quick { 1 } else { 4 };
+        let mut kv_bytes = 0;
         for rep in 0..reps {
             cache.reset();
             m.step(&toks[..depth], &mut cache, AttnCapture::None)?;
             let start = Instant::now();
+            kv_bytes = 0;
             for &tok in &toks[depth..] {
                 m.step(&[tok], &mut cache, AttnCapture::None)?;
+                kv_bytes += cache.live_bytes();
             }
             if rep > 0 || args.quick {
                 runs.push(start.elapsed().as_secs_f64() * 1e3); // the first run warms up
@@ -543,11 +550,18 @@ fn lm_cases(
             min_ms: runs[0],
             max_ms: runs[runs.len() - 1],
         };
-        out.emit(
-            json!({"case": name, "impl": "attend", "threads": threads,
-                   "tokens_per_s": round(64.0 / t.median_ms * 1e3)}),
-            &t,
-        )?;
+        let tok_s = 64.0 / t.median_ms * 1e3;
+        let mut rec = json!({"case": name, "impl": "attend", "threads": threads,
+                             "tokens_per_s": round(tok_s)});
+        if let Some(weights) = m.weight_bytes_per_token() {
+            // the weights and the cached keys and values each token streams, per second:
+            // what the copy bandwidth bounds
+            let kv = kv_bytes as f64 / 64.0;
+            rec["weight_mb_per_token"] = json!(round(weights as f64 / 1e6));
+            rec["kv_mb_per_token"] = json!(round(kv / 1e6));
+            rec["gbps"] = json!(round((weights as f64 + kv) * tok_s / 1e9));
+        }
+        out.emit(rec, &t)?;
     }
     if let Some(e) = err {
         return Err(e.into());

@@ -92,6 +92,11 @@ impl LayerCache {
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
+    /// The bytes of keys and values a new query reads here: every live position of every
+    /// batch row and head.
+    pub fn live_bytes(&self) -> usize {
+        self.b * self.h_kv * self.len * (self.d + self.d_v) * std::mem::size_of::<f32>()
+    }
     /// Positions that fit before the next growth.
     pub fn capacity(&self) -> usize {
         self.cap
@@ -388,6 +393,10 @@ impl KvCache {
     /// Whether nothing is stored.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+    /// The bytes of keys and values a new token's attention reads, over every layer.
+    pub fn live_bytes(&self) -> usize {
+        self.layers.iter().map(LayerCache::live_bytes).sum()
     }
     /// Keeps positions `..len` in every layer.
     pub fn truncate(&mut self, len: usize) -> Result<()> {

@@ -14,7 +14,7 @@ use rayon::prelude::*;
 
 use crate::params::{AttnParams, Layout};
 use crate::shape::{check_finite, check_len, product, zeros};
-use crate::tile::{with_scratch, Acc, Ctx, Row};
+use crate::tile::{with_scratch, Acc, Ctx, Row, FEW_ROWS};
 use crate::{Error, Output, Result};
 use attend_kernels::{MatMut, MatRef, NR};
 
@@ -262,11 +262,15 @@ fn forward_grouped(
     {
         return false;
     }
+    // a few rows a group (decoding): the queries as rows, the keys in the lanes
+    let few = g_rows <= FEW_ROWS && sh.d_v.is_multiple_of(NR);
     let task = |&(b, hk, c0, c1): &(usize, usize, usize, usize)| {
         let rows = &rows[b * sh.h_kv + hk];
         let mut acc = Acc::new(rows.len(), sh.d_v);
         let mut finite = true;
-        if c0 < c1 {
+        if c0 < c1 && few {
+            finite = acc.attend_few(ctx, b, hk, rows, (c0, c1), BC, in_tiles);
+        } else if c0 < c1 {
             with_scratch(acc.width * sh.d, |qp| {
                 ctx.pack_queries(b, rows, qp);
                 finite = acc.attend(ctx, b, hk, rows, qp, (c0, c1), BC, in_tiles);

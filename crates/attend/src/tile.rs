@@ -181,6 +181,10 @@ pub(crate) struct Row {
     pub hi: usize,
 }
 
+/// At most how many query rows [`Acc::attend_few`] takes (the rows of a block of the panel
+/// micro-kernels).
+pub(crate) const FEW_ROWS: usize = 8;
+
 /// The online-softmax state of up to `width` query rows (one per lane): the output transposed
 /// `ot[c][lane]` (unnormalised), the running maximum `m` (log2 units) and sum `l`.
 pub(crate) struct Acc {
@@ -285,6 +289,115 @@ impl Acc {
         let probs = MatRef::dense(st, nk, w);
         let ot = MatMut::dense(&mut self.ot, sh.d_v, w);
         ctx.kern.gemm_b(values, probs, ot);
+    }
+
+    /// [`Acc::attend`] for a few rows (at most [`FEW_ROWS`]: a GQA group's queries while
+    /// decoding), in the other orientation: the queries as rows and the keys in the lanes, so
+    /// that no lane computes for a query that is not there (a group of 3 in lanes of 16 wastes
+    /// 13). Per tile of keys: `K` packed into panels, `S = Q·Kᵀ` (`rows × keys`), each row's
+    /// online-softmax step, then `O += P·V` with `V` read as it is stored. The state ends in
+    /// the same form as [`Acc::attend`]'s (`ot`, `m`, `l`), so that merging and writing are
+    /// the same.
+    ///
+    /// Needs `d_v` a multiple of 16 and an empty state; returns false at a tile with a NaN or
+    /// infinity when `check`, as [`Acc::attend`].
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn attend_few(
+        &mut self,
+        ctx: &Ctx,
+        b: usize,
+        hk: usize,
+        rows: &[Row],
+        (k0, k1): (usize, usize),
+        bc: usize,
+        check: bool,
+    ) -> bool {
+        let sh = &ctx.p.shape;
+        let (g, d, d_v) = (rows.len(), sh.d, sh.d_v);
+        debug_assert!(g <= FEW_ROWS && d_v % NR == 0);
+        let bc = bc.min(k1.saturating_sub(k0)).max(1);
+        let kw = bc.div_ceil(NR) * NR; // lanes of a score row
+                                       // scratch: queries, packed keys, scores, scores transposed, the output rows, and per
+                                       // row the rescaling and the subtrahend of the exponentials
+        let sizes = [g * d, kw * d, g * kw, kw * g, g * d_v, g, g];
+        with_scratch(sizes.iter().sum(), |buf| {
+            let (q, rest) = buf.split_at_mut(sizes[0]);
+            let (kp, rest) = rest.split_at_mut(sizes[1]);
+            let (s, rest) = rest.split_at_mut(sizes[2]);
+            let (pt, rest) = rest.split_at_mut(sizes[3]);
+            let (o, rest) = rest.split_at_mut(sizes[4]);
+            let (alpha, sub) = rest.split_at_mut(sizes[5]);
+            for (r, row) in rows.iter().enumerate() {
+                q[r * d..][..d].copy_from_slice(&ctx.q[ctx.qs.at(b, row.h, row.i)..][..d]);
+            }
+            o.fill(0.0);
+            let mut t0 = k0;
+            while t0 < k1 {
+                let t1 = (t0 + bc).min(k1);
+                let nk = t1 - t0;
+                let k = MatRef::new(ctx.k, ctx.ks.at(b, hk, t0), ctx.ks.row, nk, d);
+                let v = MatRef::new(ctx.v, ctx.vs.at(b, hk, t0), ctx.vs.row, nk, d_v);
+                if check
+                    && !(0..nk)
+                        .all(|t| ctx.kern.all_finite(k.row(t)) && ctx.kern.all_finite(v.row(t)))
+                {
+                    return false;
+                }
+                let Some(full) = ctx.classify(rows, t0, t1) else {
+                    t0 = t1;
+                    continue;
+                };
+                let panels = nk.div_ceil(NR);
+                let w = panels * NR;
+                // s[r][jj] = q_r · k_jj  (raw dot products), lanes past the tile masked
+                ctx.kern.pack_panels(k, kp);
+                let scores = MatMut::new(&mut s[..], 0, w, g, w);
+                ctx.kern
+                    .gemm_a(MatRef::dense(q, g, d), kp, panels, scores, false);
+                ctx.finish_scores(b, rows, t0, nk, full, s, |r, jj| r * w + jj);
+                for r in 0..g {
+                    s[r * w + nk..(r + 1) * w].fill(f32::NEG_INFINITY);
+                }
+                // each row's online-softmax step: m' = max(m, c·max s), alpha = 2^(m - m'),
+                // s = 2^(c·s - m'), l' = alpha·l + Σ s (a row with nothing unmasked yet
+                // subtracts 0, so that -inf scores give exactly 0)
+                for r in 0..g {
+                    let mx = s[r * w..][..w]
+                        .iter()
+                        .fold(f32::NEG_INFINITY, |a, &x| a.max(x));
+                    let m_new = self.m[r].max(mx * ctx.c);
+                    sub[r] = if m_new == f32::NEG_INFINITY {
+                        0.0
+                    } else {
+                        m_new
+                    };
+                    alpha[r] = (self.m[r] - sub[r]).exp2();
+                    self.m[r] = m_new;
+                }
+                ctx.kern
+                    .exp_rows(MatMut::new(&mut s[..], 0, w, g, w), ctx.c, sub);
+                // l, o rescaled, and the probabilities transposed: pt[jj][r]
+                for r in 0..g {
+                    let row = &s[r * w..][..nk];
+                    self.l[r] = self.l[r] * alpha[r] + row.iter().sum::<f32>();
+                    o[r * d_v..][..d_v].iter_mut().for_each(|x| *x *= alpha[r]);
+                    for (jj, &p) in row.iter().enumerate() {
+                        pt[jj * g + r] = p;
+                    }
+                }
+                // o[r][c] += Σ_jj pt[jj][r] · v_jj[c]
+                let probs = MatRef::new(&pt[..], 0, g, nk, g);
+                ctx.kern.gemm_b(probs, v, MatMut::dense(&mut o[..], g, d_v));
+                t0 = t1;
+            }
+            // the state as `attend` leaves it: ot[c][lane]
+            for r in 0..g {
+                for c in 0..d_v {
+                    self.ot[c * self.width + r] = o[r * d_v + c];
+                }
+            }
+            true
+        })
     }
 
     /// Merges another state of the same rows (the same queries over other keys) into this one.

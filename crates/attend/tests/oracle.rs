@@ -157,6 +157,31 @@ fn awkward_sizes_every_mask() {
     }
 }
 
+/// Decoding shapes (a few queries a key/value head, value dims a multiple of 16: the path
+/// with the queries as rows and the keys in the lanes), every mask, with and without a soft
+/// cap, caches short and long enough to be split across threads.
+#[test]
+fn few_queries_per_group_every_mask() {
+    let mut seed = 7;
+    for &(h, h_kv, s_q) in &[(9, 3, 1), (8, 1, 1), (4, 4, 2), (6, 2, 2), (8, 2, 2)] {
+        for &(s_kv, d, d_v) in &[(1, 64, 64), (17, 32, 16), (130, 64, 64), (700, 48, 32)] {
+            for (j, kind) in ALL_KINDS.iter().enumerate() {
+                let sh = Shape::new(1 + j % 2, h, s_q, s_kv, d)
+                    .with_kv_heads(h_kv)
+                    .with_value_dim(d_v);
+                let layout = if j % 2 == 0 {
+                    Layout::Bhsd
+                } else {
+                    Layout::Bshd
+                };
+                let softcap = (j % 3 == 0).then_some(5.0);
+                seed += 1;
+                check_case(sh, *kind, layout, softcap, seed);
+            }
+        }
+    }
+}
+
 #[test]
 fn large_scores_stay_exact() {
     // scores far from 0 exercise the running-max rescaling

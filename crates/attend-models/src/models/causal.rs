@@ -98,6 +98,13 @@ pub trait CausalLm: Send + Sync {
         None
     }
 
+    /// The bytes of weights one generated token streams: every matrix of the model once (the
+    /// limit of generation is these bytes over the memory bandwidth); `None` where the model
+    /// does not say.
+    fn weight_bytes_per_token(&self) -> Option<u64> {
+        None
+    }
+
     /// Whether [`CausalLm::effect`] runs (GGUF decoders) or refuses (the toy models).
     fn has_interventions(&self) -> bool {
         false

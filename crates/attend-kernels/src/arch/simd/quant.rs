@@ -95,20 +95,20 @@ pub(crate) unsafe fn dot_rows<Q: Q32, B: Block32>(
     }
 }
 
-/// One weight row times `N` activation rows: two blocks per step into two named accumulators
-/// (an indexed pair would live on the stack), then the odd one out.
+/// One weight row times `N` activation rows: two blocks per step into two named pairs of
+/// accumulators (an indexed pair would live on the stack; one offset sum for both would be a
+/// chain of dependent additions), then the odd one out.
 #[inline(always)]
 unsafe fn row<Q: Q32, B: Block32, const N: usize>(w: &[B], a: [&[BlockQ8]; N]) -> [f32; N] {
     unsafe {
-        let mut acc0 = [Q::fzero(); N];
-        let mut acc1 = [Q::fzero(); N];
-        let mut off = [0.0f32; N];
+        let (mut acc0, mut acc1) = ([Q::fzero(); N], [Q::fzero(); N]);
+        let (mut off0, mut off1) = ([0.0f32; N], [0.0f32; N]);
         let pairs = w.len() / 2;
         for p in 0..pairs {
-            step::<Q, B, N>(&mut acc0, &mut off, 2 * p, w.get_unchecked(2 * p), &a);
+            step::<Q, B, N>(&mut acc0, &mut off0, 2 * p, w.get_unchecked(2 * p), &a);
             step::<Q, B, N>(
                 &mut acc1,
-                &mut off,
+                &mut off1,
                 2 * p + 1,
                 w.get_unchecked(2 * p + 1),
                 &a,
@@ -116,13 +116,13 @@ unsafe fn row<Q: Q32, B: Block32, const N: usize>(w: &[B], a: [&[BlockQ8]; N]) -
         }
         if w.len() % 2 == 1 {
             let i = w.len() - 1;
-            step::<Q, B, N>(&mut acc0, &mut off, i, w.get_unchecked(i), &a);
+            step::<Q, B, N>(&mut acc0, &mut off0, i, w.get_unchecked(i), &a);
         }
         // a loop, not `array::from_fn`: a closure's body would be compiled apart from the
         // entry's instruction set
         let mut out = [0.0f32; N];
         for t in 0..N {
-            out[t] = Q::hsum(Q::fadd(acc0[t], acc1[t])) + off[t];
+            out[t] = Q::hsum(Q::fadd(acc0[t], acc1[t])) + (off0[t] + off1[t]);
         }
         out
     }
@@ -154,7 +154,7 @@ unsafe fn step<Q: Q32, B: Block32, const N: usize>(
             let qa = if B::SIGNED { Q::sign_i8(qa, qw) } else { qa };
             acc[t] = Q::fmadd(dw * b.d, Q::dot_u8_i8(aw, qa), acc[t]);
             if let Some(m) = m {
-                off[t] += m * b.s;
+                off[t] = m.mul_add(b.s, off[t]);
             }
         }
     }

@@ -272,6 +272,22 @@ impl Decoder {
         })
     }
 
+    /// The bytes of weights one token's pass streams: every matrix of the file but the token
+    /// embedding, of which a token reads one row (and which the head reads whole when the
+    /// file has no `output.weight`).
+    pub fn weight_bytes_per_token(&self) -> u64 {
+        let matrices: usize = (self.file.header.tensors.iter())
+            .filter(|t| t.dims.len() >= 2 && t.name != self.embed.name)
+            .map(|t| t.len)
+            .sum();
+        let head = if self.output.name == self.embed.name {
+            self.output.len
+        } else {
+            0
+        };
+        (matrices + head) as u64
+    }
+
     fn mat(&self, t: &TensorInfo) -> Result<QMatrix<'_>> {
         matrix(&self.file, t)
     }
@@ -916,6 +932,10 @@ impl CausalLm for Decoder {
 
     fn is_end(&self, id: u32) -> bool {
         self.tokenizer.stop_ids.contains(&id)
+    }
+
+    fn weight_bytes_per_token(&self) -> Option<u64> {
+        Some(Decoder::weight_bytes_per_token(self))
     }
 
     fn interrupt(&self) -> Option<std::sync::Arc<std::sync::atomic::AtomicBool>> {
