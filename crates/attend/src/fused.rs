@@ -120,7 +120,7 @@ fn run_tile(ctx: &Ctx, b: usize, h: usize, i0: usize, n: usize) -> Acc {
     if let Some(span) = Ctx::key_span(&rows) {
         with_scratch(acc.width * sh.d, |qp| {
             ctx.pack_queries(b, &rows, qp);
-            acc.attend(ctx, b, h / sh.group(), &rows, qp, span, BC, false);
+            acc.attend(ctx, b, h / sh.group(), &rows, Some(qp), span, BC, false);
         });
     }
     acc
@@ -269,11 +269,11 @@ fn forward_grouped(
         let mut acc = Acc::new(rows.len(), sh.d_v);
         let mut finite = true;
         if c0 < c1 && few {
-            finite = acc.attend_few(ctx, b, hk, rows, (c0, c1), BC, in_tiles);
+            finite = acc.attend(ctx, b, hk, rows, None, (c0, c1), BC, in_tiles);
         } else if c0 < c1 {
             with_scratch(acc.width * sh.d, |qp| {
                 ctx.pack_queries(b, rows, qp);
-                finite = acc.attend(ctx, b, hk, rows, qp, (c0, c1), BC, in_tiles);
+                finite = acc.attend(ctx, b, hk, rows, Some(qp), (c0, c1), BC, in_tiles);
             });
         }
         (acc, finite)

@@ -155,6 +155,24 @@ impl<'a> Ctx<'a> {
     }
 }
 
+/// The sizes of the few-rows orientation's scratch ([`Acc::tile_few`]) for `g` rows and
+/// tiles of `bc` keys: queries, packed keys, scores, scores transposed, the output rows, and
+/// per row the rescaling and the subtrahend of the exponentials.
+fn few_scratch(g: usize, d: usize, d_v: usize, bc: usize) -> [usize; 7] {
+    let kw = bc.div_ceil(NR) * NR;
+    [g * d, kw * d, g * kw, kw * g, g * d_v, g, g]
+}
+
+/// The few-rows scratch `buf` cut in its parts ([`few_scratch`]).
+fn few_parts(buf: &mut [f32], g: usize, d: usize, d_v: usize, bc: usize) -> [&mut [f32]; 7] {
+    let mut rest = buf;
+    few_scratch(g, d, d_v, bc).map(|n| {
+        let (part, tail) = std::mem::take(&mut rest).split_at_mut(n);
+        rest = tail;
+        part
+    })
+}
+
 /// Runs `f` on `len` floats of this thread's scratch memory, reused from call to call (a
 /// prefill of short sequences runs thousands of tiles; allocating and zeroing each one's
 /// buffers cost a fifth of the time). The contents are whatever the last user left: `f`
@@ -181,7 +199,7 @@ pub(crate) struct Row {
     pub hi: usize,
 }
 
-/// At most how many query rows [`Acc::attend_few`] takes (the rows of a block of the panel
+/// At most how many query rows [`Acc::tile_few`] takes (the rows of a block of the panel
 /// micro-kernels).
 pub(crate) const FEW_ROWS: usize = 8;
 
@@ -205,10 +223,13 @@ impl Acc {
         }
     }
 
-    /// Folds the keys `[k0, k1)` of key/value head `hk` into the state of `rows` (whose
-    /// queries are packed in `qp`), one tile of `bc` keys at a time, skipping tiles the band
-    /// or padding removes. A tile that the band cuts through is split in halves (down to 32
-    /// keys), so that little work is spent on pairs the mask removes.
+    /// Folds the keys `[k0, k1)` of key/value head `hk` into the state of `rows`, one tile
+    /// of `bc` keys at a time, skipping tiles the band or padding removes.
+    ///
+    /// With the queries packed in `qp` (up to `width` rows, one a lane): a tile that the band
+    /// cuts through is split in halves (down to 32 keys), so that little work is spent on
+    /// pairs the mask removes. Without (`None`: at most [`FEW_ROWS`] rows, `d_v` a multiple
+    /// of 16, an empty state): the other orientation, [`Acc::tile_few`].
     ///
     /// With `check`, each tile's keys and values (rows `d` and `d_v` apart, contiguous) are
     /// first checked for NaN/inf, while they are in cache for the products; returns false, and
@@ -220,16 +241,23 @@ impl Acc {
         b: usize,
         hk: usize,
         rows: &[Row],
-        qp: &[f32],
+        qp: Option<&[f32]>,
         (k0, k1): (usize, usize),
         bc: usize,
         check: bool,
     ) -> bool {
         let sh = &ctx.p.shape;
         // a tile never holds more keys than the span (a short sequence's tile is small)
-        let st_len = bc.min(k1.saturating_sub(k0)) * self.width;
-        with_scratch(st_len + self.width, |buf| {
-            let (st, alpha) = buf.split_at_mut(st_len);
+        let bc = bc.min(k1.saturating_sub(k0));
+        let st_len = bc * self.width;
+        let len = match qp {
+            Some(_) => st_len + self.width,
+            None => few_scratch(rows.len(), sh.d, sh.d_v, bc).iter().sum(),
+        };
+        with_scratch(len, |buf| {
+            if qp.is_none() {
+                self.start_few(ctx, b, rows, bc, buf);
+            }
             let mut t0 = k0;
             while t0 < k1 {
                 let t1 = (t0 + bc).min(k1);
@@ -240,8 +268,17 @@ impl Acc {
                         return false;
                     }
                 }
-                self.tile(ctx, b, hk, rows, qp, (t0, t1), st, alpha);
+                match qp {
+                    Some(qp) => {
+                        let (st, alpha) = buf.split_at_mut(st_len);
+                        self.tile(ctx, b, hk, rows, qp, (t0, t1), st, alpha);
+                    }
+                    None => self.tile_few(ctx, b, hk, rows, (t0, t1), bc, buf),
+                }
                 t0 = t1;
+            }
+            if qp.is_none() {
+                self.end_few(rows.len(), sh.d, sh.d_v, bc, buf);
             }
             true
         })
@@ -291,113 +328,93 @@ impl Acc {
         ctx.kern.gemm_b(values, probs, ot);
     }
 
-    /// [`Acc::attend`] for a few rows (at most [`FEW_ROWS`]: a GQA group's queries while
-    /// decoding), in the other orientation: the queries as rows and the keys in the lanes, so
-    /// that no lane computes for a query that is not there (a group of 3 in lanes of 16 wastes
-    /// 13). Per tile of keys: `K` packed into panels, `S = Q·Kᵀ` (`rows × keys`), each row's
-    /// online-softmax step, then `O += P·V` with `V` read as it is stored. The state ends in
-    /// the same form as [`Acc::attend`]'s (`ot`, `m`, `l`), so that merging and writing are
-    /// the same.
-    ///
-    /// Needs `d_v` a multiple of 16 and an empty state; returns false at a tile with a NaN or
-    /// infinity when `check`, as [`Acc::attend`].
+    /// The few-rows orientation's scratch before the first tile: the queries as rows, the
+    /// output rows zero.
+    fn start_few(&mut self, ctx: &Ctx, b: usize, rows: &[Row], bc: usize, buf: &mut [f32]) {
+        let (d, d_v) = (ctx.p.shape.d, ctx.p.shape.d_v);
+        let [q, _, _, _, o, _, _] = few_parts(buf, rows.len(), d, d_v, bc);
+        for (r, row) in rows.iter().enumerate() {
+            q[r * d..][..d].copy_from_slice(&ctx.q[ctx.qs.at(b, row.h, row.i)..][..d]);
+        }
+        o.fill(0.0);
+    }
+
+    /// One tile of keys for a few rows (a GQA group's queries while decoding), in the other
+    /// orientation than [`Acc::tile`]: the queries as rows and the keys in the lanes, so that
+    /// no lane computes for a query that is not there (a group of 3 in lanes of 16 wastes 13).
+    /// `K` packed into panels, `S = Q·Kᵀ` (`rows × keys`), each row's online-softmax step,
+    /// then `O += P·V` with `V` read as it is stored.
     #[allow(clippy::too_many_arguments)]
-    pub(crate) fn attend_few(
+    fn tile_few(
         &mut self,
         ctx: &Ctx,
         b: usize,
         hk: usize,
         rows: &[Row],
-        (k0, k1): (usize, usize),
+        (t0, t1): (usize, usize),
         bc: usize,
-        check: bool,
-    ) -> bool {
+        buf: &mut [f32],
+    ) {
         let sh = &ctx.p.shape;
-        let (g, d, d_v) = (rows.len(), sh.d, sh.d_v);
-        debug_assert!(g <= FEW_ROWS && d_v % NR == 0);
-        let bc = bc.min(k1.saturating_sub(k0)).max(1);
-        let kw = bc.div_ceil(NR) * NR; // lanes of a score row
-                                       // scratch: queries, packed keys, scores, scores transposed, the output rows, and per
-                                       // row the rescaling and the subtrahend of the exponentials
-        let sizes = [g * d, kw * d, g * kw, kw * g, g * d_v, g, g];
-        with_scratch(sizes.iter().sum(), |buf| {
-            let (q, rest) = buf.split_at_mut(sizes[0]);
-            let (kp, rest) = rest.split_at_mut(sizes[1]);
-            let (s, rest) = rest.split_at_mut(sizes[2]);
-            let (pt, rest) = rest.split_at_mut(sizes[3]);
-            let (o, rest) = rest.split_at_mut(sizes[4]);
-            let (alpha, sub) = rest.split_at_mut(sizes[5]);
-            for (r, row) in rows.iter().enumerate() {
-                q[r * d..][..d].copy_from_slice(&ctx.q[ctx.qs.at(b, row.h, row.i)..][..d]);
+        let (g, d, d_v, nk) = (rows.len(), sh.d, sh.d_v, t1 - t0);
+        let Some(full) = ctx.classify(rows, t0, t1) else {
+            return;
+        };
+        let [q, kp, s, pt, o, alpha, sub] = few_parts(buf, g, d, d_v, bc);
+        let panels = nk.div_ceil(NR);
+        let w = panels * NR;
+        // s[r][jj] = q_r · k_jj  (raw dot products), lanes past the tile masked
+        let k = MatRef::new(ctx.k, ctx.ks.at(b, hk, t0), ctx.ks.row, nk, d);
+        ctx.kern.pack_panels(k, kp);
+        let scores = MatMut::new(&mut s[..], 0, w, g, w);
+        ctx.kern
+            .gemm_a(MatRef::dense(q, g, d), kp, panels, scores, false);
+        ctx.finish_scores(b, rows, t0, nk, full, s, |r, jj| r * w + jj);
+        for r in 0..g {
+            s[r * w + nk..(r + 1) * w].fill(f32::NEG_INFINITY);
+        }
+        // each row's online-softmax step: m' = max(m, c·max s), alpha = 2^(m - m'),
+        // s = 2^(c·s - m'), l' = alpha·l + Σ s (a row with nothing unmasked yet subtracts 0,
+        // so that -inf scores give exactly 0)
+        for r in 0..g {
+            let mx = s[r * w..][..w]
+                .iter()
+                .fold(f32::NEG_INFINITY, |a, &x| a.max(x));
+            let m_new = self.m[r].max(mx * ctx.c);
+            sub[r] = if m_new == f32::NEG_INFINITY {
+                0.0
+            } else {
+                m_new
+            };
+            alpha[r] = (self.m[r] - sub[r]).exp2();
+            self.m[r] = m_new;
+        }
+        ctx.kern
+            .exp_rows(MatMut::new(&mut s[..], 0, w, g, w), ctx.c, sub);
+        // l, o rescaled, and the probabilities transposed: pt[jj][r]
+        for r in 0..g {
+            let row = &s[r * w..][..nk];
+            self.l[r] = self.l[r] * alpha[r] + row.iter().sum::<f32>();
+            o[r * d_v..][..d_v].iter_mut().for_each(|x| *x *= alpha[r]);
+            for (jj, &p) in row.iter().enumerate() {
+                pt[jj * g + r] = p;
             }
-            o.fill(0.0);
-            let mut t0 = k0;
-            while t0 < k1 {
-                let t1 = (t0 + bc).min(k1);
-                let nk = t1 - t0;
-                let k = MatRef::new(ctx.k, ctx.ks.at(b, hk, t0), ctx.ks.row, nk, d);
-                let v = MatRef::new(ctx.v, ctx.vs.at(b, hk, t0), ctx.vs.row, nk, d_v);
-                if check
-                    && !(0..nk)
-                        .all(|t| ctx.kern.all_finite(k.row(t)) && ctx.kern.all_finite(v.row(t)))
-                {
-                    return false;
-                }
-                let Some(full) = ctx.classify(rows, t0, t1) else {
-                    t0 = t1;
-                    continue;
-                };
-                let panels = nk.div_ceil(NR);
-                let w = panels * NR;
-                // s[r][jj] = q_r · k_jj  (raw dot products), lanes past the tile masked
-                ctx.kern.pack_panels(k, kp);
-                let scores = MatMut::new(&mut s[..], 0, w, g, w);
-                ctx.kern
-                    .gemm_a(MatRef::dense(q, g, d), kp, panels, scores, false);
-                ctx.finish_scores(b, rows, t0, nk, full, s, |r, jj| r * w + jj);
-                for r in 0..g {
-                    s[r * w + nk..(r + 1) * w].fill(f32::NEG_INFINITY);
-                }
-                // each row's online-softmax step: m' = max(m, c·max s), alpha = 2^(m - m'),
-                // s = 2^(c·s - m'), l' = alpha·l + Σ s (a row with nothing unmasked yet
-                // subtracts 0, so that -inf scores give exactly 0)
-                for r in 0..g {
-                    let mx = s[r * w..][..w]
-                        .iter()
-                        .fold(f32::NEG_INFINITY, |a, &x| a.max(x));
-                    let m_new = self.m[r].max(mx * ctx.c);
-                    sub[r] = if m_new == f32::NEG_INFINITY {
-                        0.0
-                    } else {
-                        m_new
-                    };
-                    alpha[r] = (self.m[r] - sub[r]).exp2();
-                    self.m[r] = m_new;
-                }
-                ctx.kern
-                    .exp_rows(MatMut::new(&mut s[..], 0, w, g, w), ctx.c, sub);
-                // l, o rescaled, and the probabilities transposed: pt[jj][r]
-                for r in 0..g {
-                    let row = &s[r * w..][..nk];
-                    self.l[r] = self.l[r] * alpha[r] + row.iter().sum::<f32>();
-                    o[r * d_v..][..d_v].iter_mut().for_each(|x| *x *= alpha[r]);
-                    for (jj, &p) in row.iter().enumerate() {
-                        pt[jj * g + r] = p;
-                    }
-                }
-                // o[r][c] += Σ_jj pt[jj][r] · v_jj[c]
-                let probs = MatRef::new(&pt[..], 0, g, nk, g);
-                ctx.kern.gemm_b(probs, v, MatMut::dense(&mut o[..], g, d_v));
-                t0 = t1;
+        }
+        // o[r][c] += Σ_jj pt[jj][r] · v_jj[c]
+        let v = MatRef::new(ctx.v, ctx.vs.at(b, hk, t0), ctx.vs.row, nk, d_v);
+        let probs = MatRef::new(&pt[..], 0, g, nk, g);
+        ctx.kern.gemm_b(probs, v, MatMut::dense(&mut o[..], g, d_v));
+    }
+
+    /// The few-rows orientation's output rows into the state as [`Acc::tile`] leaves it:
+    /// `ot[c][lane]`.
+    fn end_few(&mut self, g: usize, d: usize, d_v: usize, bc: usize, buf: &mut [f32]) {
+        let [_, _, _, _, o, _, _] = few_parts(buf, g, d, d_v, bc);
+        for r in 0..g {
+            for c in 0..d_v {
+                self.ot[c * self.width + r] = o[r * d_v + c];
             }
-            // the state as `attend` leaves it: ot[c][lane]
-            for r in 0..g {
-                for c in 0..d_v {
-                    self.ot[c * self.width + r] = o[r * d_v + c];
-                }
-            }
-            true
-        })
+        }
     }
 
     /// Merges another state of the same rows (the same queries over other keys) into this one.
