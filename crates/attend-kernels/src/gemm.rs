@@ -248,25 +248,35 @@ fn rows_times_panels(
     for k0 in (0..k).step_by(K_CHUNK) {
         let len = (k - k0).min(K_CHUNK);
         let acc = accumulate || k0 > 0;
-        for p in panels.clone() {
-            let bp = w.panel(p, k0, len);
+        let xv = MatRef::new(x, r0 * k + k0, k, rows, len);
+        // the panels with all 16 columns real, in one call (blocks of two panels where the
+        // instruction set has them)
+        let whole = panels.start..panels.end.min(full);
+        if !whole.is_empty() {
+            let bp = MatRef::new(
+                &w.data,
+                whole.start * k * NR + k0 * NR,
+                k * NR,
+                whole.len(),
+                len * NR,
+            );
+            let c0 = (whole.start - p_base) * NR;
+            let c = MatMut::new(&mut out[..], c0, stride, rows, whole.len() * NR);
+            kern.gemm_a_panels(xv, bp, c, acc);
+        }
+        if panels.contains(&full) {
+            // the ragged last panel: through a 16-wide scratch tile
+            let (p, cols) = (full, n - full * NR);
             let c0 = (p - p_base) * NR;
-            if p < full {
-                let xv = MatRef::new(x, r0 * k + k0, k, rows, len);
-                kern.gemm_a(xv, bp, 1, MatMut::new(out, c0, stride, rows, NR), acc);
-            } else {
-                // the ragged last panel: through a 16-wide scratch tile
-                let cols = n - p * NR;
-                if acc {
-                    for r in 0..rows {
-                        tail[r * NR..][..cols].copy_from_slice(&out[r * stride + c0..][..cols]);
-                    }
-                }
-                let xv = MatRef::new(x, r0 * k + k0, k, rows, len);
-                kern.gemm_a(xv, bp, 1, MatMut::dense(&mut tail[..], rows, NR), acc);
+            if acc {
                 for r in 0..rows {
-                    out[r * stride + c0..][..cols].copy_from_slice(&tail[r * NR..][..cols]);
+                    tail[r * NR..][..cols].copy_from_slice(&out[r * stride + c0..][..cols]);
                 }
+            }
+            let bp = MatRef::dense(w.panel(p, k0, len), 1, len * NR);
+            kern.gemm_a_panels(xv, bp, MatMut::dense(&mut tail[..], rows, NR), acc);
+            for r in 0..rows {
+                out[r * stride + c0..][..cols].copy_from_slice(&tail[r * NR..][..cols]);
             }
         }
     }

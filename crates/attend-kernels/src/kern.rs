@@ -180,11 +180,19 @@ impl Kern {
     /// panels·16`; `acc` adds to `c` instead of overwriting it.
     #[inline]
     pub fn gemm_a(self, a: MatRef<'_>, bp: &[f32], panels: usize, c: MatMut<'_>, acc: bool) {
-        assert!(panels * a.cols() * NR <= bp.len());
-        assert!(c.rows() == a.rows() && c.cols() == panels * NR);
-        // SAFETY: the table proves the processor; the views checked their extents, the
-        // panels and the shapes are asserted.
-        unsafe { (self.t.gemm_a)(a, bp, panels, c, acc) }
+        self.gemm_a_panels(a, MatRef::dense(bp, panels, a.cols() * NR), c, acc)
+    }
+
+    /// [`Kern::gemm_a`] with the panels anywhere: panel `p` is row `p` of `bp` (`K × 16`
+    /// elements each, at `bp`'s stride), as when a packed matrix's panels are read a chunk of
+    /// `K` at a time.
+    #[inline]
+    pub fn gemm_a_panels(self, a: MatRef<'_>, bp: MatRef<'_>, c: MatMut<'_>, acc: bool) {
+        assert!(bp.cols() == a.cols() * NR);
+        assert!(c.rows() == a.rows() && c.cols() == bp.rows() * NR);
+        // SAFETY: the table proves the processor; the views checked their extents, and the
+        // shapes are asserted.
+        unsafe { (self.t.gemm_a)(a, bp, c, acc) }
     }
 
     /// `c[r][l] += Σ_t a[t][r] · b[t][l]`: `a` is `T × R`, `b` is `T × W` with `W` a multiple
@@ -405,7 +413,8 @@ mod tests {
                         acc,
                     );
                     let c = MatMut::new(&mut c2, 0, st, rows, panels * NR);
-                    generic_panel::gemm_a(av, &bp, panels, c, acc);
+                    let bv = MatRef::dense(&bp, panels, klen * NR);
+                    generic_panel::gemm_a(av, bv, c, acc);
                     close(&c1, &c2, 1e-5);
                 }
 

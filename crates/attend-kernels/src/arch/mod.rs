@@ -11,8 +11,8 @@ use crate::quant::{
 use crate::tiled::Group;
 use crate::Isa;
 
-/// `c[r][p*16 + l] (+)= Σ_k a[r][k] · bp[p*k*16 + k*16 + l]`.
-pub(crate) type GemmA = unsafe fn(MatRef<'_>, &[f32], usize, MatMut<'_>, bool);
+/// `c[r][p*16 + l] (+)= Σ_k a[r][k] · bp[p][k*16 + l]`.
+pub(crate) type GemmA = unsafe fn(MatRef<'_>, MatRef<'_>, MatMut<'_>, bool);
 /// `c[r][l] += Σ_t a[t][r] · b[t][l]`.
 pub(crate) type GemmB = unsafe fn(MatRef<'_>, MatRef<'_>, MatMut<'_>);
 /// One online-softmax step over a column tile.

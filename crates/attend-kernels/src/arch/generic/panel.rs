@@ -6,16 +6,15 @@ use crate::mat::{MatMut, MatRef};
 use crate::NR;
 
 /// See [`crate::Kern::gemm_a`].
-pub fn gemm_a(a: MatRef<'_>, bp: &[f32], panels: usize, mut c: MatMut<'_>, acc: bool) {
-    let k_len = a.cols();
+pub fn gemm_a(a: MatRef<'_>, bp: MatRef<'_>, mut c: MatMut<'_>, acc: bool) {
     for r in 0..a.rows() {
         let arow = a.row(r);
-        for p in 0..panels {
-            let panel = &bp[p * k_len * NR..][..k_len * NR];
+        for p in 0..bp.rows() {
+            let panel = bp.row(p);
             let mut sum = [0.0f32; NR];
-            for (k, &av) in arow.iter().enumerate() {
-                for (l, s) in sum.iter_mut().enumerate() {
-                    *s += av * panel[k * NR + l];
+            for (&av, bk) in arow.iter().zip(panel.chunks_exact(NR)) {
+                for (s, &bv) in sum.iter_mut().zip(bk) {
+                    *s += av * bv;
                 }
             }
             let out = &mut c.row_mut(r)[p * NR..][..NR];

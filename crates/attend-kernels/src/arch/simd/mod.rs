@@ -112,15 +112,9 @@ macro_rules! entries {
         use crate::quant::{BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ8, BlockQ8_0};
 
         #[target_feature(enable = $features)]
-        pub(crate) unsafe fn gemm_a(
-            a: MatRef<'_>,
-            bp: &[f32],
-            panels: usize,
-            c: MatMut<'_>,
-            acc: bool,
-        ) {
+        pub(crate) unsafe fn gemm_a(a: MatRef<'_>, bp: MatRef<'_>, c: MatMut<'_>, acc: bool) {
             // SAFETY: the caller proves the features and the bounds (`crate::Kern::gemm_a`).
-            unsafe { simd::panel::gemm_a::<$f>(a, bp, panels, c, acc) }
+            unsafe { simd::panel::gemm_a::<$f>(a, bp, c, acc) }
         }
 
         #[target_feature(enable = $features)]

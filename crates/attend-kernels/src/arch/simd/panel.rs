@@ -104,22 +104,22 @@ impl Iterator for Blocks {
 
 /// See [`crate::Kern::gemm_a`].
 #[inline(always)]
-pub(crate) unsafe fn gemm_a<S: F32s>(
-    a: MatRef<'_>,
-    bp: &[f32],
-    panels: usize,
-    mut c: MatMut<'_>,
-    acc: bool,
-) {
-    let (k_len, a_stride, c_stride) = (a.cols(), a.stride(), c.stride());
-    let (ap, bpp, cp) = (a.ptr(), bp.as_ptr(), c.ptr_mut());
-    for (r, p, n, v) in Blocks::new::<S>(a.rows(), panels) {
+pub(crate) unsafe fn gemm_a<S: F32s>(a: MatRef<'_>, bp: MatRef<'_>, mut c: MatMut<'_>, acc: bool) {
+    let (k_len, a_stride, c_stride, p_stride) = (a.cols(), a.stride(), c.stride(), bp.stride());
+    let (ap, bpp, cp) = (a.ptr(), bp.ptr(), c.ptr_mut());
+    for (r, p, n, v) in Blocks::new::<S>(a.rows(), bp.rows()) {
         // SAFETY: rows r..r+n of `a` and `c`, panels p.. of `bp` and `c`: inside the views
         unsafe {
             let a0 = ap.add(r * a_stride);
-            let b0 = bpp.add(p * k_len * NR);
+            let b0 = bpp.add(p * p_stride);
             let c0 = cp.add(r * c_stride + p * NR);
-            block!(mk_a, S, n, v, (a0, a_stride, k_len, b0, c0, c_stride, acc))
+            block!(
+                mk_a,
+                S,
+                n,
+                v,
+                (a0, a_stride, k_len, b0, p_stride, c0, c_stride, acc)
+            )
         }
     }
 }
@@ -147,13 +147,16 @@ pub(crate) unsafe fn gemm_b<S: F32s>(a: MatRef<'_>, b: MatRef<'_>, mut c: MatMut
 }
 
 /// `R` rows × `V` registers of `gemm_a`. Register `j` of a row is lanes `j·LANES ..` of the
-/// block: panel `j·LANES / 16` of `bp` (each `k_len × 16`), lane `j·LANES % 16` in it.
+/// block: panel `j·LANES / 16` of `bp` (each `k_len × 16`, `p_stride` apart), lane
+/// `j·LANES % 16` in it.
+#[allow(clippy::too_many_arguments)]
 #[inline(always)]
 unsafe fn mk_a<S: F32s, const R: usize, const V: usize>(
     a: *const f32,
     a_stride: usize,
     k_len: usize,
     bp: *const f32,
+    p_stride: usize,
     c: *mut f32,
     c_stride: usize,
     acc: bool,
@@ -172,7 +175,7 @@ unsafe fn mk_a<S: F32s, const R: usize, const V: usize>(
             for (j, x) in b.iter_mut().enumerate() {
                 // register j: panel j·LANES / 16, lane j·LANES % 16 in it
                 let (panel, lane) = (j * S::LANES / NR, j * S::LANES % NR);
-                *x = S::load(bp.add(panel * k_len * NR + k * NR + lane));
+                *x = S::load(bp.add(panel * p_stride + k * NR + lane));
             }
             for (r, row) in s.iter_mut().enumerate() {
                 let av = S::splat(*a.add(r * a_stride + k));
