@@ -15,21 +15,17 @@ worst and mean cosine of its embeddings to fp32's over the 512 sentences.
 Needs `pip install torch transformers onnx onnxruntime`; exits 0 with a note when they are
 missing.
 """
-import argparse
 import json
 import os
 import sys
 import tempfile
 import time
 
-from st_embed import sentences, timeit  # the same sentences, timed the same way
+from st_embed import arguments, sentences, timeit  # the same sentences, timed the same way
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("model")
-    ap.add_argument("--threads", type=int, default=2)
-    a = ap.parse_args()
+    a = arguments()
     try:
         import numpy as np
         import onnxruntime as ort

@@ -34,11 +34,16 @@ def timeit(fn, budget):
     return statistics.median(runs), min(runs), max(runs)
 
 
-def main():
+def arguments():
+    """The model folder and --threads, as every embedding peer script takes them."""
     ap = argparse.ArgumentParser()
     ap.add_argument("model")
     ap.add_argument("--threads", type=int, default=2)
-    a = ap.parse_args()
+    return ap.parse_args()
+
+
+def main():
+    a = arguments()
     try:
         import torch
         from sentence_transformers import SentenceTransformer

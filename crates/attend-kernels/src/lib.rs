@@ -1,9 +1,14 @@
 //! # attend-kernels — every `unsafe` line and every instruction set of attend
 //!
-//! The numeric kernels under attention, linear layers and quantised products, each written
-//! twice: a safe, portable twin in `arch/generic/` (the oracle, and what runs anywhere) and a
-//! SIMD build per instruction set in `arch/<target>/<isa>/`, chosen at run time (never by
-//! `target-cpu`). One capability detection ([`Features`]), cached; one [`Isa`] that forces every
+//! The numeric kernels under attention, linear layers and quantised products: each has a safe,
+//! portable twin in `arch/generic/` (the oracle, and what runs anywhere) and a SIMD build,
+//! chosen at run time (never by `target-cpu`). The SIMD kernels that every instruction set
+//! has — panel micro-kernels, the online-softmax step, the 32-element quantised dots — are
+//! written once in `arch/simd/`, over per-ISA vector primitives (`F32s`, `Q32`; the x86-64
+//! ones in `arch/x86_64/vector.rs`); what only one instruction set has (AVX2's packing and
+//! k-quant dots, AVX-512 VNNI's repacked-weight kernel) sits in `arch/<target>/<isa>/`. The
+//! kernels take checked strided views ([`MatRef`], [`MatMut`]) rather than slices with offsets
+//! and strides. One capability detection ([`Features`]), cached; one [`Isa`] that forces every
 //! family at once; one checked dispatcher ([`Kern`]) that asserts every bound before an
 //! `unsafe` kernel runs, so a wrong call is a panic in this crate, never an out-of-bounds access.
 //!
@@ -20,8 +25,9 @@
 //! On top of the panel kernels: [`gemm`], matrix products with weights packed once, and the
 //! `gemm` crate's strided sgemm behind a bounds-checked signature.
 //!
-//! Adding an instruction set is adding a folder under `arch/` with one file per family and a
-//! [`Table`](arch) of its kernels, and one line in `arch/mod.rs`'s list.
+//! Adding an instruction set is implementing the two primitive traits for its registers,
+//! invoking `arch::simd::entries!` in a folder under `arch/` with a `Table` of its
+//! kernels (the others may be the twins), and one line in `arch/mod.rs`'s list.
 #![warn(missing_docs)]
 
 mod arch;
