@@ -1627,4 +1627,25 @@ fn bench_reports_shares_of_the_measured_limits() {
     assert!(dec["of_copy"].as_f64().unwrap() > 0.0);
     let g = lines(&["--isa", "generic", "--case", "enc-512"]);
     assert!(g.iter().all(|r| r["isa"] == "generic"), "{g:?}");
+    // the environment names the instruction set of every kernel as --isa does (what the
+    // test script uses to run the model tests once more on AVX2); a name it does not know
+    // leaves the best one
+    for (env, want) in [("generic", Some("generic")), ("nosuch", None)] {
+        let o = Command::new(env!("CARGO_BIN_EXE_attend"))
+            .args(["bench", "--quick", "--format", "json", "--case", "enc-512"])
+            .env("ATTEND_ISA", env)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+        let v: Vec<serde_json::Value> = String::from_utf8(o.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let isa = v.iter().find(|r| r["case"] == "enc-512").unwrap()["isa"].clone();
+        match want {
+            Some(w) => assert_eq!(isa, w, "{v:?}"),
+            None => assert_ne!(isa, "generic", "{v:?}"),
+        }
+    }
 }

@@ -109,16 +109,24 @@ impl Isa {
     }
 }
 
-/// What `Isa::Auto` resolves to, once: [`force_isa`]'s choice, else the best available.
+/// What `Isa::Auto` resolves to, once: [`force_isa`]'s choice, else the instruction set the
+/// environment variable `ATTEND_ISA` names (`generic`, `avx2`, `avx512`) when this processor
+/// runs it, else the best available.
 static BEST: OnceLock<&'static Table> = OnceLock::new();
 
 fn auto() -> Kern {
     let t = BEST.get_or_init(|| {
-        arch::ALL
-            .iter()
-            .rev()
-            .find_map(|t| t())
-            .unwrap_or(&arch::generic::TABLE)
+        let best = arch::ALL.iter().rev().find_map(|t| t());
+        let named = std::env::var("ATTEND_ISA").ok().and_then(|name| {
+            let isa = match name.as_str() {
+                "generic" => Isa::Scalar,
+                "avx2" => Isa::Avx2,
+                "avx512" => Isa::Avx512,
+                _ => return None,
+            };
+            isa.kern().ok().map(|k| k.t)
+        });
+        named.or(best).unwrap_or(&arch::generic::TABLE)
     });
     Kern { t }
 }
