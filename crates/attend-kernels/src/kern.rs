@@ -265,6 +265,9 @@ impl Kern {
     #[inline]
     pub fn dot_rows(self, w: QBlocks<'_>, per_row: usize, a: &[&[BlockQ8]], out: &mut [f32]) {
         check_rows(w.len(), per_row, a, out);
+        if a.is_empty() {
+            return; // nothing to write (and no row of zero activations to step over)
+        }
         // SAFETY: the table proves the processor; every activation has one block per weight
         // block of a row and `out` one element per (row, activation), all the kernels touch.
         unsafe {
@@ -281,6 +284,9 @@ impl Kern {
     #[inline]
     pub fn dot_rows_k(self, w: KBlocks<'_>, per_row: usize, a: &[&[BlockQ8K]], out: &mut [f32]) {
         check_rows(w.len(), per_row, a, out);
+        if a.is_empty() {
+            return;
+        }
         // SAFETY: as in `dot_rows`.
         unsafe {
             match w {

@@ -339,7 +339,11 @@ pub fn quantize_q8k(x: &[f32], out: &mut Vec<BlockQ8K>) -> Result<()> {
             });
         }
         let amax = c.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-        let d = amax / 127.0;
+        let d = if amax / 127.0 >= f32::MIN_POSITIVE {
+            amax / 127.0
+        } else {
+            0.0
+        };
         let inv = if d > 0.0 { 1.0 / d } else { 0.0 };
         let mut b = BlockQ8K {
             d,
@@ -394,7 +398,13 @@ pub fn quantize_q8(x: &[f32], out: &mut Vec<BlockQ8>) -> Result<()> {
             });
         }
         let amax = c.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-        let d = amax / 127.0;
+        // a block below the normal range quantises to zeros: `1/d` would overflow to
+        // infinity there and the values saturate (to −128, which `|q|`-based kernels mis-sign)
+        let d = if amax / 127.0 >= f32::MIN_POSITIVE {
+            amax / 127.0
+        } else {
+            0.0
+        };
         let inv = if d > 0.0 { 1.0 / d } else { 0.0 };
         let mut b = BlockQ8 {
             d,
@@ -673,6 +683,30 @@ mod tests {
             // a whole block of NaN too (f32::max skips NaN, so amax would be 0)
             let mut q = Vec::new();
             assert!(quantize_q8(&[f32::NAN; 32], &mut q).is_err());
+        }
+    }
+
+    /// A block whose largest value is below the normal range quantises to zeros (its `1/d`
+    /// would overflow and saturate the values to ±128), in both quantisers; a product with
+    /// no activation rows writes nothing on every instruction set.
+    #[test]
+    fn tiny_blocks_quantise_to_zero_and_empty_products_do_nothing() {
+        let tiny = [1e-40f32, -3e-42, 0.0, 2e-39];
+        let x: Vec<f32> = (0..256).map(|i| tiny[i % 4]).collect();
+        let q = quantized(&x);
+        assert!(
+            q.iter().all(|b| b.d == 0.0 && b.q.iter().all(|&v| v == 0)),
+            "{q:?}"
+        );
+        let mut k = Vec::new();
+        quantize_q8k(&x, &mut k).unwrap();
+        assert!(k.iter().all(|b| b.q.iter().all(|&v| v == 0)));
+        let (_, _, q80) = random_rows(4, 1);
+        for isa in Isa::available() {
+            let mut out: [f32; 0] = [];
+            isa.kern()
+                .unwrap()
+                .dot_rows(QBlocks::Q8_0(&q80), 2, &[], &mut out);
         }
     }
 
