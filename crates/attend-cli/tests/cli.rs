@@ -1258,6 +1258,9 @@ fn effect_on_an_encoder_and_a_decoder() {
     );
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(std::fs::read(&png).unwrap().starts_with(b"\x89PNG"));
+    // the decoder fetched first: on an empty cache its download's lines would join the error's
+    let o = attend(&["fetch", "smollm2"], None);
+    assert!(o.status.success(), "{}", stderr(&o));
     for bad in [
         vec!["effect", "--model", "minilm", "--target", " x", TEXT],
         vec![
