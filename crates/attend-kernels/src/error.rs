@@ -22,6 +22,19 @@ pub enum Error {
         /// The value found.
         value: f32,
     },
+    /// A value too large for the scale of the type it is quantised to.
+    #[error(
+        "`{what}` holds {value} at flat index {index}: too large for int8 with an f16 scale \
+         (at most 127 × 65504)"
+    )]
+    OutOfRange {
+        /// Which buffer.
+        what: &'static str,
+        /// The flat index of the value.
+        index: usize,
+        /// The value found.
+        value: f32,
+    },
     /// A buffer has the wrong number of elements for the declared shape.
     #[error("`{what}` has {got} elements, expected {expected} for the declared shape")]
     ShapeMismatch {

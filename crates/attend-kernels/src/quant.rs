@@ -421,6 +421,42 @@ pub fn quantize_q8(x: &[f32], out: &mut Vec<BlockQ8>) -> Result<()> {
     Ok(())
 }
 
+/// Quantises weights `w` (a multiple of 32 long) to [`BlockQ8_0`], as llama.cpp's
+/// `quantize_row_q8_0_ref`: per block `d = max|w| / 127`, stored as `f16`, `q = round(w/d)`
+/// with `d` as stored (so `d·q` is the nearest point of the grid the product multiplies by).
+/// A value that is not finite, or a block whose scale overflows `f16`, is refused.
+pub fn quantize_q8_0(w: &[f32], out: &mut Vec<BlockQ8_0>) -> Result<()> {
+    out.clear();
+    out.reserve(w.len() / QK);
+    for (bi, c) in w.chunks_exact(QK).enumerate() {
+        if let Some(j) = c.iter().position(|v| !v.is_finite()) {
+            return Err(Error::NonFinite {
+                what: "weights",
+                index: bi * QK + j,
+                value: c[j],
+            });
+        }
+        let amax = c.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let d = half::f16::from_f32(amax / 127.0);
+        if !d.is_finite() {
+            let j = c.iter().position(|v| v.abs() == amax).unwrap_or(0);
+            return Err(Error::OutOfRange {
+                what: "weights",
+                index: bi * QK + j,
+                value: c[j],
+            });
+        }
+        let df = d.to_f32();
+        let inv = if df > 0.0 { 1.0 / df } else { 0.0 };
+        out.push(BlockQ8_0 {
+            d: d.to_le_bytes(),
+            // |w/d| ≤ 127 up to the f16 rounding of d: clamped, never wrapped
+            qs: std::array::from_fn(|i| round_to_i8((c[i] * inv).clamp(-127.0, 127.0))),
+        });
+    }
+    Ok(())
+}
+
 /// Weight rows per parallel task of a matrix product.
 const ROW_BLOCK: usize = 16;
 
@@ -708,6 +744,34 @@ mod tests {
                 .unwrap()
                 .dot_rows(QBlocks::Q8_0(&q80), 2, &[], &mut out);
         }
+    }
+
+    /// Weights to `Q8_0`: every value within half a step of its block's grid, the scale an
+    /// `f16`; a non-finite value or an overflowing scale refused with its index.
+    #[test]
+    fn weights_quantise_to_q8_0_within_half_a_step() {
+        let mut w = rnd(32 * 40, 11);
+        w[70] = 3.0;
+        w.extend([0.0f32; 32]);
+        let mut q = Vec::new();
+        quantize_q8_0(&w, &mut q).unwrap();
+        assert_eq!(q.len(), 41);
+        for (b, c) in q.iter().zip(w.chunks_exact(32)) {
+            let d = b.scale();
+            let amax = c.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+            assert!((d - amax / 127.0).abs() <= amax / 127.0 * 1e-3 + 1e-9);
+            for (&v, &x) in b.qs.iter().zip(c) {
+                assert!(v != -128);
+                assert!((d * v as f32 - x).abs() <= d * 0.5 + amax * 1e-3, "{x} {v} {d}");
+            }
+        }
+        assert!(q[40].qs.iter().all(|&v| v == 0) && q[40].scale() == 0.0);
+        w[5] = f32::NAN;
+        let e = quantize_q8_0(&w, &mut q).unwrap_err();
+        assert!(matches!(e, Error::NonFinite { index: 5, .. }), "{e}");
+        w[5] = 1e9;
+        let e = quantize_q8_0(&w, &mut q).unwrap_err();
+        assert!(matches!(e, Error::OutOfRange { index: 5, .. }), "{e}");
     }
 
     /// Every instruction set's dots against the scalar twin, one to nine activation rows.

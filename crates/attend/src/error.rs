@@ -92,6 +92,10 @@ impl From<attend_kernels::Error> for Error {
             attend_kernels::Error::NonFinite { what, index, value } => {
                 Error::NonFinite { what, index, value }
             }
+            e @ attend_kernels::Error::OutOfRange { what, .. } => Error::InvalidParameter {
+                name: what,
+                reason: e.to_string(),
+            },
             attend_kernels::Error::ShapeMismatch {
                 what,
                 expected,
