@@ -20,13 +20,21 @@ __all__ = ["load", "Encoder", "CausalLM", "Explanation", "Effect", "Generation"]
 _ids = itertools.count()
 
 
-def load(name_or_path: str):
+def load(name_or_path: str, int8: bool = False):
     """A model by name (fetched into attend's cache on first use, verified by SHA-256) or by
-    path: an :class:`Encoder` or a :class:`CausalLM`."""
+    path: an :class:`Encoder` or a :class:`CausalLM`. ``int8=True`` (sentence encoders only)
+    quantises the encoder's linear layers to 8 bits, as ``attend embed --int8``."""
     name = str(name_or_path)
+    if not isinstance(int8, bool):
+        raise TypeError("int8 is True or False")
     # attend-models decides what a name or path is (raises ModelError for neither)
     if _attend.model_kind(name) == "encoder":
-        return Encoder(name)
+        return Encoder(name, int8=int8)
+    if int8:
+        raise InvalidArgument(
+            f"int8 is for sentence encoders; `{name}` is a causal model whose weights are used "
+            "as its file stores them"
+        )
     return CausalLM(name)
 
 
@@ -308,11 +316,17 @@ class Effect:
 
 
 class Encoder:
-    """A BERT-family sentence encoder."""
+    """A BERT-family sentence encoder. With ``int8=True`` its linear layers are quantised to
+    8 bits (``Q8_0`` weights smoothed on calibration text, activations quantised per row,
+    integer dot products): faster, and within cosine 0.999 of the float32 embeddings on every
+    text attend's tests try."""
 
-    def __init__(self, name_or_path: str):
+    def __init__(self, name_or_path: str, int8: bool = False):
         self.name = str(name_or_path)
-        self._m = _attend.Encoder(self.name)
+        if not isinstance(int8, bool):
+            raise TypeError("int8 is True or False")
+        self.int8 = int8
+        self._m = _attend.Encoder(self.name, int8)
 
     @property
     def max_len(self) -> int:

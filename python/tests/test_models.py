@@ -37,6 +37,21 @@ def test_embed_equals_the_cli(minilm):
     assert minilm.embed("one").shape == (1, 384)
 
 
+def test_int8_embeddings_equal_the_cli_and_stay_near_float32(minilm):
+    texts = ["a cat sat", SENTENCE, "ça va très bien", "?"]
+    q = attend.load("minilm", int8=True)
+    assert isinstance(q, attend.Encoder) and q.int8 and not minilm.int8
+    got = q.embed(texts)
+    want = np.array(json.loads(cli("embed", "--int8", "--format", "json", *texts))["embeddings"], dtype=np.float32)
+    np.testing.assert_allclose(got, want, atol=1e-6)
+    cos = (got * minilm.embed(texts)).sum(-1)
+    assert cos.min() >= 0.999, cos
+    with pytest.raises(attend.InvalidArgument, match="sentence encoders"):
+        attend.load("toy-winograd", int8=True)
+    with pytest.raises(TypeError):
+        attend.load("minilm", int8="yes")
+
+
 def test_explain_equals_the_cli(minilm):
     ex = minilm.explain(SENTENCE)
     mine = json.loads(ex.to_json())

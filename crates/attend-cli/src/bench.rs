@@ -190,6 +190,8 @@ pub fn run(args: &BenchArgs, threads: usize) -> Result<()> {
         "copy-512MiB",
         "minilm-embed",
         "minilm-one",
+        "minilm-embed-int8",
+        "minilm-one-int8",
         "smollm2-pp128",
         "smollm2-pp512",
         "smollm2-tg64",
@@ -290,13 +292,21 @@ pub fn run(args: &BenchArgs, threads: usize) -> Result<()> {
         run_case(case, args.quick, threads, &mut out)?;
     }
     let asked = |n: &str| args.cases.iter().any(|c| c == n);
-    if asked("minilm-embed") || asked("minilm-one") || args.cases.is_empty() {
+    let asked_minilm = [
+        "minilm-embed",
+        "minilm-one",
+        "minilm-embed-int8",
+        "minilm-one-int8",
+    ]
+    .iter()
+    .any(|c| asked(c));
+    if asked_minilm || args.cases.is_empty() {
         let cached =
             attend_models::registry::info("minilm").is_some_and(attend_models::registry::is_cached);
-        if cached || asked("minilm-embed") || asked("minilm-one") {
+        if cached || asked_minilm {
             model_cases(args, threads, &mut out, &wanted)?;
         } else {
-            eprintln!("attend bench: skipping minilm-embed and minilm-one (run `attend fetch minilm` to include them)");
+            eprintln!("attend bench: skipping the minilm cases (run `attend fetch minilm` to include them)");
         }
     }
     for name in ["train-winograd", "train-text"] {
@@ -645,31 +655,44 @@ fn model_cases(
     out: &mut Out,
     wanted: &dyn Fn(&str) -> bool,
 ) -> Result<()> {
-    let enc = crate::input::encoder("minilm")?;
-    if wanted("minilm-embed") {
-        let texts = sentences(512);
-        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-        let tokens: usize = refs
-            .iter()
-            .map(|t| enc.tokenize(t).map(|x| x.tokens.len()).unwrap_or(0))
-            .sum();
-        let t = time(args.quick, 5.0, || {
-            std::hint::black_box(enc.embed(&refs).ok());
-        });
-        let rec = json!({"case": "minilm-embed", "impl": "minilm-embed", "threads": threads,
-            "sentences": 512, "mean_tokens": round(tokens as f64 / 512.0),
-            "sentences_per_s": round(512.0 / t.median_ms * 1e3)});
-        out.emit(rec, &t)?;
-    }
-    if wanted("minilm-one") {
-        let text = "The animal didn't cross the road because it was tired";
-        let t = time(args.quick, 2.0, || {
-            std::hint::black_box(enc.embed(&[text]).ok());
-        });
-        out.emit(
-            json!({"case": "minilm-one", "impl": "minilm-embed", "threads": threads}),
-            &t,
-        )?;
+    for (int8, embed, one) in [
+        (false, "minilm-embed", "minilm-one"),
+        (true, "minilm-embed-int8", "minilm-one-int8"),
+    ] {
+        if !wanted(embed) && !wanted(one) {
+            continue;
+        }
+        let precision = if int8 {
+            attend_models::Precision::Int8
+        } else {
+            attend_models::Precision::Float32
+        };
+        let enc = crate::input::encoder_with("minilm", precision)?;
+        if wanted(embed) {
+            let texts = sentences(512);
+            let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+            let tokens: usize = refs
+                .iter()
+                .map(|t| enc.tokenize(t).map(|x| x.tokens.len()).unwrap_or(0))
+                .sum();
+            let t = time(args.quick, 5.0, || {
+                std::hint::black_box(enc.embed(&refs).ok());
+            });
+            let rec = json!({"case": embed, "impl": "minilm-embed", "threads": threads,
+                "int8": int8, "sentences": 512, "mean_tokens": round(tokens as f64 / 512.0),
+                "sentences_per_s": round(512.0 / t.median_ms * 1e3)});
+            out.emit(rec, &t)?;
+        }
+        if wanted(one) {
+            let text = "The animal didn't cross the road because it was tired";
+            let t = time(args.quick, 2.0, || {
+                std::hint::black_box(enc.embed(&[text]).ok());
+            });
+            out.emit(
+                json!({"case": one, "impl": "minilm-embed", "threads": threads, "int8": int8}),
+                &t,
+            )?;
+        }
     }
     Ok(())
 }

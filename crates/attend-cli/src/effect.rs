@@ -195,7 +195,11 @@ pub fn run(args: &EffectArgs) -> Result<()> {
                  adds itself; typed ones are text)"
             ));
         }
-        let enc = crate::input::encoder_reading(&args.model, args.max_len)?;
+        let enc = crate::input::encoder_reading(
+            &args.model,
+            args.max_len,
+            attend_models::Precision::Float32,
+        )?;
         model_layers(enc.model.config.num_hidden_layers)?;
         if args.exact {
             eprintln!(

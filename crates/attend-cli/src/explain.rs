@@ -284,7 +284,11 @@ fn explain(args: &ExplainArgs, text: &str) -> Result<Explained> {
                      it adds itself; typed ones are text)"
                 ));
             }
-            let enc = crate::input::encoder_reading(&args.model, args.max_len)?;
+            let enc = crate::input::encoder_reading(
+                &args.model,
+                args.max_len,
+                attend_models::Precision::Float32,
+            )?;
             let (trace, tok) = enc.trace(text)?;
             if tok.truncated {
                 eprintln!("{}", crate::input::truncated_warning(&enc, "the text"));

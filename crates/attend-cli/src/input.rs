@@ -5,7 +5,7 @@ use std::io::Read;
 use anyhow::{Context, Result};
 use attend_models::generate::CausalLm;
 use attend_models::models::{self, Kind, Model};
-use attend_models::SentenceEncoder;
+use attend_models::{Precision, SentenceEncoder};
 
 /// The texts of the arguments; from standard input (one per line) when there are none or the
 /// only one is `-`.
@@ -63,13 +63,19 @@ pub fn identify(model: &str) -> Result<Kind> {
 /// Opens a model (a known one is fetched on first use, said on standard error); what is not
 /// a model is a usage error, a model that fails to load a failure.
 pub fn open(model: &str) -> Result<Model> {
+    open_with(model, Precision::Float32)
+}
+
+/// [`open`] with a sentence encoder's linear layers at `precision`.
+fn open_with(model: &str, precision: Precision) -> Result<Model> {
     identify(model)?;
-    models::open(model, &mut |m| eprintln!("{m}"))
+    models::open_with(model, precision, &mut |m| eprintln!("{m}"))
         .with_context(|| format!("loading model `{model}`"))
 }
 
 /// Loads a BERT-family encoder by name (fetched on first use) or folder.
-pub fn encoder(model: &str) -> Result<SentenceEncoder> {
+/// Its linear layers at `precision` (`--int8`).
+pub fn encoder_with(model: &str, precision: Precision) -> Result<SentenceEncoder> {
     match identify(model)? {
         Kind::Toy => Err(crate::usage!(
             "`{model}` is a small causal model attend trained; this command takes a BERT-family \
@@ -81,7 +87,7 @@ pub fn encoder(model: &str) -> Result<SentenceEncoder> {
              (e.g. minilm). For what a language model attends to, use `attend explain --model \
              {model} TEXT` or `attend generate --explain`"
         )),
-        Kind::Encoder => match open(model)? {
+        Kind::Encoder => match open_with(model, precision)? {
             Model::Encoder(e) => Ok(*e),
             _ => unreachable!("identified as an encoder"),
         },
@@ -90,8 +96,12 @@ pub fn encoder(model: &str) -> Result<SentenceEncoder> {
 
 /// [`encoder`], reading up to `max_len` tokens when given (`--max-len`: 2 up to the model's
 /// position table) instead of its configured `max_seq_length`.
-pub fn encoder_reading(model: &str, max_len: Option<usize>) -> Result<SentenceEncoder> {
-    let mut enc = encoder(model)?;
+pub fn encoder_reading(
+    model: &str,
+    max_len: Option<usize>,
+    precision: Precision,
+) -> Result<SentenceEncoder> {
+    let mut enc = encoder_with(model, precision)?;
     if let Some(n) = max_len {
         enc.set_max_len(n)
             .map_err(|e| crate::usage!("--max-len {n}: {e}"))?;

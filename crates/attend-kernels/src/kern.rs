@@ -18,7 +18,7 @@ use std::sync::OnceLock;
 
 use crate::arch::{self, Table};
 use crate::mat::{MatMut, MatRef};
-use crate::quant::{BlockQ8, BlockQ8K, KBlocks, QBlocks};
+use crate::quant::{BlockQ8, BlockQ8K, KBlocks, QBlocks, QK};
 use crate::tiled::{TiledMatrix, TILE_ROWS};
 use crate::{Error, Result};
 
@@ -368,6 +368,23 @@ impl Kern {
         unsafe { (self.t.all_finite)(x) }
     }
 
+    /// Each 32 values of `x` to a [`BlockQ8`] of `out` (`x.len() / 32` of them; a shorter
+    /// tail is not read): `d = max|x|/127`, `q = round(x/d)` half away from zero,
+    /// `s = d·Σq` — the same bits on every instruction set. `x` must be finite (check with
+    /// [`Kern::all_finite`]; [`crate::quant::quantize_q8`] does).
+    #[inline]
+    pub fn quantize_q8(self, x: &[f32], out: &mut [BlockQ8]) {
+        assert!(
+            out.len() == x.len() / QK,
+            "{} blocks for {} values",
+            out.len(),
+            x.len()
+        );
+        // SAFETY: the table proves the processor; the kernel reads whole blocks of `x` and
+        // writes `out`, as long as it is.
+        unsafe { (self.t.quantize_q8)(x, out) }
+    }
+
     /// `out[i] = (m[i] + log2 l[i]) · ln 2`, the natural log-sum-exp of an online-softmax
     /// state (running maximum `m` in log2 units, sum `l` ≥ 0), `-inf` where `l[i]` is 0; the
     /// log2 within 2e-7 relative, the result as exact as the f32 sum `m + log2 l` allows.
@@ -485,6 +502,35 @@ mod tests {
                 generic_softmax::scale_cols(MatMut::new(&mut x2, 0, stride, rows, width), &a2);
                 close(&x1, &x2, 1e-6);
             }
+        }
+    }
+
+    /// Activations to `Q8` on every instruction set: the scalar twin's bits, on random blocks,
+    /// blocks of zeros, of subnormals, of values at ±127 steps and of ties at half a step.
+    #[test]
+    fn quantize_q8_matches_its_twin_on_every_isa() {
+        let mut x = crate::testing::uniform(32 * 64, 3);
+        x.iter_mut().skip(320).take(32).for_each(|v| *v = 0.0);
+        x.iter_mut().skip(352).take(32).for_each(|v| *v = 1e-40);
+        for (i, v) in x.iter_mut().skip(384).take(32).enumerate() {
+            *v = (i as f32 - 16.0) * 127.0 / 16.0;
+        }
+        for (i, v) in x.iter_mut().skip(416).take(32).enumerate() {
+            // ties: 127 at the maximum, so a step is 1 and x = k + ½ rounds away from zero
+            *v = if i == 0 { 127.0 } else { i as f32 - 16.5 };
+        }
+        x.extend([1.0; 7]); // a tail shorter than a block is not read
+        let scalar = Isa::Scalar.kern().unwrap();
+        let mut want = vec![BlockQ8::default(); x.len() / 32];
+        scalar.quantize_q8(&x, &mut want);
+        assert_eq!(want[13].q[0], 127);
+        assert_eq!(want[13].q[1], -16); // -15.5 → -16
+        assert_eq!(want[13].q[17], 1); // 0.5 → 1
+        assert!(want[11].q.iter().all(|&q| q == 0) && want[11].d == 0.0);
+        for isa in Isa::available() {
+            let mut got = vec![BlockQ8::default(); x.len() / 32];
+            isa.kern().unwrap().quantize_q8(&x, &mut got);
+            assert_eq!(got, want, "{isa:?}");
         }
     }
 

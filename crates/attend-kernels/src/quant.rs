@@ -383,41 +383,22 @@ pub struct BlockQ8 {
 
 /// Quantises `x` (a multiple of 32 long) block by block: `d = max|x| / 127`, `q = round(x/d)`.
 /// A NaN or an infinity is refused ([`Error::NonFinite`], with its index): `f32::max` would
-/// skip a NaN and the block would quietly become zeros.
+/// skip a NaN and the block would quietly become zeros. On the best kernels
+/// ([`Kern::quantize_q8`]: the same bits on every instruction set).
 pub fn quantize_q8(x: &[f32], out: &mut Vec<BlockQ8>) -> Result<()> {
+    let kern = Kern::best();
     out.clear();
-    for (bi, c) in x.chunks_exact(QK).enumerate() {
-        // branch-free: one flag per block, the culprit located only on failure
-        let finite = c.iter().fold(true, |ok, v| ok & v.is_finite());
-        if !finite {
-            let j = c.iter().position(|v| !v.is_finite()).unwrap_or(0);
-            return Err(Error::NonFinite {
-                what: "activations",
-                index: bi * QK + j,
-                value: c[j],
-            });
-        }
-        let amax = c.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-        // a block below the normal range quantises to zeros: `1/d` would overflow to
-        // infinity there and the values saturate (to −128, which `|q|`-based kernels mis-sign)
-        let d = if amax / 127.0 >= f32::MIN_POSITIVE {
-            amax / 127.0
-        } else {
-            0.0
-        };
-        let inv = if d > 0.0 { 1.0 / d } else { 0.0 };
-        let mut b = BlockQ8 {
-            d,
-            ..Default::default()
-        };
-        let mut sum = 0i32;
-        for (q, &v) in b.q.iter_mut().zip(c) {
-            *q = round_to_i8(v * inv);
-            sum += *q as i32;
-        }
-        b.s = d * sum as f32;
-        out.push(b);
+    let x = &x[..x.len() / QK * QK];
+    if !kern.all_finite(x) {
+        let index = x.iter().position(|v| !v.is_finite()).unwrap_or(0);
+        return Err(Error::NonFinite {
+            what: "activations",
+            index,
+            value: x[index],
+        });
     }
+    out.resize(x.len() / QK, BlockQ8::default());
+    kern.quantize_q8(x, out);
     Ok(())
 }
 
@@ -762,7 +743,10 @@ mod tests {
             assert!((d - amax / 127.0).abs() <= amax / 127.0 * 1e-3 + 1e-9);
             for (&v, &x) in b.qs.iter().zip(c) {
                 assert!(v != -128);
-                assert!((d * v as f32 - x).abs() <= d * 0.5 + amax * 1e-3, "{x} {v} {d}");
+                assert!(
+                    (d * v as f32 - x).abs() <= d * 0.5 + amax * 1e-3,
+                    "{x} {v} {d}"
+                );
             }
         }
         assert!(q[40].qs.iter().all(|&v| v == 0) && q[40].scale() == 0.0);

@@ -37,5 +37,6 @@ pub mod train;
 
 pub use error::{Error, Result};
 pub use models::encoder::{Embeddings, Pooling, SentenceEncoder};
+pub use nn::linear::Precision;
 pub use tokenize::hf::Tokenized;
 pub use trace::{GenerationTrace, TokenInfo, Trace};

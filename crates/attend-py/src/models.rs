@@ -16,8 +16,14 @@ use crate::threads::on_pool;
 
 /// Opens what `name` names (a known model is fetched on first use, said on standard error).
 fn open(py: Python<'_>, name: &str) -> PyResult<Model> {
+    open_with(py, name, attend_models::Precision::Float32)
+}
+
+/// [`open`] with a sentence encoder's linear layers at `precision` (int8 on another kind of
+/// model is a `ModelError`, raised before anything is fetched).
+fn open_with(py: Python<'_>, name: &str, precision: attend_models::Precision) -> PyResult<Model> {
     identify(py, name)?;
-    py.detach(|| models::open(name, &mut |m| eprintln!("{m}")))
+    py.detach(|| models::open_with(name, precision, &mut |m| eprintln!("{m}")))
         .map_err(|e| model_err(py, e))
 }
 
@@ -84,8 +90,14 @@ pub(crate) struct Encoder {
 #[pymethods]
 impl Encoder {
     #[new]
-    fn new(py: Python<'_>, name_or_path: &str) -> PyResult<Self> {
-        match open(py, name_or_path)? {
+    #[pyo3(signature = (name_or_path, int8 = false))]
+    fn new(py: Python<'_>, name_or_path: &str, int8: bool) -> PyResult<Self> {
+        let precision = if int8 {
+            attend_models::Precision::Int8
+        } else {
+            attend_models::Precision::Float32
+        };
+        match open_with(py, name_or_path, precision)? {
             Model::Encoder(inner) => Ok(Encoder { inner: *inner }),
             _ => Err(raise(
                 py,

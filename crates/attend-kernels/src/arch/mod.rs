@@ -36,6 +36,8 @@ pub(crate) type Gelu = unsafe fn(&mut [f32]);
 pub(crate) type AllFinite = unsafe fn(&[f32]) -> bool;
 /// `out = (m + log2 l) · ln 2`, `-inf` where `l` is 0.
 pub(crate) type Lse = unsafe fn(&[f32], &[f32], &mut [f32]);
+/// Finite activations to [`BlockQ8`] blocks, one per 32 values.
+pub(crate) type QuantizeQ8 = unsafe fn(&[f32], &mut [BlockQ8]);
 /// `v = act(v + bias) + residual`.
 pub(crate) type EpilogueFn = unsafe fn(&mut [f32], Option<&[f32]>, bool, Option<&[f32]>);
 
@@ -62,6 +64,7 @@ pub(crate) struct Table {
     pub epilogue: EpilogueFn,
     pub all_finite: AllFinite,
     pub lse: Lse,
+    pub quantize_q8: QuantizeQ8,
 }
 
 /// The `Table` of the instruction set `$isa` from the modules `kernels` (the kernels written
@@ -90,6 +93,7 @@ macro_rules! table {
             epilogue: elementwise::epilogue,
             all_finite: elementwise::all_finite,
             lse: elementwise::lse,
+            quantize_q8: elementwise::quantize_q8,
         }
     };
 }

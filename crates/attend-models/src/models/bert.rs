@@ -250,6 +250,15 @@ impl Loader<'_> {
         Linear::new(&w, out, inp, Some(b))
     }
 
+    /// [`Loader::linear`] at int8, smoothed by `act_max` (its input columns' maxima).
+    fn linear_int8(&self, name: &str, out: usize, inp: usize, act_max: &[f32]) -> Result<Linear> {
+        let w = self
+            .weights
+            .get(&self.name(&format!("{name}.weight")), &[out, inp])?;
+        let b = self.vec(&format!("{name}.bias"), &[out])?;
+        Linear::int8(&w, out, inp, Some(b), Some(act_max)).map_err(|e| e.at(|| self.name(name)))
+    }
+
     fn layer_norm(&self, name: &str, dim: usize, eps: f32) -> Result<LayerNorm> {
         Ok(LayerNorm {
             weight: self.vec(&format!("{name}.weight"), &[dim])?,
@@ -263,6 +272,37 @@ impl Loader<'_> {
             dense: self.linear(&format!("{name}.dense"), out, inp)?,
             layer_norm: self.layer_norm(&format!("{name}.LayerNorm"), out, eps)?,
         })
+    }
+}
+
+/// Where a checkpoint's names start (`bert.` for a `BertModel` saved inside another).
+fn prefix(weights: &Weights) -> &'static str {
+    if weights.has("bert.embeddings.word_embeddings.weight") {
+        "bert."
+    } else {
+        ""
+    }
+}
+
+/// The largest magnitude each input column of one layer's linear layers reaches, on the
+/// sequences of a calibration pass ([`BertModel::quantise_int8`]).
+#[derive(Clone, Debug, Default)]
+struct InputMax {
+    /// The layer's input (Q, K and V read it).
+    x: Vec<f32>,
+    /// The heads' outputs (the attention output projection reads them).
+    o: Vec<f32>,
+    /// After the attention block (the intermediate layer reads it).
+    a: Vec<f32>,
+    /// After GELU (the output layer reads it).
+    mid: Vec<f32>,
+}
+
+/// `m[j] = max(m[j], |x[r·n + j]|)` over the rows of `x`, `n = m.len()` wide.
+fn column_max(m: &mut Vec<f32>, x: &[f32], n: usize) {
+    m.resize(n, 0.0);
+    for row in x.chunks_exact(n) {
+        m.iter_mut().zip(row).for_each(|(m, v)| *m = m.max(v.abs()));
     }
 }
 
@@ -281,11 +321,7 @@ impl BertModel {
         let weights = Weights::open(&dir.join("model.safetensors"))?;
         config.validate(&cfg_path, &weights)?;
         let c = &config;
-        let prefix = if weights.has("bert.embeddings.word_embeddings.weight") {
-            "bert."
-        } else {
-            ""
-        };
+        let prefix = prefix(&weights);
         let ld = Loader {
             weights: &weights,
             prefix,
@@ -328,7 +364,7 @@ impl BertModel {
 
     /// Runs the encoder over `seqs` (token ids, each at most `max_position_embeddings` long).
     pub fn forward(&self, seqs: &[Vec<u32>], want_attention: bool) -> Result<BertOutput> {
-        self.forward_with(seqs, want_attention, &[])
+        self.forward_with(seqs, want_attention, &[], None)
     }
 
     /// [`BertModel::forward`] with one [`EncoderEdit`] per sequence (no attention kept).
@@ -362,7 +398,34 @@ impl BertModel {
                 )));
             }
         }
-        self.forward_with(seqs, false, edits)
+        self.forward_with(seqs, false, edits, None)
+    }
+
+    /// Turns every linear layer to [`crate::Precision::Int8`]: a float32 pass over `calibration`
+    /// (token-id sequences, a few varied texts) records the largest magnitude each layer's
+    /// input columns reach, and each weight is quantised smoothed by them
+    /// ([`Linear::int8`]). The weights are read again from the file.
+    pub fn quantise_int8(&mut self, calibration: &[Vec<u32>]) -> Result<()> {
+        let mut stats = vec![InputMax::default(); self.layers.len()];
+        self.forward_with(calibration, false, &[], Some(&mut stats))?;
+        let c = &self.config;
+        let (h, i) = (c.hidden_size, c.intermediate_size);
+        let ld = Loader {
+            weights: &self.weights,
+            prefix: prefix(&self.weights),
+        };
+        for (l, (layer, m)) in self.layers.iter_mut().zip(&stats).enumerate() {
+            let p = format!("encoder.layer.{l}.");
+            let a = &mut layer.attention;
+            a.query = ld.linear_int8(&format!("{p}attention.self.query"), h, h, &m.x)?;
+            a.key = ld.linear_int8(&format!("{p}attention.self.key"), h, h, &m.x)?;
+            a.value = ld.linear_int8(&format!("{p}attention.self.value"), h, h, &m.x)?;
+            layer.attention_output.dense =
+                ld.linear_int8(&format!("{p}attention.output.dense"), h, h, &m.o)?;
+            layer.intermediate = ld.linear_int8(&format!("{p}intermediate.dense"), i, h, &m.a)?;
+            layer.output.dense = ld.linear_int8(&format!("{p}output.dense"), h, i, &m.mid)?;
+        }
+        Ok(())
     }
 
     fn forward_with(
@@ -370,6 +433,7 @@ impl BertModel {
         seqs: &[Vec<u32>],
         want_attention: bool,
         edits: &[EncoderEdit],
+        mut calibration: Option<&mut [InputMax]>,
     ) -> Result<BertOutput> {
         let c = &self.config;
         let (hd, nh) = (c.hidden_size, c.num_attention_heads);
@@ -419,6 +483,10 @@ impl BertModel {
         let mut value_norms: Vec<Vec<f32>> = vec![Vec::new(); attention.len()];
         crate::nn::check_finite(&x, || "the embeddings".into())?;
         for (l, layer) in self.layers.iter().enumerate() {
+            let mut stats = calibration.as_deref_mut().map(|s| &mut s[l]);
+            if let Some(m) = stats.as_deref_mut() {
+                column_max(&mut m.x, &x, hd);
+            }
             let (mut o, v) = self
                 .self_attention(&layer.attention, &x, seqs, &mut attention, edits, l)
                 .map_err(|e| e.at(|| format!("layer {l}")))?;
@@ -436,8 +504,17 @@ impl BertModel {
             if want_attention {
                 self.value_norms(&layer.attention_output.dense, &v, seqs, &mut value_norms)?;
             }
+            if let Some(m) = stats.as_deref_mut() {
+                column_max(&mut m.o, &o, hd);
+            }
             let a = layer.attention_output.forward(&o, &x, total)?;
+            if let Some(m) = stats.as_deref_mut() {
+                column_max(&mut m.a, &a, hd);
+            }
             let mid = layer.intermediate.forward_gelu(&a, total)?;
+            if let Some(m) = stats {
+                column_max(&mut m.mid, &mid, c.intermediate_size);
+            }
             x = layer.output.forward(&mid, &a, total)?;
             crate::nn::check_finite(&x, || format!("layer {l} output"))?;
         }

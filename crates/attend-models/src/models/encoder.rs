@@ -11,6 +11,7 @@ use serde_json::Value;
 use super::bert::BertModel;
 use crate::error::{Error, Result};
 use crate::formats::fields::Fields;
+use crate::nn::linear::Precision;
 use crate::tokenize::hf::{HfTokenizer, Tokenized};
 use crate::trace::Trace;
 
@@ -68,9 +69,42 @@ fn read_json(path: &Path) -> Result<Option<Value>> {
         })
 }
 
+/// The texts whose activations set the int8 path's smoothing ([`Precision::Int8`]): short and
+/// long, prose, code, numbers, other scripts — the ranges a layer's input columns reach.
+/// (The tests check the int8 embeddings on other texts.)
+const CALIBRATION: &[&str] = &[
+    "",
+    "ok",
+    "Thanks!",
+    "What time does the library open on Sundays?",
+    "The committee postponed its decision until the budget figures were confirmed.",
+    "She poured the coffee, glanced at the rain, and decided the letter could wait.",
+    "Photosynthesis converts light energy into chemical energy stored in glucose.",
+    "for (i, x) in items.iter().enumerate() { total += x * weights[i]; }",
+    "Order #48213 shipped on 2024-03-07: 3 × $19.99, tracking 1Z999AA10123456784.",
+    "Le train de 8 h 15 est annulé en raison d'une grève.",
+    "Ich habe meinen Regenschirm im Büro vergessen.",
+    "¿Dónde está la estación de autobuses más cercana?",
+    "Москва — столица России.",
+    "今日はとても暑いので、アイスクリームを食べました。",
+    "omg that movie was sooo good 😂😂 10/10 would watch again",
+    "ERROR: connection refused (errno 111) while contacting 10.0.0.12:5432",
+    "In 1969, Apollo 11 landed on the Moon; Neil Armstrong stepped out first.",
+    "The defendant's counsel argued that the contract was void for lack of consideration.",
+    "Mix two cups of flour with one teaspoon of salt, then add water slowly.",
+    "Is it better to rent or to buy a house when interest rates are high and prices keep \
+     rising faster than wages in most of the country's larger cities?",
+];
+
 impl SentenceEncoder {
     /// Loads the folder `dir`.
     pub fn load(dir: &Path) -> Result<SentenceEncoder> {
+        SentenceEncoder::load_with(dir, Precision::Float32)
+    }
+
+    /// [`SentenceEncoder::load`] with the linear layers' weights at `precision`
+    /// ([`Precision::Int8`]: `Q8_0` weights and integer products).
+    pub fn load_with(dir: &Path, precision: Precision) -> Result<SentenceEncoder> {
         if !dir.is_dir() {
             return Err(Error::Invalid(format!(
                 "{} is not a model folder",
@@ -133,14 +167,22 @@ impl SentenceEncoder {
                 ),
             });
         }
-        Ok(SentenceEncoder {
+        let mut enc = SentenceEncoder {
             dir: dir.to_path_buf(),
             model,
             tokenizer,
             max_len,
             pooling,
             normalize,
-        })
+        };
+        if precision == Precision::Int8 {
+            let seqs = CALIBRATION
+                .iter()
+                .map(|t| enc.tokenize(t).map(|t| t.ids()))
+                .collect::<Result<Vec<_>>>()?;
+            enc.model.quantise_int8(&seqs)?;
+        }
+        Ok(enc)
     }
 
     /// Reads up to `max_len` tokens (special tokens included) instead of the length its

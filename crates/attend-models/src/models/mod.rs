@@ -22,6 +22,7 @@ pub mod toy;
 use std::path::{Path, PathBuf};
 
 use crate::formats::gguf::GgufFile;
+use crate::nn::linear::Precision;
 use crate::{registry, Error, Result, SentenceEncoder};
 use causal::CausalLm;
 use decoder::Decoder;
@@ -197,7 +198,28 @@ pub fn known_names() -> Vec<&'static str> {
 /// Opens what `arg` names ([`identify`]), fetching a known model on first use (`log` hears
 /// about it).
 pub fn open(arg: &str, log: &mut dyn FnMut(&str)) -> Result<Model> {
+    open_with(arg, Precision::Float32, log)
+}
+
+/// [`open`] with a sentence encoder's linear layers at `precision`. [`Precision::Int8`] is
+/// for sentence encoders only: a decoder's GGUF weights are quantised as the file stores them,
+/// and a toy model is small enough to stay exact; asking for it there is an error, said before
+/// anything is fetched.
+pub fn open_with(arg: &str, precision: Precision, log: &mut dyn FnMut(&str)) -> Result<Model> {
     let (kind, source) = identify(arg)?;
+    if precision == Precision::Int8 && kind != Kind::Encoder {
+        return Err(Error::Invalid(format!(
+            "int8 is for sentence encoders; `{arg}` is a {} whose weights are {}",
+            match kind {
+                Kind::Toy => "toy model",
+                _ => "decoder",
+            },
+            match kind {
+                Kind::Toy => "kept exact (f32)",
+                _ => "used as its GGUF file stores them (quantised there, or not)",
+            }
+        )));
+    }
     let path = match source {
         Source::Embedded(name) => match embedded::get(name) {
             Some(f) => return Ok(Model::Toy(Box::new(f?.model))),
@@ -208,7 +230,7 @@ pub fn open(arg: &str, log: &mut dyn FnMut(&str)) -> Result<Model> {
     };
     Ok(match kind {
         Kind::Toy => Model::Toy(Box::new(ToyFile::load(&path)?.model)),
-        Kind::Encoder => Model::Encoder(Box::new(SentenceEncoder::load(&path)?)),
+        Kind::Encoder => Model::Encoder(Box::new(SentenceEncoder::load_with(&path, precision)?)),
         Kind::Causal => Model::Causal(Box::new(load_decoder(&path)?)),
     })
 }
@@ -251,4 +273,28 @@ pub fn load_decoder(path: &Path) -> Result<Decoder> {
 /// [`load_decoder`] as a [`CausalLm`].
 pub fn load_gguf(path: &Path) -> Result<Box<dyn CausalLm>> {
     Ok(Box::new(load_decoder(path)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Int8 is for sentence encoders: on a toy model, or on a decoder's GGUF that does not
+    /// exist yet, it is refused before anything is read or fetched.
+    #[test]
+    fn int8_is_refused_on_other_models_up_front() {
+        let e = open_with("toy-winograd", Precision::Int8, &mut |_| {}).err();
+        assert!(
+            matches!(&e, Some(Error::Invalid(m)) if m.contains("int8 is for sentence encoders")),
+            "{e:?}"
+        );
+        let mut heard = false;
+        let e = open_with("smollm2", Precision::Int8, &mut |_| heard = true).err();
+        assert!(
+            matches!(&e, Some(Error::Invalid(m)) if m.contains("decoder")),
+            "{e:?}"
+        );
+        assert!(!heard, "a fetch was started");
+        assert!(open_with("toy-winograd", Precision::Float32, &mut |_| {}).is_ok());
+    }
 }

@@ -1,8 +1,9 @@
-//! GELU, the linear layers' epilogue, the NaN/inf check of inputs and the softmax's final
-//! log-sum-exp, portable scalar Rust. The SIMD builds compile this
+//! GELU, the linear layers' epilogue, the NaN/inf check of inputs, the softmax's final
+//! log-sum-exp and the quantisation of activations to `Q8` blocks, portable scalar Rust. The SIMD builds compile this
 //! same code with their instruction set enabled (it is branch-free, so it vectorises).
 
 use crate::math::gelu_erf;
+use crate::quant::{round_to_i8, BlockQ8, QK};
 
 /// [`crate::Kern::gelu`].
 #[inline(always)]
@@ -37,6 +38,38 @@ pub fn all_finite(x: &[f32]) -> bool {
     const EXP: u32 = 0x7f80_0000;
     x.chunks(1024)
         .all(|c| c.iter().fold(true, |ok, v| ok & (v.to_bits() & EXP != EXP)))
+}
+
+/// [`crate::Kern::quantize_q8`]: each 32 values of `x` (finite: the caller checked) to a
+/// [`BlockQ8`] in `out` — `d = max|x|/127` (0 for a block below the normal range), `q` the
+/// values over `d` rounded half away from zero, `s = d·Σq`. The maximum in sixteen lanes and
+/// the rounding by [`round_to_i8`] are branch-free, so that it vectorises; a maximum is
+/// exact in any order, so every build gives these bits.
+#[inline(always)]
+pub fn quantize_q8(x: &[f32], out: &mut [BlockQ8]) {
+    for (c, b) in x.chunks_exact(QK).zip(out) {
+        let mut m = [0.0f32; 16];
+        for h in c.chunks_exact(16) {
+            for (m, v) in m.iter_mut().zip(h) {
+                let a = v.abs();
+                *m = if a > *m { a } else { *m };
+            }
+        }
+        let amax = m.iter().fold(0.0f32, |a, &v| if v > a { v } else { a });
+        let d = if amax / 127.0 >= f32::MIN_POSITIVE {
+            amax / 127.0
+        } else {
+            0.0
+        };
+        let inv = if d > 0.0 { 1.0 / d } else { 0.0 };
+        let mut sum = 0i32;
+        for (q, &v) in b.q.iter_mut().zip(c) {
+            *q = round_to_i8(v * inv);
+            sum += *q as i32;
+        }
+        b.d = d;
+        b.s = d * sum as f32;
+    }
 }
 
 /// [`crate::Kern::lse`]: `out[i] = (m[i] + log2(l[i])) · ln 2`, the natural log-sum-exp of an
