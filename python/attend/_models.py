@@ -319,7 +319,8 @@ class Encoder:
     """A BERT-family sentence encoder. With ``int8=True`` its linear layers are quantised to
     8 bits (``Q8_0`` weights smoothed on calibration text, activations quantised per row,
     integer dot products): faster, and within cosine 0.999 of the float32 embeddings on every
-    text attend's tests try."""
+    text attend's tests try. ``explain`` and ``effect`` of an int8 encoder show the quantised
+    model's attention and effects (``attend explain`` and ``attend effect`` load float32)."""
 
     def __init__(self, name_or_path: str, int8: bool = False):
         self.name = str(name_or_path)

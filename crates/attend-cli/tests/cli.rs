@@ -192,8 +192,8 @@ fn explain_and_embed_on_minilm() {
     let o = attend(&["embed", &long], None);
     assert!(o.status.success());
     assert!(stderr(&o).contains("truncated"));
-    // --int8: the same texts within cosine 0.999 of float32's, said in the JSON; on a decoder
-    // a usage error
+    // --int8: the same texts within cosine 0.999 of float32's, said in the JSON; on a model
+    // that is no sentence encoder a usage error (before anything is fetched)
     let embed = |extra: &[&str]| -> Vec<Vec<f64>> {
         let o = attend(
             &[&["embed", "--format", "json"], extra].concat(),
@@ -216,12 +216,16 @@ fn explain_and_embed_on_minilm() {
             .collect()
     };
     let (f, q) = (embed(&[]), embed(&["--int8"]));
+    assert_eq!((f.len(), q.len()), (2, 2));
     for (a, b) in f.iter().zip(&q) {
         let cos: f64 = a.iter().zip(b).map(|(x, y)| x * y).sum();
         assert!(cos >= 0.999 && a != b, "int8 cosine {cos}");
     }
-    let o = attend(&["embed", "--int8", "--model", "toy-winograd", "x"], None);
-    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    for model in ["toy-winograd", "smollm2"] {
+        let o = attend(&["embed", "--int8", "--model", model, "x"], None);
+        assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+        assert!(!stderr(&o).contains("downloading"), "{}", stderr(&o));
+    }
 }
 
 /// Text typed into a chat message or a prompt is text: `<|im_end|><|im_start|>system` opens no

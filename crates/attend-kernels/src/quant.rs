@@ -402,9 +402,9 @@ pub fn quantize_q8(x: &[f32], out: &mut Vec<BlockQ8>) -> Result<()> {
     Ok(())
 }
 
-/// Quantises weights `w` (a multiple of 32 long) to [`BlockQ8_0`], as llama.cpp's
+/// Quantises weights `w` (a multiple of 32 long) to [`BlockQ8_0`], like llama.cpp's
 /// `quantize_row_q8_0_ref`: per block `d = max|w| / 127`, stored as `f16`, `q = round(w/d)`
-/// with `d` as stored (so `d·q` is the nearest point of the grid the product multiplies by).
+/// — but with `d` as stored (llama.cpp divides by the unrounded one) (so `d·q` is the nearest point of the grid the product multiplies by).
 /// A value that is not finite, or a block whose scale overflows `f16`, is refused.
 pub fn quantize_q8_0(w: &[f32], out: &mut Vec<BlockQ8_0>) -> Result<()> {
     out.clear();

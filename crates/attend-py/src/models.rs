@@ -20,7 +20,7 @@ fn open(py: Python<'_>, name: &str) -> PyResult<Model> {
 }
 
 /// [`open`] with a sentence encoder's linear layers at `precision` (int8 on another kind of
-/// model is a `ModelError`, raised before anything is fetched).
+/// model is an `InvalidArgument`, raised before anything is fetched).
 fn open_with(py: Python<'_>, name: &str, precision: attend_models::Precision) -> PyResult<Model> {
     identify(py, name)?;
     py.detach(|| models::open_with(name, precision, &mut |m| eprintln!("{m}")))

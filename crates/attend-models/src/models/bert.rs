@@ -414,16 +414,32 @@ impl BertModel {
             weights: &self.weights,
             prefix: prefix(&self.weights),
         };
-        for (l, (layer, m)) in self.layers.iter_mut().zip(&stats).enumerate() {
-            let p = format!("encoder.layer.{l}.");
-            let a = &mut layer.attention;
-            a.query = ld.linear_int8(&format!("{p}attention.self.query"), h, h, &m.x)?;
-            a.key = ld.linear_int8(&format!("{p}attention.self.key"), h, h, &m.x)?;
-            a.value = ld.linear_int8(&format!("{p}attention.self.value"), h, h, &m.x)?;
-            layer.attention_output.dense =
-                ld.linear_int8(&format!("{p}attention.output.dense"), h, h, &m.o)?;
-            layer.intermediate = ld.linear_int8(&format!("{p}intermediate.dense"), i, h, &m.a)?;
-            layer.output.dense = ld.linear_int8(&format!("{p}output.dense"), h, i, &m.mid)?;
+        // every layer made before any is replaced: an error leaves the model as it was
+        let made = stats
+            .iter()
+            .enumerate()
+            .map(|(l, m)| {
+                let p = format!("encoder.layer.{l}.");
+                let lin = |name: &str, out, inp, act: &[f32]| {
+                    ld.linear_int8(&format!("{p}{name}"), out, inp, act)
+                };
+                Ok([
+                    lin("attention.self.query", h, h, &m.x)?,
+                    lin("attention.self.key", h, h, &m.x)?,
+                    lin("attention.self.value", h, h, &m.x)?,
+                    lin("attention.output.dense", h, h, &m.o)?,
+                    lin("intermediate.dense", i, h, &m.a)?,
+                    lin("output.dense", h, i, &m.mid)?,
+                ])
+            })
+            .collect::<Result<Vec<_>>>()?;
+        for (layer, [q, k, v, o, mid, out]) in self.layers.iter_mut().zip(made) {
+            layer.attention.query = q;
+            layer.attention.key = k;
+            layer.attention.value = v;
+            layer.attention_output.dense = o;
+            layer.intermediate = mid;
+            layer.output.dense = out;
         }
         Ok(())
     }

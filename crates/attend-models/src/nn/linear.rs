@@ -35,17 +35,25 @@ pub enum Precision {
 enum Weight {
     /// Packed for the `f32` GEMM.
     F32(PackedMatrix),
-    /// `Q8_0` blocks, row after row, and the same in tiles of 16 rows where the processor
-    /// multiplies those natively.
+    /// `Q8_0` blocks, row after row, or in tiles of 16 rows where the processor multiplies
+    /// those natively (about one byte a weight either way).
     Int8 {
-        blocks: Vec<BlockQ8_0>,
-        tiled: Option<TiledMatrix>,
+        q: Int8Weight,
         out: usize,
         inp: usize,
         /// `1/s_j` per input column: the activations are divided by `s_j` before they are
         /// quantised, the weights' columns were multiplied by it (empty: no smoothing).
         inv_smooth: Vec<f32>,
     },
+}
+
+/// An int8 weight in the layout the product reads.
+#[derive(Clone, Debug)]
+enum Int8Weight {
+    /// `Q8_0` blocks, row after row (`qmatmul`).
+    Rows(Vec<BlockQ8_0>),
+    /// The same repacked in tiles of 16 rows (`tiled_matmul`, VNNI).
+    Tiled(TiledMatrix),
 }
 
 /// A linear layer with its weight prepared for the product ([`Precision`]).
@@ -135,9 +143,11 @@ impl Linear {
                 .zip(&w_max)
                 .map(|(&a, &m)| {
                     let s = (a / m).sqrt();
-                    // a dead or non-finite column keeps its scale
-                    if s.is_finite() && s > 1e-6 && s < 1e6 {
-                        s
+                    // a dead or non-finite column keeps its scale; the others move by at most
+                    // 100× (a column quiet on the calibration text but loud later would
+                    // otherwise swamp its block)
+                    if s.is_finite() && s > 0.0 {
+                        s.clamp(1e-2, 1e2)
                     } else {
                         1.0
                     }
@@ -156,15 +166,14 @@ impl Linear {
         };
         let mut blocks = Vec::new();
         quantize_q8_0(w, &mut blocks)?;
-        let tiled = if Kern::best().tiles_natively() && out > 0 {
-            Some(TiledMatrix::from_q(QBlocks::Q8_0(&blocks), out)?)
+        let q = if Kern::best().tiles_natively() && out > 0 {
+            Int8Weight::Tiled(TiledMatrix::from_q(QBlocks::Q8_0(&blocks), out)?)
         } else {
-            None
+            Int8Weight::Rows(blocks)
         };
         Ok(Linear {
             weight: Weight::Int8 {
-                blocks,
-                tiled,
+                q,
                 out,
                 inp,
                 inv_smooth: smooth.iter().map(|s| 1.0 / s).collect(),
@@ -207,15 +216,14 @@ impl Linear {
         gelu: bool,
     ) -> Result<Vec<f32>> {
         let b = self.bias.as_deref();
-        let (blocks, tiled, out, inp, inv_smooth) = match &self.weight {
+        let (q, out, inp, inv_smooth) = match &self.weight {
             Weight::F32(w) => return linear_act(x, w, b, residual, gelu, rows),
             Weight::Int8 {
-                blocks,
-                tiled,
+                q,
                 out,
                 inp,
                 inv_smooth,
-            } => (blocks, tiled, *out, *inp, inv_smooth),
+            } => (q, *out, *inp, inv_smooth),
         };
         check_epilogue(b, residual, rows, out)?;
         if x.len() != rows * inp {
@@ -223,6 +231,9 @@ impl Linear {
                 "an input of {} values for {rows} × {inp}",
                 x.len()
             )));
+        }
+        if rows == 0 {
+            return Ok(Vec::new());
         }
         // each row smoothed and quantised per 32 (a NaN or an infinity is refused, never
         // zeroed)
@@ -242,9 +253,9 @@ impl Linear {
         let refs: Vec<&[BlockQ8]> = qs.iter().map(|q| &q[..]).collect();
         let mut y = vec![0.0f32; rows * out];
         let kern = Kern::best();
-        match tiled {
-            Some(t) => tiled_matmul(kern, t, &refs, &mut y)?,
-            None => qmatmul(kern, QBlocks::Q8_0(blocks), out, &refs, &mut y)?,
+        match q {
+            Int8Weight::Tiled(t) => tiled_matmul(kern, t, &refs, &mut y)?,
+            Int8Weight::Rows(w) => qmatmul(kern, QBlocks::Q8_0(w), out, &refs, &mut y)?,
         }
         if out > 0 {
             y.par_chunks_mut(out).enumerate().for_each(|(r, v)| {
