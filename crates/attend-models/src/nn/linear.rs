@@ -237,19 +237,26 @@ impl Linear {
         }
         // each row smoothed and quantised per 32 (a NaN or an infinity is refused, never
         // zeroed)
-        let qs: Vec<Vec<BlockQ8>> = x
-            .par_chunks(inp)
-            .map(|r| {
-                let mut q = Vec::new();
-                if inv_smooth.is_empty() {
-                    quantize_q8(r, &mut q)?;
-                } else {
-                    let r: Vec<f32> = r.iter().zip(inv_smooth).map(|(v, s)| v * s).collect();
-                    quantize_q8(&r, &mut q)?;
-                }
-                Ok(q)
-            })
-            .collect::<std::result::Result<_, attend_kernels::Error>>()?;
+        let quantise = |r: &[f32]| {
+            let mut q = Vec::new();
+            if inv_smooth.is_empty() {
+                quantize_q8(r, &mut q)?;
+            } else {
+                let r: Vec<f32> = r.iter().zip(inv_smooth).map(|(v, s)| v * s).collect();
+                quantize_q8(&r, &mut q)?;
+            }
+            Ok(q)
+        };
+        // a few rows (one short sentence) on this thread: waking the pool costs more than the
+        // work; the same bits either way
+        let few = rows * inp.max(out) < SERIAL_BELOW;
+        type Rows = std::result::Result<Vec<Vec<BlockQ8>>, attend_kernels::Error>;
+        let qs: Rows = if few {
+            x.chunks(inp).map(quantise).collect()
+        } else {
+            x.par_chunks(inp).map(quantise).collect()
+        };
+        let qs = qs?;
         let refs: Vec<&[BlockQ8]> = qs.iter().map(|q| &q[..]).collect();
         let mut y = vec![0.0f32; rows * out];
         let kern = Kern::best();
@@ -258,14 +265,23 @@ impl Linear {
             Int8Weight::Rows(w) => qmatmul(kern, QBlocks::Q8_0(w), out, &refs, &mut y)?,
         }
         if out > 0 {
-            y.par_chunks_mut(out).enumerate().for_each(|(r, v)| {
+            let epilogue = |(r, v): (usize, &mut [f32])| {
                 let res = residual.map(|res| &res[r * out..][..out]);
                 kern.epilogue(v, b, gelu, res);
-            });
+            };
+            if few {
+                y.chunks_mut(out).enumerate().for_each(epilogue);
+            } else {
+                y.par_chunks_mut(out).enumerate().for_each(epilogue);
+            }
         }
         Ok(y)
     }
 }
+
+/// Values below which an int8 layer quantises its rows and applies its epilogue on the
+/// calling thread.
+const SERIAL_BELOW: usize = 1 << 15;
 
 /// Checks a bias and a residual against the output's shape.
 fn check_epilogue(
