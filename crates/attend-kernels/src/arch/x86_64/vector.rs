@@ -225,4 +225,8 @@ unsafe impl<const VNNI: bool> Q32 for X86Q<VNNI> {
     unsafe fn f16(bits: [u8; 2]) -> f32 {
         unsafe { f16(bits) }
     }
+    #[inline(always)]
+    unsafe fn prefetch(p: *const u8) {
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(p as *const i8) }
+    }
 }
