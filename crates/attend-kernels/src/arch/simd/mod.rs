@@ -99,8 +99,8 @@ pub(crate) unsafe trait Q32 {
     unsafe fn hsum(v: Self::F) -> f32;
     /// An IEEE half's bits as `f32`.
     unsafe fn f16(bits: [u8; 2]) -> f32;
-    /// A hint that the cache line at `p` will be read soon (any address: a prefetch never
-    /// faults and changes no result).
+    /// A hint that the cache line at `p` will be read soon, into L2 (any address: a prefetch
+    /// never faults and changes no result).
     unsafe fn prefetch(p: *const u8);
 }
 

@@ -95,8 +95,12 @@ pub(crate) unsafe fn dot_rows<Q: Q32, B: Block32>(
     }
 }
 
-/// How far ahead of the block being multiplied a weight row is prefetched, in bytes.
-const PREFETCH: usize = 2048;
+/// How far ahead of the block being multiplied a weight row is prefetched, in bytes, into
+/// L2 ([`Q32::prefetch`]). A weight row is read once, front to back, from memory; on an Intel
+/// Xeon VM whose own prefetchers left each thread at ~3 GB/s, asking 2 KiB ahead into L1
+/// doubled generation, and 8 KiB ahead into L2 (more lines in flight than L1's fill buffers
+/// hold) took a one-row `Q8_0` product from 7.7 to 10.4 GB/s a thread (bench/README.md).
+pub(crate) const PREFETCH: usize = 8192;
 
 /// One weight row times `N` activation rows: two blocks per step into two named pairs of
 /// accumulators (an indexed pair would live on the stack; one offset sum for both would be a
@@ -108,9 +112,6 @@ unsafe fn row<Q: Q32, B: Block32, const N: usize>(w: &[B], a: [&[BlockQ8]; N]) -
         let (mut off0, mut off1) = ([0.0f32; N], [0.0f32; N]);
         let pairs = w.len() / 2;
         for p in 0..pairs {
-            // a weight row is read once, front to back, from memory: asking for the line 2 KiB
-            // ahead doubled generation on an Intel Xeon whose own prefetchers left each
-            // thread at ~3 GB/s (bench/README.md)
             Q::prefetch((w.as_ptr().wrapping_add(2 * p) as *const u8).wrapping_add(PREFETCH));
             step::<Q, B, N>(&mut acc0, &mut off0, 2 * p, w.get_unchecked(2 * p), &a);
             step::<Q, B, N>(
