@@ -386,9 +386,23 @@ pub struct BlockQ8 {
 /// skip a NaN and the block would quietly become zeros. On the best kernels
 /// ([`Kern::quantize_q8`]: the same bits on every instruction set).
 pub fn quantize_q8(x: &[f32], out: &mut Vec<BlockQ8>) -> Result<()> {
-    let kern = Kern::best();
     out.clear();
+    out.resize(x.len() / QK, BlockQ8::default());
+    quantize_q8_into(x, out)
+}
+
+/// [`quantize_q8`] into `out`, which holds one block per 32 values of `x` (else
+/// [`Error::ShapeMismatch`]): for a caller that quantises many rows into one buffer.
+pub fn quantize_q8_into(x: &[f32], out: &mut [BlockQ8]) -> Result<()> {
+    let kern = Kern::best();
     let x = &x[..x.len() / QK * QK];
+    if out.len() != x.len() / QK {
+        return Err(Error::ShapeMismatch {
+            what: "quantised blocks",
+            expected: x.len() / QK,
+            got: out.len(),
+        });
+    }
     if !kern.all_finite(x) {
         let index = x.iter().position(|v| !v.is_finite()).unwrap_or(0);
         return Err(Error::NonFinite {
@@ -397,7 +411,6 @@ pub fn quantize_q8(x: &[f32], out: &mut Vec<BlockQ8>) -> Result<()> {
             value: x[index],
         });
     }
-    out.resize(x.len() / QK, BlockQ8::default());
     kern.quantize_q8(x, out);
     Ok(())
 }

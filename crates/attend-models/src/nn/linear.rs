@@ -9,7 +9,9 @@
 //!   every step, so packing once buys nothing); its backward is `crate::train::layers`'.
 
 use attend_kernels::gemm::sgemm_strided;
-use attend_kernels::quant::{qmatmul, quantize_q8, quantize_q8_0, BlockQ8, BlockQ8_0, QBlocks, QK};
+use attend_kernels::quant::{
+    qmatmul, quantize_q8_0, quantize_q8_into, BlockQ8, BlockQ8_0, QBlocks, QK,
+};
 use attend_kernels::tiled::{tiled_matmul, TiledMatrix};
 use attend_kernels::{Kern, PackedMatrix};
 use rayon::prelude::*;
@@ -236,28 +238,32 @@ impl Linear {
             return Ok(Vec::new());
         }
         // each row smoothed and quantised per 32 (a NaN or an infinity is refused, never
-        // zeroed)
-        let quantise = |r: &[f32]| {
-            let mut q = Vec::new();
+        // zeroed), into one buffer; a smoothed row goes through one scratch row per task
+        let per = inp / QK;
+        let mut qs = vec![BlockQ8::default(); rows * per];
+        let quantise = |scratch: &mut Vec<f32>, (r, q): (&[f32], &mut [BlockQ8])| {
             if inv_smooth.is_empty() {
-                quantize_q8(r, &mut q)?;
+                quantize_q8_into(r, q)
             } else {
-                let r: Vec<f32> = r.iter().zip(inv_smooth).map(|(v, s)| v * s).collect();
-                quantize_q8(&r, &mut q)?;
+                scratch.clear();
+                scratch.extend(r.iter().zip(inv_smooth).map(|(v, s)| v * s));
+                quantize_q8_into(scratch, q)
             }
-            Ok(q)
         };
         // a few rows (one short sentence) on this thread: waking the pool costs more than the
         // work; the same bits either way
         let few = rows * inp.max(out) < SERIAL_BELOW;
-        type Rows = std::result::Result<Vec<Vec<BlockQ8>>, attend_kernels::Error>;
-        let qs: Rows = if few {
-            x.chunks(inp).map(quantise).collect()
+        if few {
+            let mut scratch = Vec::new();
+            x.chunks(inp)
+                .zip(qs.chunks_mut(per))
+                .try_for_each(|rq| quantise(&mut scratch, rq))?;
         } else {
-            x.par_chunks(inp).map(quantise).collect()
-        };
-        let qs = qs?;
-        let refs: Vec<&[BlockQ8]> = qs.iter().map(|q| &q[..]).collect();
+            x.par_chunks(inp)
+                .zip(qs.par_chunks_mut(per))
+                .try_for_each_init(Vec::new, quantise)?;
+        }
+        let refs: Vec<&[BlockQ8]> = qs.chunks(per).collect();
         let mut y = vec![0.0f32; rows * out];
         let kern = Kern::best();
         match q {
