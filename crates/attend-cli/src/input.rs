@@ -89,7 +89,8 @@ pub fn encoder_with(model: &str, precision: Precision) -> Result<SentenceEncoder
         )),
         Kind::Encoder => match open_with(model, precision)? {
             Model::Encoder(e) => Ok(*e),
-            _ => unreachable!("identified as an encoder"),
+            // the folder changed between the two looks
+            _ => anyhow::bail!("`{model}` changed while it was read: it is no longer an encoder"),
         },
     }
 }
@@ -135,7 +136,10 @@ pub fn causal(model: &str) -> Result<Box<dyn CausalLm>> {
              (e.g. smollm2, gemma3, a .gguf file, or toy-winograd)"
         ));
     }
-    Ok(open(model)?.into_causal().expect("identified as causal"))
+    // `None`: the folder changed between the two looks
+    open(model)?.into_causal().ok_or_else(|| {
+        anyhow::anyhow!("`{model}` changed while it was read: it is no longer a language model")
+    })
 }
 
 /// `--page-mib` in bytes: a positive number of MiB, at most 4096.

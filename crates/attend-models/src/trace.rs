@@ -46,6 +46,19 @@ struct Rows {
     data: Vec<f32>,
 }
 
+/// The most layers, and the most heads, a trace may have: more is a caller's mistake (or a
+/// hostile request), refused before anything is allocated for them.
+const MAX_COUNT: usize = 1 << 16;
+
+fn check_counts(layers: usize, heads: usize) -> crate::Result<()> {
+    if layers > MAX_COUNT || heads > MAX_COUNT {
+        return Err(crate::Error::Invalid(format!(
+            "a trace of {layers} layers × {heads} heads (at most {MAX_COUNT} each)"
+        )));
+    }
+    Ok(())
+}
+
 impl Trace {
     /// A trace from dense `[layer][head][query][key]` probabilities (every row all `n` keys).
     pub fn dense(
@@ -55,6 +68,17 @@ impl Trace {
         attention: Vec<f32>,
     ) -> crate::Result<Trace> {
         let n = tokens.len();
+        check_counts(layers, heads)?;
+        let want = layers
+            .checked_mul(heads)
+            .and_then(|x| x.checked_mul(n))
+            .and_then(|x| x.checked_mul(n));
+        if want != Some(attention.len()) {
+            return Err(crate::Error::Invalid(format!(
+                "{} weights for {layers} layers × {heads} heads × {n} × {n} tokens",
+                attention.len()
+            )));
+        }
         Trace::from_spans(
             tokens,
             (layers, heads, kv_heads),
@@ -75,7 +99,8 @@ impl Trace {
         data: Vec<f32>,
     ) -> crate::Result<Trace> {
         let n = tokens.len();
-        if spans.len() != layers * n {
+        check_counts(layers, heads)?;
+        if Some(spans.len()) != layers.checked_mul(n) {
             return Err(crate::Error::Invalid(format!(
                 "{} row spans for {layers} layers × {n} tokens",
                 spans.len()
@@ -96,7 +121,10 @@ impl Trace {
                 size += hi - lo;
             }
             layer_at.push((at, size));
-            at += size * heads;
+            at = size
+                .checked_mul(heads)
+                .and_then(|s| s.checked_add(at))
+                .ok_or_else(|| crate::Error::Invalid("a trace too large to address".into()))?;
         }
         if data.len() != at {
             return Err(crate::Error::Invalid(format!(
@@ -288,6 +316,43 @@ impl GenerationTrace {
             query_pos: (0..self.steps()).map(|i| self.prompt_len - 1 + i).collect(),
             keys: self.keys(),
             data: aggregate::GridData::Dense(&self.rows),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tokens(n: usize) -> Vec<TokenInfo> {
+        (0..n)
+            .map(|i| TokenInfo {
+                id: i as u32,
+                text: format!("t{i}"),
+                start: i,
+                end: i + 1,
+            })
+            .collect()
+    }
+
+    /// Sizes a hostile caller could pass (counts whose product overflows, or so many layers
+    /// that the row index could not be allocated) are refused before anything is allocated.
+    #[test]
+    fn impossible_sizes_are_refused() {
+        let t = Trace::dense(tokens(2), (1, 2, 2), false, vec![0.25; 8]).unwrap();
+        assert_eq!((t.layers, t.heads, t.len()), (1, 2, 2));
+        for (layers, heads, n, data) in [
+            (1usize << 62, 0usize, 1usize, 0usize),
+            (1 << 62, 1, 0, 0),
+            (2, 1 << 62, 2, 8),
+            (usize::MAX, usize::MAX, 3, 9),
+            (1, 2, 2, 7),
+        ] {
+            let e = Trace::dense(tokens(n), (layers, heads, heads), false, vec![0.5; data]);
+            assert!(e.is_err(), "{layers} × {heads} × {n}");
+            let spans = vec![(0, n); data.min(8)];
+            let e = Trace::from_spans(tokens(n), (layers, heads, heads), false, spans, vec![]);
+            assert!(e.is_err(), "spans: {layers} × {heads} × {n}");
         }
     }
 }

@@ -257,6 +257,22 @@ fn reuse_computes_what_recomputing_does() {
     }
 }
 
+/// A target id past the vocabulary (one a hostile tokenizer could hand out) is refused, not
+/// indexed: the last target token is scored without being run.
+#[test]
+fn a_target_outside_the_vocabulary_is_refused() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tiny/gemma2.gguf");
+    let m = load_decoder(&path).unwrap();
+    let prompt = m.tokenizer.encode("the cat sat").unwrap();
+    let vocab = m.config.vocab as u32;
+    for target in [vec![vocab], vec![prompt[0].id, u32::MAX]] {
+        let e = m
+            .effect(&prompt, &target, &EffectSpec::default())
+            .unwrap_err();
+        assert!(e.to_string().contains("outside the vocabulary"), "{e}");
+    }
+}
+
 /// The encoder: MiniLM's sentence embedding with each token knocked out (its key hidden from
 /// every query, in all layers and in layers 2..4), two groups of tokens knocked out together,
 /// and each head zero-ablated — 1 − cos to the unedited embedding within 1e-5 of transformers'

@@ -517,4 +517,29 @@ fn tokenizer_metadata_out_of_range_is_refused_naming_the_key() {
         Some(Value::Array(vec![])),
         "`tokenizer.ggml.tokens` is empty",
     );
+    // a user-defined token spelled outside the byte alphabet (a space): the BPE vocabulary
+    // holds it under another spelling, so the added token would get an id past the end
+    let mut g = Gguf::parse(&std::fs::read(&path).unwrap()).unwrap();
+    let mut tokens = g
+        .get("tokenizer.ggml.tokens")
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .to_vec();
+    let mut types = g
+        .get("tokenizer.ggml.token_type")
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .to_vec();
+    tokens.push(Value::Str("x y".into()));
+    types.push(Value::I32(4));
+    g.metadata
+        .insert("tokenizer.ggml.tokens".into(), Value::Array(tokens));
+    g.metadata
+        .insert("tokenizer.ggml.token_type".into(), Value::Array(types));
+    let e = GgufTokenizer::from_gguf(&g, SpmStyle::Llama)
+        .err()
+        .expect("accepted");
+    assert!(e.to_string().contains("outside the"), "{e}");
 }

@@ -114,7 +114,20 @@ fn a_text_model_learns_its_text() {
     let other = b"something else entirely, at some length. ".repeat(40);
     assert!(Trainer::resume(ck, Some(200), Some(other)).is_err());
     // too short a text is an error, not a panic
-    assert!(Trainer::new(cfg, tc, Some(b"short".to_vec())).is_err());
+    assert!(Trainer::new(cfg.clone(), tc.clone(), Some(b"short".to_vec())).is_err());
+    // a word list on a text (a crafted checkpoint): its bytes past the list would be targets
+    // outside the vocabulary; refused, not indexed
+    let words = Vocab::Words {
+        words: (0..200).map(|i| format!("w{i}")).collect(),
+    };
+    let cfg = ToyConfig {
+        vocab: words,
+        ..cfg
+    };
+    let Err(e) = Trainer::new(cfg, tc, Some(text)) else {
+        panic!("a word vocabulary trained on a text");
+    };
+    assert!(e.to_string().contains("byte vocabulary"), "{e}");
 }
 
 /// Corrupt or mismatched checkpoint files are errors naming the problem.

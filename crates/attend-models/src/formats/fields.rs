@@ -86,5 +86,20 @@ pub fn numbered_blocks<'a>(names: impl IntoIterator<Item = &'a str>, prefix: &st
                 .ok()
         })
         .max()
-        .map_or(0, |m| m + 1)
+        // saturating: a hostile index of usize::MAX is then refused by the layer-count check
+        .map_or(0, |m| m.saturating_add(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The count of numbered blocks, and a hostile index that would overflow it.
+    #[test]
+    fn numbered_blocks_count_and_saturate() {
+        assert_eq!(numbered_blocks(["blk.0.a", "blk.3.b", "x"], "blk."), 4);
+        assert_eq!(numbered_blocks(["x", "blk.y.a"], "blk."), 0);
+        let max = format!("blk.{}.a", usize::MAX);
+        assert_eq!(numbered_blocks([max.as_str()], "blk."), usize::MAX);
+    }
 }

@@ -239,9 +239,12 @@ pub fn open_with(arg: &str, precision: Precision, log: &mut dyn FnMut(&str)) -> 
 /// folder written by training. `None` when `model` is neither.
 pub fn load_toy(model: &str) -> Option<Result<toy::ToyModel>> {
     match identify(model) {
-        Ok((Kind::Toy, _)) => Some(open(model, &mut |_| {}).map(|m| match m {
-            Model::Toy(t) => *t,
-            _ => unreachable!("identified as a toy model"),
+        Ok((Kind::Toy, _)) => Some(open(model, &mut |_| {}).and_then(|m| match m {
+            Model::Toy(t) => Ok(*t),
+            // the folder changed between the two looks
+            _ => Err(Error::Invalid(format!(
+                "`{model}` changed while it was read: it is no longer a toy model"
+            ))),
         })),
         _ => None,
     }

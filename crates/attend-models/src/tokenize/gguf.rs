@@ -579,6 +579,19 @@ impl GgufTokenizer {
         } else {
             byte_level(&tokens, &types, g)?
         };
+        // an added token the model's vocabulary could not place (a hostile spelling) gets a
+        // new id past the vocabulary: refused here, not indexed later
+        if let Some((s, &i)) = inner
+            .get_added_vocabulary()
+            .get_vocab()
+            .iter()
+            .find(|(_, &i)| i as usize >= tokens.len())
+        {
+            return Err(Error::Tokenizer(format!(
+                "the added token {s:?} got id {i}, outside the {} tokens of the vocabulary",
+                tokens.len()
+            )));
+        }
         let id = |key: &str| {
             g.get(key)
                 .and_then(Value::as_u64)

@@ -470,6 +470,12 @@ impl Trainer {
                 Data::Winograd { ids }
             }
             (TaskSpec::Text { bytes, hash, .. }, Some(text)) => {
+                // every byte is a token (and a target): a word list would leave ids unscored
+                if model.config.vocab != Vocab::Bytes {
+                    return Err(Error::Invalid(
+                        "a text model needs the byte vocabulary".into(),
+                    ));
+                }
                 if text.len() != *bytes || fnv_hex(&text) != *hash {
                     return Err(Error::Invalid(
                         "the text differs from the one this run was trained on".into(),

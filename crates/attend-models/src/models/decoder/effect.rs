@@ -57,6 +57,13 @@ impl Decoder {
         } else {
             target.to_vec()
         };
+        // the last target token is only scored, never run: its id is checked here
+        if let Some(&id) = target.iter().find(|&&id| id as usize >= c.vocab) {
+            return Err(Error::Invalid(format!(
+                "target token id {id} is outside the vocabulary of {}",
+                c.vocab
+            )));
+        }
         let t = target.len();
         let mut ids: Vec<u32> = prompt.iter().map(|p| p.id).collect();
         ids.extend_from_slice(&target[..t - 1]);

@@ -90,6 +90,13 @@ impl ToyFile {
             path: cfg_path.clone(),
             what: e.to_string(),
         })?;
+        // the training front ends add their records to the notes by name
+        if !(file.notes.is_object() || file.notes.is_null()) {
+            return Err(Error::Format {
+                path: cfg_path,
+                what: "`notes` is not an object".into(),
+            });
+        }
         let st_path = dir.join("model.safetensors");
         check_recorded(&file.files, "model.safetensors", weights, dir)?;
         // a configuration larger than its weights is refused before anything is allocated
@@ -167,9 +174,28 @@ mod tests {
             model: m.config.clone(),
             training: Some(serde_json::json!({"anything": 1})),
             files: None,
-            notes: serde_json::json!("n"),
+            notes: serde_json::json!({"n": 1}),
         })
         .unwrap()
+    }
+
+    /// `notes` the training front ends could not add to (a number, a list) is refused.
+    #[test]
+    fn notes_that_are_not_an_object_are_refused() {
+        let m = tiny();
+        let w = ToyFile::weights_bytes(&m).unwrap();
+        for notes in [
+            serde_json::json!(1),
+            serde_json::json!([1]),
+            serde_json::json!("n"),
+        ] {
+            let mut cfg: serde_json::Value =
+                serde_json::from_slice(&config_bytes(&m, ARCHITECTURE)).unwrap();
+            cfg["notes"] = notes;
+            let cfg = serde_json::to_vec(&cfg).unwrap();
+            let e = ToyFile::from_bytes(&cfg, &w, Path::new("d")).unwrap_err();
+            assert!(e.to_string().contains("`notes` is not an object"), "{e}");
+        }
     }
 
     #[test]
@@ -180,7 +206,7 @@ mod tests {
         assert_eq!(f.model.params, m.params);
         assert_eq!(f.model.config, m.config);
         assert_eq!(f.training, Some(serde_json::json!({"anything": 1})));
-        assert_eq!(f.notes, serde_json::json!("n"));
+        assert_eq!(f.notes, serde_json::json!({"n": 1}));
     }
 
     #[test]

@@ -375,7 +375,7 @@ impl ToyModel {
     ) -> Result<()> {
         let c = &self.config;
         let (d, m, vocab) = (c.dim, c.mlp, c.vocab.len());
-        let n = b * t;
+        let n = b.checked_mul(t).unwrap_or(0);
         if tokens.len() != n || n == 0 {
             return Err(Error::Invalid(format!(
                 "{} tokens given for {b} sequences of {t}",
