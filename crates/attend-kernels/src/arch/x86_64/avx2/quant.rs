@@ -109,22 +109,6 @@ unsafe fn hsum_i32(v: __m256i) -> i32 {
     _mm_cvtsi128_si32(s)
 }
 
-/// Asks for the cache lines of the weight block [`PREFETCH`] bytes past `blk`, into L2, as the
-/// 32-element kernels do (`arch/simd/quant.rs`). A prefetch never faults, so an address past
-/// the row's end is harmless.
-///
-/// [`PREFETCH`]: crate::arch::simd::quant::PREFETCH
-#[inline(always)]
-unsafe fn prefetch_block<B>(blk: *const B) {
-    let p = (blk as *const u8).wrapping_add(crate::arch::simd::quant::PREFETCH);
-    let mut line = 0;
-    while line < std::mem::size_of::<B>() {
-        // SAFETY: a prefetch reads nothing architecturally; any address is allowed
-        unsafe { _mm_prefetch::<_MM_HINT_T1>(p.wrapping_add(line) as *const i8) };
-        line += 64;
-    }
-}
-
 /// `Σ_j m_j (bsum_2j + bsum_2j+1)`: the minimums' integer part of a `Q4_K` / `Q5_K` block.
 #[inline]
 fn k4_mins(m: &[u8; 8], b: &BlockQ8K) -> i32 {
@@ -164,7 +148,6 @@ unsafe fn k4_row<B: K4, const N: usize>(w: &[B], a: [&[BlockQ8K]; N]) -> [f32; N
     let m4 = _mm256_set1_epi8(0x0f);
     let one = _mm256_set1_epi8(1);
     for (i, blk) in w.iter().enumerate() {
-        prefetch_block(blk);
         let (d, dmin, scales, qs, qh) = blk.parts();
         let (d, dmin) = (f16(d), f16(dmin));
         let (sc, m) = scales_mins_k4(scales);
@@ -221,7 +204,6 @@ unsafe fn q6_k<const N: usize>(w: &[BlockQ6K], a: [&[BlockQ8K]; N]) -> [f32; N] 
     let m4 = _mm256_set1_epi8(0x0f);
     let m2 = _mm256_set1_epi8(0x03);
     for (i, blk) in w.iter().enumerate() {
-        prefetch_block(blk);
         let d = f16(blk.d);
         let sc = &blk.scales;
         let mut sumi = [_mm256_setzero_si256(); N];
