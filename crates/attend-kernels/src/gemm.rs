@@ -176,6 +176,7 @@ fn run_packed(
                     &mut tail,
                     accumulate,
                     epi,
+                    false, // the panels are re-read from cache by every row block
                 );
             });
     } else {
@@ -209,6 +210,8 @@ fn run_packed(
                         &mut tail,
                         accumulate,
                         epi,
+                        // the first row block reads this column block's panels from memory
+                        r0 == 0,
                     );
                 }
                 (p0 * NR, buf)
@@ -241,7 +244,13 @@ fn rows_times_panels(
     tail: &mut [f32; ROW_BLOCK * NR],
     accumulate: bool,
     epi: Option<Epilogue>,
+    stream: bool,
 ) {
+    let gemm = if stream {
+        Kern::gemm_a_stream
+    } else {
+        Kern::gemm_a_panels
+    };
     let (n, k) = (w.n, w.k);
     let stride = out.len() / rows;
     let full = n / NR; // panels with all 16 columns real
@@ -262,7 +271,7 @@ fn rows_times_panels(
             );
             let c0 = (whole.start - p_base) * NR;
             let c = MatMut::new(&mut out[..], c0, stride, rows, whole.len() * NR);
-            kern.gemm_a_panels(xv, bp, c, acc);
+            gemm(kern, xv, bp, c, acc);
         }
         if panels.contains(&full) {
             // the ragged last panel: through a 16-wide scratch tile
@@ -274,7 +283,7 @@ fn rows_times_panels(
                 }
             }
             let bp = MatRef::dense(w.panel(p, k0, len), 1, len * NR);
-            kern.gemm_a_panels(xv, bp, MatMut::dense(&mut tail[..], rows, NR), acc);
+            gemm(kern, xv, bp, MatMut::dense(&mut tail[..], rows, NR), acc);
             for r in 0..rows {
                 out[r * stride + c0..][..cols].copy_from_slice(&tail[r * NR..][..cols]);
             }

@@ -203,6 +203,17 @@ impl Kern {
         unsafe { (self.t.gemm_a)(a, bp, c, acc) }
     }
 
+    /// [`Kern::gemm_a_panels`] for panels read once, front to back, from memory (a few rows
+    /// against a large matrix): each panel is prefetched ahead. The same results; where the
+    /// panels are re-read from cache (many rows), the prefetches only cost.
+    #[inline]
+    pub fn gemm_a_stream(self, a: MatRef<'_>, bp: MatRef<'_>, c: MatMut<'_>, acc: bool) {
+        assert!(bp.cols() == a.cols() * NR);
+        assert!(c.rows() == a.rows() && c.cols() == bp.rows() * NR);
+        // SAFETY: as in `gemm_a_panels`.
+        unsafe { (self.t.gemm_a_stream)(a, bp, c, acc) }
+    }
+
     /// `c[r][l] += Σ_t a[t][r] · b[t][l]`: `a` is `T × R`, `b` is `T × W` with `W` a multiple
     /// of 16, `c` is `R × W`.
     #[inline]
@@ -447,6 +458,20 @@ mod tests {
                     let bv = MatRef::dense(&bp, panels, klen * NR);
                     generic_panel::gemm_a(av, bv, c, acc);
                     close(&c1, &c2, 1e-5);
+                    // the streaming build: the same bits as the plain one
+                    let mut c3 = c1.clone();
+                    if acc {
+                        c3.copy_from_slice(&c2);
+                        c1.copy_from_slice(&c2);
+                        k.gemm_a_panels(
+                            av,
+                            bv,
+                            MatMut::new(&mut c1, 0, st, rows, panels * NR),
+                            acc,
+                        );
+                    }
+                    k.gemm_a_stream(av, bv, MatMut::new(&mut c3, 0, st, rows, panels * NR), acc);
+                    assert_eq!(c1, c3, "{isa:?} gemm_a_stream");
                 }
 
                 let a = rnd(klen * (rows + 2), 3);

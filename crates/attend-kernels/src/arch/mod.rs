@@ -45,6 +45,8 @@ pub(crate) type EpilogueFn = unsafe fn(&mut [f32], Option<&[f32]>, bool, Option<
 pub(crate) struct Table {
     pub isa: Isa,
     pub gemm_a: GemmA,
+    /// `gemm_a` for panels streamed once from memory: the same results, prefetched.
+    pub gemm_a_stream: GemmA,
     pub gemm_b: GemmB,
     pub pack_panels: PackPanels,
     pub softmax_cols: SoftmaxCols,
@@ -75,6 +77,7 @@ macro_rules! table {
         crate::arch::Table {
             isa: $isa,
             gemm_a: kernels::gemm_a,
+            gemm_a_stream: kernels::gemm_a_stream,
             gemm_b: kernels::gemm_b,
             pack_panels: panel::pack_panels,
             softmax_cols: kernels::softmax_cols,

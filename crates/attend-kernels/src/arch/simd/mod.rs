@@ -58,6 +58,9 @@ pub(crate) unsafe trait F32s: Copy {
     unsafe fn pow2i(self) -> Self;
     /// `self` with its `-inf` lanes set to 0.
     unsafe fn zero_neg_inf(self) -> Self;
+    /// A hint that the cache line at `p` will be read soon, into L1 (any address: a prefetch
+    /// never faults and changes no result).
+    unsafe fn prefetch(p: *const u8);
 }
 
 /// The 32 bytes of a quantised block and their dot products with an 8-bit activation block.
@@ -117,7 +120,13 @@ macro_rules! entries {
         #[target_feature(enable = $features)]
         pub(crate) unsafe fn gemm_a(a: MatRef<'_>, bp: MatRef<'_>, c: MatMut<'_>, acc: bool) {
             // SAFETY: the caller proves the features and the bounds (`crate::Kern::gemm_a`).
-            unsafe { simd::panel::gemm_a::<$f>(a, bp, c, acc) }
+            unsafe { simd::panel::gemm_a::<$f, false>(a, bp, c, acc) }
+        }
+
+        #[target_feature(enable = $features)]
+        pub(crate) unsafe fn gemm_a_stream(a: MatRef<'_>, bp: MatRef<'_>, c: MatMut<'_>, acc: bool) {
+            // SAFETY: as for `gemm_a` (`crate::Kern::gemm_a_stream`).
+            unsafe { simd::panel::gemm_a::<$f, true>(a, bp, c, acc) }
         }
 
         #[target_feature(enable = $features)]

@@ -68,6 +68,10 @@ macro_rules! f32s {
             unsafe fn mul_sub(self, b: Self, c: Self) -> Self {
                 unsafe { $fmsub(self, b, c) }
             }
+            #[inline(always)]
+            unsafe fn prefetch(p: *const u8) {
+                unsafe { _mm_prefetch::<_MM_HINT_T0>(p as *const i8) }
+            }
             $($rest)*
         }
     };
