@@ -64,12 +64,18 @@ fn bench_prints_json_lines() {
     // the machine's limits first (the cases' shares are of them), then the cases asked
     assert_eq!(lines[0]["case"], "peak-fma");
     assert_eq!(lines[1]["case"], "copy-512MiB");
-    let lines = &lines[2..];
+    assert_eq!(lines[2]["case"], "read-512MiB");
+    assert!(lines[2]["gbps"].as_f64().unwrap() > 0.0);
+    let lines = &lines[3..];
     assert_eq!(lines.len(), 2);
     assert_eq!(lines[0]["case"], "minilm-batch");
     assert!(lines[0]["gflops"].as_f64().unwrap() > 0.0);
+    assert!(lines[0]["of_peak_fma"].as_f64().unwrap() > 0.0);
     assert_eq!(lines[1]["impl"], "decode");
     assert!(lines[1]["gbps"].as_f64().unwrap() > 0.0);
+    // its shares of both memory limits
+    assert!(lines[1]["of_copy"].as_f64().unwrap() > 0.0);
+    assert!(lines[1]["of_read"].as_f64().unwrap() > 0.0);
 }
 
 #[test]
