@@ -296,7 +296,7 @@ pub fn run(args: &BenchArgs, threads: usize) -> Result<()> {
         // copy's share counts its writes too, so a read-only stream can pass half of it).
         // One word of each 64-byte line is summed: memory moves whole lines, and the loop's
         // own work stays far below them (a C loop of AVX-512 loads with prefetches measured
-        // the same 24-25 GB/s on an Intel Xeon VM; summing every word, 19)
+        // 24-25 GB/s on an Intel Xeon VM, this loop 24-26; summing every word, 19)
         let t = time(false, 0.5, || {
             use rayon::prelude::*;
             let sum: u64 = std::hint::black_box(&src)

@@ -9,7 +9,9 @@
 //! - many rows: parallel tasks own 48-row blocks of `y`; within a task, `k` is walked in chunks
 //!   of 256 so that the six `x` rows in flight and the panel chunk (16 KiB) stay in L1;
 //! - few rows (decode, one sentence): parallel tasks own blocks of 8 panels (128 columns) and
-//!   write them to `y` afterwards, so both cores work even on a single row.
+//!   write them to `y` afterwards, so both cores work even on a single row; each block's
+//!   first rows stream its panels from memory with a prefetch ahead ([`Kern::gemm_a_stream`]),
+//!   the rows after them find the panels in cache.
 //!
 //! And [`sgemm_strided`]: the `gemm` crate's sgemm behind a safe, bounds-checked signature,
 //! for products whose operands change every call (training), read through strides so that

@@ -388,7 +388,11 @@ pub struct BlockQ8 {
 pub fn quantize_q8(x: &[f32], out: &mut Vec<BlockQ8>) -> Result<()> {
     out.clear();
     out.resize(x.len() / QK, BlockQ8::default());
-    quantize_q8_into(x, out)
+    let done = quantize_q8_into(x, out);
+    if done.is_err() {
+        out.clear();
+    }
+    done
 }
 
 /// [`quantize_q8`] into `out`, which holds one block per 32 values of `x` (else

@@ -1,4 +1,5 @@
-//! Weight matrices repacked for prompt processing: sixteen rows interleaved, so one 512-bit
+//! Weight matrices repacked for the integer products (prompt processing, decoding and the int8
+//! encoder): sixteen rows interleaved, so one 512-bit
 //! register holds four consecutive columns of sixteen rows and one `vpdpbusd` multiplies them
 //! by four activation bytes broadcast — sixteen dot products advance at once, with no
 //! horizontal sums, no transpose of the results, and each 32-column block's scales applied

@@ -46,14 +46,14 @@ struct Rows {
     data: Vec<f32>,
 }
 
-/// The most layers, and the most heads, a trace may have: more is a caller's mistake (or a
-/// hostile request), refused before anything is allocated for them.
+/// The most layers, and the most heads, a trace may have: more (or none) is a caller's
+/// mistake, or a hostile request, refused before anything is allocated for them.
 const MAX_COUNT: usize = 1 << 16;
 
 fn check_counts(layers: usize, heads: usize) -> crate::Result<()> {
-    if layers > MAX_COUNT || heads > MAX_COUNT {
+    if layers == 0 || heads == 0 || layers > MAX_COUNT || heads > MAX_COUNT {
         return Err(crate::Error::Invalid(format!(
-            "a trace of {layers} layers × {heads} heads (at most {MAX_COUNT} each)"
+            "a trace of {layers} layers × {heads} heads (1 to {MAX_COUNT} each)"
         )));
     }
     Ok(())
@@ -347,6 +347,8 @@ mod tests {
             (2, 1 << 62, 2, 8),
             (usize::MAX, usize::MAX, 3, 9),
             (1, 2, 2, 7),
+            (2, 0, 3, 0),
+            (0, 2, 3, 0),
         ] {
             let e = Trace::dense(tokens(n), (layers, heads, heads), false, vec![0.5; data]);
             assert!(e.is_err(), "{layers} × {heads} × {n}");
@@ -354,5 +356,8 @@ mod tests {
             let e = Trace::from_spans(tokens(n), (layers, heads, heads), false, spans, vec![]);
             assert!(e.is_err(), "spans: {layers} × {heads} × {n}");
         }
+        // counts within the limits whose product overflows: the checked product refuses them
+        let e = Trace::dense(tokens(1 << 16), (1 << 16, 1 << 16, 1), false, vec![]);
+        assert!(e.unwrap_err().to_string().contains("weights for"));
     }
 }

@@ -333,12 +333,14 @@ fn byte_level(tokens: &[String], types: &[u64], g: &Gguf) -> Result<(Tokenizer, 
     inner.with_decoder(Some(ByteLevelDecoder::default()));
     let map = unicode_to_byte();
     // a control token spelled outside the byte alphabet is a mislabel of the converter's:
-    // transformers leaves it out, and so does attend
+    // transformers leaves it out, and so does attend; a user-defined one spelled so (a space)
+    // is not in the byte-level vocabulary under that spelling, and would be given an id past
+    // its end: left to the BPE, which spells it in the alphabet
     let special: Vec<AddedToken> = tokens
         .iter()
         .zip(types)
         .filter(|(s, &t)| {
-            t == TYPE_USER_DEFINED || (t == TYPE_CONTROL && s.chars().all(|c| map.contains_key(&c)))
+            (t == TYPE_USER_DEFINED || t == TYPE_CONTROL) && s.chars().all(|c| map.contains_key(&c))
         })
         .map(|(s, &t)| AddedToken::from(s.clone(), t == TYPE_CONTROL || marks_a_turn(s)))
         .collect();
@@ -579,8 +581,8 @@ impl GgufTokenizer {
         } else {
             byte_level(&tokens, &types, g)?
         };
-        // an added token the model's vocabulary could not place (a hostile spelling) gets a
-        // new id past the vocabulary: refused here, not indexed later
+        // an added token the model's vocabulary could not place gets a new id past the
+        // vocabulary (none should, after the filters above): refused here, not indexed later
         if let Some((s, &i)) = inner
             .get_added_vocabulary()
             .get_vocab()

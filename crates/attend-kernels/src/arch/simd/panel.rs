@@ -14,7 +14,8 @@ use super::F32s;
 use crate::mat::{MatMut, MatRef};
 use crate::NR;
 
-/// Calls `$mk::<S, R, V>(args)` for a block of `$n` rows (1 to 12) and `$v` registers (1 or
+/// Calls `$mk::<G…, R, V>(args)` (`G…` the generic list in brackets: `[S]`, `[S, STREAM]`)
+/// for a block of `$n` rows (1 to 12) and `$v` registers (1 or
 /// 2) a row: the shapes [`F32s::BLOCK_ROWS`] can ask for.
 macro_rules! block {
     ($mk:ident, [$($g:tt)*], $n:expr, $v:expr, ($($arg:expr),*)) => {
@@ -153,7 +154,8 @@ pub(crate) unsafe fn gemm_b<S: F32s>(a: MatRef<'_>, b: MatRef<'_>, mut c: MatMut
 
 /// How far ahead in a panel `gemm_a_stream` prefetches, in floats (2 KiB). Few activation rows
 /// against a weight matrix read each panel once, from memory or L3, where this VM's hardware
-/// prefetchers fall behind: MiniLM's one sentence went from 5.2 to 4.4 ms on an Intel Xeon.
+/// prefetchers fall behind: MiniLM's one sentence went from 5.0–5.1 to 3.0–3.3 ms on an Intel
+/// Xeon.
 /// Many rows re-read each panel from L1 or L2, where the prefetches cost 4-5% (`gemm_a`).
 const PANEL_PREFETCH: usize = 512;
 

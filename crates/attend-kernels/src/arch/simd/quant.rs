@@ -100,7 +100,7 @@ pub(crate) unsafe fn dot_rows<Q: Q32, B: Block32>(
 /// Xeon VM whose own prefetchers left each thread at ~3 GB/s, asking 2 KiB ahead into L1
 /// doubled generation, and 8 KiB ahead into L2 (more lines in flight than L1's fill buffers
 /// hold) took a one-row `Q8_0` product from 7.7 to 10.4 GB/s a thread (bench/README.md).
-pub(crate) const PREFETCH: usize = 8192;
+const PREFETCH: usize = 8192;
 
 /// One weight row times `N` activation rows: two blocks per step into two named pairs of
 /// accumulators (an indexed pair would live on the stack; one offset sum for both would be a

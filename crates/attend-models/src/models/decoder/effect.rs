@@ -49,6 +49,14 @@ impl Decoder {
                 )));
             }
         }
+        // the last target token is only scored, never run: its id is checked here, before any
+        // forward pass
+        if let Some(&id) = target.iter().find(|&&id| id as usize >= c.vocab) {
+            return Err(Error::Invalid(format!(
+                "target token id {id} is outside the vocabulary of {}",
+                c.vocab
+            )));
+        }
         let (trace, next) = self.explain_tokens(prompt)?;
         let tok = &self.tokenizer;
         let target_is_top = target.is_empty();
@@ -57,13 +65,6 @@ impl Decoder {
         } else {
             target.to_vec()
         };
-        // the last target token is only scored, never run: its id is checked here
-        if let Some(&id) = target.iter().find(|&&id| id as usize >= c.vocab) {
-            return Err(Error::Invalid(format!(
-                "target token id {id} is outside the vocabulary of {}",
-                c.vocab
-            )));
-        }
         let t = target.len();
         let mut ids: Vec<u32> = prompt.iter().map(|p| p.id).collect();
         ids.extend_from_slice(&target[..t - 1]);

@@ -232,8 +232,8 @@ impl Weights<'_> {
         Ok(out)
     }
 
-    /// A linear layer of the matrix `info`, repacked for prompt processing where the kernels
-    /// gain by it, with rows `r0..` of the bias vector `bias` when the file has it.
+    /// A linear layer of the matrix `info`, repacked for the tiled kernel where the kernels
+    /// tile natively, with rows `r0..` of the bias vector `bias` when the file has it.
     fn linear_of(&self, info: TensorInfo, bias: &str, r0: usize) -> Result<Linear> {
         let (rows, _) = info.matrix().unwrap_or((0, 0));
         let bias = match self.file.header.tensor(bias) {
@@ -286,8 +286,8 @@ impl Weights<'_> {
 }
 
 /// A linear layer's weights: the tensor in the file, its repacked form when the kernels have a
-/// SIMD build for it (AVX-512 VNNI), which products of many quantised activation rows take
-/// (prompt processing; `attend_kernels::tiled`), and its bias.
+/// SIMD build for it (AVX-512 VNNI), which every product of quantised activations takes
+/// (prompt processing and decoding; `attend_kernels::tiled`), and its bias.
 pub struct Linear {
     info: TensorInfo,
     tiled: Option<TiledMatrix>,
