@@ -196,11 +196,7 @@ impl Kern {
     /// `K` at a time.
     #[inline]
     pub fn gemm_a_panels(self, a: MatRef<'_>, bp: MatRef<'_>, c: MatMut<'_>, acc: bool) {
-        assert!(bp.cols() == a.cols() * NR);
-        assert!(c.rows() == a.rows() && c.cols() == bp.rows() * NR);
-        // SAFETY: the table proves the processor; the views checked their extents, and the
-        // shapes are asserted.
-        unsafe { (self.t.gemm_a)(a, bp, c, acc) }
+        self.gemm_a_by(self.t.gemm_a, a, bp, c, acc)
     }
 
     /// [`Kern::gemm_a_panels`] for panels read once, front to back, from memory (a few rows
@@ -208,10 +204,17 @@ impl Kern {
     /// panels are re-read from cache (many rows), the prefetches only cost.
     #[inline]
     pub fn gemm_a_stream(self, a: MatRef<'_>, bp: MatRef<'_>, c: MatMut<'_>, acc: bool) {
+        self.gemm_a_by(self.t.gemm_a_stream, a, bp, c, acc)
+    }
+
+    /// `gemm_a` or `gemm_a_stream` of this table, after the shape checks both need.
+    #[inline]
+    fn gemm_a_by(self, f: arch::GemmA, a: MatRef<'_>, bp: MatRef<'_>, c: MatMut<'_>, acc: bool) {
         assert!(bp.cols() == a.cols() * NR);
         assert!(c.rows() == a.rows() && c.cols() == bp.rows() * NR);
-        // SAFETY: as in `gemm_a_panels`.
-        unsafe { (self.t.gemm_a_stream)(a, bp, c, acc) }
+        // SAFETY: `f` is an entry of the table, which proves the processor; the views checked
+        // their extents, and the shapes are asserted.
+        unsafe { f(a, bp, c, acc) }
     }
 
     /// `c[r][l] += Σ_t a[t][r] · b[t][l]`: `a` is `T × R`, `b` is `T × W` with `W` a multiple

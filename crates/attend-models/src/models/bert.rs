@@ -17,7 +17,7 @@ use serde::Deserialize;
 use crate::error::{Error, Result};
 use crate::formats::fields::Fields;
 use crate::formats::safetensors::Weights;
-use crate::nn::linear::Linear;
+use crate::nn::linear::{column_max, Linear};
 use crate::nn::norm::layer_norm;
 
 /// The fields of `config.json` the encoder uses.
@@ -296,14 +296,6 @@ struct InputMax {
     a: Vec<f32>,
     /// After GELU (the output layer reads it).
     mid: Vec<f32>,
-}
-
-/// `m[j] = max(m[j], |x[r·n + j]|)` over the rows of `x`, `n = m.len()` wide.
-fn column_max(m: &mut Vec<f32>, x: &[f32], n: usize) {
-    m.resize(n, 0.0);
-    for row in x.chunks_exact(n) {
-        m.iter_mut().zip(row).for_each(|(m, v)| *m = m.max(v.abs()));
-    }
 }
 
 impl BertModel {

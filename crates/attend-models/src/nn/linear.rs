@@ -133,13 +133,8 @@ impl Linear {
                     a.len()
                 )));
             }
-            let mut w_max = vec![0.0f32; inp];
-            for row in w.chunks_exact(inp) {
-                w_max
-                    .iter_mut()
-                    .zip(row)
-                    .for_each(|(m, v)| *m = m.max(v.abs()));
-            }
+            let mut w_max = Vec::new();
+            column_max(&mut w_max, w, inp);
             smooth = a
                 .iter()
                 .zip(&w_max)
@@ -282,6 +277,15 @@ impl Linear {
             }
         }
         Ok(y)
+    }
+}
+
+/// `m[j] = max(m[j], |x[r·n + j]|)` over the rows of `x`, `n` wide (`m` grown to `n` with
+/// zeros): a weight's column maxima, or activations' over calibration text.
+pub fn column_max(m: &mut Vec<f32>, x: &[f32], n: usize) {
+    m.resize(n, 0.0);
+    for row in x.chunks_exact(n) {
+        m.iter_mut().zip(row).for_each(|(m, v)| *m = m.max(v.abs()));
     }
 }
 
@@ -455,13 +459,8 @@ mod tests {
         x.iter_mut().step_by(inp).for_each(|v| *v *= 50.0);
         let res = rnd(rows * out, 8);
         let f = Linear::new(&w, out, inp, Some(b.clone())).unwrap();
-        let mut act_max = vec![0.0f32; inp];
-        for r in x.chunks_exact(inp) {
-            act_max
-                .iter_mut()
-                .zip(r)
-                .for_each(|(m, v)| *m = m.max(v.abs()));
-        }
+        let mut act_max = Vec::new();
+        column_max(&mut act_max, &x, inp);
         let plain = Linear::new_with(&w, out, inp, Some(b.clone()), Precision::Int8).unwrap();
         let smooth = Linear::int8(&w, out, inp, Some(b.clone()), Some(&act_max)).unwrap();
         assert_eq!(plain.precision(), Precision::Int8);
